@@ -180,6 +180,22 @@ impl Id {
         self.cmp_closeness(a, b) == Ordering::Less
     }
 
+    /// Half of `self`, rounded down (a right shift by one bit).
+    pub fn half(&self) -> Id {
+        let mut out = [0u8; ID_BYTES];
+        let mut carry = 0u8;
+        for (o, b) in out.iter_mut().zip(self.0.iter()) {
+            *o = (b >> 1) | (carry << 7);
+            carry = b & 1;
+        }
+        Id(out)
+    }
+
+    /// The point halfway along the clockwise arc from `self` to `to`.
+    pub fn cw_midpoint(&self, to: &Id) -> Id {
+        self.wrapping_add(&self.cw_distance(to).half())
+    }
+
     /// True when `self` lies on the clockwise arc from `from` to `to`, both ends included.
     pub fn in_cw_arc(&self, from: &Id, to: &Id) -> bool {
         from.cw_distance(self) <= from.cw_distance(to)
@@ -321,6 +337,15 @@ mod tests {
             let x = a.with_digit(i, 4, v);
             prop_assert_eq!(x.digit(i, 4), v);
             for j in (0..64).filter(|&j| j != i) { prop_assert_eq!(x.digit(j, 4), a.digit(j, 4)); }
+        }
+
+        #[test]
+        fn midpoint_splits_the_clockwise_arc(a in arb_id(), b in arb_id()) {
+            let m = a.cw_midpoint(&b);
+            prop_assert!(m.in_cw_arc(&a, &b));
+            let d1 = a.cw_distance(&m);
+            let d2 = m.cw_distance(&b);
+            prop_assert!(d2 == d1 || d2 == d1.wrapping_add(&Id::from_bytes({ let mut x = [0u8; 32]; x[31] = 1; x })));
         }
 
         #[test]

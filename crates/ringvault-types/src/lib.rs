@@ -2,7 +2,7 @@
 //!
 //! Owns: the 256-bit [`Id`] and its ring arithmetic, [`Time`]/[`Duration`] (values, never read
 //! from a clock here), [`Contact`] (id + address) and node [`Identity`] (ed25519, id = BLAKE3 of
-//! the public key). Does not own any protocol logic: that lives in `ringvault-overlay` and the
+//! the public key), and the wire format's limits and errors. Does not own any protocol logic: that lives in `ringvault-overlay` and the
 //! services above it.
 #![deny(missing_docs)]
 
@@ -10,8 +10,10 @@ mod contact;
 mod id;
 mod identity;
 mod time;
+mod wire;
 
 pub use contact::Contact;
 pub use id::{Id, ParseIdError, DEFAULT_B, ID_BITS, ID_BYTES};
 pub use identity::{Identity, PublicKey, Signature, SignatureError};
 pub use time::{Duration, Time};
+pub use wire::{DecodeError, EncodeError, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};

@@ -1,0 +1,297 @@
+//! The `Node`: the overlay plus its services, behind the one surface drivers use.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ringvault_overlay::{
+    AppId, AppMessage, Config, ConfigError, Forward, Kbr, OverlayEvent, OverlayMessage, Output,
+    Overlay, RouteInfo, Upcalls,
+};
+use ringvault_types::{Contact, DecodeError, Duration, Id, Time};
+
+use crate::probe::{RouteProbes, RouteReport, PROBE_APP};
+use crate::Service;
+
+/// Identifies a command; its result comes back as [`NodeEvent::CommandDone`] with the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandId(pub u64);
+
+/// Something asked of the node by its operator (through a driver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Start a new ring with this node alone in it.
+    StartRing,
+    /// Join the ring through `bootstrap`.
+    Join {
+        /// A node already in the ring.
+        bootstrap: Contact,
+    },
+    /// Route a traced probe to `key`'s root and report the path.
+    RouteProbe {
+        /// The key.
+        key: Id,
+    },
+    /// Leave the ring gracefully.
+    Leave,
+}
+
+/// Why a command failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No answer in time: the ring may be partitioned or the root unreachable.
+    #[error("timed out waiting for the ring to answer")]
+    Timeout,
+    /// Too many commands of this kind are outstanding; retry later.
+    #[error("too many requests in flight; retry later")]
+    Busy,
+    /// The node has not joined a ring yet.
+    #[error("this node has not joined a ring yet")]
+    NotJoined,
+    /// The join gave up.
+    #[error("could not join the ring after {0} attempts; check the bootstrap address")]
+    JoinFailed(u32),
+    /// A peer answered with something unusable.
+    #[error("a peer sent an unusable reply")]
+    BadReply,
+}
+
+/// What a finished command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandOutput {
+    /// The command had nothing to report beyond success.
+    Done,
+    /// A route probe's report.
+    Route(RouteReport),
+}
+
+/// Notable happenings, for the driver and operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// An overlay event.
+    Overlay(OverlayEvent),
+    /// A command finished.
+    CommandDone {
+        /// The id `handle_command` returned.
+        id: CommandId,
+        /// Its result.
+        result: Result<CommandOutput, CommandError>,
+    },
+}
+
+/// What the node asks its driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send `msg` to `to` (encode it with [`crate::encode`]).
+    Send {
+        /// Receiver.
+        to: Contact,
+        /// Message.
+        msg: OverlayMessage,
+    },
+    /// Measure proximity to `peer`, then call [`Node::handle_probe_result`].
+    Probe {
+        /// Peer to measure.
+        peer: Contact,
+    },
+    /// Tell the operator.
+    Event(NodeEvent),
+}
+
+/// The services registered on a node, dispatched by application id.
+#[derive(Default)]
+struct Services {
+    probes: RouteProbes,
+    apps: BTreeMap<AppId, Box<dyn Service>>,
+}
+
+impl Upcalls for Services {
+    fn deliver(&mut self, kbr: &mut dyn Kbr, now: Time, key: Id, msg: AppMessage, info: RouteInfo) {
+        if msg.app == PROBE_APP {
+            self.probes.deliver(kbr, key, msg, info);
+        } else if let Some(s) = self.apps.get_mut(&msg.app) {
+            s.deliver(kbr, now, key, msg, info);
+        }
+    }
+
+    fn forward(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        key: Id,
+        msg: &mut AppMessage,
+        next_hop: &mut Contact,
+    ) -> Forward {
+        match self.apps.get_mut(&msg.app) {
+            Some(s) => s.forward(kbr, now, key, msg, next_hop),
+            None => Forward::Continue,
+        }
+    }
+
+    fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool) {
+        for s in self.apps.values_mut() {
+            s.update(kbr, now, node, joined);
+        }
+    }
+}
+
+/// One ringvault node as a sans-IO state machine: feed it messages, commands, probe results and
+/// timeouts with the current time; drain [`Node::poll_action`] after each.
+pub struct Node {
+    overlay: Overlay,
+    services: Services,
+    events: VecDeque<NodeEvent>,
+    next_command: u64,
+    join_command: Option<CommandId>,
+}
+
+impl Node {
+    /// A node reachable at `me` with overlay parameters `cfg`; `seed` seeds its private RNG.
+    pub fn new(me: Contact, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
+        Ok(Node {
+            overlay: Overlay::new(me, cfg, seed)?,
+            services: Services::default(),
+            events: VecDeque::new(),
+            next_command: 0,
+            join_command: None,
+        })
+    }
+
+    /// Registers a service. A second service with the same id replaces the first.
+    pub fn add_service(&mut self, service: Box<dyn Service>) {
+        self.services.apps.insert(service.app_id(), service);
+    }
+
+    /// The overlay, read-only (tables, stats, next-hop decisions).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// The overlay, for setting up tests and experiments (for example
+    /// [`Overlay::start_with_state`]).
+    pub fn overlay_mut(&mut self) -> &mut Overlay {
+        &mut self.overlay
+    }
+
+    /// This node's contact.
+    pub fn contact(&self) -> Contact {
+        self.overlay.contact()
+    }
+
+    /// Starts a command; its result comes later as [`NodeEvent::CommandDone`] with this id.
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandId {
+        self.next_command += 1;
+        let id = CommandId(self.next_command);
+        match cmd {
+            Command::StartRing => {
+                self.overlay.start_ring(now);
+                self.done(id, Ok(CommandOutput::Done));
+            }
+            Command::Join { bootstrap } => {
+                self.join_command = Some(id);
+                self.overlay.join(now, bootstrap);
+            }
+            Command::RouteProbe { key } => {
+                if !self.overlay.is_ready() {
+                    self.done(id, Err(CommandError::NotJoined));
+                } else if let Some(msg) = self.services.probes.start(now, id) {
+                    self.overlay.route(now, key, msg, None, true, &mut self.services);
+                }
+            }
+            Command::Leave => {
+                self.overlay.leave(now);
+                self.done(id, Ok(CommandOutput::Done));
+            }
+        }
+        self.collect_probe_results();
+        id
+    }
+
+    /// A message from `from`, already decoded.
+    pub fn handle_message(&mut self, now: Time, from: Contact, msg: OverlayMessage) {
+        self.overlay.handle_message(now, from, msg, &mut self.services);
+        self.collect_probe_results();
+    }
+
+    /// Raw bytes from `from`: decoded, then handled. A malformed message changes nothing.
+    pub fn handle_bytes(&mut self, now: Time, from: Contact, bytes: &[u8]) -> Result<(), DecodeError> {
+        let msg = crate::decode(bytes)?;
+        self.handle_message(now, from, msg);
+        Ok(())
+    }
+
+    /// The answer to [`Action::Probe`].
+    pub fn handle_probe_result(&mut self, now: Time, peer: Contact, rtt: Option<Duration>) {
+        self.overlay
+            .handle_probe_result(now, peer, rtt, &mut self.services);
+        self.collect_probe_results();
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn next_deadline(&self) -> Option<Time> {
+        [
+            self.overlay.next_deadline(),
+            self.services.probes.next_deadline(),
+        ]
+        .into_iter()
+        .chain(self.services.apps.values().map(|s| s.next_deadline()))
+        .flatten()
+        .min()
+    }
+
+    /// Call at (or after) [`Node::next_deadline`]; early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.overlay.handle_timeout(now, &mut self.services);
+        self.services.probes.handle_timeout(now);
+        for s in self.services.apps.values_mut() {
+            if s.next_deadline().is_some_and(|d| d <= now) {
+                s.handle_timeout(&mut self.overlay, now);
+            }
+        }
+        self.overlay.flush(now, &mut self.services);
+        self.collect_probe_results();
+    }
+
+    /// The next thing for the driver to do. Call after every input until `None`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(out) = self.overlay.poll_output() {
+            return Some(match out {
+                Output::Send { to, msg } => Action::Send { to, msg },
+                Output::Probe { peer } => Action::Probe { peer },
+                Output::Event(e) => {
+                    self.on_overlay_event(&e);
+                    Action::Event(NodeEvent::Overlay(e))
+                }
+            });
+        }
+        self.events.pop_front().map(Action::Event)
+    }
+
+    fn on_overlay_event(&mut self, e: &OverlayEvent) {
+        let result = match e {
+            OverlayEvent::Joined => Ok(CommandOutput::Done),
+            OverlayEvent::JoinFailed { attempts } => Err(CommandError::JoinFailed(*attempts)),
+            OverlayEvent::PeerFailed(_) => return,
+        };
+        if let Some(id) = self.join_command.take() {
+            self.done(id, result);
+        }
+    }
+
+    fn done(&mut self, id: CommandId, result: Result<CommandOutput, CommandError>) {
+        self.events.push_back(NodeEvent::CommandDone { id, result });
+    }
+
+    fn collect_probe_results(&mut self) {
+        for (id, r) in std::mem::take(&mut self.services.probes.done) {
+            self.done(id, r.map(CommandOutput::Route));
+        }
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("overlay", &self.overlay)
+            .field("services", &self.services.apps.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

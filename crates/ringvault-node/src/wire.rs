@@ -1,0 +1,147 @@
+//! Encoding of overlay messages: one version byte, then postcard, capped in size.
+
+use ringvault_overlay::OverlayMessage;
+use ringvault_types::{DecodeError, EncodeError, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};
+
+/// Encodes `msg` for the wire.
+pub fn encode(msg: &OverlayMessage) -> Result<Vec<u8>, EncodeError> {
+    let mut out = vec![PROTOCOL_VERSION];
+    let body = postcard::to_allocvec(msg).map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    out.extend_from_slice(&body);
+    if out.len() > MAX_MESSAGE_SIZE {
+        return Err(EncodeError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+/// Decodes bytes from the wire. Total: any input gives a message or an error.
+pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<OverlayMessage>(body)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ringvault_overlay::{AppMessage, Envelope, JoinReply, RoutedBody, StateSnapshot};
+    use ringvault_types::{Contact, Id};
+    use std::net::SocketAddr;
+
+    fn arb_id() -> impl Strategy<Value = Id> {
+        any::<[u8; 32]>().prop_map(Id::from_bytes)
+    }
+
+    fn arb_contact() -> impl Strategy<Value = Contact> {
+        (arb_id(), any::<SocketAddr>()).prop_map(|(id, addr)| Contact::new(id, addr))
+    }
+
+    fn arb_contacts() -> impl Strategy<Value = Vec<Contact>> {
+        proptest::collection::vec(arb_contact(), 0..20)
+    }
+
+    fn arb_app() -> impl Strategy<Value = AppMessage> {
+        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..200))
+            .prop_map(|(app, body)| AppMessage { app, body })
+    }
+
+    fn arb_message() -> impl Strategy<Value = OverlayMessage> {
+        let envelope = (
+            arb_id(),
+            arb_contact(),
+            any::<u8>(),
+            proptest::option::of(arb_contacts()),
+            prop_oneof![
+                arb_contact().prop_map(|joiner| RoutedBody::Join { joiner }),
+                arb_app().prop_map(RoutedBody::App),
+            ],
+        )
+            .prop_map(|(key, origin, hops, trace, body)| Envelope {
+                key,
+                origin,
+                hops,
+                trace,
+                body,
+            });
+        prop_oneof![
+            (any::<u64>(), envelope).prop_map(|(seq, envelope)| OverlayMessage::Routed { seq, envelope }),
+            arb_app().prop_map(OverlayMessage::Direct),
+            any::<u64>().prop_map(|seq| OverlayMessage::HopAck { seq }),
+            (any::<u8>(), any::<bool>(), arb_contacts(), arb_contacts(), arb_contacts(), any::<u64>())
+                .prop_map(|(hop, root, rows, leaves, neighbours, version)| {
+                    OverlayMessage::JoinReply(JoinReply { hop, root, rows, leaves, neighbours, version })
+                }),
+            Just(OverlayMessage::StateRequest),
+            (arb_contacts(), arb_contacts(), arb_contacts(), any::<u64>()).prop_map(
+                |(leaves, table, neighbours, version)| {
+                    OverlayMessage::StateReply(StateSnapshot { leaves, table, neighbours, version })
+                }
+            ),
+            proptest::option::of(any::<u64>())
+                .prop_map(|seen_version| OverlayMessage::Announce { seen_version }),
+            any::<u64>().prop_map(|nonce| OverlayMessage::Ping { nonce }),
+            any::<u64>().prop_map(|nonce| OverlayMessage::Pong { nonce }),
+            Just(OverlayMessage::LeafSetRequest),
+            (arb_contacts(), any::<u64>())
+                .prop_map(|(leaves, version)| OverlayMessage::LeafSetReply { leaves, version }),
+            (any::<u8>(), any::<u8>()).prop_map(|(row, col)| OverlayMessage::SlotRequest { row, col }),
+            (any::<u8>(), any::<u8>(), proptest::option::of(arb_contact()))
+                .prop_map(|(row, col, entry)| OverlayMessage::SlotReply { row, col, entry }),
+            Just(OverlayMessage::NeighbourhoodRequest),
+            arb_contacts().prop_map(|peers| OverlayMessage::NeighbourhoodReply { peers }),
+            Just(OverlayMessage::Leaving),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(msg in arb_message()) {
+            let bytes = encode(&msg).unwrap();
+            prop_assert_eq!(decode(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+            let mut versioned = bytes.clone();
+            versioned.insert(0, PROTOCOL_VERSION);
+            // Whatever it returns, a successful decode must re-encode to a message that decodes
+            // to the same value.
+            if let Ok(m) = decode(&versioned) {
+                prop_assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
+            }
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(msg in arb_message(), cut in 1usize..64) {
+            let bytes = encode(&msg).unwrap();
+            prop_assume!(cut < bytes.len());
+            prop_assert!(decode(&bytes[..bytes.len() - cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_the_right_error() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[PROTOCOL_VERSION + 1, 0]), Err(DecodeError::Version(PROTOCOL_VERSION + 1)));
+        let mut ok = encode(&OverlayMessage::LeafSetRequest).unwrap();
+        ok.push(0);
+        assert_eq!(decode(&ok), Err(DecodeError::Trailing(1)));
+        let huge = vec![PROTOCOL_VERSION; MAX_MESSAGE_SIZE + 1];
+        assert_eq!(decode(&huge), Err(DecodeError::TooLarge(MAX_MESSAGE_SIZE + 1)));
+        assert!(matches!(decode(&[PROTOCOL_VERSION, 0xff]), Err(DecodeError::Malformed(_))));
+        let big = OverlayMessage::Direct(AppMessage { app: 1, body: vec![0; MAX_MESSAGE_SIZE] });
+        assert!(matches!(encode(&big), Err(EncodeError::TooLarge(_))));
+    }
+}

@@ -1,0 +1,122 @@
+//! Overlay parameters, named after the Pastry papers' symbols.
+
+use ringvault_types::{Duration, DEFAULT_B};
+
+/// Default leaf set size `L`: L/2 closest larger and L/2 closest smaller ids.
+pub const LEAF_SET_SIZE: usize = 16;
+/// Default neighbourhood set size `M`: the M nodes closest by proximity.
+pub const NEIGHBOURHOOD_SIZE: usize = 32;
+/// A routed message that has taken this many hops is dropped (a guard against routing loops in
+/// inconsistent states; correct tables need about log16 N).
+pub const MAX_HOPS: u8 = 48;
+/// At most this many forwarded messages wait for a hop acknowledgement at once; beyond it the
+/// oldest is forgotten (treated as acknowledged).
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// At most this many proximity probes are outstanding; further candidates are not probed (they
+/// can still fill empty slots).
+pub const MAX_PENDING_PROBES: usize = 1024;
+/// At most this many recently failed ids are remembered, so stale state from peers does not
+/// resurrect them; the oldest is forgotten first.
+pub const MAX_RECENTLY_FAILED: usize = 1024;
+/// How many times a routed message is re-sent to an alternative next hop after a hop times out.
+pub const MAX_REROUTES: u8 = 3;
+/// How many times a join is restarted before the node gives up and reports `JoinFailed`.
+pub const MAX_JOIN_ATTEMPTS: u32 = 5;
+
+/// Which state a joining node collects: the three join variants of the Pastry locality study.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinVariant {
+    /// Row i from the i-th node on the join path, leaf set from the root, neighbourhood set from
+    /// the first node; no second stage.
+    PathRows,
+    /// Every node on the path sends its whole state (all rows, leaf set, neighbourhood set); no
+    /// second stage.
+    WholeState,
+    /// Path rows, then the second stage: ask every node in the new tables for its state, keep
+    /// the proximity-closest candidates. The default.
+    Full,
+}
+
+/// Overlay parameters. `Config::default()` is Pastry's: b = 4, L = 16, M = 32.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bits per digit `b` (1..=8). Routing table rows have 2^b columns.
+    pub b: u8,
+    /// Leaf set size `L` (even, >= 2).
+    pub leaf_set_size: usize,
+    /// Neighbourhood set size `M`.
+    pub neighbourhood_size: usize,
+    /// How the join collects state.
+    pub join_variant: JoinVariant,
+    /// A leaf not heard from for this long is sent a keep-alive.
+    pub keepalive_interval: Duration,
+    /// A leaf silent for this long is declared failed.
+    pub failure_timeout: Duration,
+    /// How long a forwarded message may wait for its next hop's acknowledgement before that hop
+    /// is declared failed and the message is re-routed.
+    pub hop_timeout: Duration,
+    /// How long a joining node waits for each join step before starting over.
+    pub join_timeout: Duration,
+    /// How often the neighbourhood set is re-probed.
+    pub neighbourhood_interval: Duration,
+    /// Whether keep-alives run at all (the simulator turns them off for static experiments).
+    pub keepalives: bool,
+    /// Whether dead routing table entries are repaired lazily by asking row peers.
+    pub table_repair: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            b: DEFAULT_B,
+            leaf_set_size: LEAF_SET_SIZE,
+            neighbourhood_size: NEIGHBOURHOOD_SIZE,
+            join_variant: JoinVariant::Full,
+            keepalive_interval: Duration::from_secs(2),
+            failure_timeout: Duration::from_secs(6),
+            hop_timeout: Duration::from_millis(1500),
+            join_timeout: Duration::from_secs(10),
+            neighbourhood_interval: Duration::from_secs(30),
+            keepalives: true,
+            table_repair: true,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid overlay configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the parameters, saying what to change when one is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=8).contains(&self.b) {
+            return Err(ConfigError(format!("b must be 1..=8, got {}", self.b)));
+        }
+        if self.leaf_set_size < 2 || self.leaf_set_size % 2 != 0 {
+            return Err(ConfigError(format!(
+                "leaf set size L must be even and at least 2, got {}",
+                self.leaf_set_size
+            )));
+        }
+        if self.failure_timeout <= self.keepalive_interval {
+            return Err(ConfigError(
+                "failure timeout must be longer than the keep-alive interval".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Columns per routing table row: 2^b.
+    pub fn columns(&self) -> usize {
+        1 << self.b
+    }
+}

@@ -1,0 +1,89 @@
+//! The common KBR API (Dabek et al.): the only door through which services touch the overlay.
+
+use ringvault_types::{Contact, Id, Time};
+
+use crate::AppMessage;
+
+/// Calls a service may make on the overlay.
+pub trait Kbr {
+    /// This node's contact.
+    fn local_contact(&self) -> Contact;
+
+    /// Routes `msg` toward the live node numerically closest to `key`, where the service's
+    /// `deliver` upcall receives it. With `hint`, the first hop is `hint`. The message leaves when
+    /// the current input has been handled.
+    fn route(&mut self, key: Id, msg: AppMessage, hint: Option<Contact>);
+
+    /// Sends `msg` straight to `to`, whose `deliver` upcall receives it (KBR's `route` with a
+    /// null key and `to` as the hint).
+    fn send_direct(&mut self, to: Contact, msg: AppMessage);
+
+    /// Up to `num` nodes usable as the next hop toward `key`, best first. With `safe`, only
+    /// nodes whose membership keep-alives vouch for (the leaf set); the constrained table of
+    /// secure routing will answer this once it exists.
+    fn local_lookup(&self, key: &Id, num: usize, safe: bool) -> Vec<Contact>;
+
+    /// Up to `num` leaf set members, nearest in id first.
+    fn neighbor_set(&self, num: usize) -> Vec<Contact>;
+
+    /// Up to `max_rank` nodes (this one included) that are candidates to hold replicas of
+    /// `key`, closest first. Meaningful only for keys within the leaf set's span.
+    fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact>;
+
+    /// The range of keys `[from, to)` (clockwise) for which `node` is among the `rank + 1`
+    /// closest nodes, if this node knows enough neighbours of `node` to tell.
+    fn range(&self, node: &Id, rank: usize) -> Option<(Id, Id)>;
+}
+
+/// What a service decides when a message passes through this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Send it on (to the possibly rewritten next hop).
+    Continue,
+    /// Stop it here.
+    Stop,
+}
+
+/// What a delivered message went through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The node that first sent it.
+    pub origin: Contact,
+    /// Hops it took.
+    pub hops: u8,
+    /// The nodes it passed through, when the sender asked for a trace.
+    pub trace: Option<Vec<Contact>>,
+}
+
+/// The overlay's upcalls to the services above it. The node implements this by dispatching on
+/// the message's application id.
+pub trait Upcalls {
+    /// `msg` reached its root (this node), or was sent straight here.
+    fn deliver(&mut self, kbr: &mut dyn Kbr, now: Time, key: Id, msg: AppMessage, info: RouteInfo);
+
+    /// `msg` passes through this node on its way to `key`; the service may rewrite the message,
+    /// change the next hop, or stop it.
+    fn forward(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        key: Id,
+        msg: &mut AppMessage,
+        next_hop: &mut Contact,
+    ) -> Forward;
+
+    /// `node` joined (`joined = true`) or left this node's leaf set.
+    fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool);
+}
+
+/// Upcalls that do nothing: for an overlay with no services.
+#[derive(Debug, Default)]
+pub struct NoServices;
+
+impl Upcalls for NoServices {
+    fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {}
+    fn forward(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: &mut AppMessage, _: &mut Contact) -> Forward {
+        Forward::Continue
+    }
+    fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
+}

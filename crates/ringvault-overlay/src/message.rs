@@ -1,0 +1,173 @@
+//! The overlay's wire messages. Encoding (postcard, framing, version) is the node's business;
+//! these types only need to be serde-able and bounded.
+
+use serde::{Deserialize, Serialize};
+
+use ringvault_types::{Contact, Id};
+
+/// Identifies the service a routed application message belongs to.
+pub type AppId = u16;
+
+/// An application's message, opaque to the overlay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppMessage {
+    /// The service that sent it and will receive it.
+    pub app: AppId,
+    /// The service's own encoding.
+    pub body: Vec<u8>,
+}
+
+/// What a routed message carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutedBody {
+    /// A node asking to join with the envelope's key as its id.
+    Join {
+        /// The joining node.
+        joiner: Contact,
+    },
+    /// An application message.
+    App(AppMessage),
+}
+
+/// A message routed hop by hop toward the node numerically closest to `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The destination key.
+    pub key: Id,
+    /// The node that first sent it.
+    pub origin: Contact,
+    /// Hops taken so far.
+    pub hops: u8,
+    /// Nodes the message passed through after the origin, when the origin asked for a trace.
+    pub trace: Option<Vec<Contact>>,
+    /// The payload.
+    pub body: RoutedBody,
+}
+
+/// One overlay message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverlayMessage {
+    /// A routed message; the receiver acknowledges it with [`OverlayMessage::HopAck`].
+    Routed {
+        /// Per-hop sequence number chosen by the sender, echoed in the ack.
+        seq: u64,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// An application message sent straight to the receiver (KBR route with a null key).
+    Direct(AppMessage),
+    /// Acknowledges one hop of a routed message.
+    HopAck {
+        /// The sequence number of the acknowledged hop.
+        seq: u64,
+    },
+    /// A node on a join path gives the joiner its state.
+    JoinReply(JoinReply),
+    /// A joining node (second stage) asks for the receiver's state.
+    StateRequest,
+    /// The receiver's state, for a joining node.
+    StateReply(StateSnapshot),
+    /// A node that finished joining tells the nodes in its tables it exists.
+    Announce {
+        /// The version of the receiver's state the sender built its tables from, if any.
+        seen_version: Option<u64>,
+    },
+    /// Keep-alive.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Keep-alive answer.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Asks for the receiver's leaf set (leaf repair, concurrent joins).
+    LeafSetRequest,
+    /// The sender's leaf set.
+    LeafSetReply {
+        /// The sender's leaf set members.
+        leaves: Vec<Contact>,
+        /// The sender's state version.
+        version: u64,
+    },
+    /// Lazy routing table repair: asks for the receiver's entry in a slot.
+    SlotRequest {
+        /// Row.
+        row: u8,
+        /// Column.
+        col: u8,
+    },
+    /// The receiver's entry for a requested slot.
+    SlotReply {
+        /// Row.
+        row: u8,
+        /// Column.
+        col: u8,
+        /// The entry, if the sender has one.
+        entry: Option<Contact>,
+    },
+    /// Asks for the receiver's neighbourhood set (neighbourhood repair).
+    NeighbourhoodRequest,
+    /// The sender's neighbourhood set.
+    NeighbourhoodReply {
+        /// Members, nearest to the sender first.
+        peers: Vec<Contact>,
+    },
+    /// The sender is leaving the ring on purpose.
+    Leaving,
+}
+
+/// State given to a joining node by one node on its join path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// The sender's position on the path (0 = the bootstrap node).
+    pub hop: u8,
+    /// True when the sender is the root (numerically closest to the joiner's id).
+    pub root: bool,
+    /// Routing table entries the joiner can use.
+    pub rows: Vec<Contact>,
+    /// The root's leaf set (root only; whole-state variant: every hop).
+    pub leaves: Vec<Contact>,
+    /// The bootstrap node's neighbourhood set (hop 0; whole-state variant: every hop).
+    pub neighbours: Vec<Contact>,
+    /// The sender's state version.
+    pub version: u64,
+}
+
+/// A node's whole state, for the second stage of a join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// Leaf set members.
+    pub leaves: Vec<Contact>,
+    /// Routing table entries.
+    pub table: Vec<Contact>,
+    /// Neighbourhood set members.
+    pub neighbours: Vec<Contact>,
+    /// The sender's state version.
+    pub version: u64,
+}
+
+impl OverlayMessage {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OverlayMessage::Routed { .. } => "routed",
+            OverlayMessage::Direct(_) => "direct",
+            OverlayMessage::HopAck { .. } => "hop_ack",
+            OverlayMessage::JoinReply(_) => "join_reply",
+            OverlayMessage::StateRequest => "state_request",
+            OverlayMessage::StateReply(_) => "state_reply",
+            OverlayMessage::Announce { .. } => "announce",
+            OverlayMessage::Ping { .. } => "ping",
+            OverlayMessage::Pong { .. } => "pong",
+            OverlayMessage::LeafSetRequest => "leafset_request",
+            OverlayMessage::LeafSetReply { .. } => "leafset_reply",
+            OverlayMessage::SlotRequest { .. } => "slot_request",
+            OverlayMessage::SlotReply { .. } => "slot_reply",
+            OverlayMessage::NeighbourhoodRequest => "neighbourhood_request",
+            OverlayMessage::NeighbourhoodReply { .. } => "neighbourhood_reply",
+            OverlayMessage::Leaving => "leaving",
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The overlay state machine: its state, its inputs and its outputs.
+//!
+//! Inputs are `handle_*` methods taking the current time; outputs are drained with
+//! [`Overlay::poll_output`]; the one timer is [`Overlay::next_deadline`] +
+//! [`Overlay::handle_timeout`]. Nothing here reads a clock, touches a socket or uses a global RNG.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use ringvault_types::{Contact, Duration, Id, Time};
+
+use crate::config::{MAX_IN_FLIGHT, MAX_RECENTLY_FAILED};
+use crate::{
+    AppMessage, Config, ConfigError, Envelope, LeafSet, NeighbourhoodSet, OverlayMessage, Peer,
+    RoutedBody, RoutingTable, SlotOutcome, SlotRule, Upcalls,
+};
+
+/// Something the overlay wants its driver to do or know.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send `msg` to `to`.
+    Send {
+        /// The receiver.
+        to: Contact,
+        /// The message.
+        msg: OverlayMessage,
+    },
+    /// Measure proximity to `peer` and report it with [`Overlay::handle_probe_result`]
+    /// (the simulator from its topology, the network driver from RTT). Every probe must be
+    /// answered, with `None` when the peer cannot be reached.
+    Probe {
+        /// The peer to measure.
+        peer: Contact,
+    },
+    /// Something happened that the node or its operator may care about.
+    Event(OverlayEvent),
+}
+
+/// Notable changes in the overlay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OverlayEvent {
+    /// The node finished joining (or started a new ring) and now routes.
+    Joined,
+    /// The join did not complete after every attempt.
+    JoinFailed {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A peer was declared failed and removed from the tables.
+    PeerFailed(Contact),
+}
+
+/// Decides whether a peer may enter this node's tables. The default admits everyone whose id
+/// the transport vouched for; secure mode plugs in a check of CA-signed node certificates.
+pub trait Admission {
+    /// True when `peer` may be added to the tables.
+    fn admit(&self, peer: &Contact) -> bool;
+}
+
+/// Admits every peer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&self, _: &Contact) -> bool {
+        true
+    }
+}
+
+/// Counters an operator or experiment reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Routed messages delivered here as root.
+    pub delivered: u64,
+    /// Routed messages forwarded by this node.
+    pub forwarded: u64,
+    /// Forwarding decisions that used the rare case.
+    pub rare_case: u64,
+    /// Hops that were not acknowledged in time.
+    pub hop_timeouts: u64,
+    /// Messages re-routed after a hop failure.
+    pub reroutes: u64,
+    /// Routed messages dropped (too many hops, nowhere to go, or not ready).
+    pub dropped: u64,
+    /// Peers declared failed.
+    pub peers_failed: u64,
+    /// Leaf set membership changes.
+    pub leaf_changes: u64,
+    /// Messages handed to the driver to send.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Messages sent for repair (leaf set, slot and neighbourhood requests).
+    pub repair_messages: u64,
+    /// Join attempts started.
+    pub join_attempts: u64,
+}
+
+/// What the node is waiting for.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Not started: call `start_ring` or `join`.
+    Idle,
+    /// Waiting for the join path's replies.
+    AwaitingJoinReplies {
+        bootstrap: Contact,
+        attempt: u32,
+        deadline: Time,
+        hops_seen: BTreeSet<u8>,
+        root_hop: Option<u8>,
+        versions: BTreeMap<Id, u64>,
+    },
+    /// Second stage: waiting for the state of the nodes in the new tables.
+    CollectingState {
+        deadline: Time,
+        awaiting: BTreeSet<Id>,
+        versions: BTreeMap<Id, u64>,
+    },
+    /// Joined: routing.
+    Ready,
+    /// Left the ring.
+    Left,
+}
+
+/// A forwarded message waiting for its hop acknowledgement.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) to: Contact,
+    pub(crate) envelope: Envelope,
+    pub(crate) deadline: Time,
+    pub(crate) reroutes: u8,
+}
+
+/// A message a service asked to route from this node, waiting for the current input to finish.
+#[derive(Debug)]
+pub(crate) struct LocalRoute {
+    pub(crate) key: Id,
+    pub(crate) msg: AppMessage,
+    pub(crate) hint: Option<Contact>,
+    pub(crate) trace: bool,
+}
+
+/// One node's Pastry overlay.
+pub struct Overlay {
+    pub(crate) cfg: Config,
+    pub(crate) me: Contact,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) phase: Phase,
+    pub(crate) leaf: LeafSet,
+    pub(crate) table: RoutingTable,
+    pub(crate) neighbours: NeighbourhoodSet,
+    pub(crate) admission: Box<dyn Admission + Send>,
+    /// Last time each leaf set member was heard from.
+    pub(crate) last_heard: BTreeMap<Id, Time>,
+    /// Recently failed ids and when; stale state from peers does not bring them back.
+    pub(crate) recently_failed: BTreeMap<Id, Time>,
+    /// Peers we asked the driver to measure.
+    pub(crate) probing: BTreeSet<Id>,
+    /// Forwarded messages awaiting hop acks, by sequence number (so oldest first).
+    pub(crate) in_flight: BTreeMap<u64, InFlight>,
+    /// Last leaf set request sent to each peer (repair cascades ask each peer at most once per
+    /// keep-alive interval).
+    pub(crate) leaf_requests: BTreeMap<Id, Time>,
+    pub(crate) next_seq: u64,
+    /// Bumped on every leaf set change; lets concurrent joiners notice stale state.
+    pub(crate) version: u64,
+    pub(crate) next_keepalive: Time,
+    pub(crate) next_neighbourhood: Time,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) local_routes: VecDeque<LocalRoute>,
+    pub(crate) local_deliveries: VecDeque<(Contact, AppMessage)>,
+    /// Routed messages to process (received, or re-routed after a hop failure), with the number
+    /// of re-routes so far.
+    pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
+    pub(crate) pending_updates: VecDeque<(Contact, bool)>,
+    pub(crate) stats: Stats,
+}
+
+/// Local work (upcalls, locally originated routes) done per input before the rest waits for the
+/// next input: a guard against services that route in a loop.
+const MAX_LOCAL_STEPS: usize = 10_000;
+
+impl Overlay {
+    /// A node with contact `me` and parameters `cfg`; `seed` seeds its private RNG.
+    pub fn new(me: Contact, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Overlay {
+            leaf: LeafSet::new(me.id, cfg.leaf_set_size),
+            table: RoutingTable::new(me.id, cfg.b, SlotRule::Proximity),
+            neighbours: NeighbourhoodSet::new(cfg.neighbourhood_size),
+            cfg,
+            me,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            admission: Box::new(AdmitAll),
+            last_heard: BTreeMap::new(),
+            recently_failed: BTreeMap::new(),
+            probing: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            leaf_requests: BTreeMap::new(),
+            next_seq: 1,
+            version: 0,
+            next_keepalive: Time::NEVER,
+            next_neighbourhood: Time::NEVER,
+            outputs: VecDeque::new(),
+            local_routes: VecDeque::new(),
+            local_deliveries: VecDeque::new(),
+            routed_queue: VecDeque::new(),
+            pending_updates: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Replaces the admission policy (secure mode).
+    pub fn set_admission(&mut self, admission: Box<dyn Admission + Send>) {
+        self.admission = admission;
+    }
+
+    /// This node's contact.
+    pub fn contact(&self) -> Contact {
+        self.me
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// True once the node has joined and routes messages.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// The leaf set.
+    pub fn leaf_set(&self) -> &LeafSet {
+        &self.leaf
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The neighbourhood set.
+    pub fn neighbourhood(&self) -> &NeighbourhoodSet {
+        &self.neighbours
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The state version (bumped on every leaf set change).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every distinct node in the leaf set, routing table and neighbourhood set.
+    pub fn known_peers(&self) -> Vec<Contact> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let all = self
+            .leaf
+            .members()
+            .into_iter()
+            .chain(self.table.entries().copied())
+            .chain(self.neighbours.peers().iter().copied());
+        for p in all {
+            if seen.insert(p.id()) {
+                out.push(p.contact);
+            }
+        }
+        out
+    }
+
+    /// Starts a new ring with this node as its only member. Call once, instead of `join`.
+    pub fn start_ring(&mut self, now: Time) {
+        self.become_ready(now);
+    }
+
+    /// The next output, if any. Call after every input until it returns `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Overlay::handle_timeout`] should next be called.
+    pub fn next_deadline(&self) -> Option<Time> {
+        let mut d = Time::NEVER;
+        match &self.phase {
+            Phase::AwaitingJoinReplies { deadline, .. }
+            | Phase::CollectingState { deadline, .. } => d = d.min(*deadline),
+            Phase::Ready => {
+                d = d.min(self.next_keepalive).min(self.next_neighbourhood);
+            }
+            Phase::Idle | Phase::Left => {}
+        }
+        if let Some(f) = self.in_flight.values().next() {
+            d = d.min(f.deadline);
+        }
+        (d != Time::NEVER).then_some(d)
+    }
+
+    /// Call when the time from [`Overlay::next_deadline`] has come. Early or repeated calls are
+    /// harmless.
+    pub fn handle_timeout(&mut self, now: Time, up: &mut dyn Upcalls) {
+        self.join_timeout(now);
+        self.hop_timeouts(now);
+        if self.is_ready() && now >= self.next_keepalive {
+            self.keepalive_tick(now);
+        }
+        if self.is_ready() && now >= self.next_neighbourhood {
+            self.neighbourhood_tick(now);
+        }
+        self.flush(now, up);
+    }
+
+    /// A message from `from` (whose id the transport has verified).
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        from: Contact,
+        msg: OverlayMessage,
+        up: &mut dyn Upcalls,
+    ) {
+        self.stats.messages_received += 1;
+        if from.id == self.me.id {
+            return;
+        }
+        if let Some(t) = self.last_heard.get_mut(&from.id) {
+            *t = now;
+        }
+        self.dispatch(now, from, msg);
+        self.flush(now, up);
+    }
+
+    /// The answer to an [`Output::Probe`]: the measured proximity, or `None` when the peer could
+    /// not be reached.
+    pub fn handle_probe_result(
+        &mut self,
+        now: Time,
+        peer: Contact,
+        rtt: Option<Duration>,
+        up: &mut dyn Upcalls,
+    ) {
+        self.probing.remove(&peer.id);
+        match rtt {
+            None => self.declare_failed(now, peer.id),
+            Some(rtt) => {
+                self.table.set_rtt(&peer.id, rtt);
+                self.offer(now, Peer { contact: peer, rtt: Some(rtt) });
+            }
+        }
+        self.flush(now, up);
+    }
+
+    /// Routes an application message from this node toward `key`. With `trace`, the delivered
+    /// message lists every node it passed.
+    pub fn route(
+        &mut self,
+        now: Time,
+        key: Id,
+        msg: AppMessage,
+        hint: Option<Contact>,
+        trace: bool,
+        up: &mut dyn Upcalls,
+    ) {
+        self.local_routes.push_back(LocalRoute {
+            key,
+            msg,
+            hint,
+            trace,
+        });
+        self.flush(now, up);
+    }
+
+    /// Sends an application message straight to `to`.
+    pub fn send_direct(&mut self, now: Time, to: Contact, msg: AppMessage, up: &mut dyn Upcalls) {
+        crate::Kbr::send_direct(self, to, msg);
+        self.flush(now, up);
+    }
+
+    /// Leaves the ring on purpose: tells every known node, then stops.
+    pub fn leave(&mut self, _now: Time) {
+        for c in self.known_peers() {
+            self.send(c, OverlayMessage::Leaving);
+        }
+        self.phase = Phase::Left;
+        self.in_flight.clear();
+    }
+
+    pub(crate) fn send(&mut self, to: Contact, msg: OverlayMessage) {
+        self.stats.messages_sent += 1;
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    pub(crate) fn event(&mut self, e: OverlayEvent) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Runs the work services queued through the [`crate::Kbr`] calls (routes, direct sends)
+    /// and the upcalls they are owed. Every `handle_*` method does this on its own; call it after
+    /// invoking a service outside of an overlay input (a service's own timer).
+    pub fn flush(&mut self, now: Time, up: &mut dyn Upcalls) {
+        for _ in 0..MAX_LOCAL_STEPS {
+            if let Some((c, joined)) = self.pending_updates.pop_front() {
+                up.update(self, now, c, joined);
+            } else if let Some((env, reroutes)) = self.routed_queue.pop_front() {
+                self.process_envelope_with(now, env, reroutes, up);
+            } else if let Some(r) = self.local_routes.pop_front() {
+                self.route_local(now, r, up);
+            } else if let Some((from, msg)) = self.local_deliveries.pop_front() {
+                let info = crate::RouteInfo {
+                    origin: from,
+                    hops: 0,
+                    trace: None,
+                };
+                let key = self.me.id;
+                up.deliver(self, now, key, msg, info);
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Takes `peer` into whichever tables want it. Returns true when the leaf set changed.
+    pub(crate) fn offer(&mut self, now: Time, peer: Peer) -> bool {
+        let id = peer.id();
+        if id == self.me.id
+            || self.recently_failed.contains_key(&id)
+            || !self.admission.admit(&peer.contact)
+        {
+            return false;
+        }
+        let (added, pushed_out) = self.leaf.insert(peer);
+        if added {
+            self.last_heard.insert(id, now);
+            self.leaf_changed(peer.contact, true);
+        }
+        for c in pushed_out {
+            self.last_heard.remove(&c.id);
+            self.leaf_changed(c, false);
+        }
+        match self.table.insert(peer) {
+            SlotOutcome::NeedsProximity | SlotOutcome::Filled if peer.rtt.is_none() => {
+                self.probe(peer.contact)
+            }
+            _ => {}
+        }
+        if peer.rtt.is_some() {
+            self.neighbours.insert(peer);
+        }
+        added
+    }
+
+    /// Offers a peer we heard from directly: direct evidence it is alive clears a failure mark.
+    pub(crate) fn offer_sender(&mut self, now: Time, peer: Contact) {
+        self.recently_failed.remove(&peer.id);
+        let rtt = self.table_rtt(&peer.id);
+        self.offer(now, Peer { contact: peer, rtt });
+    }
+
+    fn table_rtt(&self, id: &Id) -> Option<Duration> {
+        self.table
+            .slot_of(id)
+            .and_then(|(r, c)| self.table.get(r, c))
+            .filter(|p| p.id() == *id)
+            .and_then(|p| p.rtt)
+    }
+
+    pub(crate) fn probe(&mut self, peer: Contact) {
+        if self.probing.len() >= crate::config::MAX_PENDING_PROBES || !self.probing.insert(peer.id)
+        {
+            return;
+        }
+        self.outputs.push_back(Output::Probe { peer });
+    }
+
+    fn leaf_changed(&mut self, c: Contact, joined: bool) {
+        self.version += 1;
+        self.stats.leaf_changes += 1;
+        if self.is_ready() {
+            self.pending_updates.push_back((c, joined));
+        }
+    }
+
+    /// Removes a peer found dead from every table and starts repair.
+    pub(crate) fn declare_failed(&mut self, now: Time, id: Id) {
+        if id == self.me.id {
+            return;
+        }
+        let contact = self
+            .leaf
+            .get(&id)
+            .map(|p| p.contact)
+            .or_else(|| self.table.entries().find(|p| p.id() == id).map(|p| p.contact))
+            .or_else(|| {
+                self.neighbours
+                    .peers()
+                    .iter()
+                    .find(|p| p.id() == id)
+                    .map(|p| p.contact)
+            });
+        self.probing.remove(&id);
+        let Some(contact) = contact else { return };
+        if self.recently_failed.len() >= MAX_RECENTLY_FAILED {
+            if let Some((&oldest, _)) = self.recently_failed.iter().min_by_key(|(_, t)| **t) {
+                self.recently_failed.remove(&oldest);
+            }
+        }
+        self.recently_failed.insert(id, now);
+        let side = self.leaf.side_of(&id);
+        let in_leaf = self.leaf.remove(&id);
+        let slot = self.table.remove(&id);
+        let in_neighbours = self.neighbours.remove(&id);
+        self.last_heard.remove(&id);
+        self.stats.peers_failed += 1;
+        self.event(OverlayEvent::PeerFailed(contact));
+        if in_leaf {
+            self.leaf_changed(contact, false);
+            self.repair_leaf_set(now, Some(side));
+        }
+        if let Some((row, col)) = slot {
+            if self.cfg.table_repair {
+                self.repair_slot(row, col);
+            }
+        }
+        if in_neighbours {
+            if let Some(p) = self.neighbours.peers().first().copied() {
+                self.stats.repair_messages += 1;
+                self.send(p.contact, OverlayMessage::NeighbourhoodRequest);
+            }
+        }
+    }
+
+    fn hop_timeouts(&mut self, now: Time) {
+        while let Some(entry) = self.in_flight.first_entry() {
+            if entry.get().deadline > now {
+                break;
+            }
+            let f = entry.remove();
+            self.stats.hop_timeouts += 1;
+            self.declare_failed(now, f.to.id);
+            if f.reroutes < crate::config::MAX_REROUTES && self.is_ready() {
+                self.stats.reroutes += 1;
+                self.routed_queue.push_back((f.envelope, f.reroutes + 1));
+            } else {
+                self.stats.dropped += 1;
+            }
+        }
+    }
+
+    /// Sends `env` to `to` as one hop and remembers it until acknowledged.
+    pub(crate) fn send_hop(&mut self, now: Time, to: Contact, before: Envelope, sent: Envelope, reroutes: u8) {
+        let seq = self.next_seq();
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.in_flight.pop_first();
+        }
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                to,
+                envelope: before,
+                deadline: now + self.cfg.hop_timeout,
+                reroutes,
+            },
+        );
+        self.send(to, OverlayMessage::Routed { seq, envelope: sent });
+    }
+
+    /// Whether `body` is a join (whose key is the joiner's own id, so the joiner must not be
+    /// chosen as a hop).
+    pub(crate) fn joiner_of(body: &RoutedBody) -> Option<Id> {
+        match body {
+            RoutedBody::Join { joiner } => Some(joiner.id),
+            RoutedBody::App(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("me", &self.me)
+            .field("phase", &self.phase)
+            .field("leaves", &self.leaf.len())
+            .finish_non_exhaustive()
+    }
+}

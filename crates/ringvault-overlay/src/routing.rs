@@ -1,0 +1,309 @@
+//! The next-hop rule, hop-by-hop forwarding, and the KBR API calls.
+
+use ringvault_types::{Contact, Id, Time};
+
+use crate::config::MAX_HOPS;
+use crate::kbr::{Forward, Kbr, RouteInfo, Upcalls};
+use crate::overlay::LocalRoute;
+use crate::{AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody};
+
+/// Where a message for a key goes next, and by which rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// This node is the root: deliver here.
+    Local,
+    /// The key is within the leaf set's span; this is the numerically closest leaf.
+    Leaf(Contact),
+    /// The routing table entry sharing one more digit with the key.
+    Table(Contact),
+    /// The rare case: a known node with at least as long a shared prefix, numerically closer.
+    Rare(Contact),
+}
+
+impl NextHop {
+    /// The node to forward to, if any.
+    pub fn contact(&self) -> Option<Contact> {
+        match self {
+            NextHop::Local => None,
+            NextHop::Leaf(c) | NextHop::Table(c) | NextHop::Rare(c) => Some(*c),
+        }
+    }
+}
+
+impl Overlay {
+    /// Pastry's next-hop rule for `key` (protocols.md §1), never choosing `exclude`.
+    pub fn next_hop(&self, key: &Id, exclude: Option<&Id>) -> NextHop {
+        let me = self.me.id;
+        if self.leaf.covers(key) {
+            return match self.leaf.closest(key, exclude) {
+                Some(c) if key.is_closer(&c.id, &me) => NextHop::Leaf(c),
+                _ => NextHop::Local,
+            };
+        }
+        let b = self.cfg.b;
+        let l = me.shared_prefix_len(key, b);
+        if l >= Id::num_digits(b) {
+            return NextHop::Local;
+        }
+        if let Some(p) = self.table.get(l, key.digit(l, b) as usize) {
+            if Some(&p.id()) != exclude {
+                return NextHop::Table(p.contact);
+            }
+        }
+        match self.rare_case_candidate(key, l, exclude) {
+            Some(c) => NextHop::Rare(c),
+            None => NextHop::Local,
+        }
+    }
+
+    /// Any known node with shared prefix >= `l` that is numerically closer to `key` than this
+    /// node; the longest prefix, then the closest, wins.
+    fn rare_case_candidate(&self, key: &Id, l: usize, exclude: Option<&Id>) -> Option<Contact> {
+        let b = self.cfg.b;
+        let me = self.me.id;
+        let mut best: Option<(usize, Contact)> = None;
+        let candidates = self
+            .leaf
+            .members()
+            .into_iter()
+            .chain(self.table.entries().copied())
+            .chain(self.neighbours.peers().iter().copied());
+        for p in candidates {
+            let id = p.id();
+            if Some(&id) == exclude || !key.is_closer(&id, &me) {
+                continue;
+            }
+            let pl = id.shared_prefix_len(key, b);
+            if pl < l {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((bl, bc)) => pl > *bl || (pl == *bl && key.is_closer(&id, &bc.id)),
+            };
+            if better {
+                best = Some((pl, p.contact));
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+
+    /// Routes a message that originated here.
+    pub(crate) fn route_local(&mut self, now: Time, r: LocalRoute, up: &mut dyn Upcalls) {
+        let env = Envelope {
+            key: r.key,
+            origin: self.me,
+            hops: 0,
+            trace: r.trace.then(Vec::new),
+            body: RoutedBody::App(r.msg),
+        };
+        match r.hint {
+            Some(h) if h.id != self.me.id && self.is_ready() => {
+                let mut sent = env.clone();
+                if let Some(t) = &mut sent.trace {
+                    t.push(self.me);
+                }
+                sent.hops = 1;
+                self.send_hop(now, h, env, sent, 0);
+            }
+            _ => self.process_envelope_with(now, env, 0, up),
+        }
+    }
+
+    /// Delivers `env` here or forwards it one hop.
+    pub(crate) fn process_envelope_with(
+        &mut self,
+        now: Time,
+        mut env: Envelope,
+        reroutes: u8,
+        up: &mut dyn Upcalls,
+    ) {
+        if !self.is_ready() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let joiner = Self::joiner_of(&env.body);
+        let hop = self.next_hop(&env.key, joiner.as_ref());
+        if matches!(hop, NextHop::Rare(_)) {
+            self.stats.rare_case += 1;
+        }
+        if let RoutedBody::Join { joiner } = &env.body {
+            if reroutes == 0 {
+                let reply = self.join_reply(env.hops, hop == NextHop::Local, joiner.id);
+                self.send(*joiner, OverlayMessage::JoinReply(reply));
+            }
+        }
+        let Some(mut next) = hop.contact() else {
+            self.stats.delivered += 1;
+            if let RoutedBody::App(msg) = env.body {
+                let trace = env.trace.map(|mut t| {
+                    t.push(self.me);
+                    t
+                });
+                let info = RouteInfo {
+                    origin: env.origin,
+                    hops: env.hops,
+                    trace,
+                };
+                up.deliver(self, now, env.key, msg, info);
+            }
+            return;
+        };
+        if let RoutedBody::App(msg) = &mut env.body {
+            let mut m = msg.clone();
+            if up.forward(self, now, env.key, &mut m, &mut next) == Forward::Stop {
+                return;
+            }
+            *msg = m;
+        }
+        if env.hops >= MAX_HOPS {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.forwarded += 1;
+        let mut sent = env.clone();
+        sent.hops += 1;
+        if let Some(t) = &mut sent.trace {
+            t.push(self.me);
+        }
+        self.send_hop(now, next, env, sent, reroutes);
+    }
+
+    /// The state this node gives a joiner it is on the join path of.
+    fn join_reply(&self, hop: u8, root: bool, joiner: Id) -> JoinReply {
+        let whole = self.cfg.join_variant == JoinVariant::WholeState;
+        let l = self.me.id.shared_prefix_len(&joiner, self.cfg.b);
+        let mut rows: Vec<Contact> = self
+            .table
+            .entries()
+            .filter(|p| whole || self.me.id.shared_prefix_len(&p.id(), self.cfg.b) <= l)
+            .map(|p| p.contact)
+            .filter(|c| c.id != joiner)
+            .collect();
+        rows.push(self.me);
+        let leaves = if root || whole {
+            let mut v: Vec<Contact> = self.leaf.members().iter().map(|p| p.contact).collect();
+            v.retain(|c| c.id != joiner);
+            v.push(self.me);
+            v
+        } else {
+            Vec::new()
+        };
+        let neighbours = if hop == 0 || whole {
+            let mut v: Vec<Contact> = self.neighbours.peers().iter().map(|p| p.contact).collect();
+            v.retain(|c| c.id != joiner);
+            v.push(self.me);
+            v
+        } else {
+            Vec::new()
+        };
+        JoinReply {
+            hop,
+            root,
+            rows,
+            leaves,
+            neighbours,
+            version: self.version,
+        }
+    }
+
+    /// Every node in leaf set, table and neighbourhood that could be the next hop for `key`,
+    /// best first.
+    fn hop_candidates(&self, key: &Id) -> Vec<Contact> {
+        let me = self.me.id;
+        let b = self.cfg.b;
+        let l = me.shared_prefix_len(key, b);
+        let mut out: Vec<Contact> = self.next_hop(key, None).contact().into_iter().collect();
+        let mut rest: Vec<(usize, Contact)> = self
+            .known_peers()
+            .into_iter()
+            .filter(|c| !out.iter().any(|o| o.id == c.id))
+            .map(|c| (c.id.shared_prefix_len(key, b), c))
+            .filter(|(pl, c)| *pl > l || (*pl == l && key.is_closer(&c.id, &me)))
+            .collect();
+        rest.sort_by(|(la, a), (lb, bb)| lb.cmp(la).then_with(|| key.cmp_closeness(&a.id, &bb.id)));
+        out.extend(rest.into_iter().map(|(_, c)| c));
+        out
+    }
+
+    /// Leaf set members and this node, closest to `key` first.
+    fn by_closeness(&self, key: &Id) -> Vec<Contact> {
+        let mut v: Vec<Contact> = self.leaf.members().iter().map(|p| p.contact).collect();
+        v.push(self.me);
+        v.sort_by(|a, b| key.cmp_closeness(&a.id, &b.id));
+        v
+    }
+}
+
+impl Kbr for Overlay {
+    fn local_contact(&self) -> Contact {
+        self.me
+    }
+
+    fn route(&mut self, key: Id, msg: AppMessage, hint: Option<Contact>) {
+        self.local_routes.push_back(LocalRoute {
+            key,
+            msg,
+            hint,
+            trace: false,
+        });
+    }
+
+    fn send_direct(&mut self, to: Contact, msg: AppMessage) {
+        if to.id == self.me.id {
+            self.local_deliveries.push_back((self.me, msg));
+        } else {
+            self.send(to, OverlayMessage::Direct(msg));
+        }
+    }
+
+    fn local_lookup(&self, key: &Id, num: usize, safe: bool) -> Vec<Contact> {
+        let mut v = if safe {
+            self.by_closeness(key)
+                .into_iter()
+                .filter(|c| c.id != self.me.id)
+                .collect()
+        } else {
+            self.hop_candidates(key)
+        };
+        v.truncate(num);
+        v
+    }
+
+    fn neighbor_set(&self, num: usize) -> Vec<Contact> {
+        let me = self.me.id;
+        let mut v: Vec<Contact> = self.leaf.members().iter().map(|p| p.contact).collect();
+        v.sort_by(|a, b| me.cmp_closeness(&a.id, &b.id));
+        v.truncate(num);
+        v
+    }
+
+    fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact> {
+        let mut v = self.by_closeness(key);
+        v.truncate(max_rank);
+        v
+    }
+
+    fn range(&self, node: &Id, rank: usize) -> Option<(Id, Id)> {
+        let mut known: Vec<Id> = self.leaf.members().iter().map(|p| p.id()).collect();
+        known.push(self.me.id);
+        if !known.contains(node) {
+            return None;
+        }
+        let others: Vec<Id> = known.iter().copied().filter(|i| i != node).collect();
+        if others.len() <= rank {
+            // Every node known is among the rank + 1 closest for every key: the whole ring.
+            return self.leaf.is_partial().then_some((*node, *node));
+        }
+        let mut succ = others.clone();
+        succ.sort_by_key(|i| node.cw_distance(i));
+        let mut pred = others;
+        pred.sort_by_key(|i| i.cw_distance(node));
+        let (s, p) = (succ[rank], pred[rank]);
+        // Only trust neighbours that lie within our own leaf span, where we know every node.
+        if !self.leaf.is_partial() && !(self.leaf.covers(&s) && self.leaf.covers(&p)) {
+            return None;
+        }
+        Some((p.cw_midpoint(node), node.cw_midpoint(&s)))
+    }
+}
