@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use ringvault_overlay::{
-    AppId, AppMessage, Config, ConfigError, Forward, Kbr, OverlayEvent, OverlayMessage, Output,
-    Overlay, RouteInfo, Upcalls,
+    AppId, AppMessage, Config, ConfigError, Forward, Kbr, Output, Overlay, OverlayEvent,
+    OverlayMessage, RouteInfo, Upcalls,
 };
 use ringvault_types::{Contact, DecodeError, Duration, Id, Time};
 
@@ -193,7 +193,8 @@ impl Node {
                 if !self.overlay.is_ready() {
                     self.done(id, Err(CommandError::NotJoined));
                 } else if let Some(msg) = self.services.probes.start(now, id) {
-                    self.overlay.route(now, key, msg, None, true, &mut self.services);
+                    self.overlay
+                        .route(now, key, msg, None, true, &mut self.services);
                 }
             }
             Command::Leave => {
@@ -205,14 +206,27 @@ impl Node {
         id
     }
 
+    /// Routes a service's message from this node toward `key` (the KBR `route` call, for
+    /// drivers and tests acting on a service's behalf).
+    pub fn route(&mut self, now: Time, key: Id, msg: AppMessage, hint: Option<Contact>) {
+        self.overlay
+            .route(now, key, msg, hint, false, &mut self.services);
+    }
+
     /// A message from `from`, already decoded.
     pub fn handle_message(&mut self, now: Time, from: Contact, msg: OverlayMessage) {
-        self.overlay.handle_message(now, from, msg, &mut self.services);
+        self.overlay
+            .handle_message(now, from, msg, &mut self.services);
         self.collect_probe_results();
     }
 
     /// Raw bytes from `from`: decoded, then handled. A malformed message changes nothing.
-    pub fn handle_bytes(&mut self, now: Time, from: Contact, bytes: &[u8]) -> Result<(), DecodeError> {
+    pub fn handle_bytes(
+        &mut self,
+        now: Time,
+        from: Contact,
+        bytes: &[u8],
+    ) -> Result<(), DecodeError> {
         let msg = crate::decode(bytes)?;
         self.handle_message(now, from, msg);
         Ok(())

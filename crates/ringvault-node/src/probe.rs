@@ -18,8 +18,14 @@ pub const MAX_PENDING_PROBES: usize = 65_536;
 
 #[derive(Serialize, Deserialize)]
 enum ProbeMessage {
-    Request { id: u64 },
-    Reply { id: u64, key: Id, path: Vec<Contact> },
+    Request {
+        id: u64,
+    },
+    Reply {
+        id: u64,
+        key: Id,
+        path: Vec<Contact>,
+    },
 }
 
 /// A finished route probe.
@@ -62,7 +68,9 @@ impl RouteProbes {
     pub(crate) fn deliver(&mut self, kbr: &mut dyn Kbr, key: Id, msg: AppMessage, info: RouteInfo) {
         match postcard::from_bytes::<ProbeMessage>(&msg.body) {
             Ok(ProbeMessage::Request { id }) => {
-                let path = info.trace.unwrap_or_else(|| vec![info.origin, kbr.local_contact()]);
+                let path = info
+                    .trace
+                    .unwrap_or_else(|| vec![info.origin, kbr.local_contact()]);
                 kbr.send_direct(info.origin, encode(&ProbeMessage::Reply { id, key, path }));
             }
             Ok(ProbeMessage::Reply { id, key, path }) => {

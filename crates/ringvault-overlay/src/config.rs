@@ -101,7 +101,7 @@ impl Config {
         if !(1..=8).contains(&self.b) {
             return Err(ConfigError(format!("b must be 1..=8, got {}", self.b)));
         }
-        if self.leaf_set_size < 2 || self.leaf_set_size % 2 != 0 {
+        if self.leaf_set_size < 2 || !self.leaf_set_size.is_multiple_of(2) {
             return Err(ConfigError(format!(
                 "leaf set size L must be even and at least 2, got {}",
                 self.leaf_set_size

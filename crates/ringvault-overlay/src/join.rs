@@ -7,7 +7,9 @@ use ringvault_types::{Contact, Id, Time};
 
 use crate::config::MAX_JOIN_ATTEMPTS;
 use crate::overlay::{OverlayEvent, Phase};
-use crate::{Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, Peer, RoutedBody, StateSnapshot};
+use crate::{
+    Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, Peer, RoutedBody, StateSnapshot,
+};
 
 /// At most this many contacts are read from any one message; the rest is ignored.
 pub(crate) const MAX_CONTACTS_PER_MESSAGE: usize = 1024;
@@ -230,7 +232,8 @@ impl Overlay {
             self.offer(now, p);
         }
         self.probing.clear();
-        self.outputs.retain(|o| !matches!(o, crate::Output::Probe { .. }));
+        self.outputs
+            .retain(|o| !matches!(o, crate::Output::Probe { .. }));
         self.become_ready(now);
     }
 }

@@ -82,7 +82,14 @@ pub struct NoServices;
 
 impl Upcalls for NoServices {
     fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {}
-    fn forward(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: &mut AppMessage, _: &mut Contact) -> Forward {
+    fn forward(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: Id,
+        _: &mut AppMessage,
+        _: &mut Contact,
+    ) -> Forward {
         Forward::Continue
     }
     fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}

@@ -80,7 +80,11 @@ impl LeafSet {
         for side in [Side::Cw, Side::Ccw] {
             let d = self.dist(side, &peer.id());
             let half = self.half;
-            let dists: Vec<Id> = self.side(side).iter().map(|p| self.dist(side, &p.id())).collect();
+            let dists: Vec<Id> = self
+                .side(side)
+                .iter()
+                .map(|p| self.dist(side, &p.id()))
+                .collect();
             let v = self.side_mut(side);
             match dists.binary_search(&d) {
                 Ok(i) => {
@@ -120,7 +124,10 @@ impl LeafSet {
 
     /// Looks up a member.
     pub fn get(&self, id: &Id) -> Option<&Peer> {
-        self.cw.iter().chain(self.ccw.iter()).find(|p| p.id() == *id)
+        self.cw
+            .iter()
+            .chain(self.ccw.iter())
+            .find(|p| p.id() == *id)
     }
 
     /// Every member once, clockwise side first.
@@ -178,6 +185,17 @@ impl LeafSet {
     /// The farthest member on `side`.
     pub fn farthest(&self, side: Side) -> Option<Peer> {
         self.side(side).last().copied()
+    }
+
+    /// The farthest member on `side` that is genuinely on that side (nearer to the owner going
+    /// that way than the other way). While a side is short of members in a large ring, nodes
+    /// from the far other side fill it; they are no use for repairing it.
+    pub fn farthest_genuine(&self, side: Side) -> Option<Peer> {
+        self.side(side)
+            .iter()
+            .rev()
+            .find(|p| self.side_of(&p.id()) == side)
+            .copied()
     }
 
     /// Which side `id` would go on: the side with the shorter distance.

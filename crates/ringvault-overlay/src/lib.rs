@@ -32,7 +32,7 @@ pub use message::{
     AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot,
 };
 pub use neighbourhood::NeighbourhoodSet;
-pub use overlay::{AdmitAll, Admission, Output, Overlay, OverlayEvent, Stats};
+pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};
 pub use peer::Peer;
 pub use routing::NextHop;
 pub use table::{RoutingTable, SlotOutcome, SlotRule};

@@ -65,7 +65,10 @@ impl Overlay {
             }
             OverlayMessage::SlotRequest { row, col } => {
                 if ready {
-                    let entry = self.table.get(row as usize, col as usize).map(|p| p.contact);
+                    let entry = self
+                        .table
+                        .get(row as usize, col as usize)
+                        .map(|p| p.contact);
                     self.send(from, OverlayMessage::SlotReply { row, col, entry });
                 }
             }
@@ -129,10 +132,11 @@ impl Overlay {
             None => &[Side::Cw, Side::Ccw],
         };
         for &s in sides {
+            let other = if s == Side::Cw { Side::Ccw } else { Side::Cw };
             let target = self
                 .leaf
-                .farthest(s)
-                .or_else(|| self.leaf.farthest(if s == Side::Cw { Side::Ccw } else { Side::Cw }));
+                .farthest_genuine(s)
+                .or_else(|| self.leaf.farthest_genuine(other));
             let Some(t) = target else { continue };
             let recent = self
                 .leaf_requests
@@ -193,8 +197,9 @@ impl Overlay {
         let ka = self.cfg.keepalive_interval;
         self.leaf_requests
             .retain(|_, at| now.saturating_since(*at) < ka);
-        // A partial leaf set in a ring that may be larger: keep asking.
-        if self.leaf.is_partial() && !self.leaf.is_empty() {
+        // Periodic leaf set exchange with the farthest leaf on each side: it repairs what
+        // failure-triggered repair missed (both ends of a gap having dropped each other).
+        if !self.leaf.is_empty() {
             self.repair_leaf_set(now, None);
         }
     }
@@ -206,7 +211,9 @@ impl Overlay {
         for c in peers {
             self.probe(c);
         }
-        if matches!(self.phase, Phase::Ready) && self.neighbours.peers().len() < self.cfg.neighbourhood_size {
+        if matches!(self.phase, Phase::Ready)
+            && self.neighbours.peers().len() < self.cfg.neighbourhood_size
+        {
             let n = self.neighbours.peers().len();
             if n > 0 {
                 let pick = self.neighbours.peers()[self.rng.gen_range(0..n)].contact;

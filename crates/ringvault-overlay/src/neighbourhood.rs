@@ -27,7 +27,9 @@ impl NeighbourhoodSet {
         if let Some(i) = self.peers.iter().position(|p| p.id() == peer.id()) {
             self.peers.remove(i);
         }
-        let at = self.peers.partition_point(|p| p.rtt.is_some_and(|r| r <= rtt));
+        let at = self
+            .peers
+            .partition_point(|p| p.rtt.is_some_and(|r| r <= rtt));
         if at >= self.cap {
             return false;
         }
@@ -65,13 +67,23 @@ mod tests {
         let mut n = NeighbourhoodSet::new(3);
         for (i, rtt) in [50u64, 10, 40, 30, 20].iter().enumerate() {
             n.insert(Peer {
-                contact: Contact::new(Id::hash(&[i as u8]), SocketAddr::from((Ipv4Addr::LOCALHOST, 1))),
+                contact: Contact::new(
+                    Id::hash(&[i as u8]),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+                ),
                 rtt: Some(Duration::from_micros(*rtt)),
             });
         }
-        let rtts: Vec<u64> = n.peers().iter().map(|p| p.rtt.unwrap().as_micros()).collect();
+        let rtts: Vec<u64> = n
+            .peers()
+            .iter()
+            .map(|p| p.rtt.unwrap().as_micros())
+            .collect();
         assert_eq!(rtts, vec![10, 20, 30]);
-        assert!(!n.insert(Peer::unmeasured(Contact::new(Id::ZERO, SocketAddr::from((Ipv4Addr::LOCALHOST, 1))))));
+        assert!(!n.insert(Peer::unmeasured(Contact::new(
+            Id::ZERO,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
+        ))));
         assert!(n.remove(&Id::hash(&[1])));
         assert_eq!(n.peers().len(), 2);
     }

@@ -349,7 +349,13 @@ impl Overlay {
             None => self.declare_failed(now, peer.id),
             Some(rtt) => {
                 self.table.set_rtt(&peer.id, rtt);
-                self.offer(now, Peer { contact: peer, rtt: Some(rtt) });
+                self.offer(
+                    now,
+                    Peer {
+                        contact: peer,
+                        rtt: Some(rtt),
+                    },
+                );
             }
         }
         self.flush(now, up);
@@ -500,7 +506,12 @@ impl Overlay {
             .leaf
             .get(&id)
             .map(|p| p.contact)
-            .or_else(|| self.table.entries().find(|p| p.id() == id).map(|p| p.contact))
+            .or_else(|| {
+                self.table
+                    .entries()
+                    .find(|p| p.id() == id)
+                    .map(|p| p.contact)
+            })
             .or_else(|| {
                 self.neighbours
                     .peers()
@@ -558,7 +569,14 @@ impl Overlay {
     }
 
     /// Sends `env` to `to` as one hop and remembers it until acknowledged.
-    pub(crate) fn send_hop(&mut self, now: Time, to: Contact, before: Envelope, sent: Envelope, reroutes: u8) {
+    pub(crate) fn send_hop(
+        &mut self,
+        now: Time,
+        to: Contact,
+        before: Envelope,
+        sent: Envelope,
+        reroutes: u8,
+    ) {
         let seq = self.next_seq();
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.in_flight.pop_first();
@@ -572,7 +590,13 @@ impl Overlay {
                 reroutes,
             },
         );
-        self.send(to, OverlayMessage::Routed { seq, envelope: sent });
+        self.send(
+            to,
+            OverlayMessage::Routed {
+                seq,
+                envelope: sent,
+            },
+        );
     }
 
     /// Whether `body` is a join (whose key is the joiner's own id, so the joiner must not be

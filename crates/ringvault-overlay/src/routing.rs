@@ -301,7 +301,8 @@ impl Kbr for Overlay {
         pred.sort_by_key(|i| i.cw_distance(node));
         let (s, p) = (succ[rank], pred[rank]);
         // Only trust neighbours that lie within our own leaf span, where we know every node.
-        if !self.leaf.is_partial() && !(self.leaf.covers(&s) && self.leaf.covers(&p)) {
+        let within_span = self.leaf.covers(&s) && self.leaf.covers(&p);
+        if !self.leaf.is_partial() && !within_span {
             return None;
         }
         Some((p.cw_midpoint(node), node.cw_midpoint(&s)))

@@ -74,7 +74,10 @@ impl RoutingTable {
 
     /// The entry at (row, col), if any.
     pub fn get(&self, row: usize, col: usize) -> Option<&Peer> {
-        self.rows.get(row).and_then(|r| r.get(col)).and_then(|s| s.as_ref())
+        self.rows
+            .get(row)
+            .and_then(|r| r.get(col))
+            .and_then(|s| s.as_ref())
     }
 
     /// Number of rows materialised (one past the highest row ever used).

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::Id;
 
 /// A node's id together with the address it listens on.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Contact {
     /// The node's id.
     pub id: Id,

@@ -345,7 +345,10 @@ mod tests {
             prop_assert!(m.in_cw_arc(&a, &b));
             let d1 = a.cw_distance(&m);
             let d2 = m.cw_distance(&b);
-            prop_assert!(d2 == d1 || d2 == d1.wrapping_add(&Id::from_bytes({ let mut x = [0u8; 32]; x[31] = 1; x })));
+            let mut one = [0u8; 32];
+            one[31] = 1;
+            let one = Id::from_bytes(one);
+            prop_assert!(d2 == d1 || d2 == d1.wrapping_add(&one));
         }
 
         #[test]

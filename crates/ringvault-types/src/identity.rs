@@ -41,7 +41,11 @@ impl PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "PublicKey({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -123,7 +127,10 @@ mod tests {
         );
         let b = Identity::from_secret_bytes([8; 32]);
         assert_ne!(a.id(), b.id());
-        assert_eq!(b.public_key().verify(b"hello", &sig), Err(SignatureError::Mismatch));
+        assert_eq!(
+            b.public_key().verify(b"hello", &sig),
+            Err(SignatureError::Mismatch)
+        );
         let restored = Identity::from_secret_bytes(a.secret_bytes());
         assert_eq!(restored.id(), a.id());
     }

@@ -1,1 +1,28 @@
-fn main(){}
+//! The `ringvault` binary: one executable for the daemon, the local ring, the simulator and the
+//! client commands. Each command group lives in its own module.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod identity_cmd;
+
+/// ringvault: a peer-to-peer storage ring (Pastry overlay, PAST storage, Scribe multicast).
+#[derive(Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Identity(identity_cmd::IdentityCommand),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Identity(c) => identity_cmd::run(c),
+    }
+}

@@ -1,0 +1,183 @@
+//! The KBR API seen from a service: route/deliver, forward (rewrite, redirect, stop), update,
+//! replica_set and range.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::Net;
+use rand::Rng;
+use ringvault_node::Service;
+use ringvault_overlay::{AppId, AppMessage, Config, Forward, Kbr, RouteInfo};
+use ringvault_types::{Contact, Duration, Id, Time};
+
+const APP: AppId = 7;
+
+#[derive(Default)]
+struct Log {
+    delivered: Vec<(Id, Id, Vec<u8>, u8)>, // (at, key, body, hops)
+    forwarded: usize,
+    updates: Vec<(Id, bool)>,
+}
+
+/// A test service: bodies starting with "stop" are stopped at the first forwarding node, bodies
+/// starting with "tag" get a '+' appended at every hop.
+struct Probe {
+    log: Arc<Mutex<Log>>,
+}
+
+impl Service for Probe {
+    fn app_id(&self) -> AppId {
+        APP
+    }
+
+    fn deliver(&mut self, kbr: &mut dyn Kbr, _: Time, key: Id, msg: AppMessage, info: RouteInfo) {
+        let me = kbr.local_contact().id;
+        self.log
+            .lock()
+            .unwrap()
+            .delivered
+            .push((me, key, msg.body, info.hops));
+    }
+
+    fn forward(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: Id,
+        msg: &mut AppMessage,
+        _: &mut Contact,
+    ) -> Forward {
+        self.log.lock().unwrap().forwarded += 1;
+        if msg.body.starts_with(b"stop") {
+            return Forward::Stop;
+        }
+        if msg.body.starts_with(b"tag") {
+            msg.body.push(b'+');
+        }
+        Forward::Continue
+    }
+
+    fn update(&mut self, kbr: &mut dyn Kbr, _: Time, node: Contact, joined: bool) {
+        let _ = kbr.local_contact();
+        self.log.lock().unwrap().updates.push((node.id, joined));
+    }
+}
+
+fn ring(n: usize, seed: u64) -> (Net, Vec<Arc<Mutex<Log>>>) {
+    let mut net = Net::new(seed, Config::default());
+    let mut logs = Vec::new();
+    for _ in 0..n {
+        let log = Arc::new(Mutex::new(Log::default()));
+        logs.push(log.clone());
+        let i = net.add_node_with(|node| node.add_service(Box::new(Probe { log })));
+        assert!(net.join_nearest(i));
+    }
+    net.run_for(Duration::from_secs(3));
+    (net, logs)
+}
+
+fn route(net: &mut Net, src: usize, key: Id, body: &[u8]) {
+    let msg = AppMessage {
+        app: APP,
+        body: body.to_vec(),
+    };
+    net.with_node(src, |node, now| node.route(now, key, msg, None));
+}
+
+#[test]
+fn routed_messages_are_delivered_once_at_the_root_and_forward_can_rewrite_or_stop() {
+    let (mut net, logs) = ring(120, 3);
+    for round in 0..60u32 {
+        let src = net.random_alive();
+        let key = Id::from_bytes(net.rng.gen());
+        let body = if round % 3 == 0 {
+            b"stop".to_vec()
+        } else {
+            b"tag".to_vec()
+        };
+        let before: usize = logs.iter().map(|l| l.lock().unwrap().delivered.len()).sum();
+        route(&mut net, src, key, &body);
+        net.run_for(Duration::from_secs(2));
+        let root = net.true_root(&key);
+        let got: Vec<_> = logs[net.index_of(&root)]
+            .lock()
+            .unwrap()
+            .delivered
+            .iter()
+            .filter(|d| d.1 == key)
+            .cloned()
+            .collect();
+        let total: usize = logs.iter().map(|l| l.lock().unwrap().delivered.len()).sum();
+        if body == b"stop" {
+            // Stopped at the source's forward upcall unless the source is the root.
+            if net.id(src) == root {
+                assert_eq!(got.len(), 1);
+            } else {
+                assert!(got.is_empty(), "a stopped message was delivered");
+                assert_eq!(total, before);
+            }
+        } else {
+            assert_eq!(got.len(), 1, "delivered {} times at the root", got.len());
+            assert_eq!(total, before + 1, "delivered somewhere other than the root");
+            let (_, _, body, hops) = &got[0];
+            // One '+' per forwarding node, and the origin forwards too.
+            assert_eq!(body.len(), 3 + *hops as usize);
+        }
+    }
+    // On a direct route, the plain route path still used `forward`.
+    assert!(
+        logs.iter()
+            .map(|l| l.lock().unwrap().forwarded)
+            .sum::<usize>()
+            > 0
+    );
+}
+
+#[test]
+fn update_upcalls_follow_leaf_set_changes_and_replica_sets_are_the_closest_nodes() {
+    let (mut net, logs) = ring(80, 9);
+    let victim = net.random_alive();
+    let vid = net.id(victim);
+    let neighbours: Vec<usize> = (0..net.slots.len())
+        .filter(|&i| i != victim && net.slots[i].node.overlay().leaf_set().contains(&vid))
+        .collect();
+    assert!(!neighbours.is_empty());
+    for l in &logs {
+        l.lock().unwrap().updates.clear();
+    }
+    net.kill(victim);
+    net.run_for(Duration::from_secs(20));
+    for &i in &neighbours {
+        let log = logs[i].lock().unwrap();
+        assert!(
+            log.updates.contains(&(vid, false)),
+            "node {i} got no update for the failure"
+        );
+    }
+
+    let ids = net.alive_ids();
+    for _ in 0..50 {
+        let key = Id::from_bytes(net.rng.gen());
+        let root = net.true_root(&key);
+        let at = net.index_of(&root);
+        let replicas = net.with_node(at, |node, _| node.overlay().replica_set(&key, 5));
+        let mut truth = ids.clone();
+        truth.sort_by(|a, b| key.cmp_closeness(a, b));
+        let got: Vec<Id> = replicas.iter().map(|c| c.id).collect();
+        assert_eq!(got, truth[..5].to_vec());
+        // The root's own range at rank 0 contains the key.
+        let (from, to) = net
+            .with_node(at, |node, _| node.overlay().range(&root, 0))
+            .expect("range known");
+        assert!(key.in_cw_arc(&from, &to), "key outside its root's range");
+    }
+    let some = net.random_alive();
+    let ns = net.with_node(some, |node, _| node.overlay().neighbor_set(4));
+    assert_eq!(ns.len(), 4);
+    let lookup = net.with_node(some, |node, _| {
+        node.overlay()
+            .local_lookup(&Id::from_bytes([0x42; 32]), 3, false)
+    });
+    assert!(!lookup.is_empty() && lookup.len() <= 3);
+}
