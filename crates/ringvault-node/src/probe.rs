@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo};
+use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo, TraceHop};
 use ringvault_types::{Contact, Duration, Id, Time};
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ enum ProbeMessage {
     Reply {
         id: u64,
         key: Id,
-        path: Vec<Contact>,
+        path: Vec<TraceHop>,
     },
 }
 
@@ -37,6 +37,8 @@ pub struct RouteReport {
     pub root: Contact,
     /// Every node on the way, origin first, root last.
     pub path: Vec<Contact>,
+    /// `hop_rtts[i]`: the proximity `path[i]` had measured to `path[i + 1]`, if it had.
+    pub hop_rtts: Vec<Option<Duration>>,
 }
 
 impl RouteReport {
@@ -68,20 +70,38 @@ impl RouteProbes {
     pub(crate) fn deliver(&mut self, kbr: &mut dyn Kbr, key: Id, msg: AppMessage, info: RouteInfo) {
         match postcard::from_bytes::<ProbeMessage>(&msg.body) {
             Ok(ProbeMessage::Request { id }) => {
-                let path = info
-                    .trace
-                    .unwrap_or_else(|| vec![info.origin, kbr.local_contact()]);
+                let path = info.trace.unwrap_or_else(|| {
+                    [info.origin, kbr.local_contact()]
+                        .map(|node| TraceHop {
+                            node,
+                            rtt_to_next: None,
+                        })
+                        .to_vec()
+                });
                 kbr.send_direct(info.origin, encode(&ProbeMessage::Reply { id, key, path }));
             }
             Ok(ProbeMessage::Reply { id, key, path }) => {
                 let Some((cmd, _)) = self.pending.remove(&id) else {
                     return;
                 };
-                let Some(root) = path.last().copied() else {
+                let Some(root) = path.last().map(|h| h.node) else {
                     self.done.push((cmd, Err(crate::CommandError::BadReply)));
                     return;
                 };
-                self.done.push((cmd, Ok(RouteReport { key, root, path })));
+                let hop_rtts = path[..path.len() - 1]
+                    .iter()
+                    .map(|h| h.rtt_to_next)
+                    .collect();
+                let path = path.iter().map(|h| h.node).collect();
+                self.done.push((
+                    cmd,
+                    Ok(RouteReport {
+                        key,
+                        root,
+                        path,
+                        hop_rtts,
+                    }),
+                ));
             }
             Err(_) => {}
         }

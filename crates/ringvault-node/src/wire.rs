@@ -35,7 +35,7 @@ pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, DecodeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use ringvault_overlay::{AppMessage, Envelope, JoinReply, RoutedBody, StateSnapshot};
+    use ringvault_overlay::{AppMessage, Envelope, JoinReply, RoutedBody, StateSnapshot, TraceHop};
     use ringvault_types::{Contact, Id};
     use std::net::SocketAddr;
 
@@ -71,7 +71,15 @@ mod tests {
             arb_id(),
             arb_contact(),
             any::<u8>(),
-            proptest::option::of(arb_contacts()),
+            proptest::option::of(proptest::collection::vec(
+                (arb_contact(), proptest::option::of(any::<u64>())).prop_map(|(node, rtt)| {
+                    TraceHop {
+                        node,
+                        rtt_to_next: rtt.map(ringvault_types::Duration::from_micros),
+                    }
+                }),
+                0..10,
+            )),
             prop_oneof![
                 arb_contact().prop_map(|joiner| RoutedBody::Join { joiner }),
                 arb_app().prop_map(RoutedBody::App),

@@ -51,8 +51,9 @@ pub struct RouteInfo {
     pub origin: Contact,
     /// Hops it took.
     pub hops: u8,
-    /// The nodes it passed through, when the sender asked for a trace.
-    pub trace: Option<Vec<Contact>>,
+    /// The nodes it passed through, origin first and this node last, when the sender asked
+    /// for a trace.
+    pub trace: Option<Vec<crate::TraceHop>>,
 }
 
 /// The overlay's upcalls to the services above it. The node implements this by dispatching on

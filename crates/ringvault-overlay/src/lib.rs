@@ -29,7 +29,7 @@ pub use config::{
 pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Upcalls};
 pub use leafset::{LeafSet, Side};
 pub use message::{
-    AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot,
+    AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot, TraceHop,
 };
 pub use neighbourhood::NeighbourhoodSet;
 pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};

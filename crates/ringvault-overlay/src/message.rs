@@ -38,10 +38,19 @@ pub struct Envelope {
     pub origin: Contact,
     /// Hops taken so far.
     pub hops: u8,
-    /// Nodes the message passed through after the origin, when the origin asked for a trace.
-    pub trace: Option<Vec<Contact>>,
+    /// Nodes that forwarded the message, origin first, when the origin asked for a trace.
+    pub trace: Option<Vec<TraceHop>>,
     /// The payload.
     pub body: RoutedBody,
+}
+
+/// One forwarding step of a traced message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHop {
+    /// The node that forwarded the message.
+    pub node: Contact,
+    /// Its measured proximity to the node it forwarded to, if it had measured it.
+    pub rtt_to_next: Option<ringvault_types::Duration>,
 }
 
 /// One overlay message between two nodes.

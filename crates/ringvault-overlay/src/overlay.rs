@@ -469,16 +469,8 @@ impl Overlay {
     /// Offers a peer we heard from directly: direct evidence it is alive clears a failure mark.
     pub(crate) fn offer_sender(&mut self, now: Time, peer: Contact) {
         self.recently_failed.remove(&peer.id);
-        let rtt = self.table_rtt(&peer.id);
+        let rtt = self.known_rtt(&peer.id);
         self.offer(now, Peer { contact: peer, rtt });
-    }
-
-    fn table_rtt(&self, id: &Id) -> Option<Duration> {
-        self.table
-            .slot_of(id)
-            .and_then(|(r, c)| self.table.get(r, c))
-            .filter(|p| p.id() == *id)
-            .and_then(|p| p.rtt)
     }
 
     pub(crate) fn probe(&mut self, peer: Contact) {

@@ -5,7 +5,9 @@ use ringvault_types::{Contact, Id, Time};
 use crate::config::MAX_HOPS;
 use crate::kbr::{Forward, Kbr, RouteInfo, Upcalls};
 use crate::overlay::LocalRoute;
-use crate::{AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody};
+use crate::{
+    AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody, TraceHop,
+};
 
 /// Where a message for a key goes next, and by which rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +102,12 @@ impl Overlay {
         match r.hint {
             Some(h) if h.id != self.me.id && self.is_ready() => {
                 let mut sent = env.clone();
+                let rtt_to_next = self.known_rtt(&h.id);
                 if let Some(t) = &mut sent.trace {
-                    t.push(self.me);
+                    t.push(TraceHop {
+                        node: self.me,
+                        rtt_to_next,
+                    });
                 }
                 sent.hops = 1;
                 self.send_hop(now, h, env, sent, 0);
@@ -118,7 +124,8 @@ impl Overlay {
         reroutes: u8,
         up: &mut dyn Upcalls,
     ) {
-        if !self.is_ready() {
+        let trace_len = env.trace.as_ref().map_or(0, Vec::len);
+        if !self.is_ready() || trace_len > MAX_HOPS as usize {
             self.stats.dropped += 1;
             return;
         }
@@ -137,7 +144,10 @@ impl Overlay {
             self.stats.delivered += 1;
             if let RoutedBody::App(msg) = env.body {
                 let trace = env.trace.map(|mut t| {
-                    t.push(self.me);
+                    t.push(TraceHop {
+                        node: self.me,
+                        rtt_to_next: None,
+                    });
                     t
                 });
                 let info = RouteInfo {
@@ -163,8 +173,12 @@ impl Overlay {
         self.stats.forwarded += 1;
         let mut sent = env.clone();
         sent.hops += 1;
+        let rtt_to_next = self.known_rtt(&next.id);
         if let Some(t) = &mut sent.trace {
-            t.push(self.me);
+            t.push(TraceHop {
+                node: self.me,
+                rtt_to_next,
+            });
         }
         self.send_hop(now, next, env, sent, reroutes);
     }
@@ -224,6 +238,25 @@ impl Overlay {
         rest.sort_by(|(la, a), (lb, bb)| lb.cmp(la).then_with(|| key.cmp_closeness(&a.id, &bb.id)));
         out.extend(rest.into_iter().map(|(_, c)| c));
         out
+    }
+
+    /// The measured proximity of `id`, from whichever table holds it measured.
+    pub fn known_rtt(&self, id: &Id) -> Option<ringvault_types::Duration> {
+        let in_table = self
+            .table
+            .slot_of(id)
+            .and_then(|(r, c)| self.table.get(r, c))
+            .filter(|p| p.id() == *id)
+            .and_then(|p| p.rtt);
+        in_table
+            .or_else(|| {
+                self.neighbours
+                    .peers()
+                    .iter()
+                    .find(|p| p.id() == *id)
+                    .and_then(|p| p.rtt)
+            })
+            .or_else(|| self.leaf.get(id).and_then(|p| p.rtt))
     }
 
     /// Leaf set members and this node, closest to `key` first.
