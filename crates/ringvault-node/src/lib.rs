@@ -2,17 +2,16 @@
 //! the single surface the drivers (network daemon, simulator) see.
 //!
 //! Owns: the [`Node`] dispatcher (commands with ids, actions out, one timer), the wire encoding
-//! of messages ([`encode`], [`decode`]: version byte + postcard, size-capped, total), the
-//! [`Service`] trait services implement, and the built-in route probe. Does not own protocol
+//! of messages ([`encode`], [`decode`]: version byte + postcard, size-capped, total), and the
+//! built-in route probe. Does not own protocol
 //! logic (the overlay and the services do) or any I/O (the drivers do).
 #![deny(missing_docs)]
 
 mod node;
 mod probe;
-mod service;
 mod wire;
 
 pub use node::{Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent};
 pub use probe::{RouteReport, PROBE_APP, PROBE_TIMEOUT};
-pub use service::Service;
+pub use ringvault_overlay::Service;
 pub use wire::{decode, encode};

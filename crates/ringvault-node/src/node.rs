@@ -9,7 +9,7 @@ use ringvault_overlay::{
 use ringvault_types::{Contact, DecodeError, Duration, Id, Time};
 
 use crate::probe::{RouteProbes, RouteReport, PROBE_APP};
-use crate::Service;
+use ringvault_overlay::Service;
 
 /// Identifies a command; its result comes back as [`NodeEvent::CommandDone`] with the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -95,6 +95,10 @@ impl Overlay {
                 versions,
                 ..
             } => {
+                // A join path is at most MAX_HOPS long; more replies than that are noise.
+                if versions.len() > crate::MAX_HOPS as usize {
+                    return;
+                }
                 hops_seen.insert(reply.hop);
                 versions.insert(from.id, reply.version);
                 if reply.root {
@@ -145,7 +149,10 @@ impl Overlay {
             Phase::CollectingState {
                 awaiting, versions, ..
             } => {
-                awaiting.remove(&from.id);
+                // Only the nodes we asked may contribute: an unsolicited snapshot is ignored.
+                if !awaiting.remove(&from.id) {
+                    return;
+                }
                 versions.insert(from.id, s.version);
                 awaiting.is_empty()
             }

@@ -3,7 +3,7 @@
 //! Owns: the routing table ([`RoutingTable`]), leaf set ([`LeafSet`]) and neighbourhood set
 //! ([`NeighbourhoodSet`]); the next-hop rule ([`Overlay::next_hop`]); join with its second stage;
 //! keep-alives, failure detection and repair; proximity via probes the driver answers; and the
-//! KBR API ([`Kbr`], [`Upcalls`]), the only door through which services touch the overlay.
+//! KBR API ([`Kbr`], [`Upcalls`], and the [`Service`] trait applications implement), the only door through which services touch the overlay.
 //!
 //! Does not own: encoding and framing (the node), sockets and clocks (the drivers), or any
 //! service (storage, multicast). Everything here takes the current [`ringvault_types::Time`] as
@@ -26,7 +26,7 @@ pub use config::{
     Config, ConfigError, JoinVariant, LEAF_SET_SIZE, MAX_HOPS, MAX_IN_FLIGHT, MAX_JOIN_ATTEMPTS,
     MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
 };
-pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Upcalls};
+pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls};
 pub use leafset::{LeafSet, Side};
 pub use message::{
     AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot, TraceHop,
