@@ -1,0 +1,45 @@
+//! PAST storage on ringvault's KBR API.
+//!
+//! Owns: self-certifying objects (owner-signed [`FileCertificate`]s, node-signed
+//! [`StoreReceipt`]s, [`ReclaimCertificate`]s and receipts), the [`Store`] trait a node's storage
+//! implements (with [`MemoryStore`] for tests and the simulator), GreedyDual-Size cache
+//! replacement ([`GreedyDualSize`]) and the acceptance rule for replicas ([`accepts`]).
+//! Does not own: the overlay (it only ever sees the KBR API), disk formats (`ringvault-store`),
+//! or I/O of any kind.
+#![deny(missing_docs)]
+
+mod cache;
+mod cert;
+mod store;
+
+pub use cache::GreedyDualSize;
+pub use cert::{
+    object_id, CertError, FileBody, FileCertificate, Holding, ReceiptBody, ReclaimCertificate,
+    ReclaimReceipt, StoreReceipt, MAX_NAME_LEN, MAX_REPLICAS,
+};
+pub use store::{Kind, MemoryStore, Store, StoreError, StoredObject, Usage};
+
+/// PAST's acceptance threshold for a primary replica: refuse when size / free > T_PRI.
+pub const T_PRI: f64 = 0.1;
+/// Acceptance threshold for a diverted replica: refuse when size / free > T_DIV.
+pub const T_DIV: f64 = 0.05;
+
+/// Whether a node with `free` bytes (cache counts as free) accepts a replica of `size` bytes
+/// under threshold `t` (PAST: refuse when size / free > t).
+pub fn accepts(size: u64, free: u64, t: f64) -> bool {
+    free > 0 && (size as f64) <= t * free as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acceptance_follows_the_size_to_free_space_ratio() {
+        assert!(accepts(10, 100, T_PRI));
+        assert!(!accepts(11, 100, T_PRI));
+        assert!(!accepts(6, 100, T_DIV));
+        assert!(accepts(5, 100, T_DIV));
+        assert!(!accepts(0, 0, T_PRI));
+    }
+}

@@ -1,0 +1,295 @@
+//! The storage a PAST node needs, as a trait: the redb implementation lives in
+//! `ringvault-store`; [`MemoryStore`] serves tests and the simulator.
+
+use std::collections::BTreeMap;
+
+use ringvault_types::{Contact, Id};
+
+use crate::FileCertificate;
+
+/// Why a copy is held.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Kind {
+    /// This node is one of the k closest to the object: it must keep it.
+    Primary,
+    /// Held for a primary that lacked space: it must keep it while the pointer stands.
+    Diverted,
+    /// A copy cached in otherwise unused space; evictable at any time.
+    Cached,
+}
+
+/// A stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its certificate.
+    pub cert: FileCertificate,
+    /// Its content.
+    pub content: Vec<u8>,
+    /// Why it is held.
+    pub kind: Kind,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Not enough free space.
+    #[error("not enough free space: {needed} bytes needed, {free} free")]
+    Full {
+        /// Bytes the operation needed.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// The underlying storage failed; nothing was changed.
+    #[error("storage failure: {0}")]
+    Io(String),
+}
+
+/// Space accounting of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Advertised capacity in bytes.
+    pub capacity: u64,
+    /// Bytes held as primary or diverted replicas.
+    pub used: u64,
+    /// Bytes held as cache.
+    pub cached: u64,
+}
+
+impl Usage {
+    /// Bytes not used by replicas (cache counts as free: it is evicted on demand).
+    pub fn free(&self) -> u64 {
+        self.capacity.saturating_sub(self.used)
+    }
+}
+
+/// Object storage for one node. Every method either completes durably or changes nothing and
+/// returns an error: a successful `put` is what a store receipt promises.
+pub trait Store: Send {
+    /// Space accounting.
+    fn usage(&self) -> Usage;
+
+    /// Stores an object (replacing any copy with the same id). Fails with
+    /// [`StoreError::Full`] when replicas would exceed the capacity; cache is not evicted here.
+    fn put(&mut self, obj: StoredObject) -> Result<(), StoreError>;
+
+    /// Reads an object.
+    fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError>;
+
+    /// Changes why an object is held (for example primary to cached after the ring changed).
+    fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError>;
+
+    /// Removes an object; returns the bytes freed.
+    fn remove(&mut self, id: &Id) -> Result<u64, StoreError>;
+
+    /// Every object held: id, kind and size.
+    fn list(&self) -> Result<Vec<(Id, Kind, u64)>, StoreError>;
+
+    /// Records that a diverted replica of `id` lives on `holder`.
+    fn put_pointer(&mut self, id: &Id, holder: Contact) -> Result<(), StoreError>;
+
+    /// The node holding the diverted replica of `id`, if this node pointed one there.
+    fn pointer(&self, id: &Id) -> Result<Option<Contact>, StoreError>;
+
+    /// Drops a pointer.
+    fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError>;
+}
+
+/// A store in memory: for tests and the simulator.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    capacity: u64,
+    objects: BTreeMap<Id, StoredObject>,
+    pointers: BTreeMap<Id, Contact>,
+    used: u64,
+    cached: u64,
+}
+
+impl MemoryStore {
+    /// An empty store advertising `capacity` bytes.
+    pub fn new(capacity: u64) -> Self {
+        MemoryStore {
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    fn account(&mut self, kind: Kind, size: u64, add: bool) {
+        let slot = match kind {
+            Kind::Cached => &mut self.cached,
+            Kind::Primary | Kind::Diverted => &mut self.used,
+        };
+        if add {
+            *slot += size;
+        } else {
+            *slot -= size;
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn usage(&self) -> Usage {
+        Usage {
+            capacity: self.capacity,
+            used: self.used,
+            cached: self.cached,
+        }
+    }
+
+    fn put(&mut self, obj: StoredObject) -> Result<(), StoreError> {
+        let size = obj.content.len() as u64;
+        let old = self
+            .objects
+            .get(&obj.cert.id())
+            .map(|o| (o.kind, o.content.len() as u64));
+        let replicas_after = self.used - old.filter(|(k, _)| *k != Kind::Cached).map_or(0, |o| o.1)
+            + if obj.kind == Kind::Cached { 0 } else { size };
+        if replicas_after > self.capacity {
+            return Err(StoreError::Full {
+                needed: size,
+                free: self.capacity.saturating_sub(self.used),
+            });
+        }
+        if let Some((k, s)) = old {
+            self.account(k, s, false);
+        }
+        self.account(obj.kind, size, true);
+        self.objects.insert(obj.cert.id(), obj);
+        Ok(())
+    }
+
+    fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError> {
+        Ok(self.objects.get(id).cloned())
+    }
+
+    fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError> {
+        let Some(o) = self.objects.get(id) else {
+            return Ok(());
+        };
+        let (old, size) = (o.kind, o.content.len() as u64);
+        if old == kind {
+            return Ok(());
+        }
+        if old == Kind::Cached && self.used + size > self.capacity {
+            return Err(StoreError::Full {
+                needed: size,
+                free: self.capacity.saturating_sub(self.used),
+            });
+        }
+        self.account(old, size, false);
+        self.account(kind, size, true);
+        self.objects.get_mut(id).expect("present").kind = kind;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &Id) -> Result<u64, StoreError> {
+        match self.objects.remove(id) {
+            Some(o) => {
+                let size = o.content.len() as u64;
+                self.account(o.kind, size, false);
+                Ok(size)
+            }
+            None => Ok(0),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<(Id, Kind, u64)>, StoreError> {
+        Ok(self
+            .objects
+            .iter()
+            .map(|(id, o)| (*id, o.kind, o.content.len() as u64))
+            .collect())
+    }
+
+    fn put_pointer(&mut self, id: &Id, holder: Contact) -> Result<(), StoreError> {
+        self.pointers.insert(*id, holder);
+        Ok(())
+    }
+
+    fn pointer(&self, id: &Id) -> Result<Option<Contact>, StoreError> {
+        Ok(self.pointers.get(id).copied())
+    }
+
+    fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError> {
+        self.pointers.remove(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ringvault_types::Identity;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, usize, Kind),
+        SetKind(u8, Kind),
+        Remove(u8),
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Primary),
+            Just(Kind::Diverted),
+            Just(Kind::Cached)
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 0usize..400, kind()).prop_map(|(n, s, k)| Op::Put(n, s, k)),
+            (0u8..12, kind()).prop_map(|(n, k)| Op::SetKind(n, k)),
+            (0u8..12).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Random operations against a plain map: contents agree, accounting adds up, replicas
+        /// never exceed capacity, and a refused operation changes nothing.
+        #[test]
+        fn memory_store_matches_a_model(ops in proptest::collection::vec(op(), 0..80)) {
+            let owner = Identity::from_secret_bytes([1; 32]);
+            let mut store = MemoryStore::new(1000);
+            let mut model: BTreeMap<Id, (Vec<u8>, Kind)> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(n, size, k) => {
+                        let content = vec![n; size];
+                        let cert = FileCertificate::issue(&owner, &n.to_string(), 0, &content, 3, 0);
+                        let id = cert.id();
+                        let before = store.usage();
+                        match store.put(StoredObject { cert, content: content.clone(), kind: k }) {
+                            Ok(()) => { model.insert(id, (content, k)); }
+                            Err(StoreError::Full { .. }) => prop_assert_eq!(store.usage(), before),
+                            Err(e) => prop_assert!(false, "unexpected {e}"),
+                        }
+                    }
+                    Op::SetKind(n, k) => {
+                        let cert = FileCertificate::issue(&owner, &n.to_string(), 0, &[], 3, 0);
+                        if store.set_kind(&cert.id(), k).is_ok() {
+                            if let Some(e) = model.get_mut(&cert.id()) { e.1 = k; }
+                        }
+                    }
+                    Op::Remove(n) => {
+                        let cert = FileCertificate::issue(&owner, &n.to_string(), 0, &[], 3, 0);
+                        let freed = store.remove(&cert.id()).unwrap();
+                        let expect = model.remove(&cert.id()).map_or(0, |(c, _)| c.len() as u64);
+                        prop_assert_eq!(freed, expect);
+                    }
+                }
+                let u = store.usage();
+                prop_assert!(u.used <= u.capacity);
+                let used: u64 = model.values().filter(|(_, k)| *k != Kind::Cached).map(|(c, _)| c.len() as u64).sum();
+                let cached: u64 = model.values().filter(|(_, k)| *k == Kind::Cached).map(|(c, _)| c.len() as u64).sum();
+                prop_assert_eq!((u.used, u.cached), (used, cached));
+                let listed: Vec<(Id, Kind, u64)> = store.list().unwrap();
+                let want: Vec<(Id, Kind, u64)> = model.iter().map(|(id, (c, k))| (*id, *k, c.len() as u64)).collect();
+                prop_assert_eq!(listed, want);
+            }
+        }
+    }
+}
