@@ -1,0 +1,456 @@
+//! The actor that runs one `Node`: it reads the clock, feeds the node what arrives (messages,
+//! probe results, commands, timeouts) and carries out what the node asks (send, probe, report).
+//! It makes no protocol decision.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use ringvault_node::{
+    decode, encode, Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent,
+    RouteReport,
+};
+use ringvault_overlay::{Config, OverlayEvent};
+use ringvault_types::{Contact, Id, Identity, Time};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::status::{Metrics, Status};
+use crate::transport::{transport_config, Inbound, Transport};
+use crate::{tls, NetError};
+
+/// Messages from the network waiting for the node; when full, readers wait (back-pressure on
+/// the QUIC streams).
+pub const NET_QUEUE: usize = 4096;
+/// Requests from the API waiting for the node.
+pub const CONTROL_QUEUE: usize = 1024;
+/// How long a graceful shutdown waits for the `Leaving` messages to be written.
+const FLUSH_DEADLINE: StdDuration = StdDuration::from_secs(2);
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// UDP address for QUIC; port 0 picks a free port. Must be a concrete IP: it is the address
+    /// this node advertises to its peers.
+    pub listen: SocketAddr,
+    /// Overlay parameters.
+    pub overlay: Config,
+    /// Nodes to join through, tried in order; empty starts a new ring.
+    pub bootstrap: Vec<SocketAddr>,
+}
+
+/// The node's clock: time since the driver started, as the core's [`Time`].
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> Time {
+        Time::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        // A deadline far in the future (or NEVER) sleeps a day; a spurious timeout is harmless.
+        let cap = StdDuration::from_secs(86_400);
+        let d = StdDuration::from_micros(t.as_micros()).min(self.0.elapsed() + cap);
+        self.0 + d
+    }
+}
+
+enum Control {
+    Probe {
+        peer: Contact,
+        rtt: Option<StdDuration>,
+    },
+    Command {
+        cmd: Command,
+        reply: oneshot::Sender<Result<CommandOutput, CommandError>>,
+    },
+    Status(oneshot::Sender<Status>),
+    Stop {
+        leave: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to a running node for the API and tests; cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Control>,
+    contact: Contact,
+    ready: watch::Receiver<bool>,
+}
+
+impl NodeHandle {
+    /// This node's id and address.
+    pub fn contact(&self) -> Contact {
+        self.contact
+    }
+
+    async fn command(&self, cmd: Command) -> Result<CommandOutput, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Control::Command { cmd, reply })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await
+            .map_err(|_| NetError::Stopped)?
+            .map_err(NetError::Command)
+    }
+
+    /// Routes a traced probe to `key`'s root and returns the path.
+    pub async fn route(&self, key: Id) -> Result<RouteReport, NetError> {
+        match self.command(Command::RouteProbe { key }).await? {
+            CommandOutput::Route(r) => Ok(r),
+            CommandOutput::Done => Err(NetError::Command(CommandError::BadReply)),
+        }
+    }
+
+    /// A snapshot of the node's tables and counters.
+    pub async fn status(&self) -> Result<Status, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Control::Status(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Whether the node has joined (or started) a ring.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the node has joined, or `within` has passed.
+    pub async fn wait_ready(&self, within: StdDuration) -> Result<(), NetError> {
+        let mut rx = self.ready.clone();
+        let r = tokio::time::timeout(within, rx.wait_for(|r| *r))
+            .await
+            .map(|r| r.is_ok());
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NetError::Stopped),
+            Err(_) => Err(NetError::JoinTimeout(within)),
+        }
+    }
+}
+
+/// A node running on the tokio runtime. Stop it with [`RunningNode::shutdown`] (graceful
+/// leave) or [`RunningNode::kill`] (abrupt, as if the process died).
+pub struct RunningNode {
+    handle: NodeHandle,
+    transport: Arc<Transport>,
+    actor: JoinHandle<()>,
+    accept: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// A handle for the API.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// This node's id and address.
+    pub fn contact(&self) -> Contact {
+        self.handle.contact
+    }
+
+    /// Leaves the ring gracefully (peers are told at once), then closes every connection.
+    pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// Stops at once without telling anyone: peers find out by their failure detection.
+    pub async fn kill(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(self, leave: bool) {
+        let (done, rx) = oneshot::channel();
+        if self
+            .handle
+            .tx
+            .send(Control::Stop { leave, done })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        if leave {
+            let deadline = Instant::now() + FLUSH_DEADLINE;
+            while self.transport.queued() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(StdDuration::from_millis(5)).await;
+            }
+        }
+        self.actor.abort();
+        self.transport.close();
+        self.accept.abort();
+        let _ = tokio::time::timeout(
+            StdDuration::from_secs(1),
+            self.transport.endpoint.wait_idle(),
+        )
+        .await;
+    }
+}
+
+/// Starts a node with `identity`: binds the QUIC endpoint, then starts a new ring (no
+/// bootstrap) or dials the bootstrap addresses in order, learns the first reachable one's id
+/// from its certificate and joins through it. Returns once the join is under way; use
+/// [`NodeHandle::wait_ready`] to wait for it.
+pub async fn start(identity: Identity, cfg: NetConfig) -> Result<RunningNode, NetError> {
+    if cfg.listen.ip().is_unspecified() {
+        return Err(NetError::UnspecifiedListen(cfg.listen));
+    }
+    let (server, client) = tls::quic_configs(&identity, Arc::new(transport_config()))?;
+    let mut endpoint =
+        quinn::Endpoint::server(server, cfg.listen).map_err(|source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    endpoint.set_default_client_config(client);
+    let addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let contact = Contact::new(identity.id(), addr);
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed)
+        .map_err(|e| NetError::BadIdentity(format!("the OS random source failed: {e}")))?;
+    let node = Node::new(contact, cfg.overlay, u64::from_le_bytes(seed))
+        .map_err(|e| NetError::Config(e.to_string()))?;
+
+    let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+    let transport = Transport::new(endpoint, net_tx);
+    let accept = tokio::spawn(transport.clone().accept_loop());
+    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (ready_tx, ready) = watch::channel(false);
+    let actor = Actor {
+        node,
+        transport: transport.clone(),
+        clock: Clock(Instant::now()),
+        pending: HashMap::new(),
+        metrics: Metrics::default(),
+        ready: ready_tx,
+        ctl: ctl_tx.downgrade(),
+    };
+    let actor = tokio::spawn(actor.run(net_rx, ctl_rx));
+    let running = RunningNode {
+        handle: NodeHandle {
+            tx: ctl_tx,
+            contact,
+            ready,
+        },
+        transport,
+        actor,
+        accept,
+    };
+
+    let first = if cfg.bootstrap.is_empty() {
+        Command::StartRing
+    } else {
+        match find_bootstrap(&running.transport, addr, &cfg.bootstrap).await {
+            Ok(bootstrap) => Command::Join { bootstrap },
+            Err(e) => {
+                running.kill().await;
+                return Err(e);
+            }
+        }
+    };
+    let (reply, _ignored) = oneshot::channel();
+    running
+        .handle
+        .tx
+        .send(Control::Command { cmd: first, reply })
+        .await
+        .map_err(|_| NetError::Stopped)?;
+    info!(id = %contact.id, %addr, "node started");
+    Ok(running)
+}
+
+/// The first reachable bootstrap, with the id its certificate proves.
+async fn find_bootstrap(
+    t: &Arc<Transport>,
+    me: SocketAddr,
+    addrs: &[SocketAddr],
+) -> Result<Contact, NetError> {
+    let mut reasons = Vec::new();
+    for &a in addrs.iter().filter(|a| **a != me) {
+        match t.connection(a, None).await {
+            Ok((id, _)) => return Ok(Contact::new(id, a)),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    Err(NetError::NoBootstrap(reasons.join("; ")))
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<CommandOutput, CommandError>>,
+    started: Instant,
+}
+
+struct Actor {
+    node: Node,
+    transport: Arc<Transport>,
+    clock: Clock,
+    pending: HashMap<CommandId, Pending>,
+    metrics: Metrics,
+    ready: watch::Sender<bool>,
+    ctl: mpsc::WeakSender<Control>,
+}
+
+impl Actor {
+    async fn run(mut self, mut net: mpsc::Receiver<Inbound>, mut ctl: mpsc::Receiver<Control>) {
+        loop {
+            self.drain();
+            let wake = self.node.next_deadline().map(|t| self.clock.instant(t));
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(m) = net.recv() => self.on_message(m),
+                c = ctl.recv() => match c {
+                    Some(Control::Stop { leave, done }) => {
+                        if leave {
+                            self.node.handle_command(self.clock.now(), Command::Leave);
+                            self.drain();
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(c) => self.on_control(c),
+                    None => return,
+                },
+                () = sleep => self.node.handle_timeout(self.clock.now()),
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: Inbound) {
+        match decode(&m.bytes) {
+            Ok(msg) => {
+                *self.metrics.messages_in.entry(msg.kind()).or_default() += 1;
+                self.node.handle_message(self.clock.now(), m.from, msg);
+            }
+            Err(e) => {
+                self.metrics.decode_errors += 1;
+                debug!(peer = %m.from.id.short(), "dropping undecodable message: {e}");
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        let now = self.clock.now();
+        match c {
+            Control::Probe { peer, rtt } => {
+                match rtt {
+                    Some(d) => self.metrics.probe_rtt_ms.observe(d.as_secs_f64() * 1e3),
+                    None => self.metrics.probes_failed += 1,
+                }
+                self.node
+                    .handle_probe_result(now, peer, rtt.map(Into::into));
+            }
+            Control::Command { cmd, reply } => {
+                let id = self.node.handle_command(now, cmd);
+                self.pending.insert(
+                    id,
+                    Pending {
+                        reply,
+                        started: Instant::now(),
+                    },
+                );
+            }
+            Control::Status(reply) => {
+                let mut m = self.metrics.clone();
+                let c = &self.transport.counters;
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                m.connections_open = self.transport.open_connections() as u64;
+                m.connections_dialed = get(&c.dialed);
+                m.connections_accepted = get(&c.accepted);
+                m.connections_refused = get(&c.refused);
+                m.connect_failures = get(&c.connect_failures);
+                m.bad_frames = get(&c.bad_frames);
+                m.queue_drops = get(&c.queue_drops);
+                m.write_failures = get(&c.write_failures);
+                m.bytes_in = get(&c.bytes_in);
+                m.bytes_out = get(&c.bytes_out);
+                let up = self.clock.0.elapsed().as_secs_f64();
+                let _ = reply.send(Status::of(self.node.overlay(), up, m));
+            }
+            Control::Stop { .. } => {}
+        }
+    }
+
+    /// Carries out everything the node asked for.
+    fn drain(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            match action {
+                Action::Send { to, msg } => match encode(&msg) {
+                    Ok(bytes) => {
+                        *self.metrics.messages_out.entry(msg.kind()).or_default() += 1;
+                        self.transport.send(to, bytes);
+                    }
+                    Err(e) => warn!(to = %to.id.short(), "cannot encode a {}: {e}", msg.kind()),
+                },
+                Action::Probe { peer } => {
+                    let t = self.transport.clone();
+                    let ctl = self.ctl.clone();
+                    tokio::spawn(async move {
+                        let rtt = t.rtt(peer).await;
+                        if let Some(ctl) = ctl.upgrade() {
+                            let _ = ctl.send(Control::Probe { peer, rtt }).await;
+                        }
+                    });
+                }
+                Action::Event(NodeEvent::CommandDone { id, result }) => {
+                    self.on_done(id, result);
+                }
+                Action::Event(NodeEvent::Overlay(e)) => match e {
+                    OverlayEvent::Joined => {
+                        info!("joined the ring");
+                        self.ready.send_replace(true);
+                    }
+                    OverlayEvent::JoinFailed { attempts } => {
+                        warn!(
+                            attempts,
+                            "could not join the ring; check the bootstrap address"
+                        )
+                    }
+                    OverlayEvent::PeerFailed(c) => {
+                        self.metrics.peers_failed += 1;
+                        info!(peer = %c.id.short(), addr = %c.addr, "peer failed");
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_done(&mut self, id: CommandId, result: Result<CommandOutput, CommandError>) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        match &result {
+            Ok(CommandOutput::Route(r)) => {
+                self.metrics.routes_ok += 1;
+                self.metrics.route_hops.observe(r.hops() as f64);
+                self.metrics
+                    .route_latency_ms
+                    .observe(p.started.elapsed().as_secs_f64() * 1e3);
+            }
+            Err(_)
+                if matches!(
+                    result,
+                    Err(CommandError::Timeout | CommandError::NotJoined | CommandError::Busy)
+                ) =>
+            {
+                self.metrics.routes_failed += 1;
+            }
+            _ => {}
+        }
+        let _ = p.reply.send(result);
+    }
+}

@@ -1,0 +1,345 @@
+//! QUIC transport: one quinn endpoint per node (server and client on the same socket, so a
+//! connection's remote address is the peer's listening address), connections keyed by the
+//! peer's verified id and reused in both directions, one bounded send queue and writer task per
+//! peer, length-prefixed frames on a long-lived unidirectional stream per direction.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use ringvault_types::{Contact, Id, MAX_MESSAGE_SIZE};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tracing::{debug, trace};
+
+use crate::tls::{peer_id, server_name_for};
+use crate::NetError;
+
+/// At most this many QUIC connections are open at once; further incoming connections are
+/// refused and sends to further peers are dropped until one closes.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// At most this many encoded messages wait to be sent to one peer; beyond it new messages to
+/// that peer are dropped (the overlay's acknowledgements and keep-alives recover).
+pub const PEER_QUEUE: usize = 256;
+/// How long a dial (QUIC + TLS handshake) may take before the peer counts as unreachable.
+pub const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(3);
+/// How long writing one frame may block before the stream is abandoned.
+pub const WRITE_TIMEOUT: StdDuration = StdDuration::from_secs(5);
+/// A connection with no traffic for this long is closed by QUIC; a per-peer writer with nothing
+/// to send for this long exits.
+pub const IDLE_TIMEOUT: StdDuration = StdDuration::from_secs(30);
+/// Concurrent unidirectional streams a peer may open to us (each carries frames).
+const MAX_STREAMS: u32 = 8;
+
+/// Error code used when we stop a stream that sent an invalid frame.
+const BAD_FRAME: u32 = 1;
+
+/// A message as received: from whom (id vouched for by TLS, address of the connection) and
+/// its bytes (not yet decoded).
+pub(crate) struct Inbound {
+    pub(crate) from: Contact,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Transport counters, shared with the status snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) dialed: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) bad_frames: AtomicU64,
+    pub(crate) queue_drops: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// Messages queued in writers and not yet written or dropped.
+    pub(crate) queued: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) struct Transport {
+    pub(crate) endpoint: quinn::Endpoint,
+    conns: Mutex<HashMap<Id, quinn::Connection>>,
+    writers: Mutex<HashMap<Id, mpsc::Sender<Vec<u8>>>>,
+    inbound: mpsc::Sender<Inbound>,
+    pub(crate) counters: Counters,
+    /// Flips to true when the node stops; every task of the transport then ends.
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Transport {
+    pub(crate) fn new(endpoint: quinn::Endpoint, inbound: mpsc::Sender<Inbound>) -> Arc<Self> {
+        Arc::new(Transport {
+            endpoint,
+            conns: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
+            inbound,
+            counters: Counters::default(),
+            closed: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Open connections right now.
+    pub(crate) fn open_connections(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|_, c| c.close_reason().is_none());
+        conns.len()
+    }
+
+    /// Accepts incoming connections until the endpoint closes.
+    pub(crate) async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            if self.open_connections() >= MAX_CONNECTIONS {
+                bump(&self.counters.refused);
+                incoming.refuse();
+                continue;
+            }
+            let t = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match timeout(CONNECT_TIMEOUT, incoming).await {
+                    Ok(Ok(conn)) => match peer_id(&conn) {
+                        Some(id) => {
+                            bump(&t.counters.accepted);
+                            t.register(id, conn);
+                        }
+                        None => conn.close(BAD_FRAME.into(), b"no ringvault identity"),
+                    },
+                    Ok(Err(e)) => {
+                        bump(&t.counters.refused);
+                        debug!(%remote, "incoming handshake failed: {e}");
+                    }
+                    Err(_) => {
+                        bump(&t.counters.refused);
+                        debug!(%remote, "incoming handshake timed out");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Remembers `conn` as the connection to `id` and starts reading what the peer sends on it.
+    fn register(self: &Arc<Self>, id: Id, conn: quinn::Connection) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, conn.clone());
+        let t = self.clone();
+        tokio::spawn(async move {
+            let from = Contact::new(id, conn.remote_address());
+            while let Ok(stream) = conn.accept_uni().await {
+                tokio::spawn(t.clone().read_stream(from, stream));
+            }
+            let mut conns = t.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if conns
+                .get(&id)
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                conns.remove(&id);
+            }
+        });
+    }
+
+    /// Reads length-prefixed frames from one stream and hands them to the node. A frame of zero
+    /// or more than [`MAX_MESSAGE_SIZE`] bytes stops the stream; the connection and the node
+    /// are unaffected.
+    async fn read_stream(self: Arc<Self>, from: Contact, mut stream: quinn::RecvStream) {
+        loop {
+            let mut len = [0u8; 4];
+            if stream.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len == 0 || len > MAX_MESSAGE_SIZE {
+                bump(&self.counters.bad_frames);
+                debug!(peer = %from.id.short(), len, "dropping stream with an invalid frame length");
+                let _ = stream.stop(BAD_FRAME.into());
+                return;
+            }
+            let mut bytes = vec![0u8; len];
+            if stream.read_exact(&mut bytes).await.is_err() {
+                return;
+            }
+            self.counters
+                .bytes_in
+                .fetch_add(len as u64 + 4, Ordering::Relaxed);
+            if self.inbound.send(Inbound { from, bytes }).await.is_err() {
+                return; // the node stopped
+            }
+        }
+    }
+
+    /// A live connection to `addr`, reusing one to `expected` when there is one; dialing
+    /// otherwise. The TLS verifier refuses a peer whose key does not hash to `expected`.
+    pub(crate) async fn connection(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<Id>,
+    ) -> Result<(Id, quinn::Connection), NetError> {
+        if let Some(id) = expected {
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = conns.get(&id).filter(|c| c.close_reason().is_none()) {
+                return Ok((id, c.clone()));
+            }
+        }
+        if self.open_connections() >= MAX_CONNECTIONS {
+            return Err(NetError::Unreachable {
+                addr,
+                reason: "too many open connections".into(),
+            });
+        }
+        let fail = |reason: String| {
+            bump(&self.counters.connect_failures);
+            NetError::Unreachable { addr, reason }
+        };
+        let connecting = self
+            .endpoint
+            .connect(addr, &server_name_for(expected))
+            .map_err(|e| fail(e.to_string()))?;
+        let conn = match timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("handshake timed out".into())),
+        };
+        let id = peer_id(&conn).ok_or_else(|| fail("peer presented no ed25519 key".into()))?;
+        bump(&self.counters.dialed);
+        self.register(id, conn.clone());
+        Ok((id, conn))
+    }
+
+    /// The smoothed RTT of the (possibly new) connection to `peer`; `None` when unreachable.
+    pub(crate) async fn rtt(self: &Arc<Self>, peer: Contact) -> Option<StdDuration> {
+        let (_, conn) = self.connection(peer.addr, Some(peer.id)).await.ok()?;
+        Some(conn.rtt())
+    }
+
+    /// Queues `bytes` for `to`. Never blocks: a full queue or too many peers drops the message.
+    pub(crate) fn send(self: &Arc<Self>, to: Contact, bytes: Vec<u8>) {
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = match writers.get(&to.id) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                if writers.len() >= MAX_CONNECTIONS {
+                    bump(&self.counters.queue_drops);
+                    return;
+                }
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                writers.insert(to.id, tx.clone());
+                tokio::spawn(self.clone().writer(to, rx, tx.clone()));
+                tx
+            }
+        };
+        match tx.try_send(bytes) {
+            Ok(()) => bump(&self.counters.queued),
+            Err(_) => bump(&self.counters.queue_drops),
+        }
+    }
+
+    /// Sends everything queued for `to`, in order, on one stream of the current connection.
+    async fn writer(
+        self: Arc<Self>,
+        to: Contact,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        me: mpsc::Sender<Vec<u8>>,
+    ) {
+        let mut stream: Option<(usize, quinn::SendStream)> = None;
+        let mut closed = self.closed.subscribe();
+        loop {
+            let next = tokio::select! {
+                m = timeout(IDLE_TIMEOUT, rx.recv()) => m,
+                _ = closed.wait_for(|c| *c) => break,
+            };
+            let Ok(Some(bytes)) = next else { break };
+            let _written = Dequeued(&self.counters.queued);
+            let conn = match self.connection(to.addr, Some(to.id)).await {
+                Ok((_, c)) => c,
+                Err(e) => {
+                    trace!(peer = %to.id.short(), "send failed: {e}");
+                    // The peer is unreachable now: drop what is queued rather than retry it.
+                    let mut dropped = 1;
+                    while rx.try_recv().is_ok() {
+                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                        dropped += 1;
+                    }
+                    self.counters
+                        .write_failures
+                        .fetch_add(dropped, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            if stream.as_ref().map(|(id, _)| *id) != Some(conn.stable_id()) {
+                stream = match timeout(WRITE_TIMEOUT, conn.open_uni()).await {
+                    Ok(Ok(s)) => Some((conn.stable_id(), s)),
+                    _ => {
+                        bump(&self.counters.write_failures);
+                        continue;
+                    }
+                };
+            }
+            let Some((_, s)) = stream.as_mut() else {
+                continue;
+            };
+            let mut frame = Vec::with_capacity(bytes.len() + 4);
+            frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&bytes);
+            match timeout(WRITE_TIMEOUT, s.write_all(&frame)).await {
+                Ok(Ok(())) => {
+                    self.counters
+                        .bytes_out
+                        .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                }
+                _ => {
+                    bump(&self.counters.write_failures);
+                    stream = None;
+                }
+            }
+        }
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if writers.get(&to.id).is_some_and(|tx| tx.same_channel(&me)) {
+            writers.remove(&to.id);
+        }
+    }
+
+    /// Messages waiting in send queues.
+    pub(crate) fn queued(&self) -> u64 {
+        self.counters.queued.load(Ordering::Relaxed)
+    }
+
+    /// Closes every connection at once and the endpoint.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+        self.endpoint.close(0u32.into(), b"shutting down");
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Counts a queued message as gone when dropped (written, or given up on).
+struct Dequeued<'a>(&'a AtomicU64);
+
+impl Drop for Dequeued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The QUIC transport parameters: idle close and a bounded number of streams per peer.
+pub(crate) fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(0u32.into())
+        .max_concurrent_uni_streams(MAX_STREAMS.into())
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("30 s fits a QUIC idle timeout"),
+        ))
+        .datagram_receive_buffer_size(None);
+    t
+}
