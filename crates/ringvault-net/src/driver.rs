@@ -157,6 +157,16 @@ impl RunningNode {
         self.handle.contact
     }
 
+    /// Opens (or reuses) a verified connection to `addr` and returns the id the peer proved;
+    /// with `expected`, a peer whose key does not hash to it is refused. A diagnostic for tools
+    /// and tests; the node dials by itself when it has something to send.
+    pub async fn dial(&self, addr: SocketAddr, expected: Option<Id>) -> Result<Id, NetError> {
+        self.transport
+            .connection(addr, expected)
+            .await
+            .map(|(id, _)| id)
+    }
+
     /// Leaves the ring gracefully (peers are told at once), then closes every connection.
     pub async fn shutdown(self) {
         self.stop(true).await;

@@ -19,6 +19,7 @@ mod transport;
 pub use driver::{start, NetConfig, NodeHandle, RunningNode, CONTROL_QUEUE, NET_QUEUE};
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
 pub use status::{Histogram, Metrics, OverlayStats, PeerView, Status, TableEntry};
+pub use tls::{client_config, server_name_for, ALPN};
 pub use transport::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, PEER_QUEUE, WRITE_TIMEOUT};
 
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::NetError;
 
 /// The QUIC ALPN string; carries the protocol version so incompatible nodes refuse each other.
-pub(crate) const ALPN: &[u8] = b"ringvault/1";
+pub const ALPN: &[u8] = b"ringvault/1";
 
 /// Server name used when the peer's id is not known yet (dialing a bootstrap address).
 const ANY_ID: &str = "any.ringvault";
@@ -32,8 +32,9 @@ const SPKI_ED25519_PREFIX: [u8; 12] = [
 ];
 
 /// The server name a dialer uses: the expected id split into two 32-digit DNS labels, or a
-/// wildcard name when any id is acceptable.
-pub(crate) fn server_name_for(expected: Option<Id>) -> String {
+/// wildcard name when any id is acceptable. The verifier refuses a server whose key does not
+/// hash to the id named here.
+pub fn server_name_for(expected: Option<Id>) -> String {
     match expected {
         Some(id) => {
             let hex = id.to_string();
@@ -259,6 +260,13 @@ fn certificate(
         .self_signed(&key)
         .map_err(tls)?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(pkcs8)))
+}
+
+/// The QUIC client configuration a ringvault node dials with, presenting `identity`: for tools
+/// and tests that speak the transport directly (dial with [`server_name_for`]).
+pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, NetError> {
+    let transport = Arc::new(crate::transport::transport_config());
+    quic_configs(identity, transport).map(|(_, c)| c)
 }
 
 /// Server and client QUIC configurations presenting `identity`'s certificate.
