@@ -3,19 +3,30 @@
 //! Owns: self-certifying objects (owner-signed [`FileCertificate`]s, node-signed
 //! [`StoreReceipt`]s, [`ReclaimCertificate`]s and receipts), the [`Store`] trait a node's storage
 //! implements (with [`MemoryStore`] for tests and the simulator), GreedyDual-Size cache
-//! replacement ([`GreedyDualSize`]) and the acceptance rule for replicas ([`accepts`]).
+//! replacement ([`GreedyDualSize`]), the acceptance rule for replicas ([`accepts`]), and the
+//! [`Past`] service: insert with k signed receipts, lookup answered by the first holder on the
+//! path, reclaim, replica and file diversion, caching along insert and lookup paths, and
+//! replica maintenance (offer/want on leaf set changes and periodic anti-entropy).
 //! Does not own: the overlay (it only ever sees the KBR API), disk formats (`ringvault-store`),
 //! or I/O of any kind.
 #![deny(missing_docs)]
 
 mod cache;
 mod cert;
+mod message;
+mod past;
 mod store;
 
 pub use cache::GreedyDualSize;
 pub use cert::{
     object_id, CertError, FileBody, FileCertificate, Holding, ReceiptBody, ReclaimCertificate,
     ReclaimReceipt, StoreReceipt, MAX_NAME_LEN, MAX_REPLICAS,
+};
+pub use message::Refusal;
+pub use past::{
+    Found, Inserted, Past, PastError, PastEvent, RequestId, ANTI_ENTROPY_INTERVAL,
+    MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS, MAX_TOMBSTONES, PAST_APP,
+    REQUEST_TIMEOUT,
 };
 pub use store::{Kind, MemoryStore, Store, StoreError, StoredObject, Usage};
 

@@ -1,0 +1,90 @@
+//! PAST's messages, carried as the body of KBR application messages.
+
+use serde::{Deserialize, Serialize};
+
+use ringvault_types::{Contact, Id};
+
+use crate::{FileCertificate, ReclaimCertificate, ReclaimReceipt, StoreReceipt};
+
+/// Why a node refused part of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// No space for the replica, and diversion failed too.
+    NoSpace,
+    /// Another object with this id (another certificate) is stored.
+    Duplicate,
+    /// The certificate or content did not verify.
+    Invalid,
+    /// The object is not stored here.
+    NotFound,
+    /// The reclaim certificate is not the owner's.
+    NotOwner,
+}
+
+/// One PAST message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PastMessage {
+    /// Routed to the object id: store it on the k closest nodes.
+    Insert {
+        req: u64,
+        client: Contact,
+        cert: FileCertificate,
+        content: Vec<u8>,
+    },
+    /// Sent by the root (or a holder, in maintenance) to a replica-set member.
+    Replicate {
+        req: Option<(u64, Contact)>,
+        cert: FileCertificate,
+        content: Vec<u8>,
+    },
+    /// A primary without space asks a leaf set node to hold the replica for it; a node that
+    /// cannot passes it to the next of `candidates`.
+    Divert {
+        req: Option<(u64, Contact)>,
+        primary: Contact,
+        cert: FileCertificate,
+        content: Vec<u8>,
+        candidates: Vec<Contact>,
+    },
+    /// The diverted holder tells the primary it holds the replica.
+    Diverted { id: Id, k: u8, holder: Contact },
+    /// The primary's second pointer, kept by the (k+1)-th closest node.
+    Pointer { id: Id, holder: Contact },
+    /// A store receipt for the client.
+    Receipt { req: u64, receipt: StoreReceipt },
+    /// A refusal for the client.
+    Refused { req: u64, id: Id, reason: Refusal },
+    /// Routed to the object id: the first node holding a copy answers. With `handoff`, sent
+    /// straight to one more node (a pointer's target, or the next replica) that answers or
+    /// refuses but never passes it on.
+    Lookup {
+        req: u64,
+        client: Contact,
+        id: Id,
+        handoff: bool,
+    },
+    /// A copy, for the client.
+    Found {
+        req: u64,
+        cert: FileCertificate,
+        content: Vec<u8>,
+    },
+    /// Routed to the object id: release it.
+    Reclaim {
+        req: u64,
+        client: Contact,
+        cert: ReclaimCertificate,
+    },
+    /// From the root to the other replica holders.
+    ReclaimReplica {
+        req: u64,
+        client: Contact,
+        cert: ReclaimCertificate,
+    },
+    /// A reclaim receipt for the client.
+    Reclaimed { req: u64, receipt: ReclaimReceipt },
+    /// Maintenance: objects the sender holds that the receiver should hold too.
+    Offer { ids: Vec<Id>, free: u64 },
+    /// Maintenance: the offered objects the receiver lacks.
+    Want { ids: Vec<Id>, free: u64 },
+}

@@ -1,0 +1,190 @@
+//! PAST end to end over a ring of real overlays: inserts reach k replicas on the k closest
+//! nodes with verified receipts, lookups return verified bytes, reclaim needs the owner, and
+//! replicas come back after holders fail.
+
+mod common;
+
+use common::Ring;
+use ringvault_past::{Kind, PastError, PastEvent, ReclaimCertificate};
+use ringvault_types::{Duration, Id, Identity};
+
+fn content(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Inserts `data` from node `from`, returning the object id.
+fn insert(ring: &mut Ring, from: usize, name: &str, data: Vec<u8>, k: u8) -> Result<Id, PastError> {
+    let req = ring.call(from, |past, kbr, now, me| {
+        past.insert(kbr, now, me, name, data, k, 0)
+    });
+    match ring.take(from, req) {
+        Some(PastEvent::Inserted(_, Ok(ins))) => {
+            assert_eq!(ins.receipts.len(), k as usize);
+            for r in &ins.receipts {
+                r.verify(&ins.cert.id()).unwrap();
+            }
+            Ok(ins.cert.id())
+        }
+        Some(PastEvent::Inserted(_, Err(e))) => Err(e),
+        None => {
+            ring.advance(Duration::from_secs(31));
+            panic!(
+                "insert did not finish at once; later: {:?}",
+                ring.take(from, req)
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn lookup(ring: &mut Ring, from: usize, id: Id) -> Result<Vec<u8>, PastError> {
+    let req = ring.call(from, |past, kbr, now, _| past.lookup(kbr, now, id));
+    match ring.take(from, req) {
+        Some(PastEvent::Found(_, r)) => r.map(|f| f.content),
+        None => {
+            ring.advance(Duration::from_secs(31));
+            match ring.take(from, req) {
+                Some(PastEvent::Found(_, r)) => r.map(|f| f.content),
+                other => panic!("lookup did not finish: {other:?}"),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Which nodes hold `id` as a replica (primary or diverted).
+fn holders(ring: &Ring, id: &Id) -> Vec<usize> {
+    (0..ring.nodes.len())
+        .filter(|&i| ring.nodes[i].alive)
+        .filter(|&i| {
+            matches!(ring.nodes[i].host.0.store().get(id), Ok(Some(o)) if o.kind != Kind::Cached)
+        })
+        .collect()
+}
+
+#[test]
+fn objects_land_on_the_k_closest_nodes_and_read_back_from_anywhere() {
+    let mut ring = Ring::new(40, |_| 10 << 20);
+    let mut ids = Vec::new();
+    for n in 0..30usize {
+        let data = content(n * 97 + 1, n as u8);
+        let id = insert(&mut ring, n % 40, &format!("obj-{n}"), data.clone(), 3).unwrap();
+        let mut got = holders(&ring, &id);
+        let mut want = ring.closest_live(&id, 3);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "replicas not on the 3 closest nodes");
+        ids.push((id, data));
+    }
+    for (n, (id, data)) in ids.iter().enumerate() {
+        assert_eq!(&lookup(&mut ring, (n * 7 + 3) % 40, *id).unwrap(), data);
+    }
+    assert_eq!(
+        lookup(&mut ring, 5, Id::hash(b"nothing here")),
+        Err(PastError::NotFound)
+    );
+}
+
+#[test]
+fn duplicates_and_strangers_are_refused_and_owners_can_reclaim() {
+    let mut ring = Ring::new(24, |_| 10 << 20);
+    let id = insert(&mut ring, 1, "report", content(500, 1), 3).unwrap();
+    // Same owner, same name, other content: the id is taken.
+    assert_eq!(
+        insert(&mut ring, 1, "report", content(600, 2), 3),
+        Err(PastError::Duplicate)
+    );
+    assert_eq!(lookup(&mut ring, 9, id).unwrap(), content(500, 1));
+
+    // Someone else's reclaim is refused and nothing is lost.
+    let stranger = Identity::from_secret_bytes([99; 32]);
+    let bad = ReclaimCertificate::issue(&stranger, id, 0);
+    let req = ring.call(7, |past, kbr, now, _| past.reclaim(kbr, now, bad, 3));
+    ring.advance(Duration::from_secs(31));
+    assert!(matches!(
+        ring.take(7, req),
+        Some(PastEvent::Reclaimed(_, Err(PastError::NotOwner)))
+    ));
+    assert_eq!(holders(&ring, &id).len(), 3);
+
+    // The owner's reclaim releases every replica, with a receipt from each.
+    let req = ring.call(1, |past, kbr, now, me| {
+        let cert = ReclaimCertificate::issue(me, id, 0);
+        past.reclaim(kbr, now, cert, 3)
+    });
+    match ring.take(1, req) {
+        Some(PastEvent::Reclaimed(_, Ok(receipts))) => assert_eq!(receipts.len(), 3),
+        other => panic!("reclaim failed: {other:?}"),
+    }
+    assert!(holders(&ring, &id).is_empty());
+    // Anti-entropy does not bring it back.
+    ring.advance(Duration::from_secs(70));
+    assert!(holders(&ring, &id).is_empty());
+}
+
+#[test]
+fn replicas_return_to_k_after_holders_fail() {
+    let mut ring = Ring::new(40, |_| 10 << 20);
+    let mut objects = Vec::new();
+    for n in 0..20usize {
+        let data = content(300 + n, n as u8);
+        objects.push((
+            insert(&mut ring, n, &format!("f{n}"), data.clone(), 3).unwrap(),
+            data,
+        ));
+    }
+    // Kill k - 1 = 2 holders of the first object, and one holder of several others.
+    let first = holders(&ring, &objects[0].0);
+    ring.kill(first[0]);
+    ring.kill(first[1]);
+    for (id, _) in objects.iter().skip(5).step_by(5) {
+        if let Some(&h) = holders(&ring, id).first() {
+            ring.kill(h);
+        }
+    }
+    // Every object is still readable at once (one replica suffices).
+    let reader = (0..40).find(|&i| ring.nodes[i].alive).unwrap();
+    for (id, data) in &objects {
+        assert_eq!(&lookup(&mut ring, reader, *id).unwrap(), data);
+    }
+    // Failure detection, leaf set repair, then maintenance: k replicas on the k closest.
+    ring.advance(Duration::from_secs(20));
+    for (id, _) in &objects {
+        let mut got = holders(&ring, id);
+        let mut want = ring.closest_live(id, 3);
+        got.sort();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "object {id:?} not back on its 3 closest live nodes"
+        );
+    }
+}
+
+#[test]
+fn full_nodes_divert_replicas_and_full_regions_resalt() {
+    // Every third node is tiny: its primaries must be diverted to roomier leaf set members.
+    let mut ring = Ring::new(32, |i| if i % 3 == 0 { 2_000 } else { 4 << 20 });
+    let mut diverted = 0;
+    for n in 0..24usize {
+        let data = content(1_000 + n, n as u8);
+        let id = insert(&mut ring, n, &format!("d{n}"), data.clone(), 3).unwrap();
+        for i in 0..ring.nodes.len() {
+            if let Ok(Some(o)) = ring.nodes[i].host.0.store().get(&id) {
+                diverted += (o.kind == Kind::Diverted) as usize;
+            }
+        }
+        assert_eq!(lookup(&mut ring, (n + 11) % 32, id).unwrap(), data);
+    }
+    assert!(
+        diverted > 0,
+        "no replica was diverted although some primaries had no room"
+    );
+
+    // An object too large for any node: refused after re-salting, with nothing half-stored
+    // reported as success.
+    let err = insert(&mut ring, 4, "huge", content(3 << 20, 9), 3).unwrap_err();
+    assert_eq!(err, PastError::NoSpace(4));
+}
