@@ -377,7 +377,7 @@ impl Past {
     /// Caches a copy in unused space, if there is any.
     fn cache_copy(&mut self, cert: &FileCertificate, content: &[u8]) {
         let id = cert.id();
-        if matches!(self.store.get(&id), Ok(Some(_))) || self.tombstones.contains_key(&id) {
+        if matches!(self.store.meta(&id), Ok(Some(_))) || self.tombstones.contains_key(&id) {
             return;
         }
         let size = content.len() as u64;
@@ -566,7 +566,7 @@ impl Past {
             return;
         }
         // A node already holding this object (for another primary) cannot count twice.
-        let already = matches!(self.store.get(&id), Ok(Some(o)) if o.kind != Kind::Cached);
+        let already = matches!(self.store.meta(&id), Ok(Some((k, _))) if k != Kind::Cached);
         if !already && self.store_replica(&cert, &content, Kind::Diverted, T_DIV) {
             let holder = kbr.local_contact();
             let k = cert.body.replicas;
@@ -708,17 +708,18 @@ impl Past {
         let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
         for (id, k) in held {
             let set = kbr.replica_set(&id, k as usize);
-            let kind = self.store.get(&id).ok().flatten().map(|o| o.kind);
+            let kind = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
+            if kind.is_none() {
+                // The copy is gone (found damaged and discarded): fetch it again from the
+                // replica set's offers.
+                self.held.remove(&id);
+                continue;
+            }
             if kind == Some(Kind::Primary) && !set.iter().any(|c| c.id == me) {
                 // No longer among the k closest: keep it as cache.
                 if self.store.set_kind(&id, Kind::Cached).is_ok() {
                     self.held.remove(&id);
-                    let size = self
-                        .store
-                        .get(&id)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |o| o.content.len() as u64);
+                    let size = self.store.meta(&id).ok().flatten().map_or(0, |m| m.1);
                     self.cache.touch(id, size);
                 }
             }
@@ -745,7 +746,11 @@ impl Past {
         let me = kbr.local_contact().id;
         let mut want = Vec::new();
         for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
-            if self.held.contains_key(&id) || self.tombstones.contains_key(&id) {
+            if self.tombstones.contains_key(&id) {
+                continue;
+            }
+            let have = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
+            if matches!(have, Some(Kind::Primary | Kind::Diverted)) {
                 continue;
             }
             // A cached copy becomes a replica at once if we are in its replica set.

@@ -75,8 +75,12 @@ pub trait Store: Send {
     /// [`StoreError::Full`] when replicas would exceed the capacity; cache is not evicted here.
     fn put(&mut self, obj: StoredObject) -> Result<(), StoreError>;
 
-    /// Reads an object.
+    /// Reads an object. A store that finds a copy damaged discards it and answers `None`:
+    /// a bad copy is never served.
     fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError>;
+
+    /// Why and how large an object is held, without reading it.
+    fn meta(&self, id: &Id) -> Result<Option<(Kind, u64)>, StoreError>;
 
     /// Changes why an object is held (for example primary to cached after the ring changed).
     fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError>;
@@ -162,6 +166,13 @@ impl Store for MemoryStore {
 
     fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError> {
         Ok(self.objects.get(id).cloned())
+    }
+
+    fn meta(&self, id: &Id) -> Result<Option<(Kind, u64)>, StoreError> {
+        Ok(self
+            .objects
+            .get(id)
+            .map(|o| (o.kind, o.content.len() as u64)))
     }
 
     fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError> {
