@@ -78,6 +78,16 @@ impl Histogram {
         self.sum += v;
     }
 
+    /// Adds `other`'s observations (same bounds) to this histogram; others are ignored.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.bounds == self.bounds {
+            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+                *a += b;
+            }
+            self.sum += other.sum;
+        }
+    }
+
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

@@ -1,18 +1,146 @@
-//! Placeholder, to be replaced by the network driver's commands (`node`, `ring`, `status`,
-//! `route`, `bench`).
+//! Commands that run or talk to real nodes: `node`, `ring`, `status`, `route`, `bench route`.
 
-use anyhow::{bail, Result};
-use clap::Subcommand;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+mod client;
+mod config;
+mod daemon;
+mod http;
+mod output;
 
 /// Commands that run or talk to real nodes.
 #[derive(Subcommand)]
 pub enum NetCommand {
-    /// Run one node (not built yet).
-    Node,
+    /// Run one node as a daemon: QUIC on --listen, the HTTP API and dashboard on --http.
+    /// Ctrl-C or SIGTERM leaves the ring gracefully.
+    Node(NodeArgs),
+    /// Start N nodes on loopback in this process, each joining through the previous ones, and
+    /// print their HTTP URLs; runs until Ctrl-C.
+    Ring(RingArgs),
+    /// Show a node's id, leaf set, routing table fill and counters.
+    Status(ClientArgs),
+    /// Route a probe to KEY's root and show the hops (KEY: 64 hex digits, e.g. from
+    /// `ringvault id NAME`).
+    Route {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Benchmarks on a local ring.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Options of `ringvault node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Directory for the node's identity and state (created if missing); a node restarted on
+    /// the same directory keeps its id.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// QUIC (UDP) address to listen on and advertise [default: 127.0.0.1:7000].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP API address [default: 127.0.0.1:8000].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// A node to join through (HOST:PORT of its QUIC address); repeatable, tried in order.
+    /// None starts a new ring.
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// TOML file with the same settings (data_dir, listen, http, bootstrap, [overlay]); flags
+    /// override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `ringvault ring`.
+#[derive(Args)]
+pub struct RingArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 8)]
+    pub nodes: u16,
+    /// Node i listens for QUIC on 127.0.0.1:(base-port + i); 0 picks free ports.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// Node i serves HTTP on 127.0.0.1:(http-base-port + i); 0 picks free ports.
+    #[arg(long, default_value_t = 8000)]
+    pub http_base_port: u16,
+    /// Parent directory of the nodes' data dirs [default: a temporary directory].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the temporary data directory on exit.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// How the client commands reach a node.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The node's HTTP API.
+    #[arg(long, env = "RINGVAULT_NODE", default_value = "http://127.0.0.1:8000")]
+    pub node: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Route latency (p50/p99) and routes per second on a local ring over QUIC.
+    Route {
+        /// Ring size.
+        #[arg(long, default_value_t = 32)]
+        nodes: u16,
+        /// Routes in the throughput phase (a quarter as many run one at a time for latency).
+        #[arg(long, default_value_t = 4000)]
+        routes: usize,
+        /// Routes in flight during the throughput phase.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 pub fn run(cmd: NetCommand) -> Result<()> {
-    match cmd {
-        NetCommand::Node => bail!("the network driver is not built yet"),
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        match cmd {
+            NetCommand::Node(a) => daemon::node(a).await,
+            NetCommand::Ring(a) => daemon::ring(a).await,
+            NetCommand::Status(c) => {
+                let v = one_line(client::get_ok(&c.node, "/v1/status").await);
+                output::status(&v, c.json)
+            }
+            NetCommand::Route { key, client: c } => {
+                let v = one_line(client::get_ok(&c.node, &format!("/v1/route/{key}")).await);
+                output::route(&v, c.json)
+            }
+            NetCommand::Bench(BenchCommand::Route {
+                nodes,
+                routes,
+                concurrency,
+            }) => daemon::bench_route(nodes, routes, concurrency).await,
+        }
+    })
+}
+
+/// A client command's failure is one line on stderr and exit status 1, whatever the
+/// environment asks of error reports (no backtrace, no cause chain).
+fn one_line<T>(r: Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,0 +1,453 @@
+//! `ringvault node`, `ringvault ring` and `ringvault bench route`: nodes running in this process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ringvault_net::{load_or_create_identity, start, NetConfig, NodeHandle, RunningNode};
+use ringvault_overlay::Config;
+use ringvault_types::Id;
+use tokio::sync::watch;
+use tracing::info;
+
+use super::config::FileConfig;
+use super::{http, NodeArgs, RingArgs};
+
+/// How long a node of a local ring may take to join.
+const JOIN_WITHIN: Duration = Duration::from_secs(30);
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn resolve(addrs: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let found = tokio::net::lookup_host(a.as_str())
+            .await
+            .with_context(|| format!("cannot resolve bootstrap address {a:?}; give HOST:PORT"))?;
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// An HTTP server for `node`; stops when `stop` flips.
+async fn serve_http(
+    addr: SocketAddr,
+    node: NodeHandle,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {addr}; pick a free port"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = http::serve(listener, node, shutdown).await {
+            tracing::error!("HTTP server on {bound} failed: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+pub async fn node(a: NodeArgs) -> Result<()> {
+    init_logs("info");
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = a.data_dir.or(file.data_dir).ok_or_else(|| {
+        anyhow!("no data directory; pass --data-dir DIR (or data_dir in --config)")
+    })?;
+    let listen = a
+        .listen
+        .or(file.listen)
+        .unwrap_or(([127, 0, 0, 1], 7000).into());
+    let http_addr = a
+        .http
+        .or(file.http)
+        .unwrap_or(([127, 0, 0, 1], 8000).into());
+    let bootstrap = resolve(if a.bootstrap.is_empty() {
+        &file.bootstrap
+    } else {
+        &a.bootstrap
+    })
+    .await?;
+    let overlay = file.overlay.to_config()?;
+
+    let identity = load_or_create_identity(&data_dir)?;
+    let running = start(
+        identity,
+        NetConfig {
+            listen,
+            overlay,
+            bootstrap,
+        },
+    )
+    .await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_bound, http_task) = match serve_http(http_addr, running.handle(), stop_rx).await {
+        Ok(x) => x,
+        Err(e) => {
+            running.shutdown().await;
+            return Err(e);
+        }
+    };
+    let c = running.contact();
+    info!(id = %c.id, quic = %c.addr, http = %format!("http://{http_bound}"), "serving; Ctrl-C to leave");
+    stop_signal().await;
+    info!("leaving the ring");
+    running.shutdown().await;
+    stop_tx.send_replace(true);
+    let _ = http_task.await;
+    Ok(())
+}
+
+/// One node of a local ring.
+pub struct LocalNode {
+    pub node: RunningNode,
+    pub http: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+}
+
+fn port(base: u16, i: u16, what: &str) -> Result<u16> {
+    if base == 0 {
+        return Ok(0);
+    }
+    base.checked_add(i)
+        .ok_or_else(|| anyhow!("{what} {base} + {i} is past 65535; pick a lower base port"))
+}
+
+/// Starts `n` nodes on loopback under `dir`, one after another, each joining through the
+/// previous ones (nearest first). With `http_base`, each also serves the HTTP API.
+pub async fn start_local_ring(
+    n: u16,
+    base_port: u16,
+    http_base: Option<u16>,
+    dir: &Path,
+    cfg: Config,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<LocalNode>> {
+    let mut nodes: Vec<LocalNode> = Vec::new();
+    for i in 0..n {
+        let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
+        let bootstrap = nodes
+            .iter()
+            .rev()
+            .take(3)
+            .map(|p| p.node.contact().addr)
+            .collect();
+        let identity = load_or_create_identity(&dir.join(format!("node-{i}")))?;
+        let started = start(
+            identity,
+            NetConfig {
+                listen,
+                overlay: cfg.clone(),
+                bootstrap,
+            },
+        )
+        .await;
+        let node = match started {
+            Ok(n) => n,
+            Err(e) => {
+                stop_all(nodes).await;
+                return Err(anyhow!("node {i}: {e}"));
+            }
+        };
+        if let Err(e) = node.handle().wait_ready(JOIN_WITHIN).await {
+            node.shutdown().await;
+            stop_all(nodes).await;
+            bail!("node {i} on {listen}: {e}");
+        }
+        let http = match http_base {
+            Some(b) => {
+                let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
+                match serve_http(addr, node.handle(), stop.clone()).await {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        node.shutdown().await;
+                        stop_all(nodes).await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        nodes.push(LocalNode { node, http });
+    }
+    Ok(nodes)
+}
+
+/// Stops every node gracefully (concurrently) and waits for their HTTP servers.
+pub async fn stop_all(nodes: Vec<LocalNode>) {
+    let mut tasks = Vec::new();
+    for n in nodes {
+        tasks.push(tokio::spawn(async move {
+            n.node.shutdown().await;
+            if let Some((_, t)) = n.http {
+                let _ = t.await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(prefix: &str) -> Result<PathBuf> {
+    let mut r = [0u8; 4];
+    getrandom::fill(&mut r).map_err(|e| anyhow!("the OS random source failed: {e}"))?;
+    let p = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        u32::from_le_bytes(r)
+    ));
+    std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+    Ok(p)
+}
+
+pub async fn ring(a: RingArgs) -> Result<()> {
+    init_logs("warn");
+    if a.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let (dir, temporary) = match &a.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (temp_dir("ringvault-ring")?, true),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    println!(
+        "starting {} nodes on 127.0.0.1 (data in {}) ...",
+        a.nodes,
+        dir.display()
+    );
+    let result = start_local_ring(
+        a.nodes,
+        a.base_port,
+        Some(a.http_base_port),
+        &dir,
+        Config::default(),
+        &stop_rx,
+    )
+    .await;
+    let nodes = match result {
+        Ok(n) => n,
+        Err(e) => {
+            if temporary && !a.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+    };
+    println!();
+    println!("{:<5} {:<18} {:<22} HTTP", "NODE", "ID", "QUIC");
+    for (i, n) in nodes.iter().enumerate() {
+        let c = n.node.contact();
+        let http = n
+            .http
+            .as_ref()
+            .map(|(a, _)| format!("http://{a}/"))
+            .unwrap_or_default();
+        println!(
+            "{i:<5} {:<18} {:<22} {http}",
+            c.id.short(),
+            c.addr.to_string()
+        );
+    }
+    if let Some((first, _)) = nodes.first().and_then(|n| n.http.as_ref()) {
+        println!();
+        println!("dashboard: http://{first}/");
+        println!("try:       ringvault status --node http://{first}");
+        println!("           ringvault route $(ringvault id hello) --node http://{first}");
+    }
+    println!("ring ready; press Ctrl-C to stop");
+    stop_signal().await;
+    println!("stopping {} nodes ...", nodes.len());
+    stop_tx.send_replace(true);
+    stop_all(nodes).await;
+    if temporary && !a.keep {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    } else {
+        println!("data kept in {}", dir.display());
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn true_root(ids: &[Id], key: &Id) -> Id {
+    *ids.iter()
+        .min_by(|a, b| key.cmp_closeness(a, b))
+        .unwrap_or(key)
+}
+
+/// Runs `keys` as route probes with at most `concurrency` in flight; returns each latency and
+/// the number that failed or reached the wrong root.
+async fn run_routes(
+    handles: &[NodeHandle],
+    ids: &[Id],
+    keys: Vec<Id>,
+    concurrency: usize,
+) -> (Vec<Duration>, usize, usize) {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let h = handles[i % handles.len()].clone();
+        let sem = sem.clone();
+        let want = true_root(ids, &key);
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let t0 = Instant::now();
+            let r = h.route(key).await;
+            (t0.elapsed(), r.map(|r| (r.root.id == want, r.hops())))
+        }));
+    }
+    let (mut lat, mut failed, mut wrong) = (Vec::new(), 0, 0);
+    for t in tasks {
+        match t.await {
+            Ok((d, Ok((ok, _)))) => {
+                lat.push(d);
+                if !ok {
+                    wrong += 1;
+                }
+            }
+            _ => failed += 1,
+        }
+    }
+    lat.sort();
+    (lat, failed, wrong)
+}
+
+fn latency_line(lat: &[Duration]) -> String {
+    format!(
+        "p50 {:.3} ms   p99 {:.3} ms",
+        ms(percentile(lat, 0.5)),
+        ms(percentile(lat, 0.99))
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()> {
+    init_logs("warn");
+    if n < 2 {
+        bail!("--nodes must be at least 2");
+    }
+    let dir = temp_dir("ringvault-bench")?;
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    println!("starting a {n}-node ring on loopback QUIC ...");
+    let t0 = Instant::now();
+    let nodes = start_local_ring(n, 0, None, &dir, Config::default(), &stop_rx).await;
+    let nodes = match nodes {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
+    let ids: Vec<Id> = nodes.iter().map(|x| x.node.contact().id).collect();
+    // Settle: wait (bounded) until every leaf set is full.
+    let want = (Config::default().leaf_set_size).min(n as usize - 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut full = true;
+        for h in &handles {
+            let s = h.status().await?;
+            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
+        }
+        if full || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
+    let key = |salt: &str, i: usize| Id::hash(format!("bench-{salt}-{i}").as_bytes());
+    // Warm-up: open the connections routes will use.
+    let _ = run_routes(
+        &handles,
+        &ids,
+        (0..500).map(|i| key("warm", i)).collect(),
+        16,
+    )
+    .await;
+
+    let seq = (routes / 4).max(1);
+    let (lat1, f1, w1) =
+        run_routes(&handles, &ids, (0..seq).map(|i| key("seq", i)).collect(), 1).await;
+    let t1 = Instant::now();
+    let (lat2, f2, w2) = run_routes(
+        &handles,
+        &ids,
+        (0..routes).map(|i| key("par", i)).collect(),
+        concurrency,
+    )
+    .await;
+    let elapsed = t1.elapsed();
+    let mut hops = ringvault_net::Metrics::default().route_hops;
+    for h in &handles {
+        hops.merge(&h.status().await?.metrics.route_hops);
+    }
+    println!();
+    println!("bench route: {n} nodes, loopback QUIC, default overlay config");
+    println!(
+        "  one at a time ({seq} routes):        {}",
+        latency_line(&lat1)
+    );
+    println!(
+        "  {concurrency} in flight ({routes} routes):      {}",
+        latency_line(&lat2)
+    );
+    println!(
+        "  throughput:                          {:.0} routes/s",
+        lat2.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  mean overlay hops:                   {:.2}",
+        hops.sum / hops.count().max(1) as f64
+    );
+    println!("  failed: {}   wrong root: {}", f1 + f2, w1 + w2);
+    stop_all(nodes).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! The HTTP API of one node: JSON under `/v1`, Prometheus text at `/metrics`, the dashboard at
+//! `/`. Errors are JSON `{ "error": ..., "code": ... }` with a fitting status.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ringvault_net::{Histogram, NetError, NodeHandle, Status};
+use ringvault_node::CommandError;
+use ringvault_types::Id;
+use serde_json::json;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// An API error: HTTP status, a machine-readable code and a message saying what to do.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.message, "code": self.code }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<NetError> for ApiError {
+    fn from(e: NetError) -> Self {
+        let (status, code) = match &e {
+            NetError::Command(CommandError::NotJoined) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_joined")
+            }
+            NetError::Command(CommandError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            NetError::Command(CommandError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            NetError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+            _ => (StatusCode::BAD_GATEWAY, "ring_error"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    node: NodeHandle,
+    http: SocketAddr,
+}
+
+/// The router for `node`, whose API listens on `http`.
+pub fn router(node: NodeHandle, http: SocketAddr) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/status", get(status))
+        .route("/v1/route/{key}", get(route))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(App { node, http })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: NodeHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let http = listener.local_addr()?;
+    axum::serve(listener, router(node, http))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; try /v1/status, /v1/route/{key}, /metrics or /",
+    )
+}
+
+async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = app.node.status().await?;
+    let mut v = serde_json::to_value(&st)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    v["http"] = json!(format!("http://{}", app.http));
+    Ok(Json(v))
+}
+
+/// Parses a key given in a URL: 64 hex digits.
+fn parse_key(s: &str) -> Result<Id, ApiError> {
+    s.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!(
+                "{s:?} is not a key ({e}); a key is 64 hex digits, e.g. from `ringvault id NAME`"
+            ),
+        )
+    })
+}
+
+async fn route(
+    State(app): State<App>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(key) =
+        key.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.body_text()))?;
+    let key = parse_key(&key)?;
+    let r = app.node.route(key).await?;
+    let hops: Vec<_> = r
+        .path
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "id": c.id.to_string(),
+                "addr": c.addr.to_string(),
+                "rtt_ms_to_next": r.hop_rtts.get(i).copied().flatten().map(|d| d.as_millis_f64()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "key": key.to_string(),
+        "root": { "id": r.root.id.to_string(), "addr": r.root.addr.to_string() },
+        "hop_count": r.hops(),
+        "hops": hops,
+    })))
+}
+
+async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
+    let st = app.node.status().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&st),
+    )
+        .into_response())
+}
+
+fn counter(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut acc = 0;
+    for (b, c) in h.bounds.iter().zip(&h.counts) {
+        acc += c;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {acc}", b * scale);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {}",
+        h.sum * scale,
+        h.count()
+    );
+}
+
+/// Prometheus text exposition of a node's counters.
+pub fn render_metrics(st: &Status) -> String {
+    let m = &st.metrics;
+    let o = &st.overlay;
+    let mut out = String::new();
+    for (name, help, map) in [
+        (
+            "ringvault_messages_in_total",
+            "Overlay messages received, by type.",
+            &m.messages_in,
+        ),
+        (
+            "ringvault_messages_out_total",
+            "Overlay messages sent, by type.",
+            &m.messages_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (kind, n) in map {
+            let _ = writeln!(out, "{name}{{type=\"{kind}\"}} {n}");
+        }
+    }
+    counter(
+        &mut out,
+        "ringvault_ready",
+        "1 when the node has joined a ring.",
+        "gauge",
+        st.ready as u8,
+    );
+    counter(
+        &mut out,
+        "ringvault_leaf_set_size",
+        "Leaf set members.",
+        "gauge",
+        st.leaf_set_smaller.len() + st.leaf_set_larger.len(),
+    );
+    counter(
+        &mut out,
+        "ringvault_routing_table_entries",
+        "Routing table entries.",
+        "gauge",
+        st.routing_table.len(),
+    );
+    counter(
+        &mut out,
+        "ringvault_routes_total",
+        "Route probes that reached a root.",
+        "counter",
+        m.routes_ok,
+    );
+    counter(
+        &mut out,
+        "ringvault_route_failures_total",
+        "Route probes that failed.",
+        "counter",
+        m.routes_failed,
+    );
+    histogram(
+        &mut out,
+        "ringvault_route_hops",
+        "Overlay hops per route probe.",
+        &m.route_hops,
+        1.0,
+    );
+    histogram(
+        &mut out,
+        "ringvault_route_latency_seconds",
+        "Route probe latency.",
+        &m.route_latency_ms,
+        1e-3,
+    );
+    histogram(
+        &mut out,
+        "ringvault_peer_rtt_seconds",
+        "Measured round-trip times to peers.",
+        &m.probe_rtt_ms,
+        1e-3,
+    );
+    counter(
+        &mut out,
+        "ringvault_probe_failures_total",
+        "Proximity probes that could not reach the peer.",
+        "counter",
+        m.probes_failed,
+    );
+    counter(
+        &mut out,
+        "ringvault_leaf_set_changes_total",
+        "Leaf set membership changes.",
+        "counter",
+        o.leaf_changes,
+    );
+    counter(
+        &mut out,
+        "ringvault_failures_detected_total",
+        "Peers declared failed.",
+        "counter",
+        o.peers_failed,
+    );
+    counter(
+        &mut out,
+        "ringvault_messages_delivered_total",
+        "Routed messages delivered here as root.",
+        "counter",
+        o.delivered,
+    );
+    counter(
+        &mut out,
+        "ringvault_messages_forwarded_total",
+        "Routed messages forwarded.",
+        "counter",
+        o.forwarded,
+    );
+    counter(
+        &mut out,
+        "ringvault_reroutes_total",
+        "Messages re-routed after a hop failure.",
+        "counter",
+        o.reroutes,
+    );
+    counter(
+        &mut out,
+        "ringvault_decode_errors_total",
+        "Frames that did not decode (dropped).",
+        "counter",
+        m.decode_errors,
+    );
+    counter(
+        &mut out,
+        "ringvault_bad_frames_total",
+        "Streams dropped for an invalid frame length.",
+        "counter",
+        m.bad_frames,
+    );
+    counter(
+        &mut out,
+        "ringvault_connections_open",
+        "QUIC connections open.",
+        "gauge",
+        m.connections_open,
+    );
+    counter(
+        &mut out,
+        "ringvault_connections_dialed_total",
+        "QUIC connections dialed.",
+        "counter",
+        m.connections_dialed,
+    );
+    counter(
+        &mut out,
+        "ringvault_connections_accepted_total",
+        "QUIC connections accepted.",
+        "counter",
+        m.connections_accepted,
+    );
+    counter(
+        &mut out,
+        "ringvault_connections_refused_total",
+        "Incoming connections refused.",
+        "counter",
+        m.connections_refused,
+    );
+    counter(
+        &mut out,
+        "ringvault_connect_failures_total",
+        "Dials that failed.",
+        "counter",
+        m.connect_failures,
+    );
+    counter(
+        &mut out,
+        "ringvault_send_queue_drops_total",
+        "Messages dropped on a full peer queue.",
+        "counter",
+        m.queue_drops,
+    );
+    counter(
+        &mut out,
+        "ringvault_write_failures_total",
+        "Messages that could not be written.",
+        "counter",
+        m.write_failures,
+    );
+    counter(
+        &mut out,
+        "ringvault_uptime_seconds",
+        "Seconds since the node started.",
+        "gauge",
+        st.uptime_secs,
+    );
+    out
+}

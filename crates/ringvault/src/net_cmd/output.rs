@@ -1,0 +1,143 @@
+//! Human-readable tables (and `--json`) for the client commands.
+
+use anyhow::Result;
+use serde_json::Value;
+
+fn short(v: &Value) -> String {
+    v.as_str()
+        .map(|s| s.chars().take(16).collect())
+        .unwrap_or_default()
+}
+
+fn rtt(v: &Value) -> String {
+    v.as_f64()
+        .map(|ms| format!("{ms:.3} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn sum(v: &Value) -> u64 {
+    v.as_object()
+        .map(|o| o.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+pub fn status(v: &Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let m = &v["metrics"];
+    let o = &v["overlay"];
+    println!("node      {}", v["id"].as_str().unwrap_or("?"));
+    println!("quic      {}", v["addr"].as_str().unwrap_or("?"));
+    println!("http      {}", v["http"].as_str().unwrap_or("?"));
+    println!(
+        "state     {}   uptime {:.0} s",
+        if v["ready"].as_bool() == Some(true) {
+            "ready"
+        } else {
+            "joining"
+        },
+        v["uptime_secs"].as_f64().unwrap_or(0.0)
+    );
+    println!();
+    println!("LEAF SET  {:<18} {:<22} RTT", "ID", "ADDRESS");
+    let side = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let mut smaller = side("leaf_set_smaller");
+    smaller.reverse();
+    for p in &smaller {
+        println!(
+            "  -       {:<18} {:<22} {}",
+            short(&p["id"]),
+            p["addr"].as_str().unwrap_or(""),
+            rtt(&p["rtt_ms"])
+        );
+    }
+    println!("  *       {:<18} (this node)", short(&v["id"]));
+    for p in &side("leaf_set_larger") {
+        println!(
+            "  +       {:<18} {:<22} {}",
+            short(&p["id"]),
+            p["addr"].as_str().unwrap_or(""),
+            rtt(&p["rtt_ms"])
+        );
+    }
+    println!();
+    let fill: Vec<String> = v["routing_fill"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .take_while(|n| *n > 0)
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "routing table  {} entries; fill per row: {}",
+        v["routing_table"].as_array().map_or(0, Vec::len),
+        if fill.is_empty() {
+            "empty".to_string()
+        } else {
+            fill.join(" ")
+        }
+    );
+    println!(
+        "neighbourhood  {} nodes",
+        v["neighbourhood"].as_array().map_or(0, Vec::len)
+    );
+    println!();
+    let n = |x: &Value| x.as_u64().unwrap_or(0);
+    println!("COUNTERS");
+    println!(
+        "  messages in / out      {} / {}",
+        sum(&m["messages_in"]),
+        sum(&m["messages_out"])
+    );
+    println!(
+        "  routes ok / failed     {} / {}",
+        n(&m["routes_ok"]),
+        n(&m["routes_failed"])
+    );
+    println!(
+        "  delivered / forwarded  {} / {}",
+        n(&o["delivered"]),
+        n(&o["forwarded"])
+    );
+    println!("  leaf set changes       {}", n(&o["leaf_changes"]));
+    println!("  failures detected      {}", n(&o["peers_failed"]));
+    println!("  connections open       {}", n(&m["connections_open"]));
+    println!("  decode errors          {}", n(&m["decode_errors"]));
+    Ok(())
+}
+
+pub fn route(v: &Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    println!("key   {}", v["key"].as_str().unwrap_or("?"));
+    println!(
+        "root  {} at {} ({} hops)",
+        v["root"]["id"].as_str().unwrap_or("?"),
+        v["root"]["addr"].as_str().unwrap_or("?"),
+        v["hop_count"].as_u64().unwrap_or(0)
+    );
+    println!();
+    println!("{:<4} {:<18} {:<22} RTT TO NEXT", "HOP", "ID", "ADDRESS");
+    for (i, h) in v["hops"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "{i:<4} {:<18} {:<22} {}",
+            short(&h["id"]),
+            h["addr"].as_str().unwrap_or(""),
+            rtt(&h["rtt_ms_to_next"])
+        );
+    }
+    Ok(())
+}
