@@ -160,6 +160,26 @@ impl Node {
         self.services.apps.insert(service.app_id(), service);
     }
 
+    /// Runs `f` on the registered service of type `S` with this node's KBR, then carries out
+    /// what it asked the overlay to do. This is how a driver calls a service's client API (an
+    /// insert, a subscription) and reads its results. `None` when no such service is
+    /// registered.
+    pub fn with_service<S: Service, R>(
+        &mut self,
+        now: Time,
+        f: impl FnOnce(&mut S, &mut dyn Kbr) -> R,
+    ) -> Option<R> {
+        let service = self
+            .services
+            .apps
+            .values_mut()
+            .find_map(|s| (s.as_mut() as &mut dyn std::any::Any).downcast_mut::<S>())?;
+        let r = f(service, &mut self.overlay);
+        self.overlay.flush(now, &mut self.services);
+        self.collect_probe_results();
+        Some(r)
+    }
+
     /// The overlay, read-only (tables, stats, next-hop decisions).
     pub fn overlay(&self) -> &Overlay {
         &self.overlay

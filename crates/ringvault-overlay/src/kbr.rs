@@ -98,8 +98,9 @@ impl Upcalls for NoServices {
 
 /// A service on the overlay (storage, multicast, ...). It sees the overlay only through
 /// [`Kbr`], receives the overlay's upcalls for messages carrying its [`AppId`], and may keep
-/// its own timer.
-pub trait Service: Send {
+/// its own timer. Services are `'static` so a node can hand a driver its concrete type back
+/// (see `ringvault_node::Node::with_service`).
+pub trait Service: std::any::Any + Send {
     /// The id its messages carry.
     fn app_id(&self) -> AppId;
 

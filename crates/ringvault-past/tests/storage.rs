@@ -1,12 +1,99 @@
-//! PAST end to end over a ring of real overlays: inserts reach k replicas on the k closest
-//! nodes with verified receipts, lookups return verified bytes, reclaim needs the owner, and
-//! replicas come back after holders fail.
+//! PAST end to end over a ring of real nodes: inserts reach k replicas on the k closest nodes
+//! with verified receipts, lookups return verified bytes, reclaim needs the owner, replicas come
+//! back after holders fail, and full nodes divert.
 
-mod common;
-
-use common::Ring;
-use ringvault_past::{Kind, PastError, PastEvent, ReclaimCertificate};
+use ringvault_overlay::Config;
+use ringvault_past::{Kind, MemoryStore, Past, PastError, PastEvent, ReclaimCertificate};
+use ringvault_testkit::TestRing;
 use ringvault_types::{Duration, Id, Identity};
+
+/// A test ring of PAST nodes, with the results their services reported.
+struct Ring {
+    ring: TestRing,
+    events: Vec<(usize, PastEvent)>,
+}
+
+impl Ring {
+    fn new(n: usize, capacity: impl Fn(usize) -> u64) -> Ring {
+        let ring = TestRing::new(n, Config::default(), |i, me, node| {
+            let key = Identity::from_secret_bytes(me.secret_bytes());
+            let past = Past::new(key, Box::new(MemoryStore::new(capacity(i)))).unwrap();
+            node.add_service(Box::new(past));
+        });
+        Ring {
+            ring,
+            events: Vec::new(),
+        }
+    }
+
+    fn call<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(
+            &mut Past,
+            &mut dyn ringvault_overlay::Kbr,
+            ringvault_types::Time,
+            &Identity,
+        ) -> R,
+    ) -> R {
+        self.ring.call::<Past, R>(i, f)
+    }
+
+    fn collect(&mut self) {
+        for i in 0..self.ring.members.len() {
+            let now = self.ring.now;
+            while let Some(Some(e)) = self.ring.members[i]
+                .node
+                .with_service::<Past, _>(now, |p, _| p.poll_event())
+            {
+                self.events.push((i, e));
+            }
+        }
+    }
+
+    /// The result of request `req` on node `i`, if it finished.
+    fn take(&mut self, i: usize, req: u64) -> Option<PastEvent> {
+        self.collect();
+        let pos = self.events.iter().position(|(n, e)| {
+            *n == i
+                && match e {
+                    PastEvent::Inserted(r, _)
+                    | PastEvent::Found(r, _)
+                    | PastEvent::Reclaimed(r, _) => *r == req,
+                }
+        })?;
+        Some(self.events.remove(pos).1)
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.ring.advance(d);
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.ring.kill(i);
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.ring.members[i].alive
+    }
+
+    fn len(&self) -> usize {
+        self.ring.members.len()
+    }
+
+    fn closest_live(&self, key: &Id, k: usize) -> Vec<usize> {
+        self.ring.closest_live(key, k)
+    }
+
+    /// How node `i` holds `id`, if at all.
+    fn kind(&mut self, i: usize, id: &Id) -> Option<Kind> {
+        let now = self.ring.now;
+        self.ring.members[i]
+            .node
+            .with_service::<Past, _>(now, |p, _| p.store().meta(id).ok().flatten().map(|m| m.0))
+            .flatten()
+    }
+}
 
 fn content(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -55,12 +142,11 @@ fn lookup(ring: &mut Ring, from: usize, id: Id) -> Result<Vec<u8>, PastError> {
 }
 
 /// Which nodes hold `id` as a replica (primary or diverted).
-fn holders(ring: &Ring, id: &Id) -> Vec<usize> {
-    (0..ring.nodes.len())
-        .filter(|&i| ring.nodes[i].alive)
-        .filter(|&i| {
-            matches!(ring.nodes[i].host.0.store().get(id), Ok(Some(o)) if o.kind != Kind::Cached)
-        })
+fn holders(ring: &mut Ring, id: &Id) -> Vec<usize> {
+    let alive: Vec<usize> = (0..ring.len()).filter(|&i| ring.alive(i)).collect();
+    alive
+        .into_iter()
+        .filter(|&i| matches!(ring.kind(i, id), Some(Kind::Primary | Kind::Diverted)))
         .collect()
 }
 
@@ -71,7 +157,7 @@ fn objects_land_on_the_k_closest_nodes_and_read_back_from_anywhere() {
     for n in 0..30usize {
         let data = content(n * 97 + 1, n as u8);
         let id = insert(&mut ring, n % 40, &format!("obj-{n}"), data.clone(), 3).unwrap();
-        let mut got = holders(&ring, &id);
+        let mut got = holders(&mut ring, &id);
         let mut want = ring.closest_live(&id, 3);
         got.sort();
         want.sort();
@@ -107,7 +193,7 @@ fn duplicates_and_strangers_are_refused_and_owners_can_reclaim() {
         ring.take(7, req),
         Some(PastEvent::Reclaimed(_, Err(PastError::NotOwner)))
     ));
-    assert_eq!(holders(&ring, &id).len(), 3);
+    assert_eq!(holders(&mut ring, &id).len(), 3);
 
     // The owner's reclaim releases every replica, with a receipt from each.
     let req = ring.call(1, |past, kbr, now, me| {
@@ -118,10 +204,10 @@ fn duplicates_and_strangers_are_refused_and_owners_can_reclaim() {
         Some(PastEvent::Reclaimed(_, Ok(receipts))) => assert_eq!(receipts.len(), 3),
         other => panic!("reclaim failed: {other:?}"),
     }
-    assert!(holders(&ring, &id).is_empty());
+    assert!(holders(&mut ring, &id).is_empty());
     // Anti-entropy does not bring it back.
     ring.advance(Duration::from_secs(70));
-    assert!(holders(&ring, &id).is_empty());
+    assert!(holders(&mut ring, &id).is_empty());
 }
 
 #[test]
@@ -136,23 +222,23 @@ fn replicas_return_to_k_after_holders_fail() {
         ));
     }
     // Kill k - 1 = 2 holders of the first object, and one holder of several others.
-    let first = holders(&ring, &objects[0].0);
+    let first = holders(&mut ring, &objects[0].0);
     ring.kill(first[0]);
     ring.kill(first[1]);
     for (id, _) in objects.iter().skip(5).step_by(5) {
-        if let Some(&h) = holders(&ring, id).first() {
+        if let Some(&h) = holders(&mut ring, id).first() {
             ring.kill(h);
         }
     }
     // Every object is still readable at once (one replica suffices).
-    let reader = (0..40).find(|&i| ring.nodes[i].alive).unwrap();
+    let reader = (0..40).find(|&i| ring.alive(i)).unwrap();
     for (id, data) in &objects {
         assert_eq!(&lookup(&mut ring, reader, *id).unwrap(), data);
     }
     // Failure detection, leaf set repair, then maintenance: k replicas on the k closest.
     ring.advance(Duration::from_secs(20));
     for (id, _) in &objects {
-        let mut got = holders(&ring, id);
+        let mut got = holders(&mut ring, id);
         let mut want = ring.closest_live(id, 3);
         got.sort();
         want.sort();
@@ -171,10 +257,8 @@ fn full_nodes_divert_replicas_and_full_regions_resalt() {
     for n in 0..24usize {
         let data = content(1_000 + n, n as u8);
         let id = insert(&mut ring, n, &format!("d{n}"), data.clone(), 3).unwrap();
-        for i in 0..ring.nodes.len() {
-            if let Ok(Some(o)) = ring.nodes[i].host.0.store().get(&id) {
-                diverted += (o.kind == Kind::Diverted) as usize;
-            }
+        for i in 0..ring.len() {
+            diverted += (ring.kind(i, &id) == Some(Kind::Diverted)) as usize;
         }
         assert_eq!(lookup(&mut ring, (n + 11) % 32, id).unwrap(), data);
     }
