@@ -1,39 +1,11 @@
 //! The dashboard as a person sees it: `ringvault ring --nodes 8` on free ports, the page loaded
 //! in headless Chromium, all 8 nodes on the drawn ring, and a screenshot taken.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Stops the ring on drop (SIGINT, then SIGKILL if it does not exit in time).
-struct Ring(Child);
-
-impl Ring {
-    fn interrupt_and_wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -102,54 +74,12 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
 
-    let child = Command::new(env!("CARGO_BIN_EXE_ringvault"))
-        .args([
-            "ring",
-            "--nodes",
-            "8",
-            "--base-port",
-            "0",
-            "--http-base-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(tmp.join("ring"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ringvault ring");
-    let mut ring = Ring(child);
-    let stdout = ring.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut urls = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the ring did not print `ring ready` within 90 s");
-        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            if line.starts_with(|c: char| c.is_ascii_digit()) {
-                urls.push(u.to_string());
-            }
-        }
-        if line.contains("ring ready") {
-            break;
-        }
-    }
-    assert_eq!(urls.len(), 8, "the ring's table lists 8 nodes: {urls:?}");
+    let (mut ring, urls) = common::start_ring(8, &tmp.join("ring"));
 
     let dom = run_chromium(
         &browser,
         &tmp.join("profile-dom"),
-        &urls[0],
+        &format!("{}/", urls[0]),
         &["--dump-dom"],
     );
     let mut ids: Vec<&str> = dom
@@ -176,7 +106,7 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
     run_chromium(
         &browser,
         &tmp.join("profile-shot"),
-        &urls[0],
+        &format!("{}/", urls[0]),
         &[
             &format!("--screenshot={}", shot.display()),
             "--window-size=1400,900",
@@ -190,7 +120,7 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
     );
     println!("screenshot: {}", shot.display());
 
-    let status = ring.interrupt_and_wait(Duration::from_secs(30));
+    let status = ring.signal_and_wait("INT", Duration::from_secs(30));
     assert!(
         status.is_some_and(|s| s.success()),
         "ring did not exit cleanly on Ctrl-C: {status:?}"

@@ -23,6 +23,7 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -125,6 +126,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         }
     };
     let c = running.contact();
+    println!("node {} quic {} http http://{http_bound}/", c.id, c.addr);
     info!(id = %c.id, quic = %c.addr, http = %format!("http://{http_bound}"), "serving; Ctrl-C to leave");
     stop_signal().await;
     info!("leaving the ring");
@@ -430,22 +432,24 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
     }
     println!();
     println!("bench route: {n} nodes, loopback QUIC, default overlay config");
-    println!(
-        "  one at a time ({seq} routes):        {}",
-        latency_line(&lat1)
-    );
-    println!(
-        "  {concurrency} in flight ({routes} routes):      {}",
-        latency_line(&lat2)
-    );
-    println!(
-        "  throughput:                          {:.0} routes/s",
-        lat2.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  mean overlay hops:                   {:.2}",
-        hops.sum / hops.count().max(1) as f64
-    );
+    let rows = [
+        (format!("one at a time ({seq} routes)"), latency_line(&lat1)),
+        (
+            format!("{concurrency} in flight ({routes} routes)"),
+            latency_line(&lat2),
+        ),
+        (
+            "throughput".to_string(),
+            format!("{:.0} routes/s", lat2.len() as f64 / elapsed.as_secs_f64()),
+        ),
+        (
+            "mean overlay hops".to_string(),
+            format!("{:.2}", hops.sum / hops.count().max(1) as f64),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<30} {v}");
+    }
     println!("  failed: {}   wrong root: {}", f1 + f2, w1 + w2);
     stop_all(nodes).await;
     let _ = std::fs::remove_dir_all(&dir);

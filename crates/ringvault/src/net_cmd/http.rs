@@ -122,8 +122,10 @@ async fn route(
     State(app): State<App>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Path(key) =
-        key.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.body_text()))?;
+    let Path(key) = key.map_err(|e| {
+        let msg = format!("{}; a key is 64 hex digits", e.body_text());
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_key", msg)
+    })?;
     let key = parse_key(&key)?;
     let r = app.node.route(key).await?;
     let hops: Vec<_> = r

@@ -1,0 +1,151 @@
+//! Running the real binary in tests: children stopped on drop, output read with deadlines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child `ringvault` process; killed on drop if still running.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `ringvault ARGS`, reading its stdout line by line.
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringvault"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ringvault");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Lines up to and including the first one containing `marker`, within `within`.
+    pub fn read_until(&self, marker: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no line containing {marker:?} within {within:?}; got {out:?}")
+            });
+            let done = line.contains(marker);
+            out.push(line);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Sends `signal` (e.g. "INT", "TERM") and waits for the exit, within `within`.
+    pub fn signal_and_wait(&mut self, signal: &str, within: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `ringvault ring --nodes N` on free ports and returns it with the nodes' HTTP URLs.
+pub fn start_ring(n: usize, dir: &std::path::Path) -> (Proc, Vec<String>) {
+    let n_s = n.to_string();
+    let dir_s = dir.display().to_string();
+    let ring = Proc::start(&[
+        "ring",
+        "--nodes",
+        &n_s,
+        "--base-port",
+        "0",
+        "--http-base-port",
+        "0",
+        "--data-dir",
+        &dir_s,
+    ]);
+    let lines = ring.read_until("ring ready", Duration::from_secs(90));
+    let urls: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .map(|u| u.trim_end_matches('/').to_string())
+        .collect();
+    assert_eq!(urls.len(), n, "the ring's table lists {n} nodes: {lines:?}");
+    (ring, urls)
+}
+
+/// A fresh directory under the target's temp dir (removed by the caller).
+pub fn tmp(name: &str) -> PathBuf {
+    let p =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn get(base: &str, path: &str) -> (u16, String) {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Runs `ringvault ARGS` to completion: (exit status, stdout, stderr).
+pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringvault"))
+        .args(args)
+        .env_remove("RINGVAULT_NODE")
+        .output()
+        .expect("run ringvault");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
