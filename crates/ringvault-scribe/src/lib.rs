@@ -1,0 +1,18 @@
+//! Scribe group communication on ringvault's KBR API.
+//!
+//! Owns: topics (id = hash of name and creator key), multicast trees built from the routes of
+//! subscribers' JOINs toward the topic's root, publish through the root, parent heartbeats and
+//! child refreshes with expiry, tree repair by re-joining, root state replicated on the nodes
+//! closest to the topic, anycast by depth-first walk from where the message meets the tree, and
+//! per-publisher sequence numbers so subscribers see gaps. Does not own routing (the overlay) or
+//! any I/O.
+#![deny(missing_docs)]
+
+mod message;
+mod scribe;
+
+pub use scribe::{
+    check_topic_name, topic_id, Scribe, ScribeError, ScribeEvent, TopicView, ANYCAST_TIMEOUT,
+    CHILD_TIMEOUT, HEARTBEAT_INTERVAL, MAX_ANYCAST_VISITS, MAX_CHILDREN, MAX_PAYLOAD, MAX_TOPICS,
+    MAX_TOPIC_NAME, PARENT_TIMEOUT, ROOT_REPLICAS, SCRIBE_APP,
+};

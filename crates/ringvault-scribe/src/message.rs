@@ -1,0 +1,51 @@
+//! Scribe's messages, carried as the body of KBR application messages.
+
+use serde::{Deserialize, Serialize};
+
+use ringvault_types::{Contact, Id};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ScribeMessage {
+    /// Routed toward the topic; every node it passes adds `child` and, if it was not yet in
+    /// the tree, puts itself as `child` and lets it go on. Sent directly when a full parent
+    /// pushes a new child down to one of its children.
+    Join { topic: Id, child: Contact },
+    /// Parent to new child: "I am your parent".
+    JoinAck { topic: Id },
+    /// Child to parent: "keep me" (children expire unless refreshed).
+    Refresh { topic: Id },
+    /// Child to parent: "drop me".
+    Leave { topic: Id },
+    /// Routed to the topic's root (or sent with the cached root as first hop).
+    Publish {
+        topic: Id,
+        publisher: Contact,
+        seq: u64,
+        data: Vec<u8>,
+    },
+    /// Root to publisher: where the root is, to cache.
+    RootIs { topic: Id },
+    /// Down the tree.
+    Data {
+        topic: Id,
+        publisher: Id,
+        seq: u64,
+        data: Vec<u8>,
+    },
+    /// Parent to children when there was no data for a while.
+    Heartbeat { topic: Id },
+    /// The root's children, kept by the next closest nodes to take over if the root dies.
+    RootState { topic: Id, children: Vec<Contact> },
+    /// Routed to the topic, then walked depth first through the tree.
+    Anycast {
+        req: u64,
+        topic: Id,
+        origin: Contact,
+        payload: Vec<u8>,
+        visited: Vec<Id>,
+    },
+    /// A member accepted an anycast.
+    AnycastAccepted { req: u64, by: Contact },
+    /// The whole tree was walked and nobody accepted.
+    AnycastFailed { req: u64 },
+}
