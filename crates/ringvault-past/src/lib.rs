@@ -13,6 +13,9 @@
 
 mod cache;
 mod cert;
+mod client;
+mod holder;
+mod maintenance;
 mod message;
 mod past;
 mod store;

@@ -1,14 +1,13 @@
 //! The PAST service: the storage protocol of protocols.md §2 as a state machine on the KBR API.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, Service};
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal};
 use crate::{
-    accepts, FileCertificate, GreedyDualSize, Holding, Kind, ReclaimCertificate, ReclaimReceipt,
-    Store, StoreReceipt, StoredObject, T_DIV, T_PRI,
+    FileCertificate, GreedyDualSize, Kind, ReclaimCertificate, ReclaimReceipt, Store, StoreReceipt,
 };
 
 /// The application id of PAST messages.
@@ -100,7 +99,7 @@ pub enum PastEvent {
 // Pending operations are few (at most MAX_PENDING); boxing the large variant buys nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     Insert {
         owner: [u8; 32],
         cert: FileCertificate,
@@ -123,7 +122,7 @@ enum Pending {
 }
 
 impl Pending {
-    fn deadline(&self) -> Time {
+    pub(crate) fn deadline(&self) -> Time {
         match self {
             Pending::Insert { deadline, .. }
             | Pending::Lookup { deadline, .. }
@@ -134,20 +133,20 @@ impl Pending {
 
 /// One node's PAST service.
 pub struct Past {
-    identity: Identity,
-    store: Box<dyn Store>,
-    cache: GreedyDualSize,
+    pub(crate) identity: Identity,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) cache: GreedyDualSize,
     /// Replication factor of each replica held (from its certificate).
-    held: BTreeMap<Id, u8>,
-    pending: BTreeMap<RequestId, Pending>,
-    next_req: RequestId,
-    events: VecDeque<PastEvent>,
-    tombstones: BTreeMap<Id, u64>,
-    tombstone_seq: u64,
+    pub(crate) held: BTreeMap<Id, u8>,
+    pub(crate) pending: BTreeMap<RequestId, Pending>,
+    pub(crate) next_req: RequestId,
+    pub(crate) events: VecDeque<PastEvent>,
+    pub(crate) tombstones: BTreeMap<Id, u64>,
+    pub(crate) tombstone_seq: u64,
     /// Free space neighbours reported in maintenance messages (diversion picks the roomiest).
-    neighbour_free: BTreeMap<Id, u64>,
-    next_maintenance: Time,
-    started: bool,
+    pub(crate) neighbour_free: BTreeMap<Id, u64>,
+    pub(crate) next_maintenance: Time,
+    pub(crate) started: bool,
 }
 
 impl std::fmt::Debug for Past {
@@ -205,7 +204,7 @@ impl Past {
         self.events.pop_front()
     }
 
-    fn new_request(&mut self, pending: Pending) -> Option<RequestId> {
+    pub(crate) fn new_request(&mut self, pending: Pending) -> Option<RequestId> {
         if self.pending.len() >= MAX_PENDING {
             return None;
         }
@@ -250,7 +249,7 @@ impl Past {
         req
     }
 
-    fn send_insert(
+    pub(crate) fn send_insert(
         &mut self,
         kbr: &mut dyn Kbr,
         req: RequestId,
@@ -318,647 +317,28 @@ impl Past {
         req
     }
 
-    fn fail_now(&mut self, e: PastEvent) -> RequestId {
+    pub(crate) fn fail_now(&mut self, e: PastEvent) -> RequestId {
         self.events.push_back(e);
         0
     }
-
-    // ---- storing ----
-
-    /// Makes room for `size` bytes of replica by evicting cached copies.
-    fn evict_cache_for(&mut self, size: u64) {
-        loop {
-            let u = self.store.usage();
-            if u.used + u.cached + size <= u.capacity {
-                return;
-            }
-            let Some((id, _)) = self.cache.evict() else {
-                return;
-            };
-            let _ = self.store.remove(&id);
-        }
-    }
-
-    /// Stores a replica if the acceptance rule allows; returns whether it was stored.
-    fn store_replica(
-        &mut self,
-        cert: &FileCertificate,
-        content: &[u8],
-        kind: Kind,
-        t: f64,
-    ) -> bool {
-        let id = cert.id();
-        if let Ok(Some(o)) = self.store.get(&id) {
-            if o.cert != *cert {
-                return false;
-            }
-            if o.kind != Kind::Cached {
-                return true;
-            }
-        }
-        let size = content.len() as u64;
-        if !accepts(size, self.store.usage().free(), t) {
-            return false;
-        }
-        self.cache.remove(&id);
-        self.evict_cache_for(size);
-        let obj = StoredObject {
-            cert: cert.clone(),
-            content: content.to_vec(),
-            kind,
-        };
-        if self.store.put(obj).is_err() {
-            return false;
-        }
-        self.held.insert(id, cert.body.replicas);
-        true
-    }
-
-    /// Caches a copy in unused space, if there is any.
-    fn cache_copy(&mut self, cert: &FileCertificate, content: &[u8]) {
-        let id = cert.id();
-        if matches!(self.store.meta(&id), Ok(Some(_))) || self.tombstones.contains_key(&id) {
-            return;
-        }
-        let size = content.len() as u64;
-        let u = self.store.usage();
-        if size > u.free() / 2 {
-            return;
-        }
-        // Only space no replica uses: evict older cache entries if that makes room.
-        while self.store.usage().used + self.store.usage().cached + size > u.capacity {
-            let Some((old, _)) = self.cache.evict() else {
-                return;
-            };
-            let _ = self.store.remove(&old);
-        }
-        let obj = StoredObject {
-            cert: cert.clone(),
-            content: content.to_vec(),
-            kind: Kind::Cached,
-        };
-        if self.store.put(obj).is_ok() {
-            self.cache.touch(id, size);
-        }
-    }
-
-    /// A replica-set member stores its replica (diverting it if it lacks space) and answers the
-    /// client.
-    fn replicate_here(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: Option<(u64, Contact)>,
-        cert: FileCertificate,
-        content: Vec<u8>,
-    ) {
-        let id = cert.id();
-        if self.tombstones.contains_key(&id) {
-            return;
-        }
-        if let Err(_e) = cert.verify_content(&content) {
-            if let Some((r, client)) = req {
-                send(
-                    kbr,
-                    client,
-                    &PastMessage::Refused {
-                        req: r,
-                        id,
-                        reason: Refusal::Invalid,
-                    },
-                );
-            }
-            return;
-        }
-        if let Ok(Some(o)) = self.store.get(&id) {
-            if o.cert != cert {
-                if let Some((r, client)) = req {
-                    send(
-                        kbr,
-                        client,
-                        &PastMessage::Refused {
-                            req: r,
-                            id,
-                            reason: Refusal::Duplicate,
-                        },
-                    );
-                }
-                return;
-            }
-        }
-        if self.store_replica(&cert, &content, Kind::Primary, T_PRI) {
-            if let Some((r, client)) = req {
-                let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
-                send(kbr, client, &PastMessage::Receipt { req: r, receipt });
-            }
-            return;
-        }
-        // Replica diversion: leaf set nodes outside the k + 1 closest, roomiest first by what
-        // they last reported, are asked in turn to hold it for us.
-        let k = cert.body.replicas as usize;
-        let near: BTreeSet<Id> = kbr.replica_set(&id, k + 1).iter().map(|c| c.id).collect();
-        let mut candidates: Vec<Contact> = kbr
-            .neighbor_set(usize::MAX)
-            .into_iter()
-            .filter(|c| !near.contains(&c.id))
-            .collect();
-        candidates.sort_by_key(|c| std::cmp::Reverse(self.neighbour_free.get(&c.id).copied()));
-        candidates.truncate(MAX_DIVERSION_CANDIDATES);
-        let primary = kbr.local_contact();
-        self.pass_divert(kbr, req, primary, cert, content, candidates);
-    }
-
-    /// Sends a diversion request to the first remaining candidate, or tells the client there
-    /// is no room when none is left.
-    fn pass_divert(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: Option<(u64, Contact)>,
-        primary: Contact,
-        cert: FileCertificate,
-        content: Vec<u8>,
-        mut candidates: Vec<Contact>,
-    ) {
-        if candidates.is_empty() {
-            if let Some((r, client)) = req {
-                let id = cert.id();
-                send(
-                    kbr,
-                    client,
-                    &PastMessage::Refused {
-                        req: r,
-                        id,
-                        reason: Refusal::NoSpace,
-                    },
-                );
-            }
-            return;
-        }
-        let next = candidates.remove(0);
-        let msg = PastMessage::Divert {
-            req,
-            primary,
-            cert,
-            content,
-            candidates,
-        };
-        send(kbr, next, &msg);
-    }
-
-    fn root_insert(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: u64,
-        client: Contact,
-        cert: FileCertificate,
-        content: Vec<u8>,
-    ) {
-        let id = cert.id();
-        if cert.verify_content(&content).is_err() {
-            send(
-                kbr,
-                client,
-                &PastMessage::Refused {
-                    req,
-                    id,
-                    reason: Refusal::Invalid,
-                },
-            );
-            return;
-        }
-        if self.tombstones.contains_key(&id) {
-            send(
-                kbr,
-                client,
-                &PastMessage::Refused {
-                    req,
-                    id,
-                    reason: Refusal::Duplicate,
-                },
-            );
-            return;
-        }
-        let me = kbr.local_contact();
-        for member in kbr.replica_set(&id, cert.body.replicas as usize) {
-            if member.id == me.id {
-                self.replicate_here(kbr, Some((req, client)), cert.clone(), content.clone());
-            } else {
-                let msg = PastMessage::Replicate {
-                    req: Some((req, client)),
-                    cert: cert.clone(),
-                    content: content.clone(),
-                };
-                send(kbr, member, &msg);
-            }
-        }
-    }
-
-    fn on_divert(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: Option<(u64, Contact)>,
-        primary: Contact,
-        cert: FileCertificate,
-        content: Vec<u8>,
-        candidates: Vec<Contact>,
-    ) {
-        let id = cert.id();
-        if cert.verify_content(&content).is_err() {
-            return;
-        }
-        // A node already holding this object (for another primary) cannot count twice.
-        let already = matches!(self.store.meta(&id), Ok(Some((k, _))) if k != Kind::Cached);
-        if !already && self.store_replica(&cert, &content, Kind::Diverted, T_DIV) {
-            let holder = kbr.local_contact();
-            let k = cert.body.replicas;
-            send(kbr, primary, &PastMessage::Diverted { id, k, holder });
-            if let Some((r, client)) = req {
-                let receipt = StoreReceipt::issue(&self.identity, id, Holding::Diverted);
-                send(kbr, client, &PastMessage::Receipt { req: r, receipt });
-            }
-        } else {
-            let candidates = candidates
-                .into_iter()
-                .take(MAX_DIVERSION_CANDIDATES)
-                .collect();
-            self.pass_divert(kbr, req, primary, cert, content, candidates);
-        }
-    }
-
-    // ---- serving ----
-
-    fn serve_lookup(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, id: Id) -> bool {
-        match self.store.get(&id) {
-            Ok(Some(o)) if o.cert.verify_content(&o.content).is_ok() => {
-                if o.kind == Kind::Cached {
-                    self.cache.touch(id, o.content.len() as u64);
-                }
-                send(
-                    kbr,
-                    client,
-                    &PastMessage::Found {
-                        req,
-                        cert: o.cert,
-                        content: o.content,
-                    },
-                );
-                true
-            }
-            Ok(Some(_)) => {
-                // A corrupt copy is never served: drop it; maintenance fetches a good one.
-                let _ = self.store.remove(&id);
-                self.held.remove(&id);
-                self.cache.remove(&id);
-                false
-            }
-            _ => false,
-        }
-    }
-
-    fn root_lookup(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, id: Id) {
-        if self.serve_lookup(kbr, req, client, id) {
-            return;
-        }
-        if let Ok(Some(holder)) = self.store.pointer(&id) {
-            send(
-                kbr,
-                holder,
-                &PastMessage::Lookup {
-                    req,
-                    client,
-                    id,
-                    handoff: true,
-                },
-            );
-            return;
-        }
-        // The root may have just joined and not fetched it yet: ask the other replicas.
-        let me = kbr.local_contact().id;
-        let others: Vec<Contact> = kbr
-            .replica_set(&id, 2)
-            .into_iter()
-            .filter(|c| c.id != me)
-            .collect();
-        match others.first() {
-            Some(next) if next.id != client.id => {
-                send(
-                    kbr,
-                    *next,
-                    &PastMessage::Lookup {
-                        req,
-                        client,
-                        id,
-                        handoff: true,
-                    },
-                );
-            }
-            _ => send(
-                kbr,
-                client,
-                &PastMessage::Refused {
-                    req,
-                    id,
-                    reason: Refusal::NotFound,
-                },
-            ),
-        }
-    }
-
-    fn reclaim_here(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: u64,
-        client: Contact,
-        cert: &ReclaimCertificate,
-    ) -> Option<Refusal> {
-        let id = cert.object;
-        let stored = match self.store.get(&id) {
-            Ok(Some(o)) => o,
-            _ => return Some(Refusal::NotFound),
-        };
-        if cert.verify(&stored.cert).is_err() {
-            return Some(Refusal::NotOwner);
-        }
-        let freed = self.store.remove(&id).unwrap_or(0);
-        self.held.remove(&id);
-        self.cache.remove(&id);
-        let _ = self.store.remove_pointer(&id);
-        self.tombstone(id);
-        let receipt = ReclaimReceipt::issue(&self.identity, id, freed);
-        send(kbr, client, &PastMessage::Reclaimed { req, receipt });
-        None
-    }
-
-    fn tombstone(&mut self, id: Id) {
-        if self.tombstones.len() >= MAX_TOMBSTONES {
-            if let Some((&old, _)) = self.tombstones.iter().min_by_key(|(_, s)| **s) {
-                self.tombstones.remove(&old);
-            }
-        }
-        self.tombstone_seq += 1;
-        self.tombstones.insert(id, self.tombstone_seq);
-    }
-
-    // ---- maintenance ----
-
-    /// Offers every replica held to the nodes that should hold it now; demotes replicas this
-    /// node should no longer hold to cache.
-    fn maintain(&mut self, kbr: &mut dyn Kbr) {
-        let me = kbr.local_contact().id;
-        let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
-        let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
-        for (id, k) in held {
-            let set = kbr.replica_set(&id, k as usize);
-            let kind = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
-            if kind.is_none() {
-                // The copy is gone (found damaged and discarded): fetch it again from the
-                // replica set's offers.
-                self.held.remove(&id);
-                continue;
-            }
-            if kind == Some(Kind::Primary) && !set.iter().any(|c| c.id == me) {
-                // No longer among the k closest: keep it as cache.
-                if self.store.set_kind(&id, Kind::Cached).is_ok() {
-                    self.held.remove(&id);
-                    let size = self.store.meta(&id).ok().flatten().map_or(0, |m| m.1);
-                    self.cache.touch(id, size);
-                }
-            }
-            for c in set.into_iter().filter(|c| c.id != me) {
-                offers.entry(c).or_default().push(id);
-            }
-        }
-        let free = self.store.usage().free();
-        for (to, ids) in offers {
-            for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
-                send(
-                    kbr,
-                    to,
-                    &PastMessage::Offer {
-                        ids: chunk.to_vec(),
-                        free,
-                    },
-                );
-            }
-        }
-    }
-
-    fn on_offer(&mut self, kbr: &mut dyn Kbr, from: Contact, ids: Vec<Id>) {
-        let me = kbr.local_contact().id;
-        let mut want = Vec::new();
-        for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
-            if self.tombstones.contains_key(&id) {
-                continue;
-            }
-            let have = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
-            if matches!(have, Some(Kind::Primary | Kind::Diverted)) {
-                continue;
-            }
-            // A cached copy becomes a replica at once if we are in its replica set.
-            if let Ok(Some(o)) = self.store.get(&id) {
-                let k = o.cert.body.replicas as usize;
-                if kbr.replica_set(&id, k).iter().any(|c| c.id == me)
-                    && self.store.set_kind(&id, Kind::Primary).is_ok()
-                {
-                    self.cache.remove(&id);
-                    self.held.insert(id, o.cert.body.replicas);
-                    continue;
-                }
-            }
-            want.push(id);
-        }
-        if !want.is_empty() {
-            let free = self.store.usage().free();
-            send(kbr, from, &PastMessage::Want { ids: want, free });
-        }
-    }
-
-    fn on_want(&mut self, kbr: &mut dyn Kbr, from: Contact, ids: Vec<Id>) {
-        for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
-            if let Ok(Some(o)) = self.store.get(&id) {
-                if o.kind != Kind::Cached && o.cert.verify_content(&o.content).is_ok() {
-                    let msg = PastMessage::Replicate {
-                        req: None,
-                        cert: o.cert,
-                        content: o.content,
-                    };
-                    send(kbr, from, &msg);
-                }
-            }
-        }
-    }
-
-    // ---- client side ----
-
-    fn on_receipt(&mut self, kbr: &mut dyn Kbr, req: u64, receipt: StoreReceipt) {
-        let Some(Pending::Insert { cert, receipts, .. }) = self.pending.get_mut(&req) else {
-            return;
-        };
-        if receipt.verify(&cert.id()).is_err() {
-            return;
-        }
-        receipts.insert(receipt.body.node, receipt);
-        if receipts.len() >= cert.body.replicas as usize {
-            if let Some(Pending::Insert { cert, receipts, .. }) = self.pending.remove(&req) {
-                let receipts = receipts.into_values().collect();
-                self.events
-                    .push_back(PastEvent::Inserted(req, Ok(Inserted { cert, receipts })));
-            }
-        }
-        let _ = kbr;
-    }
-
-    fn on_refused(&mut self, kbr: &mut dyn Kbr, now: Time, req: u64, id: Id, reason: Refusal) {
-        match self.pending.get_mut(&req) {
-            Some(Pending::Insert { cert, .. }) if cert.id() == id => {}
-            Some(Pending::Lookup { id: want, .. }) if *want == id => {
-                self.pending.remove(&req);
-                self.events
-                    .push_back(PastEvent::Found(req, Err(PastError::NotFound)));
-                return;
-            }
-            Some(Pending::Reclaim {
-                id: want, refusal, ..
-            }) if *want == id => {
-                *refusal = Some(reason);
-                return;
-            }
-            _ => return,
-        }
-        let Some(Pending::Insert {
-            owner,
-            cert,
-            content,
-            resalts,
-            ..
-        }) = self.pending.remove(&req)
-        else {
-            return;
-        };
-        let result = match reason {
-            Refusal::NoSpace if resalts < MAX_RESALTS => {
-                // File diversion: a new salt puts the object in another part of the ring.
-                let owner_id = Identity::from_secret_bytes(owner);
-                let b = &cert.body;
-                let fresh = FileCertificate::issue(
-                    &owner_id,
-                    &b.name,
-                    b.salt + 1,
-                    &content,
-                    b.replicas,
-                    b.date,
-                );
-                self.pending.insert(
-                    req,
-                    Pending::Insert {
-                        owner,
-                        cert: fresh.clone(),
-                        content: content.clone(),
-                        receipts: BTreeMap::new(),
-                        resalts: resalts + 1,
-                        deadline: now + REQUEST_TIMEOUT,
-                    },
-                );
-                self.send_insert(kbr, req, fresh, content);
-                return;
-            }
-            Refusal::NoSpace => PastError::NoSpace(resalts + 1),
-            Refusal::Duplicate => PastError::Duplicate,
-            Refusal::Invalid => PastError::Invalid("a replica rejected the certificate".into()),
-            Refusal::NotFound => PastError::NotFound,
-            Refusal::NotOwner => PastError::NotOwner,
-        };
-        self.events.push_back(PastEvent::Inserted(req, Err(result)));
-    }
-
-    fn on_found(&mut self, req: u64, cert: FileCertificate, content: Vec<u8>) {
-        let Some(Pending::Lookup { id, .. }) = self.pending.get(&req) else {
-            return;
-        };
-        // Only a verified copy of the object asked for is accepted; anything else is ignored
-        // and the lookup waits for a good answer or its deadline.
-        if cert.id() != *id || cert.verify_content(&content).is_err() {
-            return;
-        }
-        self.pending.remove(&req);
-        self.cache_copy(&cert, &content);
-        self.events
-            .push_back(PastEvent::Found(req, Ok(Found { cert, content })));
-    }
-
-    fn on_reclaimed(&mut self, req: u64, receipt: ReclaimReceipt) {
-        let Some(Pending::Reclaim {
-            id, k, receipts, ..
-        }) = self.pending.get_mut(&req)
-        else {
-            return;
-        };
-        if receipt.verify(id).is_err() {
-            return;
-        }
-        receipts.insert(receipt.node, receipt);
-        if receipts.len() >= *k {
-            if let Some(Pending::Reclaim { receipts, .. }) = self.pending.remove(&req) {
-                self.events.push_back(PastEvent::Reclaimed(
-                    req,
-                    Ok(receipts.into_values().collect()),
-                ));
-            }
-        }
-    }
-
-    fn expire(&mut self, now: Time) {
-        let due: Vec<RequestId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline() <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for req in due {
-            let ev = match self.pending.remove(&req) {
-                Some(Pending::Insert { cert, receipts, .. }) => PastEvent::Inserted(
-                    req,
-                    Err(PastError::Timeout {
-                        receipts: receipts.len(),
-                        wanted: cert.body.replicas as usize,
-                    }),
-                ),
-                Some(Pending::Lookup { .. }) => PastEvent::Found(req, Err(PastError::NotFound)),
-                Some(Pending::Reclaim {
-                    receipts,
-                    refusal,
-                    k,
-                    ..
-                }) => {
-                    let r = if !receipts.is_empty() {
-                        Ok(receipts.into_values().collect())
-                    } else {
-                        match refusal {
-                            Some(Refusal::NotOwner) => Err(PastError::NotOwner),
-                            Some(Refusal::NotFound) => Err(PastError::NotFound),
-                            _ => Err(PastError::Timeout {
-                                receipts: 0,
-                                wanted: k,
-                            }),
-                        }
-                    };
-                    PastEvent::Reclaimed(req, r)
-                }
-                None => continue,
-            };
-            self.events.push_back(ev);
-        }
-    }
 }
 
-fn encode(m: &PastMessage) -> AppMessage {
+pub(crate) fn encode(m: &PastMessage) -> AppMessage {
     AppMessage {
         app: PAST_APP,
         body: postcard::to_allocvec(m).expect("PAST messages always encode"),
     }
 }
 
-fn send(kbr: &mut dyn Kbr, to: Contact, m: &PastMessage) {
+pub(crate) fn send(kbr: &mut dyn Kbr, to: Contact, m: &PastMessage) {
     kbr.send_direct(to, encode(m));
+}
+
+/// Tells the client of request `req` (if there is one) that this node refuses it.
+pub(crate) fn refuse(kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, id: Id, reason: Refusal) {
+    if let Some((req, client)) = req {
+        send(kbr, client, &PastMessage::Refused { req, id, reason });
+    }
 }
 
 impl Service for Past {
@@ -1024,15 +404,7 @@ impl Service for Past {
             } => {
                 if handoff {
                     if !self.serve_lookup(kbr, req, client, id) {
-                        send(
-                            kbr,
-                            client,
-                            &PastMessage::Refused {
-                                req,
-                                id,
-                                reason: Refusal::NotFound,
-                            },
-                        );
+                        refuse(kbr, Some((req, client)), id, Refusal::NotFound);
                     }
                 } else {
                     self.root_lookup(kbr, req, client, id);
@@ -1042,7 +414,7 @@ impl Service for Past {
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {
-                    Some(reason) => send(kbr, client, &PastMessage::Refused { req, id, reason }),
+                    Some(reason) => refuse(kbr, Some((req, client)), id, reason),
                     None => {
                         let me = kbr.local_contact().id;
                         for c in kbr.replica_set(&id, MAX_REPLICAS_USIZE) {
@@ -1142,7 +514,7 @@ impl Service for Past {
 const MAX_REPLICAS_USIZE: usize = crate::MAX_REPLICAS as usize;
 
 impl Past {
-    fn note_free(&mut self, node: Id, free: u64) {
+    pub(crate) fn note_free(&mut self, node: Id, free: u64) {
         if self.neighbour_free.len() < 1024 || self.neighbour_free.contains_key(&node) {
             self.neighbour_free.insert(node, free);
         }

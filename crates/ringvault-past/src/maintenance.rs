@@ -1,0 +1,100 @@
+//! Replica maintenance: keep every object on the k closest live nodes (offer/want digests
+//! after leaf set changes and periodically), demoting replicas this node no longer owns.
+
+use std::collections::BTreeMap;
+
+use ringvault_overlay::Kbr;
+use ringvault_types::{Contact, Id};
+
+use crate::message::PastMessage;
+use crate::past::{send, Past, MAX_IDS_PER_MESSAGE};
+use crate::Kind;
+
+impl Past {
+    /// Offers every replica held to the nodes that should hold it now; demotes replicas this
+    /// node should no longer hold to cache.
+    pub(crate) fn maintain(&mut self, kbr: &mut dyn Kbr) {
+        let me = kbr.local_contact().id;
+        let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
+        let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
+        for (id, k) in held {
+            let set = kbr.replica_set(&id, k as usize);
+            let kind = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
+            if kind.is_none() {
+                // The copy is gone (found damaged and discarded): fetch it again from the
+                // replica set's offers.
+                self.held.remove(&id);
+                continue;
+            }
+            if kind == Some(Kind::Primary) && !set.iter().any(|c| c.id == me) {
+                // No longer among the k closest: keep it as cache.
+                if self.store.set_kind(&id, Kind::Cached).is_ok() {
+                    self.held.remove(&id);
+                    let size = self.store.meta(&id).ok().flatten().map_or(0, |m| m.1);
+                    self.cache.touch(id, size);
+                }
+            }
+            for c in set.into_iter().filter(|c| c.id != me) {
+                offers.entry(c).or_default().push(id);
+            }
+        }
+        let free = self.store.usage().free();
+        for (to, ids) in offers {
+            for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+                send(
+                    kbr,
+                    to,
+                    &PastMessage::Offer {
+                        ids: chunk.to_vec(),
+                        free,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_offer(&mut self, kbr: &mut dyn Kbr, from: Contact, ids: Vec<Id>) {
+        let me = kbr.local_contact().id;
+        let mut want = Vec::new();
+        for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
+            if self.tombstones.contains_key(&id) {
+                continue;
+            }
+            let have = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
+            if matches!(have, Some(Kind::Primary | Kind::Diverted)) {
+                continue;
+            }
+            // A cached copy becomes a replica at once if we are in its replica set.
+            if let Ok(Some(o)) = self.store.get(&id) {
+                let k = o.cert.body.replicas as usize;
+                if kbr.replica_set(&id, k).iter().any(|c| c.id == me)
+                    && self.store.set_kind(&id, Kind::Primary).is_ok()
+                {
+                    self.cache.remove(&id);
+                    self.held.insert(id, o.cert.body.replicas);
+                    continue;
+                }
+            }
+            want.push(id);
+        }
+        if !want.is_empty() {
+            let free = self.store.usage().free();
+            send(kbr, from, &PastMessage::Want { ids: want, free });
+        }
+    }
+
+    pub(crate) fn on_want(&mut self, kbr: &mut dyn Kbr, from: Contact, ids: Vec<Id>) {
+        for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
+            if let Ok(Some(o)) = self.store.get(&id) {
+                if o.kind != Kind::Cached && o.cert.verify_content(&o.content).is_ok() {
+                    let msg = PastMessage::Replicate {
+                        req: None,
+                        cert: o.cert,
+                        content: o.content,
+                    };
+                    send(kbr, from, &msg);
+                }
+            }
+        }
+    }
+}
