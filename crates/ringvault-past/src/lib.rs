@@ -7,12 +7,15 @@
 //! [`Past`] service: insert with k signed receipts, lookup answered by the first holder on the
 //! path, reclaim, replica and file diversion, caching along insert and lookup paths, and
 //! replica maintenance (offer/want on leaf set changes and periodic anti-entropy).
+//! Large files are content-addressed chunks plus a [`Manifest`] object; [`Reassembler`] verifies
+//! them as they stream back.
 //! Does not own: the overlay (it only ever sees the KBR API), disk formats (`ringvault-store`),
 //! or I/O of any kind.
 #![deny(missing_docs)]
 
 mod cache;
 mod cert;
+mod chunks;
 mod client;
 mod holder;
 mod maintenance;
@@ -24,6 +27,10 @@ pub use cache::GreedyDualSize;
 pub use cert::{
     object_id, CertError, FileBody, FileCertificate, Holding, ReceiptBody, ReclaimCertificate,
     ReclaimReceipt, StoreReceipt, MAX_NAME_LEN, MAX_REPLICAS,
+};
+pub use chunks::{
+    chunk_name, ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, CHUNK_SIZE,
+    MAX_CHUNKS,
 };
 pub use message::Refusal;
 pub use past::{
