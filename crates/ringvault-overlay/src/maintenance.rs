@@ -14,8 +14,13 @@ impl Overlay {
         let ready = self.is_ready();
         match msg {
             OverlayMessage::Routed { seq, envelope } => {
-                self.send(from, OverlayMessage::HopAck { seq });
-                self.routed_queue.push_back((envelope, 0));
+                // A node that does not route yet (joining, or restarted under an id others
+                // still hold) does not acknowledge: the sender's hop times out and it
+                // re-routes around us instead of losing the message here.
+                if ready {
+                    self.send(from, OverlayMessage::HopAck { seq });
+                    self.routed_queue.push_back((envelope, 0));
+                }
             }
             OverlayMessage::HopAck { seq } => {
                 if self.in_flight.get(&seq).is_some_and(|f| f.to.id == from.id) {
