@@ -80,13 +80,17 @@ impl LeafSet {
         for side in [Side::Cw, Side::Ccw] {
             let d = self.dist(side, &peer.id());
             let half = self.half;
-            let dists: Vec<Id> = self
+            // Fast rejection: a full half whose farthest member is nearer than the candidate.
+            if let Some(last) = self.side(side).last() {
+                if self.side(side).len() >= half && self.dist(side, &last.id()) < d {
+                    continue;
+                }
+            }
+            let found = self
                 .side(side)
-                .iter()
-                .map(|p| self.dist(side, &p.id()))
-                .collect();
+                .binary_search_by(|p| self.dist(side, &p.id()).cmp(&d));
             let v = self.side_mut(side);
-            match dists.binary_search(&d) {
+            match found {
                 Ok(i) => {
                     if peer.rtt.is_some() {
                         v[i].rtt = peer.rtt;
@@ -132,18 +136,22 @@ impl LeafSet {
 
     /// Every member once, clockwise side first.
     pub fn members(&self) -> Vec<Peer> {
-        let mut out: Vec<Peer> = self.cw.clone();
-        for p in &self.ccw {
-            if !out.iter().any(|q| q.id() == p.id()) {
-                out.push(*p);
-            }
-        }
-        out
+        self.iter().copied().collect()
+    }
+
+    /// Every member once, clockwise side first, without allocating.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> + '_ {
+        let cw = &self.cw;
+        cw.iter().chain(
+            self.ccw
+                .iter()
+                .filter(move |p| !cw.iter().any(|q| q.id() == p.id())),
+        )
     }
 
     /// Number of distinct members.
     pub fn len(&self) -> usize {
-        self.members().len()
+        self.iter().count()
     }
 
     /// True with no members.

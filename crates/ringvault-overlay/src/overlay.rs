@@ -181,6 +181,9 @@ pub struct Overlay {
 /// next input: a guard against services that route in a loop.
 const MAX_LOCAL_STEPS: usize = 10_000;
 
+/// Output queue capacity kept once drained; a larger queue's memory is released.
+const OUTPUT_CAPACITY_KEPT: usize = 16;
+
 impl Overlay {
     /// A node with contact `me` and parameters `cfg`; `seed` seeds its private RNG.
     pub fn new(me: Contact, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
@@ -263,8 +266,8 @@ impl Overlay {
         let mut out = Vec::new();
         let all = self
             .leaf
-            .members()
-            .into_iter()
+            .iter()
+            .copied()
             .chain(self.table.entries().copied())
             .chain(self.neighbours.peers().iter().copied());
         for p in all {
@@ -275,6 +278,30 @@ impl Overlay {
         out
     }
 
+    /// Turns keep-alives (with neighbourhood maintenance) and lazy routing table repair on or
+    /// off at run time, as [`Config::keepalives`] and [`Config::table_repair`] do at creation.
+    /// For simulator phases (build a ring without maintenance traffic, then turn it on).
+    pub fn set_maintenance(&mut self, now: Time, keepalives: bool, table_repair: bool) {
+        self.cfg.keepalives = keepalives;
+        self.cfg.table_repair = table_repair;
+        let (ka, nb) = if keepalives && self.is_ready() {
+            (
+                now + self.cfg.keepalive_interval,
+                now + self.cfg.neighbourhood_interval,
+            )
+        } else {
+            (Time::NEVER, Time::NEVER)
+        };
+        self.next_keepalive = ka;
+        self.next_neighbourhood = nb;
+        if keepalives {
+            // Everyone in the leaf set counts as heard from now: silence is measured from here.
+            for p in self.leaf.iter() {
+                self.last_heard.insert(p.id(), now);
+            }
+        }
+    }
+
     /// Starts a new ring with this node as its only member. Call once, instead of `join`.
     pub fn start_ring(&mut self, now: Time) {
         self.become_ready(now);
@@ -282,7 +309,12 @@ impl Overlay {
 
     /// The next output, if any. Call after every input until it returns `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > OUTPUT_CAPACITY_KEPT {
+            // A join's bursts would otherwise pin hundreds of slots per node for good.
+            self.outputs = VecDeque::new();
+        }
+        out
     }
 
     /// When [`Overlay::handle_timeout`] should next be called.

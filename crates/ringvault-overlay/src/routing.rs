@@ -66,8 +66,8 @@ impl Overlay {
         let mut best: Option<(usize, Contact)> = None;
         let candidates = self
             .leaf
-            .members()
-            .into_iter()
+            .iter()
+            .copied()
             .chain(self.table.entries().copied())
             .chain(self.neighbours.peers().iter().copied());
         for p in candidates {

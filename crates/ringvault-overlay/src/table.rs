@@ -118,7 +118,6 @@ impl RoutingTable {
         let Some((row, col)) = self.slot_of(&candidate.id()) else {
             return SlotOutcome::Unchanged;
         };
-        let point = self.slot_point(row, col);
         let cols = 1usize << self.b;
         while self.rows.len() <= row {
             self.rows.push(vec![None; cols].into_boxed_slice());
@@ -141,7 +140,10 @@ impl RoutingTable {
                 // The occupant was never measured: a measured candidate is preferred.
                 (Some(_), None) => true,
             },
-            SlotRule::ClosestToPoint => point.is_closer(&candidate.id(), &current.id()),
+            SlotRule::ClosestToPoint => {
+                let point = self.me.with_digit(row, self.b, col as u8);
+                point.is_closer(&candidate.id(), &current.id())
+            }
         };
         if better {
             let old = current.contact;

@@ -1,17 +1,97 @@
-//! Placeholder, to be replaced by `ringvault sim EXPERIMENT`.
+//! `ringvault sim EXPERIMENT...`: runs the simulator experiments of `experiments.md` and writes
+//! their JSON, CSV and SVG reports.
 
-use anyhow::{bail, Result};
-use clap::Subcommand;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use ringvault_sim::experiments::{self, Params, EXPERIMENTS};
+use ringvault_sim::TopologyKind;
 
 /// The simulator.
 #[derive(Subcommand)]
 pub enum SimCommand {
-    /// Run a simulator experiment (not built yet).
-    Sim,
+    /// Run simulator experiments on the real protocol code under simulated time.
+    ///
+    /// Experiments: hops, hop-distribution, stretch, table-quality, replica-locality, failure,
+    /// rare-case, join-cost, churn. Several names in one run share their network builds.
+    /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
+    /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
+    /// memory per node. The same seed gives the same files, byte for byte.
+    Sim(SimArgs),
 }
 
+/// Options of `ringvault sim`.
+#[derive(Args)]
+pub struct SimArgs {
+    /// Experiments to run (see above).
+    #[arg(required = true, value_name = "EXPERIMENT")]
+    experiments: Vec<String>,
+    /// Network size, replacing the experiment's own list of sizes.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Run seed (`SEED` in the environment works too).
+    #[arg(long, env = "SEED", default_value_t = 1)]
+    seed: u64,
+    /// Directory for the reports.
+    #[arg(long, default_value = "sim-results")]
+    out: PathBuf,
+    /// Latency model.
+    #[arg(long, value_enum, default_value_t = Topo::Euclidean)]
+    topology: Topo,
+    /// Bits per digit b (default: the experiment's, 4 unless stated).
+    #[arg(long)]
+    b: Option<u8>,
+    /// Leaf set size L (default: the experiment's, 16 unless stated).
+    #[arg(long = "leaf-set")]
+    leaf_set: Option<usize>,
+    /// Neighbourhood set size M (default: the experiment's, 32 unless stated).
+    #[arg(long)]
+    neighbourhood: Option<usize>,
+    /// Routes or lookups per measurement (default: the experiment's).
+    #[arg(long)]
+    routes: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Topo {
+    Euclidean,
+    TransitStub,
+}
+
+/// Runs a simulator command.
 pub fn run(cmd: SimCommand) -> Result<()> {
-    match cmd {
-        SimCommand::Sim => bail!("the simulator is not built yet"),
+    let SimCommand::Sim(a) = cmd;
+    for e in &a.experiments {
+        if !EXPERIMENTS.contains(&e.as_str()) {
+            bail!(
+                "unknown experiment {e:?}; choose from: {}",
+                EXPERIMENTS.join(", ")
+            );
+        }
     }
+    let params = Params {
+        nodes: a.nodes,
+        topology: match a.topology {
+            Topo::Euclidean => TopologyKind::Euclidean,
+            Topo::TransitStub => TopologyKind::TransitStub,
+        },
+        b: a.b,
+        leaf_set: a.leaf_set,
+        neighbourhood: a.neighbourhood,
+        routes: a.routes,
+        progress: std::io::stderr().is_terminal(),
+        ..Params::new(a.seed)
+    };
+    let (reports, perf) = experiments::run(&a.experiments, &params).map_err(anyhow::Error::msg)?;
+    for r in &reports {
+        print!("{}", r.text());
+        let files = r
+            .write(&a.out)
+            .with_context(|| format!("writing the reports to {}", a.out.display()))?;
+        println!("  wrote {} files to {}", files.len(), a.out.display());
+    }
+    println!("{}", perf.line());
+    Ok(())
 }

@@ -1,0 +1,120 @@
+//! Network-wide invariant checkers, from global knowledge the nodes do not have: the true ring of
+//! live nodes, exact leaf sets, and the true root of a key.
+
+use ringvault_node::RouteReport;
+use ringvault_overlay::Side;
+use ringvault_types::Id;
+
+use crate::Sim;
+
+/// The live, joined nodes sorted by id: the truth invariants are checked against.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    ids: Vec<Id>,
+    index: Vec<u32>,
+}
+
+impl Ring {
+    /// The current ring of `sim`.
+    pub fn of(sim: &Sim) -> Self {
+        let mut v: Vec<(Id, u32)> = sim.alive().into_iter().map(|i| (sim.id(i), i)).collect();
+        v.sort();
+        Ring {
+            ids: v.iter().map(|p| p.0).collect(),
+            index: v.iter().map(|p| p.1).collect(),
+        }
+    }
+
+    /// Live node ids, ascending.
+    pub fn ids(&self) -> &[Id] {
+        &self.ids
+    }
+
+    /// Number of live nodes.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True with no live node.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Position of `key`'s true root in [`Ring::ids`]: the live id numerically closest to it
+    /// (ties to the smaller id).
+    pub fn root_pos(&self, key: &Id) -> usize {
+        let n = self.ids.len();
+        assert!(n > 0, "an empty ring has no root");
+        let p = self.ids.partition_point(|i| i < key);
+        let (a, b) = ((p + n - 1) % n, p % n);
+        if key.cmp_closeness(&self.ids[a], &self.ids[b]).is_le() {
+            a
+        } else {
+            b
+        }
+    }
+
+    /// The true root of `key`.
+    pub fn root(&self, key: &Id) -> Id {
+        self.ids[self.root_pos(key)]
+    }
+
+    /// The node index of the true root of `key`.
+    pub fn root_node(&self, key: &Id) -> u32 {
+        self.index[self.root_pos(key)]
+    }
+
+    /// The `k` live ids closest to `key`, closest first.
+    pub fn closest(&self, key: &Id, k: usize) -> Vec<Id> {
+        let n = self.ids.len();
+        let k = k.min(n);
+        let p = self.ids.partition_point(|i| i < key);
+        let mut cands: Vec<Id> = (0..k)
+            .flat_map(|d| [self.ids[(p + d) % n], self.ids[(p + 2 * n - 1 - d) % n]])
+            .collect();
+        cands.sort_by(|a, b| key.cmp_closeness(a, b));
+        cands.dedup();
+        cands.truncate(k);
+        cands
+    }
+
+    /// Node index of the live node with this id.
+    pub fn node_of(&self, id: &Id) -> Option<u32> {
+        self.ids.binary_search(id).ok().map(|p| self.index[p])
+    }
+}
+
+/// Live nodes whose leaf set differs from the true L/2 + L/2 neighbours, each described.
+pub fn wrong_leaf_sets(sim: &Sim) -> Vec<String> {
+    let ring = Ring::of(sim);
+    let ids = ring.ids();
+    let n = ids.len();
+    let half = sim.cfg.overlay.leaf_set_size / 2;
+    let mut wrong = Vec::new();
+    for (pos, id) in ids.iter().enumerate() {
+        let i = ring.index[pos];
+        let ls = sim.nodes[i as usize].node.overlay().leaf_set();
+        let k = half.min(n - 1);
+        let want_cw = (1..=k).map(|d| ids[(pos + d) % n]);
+        let want_ccw = (1..=k).map(|d| ids[(pos + n - d) % n]);
+        let got_cw = ls.side(Side::Cw).iter().map(|p| p.id());
+        let got_ccw = ls.side(Side::Ccw).iter().map(|p| p.id());
+        if !got_cw.clone().eq(want_cw.clone()) || !got_ccw.clone().eq(want_ccw.clone()) {
+            let short = |v: &mut dyn Iterator<Item = Id>| v.map(|i| i.short()).collect::<Vec<_>>();
+            wrong.push(format!(
+                "node {} has cw {:?} ccw {:?}, wants cw {:?} ccw {:?}",
+                id.short(),
+                short(&mut got_cw.clone()),
+                short(&mut got_ccw.clone()),
+                short(&mut want_cw.clone()),
+                short(&mut want_ccw.clone()),
+            ));
+        }
+    }
+    wrong
+}
+
+/// Whether a route ended at the true root of its key among the live nodes.
+pub fn reached_true_root(ring: &Ring, report: &RouteReport) -> bool {
+    ring.root(&report.key) == report.root.id
+}
