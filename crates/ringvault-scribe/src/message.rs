@@ -10,8 +10,8 @@ pub(crate) enum ScribeMessage {
     /// the tree, puts itself as `child` and lets it go on. Sent directly when a full parent
     /// pushes a new child down to one of its children.
     Join { topic: Id, child: Contact },
-    /// Parent to new child: "I am your parent".
-    JoinAck { topic: Id },
+    /// Parent to new child: "I am your parent"; `path` is the child's ancestors, root first.
+    JoinAck { topic: Id, path: Vec<Id> },
     /// Child to parent: "keep me" (children expire unless refreshed).
     Refresh { topic: Id },
     /// Child to parent: "drop me".
@@ -31,9 +31,10 @@ pub(crate) enum ScribeMessage {
         publisher: Id,
         seq: u64,
         data: Vec<u8>,
+        path: Vec<Id>,
     },
     /// Parent to children when there was no data for a while.
-    Heartbeat { topic: Id },
+    Heartbeat { topic: Id, path: Vec<Id> },
     /// The root's children, kept by the next closest nodes to take over if the root dies.
     RootState { topic: Id, children: Vec<Contact> },
     /// Routed to the topic, then walked depth first through the tree.

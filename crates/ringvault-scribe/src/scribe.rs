@@ -27,6 +27,8 @@ pub const CHILD_TIMEOUT: Duration = Duration::from_secs(7);
 pub const PARENT_TIMEOUT: Duration = Duration::from_secs(7);
 /// The root's state is kept by this many of the nodes closest to the topic.
 pub const ROOT_REPLICAS: usize = 3;
+/// The deepest tree this node takes part in; joins below it are passed up.
+pub const MAX_DEPTH: usize = 64;
 /// An anycast visits at most this many nodes before failing.
 pub const MAX_ANYCAST_VISITS: usize = 1024;
 /// An anycast with no answer by then fails.
@@ -122,11 +124,27 @@ struct Topic {
     sent_down: Time,
     /// Last sequence number seen per publisher (members).
     seqs: BTreeMap<Id, u64>,
+    /// This node's ancestors, root first, as the parent last said. A node never adopts one of
+    /// its ancestors, and a parent path that contains this node reveals a loop.
+    path: Vec<Id>,
 }
 
 impl Topic {
     fn in_tree(&self) -> bool {
         self.root || self.parent.is_some() || self.joining
+    }
+
+    /// Connected to the root (as far as this node knows): only then does it take children
+    /// from passing JOINs, so two re-joining nodes cannot adopt each other.
+    fn attached(&self) -> bool {
+        self.root || self.parent.is_some()
+    }
+
+    /// The path a child of this node has: ours plus us.
+    fn child_path(&self, me: Id) -> Vec<Id> {
+        let mut p = self.path.clone();
+        p.push(me);
+        p
     }
 
     fn needed(&self) -> bool {
@@ -312,9 +330,17 @@ impl Scribe {
         let Ok(t) = self.topic_entry(topic) else {
             return;
         };
-        if t.children.contains_key(&child.id) || t.children.len() < MAX_CHILDREN {
+        if t.path.contains(&child.id) || t.path.len() >= MAX_DEPTH {
+            // The child is one of our ancestors (adopting it would close a loop), or the tree
+            // is too deep here: pass the join up.
+            match t.parent {
+                Some(p) => send(kbr, p, &ScribeMessage::Join { topic, child }),
+                None => kbr.route(topic, encode(&ScribeMessage::Join { topic, child }), None),
+            }
+        } else if t.children.contains_key(&child.id) || t.children.len() < MAX_CHILDREN {
             t.children.insert(child.id, (child, now));
-            send(kbr, child, &ScribeMessage::JoinAck { topic });
+            let path = t.child_path(me.id);
+            send(kbr, child, &ScribeMessage::JoinAck { topic, path });
         } else {
             // Full: the first child takes the newcomer (bounded fan-out).
             let (_, (below, _)) = t.children.iter().next().expect("full means non-empty");
@@ -334,6 +360,7 @@ impl Scribe {
             t.root = true;
             t.parent = None;
             t.joining = false;
+            t.path.clear();
         }
         for c in inherited {
             self.adopt(kbr, now, topic, c);
@@ -355,6 +382,7 @@ impl Scribe {
         };
         t.sent_down = now;
         let children: Vec<Contact> = t.children.values().map(|(c, _)| *c).collect();
+        let path = t.child_path(kbr.local_contact().id);
         if t.member {
             let last = t.seqs.get(&publisher).copied().unwrap_or(0);
             if seq > last {
@@ -379,6 +407,7 @@ impl Scribe {
                     publisher,
                     seq,
                     data: data.clone(),
+                    path: path.clone(),
                 },
             );
         }
@@ -464,8 +493,10 @@ impl Scribe {
             // Heartbeat the children if no data went down lately.
             if !t.children.is_empty() && now.saturating_since(t.sent_down) >= HEARTBEAT_INTERVAL {
                 t.sent_down = now;
+                let path = t.child_path(me.id);
                 for (c, _) in t.children.values() {
-                    send(kbr, *c, &ScribeMessage::Heartbeat { topic });
+                    let path = path.clone();
+                    send(kbr, *c, &ScribeMessage::Heartbeat { topic, path });
                 }
             }
             let t = self.topics.get_mut(&topic).expect("present");
@@ -519,14 +550,43 @@ impl Scribe {
         self.next_tick = busy.then_some(now + HEARTBEAT_INTERVAL);
     }
 
-    fn heard_from_parent(&mut self, now: Time, topic: Id, from: Contact) {
-        if let Some(t) = self.topics.get_mut(&topic) {
-            if !t.root {
-                t.parent = Some(from);
-                t.joining = false;
-                t.parent_heard = now;
-            }
+    /// A node acting as our parent spoke, with our would-be ancestors.
+    fn heard_from_parent(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        topic: Id,
+        from: Contact,
+        path: Vec<Id>,
+    ) {
+        let me = kbr.local_contact();
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if t.root {
+            return;
         }
+        if path.contains(&me.id) || path.len() > MAX_DEPTH {
+            // A loop: we would be our own ancestor. Leave that parent and join again.
+            t.children.remove(&from.id);
+            send(kbr, from, &ScribeMessage::Leave { topic });
+            if t.parent.is_some_and(|p| p.id == from.id) {
+                t.parent = None;
+                t.path.clear();
+                t.joining = true;
+                t.parent_heard = now;
+                kbr.route(
+                    topic,
+                    encode(&ScribeMessage::Join { topic, child: me }),
+                    None,
+                );
+            }
+            return;
+        }
+        t.parent = Some(from);
+        t.path = path;
+        t.joining = false;
+        t.parent_heard = now;
     }
 }
 
@@ -554,14 +614,16 @@ impl Service for Scribe {
                     // Arrived at the root.
                     self.become_root(kbr, now, topic);
                     self.adopt(kbr, now, topic, child);
-                } else if self.topics.get(&topic).is_some_and(Topic::in_tree) {
-                    // Pushed down by a full parent.
+                } else if self.topics.get(&topic).is_some_and(Topic::attached) {
+                    // Pushed down by a full parent, or passed up by a child.
                     self.adopt(kbr, now, topic, child);
                 } else {
                     kbr.route(topic, encode(&ScribeMessage::Join { topic, child }), None);
                 }
             }
-            ScribeMessage::JoinAck { topic } => self.heard_from_parent(now, topic, from),
+            ScribeMessage::JoinAck { topic, path } => {
+                self.heard_from_parent(kbr, now, topic, from, path)
+            }
             ScribeMessage::Refresh { topic } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
                     if let Some(e) = t.children.get_mut(&from.id) {
@@ -600,13 +662,14 @@ impl Service for Scribe {
                 publisher,
                 seq,
                 data,
+                path,
             } => {
-                self.heard_from_parent(now, topic, from);
+                self.heard_from_parent(kbr, now, topic, from, path);
                 self.disseminate(kbr, now, topic, publisher, seq, data);
             }
-            ScribeMessage::Heartbeat { topic } => {
+            ScribeMessage::Heartbeat { topic, path } => {
                 if self.topics.contains_key(&topic) {
-                    self.heard_from_parent(now, topic, from);
+                    self.heard_from_parent(kbr, now, topic, from, path);
                 } else {
                     // A parent that still counts us: tell it we left.
                     send(kbr, from, &ScribeMessage::Leave { topic });
@@ -663,13 +726,17 @@ impl Service for Scribe {
         let me = kbr.local_contact();
         match m {
             ScribeMessage::Join { topic, child } => {
-                let in_tree = self.topics.get(&topic).is_some_and(Topic::in_tree);
                 if child.id == me.id {
                     return Forward::Continue; // our own join leaving us
                 }
-                if in_tree {
+                let state = self.topics.get(&topic);
+                if state.is_some_and(Topic::attached) {
                     self.adopt(kbr, now, topic, child);
                     return Forward::Stop;
+                }
+                if state.is_some_and(|t| t.joining) {
+                    // Re-joining ourselves: let the join pass to a node with a path to the root.
+                    return Forward::Continue;
                 }
                 // Not yet in the tree: take the child, then join ourselves in its place.
                 if self.topic_entry(topic).is_err() {

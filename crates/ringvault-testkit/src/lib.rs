@@ -19,6 +19,14 @@ pub const STEP: Duration = Duration::from_millis(250);
 /// A message storm guard: [`TestRing::settle`] panics after this many deliveries in one call.
 pub const MAX_DELIVERIES: usize = 5_000_000;
 
+/// The proximity of members `a` and `b`: fixed, symmetric, 1 to 50 ms, so probes confirm what
+/// the tables were built with and tables stay stable.
+pub fn rtt(a: usize, b: usize) -> Duration {
+    let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+    let h = Id::hash(&[lo.to_le_bytes(), hi.to_le_bytes()].concat());
+    Duration::from_millis(1 + h.as_bytes()[0] as u64 % 50)
+}
+
 /// One member of a [`TestRing`].
 pub struct Member {
     /// The node.
@@ -57,10 +65,14 @@ impl TestRing {
         for (i, identity) in idents.into_iter().enumerate() {
             let mut node = Node::new(contacts[i], cfg.clone(), i as u64).expect("valid config");
             setup(i, &identity, &mut node);
-            let peers = contacts.iter().filter(|c| c.id != contacts[i].id).map(|c| Peer {
-                contact: *c,
-                rtt: Some(Duration::from_millis(1 + (c.id.as_bytes()[0] as u64 + i as u64) % 50)),
-            });
+            let peers = contacts
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, c)| Peer {
+                    contact: *c,
+                    rtt: Some(rtt(i, j)),
+                });
             node.overlay_mut().start_with_state(Time::ZERO, peers);
             members.push(Member {
                 node,
@@ -68,7 +80,11 @@ impl TestRing {
                 alive: true,
             });
         }
-        let index = contacts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let index = contacts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
         let mut ring = TestRing {
             now: Time::ZERO,
             members,
@@ -96,8 +112,10 @@ impl TestRing {
                     }
                 }
                 Action::Probe { peer } => {
-                    let alive = self.index.get(&peer.id).is_some_and(|&j| self.members[j].alive);
-                    let rtt = alive.then_some(Duration::from_millis(5));
+                    let rtt = match self.index.get(&peer.id) {
+                        Some(&j) if self.members[j].alive => Some(rtt(i, j)),
+                        _ => None,
+                    };
                     let now = self.now;
                     self.members[i].node.handle_probe_result(now, peer, rtt);
                 }
@@ -130,7 +148,10 @@ impl TestRing {
             let now = self.now;
             for i in 0..self.members.len() {
                 if self.members[i].alive
-                    && self.members[i].node.next_deadline().is_some_and(|t| t <= now)
+                    && self.members[i]
+                        .node
+                        .next_deadline()
+                        .is_some_and(|t| t <= now)
                 {
                     self.members[i].node.handle_timeout(now);
                     self.pump(i);
@@ -166,7 +187,9 @@ impl TestRing {
 
     /// The `k` live nodes closest to `key`, closest first.
     pub fn closest_live(&self, key: &Id, k: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].alive).collect();
+        let mut v: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].alive)
+            .collect();
         v.sort_by(|a, b| key.cmp_closeness(&self.id(*a), &self.id(*b)));
         v.truncate(k);
         v
