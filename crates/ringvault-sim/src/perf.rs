@@ -21,8 +21,8 @@ pub struct PerfReport {
     pub events_per_sec: f64,
     /// Largest network simulated.
     pub max_nodes: usize,
-    /// Resident memory per node of the largest network, bytes (process RSS growth while it
-    /// was built, divided by its size).
+    /// Resident memory per node of the largest network, bytes: process RSS growth since the
+    /// start over its size (an upper bound).
     pub bytes_per_node: Option<f64>,
     /// Peak process RSS seen, bytes.
     pub peak_rss: Option<u64>,

@@ -115,6 +115,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
         params: params.clone(),
         points: BTreeMap::new(),
         perf: PerfReport::default(),
+        rss_start: rss_bytes(),
     };
     let mut reports = Vec::new();
     for n in names {
@@ -145,17 +146,21 @@ pub(crate) struct Ctx {
     /// Static measurements already made, by (N, b, L, M).
     pub(crate) points: BTreeMap<(usize, u8, usize, usize), StaticPoint>,
     pub(crate) perf: PerfReport,
+    /// Process RSS before any network was built.
+    pub(crate) rss_start: Option<u64>,
 }
 
 impl Ctx {
-    /// Records a finished network in the performance report.
-    pub(crate) fn account(&mut self, sim: &Sim, rss_before: Option<u64>) {
+    /// Records a finished network in the performance report. Memory per node is the process's
+    /// RSS growth since it started, over the largest network's size: an upper bound (it also
+    /// counts the event queue, the reports and memory kept from earlier networks).
+    pub(crate) fn account(&mut self, sim: &Sim, _rss_before: Option<u64>) {
         self.perf.events += sim.counters.events;
         let n = sim.nodes.len();
         let rss = rss_bytes();
         if n >= self.perf.max_nodes {
             self.perf.max_nodes = n;
-            if let (Some(a), Some(b)) = (rss_before, rss) {
+            if let (Some(a), Some(b)) = (self.rss_start, rss) {
                 self.perf.bytes_per_node = Some(b.saturating_sub(a) as f64 / n.max(1) as f64);
             }
         }

@@ -1,15 +1,19 @@
-//! The KBR API seen from a service: route/deliver, forward (rewrite, redirect, stop), update,
-//! replica_set and range.
-
-mod common;
+//! The KBR API seen from a service, through the simulator: route/deliver, forward (rewrite,
+//! redirect, stop), update, replica_set and range. Ported from the node crate's former
+//! in-memory harness.
 
 use std::sync::{Arc, Mutex};
 
-use common::Net;
 use rand::Rng;
 use ringvault_node::Service;
 use ringvault_overlay::{AppId, AppMessage, Config, Forward, Kbr, RouteInfo};
+use ringvault_sim::{Ring, Sim, SimConfig};
 use ringvault_types::{Contact, Duration, Id, Time};
+
+/// The node index of the live node with id `id`.
+fn index(net: &Sim, id: &Id) -> usize {
+    Ring::of(net).node_of(id).expect("a live node") as usize
+}
 
 const APP: AppId = 7;
 
@@ -64,8 +68,8 @@ impl Service for Probe {
     }
 }
 
-fn ring(n: usize, seed: u64) -> (Net, Vec<Arc<Mutex<Log>>>) {
-    let mut net = Net::new(seed, Config::default());
+fn ring(n: usize, seed: u64) -> (Sim, Vec<Arc<Mutex<Log>>>) {
+    let mut net = Sim::new(SimConfig::new(seed, Config::default()));
     let mut logs = Vec::new();
     for _ in 0..n {
         let log = Arc::new(Mutex::new(Log::default()));
@@ -77,7 +81,7 @@ fn ring(n: usize, seed: u64) -> (Net, Vec<Arc<Mutex<Log>>>) {
     (net, logs)
 }
 
-fn route(net: &mut Net, src: usize, key: Id, body: &[u8]) {
+fn route(net: &mut Sim, src: u32, key: Id, body: &[u8]) {
     let msg = AppMessage {
         app: APP,
         body: body.to_vec(),
@@ -100,7 +104,7 @@ fn routed_messages_are_delivered_once_at_the_root_and_forward_can_rewrite_or_sto
         route(&mut net, src, key, &body);
         net.run_for(Duration::from_secs(2));
         let root = net.true_root(&key);
-        let got: Vec<_> = logs[net.index_of(&root)]
+        let got: Vec<_> = logs[index(&net, &root)]
             .lock()
             .unwrap()
             .delivered
@@ -139,8 +143,8 @@ fn update_upcalls_follow_leaf_set_changes_and_replica_sets_are_the_closest_nodes
     let (mut net, logs) = ring(80, 9);
     let victim = net.random_alive();
     let vid = net.id(victim);
-    let neighbours: Vec<usize> = (0..net.slots.len())
-        .filter(|&i| i != victim && net.slots[i].node.overlay().leaf_set().contains(&vid))
+    let neighbours: Vec<usize> = (0..net.nodes.len())
+        .filter(|&i| i != victim as usize && net.nodes[i].node.overlay().leaf_set().contains(&vid))
         .collect();
     assert!(!neighbours.is_empty());
     for l in &logs {
@@ -156,11 +160,11 @@ fn update_upcalls_follow_leaf_set_changes_and_replica_sets_are_the_closest_nodes
         );
     }
 
-    let ids = net.alive_ids();
+    let ids = Ring::of(&net).ids().to_vec();
     for _ in 0..50 {
         let key = Id::from_bytes(net.rng.gen());
         let root = net.true_root(&key);
-        let at = net.index_of(&root);
+        let at = index(&net, &root) as u32;
         let replicas = net.with_node(at, |node, _| node.overlay().replica_set(&key, 5));
         let mut truth = ids.clone();
         truth.sort_by(|a, b| key.cmp_closeness(a, b));
