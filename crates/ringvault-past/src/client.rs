@@ -63,7 +63,7 @@ impl Past {
             return;
         };
         let result = match reason {
-            Refusal::NoSpace if resalts < MAX_RESALTS => {
+            Refusal::NoSpace if resalts < MAX_RESALTS && self.config.diversion => {
                 // File diversion: a new salt puts the object in another part of the ring.
                 let owner_id = Identity::from_secret_bytes(owner);
                 let b = &cert.body;

@@ -9,7 +9,7 @@ use crate::message::{PastMessage, Refusal};
 use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
     accepts, FileCertificate, Holding, Kind, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
-    StoredObject, T_DIV, T_PRI,
+    StoredObject,
 };
 
 impl Past {
@@ -113,11 +113,15 @@ impl Past {
                 return;
             }
         }
-        if self.store_replica(&cert, &content, Kind::Primary, T_PRI) {
+        if self.store_replica(&cert, &content, Kind::Primary, self.config.t_pri) {
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
                 send(kbr, client, &PastMessage::Receipt { req: r, receipt });
             }
+            return;
+        }
+        if !self.config.diversion {
+            refuse(kbr, req, id, Refusal::NoSpace);
             return;
         }
         // Replica diversion: leaf set nodes outside the k + 1 closest, roomiest first by what
@@ -208,7 +212,7 @@ impl Past {
         }
         // A node already holding this object (for another primary) cannot count twice.
         let already = matches!(self.store.meta(&id), Ok(Some((k, _))) if k != Kind::Cached);
-        if !already && self.store_replica(&cert, &content, Kind::Diverted, T_DIV) {
+        if !already && self.store_replica(&cert, &content, Kind::Diverted, self.config.t_div) {
             let holder = kbr.local_contact();
             let k = cert.body.replicas;
             send(kbr, primary, &PastMessage::Diverted { id, k, holder });

@@ -34,7 +34,7 @@ pub use chunks::{
 };
 pub use message::Refusal;
 pub use past::{
-    Found, Inserted, Past, PastError, PastEvent, RequestId, ANTI_ENTROPY_INTERVAL,
+    Found, Inserted, Past, PastConfig, PastError, PastEvent, RequestId, ANTI_ENTROPY_INTERVAL,
     MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS, MAX_TOMBSTONES, PAST_APP,
     REQUEST_TIMEOUT,
 };

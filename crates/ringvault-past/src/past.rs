@@ -131,8 +131,31 @@ impl Pending {
     }
 }
 
+/// PAST's tunable policy. `PastConfig::default()` is the paper's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PastConfig {
+    /// Refuse a primary replica when size / free > t_pri.
+    pub t_pri: f64,
+    /// Refuse a diverted replica when size / free > t_div.
+    pub t_div: f64,
+    /// Replica diversion (to leaf set nodes) and file diversion (re-salting) on refusal. Off,
+    /// a full primary refuses the insert outright (for experiments).
+    pub diversion: bool,
+}
+
+impl Default for PastConfig {
+    fn default() -> Self {
+        PastConfig {
+            t_pri: crate::T_PRI,
+            t_div: crate::T_DIV,
+            diversion: true,
+        }
+    }
+}
+
 /// One node's PAST service.
 pub struct Past {
+    pub(crate) config: PastConfig,
     pub(crate) identity: Identity,
     pub(crate) store: Box<dyn Store>,
     pub(crate) cache: GreedyDualSize,
@@ -163,7 +186,17 @@ impl Past {
     /// The PAST service of the node with `identity` (it signs receipts), keeping objects in
     /// `store`. Objects already in the store are taken up again.
     pub fn new(identity: Identity, store: Box<dyn Store>) -> Result<Self, PastError> {
+        Self::with_config(identity, store, PastConfig::default())
+    }
+
+    /// Like [`Past::new`], with a policy other than the paper's.
+    pub fn with_config(
+        identity: Identity,
+        store: Box<dyn Store>,
+        config: PastConfig,
+    ) -> Result<Self, PastError> {
         let mut past = Past {
+            config,
             identity,
             store,
             cache: GreedyDualSize::new(),
