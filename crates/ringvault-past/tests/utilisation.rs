@@ -5,7 +5,7 @@
 //! without them inserts fail far earlier.
 
 use ringvault_overlay::Config;
-use ringvault_past::{MemoryStore, Past, PastConfig, PastError, PastEvent, Store};
+use ringvault_past::{MemoryStore, Past, PastConfig, PastError, PastEvent};
 use ringvault_testkit::TestRing;
 use ringvault_types::{Duration, Identity};
 
