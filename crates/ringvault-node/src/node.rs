@@ -259,6 +259,13 @@ impl Node {
         self.collect_probe_results();
     }
 
+    /// The transport could not reach `peer`: the overlay declares it failed and repairs.
+    pub fn handle_unreachable(&mut self, now: Time, peer: Id) {
+        self.overlay
+            .handle_unreachable(now, peer, &mut self.services);
+        self.collect_probe_results();
+    }
+
     /// When [`Node::handle_timeout`] should next be called.
     pub fn next_deadline(&self) -> Option<Time> {
         [

@@ -367,6 +367,14 @@ impl Overlay {
         self.flush(now, up);
     }
 
+    /// The transport could not reach `peer` (a dial failed, or an open connection broke). The
+    /// peer is treated as failed at once rather than after keep-alive silence; if it was wrong,
+    /// the peer's next message to us clears the mark.
+    pub fn handle_unreachable(&mut self, now: Time, peer: Id, up: &mut dyn Upcalls) {
+        self.declare_failed(now, peer);
+        self.flush(now, up);
+    }
+
     /// The answer to an [`Output::Probe`]: the measured proximity, or `None` when the peer could
     /// not be reached.
     pub fn handle_probe_result(

@@ -133,3 +133,56 @@ fn mean_hops_stay_below_log16_n_and_rare_case_is_rare() {
         "rare case on {rare} of {hops} hops"
     );
 }
+
+#[test]
+fn an_unreachable_peer_leaves_every_table_and_repair_starts() {
+    let mut net = static_network(60, 5, 4, 16);
+    let victim = net[0].leaf_set().members()[0].contact;
+    net[0].handle_unreachable(
+        Time::from_micros(1),
+        victim.id,
+        &mut ringvault_overlay::NoServices,
+    );
+    let me = &mut net[0];
+    assert!(!me.leaf_set().contains(&victim.id));
+    assert!(!me.routing_table().contains(&victim.id));
+    let mut failed = false;
+    let mut asked_for_leaves = false;
+    while let Some(out) = me.poll_output() {
+        match out {
+            ringvault_overlay::Output::Event(ringvault_overlay::OverlayEvent::PeerFailed(c)) => {
+                failed |= c.id == victim.id
+            }
+            ringvault_overlay::Output::Send {
+                msg: ringvault_overlay::OverlayMessage::LeafSetRequest,
+                ..
+            } => asked_for_leaves = true,
+            _ => {}
+        }
+    }
+    assert!(failed && asked_for_leaves);
+    // Stale state from a peer does not bring it back...
+    me.handle_message(
+        Time::from_micros(2),
+        net_contact_of(me, 1),
+        ringvault_overlay::OverlayMessage::LeafSetReply {
+            leaves: vec![victim],
+            version: 0,
+        },
+        &mut ringvault_overlay::NoServices,
+    );
+    assert!(!me.leaf_set().contains(&victim.id));
+    // ...but the peer itself speaking does.
+    me.handle_message(
+        Time::from_micros(3),
+        victim,
+        ringvault_overlay::OverlayMessage::Ping { nonce: 1 },
+        &mut ringvault_overlay::NoServices,
+    );
+    assert!(me.leaf_set().contains(&victim.id));
+}
+
+/// Some live leaf of `o` other than its first.
+fn net_contact_of(o: &Overlay, i: usize) -> Contact {
+    o.leaf_set().members()[i].contact
+}
