@@ -47,12 +47,22 @@ impl Table {
         }
     }
 
+    /// A CSV field: quoted (RFC 4180) when it holds a comma, a quote or a line break.
+    fn csv_field(s: String) -> String {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    }
+
     /// The table as CSV.
     pub fn csv(&self) -> String {
-        let mut out = self.columns.join(",");
+        let header: Vec<String> = self.columns.iter().cloned().map(Self::csv_field).collect();
+        let mut out = header.join(",");
         out.push('\n');
         for r in &self.rows {
-            let cells: Vec<String> = r.iter().map(Self::cell).collect();
+            let cells: Vec<String> = r.iter().map(|c| Self::csv_field(Self::cell(c))).collect();
             out.push_str(&cells.join(","));
             out.push('\n');
         }

@@ -86,7 +86,10 @@ fn a_partition_stops_traffic_between_its_sides() {
     let key = net.id(dst);
     if let Some(r) = net.route(src, key) {
         assert_ne!(r.root.id, key);
-        assert!(r.path.iter().all(|c| net.index_of(c).unwrap().is_multiple_of(2)));
+        assert!(r
+            .path
+            .iter()
+            .all(|c| net.index_of(c).unwrap().is_multiple_of(2)));
     }
     net.heal();
     let lost = net.counters.lost;

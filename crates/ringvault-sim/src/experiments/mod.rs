@@ -55,7 +55,8 @@ pub struct Params {
     pub neighbourhood: Option<usize>,
     /// Routes or lookups per measurement.
     pub routes: Option<usize>,
-    /// Show a progress bar.
+    /// Show a progress bar (not part of the reports: output must not depend on the terminal).
+    #[serde(skip)]
     pub progress: bool,
 }
 
