@@ -118,3 +118,32 @@ pub fn wrong_leaf_sets(sim: &Sim) -> Vec<String> {
 pub fn reached_true_root(ring: &Ring, report: &RouteReport) -> bool {
     ring.root(&report.key) == report.root.id
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn root_and_closest_agree_with_a_linear_scan_including_wrap_around() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for n in [1usize, 2, 3, 17, 200] {
+            let mut ids: Vec<Id> = (0..n).map(|_| Id::from_bytes(rng.gen())).collect();
+            ids.sort();
+            let ring = Ring {
+                ids: ids.clone(),
+                index: (0..n as u32).collect(),
+            };
+            let mut keys: Vec<Id> = (0..300).map(|_| Id::from_bytes(rng.gen())).collect();
+            keys.extend([Id::ZERO, Id::MAX, ids[0], ids[n - 1]]);
+            for key in keys {
+                let mut truth = ids.clone();
+                truth.sort_by(|a, b| key.cmp_closeness(a, b));
+                assert_eq!(ring.root(&key), truth[0]);
+                let k = 5.min(n);
+                assert_eq!(ring.closest(&key, 5), truth[..k].to_vec());
+            }
+        }
+    }
+}

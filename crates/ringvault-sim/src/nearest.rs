@@ -122,3 +122,40 @@ impl NearestIndex {
         best.map(|(_, n)| n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn nearest_is_the_brute_force_nearest_on_both_models() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for kind in [
+            crate::TopologyKind::Euclidean,
+            crate::TopologyKind::TransitStub,
+        ] {
+            let topo = Topology::new(kind, &mut rng);
+            let places: Vec<Place> = (0..600).map(|_| topo.place(&mut rng)).collect();
+            let mut index = NearestIndex::default();
+            for (i, p) in places.iter().enumerate().take(300) {
+                index.insert(i as u32, *p);
+            }
+            // Remove some, so removal is exercised too.
+            for i in (0..300).step_by(7) {
+                index.remove(i, places[i as usize]);
+            }
+            let member = |i: usize| i < 300 && !i.is_multiple_of(7);
+            for q in 300..600 {
+                let got = index.nearest(&topo, places[q], &places).unwrap();
+                let best = (0..300)
+                    .filter(|&i| member(i))
+                    .map(|i| topo.distance(places[q], places[i]))
+                    .fold(f64::MAX, f64::min);
+                assert!(member(got as usize));
+                assert_eq!(topo.distance(places[q], places[got as usize]), best);
+            }
+        }
+    }
+}
