@@ -10,7 +10,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use ringvault_node::{
     decode, encode, Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent,
-    RouteReport,
+    RouteReport, Service,
 };
 use ringvault_overlay::{Config, OverlayEvent};
 use ringvault_types::{Contact, Id, Identity, Time};
@@ -59,7 +59,25 @@ impl Clock {
     }
 }
 
+/// Work run on the node inside its actor, with the current time.
+type NodeJob = Box<dyn FnOnce(&mut Node, Time) + Send>;
+
+/// Runs in the actor after everything it handles (a message, a command, a timeout), so the
+/// caller can collect what services report (for example PAST's finished requests). It must
+/// only read results out and hand them on; it decides nothing.
+pub type Poller = Box<dyn FnMut(&mut Node, Time) + Send>;
+
+/// Services to register on the node before it starts, and how to collect their results.
+#[derive(Default)]
+pub struct Services {
+    /// Registered with [`Node::add_service`] before the node joins.
+    pub services: Vec<Box<dyn Service>>,
+    /// See [`Poller`].
+    pub poller: Option<Poller>,
+}
+
 enum Control {
+    Run(NodeJob),
     Probe {
         peer: Contact,
         rtt: Option<StdDuration>,
@@ -106,6 +124,24 @@ impl NodeHandle {
             CommandOutput::Route(r) => Ok(r),
             CommandOutput::Done => Err(NetError::Command(CommandError::BadReply)),
         }
+    }
+
+    /// Runs `f` on the node inside its actor (between two events, with the driver's clock) and
+    /// returns what it returns. This is how the API calls a service's client interface, with
+    /// [`Node::with_service`]; what the service asks of the overlay is carried out after `f`.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Time) -> R + Send + 'static,
+    ) -> Result<R, NetError> {
+        let (tx, rx) = oneshot::channel();
+        let job: NodeJob = Box::new(move |node, now| {
+            let _ = tx.send(f(node, now));
+        });
+        self.tx
+            .send(Control::Run(job))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
     }
 
     /// A snapshot of the node's tables and counters.
@@ -210,6 +246,15 @@ impl RunningNode {
 /// from its certificate and joins through it. Returns once the join is under way; use
 /// [`NodeHandle::wait_ready`] to wait for it.
 pub async fn start(identity: Identity, cfg: NetConfig) -> Result<RunningNode, NetError> {
+    start_with(identity, cfg, Services::default()).await
+}
+
+/// Like [`start`], with `services` registered on the node before it joins.
+pub async fn start_with(
+    identity: Identity,
+    cfg: NetConfig,
+    services: Services,
+) -> Result<RunningNode, NetError> {
     if cfg.listen.ip().is_unspecified() {
         return Err(NetError::UnspecifiedListen(cfg.listen));
     }
@@ -228,8 +273,11 @@ pub async fn start(identity: Identity, cfg: NetConfig) -> Result<RunningNode, Ne
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed)
         .map_err(|e| NetError::BadIdentity(format!("the OS random source failed: {e}")))?;
-    let node = Node::new(contact, cfg.overlay, u64::from_le_bytes(seed))
+    let mut node = Node::new(contact, cfg.overlay, u64::from_le_bytes(seed))
         .map_err(|e| NetError::Config(e.to_string()))?;
+    for s in services.services {
+        node.add_service(s);
+    }
 
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
     let transport = Transport::new(endpoint, net_tx);
@@ -244,6 +292,7 @@ pub async fn start(identity: Identity, cfg: NetConfig) -> Result<RunningNode, Ne
         metrics: Metrics::default(),
         ready: ready_tx,
         ctl: ctl_tx.downgrade(),
+        poller: services.poller,
     };
     let actor = tokio::spawn(actor.run(net_rx, ctl_rx));
     let running = RunningNode {
@@ -308,11 +357,15 @@ struct Actor {
     metrics: Metrics,
     ready: watch::Sender<bool>,
     ctl: mpsc::WeakSender<Control>,
+    poller: Option<Poller>,
 }
 
 impl Actor {
     async fn run(mut self, mut net: mpsc::Receiver<Inbound>, mut ctl: mpsc::Receiver<Control>) {
         loop {
+            if let Some(p) = self.poller.as_mut() {
+                p(&mut self.node, self.clock.now());
+            }
             self.drain();
             let wake = self.node.next_deadline().map(|t| self.clock.instant(t));
             let sleep = async {
@@ -356,6 +409,7 @@ impl Actor {
     fn on_control(&mut self, c: Control) {
         let now = self.clock.now();
         match c {
+            Control::Run(job) => job(&mut self.node, now),
             Control::Probe { peer, rtt } => {
                 match rtt {
                     Some(d) => self.metrics.probe_rtt_ms.observe(d.as_secs_f64() * 1e3),

@@ -16,7 +16,10 @@ mod status;
 mod tls;
 mod transport;
 
-pub use driver::{start, NetConfig, NodeHandle, RunningNode, CONTROL_QUEUE, NET_QUEUE};
+pub use driver::{
+    start, start_with, NetConfig, NodeHandle, Poller, RunningNode, Services, CONTROL_QUEUE,
+    NET_QUEUE,
+};
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
 pub use status::{Histogram, Metrics, OverlayStats, PeerView, Status, TableEntry};
 pub use tls::{client_config, server_name_for, ALPN};

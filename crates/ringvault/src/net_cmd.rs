@@ -1,4 +1,5 @@
-//! Commands that run or talk to real nodes: `node`, `ring`, `status`, `route`, `bench route`.
+//! Commands that run or talk to real nodes: `node`, `ring`, `status`, `route`, `put`, `get`,
+//! `reclaim`, `stat`, `bench route`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ mod client;
 mod config;
 mod daemon;
 mod http;
+mod objects;
+mod objects_cli;
 mod output;
+mod storage;
 
 /// Commands that run or talk to real nodes.
 #[derive(Subcommand)]
@@ -28,6 +32,43 @@ pub enum NetCommand {
     Route {
         /// The key.
         key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Store FILE in the ring (owned by the node's operator key) and print its id.
+    Put {
+        /// The file (at most 4 MiB for now).
+        file: PathBuf,
+        /// The object's name [default: the file name]; the id derives from it and the owner.
+        #[arg(long)]
+        name: Option<String>,
+        /// Copies kept on distinct nodes.
+        #[arg(long, default_value_t = 3)]
+        replicas: u8,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fetch object ID (verified against its certificate) to stdout or -o FILE.
+    Get {
+        /// The object id (64 hex digits).
+        id: String,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reclaim object ID (only through the node whose key owns it).
+    Reclaim {
+        /// The object id (64 hex digits).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show object ID's certificate facts, root and replica set.
+    Stat {
+        /// The object id (64 hex digits).
+        id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -57,6 +98,10 @@ pub struct NodeArgs {
     /// override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Storage this node offers the ring, e.g. 10GiB or 500MB [default: 1GiB]; objects live in
+    /// DATA_DIR/objects.redb.
+    #[arg(long)]
+    pub capacity: Option<String>,
 }
 
 /// Options of `ringvault ring`.
@@ -77,6 +122,9 @@ pub struct RingArgs {
     /// Keep the temporary data directory on exit.
     #[arg(long)]
     pub keep: bool,
+    /// Storage each node offers, e.g. 10GiB or 500MB [default: 1GiB].
+    #[arg(long)]
+    pub capacity: Option<String>,
 }
 
 /// How the client commands reach a node.
@@ -123,6 +171,31 @@ pub fn run(cmd: NetCommand) -> Result<()> {
             NetCommand::Route { key, client: c } => {
                 let v = one_line(client::get_ok(&c.node, &format!("/v1/route/{key}")).await);
                 output::route(&v, c.json)
+            }
+            NetCommand::Put {
+                file,
+                name,
+                replicas,
+                client: c,
+            } => {
+                one_line(objects_cli::put(&c.node, &file, name, replicas, c.json).await);
+                Ok(())
+            }
+            NetCommand::Get {
+                id,
+                output,
+                client: c,
+            } => {
+                one_line(objects_cli::get(&c.node, &id, output).await);
+                Ok(())
+            }
+            NetCommand::Reclaim { id, client: c } => {
+                one_line(objects_cli::reclaim(&c.node, &id, c.json).await);
+                Ok(())
+            }
+            NetCommand::Stat { id, client: c } => {
+                one_line(objects_cli::stat(&c.node, &id, c.json).await);
+                Ok(())
             }
             NetCommand::Bench(BenchCommand::Route {
                 nodes,

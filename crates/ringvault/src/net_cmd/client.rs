@@ -1,11 +1,11 @@
-//! The CLI's HTTP client: a plain HTTP/1.1 GET on hyper (already in the tree through axum), so
+//! The CLI's HTTP client: plain HTTP/1.1 requests on hyper (already in the tree through axum), so
 //! the client adds no crates. Only `http://` URLs: the API is meant for loopback or a trusted
 //! network.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -13,9 +13,15 @@ use hyper_util::rt::TokioIo;
 /// How long a request to the node may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// GETs `path` from the node at `base`; returns the HTTP status and the parsed JSON body. A node
-/// that cannot be reached gives a one-line error naming the URL.
-pub async fn get_json(base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+/// Sends `method path` with `body` to the node at `base`; returns the HTTP status, the
+/// response headers and the body. A node that cannot be reached gives a one-line error naming
+/// the URL.
+pub async fn send(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, hyper::HeaderMap, Bytes)> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: hyper::Uri = url
         .parse()
@@ -37,34 +43,85 @@ pub async fn get_json(base: &str, path: &str) -> Result<(u16, serde_json::Value)
             .map_err(|e| down(&e))?;
         tokio::spawn(conn);
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
-        let req = Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        let req = Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(hyper::header::HOST, authority)
-            .body(Empty::<Bytes>::new())?;
+            .body(Full::new(Bytes::from(body)))?;
         let resp = sender.send_request(req).await.map_err(|e| down(&e))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| down(&e))?
             .to_bytes();
-        let json = serde_json::from_slice(&body).map_err(|e| {
-            anyhow!("{url} answered {status} with something that is not JSON ({e}); is that a ringvault node?")
-        })?;
-        Ok::<_, anyhow::Error>((status, json))
+        Ok::<_, anyhow::Error>((status, headers, body))
     };
     tokio::time::timeout(TIMEOUT, fetch)
         .await
         .map_err(|_| anyhow!("the node at {base} did not answer within {TIMEOUT:?}"))?
 }
 
-/// Like [`get_json`], but an error answer from the node becomes an error.
-pub async fn get_ok(base: &str, path: &str) -> Result<serde_json::Value> {
-    let (status, v) = get_json(base, path).await?;
+/// GETs `path` from the node at `base`; returns the HTTP status and the parsed JSON body.
+pub async fn get_json(base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+    json_of(
+        base,
+        path,
+        send(base, hyper::Method::GET, path, Vec::new()).await?,
+    )
+}
+
+fn json_of(
+    base: &str,
+    path: &str,
+    (status, _, body): (u16, hyper::HeaderMap, Bytes),
+) -> Result<(u16, serde_json::Value)> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let json = serde_json::from_slice(&body).map_err(|e| {
+        anyhow!("{url} answered {status} with something that is not JSON ({e}); is that a ringvault node?")
+    })?;
+    Ok((status, json))
+}
+
+/// Fails with the node's one-line error unless `status` is a success.
+pub fn check(base: &str, status: u16, v: &serde_json::Value) -> Result<()> {
     if !(200..300).contains(&status) {
         let msg = v["error"].as_str().unwrap_or("unknown error");
         let code = v["code"].as_str().unwrap_or("?");
         bail!("the node at {base} answered {status} ({code}): {msg}");
     }
+    Ok(())
+}
+
+/// Sends a request whose answer is JSON; an error answer from the node becomes an error.
+pub async fn send_ok(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value> {
+    let (status, v) = json_of(base, path, send(base, method, path, body).await?)?;
+    check(base, status, &v)?;
+    Ok(v)
+}
+
+/// GETs raw bytes; an error answer (JSON) from the node becomes an error. Returns the body and
+/// the headers.
+pub async fn get_bytes(base: &str, path: &str) -> Result<(Bytes, hyper::HeaderMap)> {
+    let (status, headers, body) = send(base, hyper::Method::GET, path, Vec::new()).await?;
+    if !(200..300).contains(&status) {
+        let (_, v) = json_of(base, path, (status, headers, body))?;
+        check(base, status, &v)?;
+        bail!("the node at {base} answered {status}");
+    }
+    Ok((body, headers))
+}
+
+/// Like [`get_json`], but an error answer from the node becomes an error.
+pub async fn get_ok(base: &str, path: &str) -> Result<serde_json::Value> {
+    let (status, v) = get_json(base, path).await?;
+    check(base, status, &v)?;
     Ok(v)
 }

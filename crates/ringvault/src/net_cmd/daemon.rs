@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ringvault_net::{load_or_create_identity, start, NetConfig, NodeHandle, RunningNode};
+use ringvault_net::{load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode};
 use ringvault_overlay::Config;
 use ringvault_types::Id;
 use tokio::sync::watch;
 use tracing::info;
 
 use super::config::FileConfig;
+use super::storage::{self, StorageClient};
 use super::{http, NodeArgs, RingArgs};
 
 /// How long a node of a local ring may take to join.
@@ -65,6 +66,7 @@ async fn resolve(addrs: &[String]) -> Result<Vec<SocketAddr>> {
 async fn serve_http(
     addr: SocketAddr,
     node: NodeHandle,
+    storage: Option<StorageClient>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -75,7 +77,7 @@ async fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, shutdown).await {
+        if let Err(e) = http::serve(listener, node, storage, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -106,19 +108,26 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     })
     .await?;
     let overlay = file.overlay.to_config()?;
+    let capacity = match &a.capacity {
+        Some(c) => storage::parse_size(c).context("--capacity")?,
+        None => storage::DEFAULT_CAPACITY,
+    };
 
     let identity = load_or_create_identity(&data_dir)?;
-    let running = start(
+    let (services, store) = storage::past_services(&identity, &data_dir, capacity)?;
+    let running = start_with(
         identity,
         NetConfig {
             listen,
             overlay,
             bootstrap,
         },
+        services,
     )
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (http_bound, http_task) = match serve_http(http_addr, running.handle(), stop_rx).await {
+    let served = serve_http(http_addr, running.handle(), Some(store), stop_rx).await;
+    let (http_bound, http_task) = match served {
         Ok(x) => x,
         Err(e) => {
             running.shutdown().await;
@@ -158,6 +167,7 @@ pub async fn start_local_ring(
     http_base: Option<u16>,
     dir: &Path,
     cfg: Config,
+    capacity: u64,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
     let mut nodes: Vec<LocalNode> = Vec::new();
@@ -169,14 +179,23 @@ pub async fn start_local_ring(
             .take(3)
             .map(|p| p.node.contact().addr)
             .collect();
-        let identity = load_or_create_identity(&dir.join(format!("node-{i}")))?;
-        let started = start(
+        let node_dir = dir.join(format!("node-{i}"));
+        let identity = load_or_create_identity(&node_dir)?;
+        let (services, store) = match storage::past_services(&identity, &node_dir, capacity) {
+            Ok(x) => x,
+            Err(e) => {
+                stop_all(nodes).await;
+                return Err(e.context(format!("node {i}")));
+            }
+        };
+        let started = start_with(
             identity,
             NetConfig {
                 listen,
                 overlay: cfg.clone(),
                 bootstrap,
             },
+            services,
         )
         .await;
         let node = match started {
@@ -194,7 +213,7 @@ pub async fn start_local_ring(
         let http = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
-                match serve_http(addr, node.handle(), stop.clone()).await {
+                match serve_http(addr, node.handle(), Some(store), stop.clone()).await {
                     Ok(h) => Some(h),
                     Err(e) => {
                         node.shutdown().await;
@@ -254,12 +273,17 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.nodes,
         dir.display()
     );
+    let capacity = match &a.capacity {
+        Some(c) => storage::parse_size(c).context("--capacity")?,
+        None => storage::DEFAULT_CAPACITY,
+    };
     let result = start_local_ring(
         a.nodes,
         a.base_port,
         Some(a.http_base_port),
         &dir,
         Config::default(),
+        capacity,
         &stop_rx,
     )
     .await;
@@ -379,7 +403,16 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
     let (_stop_tx, stop_rx) = watch::channel(false);
     println!("starting a {n}-node ring on loopback QUIC ...");
     let t0 = Instant::now();
-    let nodes = start_local_ring(n, 0, None, &dir, Config::default(), &stop_rx).await;
+    let nodes = start_local_ring(
+        n,
+        0,
+        None,
+        &dir,
+        Config::default(),
+        storage::DEFAULT_CAPACITY,
+        &stop_rx,
+    )
+    .await;
     let nodes = match nodes {
         Ok(v) => v,
         Err(e) => {

@@ -5,15 +5,19 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use axum::extract::rejection::PathRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use ringvault_net::{Histogram, NetError, NodeHandle, Status};
 use ringvault_node::CommandError;
 use ringvault_types::Id;
 use serde_json::json;
+
+use super::objects;
+use super::storage::StorageClient;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -25,7 +29,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -57,30 +61,44 @@ impl From<NetError> for ApiError {
 }
 
 #[derive(Clone)]
-struct App {
-    node: NodeHandle,
-    http: SocketAddr,
+pub struct App {
+    pub node: NodeHandle,
+    pub http: SocketAddr,
+    /// PAST on this node, if it stores objects.
+    pub storage: Option<StorageClient>,
 }
 
 /// The router for `node`, whose API listens on `http`.
-pub fn router(node: NodeHandle, http: SocketAddr) -> Router {
+pub fn router(node: NodeHandle, http: SocketAddr, storage: Option<StorageClient>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/v1/status", get(status))
         .route("/v1/route/{key}", get(route))
+        .route("/v1/objects", put(objects::put))
+        .route(
+            "/v1/objects/{id}",
+            get(objects::get).delete(objects::delete),
+        )
+        .route("/v1/objects/{id}/replicas", get(objects::replicas))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .with_state(App { node, http })
+        .layer(DefaultBodyLimit::max(objects::MAX_OBJECT))
+        .with_state(App {
+            node,
+            http,
+            storage,
+        })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
+    storage: Option<StorageClient>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
-    axum::serve(listener, router(node, http))
+    axum::serve(listener, router(node, http, storage))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -93,7 +111,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; try /v1/status, /v1/route/{key}, /metrics or /",
+        "no such endpoint; try /v1/status, /v1/route/{key}, /v1/objects, /metrics or /",
     )
 }
 
@@ -102,6 +120,16 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
     let mut v = serde_json::to_value(&st)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     v["http"] = json!(format!("http://{}", app.http));
+    if let Some(store) = &app.storage {
+        if let Some(u) = store.usage(&app.node).await? {
+            v["storage"] = json!({
+                "capacity": u.capacity,
+                "used": u.used,
+                "cached": u.cached,
+                "free": u.free(),
+            });
+        }
+    }
     Ok(Json(v))
 }
 

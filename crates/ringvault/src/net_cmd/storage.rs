@@ -1,0 +1,212 @@
+//! PAST on a daemon node: the service with its redb store in the node's data dir, and the
+//! client glue the HTTP API uses. Requests run inside the node's actor (through
+//! [`NodeHandle::run`]); their results come back through the driver's poller, keyed by request
+//! id. No protocol decision is made here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ringvault_net::{NetError, NodeHandle, Poller, Services};
+use ringvault_past::{Kind, Past, PastEvent, ReclaimCertificate, RequestId, Usage, MAX_PENDING};
+use ringvault_store::RedbStore;
+use ringvault_types::{Contact, Id, Identity};
+use tokio::sync::oneshot;
+
+/// The store's file in a node's data dir.
+pub const STORE_FILE: &str = "objects.redb";
+/// Advertised capacity when none is given.
+pub const DEFAULT_CAPACITY: u64 = 1 << 30;
+
+type Waiters = Arc<Mutex<HashMap<RequestId, oneshot::Sender<PastEvent>>>>;
+
+/// Parses a size such as `10GiB`, `500MB`, `4096` (bytes) or `1.5GiB`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        u => bail!("unknown size unit {u:?} in {s:?}; use e.g. 10GiB, 500MB or a byte count"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a size; use e.g. 10GiB, 500MB or a byte count"))?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        bail!("{s:?} is out of range");
+    }
+    Ok(bytes as u64)
+}
+
+/// PAST for the node with `identity`, storing under `data_dir`, and the client the API uses.
+pub fn past_services(
+    identity: &Identity,
+    data_dir: &Path,
+    capacity: u64,
+) -> Result<(Services, StorageClient)> {
+    let path = data_dir.join(STORE_FILE);
+    let store = RedbStore::open(&path, capacity)
+        .with_context(|| format!("cannot open the object store {}", path.display()))?;
+    let key = Identity::from_secret_bytes(identity.secret_bytes());
+    let past = Past::new(key, Box::new(store)).map_err(|e| anyhow!("{e}"))?;
+    let waiters: Waiters = Arc::default();
+    let w = waiters.clone();
+    let poller: Poller = Box::new(move |node, now| {
+        let _ = node.with_service::<Past, _>(now, |p, _| deliver(p, &w));
+    });
+    Ok((
+        Services {
+            services: vec![Box::new(past)],
+            poller: Some(poller),
+        },
+        StorageClient {
+            waiters,
+            owner: Arc::new(Identity::from_secret_bytes(identity.secret_bytes())),
+        },
+    ))
+}
+
+/// Hands every finished request to whoever waits for it (nobody, if the HTTP client left).
+fn deliver(p: &mut Past, waiters: &Waiters) {
+    while let Some(e) = p.poll_event() {
+        let req = match &e {
+            PastEvent::Inserted(r, _) | PastEvent::Found(r, _) | PastEvent::Reclaimed(r, _) => *r,
+        };
+        let tx = waiters.lock().ok().and_then(|mut w| w.remove(&req));
+        if let Some(tx) = tx {
+            let _ = tx.send(e);
+        }
+    }
+}
+
+/// What this node holds of an object.
+#[derive(Clone, Debug)]
+pub struct LocalHolding {
+    /// Why it is held, and its size, if it is.
+    pub kind: Option<(Kind, u64)>,
+    /// Where this node diverted its replica, if it did.
+    pub pointer: Option<Contact>,
+}
+
+/// Calls PAST's client interface on a running node.
+#[derive(Clone)]
+pub struct StorageClient {
+    waiters: Waiters,
+    /// The operator key: owner of what this node inserts.
+    owner: Arc<Identity>,
+}
+
+impl StorageClient {
+    /// The owner's public key, as file certificates carry it.
+    pub fn owner(&self) -> &Identity {
+        &self.owner
+    }
+
+    /// Runs `call` on the node's PAST and waits for the event of the request it started.
+    async fn request(
+        &self,
+        node: &NodeHandle,
+        call: impl FnOnce(&mut Past, &mut dyn ringvault_overlay::Kbr, ringvault_types::Time) -> RequestId
+            + Send
+            + 'static,
+    ) -> Result<PastEvent, NetError> {
+        let (tx, rx) = oneshot::channel();
+        let waiters = self.waiters.clone();
+        node.run(move |n, now| {
+            n.with_service::<Past, _>(now, |p, kbr| {
+                let req = call(p, kbr, now);
+                if let Ok(mut w) = waiters.lock() {
+                    if w.len() < MAX_PENDING * 2 {
+                        w.insert(req, tx);
+                    }
+                }
+                deliver(p, &waiters);
+            })
+        })
+        .await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Inserts `content` as `name` with `replicas` copies, owned by the operator key.
+    pub async fn insert(
+        &self,
+        node: &NodeHandle,
+        name: String,
+        content: Vec<u8>,
+        replicas: u8,
+    ) -> Result<PastEvent, NetError> {
+        let owner = self.owner.clone();
+        let date = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.request(node, move |p, kbr, now| {
+            p.insert(kbr, now, &owner, &name, content, replicas, date)
+        })
+        .await
+    }
+
+    /// Looks object `id` up.
+    pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
+        self.request(node, move |p, kbr, now| p.lookup(kbr, now, id))
+            .await
+    }
+
+    /// Reclaims object `id` (k replicas) with the operator key.
+    pub async fn reclaim(&self, node: &NodeHandle, id: Id, k: u8) -> Result<PastEvent, NetError> {
+        let owner = self.owner.clone();
+        let date = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.request(node, move |p, kbr, now| {
+            p.reclaim(kbr, now, ReclaimCertificate::issue(&owner, id, date), k)
+        })
+        .await
+    }
+
+    /// The node's storage accounting.
+    pub async fn usage(&self, node: &NodeHandle) -> Result<Option<Usage>, NetError> {
+        node.run(|n, now| n.with_service::<Past, _>(now, |p, _| p.store().usage()))
+            .await
+    }
+
+    /// What this node holds of `id`.
+    pub async fn local(&self, node: &NodeHandle, id: Id) -> Result<Option<LocalHolding>, NetError> {
+        node.run(move |n, now| {
+            n.with_service::<Past, _>(now, |p, _| LocalHolding {
+                kind: p.store().meta(&id).ok().flatten(),
+                pointer: p.store().pointer(&id).ok().flatten(),
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5 KiB").unwrap(), 1536);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+}
