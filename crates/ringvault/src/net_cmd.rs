@@ -15,6 +15,7 @@ mod objects;
 mod objects_cli;
 mod output;
 mod storage;
+mod stream;
 
 /// Commands that run or talk to real nodes.
 #[derive(Subcommand)]

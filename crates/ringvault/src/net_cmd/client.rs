@@ -13,15 +13,20 @@ use hyper_util::rt::TokioIo;
 /// How long a request to the node may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends `method path` with `body` to the node at `base`; returns the HTTP status, the
-/// response headers and the body. A node that cannot be reached gives a one-line error naming
+/// Sends `method path` with `body` to the node at `base` and returns the response once its
+/// head arrives (within `within`). A node that cannot be reached gives a one-line error naming
 /// the URL.
-pub async fn send(
+pub async fn open<B>(
     base: &str,
     method: hyper::Method,
     path: &str,
-    body: Vec<u8>,
-) -> Result<(u16, hyper::HeaderMap, Bytes)> {
+    body: B,
+    within: Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: hyper::Uri = url
         .parse()
@@ -47,21 +52,39 @@ pub async fn send(
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(hyper::header::HOST, authority)
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = sender.send_request(req).await.map_err(|e| down(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| down(&e))?
-            .to_bytes();
-        Ok::<_, anyhow::Error>((status, headers, body))
+            .body(body)?;
+        sender.send_request(req).await.map_err(|e| down(&e))
     };
-    tokio::time::timeout(TIMEOUT, fetch)
+    tokio::time::timeout(within, fetch)
         .await
-        .map_err(|_| anyhow!("the node at {base} did not answer within {TIMEOUT:?}"))?
+        .map_err(|_| anyhow!("the node at {base} did not answer within {within:?}"))?
+}
+
+/// Sends `method path` with `body` to the node at `base`; returns the HTTP status, the
+/// response headers and the body.
+pub async fn send(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, hyper::HeaderMap, Bytes)> {
+    let resp = open(base, method, path, Full::new(Bytes::from(body)), TIMEOUT).await?;
+    read_all(base, resp).await
+}
+
+/// Reads a whole (small) response.
+pub async fn read_all(
+    base: &str,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(u16, hyper::HeaderMap, Bytes)> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
+        .await
+        .map_err(|_| anyhow!("the node at {base} did not finish answering within {TIMEOUT:?}"))?
+        .map_err(|e| anyhow!("the node at {base} broke off its answer ({e})"))?
+        .to_bytes();
+    Ok((status, headers, body))
 }
 
 /// GETs `path` from the node at `base`; returns the HTTP status and the parsed JSON body.
@@ -73,7 +96,7 @@ pub async fn get_json(base: &str, path: &str) -> Result<(u16, serde_json::Value)
     )
 }
 
-fn json_of(
+pub fn json_of(
     base: &str,
     path: &str,
     (status, _, body): (u16, hyper::HeaderMap, Bytes),
@@ -105,18 +128,6 @@ pub async fn send_ok(
     let (status, v) = json_of(base, path, send(base, method, path, body).await?)?;
     check(base, status, &v)?;
     Ok(v)
-}
-
-/// GETs raw bytes; an error answer (JSON) from the node becomes an error. Returns the body and
-/// the headers.
-pub async fn get_bytes(base: &str, path: &str) -> Result<(Bytes, hyper::HeaderMap)> {
-    let (status, headers, body) = send(base, hyper::Method::GET, path, Vec::new()).await?;
-    if !(200..300).contains(&status) {
-        let (_, v) = json_of(base, path, (status, headers, body))?;
-        check(base, status, &v)?;
-        bail!("the node at {base} answered {status}");
-    }
-    Ok((body, headers))
 }
 
 /// Like [`get_json`], but an error answer from the node becomes an error.

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -82,7 +81,6 @@ pub fn router(node: NodeHandle, http: SocketAddr, storage: Option<StorageClient>
         .route("/v1/objects/{id}/replicas", get(objects::replicas))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(objects::MAX_OBJECT))
         .with_state(App {
             node,
             http,

@@ -2,21 +2,27 @@
 //! `GET /v1/objects/{id}/replicas`, `DELETE /v1/objects/{id}`. Each forwards to PAST on this
 //! node and turns its result into JSON or bytes; PAST decides everything.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ringvault_past::{PastError, PastEvent, CHUNK_SIZE, MAX_NAME_LEN};
+use http_body_util::BodyExt;
+use ringvault_past::{
+    chunk_name, object_id as derive_id, Manifest, ManifestBuilder, PastError, PastEvent,
+    Reassembler, CHUNK_SIZE, MAX_NAME_LEN,
+};
 use ringvault_types::Id;
 use serde_json::json;
 
 use super::http::{ApiError, App};
 use super::storage::StorageClient;
+use super::stream::ChannelBody;
 
-/// Largest object body accepted: one chunk. Larger files are not split yet.
-pub const MAX_OBJECT: usize = CHUNK_SIZE;
+/// Largest upload accepted. Uploads above [`CHUNK_SIZE`] are stored as chunks plus a
+/// manifest, streamed: the node holds one chunk of an upload at a time.
+pub const MAX_UPLOAD: u64 = 64 << 30;
 /// Replicas when the request names none.
 pub const DEFAULT_REPLICAS: u8 = 3;
 
@@ -125,24 +131,54 @@ fn unexpected() -> ApiError {
     )
 }
 
+/// Stores one object.
+async fn insert(
+    store: &StorageClient,
+    app: &App,
+    name: String,
+    content: Vec<u8>,
+    replicas: u8,
+) -> Result<ringvault_past::Inserted, ApiError> {
+    match store.insert(&app.node, name, content, replicas).await? {
+        PastEvent::Inserted(_, Ok(ins)) => Ok(ins),
+        PastEvent::Inserted(_, Err(e)) => Err(past_error(e)),
+        _ => Err(unexpected()),
+    }
+}
+
+/// Stores a chunk (content-addressed: a chunk this owner already stored is reused) and
+/// records it in the manifest.
+async fn put_chunk(
+    store: &StorageClient,
+    app: &App,
+    piece: Vec<u8>,
+    replicas: u8,
+    manifest: &mut ManifestBuilder,
+) -> Result<(), ApiError> {
+    let name = chunk_name(&piece);
+    let id = match store
+        .insert(&app.node, name.clone(), piece.clone(), replicas)
+        .await?
+    {
+        PastEvent::Inserted(_, Ok(ins)) => ins.cert.id(),
+        // The same bytes were stored before under their (unsalted) content name.
+        PastEvent::Inserted(_, Err(PastError::Duplicate)) => {
+            derive_id(&name, &store.owner().public_key(), 0)
+        }
+        PastEvent::Inserted(_, Err(e)) => return Err(past_error(e)),
+        _ => return Err(unexpected()),
+    };
+    manifest.push(&piece, id);
+    Ok(())
+}
+
 pub async fn put(
     State(app): State<App>,
     RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let store = client(&app)?;
     let (name, replicas) = put_params(query.as_deref())?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "{}; objects are limited to {MAX_OBJECT} bytes (one chunk) for now",
-                e.body_text()
-            ),
-        ),
-        s => ApiError::new(s, "bad_body", e.body_text()),
-    })?;
     // k replicas live on the k closest nodes, which must fit in the leaf set.
     let max_k = app
         .node
@@ -155,29 +191,106 @@ pub async fn put(
             format!("replicas={replicas} is more than this ring keeps (at most {max_k})"),
         ));
     }
-    let size = body.len();
-    match store
-        .insert(&app.node, name.clone(), body.to_vec(), replicas)
-        .await?
-    {
-        PastEvent::Inserted(_, Ok(ins)) => {
-            let receipts: Vec<String> = ins
-                .receipts
-                .iter()
-                .map(|r| r.body.node.to_string())
-                .collect();
-            let v = json!({
-                "id": ins.cert.id().to_string(),
-                "name": name,
-                "size": size,
-                "replicas": replicas,
-                "receipts": receipts,
-            });
-            Ok((StatusCode::CREATED, Json(v)).into_response())
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total: u64 = 0;
+    let mut manifest: Option<ManifestBuilder> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("the upload broke off ({e}); nothing was stored under this name"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > MAX_UPLOAD {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("uploads are limited to {MAX_UPLOAD} bytes"),
+            ));
         }
-        PastEvent::Inserted(_, Err(e)) => Err(past_error(e)),
-        _ => Err(unexpected()),
+        buf.extend_from_slice(&data);
+        while buf.len() > CHUNK_SIZE {
+            if manifest.is_none() {
+                // Refuse a taken name before storing any chunk.
+                let id = derive_id(&name, &store.owner().public_key(), 0);
+                if let PastEvent::Found(_, Ok(_)) = store.lookup(&app.node, id).await? {
+                    return Err(past_error(PastError::Duplicate));
+                }
+                manifest = Some(ManifestBuilder::new());
+            }
+            let rest = buf.split_off(CHUNK_SIZE);
+            let piece = std::mem::replace(&mut buf, rest);
+            if let Some(m) = manifest.as_mut() {
+                put_chunk(store, &app, piece, replicas, m).await?;
+            }
+        }
     }
+    let (ins, chunks) = match manifest {
+        None => (insert(store, &app, name.clone(), buf, replicas).await?, 0),
+        Some(mut m) => {
+            if !buf.is_empty() {
+                put_chunk(store, &app, std::mem::take(&mut buf), replicas, &mut m).await?;
+            }
+            let m = m.finish();
+            let n = m.chunks.len();
+            (
+                insert(store, &app, name.clone(), m.to_bytes(), replicas).await?,
+                n,
+            )
+        }
+    };
+    let receipts: Vec<String> = ins
+        .receipts
+        .iter()
+        .map(|r| r.body.node.to_string())
+        .collect();
+    let v = json!({
+        "id": ins.cert.id().to_string(),
+        "name": name,
+        "size": total,
+        "replicas": replicas,
+        "receipts": receipts,
+        "chunks": chunks,
+    });
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Streams the file a manifest describes: each chunk fetched in order, verified by the
+/// reassembler before it is sent; a failure aborts the body (the client sees it truncated).
+fn stream_manifest(store: StorageClient, app: App, manifest: Manifest) -> Body {
+    let (tx, body) = ChannelBody::new(Some(manifest.size), 1);
+    tokio::spawn(async move {
+        let mut r = Reassembler::new(&manifest);
+        for (i, c) in manifest.chunks.iter().enumerate() {
+            let bytes = match store.lookup(&app.node, c.id).await {
+                Ok(PastEvent::Found(_, Ok(f))) => f.content,
+                other => {
+                    let e = format!("chunk {i} could not be fetched: {other:?}");
+                    tracing::warn!("{e}");
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            if let Err(e) = r.push(i, &bytes) {
+                tracing::warn!("chunk {i} of a large object: {e}");
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+            if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if let Err(e) = r.finish() {
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    Body::new(body)
 }
 
 pub async fn get(
@@ -193,7 +306,15 @@ pub async fn get(
         .is_some();
     match store.lookup(&app.node, id).await? {
         PastEvent::Found(_, Ok(found)) if found.cert.id() == id => {
-            let mut r = found.content.into_response();
+            let chunked = Manifest::is_manifest(&found.content);
+            let mut r = if chunked {
+                let m = Manifest::from_bytes(&found.content).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, "bad_manifest", e.to_string())
+                })?;
+                stream_manifest(store.clone(), app.clone(), m).into_response()
+            } else {
+                found.content.into_response()
+            };
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -201,6 +322,9 @@ pub async fn get(
             );
             if let Ok(v) = HeaderValue::from_str(&app.node.contact().id.to_string()) {
                 h.insert("x-ringvault-node", v);
+            }
+            if chunked {
+                h.insert("x-ringvault-chunked", HeaderValue::from_static("true"));
             }
             h.insert(
                 "x-ringvault-local-copy",
