@@ -13,12 +13,24 @@ fn http_api_serves_status_routes_metrics_and_json_errors_and_the_cli_prints_them
     let (mut ring, urls) = start_ring(3, &dir.join("ring"));
     let base = &urls[1];
 
-    let (code, body) = get(base, "/v1/status");
-    assert_eq!(code, 200, "{body}");
-    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // "ring ready" means every node joined; the last join's announcements may still be on
+    // their way, so wait (bounded) for the leaf set to take in both other nodes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let (code, body) = get(base, "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if st["leaf_set_larger"].as_array().unwrap().len() >= 2 {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leaf set never filled: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(st["id"].as_str().unwrap().len(), 64);
     assert_eq!(st["ready"], true);
-    assert!(st["leaf_set_larger"].as_array().unwrap().len() >= 2);
 
     let key = "00".repeat(32);
     let (code, body) = get(base, &format!("/v1/route/{key}"));

@@ -218,6 +218,19 @@ fn sixteen_daemons_store_verify_survive_kills_and_restarts_and_refuse_bad_reques
     for (i, (id, bytes, _)) in objects.iter().enumerate() {
         get_ok(&nodes[(i + 7) % NODES].http, id, bytes);
     }
+    let (big_id, big, _) = &objects[OBJECTS + 1];
+    let (s, b) = request(
+        &nodes[2].http,
+        "GET",
+        &format!("/v1/objects/{big_id}/replicas"),
+        b"",
+    );
+    let v = json(&b);
+    assert_eq!(
+        (s, v["size"].as_u64(), v["chunks"].as_u64()),
+        (200, Some(big.len() as u64), Some(3)),
+        "{v}"
+    );
     let puts_done = t0.elapsed();
 
     // Bad requests: each its error, and nothing changes.

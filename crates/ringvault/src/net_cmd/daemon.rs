@@ -28,26 +28,34 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
-async fn stop_signal() {
+/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix). The handlers are
+/// installed when this is called, not when it is first awaited, so a signal sent as soon as
+/// the node says it is serving is not lost.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -135,9 +143,10 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         }
     };
     let c = running.contact();
+    let stop = stop_signal();
     println!("node {} quic {} http http://{http_bound}/", c.id, c.addr);
     info!(id = %c.id, quic = %c.addr, http = %format!("http://{http_bound}"), "serving; Ctrl-C to leave");
-    stop_signal().await;
+    stop.await;
     info!("leaving the ring");
     running.shutdown().await;
     stop_tx.send_replace(true);
@@ -317,8 +326,9 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         println!("try:       ringvault status --node http://{first}");
         println!("           ringvault route $(ringvault id hello) --node http://{first}");
     }
+    let stop = stop_signal();
     println!("ring ready; press Ctrl-C to stop");
-    stop_signal().await;
+    stop.await;
     println!("stopping {} nodes ...", nodes.len());
     stop_tx.send_replace(true);
     stop_all(nodes).await;

@@ -348,8 +348,11 @@ pub async fn replicas(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = client(&app)?;
     let id = object_id(id)?;
-    let cert = match store.lookup(&app.node, id).await? {
-        PastEvent::Found(_, Ok(found)) => found.cert,
+    let (cert, manifest) = match store.lookup(&app.node, id).await? {
+        PastEvent::Found(_, Ok(found)) => {
+            let m = Manifest::from_bytes(&found.content).ok();
+            (found.cert, m)
+        }
         PastEvent::Found(_, Err(e)) => return Err(past_error(e)),
         _ => return Err(unexpected()),
     };
@@ -368,13 +371,15 @@ pub async fn replicas(
     Ok(Json(json!({
         "id": id.to_string(),
         "name": cert.body.name,
-        "size": cert.body.size,
+        "size": manifest.as_ref().map_or(cert.body.size, |m| m.size),
+        "chunks": manifest.as_ref().map_or(0, |m| m.chunks.len()),
+        "chunk_ids": manifest.as_ref().map(|m| m.chunks.iter().map(|c| c.id.to_string()).collect::<Vec<_>>()),
         "replicas": k,
         "owner": cert.body.owner.id().to_string(),
         "root": contact(&root.root),
         "hops_to_root": root.hops(),
         "replica_set_seen_from_here": seen.iter().map(contact).collect::<Vec<_>>(),
-        "note": "the replica set is the k closest nodes as this node's leaf set sees them; exact when this node is near the id",
+        "note": "the replica set is the k closest nodes as this node's leaf set sees them; exact when this node is near the id; for a chunked object it is the manifest's (each chunk has its own: stat its chunk id)",
         "this_node": {
             "id": app.node.contact().id.to_string(),
             "holds": local.as_ref().and_then(|l| l.kind).map(|(k, _)| format!("{k:?}").to_lowercase()),

@@ -189,6 +189,12 @@ pub async fn stat(node: &str, id: &str, json: bool) -> Result<()> {
     println!("id        {}", v["id"].as_str().unwrap_or("?"));
     println!("name      {}", v["name"].as_str().unwrap_or("?"));
     println!("size      {} bytes", v["size"]);
+    if v["chunks"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "chunks    {} (each its own object; the replicas below are the manifest's)",
+            v["chunks"]
+        );
+    }
     println!("replicas  {}", v["replicas"]);
     println!("owner     {}", short(&v["owner"]));
     println!(

@@ -40,6 +40,17 @@ pub fn status(v: &Value, json: bool) -> Result<()> {
         },
         v["uptime_secs"].as_f64().unwrap_or(0.0)
     );
+    let st = &v["storage"];
+    if st.is_object() {
+        let mib = |k: &str| st[k].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64;
+        println!(
+            "storage   {:.1} MiB used, {:.1} MiB cached, {:.1} MiB free of {:.1} MiB",
+            mib("used"),
+            mib("cached"),
+            mib("free"),
+            mib("capacity")
+        );
+    }
     println!();
     println!("LEAF SET  {:<18} {:<22} RTT", "ID", "ADDRESS");
     let side = |k: &str| v[k].as_array().cloned().unwrap_or_default();
