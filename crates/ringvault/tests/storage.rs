@@ -333,6 +333,29 @@ fn sixteen_daemons_store_verify_survive_kills_and_restarts_and_refuse_bad_reques
         get_ok(&nodes[live[i % live.len()]].http, id, bytes);
     }
 
+    // Object 10 lost two of its three holders: checked from outside (each live node says what
+    // it holds), it is back to three replicas within a bounded time.
+    let (id10, _, _) = &objects[10];
+    wait_for(
+        Duration::from_secs(30),
+        "object 10 back to 3 replicas",
+        || {
+            let held = live
+                .iter()
+                .filter(|&&i| {
+                    let path = format!("/v1/objects/{id10}/replicas");
+                    let (s, b) = request(&nodes[i].http, "GET", &path, b"");
+                    s == 200
+                        && matches!(
+                            json(&b)["this_node"]["holds"].as_str(),
+                            Some("primary" | "diverted")
+                        )
+                })
+                .count();
+            held >= 3
+        },
+    );
+
     // Restart one killed holder from its data dir: it still holds and serves its objects.
     let v = victims[0];
     let boot = vec![nodes[live[0]].quic.clone()];
