@@ -167,34 +167,8 @@ impl Default for Metrics {
     }
 }
 
-/// The overlay's own counters.
-#[derive(Clone, Debug, Serialize)]
-pub struct OverlayStats {
-    /// Routed messages delivered here as root.
-    pub delivered: u64,
-    /// Routed messages forwarded.
-    pub forwarded: u64,
-    /// Forwarding decisions that used the rare case.
-    pub rare_case: u64,
-    /// Hops not acknowledged in time.
-    pub hop_timeouts: u64,
-    /// Messages re-routed after a hop failure.
-    pub reroutes: u64,
-    /// Routed messages dropped.
-    pub dropped: u64,
-    /// Peers declared failed.
-    pub peers_failed: u64,
-    /// Leaf set membership changes.
-    pub leaf_changes: u64,
-    /// Messages handed to the driver.
-    pub messages_sent: u64,
-    /// Messages received.
-    pub messages_received: u64,
-    /// Repair messages sent.
-    pub repair_messages: u64,
-    /// Join attempts.
-    pub join_attempts: u64,
-}
+/// The overlay's own counters, as the overlay keeps them.
+pub type OverlayStats = ringvault_overlay::Stats;
 
 /// A snapshot of one node.
 #[derive(Clone, Debug, Serialize)]
@@ -262,20 +236,7 @@ impl Status {
                 .collect(),
             routing_fill: table.fill(),
             neighbourhood: o.neighbourhood().peers().iter().map(PeerView::of).collect(),
-            overlay: OverlayStats {
-                delivered: s.delivered,
-                forwarded: s.forwarded,
-                rare_case: s.rare_case,
-                hop_timeouts: s.hop_timeouts,
-                reroutes: s.reroutes,
-                dropped: s.dropped,
-                peers_failed: s.peers_failed,
-                leaf_changes: s.leaf_changes,
-                messages_sent: s.messages_sent,
-                messages_received: s.messages_received,
-                repair_messages: s.repair_messages,
-                join_attempts: s.join_attempts,
-            },
+            overlay: s.clone(),
             metrics,
         }
     }

@@ -69,7 +69,7 @@ impl Admission for AdmitAll {
 }
 
 /// Counters an operator or experiment reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Routed messages delivered here as root.
     pub delivered: u64,
