@@ -10,12 +10,15 @@ use clap::{Args, Subcommand};
 mod client;
 mod config;
 mod daemon;
+mod groups;
+mod groups_cli;
 mod http;
 mod objects;
 mod objects_cli;
 mod output;
 mod storage;
 mod stream;
+mod topics;
 
 /// Commands that run or talk to real nodes.
 #[derive(Subcommand)]
@@ -73,6 +76,34 @@ pub enum NetCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Publish MESSAGE (or stdin when omitted) to every subscriber of TOPIC.
+    Publish {
+        /// The topic name (1 to 256 bytes; the same name is the same topic on every node).
+        topic: String,
+        /// The message (1 byte to 64 KiB) [default: read stdin].
+        message: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Subscribe the node to TOPIC and print its messages as they arrive, until Ctrl-C.
+    Subscribe {
+        /// The topic name.
+        topic: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send MESSAGE (or stdin when omitted) to one subscriber of TOPIC and print which one
+    /// took it.
+    Anycast {
+        /// The topic name.
+        topic: String,
+        /// The message (1 byte to 64 KiB) [default: read stdin].
+        message: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the topics the node takes part in, with its role and children.
+    Topics(ClientArgs),
     /// Benchmarks on a local ring.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -196,6 +227,30 @@ pub fn run(cmd: NetCommand) -> Result<()> {
             }
             NetCommand::Stat { id, client: c } => {
                 one_line(objects_cli::stat(&c.node, &id, c.json).await);
+                Ok(())
+            }
+            NetCommand::Publish {
+                topic,
+                message,
+                client: c,
+            } => {
+                one_line(groups_cli::publish(&c.node, &topic, message, c.json).await);
+                Ok(())
+            }
+            NetCommand::Subscribe { topic, client: c } => {
+                one_line(groups_cli::subscribe(&c.node, &topic, c.json).await);
+                Ok(())
+            }
+            NetCommand::Anycast {
+                topic,
+                message,
+                client: c,
+            } => {
+                one_line(groups_cli::anycast(&c.node, &topic, message, c.json).await);
+                Ok(())
+            }
+            NetCommand::Topics(c) => {
+                one_line(groups_cli::topics(&c.node, c.json).await);
                 Ok(())
             }
             NetCommand::Bench(BenchCommand::Route {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::config::FileConfig;
+use super::groups::{self, GroupsClient};
 use super::storage::{self, StorageClient};
 use super::{http, NodeArgs, RingArgs};
 
@@ -75,6 +76,7 @@ async fn serve_http(
     addr: SocketAddr,
     node: NodeHandle,
     storage: Option<StorageClient>,
+    groups: Option<GroupsClient>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -85,7 +87,7 @@ async fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, storage, shutdown).await {
+        if let Err(e) = http::serve(listener, node, storage, groups, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -122,7 +124,8 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     };
 
     let identity = load_or_create_identity(&data_dir)?;
-    let (services, store) = storage::past_services(&identity, &data_dir, capacity)?;
+    let (mut services, store) = storage::past_services(&identity, &data_dir, capacity)?;
+    let groups = groups::add_scribe(&mut services);
     let running = start_with(
         identity,
         NetConfig {
@@ -134,7 +137,14 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     )
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let served = serve_http(http_addr, running.handle(), Some(store), stop_rx).await;
+    let served = serve_http(
+        http_addr,
+        running.handle(),
+        Some(store),
+        Some(groups),
+        stop_rx,
+    )
+    .await;
     let (http_bound, http_task) = match served {
         Ok(x) => x,
         Err(e) => {
@@ -190,13 +200,14 @@ pub async fn start_local_ring(
             .collect();
         let node_dir = dir.join(format!("node-{i}"));
         let identity = load_or_create_identity(&node_dir)?;
-        let (services, store) = match storage::past_services(&identity, &node_dir, capacity) {
+        let (mut services, store) = match storage::past_services(&identity, &node_dir, capacity) {
             Ok(x) => x,
             Err(e) => {
                 stop_all(nodes).await;
                 return Err(e.context(format!("node {i}")));
             }
         };
+        let groups = groups::add_scribe(&mut services);
         let started = start_with(
             identity,
             NetConfig {
@@ -222,7 +233,8 @@ pub async fn start_local_ring(
         let http = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
-                match serve_http(addr, node.handle(), Some(store), stop.clone()).await {
+                match serve_http(addr, node.handle(), Some(store), Some(groups), stop.clone()).await
+                {
                     Ok(h) => Some(h),
                     Err(e) => {
                         node.shutdown().await;

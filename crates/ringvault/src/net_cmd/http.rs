@@ -8,15 +8,16 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ringvault_net::{Histogram, NetError, NodeHandle, Status};
 use ringvault_node::CommandError;
 use ringvault_types::Id;
 use serde_json::json;
 
-use super::objects;
+use super::groups::GroupsClient;
 use super::storage::StorageClient;
+use super::{objects, topics};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -65,10 +66,17 @@ pub struct App {
     pub http: SocketAddr,
     /// PAST on this node, if it stores objects.
     pub storage: Option<StorageClient>,
+    /// Scribe on this node, if it takes part in groups.
+    pub groups: Option<GroupsClient>,
 }
 
 /// The router for `node`, whose API listens on `http`.
-pub fn router(node: NodeHandle, http: SocketAddr, storage: Option<StorageClient>) -> Router {
+pub fn router(
+    node: NodeHandle,
+    http: SocketAddr,
+    storage: Option<StorageClient>,
+    groups: Option<GroupsClient>,
+) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/v1/status", get(status))
@@ -79,12 +87,17 @@ pub fn router(node: NodeHandle, http: SocketAddr, storage: Option<StorageClient>
             get(objects::get).delete(objects::delete),
         )
         .route("/v1/objects/{id}/replicas", get(objects::replicas))
+        .route("/v1/topics", get(topics::list))
+        .route("/v1/topics/{name}/messages", post(topics::publish))
+        .route("/v1/topics/{name}/events", get(topics::events))
+        .route("/v1/topics/{name}/anycast", post(topics::anycast))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(App {
             node,
             http,
             storage,
+            groups,
         })
 }
 
@@ -93,10 +106,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
     storage: Option<StorageClient>,
+    groups: Option<GroupsClient>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
-    axum::serve(listener, router(node, http, storage))
+    axum::serve(listener, router(node, http, storage, groups))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -105,11 +119,18 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-async fn not_found() -> ApiError {
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    if uri.path().starts_with("/v1/topics//") {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_topic",
+            "a topic name is 1 to 256 bytes, got 0",
+        );
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; try /v1/status, /v1/route/{key}, /v1/objects, /metrics or /",
+        "no such endpoint; try /v1/status, /v1/route/{key}, /v1/objects, /v1/topics, /metrics or /",
     )
 }
 

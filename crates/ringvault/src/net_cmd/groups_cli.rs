@@ -1,0 +1,201 @@
+//! `ringvault publish`, `subscribe`, `anycast` and `topics`: the groups API from the command
+//! line.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use serde_json::Value;
+
+use super::client;
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() || topic.len() > ringvault_scribe::MAX_TOPIC_NAME {
+        bail!(
+            "a topic name is 1 to {} bytes, got {}",
+            ringvault_scribe::MAX_TOPIC_NAME,
+            topic.len()
+        );
+    }
+    Ok(())
+}
+
+/// The message from the command line, or stdin when none is given.
+fn message(m: Option<String>) -> Result<Vec<u8>> {
+    let data = match m {
+        Some(m) => m.into_bytes(),
+        None => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("cannot read the message from stdin")?;
+            b
+        }
+    };
+    if data.is_empty() || data.len() > ringvault_scribe::MAX_PAYLOAD {
+        bail!(
+            "a message is 1 to {} bytes, got {}",
+            ringvault_scribe::MAX_PAYLOAD,
+            data.len()
+        );
+    }
+    Ok(data)
+}
+
+pub async fn publish(node: &str, topic: &str, msg: Option<String>, json: bool) -> Result<()> {
+    check_topic(topic)?;
+    let data = message(msg)?;
+    let path = format!("/v1/topics/{}/messages", enc(topic));
+    let v = client::send_ok(node, hyper::Method::POST, &path, data).await?;
+    if json {
+        println!("{v}");
+    } else {
+        println!("published to {topic} (seq {})", v["seq"]);
+    }
+    Ok(())
+}
+
+pub async fn anycast(node: &str, topic: &str, msg: Option<String>, json: bool) -> Result<()> {
+    check_topic(topic)?;
+    let data = message(msg)?;
+    let path = format!("/v1/topics/{}/anycast", enc(topic));
+    let v = client::send_ok(node, hyper::Method::POST, &path, data).await?;
+    if json {
+        println!("{v}");
+    } else {
+        let by = &v["accepted_by"];
+        println!(
+            "accepted by {} ({})",
+            by["id"].as_str().unwrap_or("?"),
+            by["addr"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+pub async fn topics(node: &str, json: bool) -> Result<()> {
+    let v = client::get_ok(node, "/v1/topics").await?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let list = v["topics"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("this node takes part in no topic");
+        return Ok(());
+    }
+    println!("{:<18} {:<10} {:<18} CHILDREN", "TOPIC", "ROLE", "PARENT");
+    for t in list {
+        let short = |s: &Value| s.as_str().map(|s| s.chars().take(16).collect::<String>());
+        println!(
+            "{:<18} {:<10} {:<18} {}",
+            short(&t["topic_id"]).unwrap_or_default(),
+            t["role"].as_str().unwrap_or("?"),
+            short(&t["parent"]["id"]).unwrap_or_else(|| "-".into()),
+            t["children"].as_array().map(|c| c.len()).unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// Prints one SSE event; events it does not know are skipped.
+fn print_event(event: &str, data: &str, json: bool) {
+    if json {
+        if event == "message" || event == "anycast" {
+            println!("{data}");
+        }
+        return;
+    }
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let from = |k: &str| {
+        v[k].as_str()
+            .unwrap_or("?")
+            .chars()
+            .take(16)
+            .collect::<String>()
+    };
+    match event {
+        "subscribed" => eprintln!(
+            "subscribed to {}; Ctrl-C to stop",
+            v["topic"].as_str().unwrap_or("?")
+        ),
+        "message" => {
+            let gap = if v["gap"] == true {
+                " (after a gap)"
+            } else {
+                ""
+            };
+            let enc = if v["encoding"] == "base64" {
+                " base64"
+            } else {
+                ""
+            };
+            println!(
+                "[{} #{}{gap}{enc}] {}",
+                from("publisher"),
+                v["seq"],
+                v["data"].as_str().unwrap_or("")
+            );
+        }
+        "anycast" => println!(
+            "[anycast from {}] {}",
+            from("origin"),
+            v["data"].as_str().unwrap_or("")
+        ),
+        _ => {}
+    }
+}
+
+pub async fn subscribe(node: &str, topic: &str, json: bool) -> Result<()> {
+    check_topic(topic)?;
+    let path = format!("/v1/topics/{}/events", enc(topic));
+    let resp = client::open(
+        node,
+        hyper::Method::GET,
+        &path,
+        Empty::<Bytes>::new(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        let (status, v) = client::json_of(node, &path, client::read_all(node, resp).await?)?;
+        client::check(node, status, &v)?;
+        bail!("the node at {node} answered {status}");
+    }
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut event, mut data) = (String::new(), String::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| anyhow!("the node at {node} broke off the stream ({e})"))?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    print_event(&event, &data, json);
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim_start().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            }
+        }
+    }
+    bail!("the node at {node} closed the stream")
+}

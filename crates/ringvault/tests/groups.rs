@@ -1,0 +1,272 @@
+//! Groups (Scribe) end to end on loopback: 8 `ringvault node` processes with fast overlay
+//! timings; `ringvault subscribe` (the SSE stream) on three nodes receives every message
+//! published from the others, anycast reaches a subscriber, closing a stream unsubscribes the
+//! node, and bad topic names and messages get 400 with a JSON error.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{run, tmp, Proc};
+use serde_json::Value;
+
+const NODES: usize = 8;
+
+/// A plain HTTP/1.1 request with a body: (status, body).
+fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp[split + 4..].to_vec())
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+struct Daemon {
+    _proc: Proc,
+    id: String,
+    quic: String,
+    http: String,
+}
+
+fn start_daemon(dir: &Path, config: &Path, boot: &[String]) -> Daemon {
+    let data = dir.display().to_string();
+    let cfg = config.display().to_string();
+    let mut args = vec![
+        "node",
+        "--data-dir",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--config",
+        &cfg,
+        "--capacity",
+        "64MiB",
+    ];
+    for b in boot {
+        args.extend(["--bootstrap", b.as_str()]);
+    }
+    let p = Proc::start(&args);
+    let line = p
+        .read_until("node ", Duration::from_secs(30))
+        .pop()
+        .unwrap();
+    let w: Vec<String> = line.split_whitespace().map(String::from).collect();
+    let d = Daemon {
+        _proc: p,
+        id: w[1].clone(),
+        quic: w[3].clone(),
+        http: w[5].trim_end_matches('/').to_string(),
+    };
+    wait_for(Duration::from_secs(30), "the node to join", || {
+        let (_, b) = request(&d.http, "GET", "/v1/status", b"");
+        json(&b)["ready"] == true
+    });
+    d
+}
+
+fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "no {what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The node's view of its topics.
+fn topics(http: &str) -> Vec<Value> {
+    let (s, b) = request(http, "GET", "/v1/topics", b"");
+    assert_eq!(s, 200);
+    json(&b)["topics"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether the node is a member of a topic and attached to its tree (a parent, or the root).
+fn attached_member(http: &str) -> bool {
+    topics(http)
+        .iter()
+        .any(|t| t["member"] == true && (t["root"] == true || !t["parent"].is_null()))
+}
+
+fn assert_error(http: &str, method: &str, path: &str, body: &[u8], code: &str) {
+    let (s, b) = request(http, method, path, body);
+    let v = json(&b);
+    assert_eq!(s, 400, "{method} {path}: {v}");
+    assert_eq!(v["code"], code, "{method} {path}: {v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+}
+
+#[test]
+fn eight_daemons_deliver_published_messages_to_every_subscriber() {
+    let t0 = Instant::now();
+    let dir = tmp("groups");
+    let config = dir.join("fast.toml");
+    std::fs::write(
+        &config,
+        "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 250\nfailure_timeout_ms = 1000\nhop_timeout_ms = 500\njoin_timeout_ms = 3000\n",
+    )
+    .unwrap();
+    let mut nodes: Vec<Daemon> = Vec::new();
+    for i in 0..NODES {
+        let boot: Vec<String> = nodes.iter().rev().take(3).map(|d| d.quic.clone()).collect();
+        nodes.push(start_daemon(&dir.join(format!("n{i}")), &config, &boot));
+    }
+
+    // Bad input: 400 with a JSON error, before anything else.
+    let long = "x".repeat(257);
+    let n0 = &nodes[0].http;
+    assert_error(
+        n0,
+        "POST",
+        &format!("/v1/topics/{long}/messages"),
+        b"hi",
+        "bad_topic",
+    );
+    assert_error(
+        n0,
+        "GET",
+        &format!("/v1/topics/{long}/events"),
+        b"",
+        "bad_topic",
+    );
+    assert_error(
+        n0,
+        "POST",
+        &format!("/v1/topics/{long}/anycast"),
+        b"hi",
+        "bad_topic",
+    );
+    assert_error(n0, "POST", "/v1/topics//messages", b"hi", "bad_topic");
+    assert_error(n0, "GET", "/v1/topics//events", b"", "bad_topic");
+    assert_error(n0, "POST", "/v1/topics/news/messages", b"", "bad_message");
+    let big = vec![b'a'; 64 * 1024 + 1];
+    assert_error(n0, "POST", "/v1/topics/news/messages", &big, "bad_message");
+    assert_error(n0, "POST", "/v1/topics/news/anycast", b"", "bad_message");
+    let (st, _, err) = run(&["publish", "", "hi", "--node", n0]);
+    assert!(!st.success() && err.contains("topic name"), "{err}");
+
+    // Subscribers on three nodes, through the CLI (which reads the SSE stream).
+    let subs_at = [1, 4, 6];
+    let mut subs: Vec<Proc> = subs_at
+        .iter()
+        .map(|&i| Proc::start(&["subscribe", "news", "--node", &nodes[i].http, "--json"]))
+        .collect();
+    for &i in &subs_at {
+        wait_for(
+            Duration::from_secs(30),
+            "the subscriber in the tree",
+            || attached_member(&nodes[i].http),
+        );
+    }
+
+    // Publish from the other nodes (CLI and raw HTTP).
+    let mut sent = BTreeSet::new();
+    for i in (0..NODES).filter(|i| !subs_at.contains(i)) {
+        let msg = format!("hello from node {i}");
+        let (st, out, err) = run(&["publish", "news", &msg, "--node", &nodes[i].http, "--json"]);
+        assert!(st.success(), "publish from {i}: {err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["seq"], 1, "{v}");
+        sent.insert((nodes[i].id.clone(), msg));
+    }
+    let (s, b) = request(
+        &nodes[0].http,
+        "POST",
+        "/v1/topics/news/messages",
+        b"second",
+    );
+    assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["seq"], 2);
+    sent.insert((nodes[0].id.clone(), "second".to_string()));
+
+    for (k, p) in subs.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = BTreeSet::new();
+        while got.len() < sent.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = p.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "subscriber on node {}: got {got:?}, want {sent:?}",
+                    subs_at[k]
+                )
+            });
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["encoding"], "utf8", "{v}");
+            assert_eq!(v["gap"], false, "{v}");
+            got.insert((
+                v["publisher"].as_str().unwrap().to_string(),
+                v["data"].as_str().unwrap().to_string(),
+            ));
+        }
+        assert_eq!(got, sent, "subscriber on node {}", subs_at[k]);
+    }
+
+    // Anycast from a non-member reaches one of the subscribers.
+    let (st, out, err) = run(&[
+        "anycast",
+        "news",
+        "work",
+        "--node",
+        &nodes[2].http,
+        "--json",
+    ]);
+    assert!(st.success(), "anycast: {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let by = v["accepted_by"]["id"].as_str().unwrap().to_string();
+    assert!(
+        subs_at.iter().any(|&i| nodes[i].id == by),
+        "accepted by a non-subscriber: {v}"
+    );
+
+    // `ringvault topics` on a subscriber shows its part.
+    let (st, out, err) = run(&["topics", "--node", &nodes[1].http, "--json"]);
+    assert!(st.success(), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["member"] == true),
+        "{v}"
+    );
+
+    // Closing a stream unsubscribes its node.
+    let gone = subs.remove(0);
+    drop(gone);
+    wait_for(Duration::from_secs(30), "node 1 to unsubscribe", || {
+        !topics(&nodes[1].http).iter().any(|t| t["member"] == true)
+    });
+
+    eprintln!("groups test: {:.1} s", t0.elapsed().as_secs_f64());
+    drop(subs);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
