@@ -1,7 +1,8 @@
 //! Groups (Scribe) end to end on loopback: 8 `ringvault node` processes with fast overlay
 //! timings; `ringvault subscribe` (the SSE stream) on three nodes receives every message
 //! published from the others, anycast reaches a subscriber, closing a stream unsubscribes the
-//! node, and bad topic names and messages get 400 with a JSON error.
+//! node, a node of the tree killed with SIGKILL is repaired around (a later message reaches
+//! every live subscriber), and bad topic names and messages get 400 with a JSON error.
 
 mod common;
 
@@ -124,7 +125,7 @@ fn assert_error(http: &str, method: &str, path: &str, body: &[u8], code: &str) {
 }
 
 #[test]
-fn eight_daemons_deliver_published_messages_to_every_subscriber() {
+fn eight_daemons_deliver_published_messages_to_every_subscriber_and_survive_a_killed_forwarder() {
     let t0 = Instant::now();
     let dir = tmp("groups");
     let config = dir.join("fast.toml");
@@ -265,8 +266,74 @@ fn eight_daemons_deliver_published_messages_to_every_subscriber() {
         !topics(&nodes[1].http).iter().any(|t| t["member"] == true)
     });
 
+    // The other streams are still open: their nodes are still members.
+    for &i in &subs_at[1..] {
+        let t = topics(&nodes[i].http);
+        assert!(t.iter().any(|t| t["member"] == true), "node {i}: {t:?}");
+    }
+    // Kill (SIGKILL) a node of the tree that has children: the tree repairs itself and a
+    // message published afterwards reaches every live subscriber again.
+    let with_children = |d: &Daemon| {
+        topics(&d.http)
+            .iter()
+            .any(|t| t["children"].as_array().is_some_and(|c| !c.is_empty()))
+    };
+    let v = (0..NODES)
+        .filter(|i| !subs_at[1..].contains(i))
+        .find(|&i| with_children(&nodes[i]))
+        .or_else(|| (0..NODES).find(|&i| with_children(&nodes[i])))
+        .expect("a node with children in the tree");
+    let victim_id = nodes[v].id.clone();
+    let mut live_subs: Vec<(usize, Proc)> = subs_at[1..].iter().copied().zip(subs).collect();
+    live_subs.retain(|(i, _)| *i != v);
+    assert!(!live_subs.is_empty());
+    eprintln!("groups test: killing node {v}");
+    let victim = nodes.remove(v);
+    drop(victim);
+    let idx = |i: usize| if i > v { i - 1 } else { i };
+    for (i, _) in &live_subs {
+        let http = nodes[idx(*i)].http.clone();
+        wait_for(
+            Duration::from_secs(45),
+            "the subscriber re-attached after the kill",
+            || {
+                topics(&http).iter().any(|t| {
+                    t["member"] == true
+                        && (t["root"] == true
+                            || t["parent"]["id"].as_str().is_some_and(|p| p != victim_id))
+                })
+            },
+        );
+    }
+    let publisher = nodes
+        .iter()
+        .enumerate()
+        .find(|(j, _)| !live_subs.iter().any(|(i, _)| idx(*i) == *j))
+        .map(|(_, d)| d.http.clone())
+        .unwrap();
+    let (s, b) = request(
+        &publisher,
+        "POST",
+        "/v1/topics/news/messages",
+        b"after the kill",
+    );
+    assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    for (i, p) in &live_subs {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = p.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("subscriber on node {i} got nothing after node {v} was killed")
+            });
+            let m: Value = serde_json::from_str(&line).unwrap();
+            if m["data"] == "after the kill" {
+                break;
+            }
+        }
+    }
+
     eprintln!("groups test: {:.1} s", t0.elapsed().as_secs_f64());
-    drop(subs);
+    drop(live_subs);
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
