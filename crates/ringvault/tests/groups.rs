@@ -5,102 +5,16 @@
 //! every live subscriber), and bad topic names and messages get 400 with a JSON error.
 
 mod common;
+mod daemons;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{run, tmp, Proc};
+use daemons::{json, request, start_daemon, wait_for, Daemon};
 use serde_json::Value;
 
 const NODES: usize = 8;
-
-/// A plain HTTP/1.1 request with a body: (status, body).
-fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, resp[split + 4..].to_vec())
-}
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
-
-struct Daemon {
-    _proc: Proc,
-    id: String,
-    quic: String,
-    http: String,
-}
-
-fn start_daemon(dir: &Path, config: &Path, boot: &[String]) -> Daemon {
-    let data = dir.display().to_string();
-    let cfg = config.display().to_string();
-    let mut args = vec![
-        "node",
-        "--data-dir",
-        &data,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--config",
-        &cfg,
-        "--capacity",
-        "64MiB",
-    ];
-    for b in boot {
-        args.extend(["--bootstrap", b.as_str()]);
-    }
-    let p = Proc::start(&args);
-    let line = p
-        .read_until("node ", Duration::from_secs(30))
-        .pop()
-        .unwrap();
-    let w: Vec<String> = line.split_whitespace().map(String::from).collect();
-    let d = Daemon {
-        _proc: p,
-        id: w[1].clone(),
-        quic: w[3].clone(),
-        http: w[5].trim_end_matches('/').to_string(),
-    };
-    wait_for(Duration::from_secs(30), "the node to join", || {
-        let (_, b) = request(&d.http, "GET", "/v1/status", b"");
-        json(&b)["ready"] == true
-    });
-    d
-}
-
-fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "no {what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The node's view of its topics.
 fn topics(http: &str) -> Vec<Value> {
@@ -137,7 +51,12 @@ fn eight_daemons_deliver_published_messages_to_every_subscriber_and_survive_a_ki
     let mut nodes: Vec<Daemon> = Vec::new();
     for i in 0..NODES {
         let boot: Vec<String> = nodes.iter().rev().take(3).map(|d| d.quic.clone()).collect();
-        nodes.push(start_daemon(&dir.join(format!("n{i}")), &config, &boot));
+        nodes.push(start_daemon(
+            &dir.join(format!("n{i}")),
+            &config,
+            &boot,
+            "64MiB",
+        ));
     }
 
     // Bad input: 400 with a JSON error, before anything else.

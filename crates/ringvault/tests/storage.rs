@@ -4,54 +4,17 @@
 //! and change nothing.
 
 mod common;
+mod daemons;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{run, tmp, Proc};
+use common::{run, tmp};
+use daemons::{json, request, start_daemon, wait_for, Daemon};
 use serde_json::Value;
 
 const NODES: usize = 16;
 const OBJECTS: usize = 100;
 const CHUNK: usize = 4 << 20;
-
-/// A plain HTTP/1.1 request with a body: (status, body).
-fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    assert!(
-        !head.to_ascii_lowercase().contains("transfer-encoding"),
-        "{head}"
-    );
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, resp[split + 4..].to_vec())
-}
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
 
 /// Deterministic content of `len` bytes.
 fn content(seed: usize, len: usize) -> Vec<u8> {
@@ -64,59 +27,6 @@ fn content(seed: usize, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-struct Daemon {
-    proc: Option<Proc>,
-    id: String,
-    quic: String,
-    http: String,
-}
-
-fn start_daemon(dir: &Path, config: &Path, boot: &[String]) -> Daemon {
-    let data = dir.display().to_string();
-    let cfg = config.display().to_string();
-    let mut args = vec![
-        "node",
-        "--data-dir",
-        &data,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--config",
-        &cfg,
-        "--capacity",
-        "256MiB",
-    ];
-    for b in boot {
-        args.extend(["--bootstrap", b.as_str()]);
-    }
-    let p = Proc::start(&args);
-    let line = p
-        .read_until("node ", Duration::from_secs(30))
-        .pop()
-        .unwrap();
-    let w: Vec<String> = line.split_whitespace().map(String::from).collect();
-    let d = Daemon {
-        proc: Some(p),
-        id: w[1].clone(),
-        quic: w[3].clone(),
-        http: w[5].trim_end_matches('/').to_string(),
-    };
-    wait_for(Duration::from_secs(30), "the node to join", || {
-        let (_, b) = request(&d.http, "GET", "/v1/status", b"");
-        json(&b)["ready"] == true
-    });
-    d
-}
-
-fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "no {what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn leaf_ids(st: &Value) -> Vec<String> {
@@ -151,7 +61,12 @@ fn sixteen_daemons_store_verify_survive_kills_and_restarts_and_refuse_bad_reques
     let mut nodes: Vec<Daemon> = Vec::new();
     for i in 0..NODES {
         let boot: Vec<String> = nodes.iter().rev().take(3).map(|d| d.quic.clone()).collect();
-        nodes.push(start_daemon(&dir.join(format!("n{i}")), &config, &boot));
+        nodes.push(start_daemon(
+            &dir.join(format!("n{i}")),
+            &config,
+            &boot,
+            "256MiB",
+        ));
     }
     // Settled: every leaf set full.
     wait_for(Duration::from_secs(60), "full leaf sets", || {
@@ -359,7 +274,7 @@ fn sixteen_daemons_store_verify_survive_kills_and_restarts_and_refuse_bad_reques
     // Restart one killed holder from its data dir: it still holds and serves its objects.
     let v = victims[0];
     let boot = vec![nodes[live[0]].quic.clone()];
-    let restarted = start_daemon(&dir.join(format!("n{v}")), &config, &boot);
+    let restarted = start_daemon(&dir.join(format!("n{v}")), &config, &boot, "256MiB");
     assert_eq!(restarted.id, nodes[v].id, "same data dir, same id");
     let (_, b) = request(&restarted.http, "GET", "/v1/status", b"");
     assert!(

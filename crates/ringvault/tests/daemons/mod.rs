@@ -1,0 +1,107 @@
+//! Daemons for the storage and groups loopback tests: start `ringvault node` processes and talk
+//! plain HTTP/1.1 to them.
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Proc;
+
+/// A plain HTTP/1.1 request with a body: (status, body).
+pub fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp[split + 4..].to_vec())
+}
+
+/// Parses a JSON body, failing the test with the body when it is not JSON.
+pub fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// A `ringvault node` process and where it listens; dropping `proc` kills it.
+pub struct Daemon {
+    pub proc: Option<Proc>,
+    pub id: String,
+    pub quic: String,
+    pub http: String,
+}
+
+/// Starts `ringvault node` with its data in `dir`, bootstrapping from `boot`, and waits (30 s at
+/// most) until it has joined.
+pub fn start_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) -> Daemon {
+    let data = dir.display().to_string();
+    let cfg = config.display().to_string();
+    let mut args = vec![
+        "node",
+        "--data-dir",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--config",
+        &cfg,
+        "--capacity",
+        capacity,
+    ];
+    for b in boot {
+        args.extend(["--bootstrap", b.as_str()]);
+    }
+    let p = Proc::start(&args);
+    let line = p
+        .read_until("node ", Duration::from_secs(30))
+        .pop()
+        .unwrap();
+    let w: Vec<String> = line.split_whitespace().map(String::from).collect();
+    let d = Daemon {
+        proc: Some(p),
+        id: w[1].clone(),
+        quic: w[3].clone(),
+        http: w[5].trim_end_matches('/').to_string(),
+    };
+    wait_for(Duration::from_secs(30), "the node to join", || {
+        let (_, b) = request(&d.http, "GET", "/v1/status", b"");
+        json(&b)["ready"] == true
+    });
+    d
+}
+
+/// Waits for `cond`, failing the test after `within`.
+pub fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "no {what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
