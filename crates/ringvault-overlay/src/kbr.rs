@@ -1,6 +1,6 @@
 //! The common KBR API (Dabek et al.): the only door through which services touch the overlay.
 
-use ringvault_types::{Contact, Id, Time};
+use ringvault_types::{Contact, Duration, Id, Time};
 
 use crate::{AppId, AppMessage};
 
@@ -29,6 +29,11 @@ pub trait Kbr {
     /// Up to `max_rank` nodes (this one included) that are candidates to hold replicas of
     /// `key`, closest first. Meaningful only for keys within the leaf set's span.
     fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact>;
+
+    /// The measured proximity (round-trip time, or the simulator's distance) of a node this
+    /// node knows, `None` when it is unknown or not yet measured. Lets a service prefer the
+    /// nearest of several acceptable next hops, as PAST's lookups do near the replica set.
+    fn proximity(&self, node: &Id) -> Option<Duration>;
 
     /// The range of keys `[from, to)` (clockwise) for which `node` is among the `rank + 1`
     /// closest nodes, if this node knows enough neighbours of `node` to tell.

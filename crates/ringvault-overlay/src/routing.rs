@@ -317,6 +317,10 @@ impl Kbr for Overlay {
         v
     }
 
+    fn proximity(&self, node: &Id) -> Option<ringvault_types::Duration> {
+        self.known_rtt(node)
+    }
+
     fn range(&self, node: &Id, rank: usize) -> Option<(Id, Id)> {
         let mut known: Vec<Id> = self.leaf.members().iter().map(|p| p.id()).collect();
         known.push(self.me.id);
