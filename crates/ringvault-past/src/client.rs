@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ringvault_overlay::Kbr;
-use ringvault_types::{Id, Identity, Time};
+use ringvault_types::{Contact, Id, Identity, Time};
 
 use crate::message::Refusal;
 use crate::past::{Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
@@ -98,7 +98,14 @@ impl Past {
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }
 
-    pub(crate) fn on_found(&mut self, req: u64, cert: FileCertificate, content: Vec<u8>) {
+    pub(crate) fn on_found(
+        &mut self,
+        req: u64,
+        server: Contact,
+        hops: u8,
+        cert: FileCertificate,
+        content: Vec<u8>,
+    ) {
         let Some(Pending::Lookup { id, .. }) = self.pending.get(&req) else {
             return;
         };
@@ -109,8 +116,15 @@ impl Past {
         }
         self.pending.remove(&req);
         self.cache_copy(&cert, &content);
-        self.events
-            .push_back(PastEvent::Found(req, Ok(Found { cert, content })));
+        self.events.push_back(PastEvent::Found(
+            req,
+            Ok(Found {
+                cert,
+                content,
+                server,
+                hops,
+            }),
+        ));
     }
 
     pub(crate) fn on_reclaimed(&mut self, req: u64, receipt: ReclaimReceipt) {

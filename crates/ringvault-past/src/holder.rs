@@ -231,12 +231,15 @@ impl Past {
 
     // ---- serving ----
 
+    /// Sends the client this node's copy, if it has a good one; `hops` is how many hops the
+    /// lookup took to get here.
     pub(crate) fn serve_lookup(
         &mut self,
         kbr: &mut dyn Kbr,
         req: u64,
         client: Contact,
         id: Id,
+        hops: u8,
     ) -> bool {
         match self.store.get(&id) {
             Ok(Some(o)) if o.cert.verify_content(&o.content).is_ok() => {
@@ -248,6 +251,7 @@ impl Past {
                     client,
                     &PastMessage::Found {
                         req,
+                        hops,
                         cert: o.cert,
                         content: o.content,
                     },
@@ -265,8 +269,17 @@ impl Past {
         }
     }
 
-    pub(crate) fn root_lookup(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, id: Id) {
-        if self.serve_lookup(kbr, req, client, id) {
+    /// The root answers a lookup, or hands it to a pointer's target or the next replica (which
+    /// count themselves one hop further than `hops`, this node's count).
+    pub(crate) fn root_lookup(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        req: u64,
+        client: Contact,
+        id: Id,
+        hops: u8,
+    ) {
+        if self.serve_lookup(kbr, req, client, id, hops) {
             return;
         }
         if let Ok(Some(holder)) = self.store.pointer(&id) {
@@ -278,6 +291,7 @@ impl Past {
                     client,
                     id,
                     handoff: true,
+                    hops,
                 },
             );
             return;
@@ -299,6 +313,7 @@ impl Past {
                         client,
                         id,
                         handoff: true,
+                        hops,
                     },
                 );
             }

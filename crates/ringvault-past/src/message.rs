@@ -56,16 +56,21 @@ pub(crate) enum PastMessage {
     Refused { req: u64, id: Id, reason: Refusal },
     /// Routed to the object id: the first node holding a copy answers. With `handoff`, sent
     /// straight to one more node (a pointer's target, or the next replica) that answers or
-    /// refuses but never passes it on.
+    /// refuses but never passes it on. `hops` is how many overlay hops the lookup had taken
+    /// when its sender (or the last node that passed it on) had it; the receiver is one more,
+    /// and rewrites it before passing it on. The client starts it at 0.
     Lookup {
         req: u64,
         client: Contact,
         id: Id,
         handoff: bool,
+        hops: u8,
     },
-    /// A copy, for the client.
+    /// A copy, for the client, from the node that served it (the sender, as the transport
+    /// verified it: the message does not name it), which reached it after `hops` hops.
     Found {
         req: u64,
+        hops: u8,
         cert: FileCertificate,
         content: Vec<u8>,
     },

@@ -83,6 +83,14 @@ pub struct Found {
     pub cert: FileCertificate,
     /// The content (verified against the certificate).
     pub content: Vec<u8>,
+    /// The node that served the copy (a replica holder, a diverted-replica holder or a cache):
+    /// the sender of the reply as the transport verified it, never a name the reply claims.
+    /// This node itself when it had the copy.
+    pub server: Contact,
+    /// Overlay hops the lookup took to reach `server` (0 when this node served it; a handoff
+    /// from the root to a pointer's target or another replica counts as one more hop). The
+    /// count is the one the path reported, not proven.
+    pub hops: u8,
 }
 
 /// Results of client operations.
@@ -317,6 +325,7 @@ impl Past {
             client,
             id,
             handoff: false,
+            hops: 0,
         };
         kbr.route(id, encode(&msg), None);
         req
@@ -434,16 +443,28 @@ impl Service for Past {
                 client,
                 id,
                 handoff,
+                hops,
             } => {
+                // The hops this lookup took to get here (none when the client is its root).
+                let here = if client.id == kbr.local_contact().id && !handoff {
+                    0
+                } else {
+                    hops.saturating_add(1)
+                };
                 if handoff {
-                    if !self.serve_lookup(kbr, req, client, id) {
+                    if !self.serve_lookup(kbr, req, client, id, here) {
                         refuse(kbr, Some((req, client)), id, Refusal::NotFound);
                     }
                 } else {
-                    self.root_lookup(kbr, req, client, id);
+                    self.root_lookup(kbr, req, client, id, here);
                 }
             }
-            PastMessage::Found { req, cert, content } => self.on_found(req, cert, content),
+            PastMessage::Found {
+                req,
+                hops,
+                cert,
+                content,
+            } => self.on_found(req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {
@@ -500,15 +521,30 @@ impl Service for Past {
             return Forward::Continue;
         };
         match m {
-            // The first node on the path holding a copy answers.
+            // The first node on the path holding a copy answers. Every node after the client
+            // counts itself one hop further than the last.
             PastMessage::Lookup {
-                req, client, id, ..
-            } if client.id != kbr.local_contact().id => {
-                if self.serve_lookup(kbr, req, client, id) {
-                    Forward::Stop
-                } else {
-                    Forward::Continue
+                req,
+                client,
+                id,
+                handoff,
+                hops,
+            } => {
+                if client.id != kbr.local_contact().id {
+                    let here = hops.saturating_add(1);
+                    if self.serve_lookup(kbr, req, client, id, here) {
+                        return Forward::Stop;
+                    }
+                    let counted = PastMessage::Lookup {
+                        req,
+                        client,
+                        id,
+                        handoff,
+                        hops: here,
+                    };
+                    msg.body = encode(&counted).body;
                 }
+                Forward::Continue
             }
             // Inserts leave a cached copy along the way.
             PastMessage::Insert { cert, content, .. } => {
