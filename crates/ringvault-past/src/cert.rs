@@ -42,6 +42,24 @@ pub enum CertError {
     /// A receipt or reclaim names another object.
     #[error("receipt is for another object")]
     WrongObject,
+    /// Bytes that should hold a certificate do not decode as one.
+    #[error("not an encoded certificate")]
+    Malformed,
+}
+
+/// Encodes certificates for carrying outside PAST's messages (a client that signs its own
+/// certificates hands them to a node this way); [`decode_certificates`] reads them back.
+pub fn encode_certificates(certs: &[FileCertificate]) -> Vec<u8> {
+    postcard::to_allocvec(certs).expect("certificates always encode")
+}
+
+/// Reads what [`encode_certificates`] wrote. Nothing is verified: call
+/// [`FileCertificate::verify_content`] (or let PAST do it) before trusting them.
+pub fn decode_certificates(bytes: &[u8]) -> Result<Vec<FileCertificate>, CertError> {
+    match postcard::take_from_bytes::<Vec<FileCertificate>>(bytes) {
+        Ok((certs, [])) => Ok(certs),
+        _ => Err(CertError::Malformed),
+    }
 }
 
 /// The id of the object `name` owned by `owner`, salted with `salt`.
@@ -239,6 +257,19 @@ impl ReclaimCertificate {
         }
     }
 
+    /// The certificate as bytes, for carrying outside PAST's messages.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("certificates always encode")
+    }
+
+    /// Reads what [`ReclaimCertificate::to_bytes`] wrote; unverified.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CertError> {
+        match postcard::take_from_bytes::<Self>(bytes) {
+            Ok((cert, [])) => Ok(cert),
+            _ => Err(CertError::Malformed),
+        }
+    }
+
     /// Checks the request is signed by the owner named in `file`.
     pub fn verify(&self, file: &FileCertificate) -> Result<(), CertError> {
         if self.object != file.id() {
@@ -371,6 +402,33 @@ mod tests {
         let mut lie = rr.clone();
         lie.freed = 400;
         assert_eq!(lie.verify(&cert.id()), Err(CertError::BadSignature));
+    }
+
+    #[test]
+    fn certificates_round_trip_as_bytes_and_garbage_is_refused() {
+        let owner = who(8);
+        let certs: Vec<FileCertificate> = (0..4)
+            .map(|salt| FileCertificate::issue(&owner, "f", salt, b"data", 3, 1))
+            .collect();
+        let bytes = encode_certificates(&certs);
+        assert_eq!(decode_certificates(&bytes), Ok(certs.clone()));
+        assert_eq!(
+            decode_certificates(&bytes[..bytes.len() - 1]),
+            Err(CertError::Malformed)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_certificates(&longer), Err(CertError::Malformed));
+        assert_eq!(decode_certificates(b""), Err(CertError::Malformed));
+        let rc = ReclaimCertificate::issue(&owner, certs[0].id(), 7);
+        assert_eq!(
+            ReclaimCertificate::from_bytes(&rc.to_bytes()),
+            Ok(rc.clone())
+        );
+        assert_eq!(
+            ReclaimCertificate::from_bytes(&rc.to_bytes()[1..]),
+            Err(CertError::Malformed)
+        );
     }
 
     proptest! {

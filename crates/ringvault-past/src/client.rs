@@ -1,6 +1,6 @@
 //! The client side of PAST: outstanding inserts, lookups and reclaims, and their results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id, Identity, Time};
@@ -9,7 +9,87 @@ use crate::message::Refusal;
 use crate::past::{Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
 use crate::{FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimReceipt, StoreReceipt};
 
+/// Who signs the certificate of an insert's next salt when file diversion re-salts it.
+#[derive(Debug)]
+pub(crate) enum Signer {
+    /// The owner's secret key is here: a fresh certificate is signed for each new salt.
+    Key([u8; 32]),
+    /// The owner signed in advance (the key stayed with the client): the certificates still
+    /// to try, in order. None left means no re-salt.
+    Presigned(VecDeque<FileCertificate>),
+}
+
+/// Checks certificates an owner signed in advance for `content`: 1 to `MAX_RESALTS + 1` of
+/// them, each valid for the content, all for one name, owner and replication factor, no salt
+/// twice.
+pub(crate) fn check_presigned(certs: &[FileCertificate], content: &[u8]) -> Result<(), PastError> {
+    let invalid = |m: String| Err(PastError::Invalid(m));
+    let Some(first) = certs.first() else {
+        return invalid("no certificate; sign one for salt 0".into());
+    };
+    let most = MAX_RESALTS as usize + 1;
+    if certs.len() > most {
+        return invalid(format!(
+            "{} certificates; at most {most} (salt 0 and one per re-salt)",
+            certs.len()
+        ));
+    }
+    let mut salts = BTreeSet::new();
+    for c in certs {
+        let (b, f) = (&c.body, &first.body);
+        if let Err(e) = c.verify_content(content) {
+            return invalid(format!("the certificate for salt {}: {e}", b.salt));
+        }
+        if b.name != f.name || b.owner != f.owner || b.replicas != f.replicas {
+            return invalid(
+                "the certificates are not all for one name, owner and replication factor".into(),
+            );
+        }
+        if !salts.insert(b.salt) {
+            return invalid(format!("two certificates have salt {}", b.salt));
+        }
+    }
+    Ok(())
+}
+
 impl Past {
+    /// Inserts `content` under certificates its owner signed in advance, so the owner's key
+    /// never leaves the client. `certs[0]` is tried first; when the ring has no room for it,
+    /// file diversion moves on to the next certificate (another salt, hence another id)
+    /// instead of signing one. Certificates must all certify `content` for one name, owner and
+    /// replication factor, with distinct salts, at most `MAX_RESALTS + 1` of them; otherwise
+    /// the insert fails at once with [`PastError::Invalid`] and nothing is sent. With the
+    /// certificates used up it fails with [`PastError::NoSpace`]. The result comes as
+    /// [`PastEvent::Inserted`], whose certificate is the one that was stored.
+    pub fn insert_signed(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        certs: Vec<FileCertificate>,
+        content: Vec<u8>,
+    ) -> RequestId {
+        if let Err(e) = check_presigned(&certs, &content) {
+            return self.fail_now(PastEvent::Inserted(0, Err(e)));
+        }
+        let mut rest: VecDeque<FileCertificate> = certs.into();
+        let Some(cert) = rest.pop_front() else {
+            return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
+        };
+        let pending = Pending::Insert {
+            signer: Signer::Presigned(rest),
+            cert: cert.clone(),
+            content: content.clone(),
+            receipts: BTreeMap::new(),
+            resalts: 0,
+            deadline: now + REQUEST_TIMEOUT,
+        };
+        let Some(req) = self.new_request(pending) else {
+            return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
+        };
+        self.send_insert(kbr, req, cert, content);
+        req
+    }
+
     pub(crate) fn on_receipt(&mut self, kbr: &mut dyn Kbr, req: u64, receipt: StoreReceipt) {
         let Some(Pending::Insert { cert, receipts, .. }) = self.pending.get_mut(&req) else {
             return;
@@ -53,7 +133,7 @@ impl Past {
             _ => return,
         }
         let Some(Pending::Insert {
-            owner,
+            signer,
             cert,
             content,
             resalts,
@@ -62,33 +142,43 @@ impl Past {
         else {
             return;
         };
-        let result = match reason {
-            Refusal::NoSpace if resalts < MAX_RESALTS && self.config.diversion => {
-                // File diversion: a new salt puts the object in another part of the ring.
-                let owner_id = Identity::from_secret_bytes(owner);
+        // File diversion: a new salt puts the object in another part of the ring.
+        let next = match (&reason, signer) {
+            (Refusal::NoSpace, Signer::Key(owner))
+                if resalts < MAX_RESALTS && self.config.diversion =>
+            {
                 let b = &cert.body;
                 let fresh = FileCertificate::issue(
-                    &owner_id,
+                    &Identity::from_secret_bytes(owner),
                     &b.name,
                     b.salt + 1,
                     &content,
                     b.replicas,
                     b.date,
                 );
-                self.pending.insert(
-                    req,
-                    Pending::Insert {
-                        owner,
-                        cert: fresh.clone(),
-                        content: content.clone(),
-                        receipts: BTreeMap::new(),
-                        resalts: resalts + 1,
-                        deadline: now + REQUEST_TIMEOUT,
-                    },
-                );
-                self.send_insert(kbr, req, fresh, content);
-                return;
+                Some((fresh, Signer::Key(owner)))
             }
+            (Refusal::NoSpace, Signer::Presigned(mut rest)) if self.config.diversion => {
+                rest.pop_front().map(|c| (c, Signer::Presigned(rest)))
+            }
+            _ => None,
+        };
+        if let Some((fresh, signer)) = next {
+            self.pending.insert(
+                req,
+                Pending::Insert {
+                    signer,
+                    cert: fresh.clone(),
+                    content: content.clone(),
+                    receipts: BTreeMap::new(),
+                    resalts: resalts + 1,
+                    deadline: now + REQUEST_TIMEOUT,
+                },
+            );
+            self.send_insert(kbr, req, fresh, content);
+            return;
+        }
+        let result = match reason {
             Refusal::NoSpace => PastError::NoSpace(resalts + 1),
             Refusal::Duplicate => PastError::Duplicate,
             Refusal::Invalid => PastError::Invalid("a replica rejected the certificate".into()),

@@ -25,8 +25,9 @@ mod store;
 
 pub use cache::GreedyDualSize;
 pub use cert::{
-    object_id, CertError, FileBody, FileCertificate, Holding, ReceiptBody, ReclaimCertificate,
-    ReclaimReceipt, StoreReceipt, MAX_NAME_LEN, MAX_REPLICAS,
+    decode_certificates, encode_certificates, object_id, CertError, FileBody, FileCertificate,
+    Holding, ReceiptBody, ReclaimCertificate, ReclaimReceipt, StoreReceipt, MAX_NAME_LEN,
+    MAX_REPLICAS,
 };
 pub use chunks::{
     chunk_name, ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, CHUNK_SIZE,

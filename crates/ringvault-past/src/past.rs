@@ -109,7 +109,7 @@ pub enum PastEvent {
 #[derive(Debug)]
 pub(crate) enum Pending {
     Insert {
-        owner: [u8; 32],
+        signer: crate::client::Signer,
         cert: FileCertificate,
         content: Vec<u8>,
         receipts: BTreeMap<Id, StoreReceipt>,
@@ -276,7 +276,7 @@ impl Past {
             ));
         }
         let pending = Pending::Insert {
-            owner: owner.secret_bytes(),
+            signer: crate::client::Signer::Key(owner.secret_bytes()),
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),

@@ -1,7 +1,10 @@
-//! What PAST tells its client: which node served a lookup and over how many hops.
+//! PAST's client interface: which node served a lookup and over how many hops, and inserts
+//! under certificates the owner signed in advance (the owner's key stays with the client).
 
 use ringvault_overlay::{Config, Kbr};
-use ringvault_past::{Found, Kind, MemoryStore, Past, PastError, PastEvent, RequestId};
+use ringvault_past::{
+    FileCertificate, Found, Inserted, Kind, MemoryStore, Past, PastError, PastEvent, RequestId,
+};
 use ringvault_testkit::TestRing;
 use ringvault_types::{Id, Identity, Time};
 
@@ -109,4 +112,176 @@ fn a_lookup_names_the_node_that_served_it_and_the_hops() {
         }
     }
     assert!(remote >= 10, "only {remote} lookups were served remotely");
+}
+
+fn insert_signed(
+    ring: &mut TestRing,
+    i: usize,
+    certs: Vec<FileCertificate>,
+    content: Vec<u8>,
+) -> Result<Inserted, PastError> {
+    match request(ring, i, move |p, kbr, now, _| {
+        p.insert_signed(kbr, now, certs, content)
+    }) {
+        PastEvent::Inserted(_, r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn signed(
+    owner: &Identity,
+    name: &str,
+    salts: std::ops::RangeInclusive<u64>,
+    data: &[u8],
+) -> Vec<FileCertificate> {
+    salts
+        .map(|s| FileCertificate::issue(owner, name, s, data, 3, 1_700_000_000))
+        .collect()
+}
+
+fn invalid(r: Result<Inserted, PastError>) -> String {
+    match r {
+        Err(PastError::Invalid(m)) => m,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_presigned_insert_stores_under_the_clients_key_and_checks_its_certificates() {
+    let mut ring = ring(16);
+    // The client's key: not the key of any node.
+    let user = Identity::from_secret_bytes([42; 32]);
+    let data = b"signed by the user, stored by the ring".to_vec();
+    let certs = signed(&user, "mine", 0..=3, &data);
+    let ins = insert_signed(&mut ring, 3, certs.clone(), data.clone()).unwrap();
+    assert_eq!(ins.cert, certs[0], "salt 0 was stored: nothing re-salted");
+    assert_eq!(ins.receipts.len(), 3);
+    for r in &ins.receipts {
+        r.verify(&ins.cert.id()).unwrap();
+    }
+    let found = lookup(&mut ring, 9, ins.cert.id()).unwrap();
+    assert_eq!(found.content, data);
+    assert_eq!(found.cert.body.owner, user.public_key());
+    // The same certificate again is the same object: stored once, acknowledged again.
+    let again = insert_signed(&mut ring, 5, certs.clone(), data.clone()).unwrap();
+    assert_eq!(again.cert, certs[0]);
+    // Another certificate for the name (a later date) finds the id taken.
+    let later: Vec<FileCertificate> = (0..=3)
+        .map(|s| FileCertificate::issue(&user, "mine", s, &data, 3, 1_800_000_000))
+        .collect();
+    assert_eq!(
+        insert_signed(&mut ring, 5, later, data.clone()).unwrap_err(),
+        PastError::Duplicate
+    );
+    assert_eq!(lookup(&mut ring, 11, ins.cert.id()).unwrap().cert, certs[0]);
+
+    // Content other than certified.
+    let m = invalid(insert_signed(
+        &mut ring,
+        3,
+        signed(&user, "b", 0..=0, &data),
+        b"other".to_vec(),
+    ));
+    assert!(m.contains("does not match"), "{m}");
+    // A certificate naming the user as owner but signed by another key.
+    let mut forged = signed(&user, "c", 0..=0, &data);
+    let thief = Identity::from_secret_bytes([7; 32]);
+    forged[0].signature = thief.sign(b"whatever");
+    let m = invalid(insert_signed(&mut ring, 3, forged, data.clone()));
+    assert!(m.contains("signature"), "{m}");
+    // Certificates of two owners, or of two names, or one salt twice, or none, or too many.
+    let mut mixed = signed(&user, "d", 0..=0, &data);
+    mixed.extend(signed(&thief, "d", 1..=1, &data));
+    let m = invalid(insert_signed(&mut ring, 3, mixed, data.clone()));
+    assert!(m.contains("one name, owner"), "{m}");
+    let mut names = signed(&user, "e", 0..=0, &data);
+    names.extend(signed(&user, "f", 1..=1, &data));
+    invalid(insert_signed(&mut ring, 3, names, data.clone()));
+    let mut twice = signed(&user, "g", 0..=0, &data);
+    twice.extend(signed(&user, "g", 0..=0, &data));
+    let m = invalid(insert_signed(&mut ring, 3, twice, data.clone()));
+    assert!(m.contains("salt 0"), "{m}");
+    invalid(insert_signed(&mut ring, 3, Vec::new(), data.clone()));
+    invalid(insert_signed(
+        &mut ring,
+        3,
+        signed(&user, "h", 0..=4, &data),
+        data.clone(),
+    ));
+    // None of the refused inserts stored anything.
+    for name in ["b", "c", "d", "e", "f", "g", "h"] {
+        let id = ringvault_past::object_id(name, &user.public_key(), 0);
+        assert_eq!(lookup(&mut ring, 0, id).unwrap_err(), PastError::NotFound);
+    }
+}
+
+/// The ids of a [`TestRing`] of `n` nodes, known before it starts (they derive from the index).
+fn ring_ids(n: usize) -> Vec<Id> {
+    (0..n as u64)
+        .map(|i| Identity::from_secret_bytes(*Id::hash(&i.to_le_bytes()).as_bytes()).id())
+        .collect()
+}
+
+fn closest(ids: &[Id], key: &Id, k: usize) -> Vec<Id> {
+    let mut v = ids.to_vec();
+    v.sort_by(|a, b| key.cmp_closeness(a, b));
+    v.truncate(k);
+    v
+}
+
+#[test]
+fn file_diversion_moves_to_the_next_presigned_salt_and_stops_when_they_run_out() {
+    const N: usize = 64;
+    // Nodes this close to salt 0's id are too small for the object: its primaries and every
+    // leaf set node they could divert to refuse it.
+    const CROWD: usize = 32;
+    let ids = ring_ids(N);
+    let user = Identity::from_secret_bytes([43; 32]);
+    let data = vec![0xAB; 50_000];
+    // A name whose salt-1 id lands among roomy nodes only (salt 0's crowd is far away).
+    let name = (0..)
+        .map(|n| format!("diverted-{n}"))
+        .find(|name| {
+            let id0 = ringvault_past::object_id(name, &user.public_key(), 0);
+            let id1 = ringvault_past::object_id(name, &user.public_key(), 1);
+            let crowd = closest(&ids, &id0, CROWD);
+            closest(&ids, &id1, 12).iter().all(|c| !crowd.contains(c))
+        })
+        .unwrap();
+    let id0 = ringvault_past::object_id(&name, &user.public_key(), 0);
+    let crowd = closest(&ids, &id0, CROWD);
+    let mut ring = TestRing::new(N, Config::default(), |_, me, node| {
+        let capacity = if crowd.contains(&me.id()) {
+            100_000
+        } else {
+            CAPACITY
+        };
+        let key = Identity::from_secret_bytes(me.secret_bytes());
+        let past = Past::new(key, Box::new(MemoryStore::new(capacity))).unwrap();
+        node.add_service(Box::new(past));
+    });
+
+    // Only salt 0 signed: the client refused to let the node re-salt, so the insert fails.
+    let only = signed(&user, &name, 0..=0, &data);
+    assert_eq!(
+        insert_signed(&mut ring, 0, only, data.clone()).unwrap_err(),
+        PastError::NoSpace(1)
+    );
+    // Salts 0..=3 signed: the node moves on to salt 1, which fits.
+    let certs = signed(&user, &name, 0..=3, &data);
+    let ins = insert_signed(&mut ring, 0, certs.clone(), data.clone()).unwrap();
+    assert_eq!(ins.cert, certs[1]);
+    assert_eq!(ins.receipts.len(), 3);
+    let found = lookup(&mut ring, 7, certs[1].id()).unwrap();
+    assert_eq!(found.content, data);
+    // No node took salt 0 as a replica (nodes on the refused insert's path may have cached it).
+    for i in 0..N {
+        assert!(
+            !matches!(
+                kind(&mut ring, i, &id0),
+                Some(Kind::Primary | Kind::Diverted)
+            ),
+            "node {i} holds the refused salt"
+        );
+    }
 }
