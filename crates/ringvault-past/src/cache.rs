@@ -1,6 +1,9 @@
-//! GreedyDual-Size replacement for cached copies (Cao and Irani): each cached object has a value
-//! H = L + cost / size; the lowest H is evicted first and L rises to it, so small objects and
-//! recently used ones stay. Cost is 1 for every object (maximising hit rate).
+//! Cache replacement for copies held in unused space. Two policies: GreedyDual-Size (Cao and
+//! Irani; each cached object has a value H = L + cost / size, the lowest H is evicted first and
+//! L rises to it, so small objects and recently used ones stay; cost is 1 for every object,
+//! which maximises the hit rate) and least-recently-used. [`Cache`] is what a PAST node holds:
+//! the policy chosen in its configuration, or none ([`CachePolicy::Off`]: nothing new is
+//! cached, and replicas demoted to cache are still tracked so their space can be reclaimed).
 
 use std::collections::BTreeMap;
 
@@ -63,6 +66,138 @@ impl GreedyDualSize {
     }
 }
 
+/// Least-recently-used replacement: the copy touched longest ago is evicted first, whatever
+/// its size.
+#[derive(Debug, Default, Clone)]
+pub struct Lru {
+    clock: u64,
+    by_age: BTreeMap<(u64, Id), u64>,
+    age_of: BTreeMap<Id, u64>,
+}
+
+impl Lru {
+    /// An empty cache index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a newly cached object, or a hit on a cached one (it becomes the most recent).
+    pub fn touch(&mut self, id: Id, size: u64) {
+        self.remove(&id);
+        self.clock += 1;
+        self.by_age.insert((self.clock, id), size);
+        self.age_of.insert(id, self.clock);
+    }
+
+    /// Forgets an object (removed or promoted to a replica).
+    pub fn remove(&mut self, id: &Id) {
+        if let Some(a) = self.age_of.remove(id) {
+            self.by_age.remove(&(a, *id));
+        }
+    }
+
+    /// The least recently used object, taken out of the index.
+    pub fn evict(&mut self) -> Option<(Id, u64)> {
+        let ((_, id), size) = self.by_age.pop_first()?;
+        self.age_of.remove(&id);
+        Some((id, size))
+    }
+
+    /// Number of cached objects tracked.
+    pub fn len(&self) -> usize {
+        self.age_of.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.age_of.is_empty()
+    }
+}
+
+/// Which copies a PAST node caches in its unused space, and which it evicts first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CachePolicy {
+    /// No caching of copies passing through (replicas a node no longer owns are still kept as
+    /// evictable cache, least recently used first).
+    Off,
+    /// Least recently used first.
+    Lru,
+    /// GreedyDual-Size (the paper's choice): large and long-unused copies first.
+    #[default]
+    GreedyDualSize,
+}
+
+#[derive(Debug, Clone)]
+enum Index {
+    Gds(GreedyDualSize),
+    Lru(Lru),
+}
+
+/// A node's cache index under its [`CachePolicy`]. Holds ids and sizes, not the objects.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    policy: CachePolicy,
+    index: Index,
+}
+
+impl Cache {
+    /// An empty index for `policy`.
+    pub fn new(policy: CachePolicy) -> Self {
+        let index = match policy {
+            CachePolicy::GreedyDualSize => Index::Gds(GreedyDualSize::new()),
+            CachePolicy::Lru | CachePolicy::Off => Index::Lru(Lru::new()),
+        };
+        Cache { policy, index }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> CachePolicy {
+        self.policy
+    }
+
+    /// Whether copies passing through (inserts and lookups) may be cached.
+    pub fn admits(&self) -> bool {
+        self.policy != CachePolicy::Off
+    }
+
+    /// Records a newly cached object, or a hit on a cached one.
+    pub fn touch(&mut self, id: Id, size: u64) {
+        match &mut self.index {
+            Index::Gds(c) => c.touch(id, size),
+            Index::Lru(c) => c.touch(id, size),
+        }
+    }
+
+    /// Forgets an object (removed or promoted to a replica).
+    pub fn remove(&mut self, id: &Id) {
+        match &mut self.index {
+            Index::Gds(c) => c.remove(id),
+            Index::Lru(c) => c.remove(id),
+        }
+    }
+
+    /// The object to evict next, taken out of the index.
+    pub fn evict(&mut self) -> Option<(Id, u64)> {
+        match &mut self.index {
+            Index::Gds(c) => c.evict(),
+            Index::Lru(c) => c.evict(),
+        }
+    }
+
+    /// Number of cached objects tracked.
+    pub fn len(&self) -> usize {
+        match &self.index {
+            Index::Gds(c) => c.len(),
+            Index::Lru(c) => c.len(),
+        }
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +247,41 @@ mod tests {
         c.touch(id(51), 4);
         c.touch(id(50), 4);
         assert_eq!(c.evict().map(|e| e.0), Some(id(20 + gone_at.unwrap())));
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_touched_whatever_its_size() {
+        let mut c = Lru::new();
+        c.touch(id(1), 10);
+        c.touch(id(2), 1000);
+        c.touch(id(3), 5);
+        c.touch(id(1), 10); // hit: 1 becomes the most recent
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.evict(), Some((id(2), 1000)));
+        c.remove(&id(3));
+        assert_eq!(c.evict(), Some((id(1), 10)));
+        assert_eq!(c.evict(), None);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn each_policy_evicts_in_its_own_order() {
+        // The same touches: a small object, then a large one that is hit again.
+        let order = |policy| {
+            let mut c = Cache::new(policy);
+            c.touch(id(1), 10);
+            c.touch(id(2), 1000);
+            c.touch(id(2), 1000);
+            std::iter::from_fn(|| c.evict().map(|e| e.0)).collect::<Vec<_>>()
+        };
+        // LRU: the small one was used longest ago; Off tracks demoted replicas the same way.
+        assert_eq!(order(CachePolicy::Lru), vec![id(1), id(2)]);
+        assert_eq!(order(CachePolicy::Off), vec![id(1), id(2)]);
+        // GreedyDual-Size: the large one is worth less (cost 1 over 1000 bytes) despite the hit.
+        assert_eq!(order(CachePolicy::GreedyDualSize), vec![id(2), id(1)]);
+        assert!(Cache::new(CachePolicy::Lru).admits());
+        assert!(Cache::new(CachePolicy::GreedyDualSize).admits());
+        assert!(!Cache::new(CachePolicy::Off).admits());
+        assert_eq!(CachePolicy::default(), CachePolicy::GreedyDualSize);
     }
 }

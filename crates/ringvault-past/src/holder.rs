@@ -64,6 +64,9 @@ impl Past {
 
     /// Caches a copy in unused space, if there is any.
     pub(crate) fn cache_copy(&mut self, cert: &FileCertificate, content: &[u8]) {
+        if !self.cache.admits() {
+            return;
+        }
         let id = cert.id();
         if matches!(self.store.meta(&id), Ok(Some(_))) || self.tombstones.contains_key(&id) {
             return;

@@ -3,7 +3,7 @@
 //! Owns: self-certifying objects (owner-signed [`FileCertificate`]s, node-signed
 //! [`StoreReceipt`]s, [`ReclaimCertificate`]s and receipts), the [`Store`] trait a node's storage
 //! implements (with [`MemoryStore`] for tests and the simulator), GreedyDual-Size cache
-//! replacement ([`GreedyDualSize`]), the acceptance rule for replicas ([`accepts`]), and the
+//! replacement ([`GreedyDualSize`], or [`Lru`], chosen by [`CachePolicy`]), the acceptance rule for replicas ([`accepts`]), and the
 //! [`Past`] service: insert with k signed receipts, lookup answered by the first holder on the
 //! path, reclaim, replica and file diversion, caching along insert and lookup paths, and
 //! replica maintenance (offer/want on leaf set changes and periodic anti-entropy).
@@ -18,12 +18,13 @@ mod cert;
 mod chunks;
 mod client;
 mod holder;
+mod locality;
 mod maintenance;
 mod message;
 mod past;
 mod store;
 
-pub use cache::GreedyDualSize;
+pub use cache::{Cache, CachePolicy, GreedyDualSize, Lru};
 pub use cert::{
     decode_certificates, encode_certificates, object_id, CertError, FileBody, FileCertificate,
     Holding, ReceiptBody, ReclaimCertificate, ReclaimReceipt, StoreReceipt, MAX_NAME_LEN,
@@ -40,6 +41,9 @@ pub use past::{
     REQUEST_TIMEOUT,
 };
 pub use store::{Kind, MemoryStore, Store, StoreError, StoredObject, Usage};
+
+/// The replication factor k when the client does not choose one (PAST's k closest nodes).
+pub const DEFAULT_REPLICAS: u8 = 3;
 
 /// PAST's acceptance threshold for a primary replica: refuse when size / free > T_PRI.
 pub const T_PRI: f64 = 0.1;

@@ -8,12 +8,13 @@ use ringvault_types::{Contact, Id};
 
 use crate::message::PastMessage;
 use crate::past::{send, Past, MAX_IDS_PER_MESSAGE};
-use crate::Kind;
+use crate::{FileCertificate, Kind, StoredObject};
 
 impl Past {
     /// Offers every replica held to the nodes that should hold it now; demotes replicas this
     /// node should no longer hold to cache.
     pub(crate) fn maintain(&mut self, kbr: &mut dyn Kbr) {
+        self.promote_cached(kbr);
         let me = kbr.local_contact().id;
         let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
         let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
@@ -49,6 +50,61 @@ impl Past {
                         free,
                     },
                 );
+            }
+        }
+    }
+
+    /// A maintenance transfer arrived before this node counts itself among the object's k
+    /// closest: the sender's failure detection ran ahead of ours. Dropping it would leave the
+    /// object short of k until the next anti-entropy round, so it is kept as an evictable cached
+    /// copy, in space no replica needs, and [`Past::maintain`] promotes it once this node's own
+    /// leaf set agrees.
+    pub(crate) fn keep_early_transfer(&mut self, cert: &FileCertificate, content: &[u8]) {
+        let id = cert.id();
+        if self.tombstones.contains_key(&id)
+            || matches!(self.store.meta(&id), Ok(Some(_)))
+            || cert.verify().is_err()
+            || cert.verify_content(content).is_err()
+        {
+            return;
+        }
+        let size = content.len() as u64;
+        self.evict_cache_for(size);
+        let u = self.store.usage();
+        if u.used + u.cached + size > u.capacity {
+            return;
+        }
+        let obj = StoredObject {
+            cert: cert.clone(),
+            content: content.to_vec(),
+            kind: Kind::Cached,
+        };
+        if self.store.put(obj).is_ok() {
+            self.cache.touch(id, size);
+        }
+    }
+
+    /// Turns cached copies of objects this node is now among the k closest for into replicas.
+    fn promote_cached(&mut self, kbr: &mut dyn Kbr) {
+        let me = kbr.local_contact().id;
+        // The widest range this node could hold replicas for; most cached copies lie outside.
+        let Some((lo, hi)) = kbr.range(&me, crate::MAX_REPLICAS as usize - 1) else {
+            return;
+        };
+        let list = self.store.list().unwrap_or_default();
+        for (id, kind, _) in list {
+            if kind != Kind::Cached || !(lo == hi || id.in_cw_arc(&lo, &hi)) {
+                continue;
+            }
+            let Ok(Some(o)) = self.store.get(&id) else {
+                continue;
+            };
+            let k = o.cert.body.replicas as usize;
+            if kbr.replica_set(&id, k).iter().any(|c| c.id == me)
+                && self.store.set_kind(&id, Kind::Primary).is_ok()
+            {
+                self.cache.remove(&id);
+                self.held.insert(id, o.cert.body.replicas);
             }
         }
     }

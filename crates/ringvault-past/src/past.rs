@@ -7,7 +7,8 @@ use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal};
 use crate::{
-    FileCertificate, GreedyDualSize, Kind, ReclaimCertificate, ReclaimReceipt, Store, StoreReceipt,
+    Cache, CachePolicy, FileCertificate, Kind, ReclaimCertificate, ReclaimReceipt, Store,
+    StoreReceipt,
 };
 
 /// The application id of PAST messages.
@@ -149,6 +150,12 @@ pub struct PastConfig {
     /// Replica diversion (to leaf set nodes) and file diversion (re-salting) on refusal. Off,
     /// a full primary refuses the insert outright (for experiments).
     pub diversion: bool,
+    /// The density heuristic for lookups: near the key, go to the proximity-nearest of the
+    /// nodes estimated to be among the `k` closest (this `k`), so the first replica reached
+    /// tends to be a near one. `None` routes lookups by Pastry's rule alone.
+    pub lookup_heuristic: Option<u8>,
+    /// Which copies passing through are cached in unused space, and which are evicted first.
+    pub cache: CachePolicy,
 }
 
 impl Default for PastConfig {
@@ -157,6 +164,8 @@ impl Default for PastConfig {
             t_pri: crate::T_PRI,
             t_div: crate::T_DIV,
             diversion: true,
+            lookup_heuristic: Some(crate::DEFAULT_REPLICAS),
+            cache: CachePolicy::GreedyDualSize,
         }
     }
 }
@@ -166,7 +175,7 @@ pub struct Past {
     pub(crate) config: PastConfig,
     pub(crate) identity: Identity,
     pub(crate) store: Box<dyn Store>,
-    pub(crate) cache: GreedyDualSize,
+    pub(crate) cache: Cache,
     /// Replication factor of each replica held (from its certificate).
     pub(crate) held: BTreeMap<Id, u8>,
     pub(crate) pending: BTreeMap<RequestId, Pending>,
@@ -203,11 +212,12 @@ impl Past {
         store: Box<dyn Store>,
         config: PastConfig,
     ) -> Result<Self, PastError> {
+        let cache = Cache::new(config.cache);
         let mut past = Past {
             config,
             identity,
             store,
-            cache: GreedyDualSize::new(),
+            cache,
             held: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_req: 0,
@@ -233,6 +243,27 @@ impl Past {
             }
         }
         Ok(past)
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &PastConfig {
+        &self.config
+    }
+
+    /// Changes the policy; it applies to requests and messages handled from now on (objects
+    /// already placed stay where they are; cached copies are kept, re-indexed under a new cache
+    /// policy).
+    pub fn set_config(&mut self, config: PastConfig) {
+        if config.cache != self.config.cache {
+            let mut cache = Cache::new(config.cache);
+            for (id, kind, size) in self.store.list().unwrap_or_default() {
+                if kind == Kind::Cached {
+                    cache.touch(id, size);
+                }
+            }
+            self.cache = cache;
+        }
+        self.config = config;
     }
 
     /// The store, read-only.
@@ -327,7 +358,11 @@ impl Past {
             handoff: false,
             hops: 0,
         };
-        kbr.route(id, encode(&msg), None);
+        let hint = self
+            .config
+            .lookup_heuristic
+            .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
+        kbr.route(id, encode(&msg), hint);
         req
     }
 
@@ -412,6 +447,7 @@ impl Service for Past {
                     let me = kbr.local_contact().id;
                     let k = cert.body.replicas as usize;
                     if !kbr.replica_set(&cert.id(), k).iter().any(|c| c.id == me) {
+                        self.keep_early_transfer(&cert, &content);
                         return;
                     }
                 }
@@ -515,7 +551,7 @@ impl Service for Past {
         _now: Time,
         _key: Id,
         msg: &mut AppMessage,
-        _next: &mut Contact,
+        next: &mut Contact,
     ) -> Forward {
         let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
             return Forward::Continue;
@@ -544,11 +580,18 @@ impl Service for Past {
                     };
                     msg.body = encode(&counted).body;
                 }
+                let nearer = self
+                    .config
+                    .lookup_heuristic
+                    .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
+                if let Some(c) = nearer {
+                    *next = c;
+                }
                 Forward::Continue
             }
-            // Inserts leave a cached copy along the way.
+            // Inserts leave a cached copy along the way (checked only if it would be kept).
             PastMessage::Insert { cert, content, .. } => {
-                if cert.verify_content(&content).is_ok() {
+                if self.cache.admits() && cert.verify_content(&content).is_ok() {
                     self.cache_copy(&cert, &content);
                 }
                 Forward::Continue
