@@ -272,6 +272,11 @@ impl Sim {
         self.queue.len()
     }
 
+    /// When the next event in the queue is due, if any.
+    pub fn next_event_at(&self) -> Option<Time> {
+        self.queue.peek().map(|e| e.at)
+    }
+
     fn push(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
         self.queue.push(Entry {
@@ -394,16 +399,22 @@ impl Sim {
 
     /// Handles the next event; false when the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Entry { at, ev, .. }) = self.queue.pop() else {
-            return false;
-        };
+        self.step_traced().is_some()
+    }
+
+    /// Like [`Sim::step`], saying which node the event woke: `None` when the queue is empty,
+    /// `Some(None)` when the event was dropped (a dead node, a stale timer), `Some(Some(i))`
+    /// when node `i` handled it (its actions are already carried out). Lets an experiment read
+    /// a service's events at the simulated time they happened.
+    pub fn step_traced(&mut self) -> Option<Option<u32>> {
+        let Entry { at, ev, .. } = self.queue.pop()?;
         self.now = self.now.max(at);
         let now = self.now;
         let i = match ev {
             Ev::Deliver { to, from, msg } => {
                 if !self.nodes[to as usize].alive {
                     self.counters.lost += 1;
-                    return true;
+                    return Some(None);
                 }
                 let from = self.contact(from);
                 let node = &mut self.nodes[to as usize].node;
@@ -417,7 +428,7 @@ impl Sim {
             }
             Ev::Probe { at, peer, rtt } => {
                 if !self.nodes[at as usize].alive {
-                    return true;
+                    return Some(None);
                 }
                 let peer = self.contact(peer);
                 self.nodes[at as usize]
@@ -427,7 +438,7 @@ impl Sim {
             }
             Ev::ProbeFailed { at, peer } => {
                 if !self.nodes[at as usize].alive {
-                    return true;
+                    return Some(None);
                 }
                 self.nodes[at as usize]
                     .node
@@ -437,7 +448,7 @@ impl Sim {
             Ev::Timer { node } => {
                 let n = &mut self.nodes[node as usize];
                 if !n.alive || n.timer_at != Some(at) {
-                    return true;
+                    return Some(None);
                 }
                 n.timer_at = None;
                 n.node.handle_timeout(now);
@@ -446,7 +457,7 @@ impl Sim {
         };
         self.counters.events += 1;
         self.pump(i);
-        true
+        Some(Some(i))
     }
 
     /// Runs events until `done` holds or the next event is later than `limit` (time then moves

@@ -79,10 +79,15 @@ pub struct TransitStub {
     pub params: TransitStubParams,
     /// Number of routers.
     routers: usize,
+    /// Number of distinct router pairs joined by a link.
+    links: usize,
     /// Stub routers nodes may attach to.
     stub_routers: Vec<u32>,
     /// `dist[a * routers + b]`: shortest-path delay between routers, microseconds.
     dist: Vec<u32>,
+    /// `pred[a * routers + b]`: the router before `b` on the shortest path from `a` (`b` itself
+    /// when `b == a`); the paths from one source form its shortest-path tree.
+    pred: Vec<u16>,
 }
 
 impl TransitStub {
@@ -178,21 +183,43 @@ impl TransitStub {
             }
         }
         let routers = edges.len();
+        let links = edges
+            .iter()
+            .enumerate()
+            .flat_map(|(a, out)| {
+                out.iter()
+                    .map(move |&(b, _)| ((a as u32).min(b), (a as u32).max(b)))
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert!(
+            routers <= u16::MAX as usize + 1,
+            "router indices must fit the predecessor matrix"
+        );
         let mut dist = vec![u32::MAX; routers * routers];
+        let mut pred = vec![0u16; routers * routers];
         for s in 0..routers {
-            dijkstra(&edges, s, &mut dist[s * routers..(s + 1) * routers]);
+            let span = s * routers..(s + 1) * routers;
+            dijkstra(&edges, s, &mut dist[span.clone()], &mut pred[span]);
         }
         TransitStub {
             params,
             routers,
             stub_routers,
+            links,
             dist,
+            pred,
         }
     }
 
     /// Number of routers.
     pub fn routers(&self) -> usize {
         self.routers
+    }
+
+    /// Number of physical links (distinct router pairs joined by a link).
+    pub fn links(&self) -> usize {
+        self.links
     }
 
     /// A random stub router for a new node.
@@ -204,13 +231,31 @@ impl TransitStub {
     pub fn router_delay(&self, a: u32, b: u32) -> u64 {
         self.dist[a as usize * self.routers + b as usize] as u64
     }
+
+    /// The routers a packet from router `a` to router `b` crosses on the shortest path, `a`
+    /// first and `b` last (just `[a]` when `a == b`). Consecutive routers are the physical
+    /// links it uses; the paths from one `a` to every `b` form `a`'s shortest-path tree, the
+    /// tree IP multicast from `a` would use.
+    pub fn router_path(&self, a: u32, b: u32) -> Vec<u32> {
+        let row = &self.pred[a as usize * self.routers..(a as usize + 1) * self.routers];
+        let mut path = vec![b];
+        let mut at = b;
+        while at != a {
+            at = row[at as usize] as u32;
+            path.push(at);
+        }
+        path.reverse();
+        path
+    }
 }
 
-fn dijkstra(edges: &[Vec<(u32, u32)>], s: usize, out: &mut [u32]) {
+/// Shortest paths from `s`: delays into `out`, each router's predecessor into `pred`.
+fn dijkstra(edges: &[Vec<(u32, u32)>], s: usize, out: &mut [u32], pred: &mut [u16]) {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut heap = BinaryHeap::new();
     out[s] = 0;
+    pred[s] = s as u16;
     heap.push(Reverse((0u32, s as u32)));
     while let Some(Reverse((d, v))) = heap.pop() {
         if d > out[v as usize] {
@@ -220,6 +265,7 @@ fn dijkstra(edges: &[Vec<(u32, u32)>], s: usize, out: &mut [u32]) {
             let nd = d.saturating_add(len);
             if nd < out[w as usize] {
                 out[w as usize] = nd;
+                pred[w as usize] = v as u16;
                 heap.push(Reverse((nd, w)));
             }
         }
@@ -290,5 +336,30 @@ impl Topology {
     /// One-way delay between two places, at least one microsecond.
     pub fn delay(&self, a: Place, b: Place) -> Duration {
         Duration::from_micros(self.distance(a, b) as u64 + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn router_paths_add_up_to_the_shortest_path_delay_and_share_the_source_tree() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let ts = TransitStub::generate(TransitStubParams::default(), &mut rng);
+        for _ in 0..300 {
+            let a = rng.gen_range(0..ts.routers() as u32);
+            let b = rng.gen_range(0..ts.routers() as u32);
+            let path = ts.router_path(a, b);
+            assert_eq!((path[0], *path.last().unwrap()), (a, b));
+            let sum: u64 = path.windows(2).map(|w| ts.router_delay(w[0], w[1])).sum();
+            assert_eq!(sum, ts.router_delay(a, b));
+            // Every prefix is itself the path from `a`: one tree per source.
+            let mid = path.len() / 2;
+            assert_eq!(ts.router_path(a, path[mid]), path[..=mid].to_vec());
+        }
+        assert_eq!(ts.router_path(3, 3), vec![3]);
     }
 }

@@ -20,12 +20,13 @@ use crate::{Sim, SimConfig, TopologyKind};
 mod churn;
 mod failure;
 mod locality;
+mod scribe;
 mod static_net;
 
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 9] = [
+pub const EXPERIMENTS: [&str; 10] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -35,6 +36,7 @@ pub const EXPERIMENTS: [&str; 9] = [
     "rare-case",
     "join-cost",
     "churn",
+    "scribe",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -130,6 +132,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "replica-locality" => locality::replica_locality(&mut ctx),
             "failure" => failure::failure(&mut ctx),
             "churn" => churn::churn(&mut ctx),
+            "scribe" => scribe::scribe_experiment(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);
