@@ -15,8 +15,8 @@ pub enum SimCommand {
     /// Run simulator experiments on the real protocol code under simulated time.
     ///
     /// Experiments: hops, hop-distribution, stretch, table-quality, replica-locality, failure,
-    /// rare-case, join-cost, churn, scribe (always on transit-stub). Several names in one run
-    /// share their network builds.
+    /// rare-case, join-cost, churn, past-storage, past-caching, scribe (always on
+    /// transit-stub). Several names in one run share their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.

@@ -20,13 +20,14 @@ use crate::{Sim, SimConfig, TopologyKind};
 mod churn;
 mod failure;
 mod locality;
+pub mod past;
 mod scribe;
 mod static_net;
 
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 10] = [
+pub const EXPERIMENTS: [&str; 12] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -36,6 +37,8 @@ pub const EXPERIMENTS: [&str; 10] = [
     "rare-case",
     "join-cost",
     "churn",
+    "past-storage",
+    "past-caching",
     "scribe",
 ];
 
@@ -132,6 +135,8 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "replica-locality" => locality::replica_locality(&mut ctx),
             "failure" => failure::failure(&mut ctx),
             "churn" => churn::churn(&mut ctx),
+            "past-storage" => past::past_storage(&mut ctx),
+            "past-caching" => past::past_caching(&mut ctx),
             "scribe" => scribe::scribe_experiment(&mut ctx),
             _ => unreachable!("checked above"),
         };
