@@ -4,12 +4,17 @@
 //! subscribers' JOINs toward the topic's root, publish through the root, parent heartbeats and
 //! child refreshes with expiry, tree repair by re-joining, root state replicated on the nodes
 //! closest to the topic, anycast by depth-first walk from where the message meets the tree, and
-//! per-publisher sequence numbers so subscribers see gaps. Does not own routing (the overlay) or
-//! any I/O.
+//! per-publisher sequence numbers so subscribers see gaps. Topic names travel with joins (and
+//! publishes, acknowledgements and root state) so forwarders and the root know them too; a
+//! node keeps a name only if it hashes, with the creator key it comes with, to the topic id.
+//! Does not own routing (the overlay) or any I/O.
 #![deny(missing_docs)]
 
 mod message;
+mod name;
 mod scribe;
+#[cfg(test)]
+mod tests;
 
 pub use scribe::{
     check_topic_name, topic_id, Scribe, ScribeError, ScribeEvent, TopicView, ANYCAST_TIMEOUT,

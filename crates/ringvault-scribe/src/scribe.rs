@@ -6,6 +6,7 @@ use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, Service};
 use ringvault_types::{Contact, Duration, Id, PublicKey, Time};
 
 use crate::message::ScribeMessage;
+use crate::name::TopicName;
 
 /// The application id of Scribe messages.
 pub const SCRIBE_APP: AppId = 3;
@@ -98,6 +99,10 @@ pub enum ScribeEvent {
 pub struct TopicView {
     /// The topic.
     pub topic: Id,
+    /// The topic's name, once this node has learnt it: from the application
+    /// ([`Scribe::subscribe_named`], [`Scribe::publish_named`]) or from a join, join
+    /// acknowledgement, publish or root state whose name hashes to the topic id.
+    pub name: Option<String>,
     /// Subscribed here.
     pub member: bool,
     /// This node is the topic's root.
@@ -127,6 +132,8 @@ struct Topic {
     /// This node's ancestors, root first, as the parent last said. A node never adopts one of
     /// its ancestors, and a parent path that contains this node reveals a loop.
     path: Vec<Id>,
+    /// The topic's name, checked against the topic id before it was kept.
+    name: Option<TopicName>,
 }
 
 impl Topic {
@@ -160,15 +167,17 @@ pub struct Scribe {
     published: BTreeMap<Id, u64>,
     /// Cached root per topic, for publishing straight to it.
     roots: BTreeMap<Id, Contact>,
-    /// Replicated root state: the children of roots we may succeed.
-    replicas: BTreeMap<Id, Vec<Contact>>,
+    /// Replicated root state: the children (and name) of roots we may succeed.
+    replicas: BTreeMap<Id, (Vec<Contact>, Option<TopicName>)>,
     anycasts: BTreeMap<u64, Time>,
     next_req: u64,
     events: VecDeque<ScribeEvent>,
     next_tick: Option<Time>,
+    /// Messages from peers dropped as malformed or carrying a forged topic name.
+    refused: u64,
 }
 
-fn encode(m: &ScribeMessage) -> AppMessage {
+pub(crate) fn encode(m: &ScribeMessage) -> AppMessage {
     AppMessage {
         app: SCRIBE_APP,
         body: postcard::to_allocvec(m).expect("Scribe messages always encode"),
@@ -211,12 +220,45 @@ impl Scribe {
             .iter()
             .map(|(id, t)| TopicView {
                 topic: *id,
+                name: t.name.as_ref().map(|n| n.name.clone()),
                 member: t.member,
                 root: t.root,
                 parent: t.parent,
                 children: t.children.values().map(|(c, _)| *c).collect(),
             })
             .collect()
+    }
+
+    /// Messages from peers dropped because they did not decode or claimed a topic name that
+    /// does not hash to the topic id.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Keeps `name` (already checked against `topic`) if this node is in `topic`'s tree and
+    /// does not know the name yet.
+    fn learn_name(&mut self, topic: Id, name: Option<TopicName>) {
+        if let (Some(t), Some(n)) = (self.topics.get_mut(&topic), name) {
+            if t.name.is_none() {
+                t.name = Some(n);
+            }
+        }
+    }
+
+    /// The name this node knows for `topic`, to pass on in joins.
+    fn name_of(&self, topic: Id) -> Option<TopicName> {
+        self.topics.get(&topic).and_then(|t| t.name.clone())
+    }
+
+    /// A name a peer sent for `topic`, checked; a forged one is counted.
+    fn checked(&mut self, topic: Id, name: Option<TopicName>) -> Option<Option<TopicName>> {
+        match TopicName::check(topic, name) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.refused += 1;
+                None
+            }
+        }
     }
 
     fn topic_entry(&mut self, topic: Id) -> Result<&mut Topic, ScribeError> {
@@ -226,23 +268,62 @@ impl Scribe {
         Ok(self.topics.entry(topic).or_default())
     }
 
-    /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`].
+    /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`]. The tree
+    /// learns the topic's name only from nodes that know it (see [`Scribe::subscribe_named`]).
     pub fn subscribe(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         topic: Id,
     ) -> Result<(), ScribeError> {
+        self.join_topic(kbr, now, topic, None)
+    }
+
+    /// Subscribes this node to the topic named `name` created by `creator` and returns its id
+    /// ([`topic_id`]). The name travels with the join, so every forwarder on the way and the
+    /// root learn it (each checks it against the id first).
+    pub fn subscribe_named(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        name: &str,
+        creator: &PublicKey,
+    ) -> Result<Id, ScribeError> {
+        check_topic_name(name)?;
+        let topic = topic_id(name, creator);
+        let name = TopicName {
+            name: name.to_string(),
+            creator: *creator,
+        };
+        self.join_topic(kbr, now, topic, Some(name))?;
+        Ok(topic)
+    }
+
+    fn join_topic(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        topic: Id,
+        name: Option<TopicName>,
+    ) -> Result<(), ScribeError> {
         let t = self.topic_entry(topic)?;
         t.member = true;
         t.accepts_anycast = true;
+        if t.name.is_none() {
+            t.name = name;
+        }
         if !t.in_tree() {
             t.joining = true;
             t.parent_heard = now;
             let me = kbr.local_contact();
+            let name = t.name.clone();
             kbr.route(
                 topic,
-                encode(&ScribeMessage::Join { topic, child: me }),
+                encode(&ScribeMessage::Join {
+                    topic,
+                    child: me,
+                    name,
+                }),
                 None,
             );
         }
@@ -272,6 +353,36 @@ impl Scribe {
         topic: Id,
         data: Vec<u8>,
     ) -> Result<u64, ScribeError> {
+        let name = self.name_of(topic);
+        self.publish_with(kbr, topic, data, name)
+    }
+
+    /// Publishes `data` to the topic named `name` created by `creator` ([`topic_id`]);
+    /// returns the sequence number. The name goes with the message, so a root that this
+    /// publish creates knows it.
+    pub fn publish_named(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        name: &str,
+        creator: &PublicKey,
+        data: Vec<u8>,
+    ) -> Result<u64, ScribeError> {
+        check_topic_name(name)?;
+        let topic = topic_id(name, creator);
+        let name = TopicName {
+            name: name.to_string(),
+            creator: *creator,
+        };
+        self.publish_with(kbr, topic, data, Some(name))
+    }
+
+    fn publish_with(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        topic: Id,
+        data: Vec<u8>,
+        name: Option<TopicName>,
+    ) -> Result<u64, ScribeError> {
         check_payload(&data)?;
         let seq = self.published.entry(topic).or_insert(0);
         *seq += 1;
@@ -282,6 +393,7 @@ impl Scribe {
             publisher,
             seq,
             data,
+            name,
         };
         // The cached root is the first hop; if it died the overlay re-routes to the new root.
         let hint = self.roots.get(&topic).copied();
@@ -330,29 +442,31 @@ impl Scribe {
         let Ok(t) = self.topic_entry(topic) else {
             return;
         };
+        let name = t.name.clone();
         if t.path.contains(&child.id) || t.path.len() >= MAX_DEPTH {
             // The child is one of our ancestors (adopting it would close a loop), or the tree
             // is too deep here: pass the join up.
+            let join = ScribeMessage::Join { topic, child, name };
             match t.parent {
-                Some(p) => send(kbr, p, &ScribeMessage::Join { topic, child }),
-                None => kbr.route(topic, encode(&ScribeMessage::Join { topic, child }), None),
+                Some(p) => send(kbr, p, &join),
+                None => kbr.route(topic, encode(&join), None),
             }
         } else if t.children.contains_key(&child.id) || t.children.len() < MAX_CHILDREN {
             t.children.insert(child.id, (child, now));
             let path = t.child_path(me.id);
-            send(kbr, child, &ScribeMessage::JoinAck { topic, path });
+            send(kbr, child, &ScribeMessage::JoinAck { topic, path, name });
         } else {
             // Full: the first child takes the newcomer (bounded fan-out).
             let (_, (below, _)) = t.children.iter().next().expect("full means non-empty");
             let below = *below;
-            send(kbr, below, &ScribeMessage::Join { topic, child });
+            send(kbr, below, &ScribeMessage::Join { topic, child, name });
         }
         self.schedule(now);
     }
 
     /// Becomes the root of `topic`, taking over the replicated children of a dead root.
     fn become_root(&mut self, kbr: &mut dyn Kbr, now: Time, topic: Id) {
-        let inherited = self.replicas.remove(&topic).unwrap_or_default();
+        let (inherited, name) = self.replicas.remove(&topic).unwrap_or_default();
         let Ok(t) = self.topic_entry(topic) else {
             return;
         };
@@ -361,6 +475,9 @@ impl Scribe {
             t.parent = None;
             t.joining = false;
             t.path.clear();
+        }
+        if t.name.is_none() {
+            t.name = name;
         }
         for c in inherited {
             self.adopt(kbr, now, topic, c);
@@ -503,16 +620,14 @@ impl Scribe {
             if t.root {
                 // Keep the root's state with the next closest nodes.
                 let children: Vec<Contact> = t.children.values().map(|(c, _)| *c).collect();
+                let state = ScribeMessage::RootState {
+                    topic,
+                    children,
+                    name: t.name.clone(),
+                };
                 for r in kbr.replica_set(&topic, ROOT_REPLICAS + 1) {
                     if r.id != me.id {
-                        send(
-                            kbr,
-                            r,
-                            &ScribeMessage::RootState {
-                                topic,
-                                children: children.clone(),
-                            },
-                        );
+                        send(kbr, r, &state);
                     }
                 }
             } else if t.parent.is_some() || t.joining {
@@ -521,11 +636,12 @@ impl Scribe {
                     t.parent = None;
                     t.joining = true;
                     t.parent_heard = now;
-                    kbr.route(
+                    let join = ScribeMessage::Join {
                         topic,
-                        encode(&ScribeMessage::Join { topic, child: me }),
-                        None,
-                    );
+                        child: me,
+                        name: t.name.clone(),
+                    };
+                    kbr.route(topic, encode(&join), None);
                 } else if let Some(p) = t.parent {
                     send(kbr, p, &ScribeMessage::Refresh { topic });
                 }
@@ -575,11 +691,12 @@ impl Scribe {
                 t.path.clear();
                 t.joining = true;
                 t.parent_heard = now;
-                kbr.route(
+                let join = ScribeMessage::Join {
                     topic,
-                    encode(&ScribeMessage::Join { topic, child: me }),
-                    None,
-                );
+                    child: me,
+                    name: t.name.clone(),
+                };
+                kbr.route(topic, encode(&join), None);
             }
             return;
         }
@@ -604,25 +721,36 @@ impl Service for Scribe {
         info: RouteInfo,
     ) {
         let Ok(m) = postcard::from_bytes::<ScribeMessage>(&msg.body) else {
+            self.refused += 1;
             return; // malformed: dropped
         };
         let from = info.origin;
         let routed = info.hops > 0 || from.id == kbr.local_contact().id;
         match m {
-            ScribeMessage::Join { topic, child } => {
+            ScribeMessage::Join { topic, child, name } => {
+                let Some(name) = self.checked(topic, name) else {
+                    return;
+                };
                 if routed {
                     // Arrived at the root.
                     self.become_root(kbr, now, topic);
+                    self.learn_name(topic, name);
                     self.adopt(kbr, now, topic, child);
                 } else if self.topics.get(&topic).is_some_and(Topic::attached) {
                     // Pushed down by a full parent, or passed up by a child.
+                    self.learn_name(topic, name);
                     self.adopt(kbr, now, topic, child);
                 } else {
-                    kbr.route(topic, encode(&ScribeMessage::Join { topic, child }), None);
+                    let join = ScribeMessage::Join { topic, child, name };
+                    kbr.route(topic, encode(&join), None);
                 }
             }
-            ScribeMessage::JoinAck { topic, path } => {
-                self.heard_from_parent(kbr, now, topic, from, path)
+            ScribeMessage::JoinAck { topic, path, name } => {
+                let Some(name) = self.checked(topic, name) else {
+                    return;
+                };
+                self.heard_from_parent(kbr, now, topic, from, path);
+                self.learn_name(topic, name);
             }
             ScribeMessage::Refresh { topic } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -642,11 +770,17 @@ impl Service for Scribe {
                 publisher,
                 seq,
                 data,
+                name,
             } => {
                 if check_payload(&data).is_err() {
+                    self.refused += 1;
                     return;
                 }
+                let Some(name) = self.checked(topic, name) else {
+                    return;
+                };
                 self.become_root(kbr, now, topic);
+                self.learn_name(topic, name);
                 if publisher.id != kbr.local_contact().id {
                     send(kbr, publisher, &ScribeMessage::RootIs { topic });
                 }
@@ -675,11 +809,18 @@ impl Service for Scribe {
                     send(kbr, from, &ScribeMessage::Leave { topic });
                 }
             }
-            ScribeMessage::RootState { topic, children } => {
+            ScribeMessage::RootState {
+                topic,
+                children,
+                name,
+            } => {
+                let Some(name) = self.checked(topic, name) else {
+                    return;
+                };
                 if self.replicas.len() < MAX_TOPICS || self.replicas.contains_key(&topic) {
                     let mut children = children;
                     children.truncate(MAX_CHILDREN);
-                    self.replicas.insert(topic, children);
+                    self.replicas.insert(topic, (children, name));
                 }
             }
             ScribeMessage::Anycast {
@@ -725,29 +866,40 @@ impl Service for Scribe {
         };
         let me = kbr.local_contact();
         match m {
-            ScribeMessage::Join { topic, child } => {
+            ScribeMessage::Join { topic, child, name } => {
                 if child.id == me.id {
                     return Forward::Continue; // our own join leaving us
                 }
+                let Some(name) = self.checked(topic, name) else {
+                    return Forward::Stop; // a forged name: the join goes no further
+                };
                 let state = self.topics.get(&topic);
                 if state.is_some_and(Topic::attached) {
+                    self.learn_name(topic, name);
                     self.adopt(kbr, now, topic, child);
                     return Forward::Stop;
                 }
                 if state.is_some_and(|t| t.joining) {
                     // Re-joining ourselves: let the join pass to a node with a path to the root.
+                    self.learn_name(topic, name);
                     return Forward::Continue;
                 }
                 // Not yet in the tree: take the child, then join ourselves in its place.
                 if self.topic_entry(topic).is_err() {
                     return Forward::Continue;
                 }
+                self.learn_name(topic, name);
                 self.adopt(kbr, now, topic, child);
                 if let Some(t) = self.topics.get_mut(&topic) {
                     t.joining = true;
                     t.parent_heard = now;
                 }
-                *msg = encode(&ScribeMessage::Join { topic, child: me });
+                let name = self.name_of(topic);
+                *msg = encode(&ScribeMessage::Join {
+                    topic,
+                    child: me,
+                    name,
+                });
                 Forward::Continue
             }
             ScribeMessage::Anycast {

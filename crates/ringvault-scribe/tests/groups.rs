@@ -1,6 +1,7 @@
 //! Scribe end to end on a ring of real nodes: every publish reaches every member exactly once,
 //! trees are the union of the members' routes to the root, repair after failures (the root's
-//! included), anycast with and without a taker, and bad input refused.
+//! included), anycast with and without a taker, topic names known on every node of the tree, and
+//! bad input refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -280,6 +281,70 @@ fn anycast_finds_an_accepting_member_or_reports_none() {
     g.advance(Duration::from_secs(1));
     assert!(g.events.iter().any(|(i, e)| *i == 9
         && matches!(e, ScribeEvent::AnycastDone { req: r, result: Err(ScribeError::NoTaker) } if *r == req)));
+}
+
+#[test]
+fn the_topic_name_reaches_forwarders_and_the_root_and_a_root_made_by_publishing() {
+    let mut g = Groups::new(60);
+    let creator = Identity::from_secret_bytes([1; 32]).public_key();
+    let members = [4usize, 13, 21, 38, 50, 57];
+    let mut t = None;
+    for &m in &members {
+        let id = g
+            .call(m, |s, kbr, now, _| {
+                s.subscribe_named(kbr, now, "news-room", &creator)
+            })
+            .unwrap();
+        t = Some(id);
+    }
+    let t = t.unwrap();
+    assert_eq!(t, topic("news-room"));
+    g.advance(Duration::from_secs(1));
+    let root = g.ring.closest_live(&t, 1)[0];
+    let (mut roots, mut forwarders) = (0, 0);
+    for i in 0..60 {
+        let now = g.ring.now;
+        let views = g.ring.members[i]
+            .node
+            .with_service::<Scribe, _>(now, |s, _| s.topics())
+            .unwrap();
+        for v in views.into_iter().filter(|v| v.topic == t) {
+            assert_eq!(v.name.as_deref(), Some("news-room"), "node {i}: {v:?}");
+            roots += usize::from(v.root);
+            forwarders += usize::from(!v.member && !v.root && !v.children.is_empty());
+            assert_eq!(v.root, i == root, "node {i}");
+        }
+    }
+    assert_eq!(roots, 1, "one root");
+    assert!(
+        forwarders >= 1,
+        "no pure forwarder in this tree: the test checks nothing"
+    );
+
+    // Publishing by name to a topic nobody joined makes a root that knows the name.
+    let lonely = topic("announcements");
+    g.call(7, |s, kbr, _, _| {
+        s.publish_named(kbr, "announcements", &creator, b"first".to_vec())
+    })
+    .unwrap();
+    g.advance(Duration::from_secs(1));
+    let root = g.ring.closest_live(&lonely, 1)[0];
+    let now = g.ring.now;
+    let views = g.ring.members[root]
+        .node
+        .with_service::<Scribe, _>(now, |s, _| s.topics())
+        .unwrap();
+    let v = views
+        .iter()
+        .find(|v| v.topic == lonely)
+        .expect("root state");
+    assert!(v.root && !v.member);
+    assert_eq!(v.name.as_deref(), Some("announcements"));
+    assert_eq!(
+        g.call(7, |s, kbr, now, _| s
+            .subscribe_named(kbr, now, "", &creator)),
+        Err(ScribeError::BadTopicName(0))
+    );
 }
 
 #[test]
