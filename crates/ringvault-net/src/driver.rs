@@ -1,6 +1,6 @@
 //! The actor that runs one `Node`: it reads the clock, feeds the node what arrives (messages,
-//! probe results, commands, timeouts) and carries out what the node asks (send, probe, report).
-//! It makes no protocol decision.
+//! probe results, commands, timeouts, peers the transport could not dial) and carries out what
+//! the node asks (send, probe, report). It makes no protocol decision.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::status::{Metrics, Status};
-use crate::transport::{transport_config, Inbound, Transport};
+use crate::transport::{transport_config, Inbound, Transport, UNREACHABLE_QUEUE};
 use crate::{tls, NetError};
 
 /// Messages from the network waiting for the node; when full, readers wait (back-pressure on
@@ -280,7 +280,8 @@ pub async fn start_with(
     }
 
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
-    let transport = Transport::new(endpoint, net_tx);
+    let (unreachable_tx, unreachable_rx) = mpsc::channel(UNREACHABLE_QUEUE);
+    let transport = Transport::new(endpoint, net_tx, unreachable_tx);
     let accept = tokio::spawn(transport.clone().accept_loop());
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
     let (ready_tx, ready) = watch::channel(false);
@@ -294,7 +295,7 @@ pub async fn start_with(
         ctl: ctl_tx.downgrade(),
         poller: services.poller,
     };
-    let actor = tokio::spawn(actor.run(net_rx, ctl_rx));
+    let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, ctl_rx));
     let running = RunningNode {
         handle: NodeHandle {
             tx: ctl_tx,
@@ -361,7 +362,12 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut net: mpsc::Receiver<Inbound>, mut ctl: mpsc::Receiver<Control>) {
+    async fn run(
+        mut self,
+        mut net: mpsc::Receiver<Inbound>,
+        mut unreachable: mpsc::Receiver<Contact>,
+        mut ctl: mpsc::Receiver<Control>,
+    ) {
         loop {
             if let Some(p) = self.poller.as_mut() {
                 p(&mut self.node, self.clock.now());
@@ -376,6 +382,10 @@ impl Actor {
             };
             tokio::select! {
                 Some(m) = net.recv() => self.on_message(m),
+                Some(peer) = unreachable.recv() => {
+                    debug!(peer = %peer.id.short(), addr = %peer.addr, "dial failed: peer unreachable");
+                    self.node.handle_unreachable(self.clock.now(), peer.id);
+                }
                 c = ctl.recv() => match c {
                     Some(Control::Stop { leave, done }) => {
                         if leave {

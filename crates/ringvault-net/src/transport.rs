@@ -1,7 +1,9 @@
 //! QUIC transport: one quinn endpoint per node (server and client on the same socket, so a
 //! connection's remote address is the peer's listening address), connections keyed by the
 //! peer's verified id and reused in both directions, one bounded send queue and writer task per
-//! peer, length-prefixed frames on a long-lived unidirectional stream per direction.
+//! peer, length-prefixed frames on a long-lived unidirectional stream per direction. A dial to a
+//! peer that fails is reported to the node (once per failed dial) so the overlay can route
+//! around the peer at once instead of waiting for keep-alive silence.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +29,9 @@ pub const PEER_QUEUE: usize = 256;
 pub const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(3);
 /// How long writing one frame may block before the stream is abandoned.
 pub const WRITE_TIMEOUT: StdDuration = StdDuration::from_secs(5);
+/// Failed dials waiting to be reported to the node; beyond it reports are dropped (the
+/// overlay's keep-alives still find the peer dead).
+pub const UNREACHABLE_QUEUE: usize = 1024;
 /// A connection with no traffic for this long is closed by QUIC; a per-peer writer with nothing
 /// to send for this long exits.
 pub const IDLE_TIMEOUT: StdDuration = StdDuration::from_secs(30);
@@ -68,18 +73,25 @@ pub(crate) struct Transport {
     conns: Mutex<HashMap<Id, quinn::Connection>>,
     writers: Mutex<HashMap<Id, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
+    /// Peers a dial to failed, for the node's `handle_unreachable`.
+    unreachable: mpsc::Sender<Contact>,
     pub(crate) counters: Counters,
     /// Flips to true when the node stops; every task of the transport then ends.
     closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Transport {
-    pub(crate) fn new(endpoint: quinn::Endpoint, inbound: mpsc::Sender<Inbound>) -> Arc<Self> {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        inbound: mpsc::Sender<Inbound>,
+        unreachable: mpsc::Sender<Contact>,
+    ) -> Arc<Self> {
         Arc::new(Transport {
             endpoint,
             conns: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             inbound,
+            unreachable,
             counters: Counters::default(),
             closed: tokio::sync::watch::channel(false).0,
         })
@@ -182,6 +194,18 @@ impl Transport {
         addr: SocketAddr,
         expected: Option<Id>,
     ) -> Result<(Id, quinn::Connection), NetError> {
+        self.connect(addr, expected).await.map_err(|e| match e {
+            NoConnection::Busy(e) | NoConnection::DialFailed(e) => e,
+        })
+    }
+
+    /// Like [`Transport::connection`], telling apart a dial that failed (the peer's problem)
+    /// from one not tried because this node has too many connections (ours).
+    async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<Id>,
+    ) -> Result<(Id, quinn::Connection), NoConnection> {
         if let Some(id) = expected {
             let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = conns.get(&id).filter(|c| c.close_reason().is_none()) {
@@ -189,14 +213,14 @@ impl Transport {
             }
         }
         if self.open_connections() >= MAX_CONNECTIONS {
-            return Err(NetError::Unreachable {
+            return Err(NoConnection::Busy(NetError::Unreachable {
                 addr,
                 reason: "too many open connections".into(),
-            });
+            }));
         }
         let fail = |reason: String| {
             bump(&self.counters.connect_failures);
-            NetError::Unreachable { addr, reason }
+            NoConnection::DialFailed(NetError::Unreachable { addr, reason })
         };
         let connecting = self
             .endpoint
@@ -257,9 +281,19 @@ impl Transport {
             };
             let Ok(Some(bytes)) = next else { break };
             let _written = Dequeued(&self.counters.queued);
-            let conn = match self.connection(to.addr, Some(to.id)).await {
+            let conn = match self.connect(to.addr, Some(to.id)).await {
                 Ok((_, c)) => c,
                 Err(e) => {
+                    let e = match e {
+                        NoConnection::Busy(e) => e,
+                        NoConnection::DialFailed(e) => {
+                            // Tell the node, which declares the peer failed and repairs.
+                            if self.unreachable.try_send(to).is_err() {
+                                trace!(peer = %to.id.short(), "unreachable report dropped");
+                            }
+                            e
+                        }
+                    };
                     trace!(peer = %to.id.short(), "send failed: {e}");
                     // The peer is unreachable now: drop what is queued rather than retry it.
                     let mut dropped = 1;
@@ -321,6 +355,14 @@ impl Transport {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// Why no connection to a peer was had.
+enum NoConnection {
+    /// Not tried: this node has [`MAX_CONNECTIONS`] open.
+    Busy(NetError),
+    /// Tried, and the peer could not be reached or did not prove the expected id.
+    DialFailed(NetError),
 }
 
 /// Counts a queued message as gone when dropped (written, or given up on).

@@ -113,3 +113,50 @@ async fn sixteen_node_ring_converges_routes_exactly_heals_after_four_die_and_a_r
         n.shutdown().await;
     }
 }
+
+/// A failed dial reaches the overlay at once: with keep-alive failure detection slowed to two
+/// minutes (and neighbourhood probes to ten), a killed peer still leaves the survivor's leaf
+/// set within seconds, because the survivor's next keep-alive finds no connection, the re-dial
+/// fails (the handshake times out after `CONNECT_TIMEOUT`) and the driver calls
+/// `Node::handle_unreachable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dial_declares_the_peer_failed_long_before_the_failure_timeout() {
+    let dirs = TempDir::new("unreachable");
+    let cfg = ringvault_overlay::Config {
+        failure_timeout: ringvault_types::Duration::from_secs(120),
+        neighbourhood_interval: ringvault_types::Duration::from_secs(600),
+        ..fast_config()
+    };
+    let mut nodes = start_ring(&dirs, 2, cfg).await;
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    let (ha, gone) = (a.handle(), b.contact().id);
+    eventually(Duration::from_secs(20), || async {
+        let st = ha.status().await.map_err(|e| e.to_string())?;
+        let leaves = st.leaf_set_smaller.iter().chain(&st.leaf_set_larger);
+        if leaves.into_iter().any(|p| p.id == gone) {
+            Ok(())
+        } else {
+            Err("the other node is not in the leaf set yet".into())
+        }
+    })
+    .await;
+
+    b.kill().await;
+    // Far below the 120 s failure timeout: only a failed dial can explain it.
+    eventually(Duration::from_secs(45), || async {
+        let st = ha.status().await.map_err(|e| e.to_string())?;
+        let leaves = st.leaf_set_smaller.iter().chain(&st.leaf_set_larger);
+        let still = leaves.into_iter().any(|p| p.id == gone);
+        if !still && st.metrics.peers_failed >= 1 && st.metrics.connect_failures >= 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "still in the leaf set: {still}, peers failed: {}, connect failures: {}",
+                st.metrics.peers_failed, st.metrics.connect_failures
+            ))
+        }
+    })
+    .await;
+    a.shutdown().await;
+}
