@@ -16,6 +16,7 @@ mod http;
 mod objects;
 mod objects_cli;
 mod output;
+mod owner_key;
 mod storage;
 mod stream;
 mod topics;
@@ -39,9 +40,18 @@ pub enum NetCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Store FILE in the ring (owned by the node's operator key) and print its id.
+    /// Store FILE in the ring, owned by your owner key, and print its id.
+    ///
+    /// The certificates are signed here with your owner key (created on first use in your
+    /// config dir; see --key); the node never sees the key. Files over 4 MiB are split here
+    /// into 4 MiB chunks, each signed and stored as its own object, plus a manifest under
+    /// the name; the file is read one chunk at a time.
+    #[command(after_help = "Examples:\n  \
+        ringvault put notes.txt\n  \
+        ringvault put big.iso --name iso/2024 --replicas 5 --json\n  \
+        ringvault put notes.txt --operator   # owned by the node's key, like curl -T")]
     Put {
-        /// The file (at most 4 MiB for now).
+        /// The file.
         file: PathBuf,
         /// The object's name [default: the file name]; the id derives from it and the owner.
         #[arg(long)]
@@ -50,22 +60,33 @@ pub enum NetCommand {
         #[arg(long, default_value_t = 3)]
         replicas: u8,
         #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Fetch object ID (verified against its certificate) to stdout or -o FILE.
-    Get {
-        /// The object id (64 hex digits).
-        id: String,
-        /// Write to this file instead of stdout.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
+        key: KeyArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Reclaim object ID (only through the node whose key owns it).
+    /// Fetch object ID (verified against its certificate) to stdout or -o FILE.
+    ///
+    /// With -v, says on stderr which node served it and how many overlay hops the lookup
+    /// took; with --json, prints that and the size as JSON on stderr once the download is
+    /// complete. stdout only ever carries the object's bytes.
+    Get {
+        /// The object id (64 hex digits).
+        id: String,
+        /// Write to this file instead of stdout ("-" is stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Say on stderr which node served the object, and the hops.
+        #[arg(short, long)]
+        verbose: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reclaim object ID, signed with your owner key (it must be the key that stored it).
     Reclaim {
         /// The object id (64 hex digits).
         id: String,
+        #[command(flatten)]
+        key: KeyArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -159,6 +180,25 @@ pub struct RingArgs {
     pub capacity: Option<String>,
 }
 
+/// Whose key owns what `put` stores and signs what `reclaim` releases.
+#[derive(Args)]
+pub struct KeyArgs {
+    /// Your owner key file (32 secret bytes, created on first `put` with mode 0600)
+    /// [default: owner.key in $RINGVAULT_CONFIG_DIR, else $XDG_CONFIG_HOME/ringvault, else
+    /// ~/.config/ringvault].
+    #[arg(
+        long,
+        env = "RINGVAULT_KEY",
+        value_name = "FILE",
+        conflicts_with = "operator"
+    )]
+    pub key: Option<PathBuf>,
+    /// Use the node's operator key instead of yours: the node signs, and the object belongs
+    /// to whoever runs that node (as with `curl -T FILE`).
+    #[arg(long)]
+    pub operator: bool,
+}
+
 /// How the client commands reach a node.
 #[derive(Args)]
 pub struct ClientArgs {
@@ -208,21 +248,37 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 file,
                 name,
                 replicas,
+                key: k,
                 client: c,
             } => {
-                one_line(objects_cli::put(&c.node, &file, name, replicas, c.json).await);
+                let put = objects_cli::put(
+                    &c.node,
+                    &file,
+                    name,
+                    replicas,
+                    k.key.as_deref(),
+                    k.operator,
+                    c.json,
+                );
+                one_line(put.await);
                 Ok(())
             }
             NetCommand::Get {
                 id,
                 output,
+                verbose,
                 client: c,
             } => {
-                one_line(objects_cli::get(&c.node, &id, output).await);
+                one_line(objects_cli::get(&c.node, &id, output, verbose, c.json).await);
                 Ok(())
             }
-            NetCommand::Reclaim { id, client: c } => {
-                one_line(objects_cli::reclaim(&c.node, &id, c.json).await);
+            NetCommand::Reclaim {
+                id,
+                key: k,
+                client: c,
+            } => {
+                let r = objects_cli::reclaim(&c.node, &id, k.key.as_deref(), k.operator, c.json);
+                one_line(r.await);
                 Ok(())
             }
             NetCommand::Stat { id, client: c } => {

@@ -27,6 +27,22 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    open_with(base, method, path, &[], body, within).await
+}
+
+/// Like [`open`], with extra request headers.
+pub async fn open_with<B>(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: B,
+    within: Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: hyper::Uri = url
         .parse()
@@ -48,11 +64,14 @@ where
             .map_err(|e| down(&e))?;
         tokio::spawn(conn);
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(hyper::header::HOST, authority)
-            .body(body)?;
+            .header(hyper::header::HOST, authority);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        let req = req.body(body)?;
         sender.send_request(req).await.map_err(|e| down(&e))
     };
     tokio::time::timeout(within, fetch)
@@ -68,7 +87,27 @@ pub async fn send(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, hyper::HeaderMap, Bytes)> {
-    let resp = open(base, method, path, Full::new(Bytes::from(body)), TIMEOUT).await?;
+    send_with(base, method, path, &[], body, TIMEOUT).await
+}
+
+/// Like [`send`], with extra request headers, waiting `within` for the answer to begin.
+pub async fn send_with(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+    within: Duration,
+) -> Result<(u16, hyper::HeaderMap, Bytes)> {
+    let resp = open_with(
+        base,
+        method,
+        path,
+        headers,
+        Full::new(Bytes::from(body)),
+        within,
+    )
+    .await?;
     read_all(base, resp).await
 }
 

@@ -1,17 +1,24 @@
 //! The storage half of the HTTP API: `PUT /v1/objects?name=N&replicas=K`, `GET /v1/objects/{id}`,
 //! `GET /v1/objects/{id}/replicas`, `DELETE /v1/objects/{id}`. Each forwards to PAST on this
 //! node and turns its result into JSON or bytes; PAST decides everything.
+//!
+//! Who owns an object: without certificates the node's operator key signs (and owns) what is
+//! put through it, so `curl -T FILE` works. A client that keeps its own owner key signs the
+//! file certificates itself and sends them in [`CERTIFICATES_HEADER`]; it reclaims with a
+//! reclaim certificate in [`RECLAIM_HEADER`]. Both are lowercase hex of the encodings in
+//! `ringvault_past` (postcard), so they fit in a header and survive any HTTP client.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use ringvault_past::{
-    chunk_name, object_id as derive_id, Manifest, ManifestBuilder, PastError, PastEvent,
-    Reassembler, CHUNK_SIZE, MAX_NAME_LEN,
+    chunk_name, decode_certificates, object_id as derive_id, FileCertificate, Manifest,
+    ManifestBuilder, PastError, PastEvent, Reassembler, ReclaimCertificate, CHUNK_SIZE,
+    MAX_NAME_LEN,
 };
 use ringvault_types::Id;
 use serde_json::json;
@@ -25,6 +32,41 @@ use super::stream::ChannelBody;
 pub const MAX_UPLOAD: u64 = 64 << 30;
 /// Replicas when the request names none.
 pub const DEFAULT_REPLICAS: u8 = 3;
+/// PUT request header: file certificates the client signed with its owner key, certificate 0
+/// tried first and the others (further salts) only if file diversion needs them. Lowercase hex
+/// of `ringvault_past::encode_certificates`. The object is then at most [`CHUNK_SIZE`] bytes:
+/// a client that signs splits larger files into chunks and a manifest itself.
+pub const CERTIFICATES_HEADER: &str = "x-ringvault-certificates";
+/// DELETE request header: a reclaim certificate the owner signed, lowercase hex of
+/// `ReclaimCertificate::to_bytes`. Without it the node's operator key must own the object.
+pub const RECLAIM_HEADER: &str = "x-ringvault-reclaim";
+/// GET response header: the id (64 hex digits) of the node that served the copy.
+pub const SERVED_BY_HEADER: &str = "x-ringvault-served-by";
+/// GET response header: that node's QUIC address.
+pub const SERVED_BY_ADDR_HEADER: &str = "x-ringvault-served-by-addr";
+/// GET response header: overlay hops the lookup took to reach that node (0: this node).
+pub const HOPS_HEADER: &str = "x-ringvault-hops";
+
+/// Lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Reads hex (either case); `None` for anything else.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 fn past_error(e: PastError) -> ApiError {
     let (status, code, hint) = match &e {
@@ -47,7 +89,7 @@ fn past_error(e: PastError) -> ApiError {
         PastError::NotOwner => (
             StatusCode::FORBIDDEN,
             "not_owner",
-            "ask the node that stored it (its key owns it); nothing was changed",
+            "only the owner's key can reclaim it: sign with that key (`ringvault reclaim --key FILE`), or reclaim through the node whose operator key owns it; nothing was changed",
         ),
         PastError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid", "fix the request"),
         PastError::Busy => (
@@ -88,10 +130,10 @@ fn object_id(id: Result<Path<String>, PathRejection>) -> Result<Id, ApiError> {
     })
 }
 
-/// `name` and `replicas` from a query string.
-fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
+/// `name` and `replicas` from a query string, each if given.
+fn query_params(query: Option<&str>) -> Result<(Option<String>, Option<u8>), ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    let (mut name, mut replicas) = (None, DEFAULT_REPLICAS);
+    let (mut name, mut replicas) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
@@ -101,11 +143,10 @@ fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
         match k {
             "name" => name = Some(v),
             "replicas" => {
-                replicas = v
-                    .parse()
-                    .ok()
-                    .filter(|k| *k >= 1)
-                    .ok_or_else(|| bad(format!("replicas={v:?}: give a whole number from 1")))?
+                replicas =
+                    Some(v.parse().ok().filter(|k| *k >= 1).ok_or_else(|| {
+                        bad(format!("replicas={v:?}: give a whole number from 1"))
+                    })?)
             }
             other => {
                 return Err(bad(format!(
@@ -114,13 +155,101 @@ fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
             }
         }
     }
+    Ok((name, replicas))
+}
+
+/// `name` (required) and `replicas` from a query string.
+fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let (name, replicas) = query_params(query)?;
     let name = name
         .filter(|n| !n.is_empty())
         .ok_or_else(|| bad("give the object a name: PUT /v1/objects?name=NAME".into()))?;
     if name.len() > MAX_NAME_LEN {
         return Err(bad(format!("the name is longer than {MAX_NAME_LEN} bytes")));
     }
-    Ok((name, replicas))
+    Ok((name, replicas.unwrap_or(DEFAULT_REPLICAS)))
+}
+
+/// The most replicas this ring keeps: the k closest nodes must fit in the leaf set.
+async fn check_replicas(app: &App, replicas: u8) -> Result<(), ApiError> {
+    let max_k = app
+        .node
+        .run(|n, _| n.overlay().config().leaf_set_size / 2 + 1)
+        .await?;
+    if replicas as usize > max_k {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("replicas={replicas} is more than this ring keeps (at most {max_k})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The certificates of [`CERTIFICATES_HEADER`].
+fn header_certificates(v: &HeaderValue) -> Result<Vec<FileCertificate>, ApiError> {
+    let certs = v
+        .to_str()
+        .ok()
+        .and_then(from_hex)
+        .and_then(|b| decode_certificates(&b).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_certificate",
+                format!("{CERTIFICATES_HEADER} is not hex of encoded file certificates (as `ringvault put` sends them); nothing was stored"),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_certificate",
+            format!("{CERTIFICATES_HEADER} holds no certificate; nothing was stored"),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The certificate of [`RECLAIM_HEADER`].
+fn header_reclaim(v: &HeaderValue) -> Result<ReclaimCertificate, ApiError> {
+    v.to_str()
+        .ok()
+        .and_then(from_hex)
+        .and_then(|b| ReclaimCertificate::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_certificate",
+                format!("{RECLAIM_HEADER} is not hex of an encoded reclaim certificate (as `ringvault reclaim` sends it); nothing was changed"),
+            )
+        })
+}
+
+/// Reads a whole request body of at most `limit` bytes.
+async fn read_body(
+    mut body: Body,
+    limit: u64,
+    over: impl Fn() -> ApiError,
+) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("the upload broke off ({e}); nothing was stored"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if (buf.len() + data.len()) as u64 > limit {
+            return Err(over());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf)
 }
 
 fn unexpected() -> ApiError {
@@ -172,25 +301,85 @@ async fn put_chunk(
     Ok(())
 }
 
+/// The 201 answer to a PUT.
+fn created(ins: &ringvault_past::Inserted, size: u64, chunks: usize) -> Response {
+    let receipts: Vec<String> = ins
+        .receipts
+        .iter()
+        .map(|r| r.body.node.to_string())
+        .collect();
+    let b = &ins.cert.body;
+    let v = json!({
+        "id": ins.cert.id().to_string(),
+        "name": b.name,
+        "size": size,
+        "replicas": b.replicas,
+        "receipts": receipts,
+        "chunks": chunks,
+        "owner": b.owner.id().to_string(),
+        "salt": b.salt,
+    });
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+/// A PUT with client-signed certificates: one object, exactly as certified.
+async fn put_signed(
+    app: &App,
+    store: &StorageClient,
+    query: Option<&str>,
+    certs: Vec<FileCertificate>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let first = certs[0].body.clone();
+    let (name, replicas) = query_params(query)?;
+    if let Some(n) = name.filter(|n| *n != first.name) {
+        return Err(bad(format!(
+            "name={n:?}, but the certificate is for {:?}; leave name out or make them agree",
+            first.name
+        )));
+    }
+    if let Some(k) = replicas.filter(|k| *k != first.replicas) {
+        return Err(bad(format!(
+            "replicas={k}, but the certificate says {}; leave replicas out or make them agree",
+            first.replicas
+        )));
+    }
+    check_replicas(app, first.replicas).await?;
+    if first.size > CHUNK_SIZE as u64 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a client-signed object is at most {CHUNK_SIZE} bytes; split larger files into chunks and a manifest, each signed (`ringvault put` does); nothing was stored"),
+        ));
+    }
+    let size = first.size;
+    let content = read_body(body, size, || {
+        bad(format!(
+            "the body is longer than the {size} bytes the certificate says; nothing was stored"
+        ))
+    })
+    .await?;
+    match store.insert_signed(&app.node, certs, content).await? {
+        PastEvent::Inserted(_, Ok(ins)) => Ok(created(&ins, size, 0)),
+        PastEvent::Inserted(_, Err(e)) => Err(past_error(e)),
+        _ => Err(unexpected()),
+    }
+}
+
 pub async fn put(
     State(app): State<App>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let store = client(&app)?;
-    let (name, replicas) = put_params(query.as_deref())?;
-    // k replicas live on the k closest nodes, which must fit in the leaf set.
-    let max_k = app
-        .node
-        .run(|n, _| n.overlay().config().leaf_set_size / 2 + 1)
-        .await?;
-    if replicas as usize > max_k {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("replicas={replicas} is more than this ring keeps (at most {max_k})"),
-        ));
+    if let Some(v) = headers.get(CERTIFICATES_HEADER) {
+        let certs = header_certificates(v)?;
+        return put_signed(&app, store, query.as_deref(), certs, body).await;
     }
+    let (name, replicas) = put_params(query.as_deref())?;
+    check_replicas(&app, replicas).await?;
     let mut body = body;
     let mut buf: Vec<u8> = Vec::new();
     let mut total: u64 = 0;
@@ -245,20 +434,7 @@ pub async fn put(
             )
         }
     };
-    let receipts: Vec<String> = ins
-        .receipts
-        .iter()
-        .map(|r| r.body.node.to_string())
-        .collect();
-    let v = json!({
-        "id": ins.cert.id().to_string(),
-        "name": name,
-        "size": total,
-        "replicas": replicas,
-        "receipts": receipts,
-        "chunks": chunks,
-    });
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok(created(&ins, total, chunks))
 }
 
 /// Streams the file a manifest describes: each chunk fetched in order, verified by the
@@ -323,6 +499,15 @@ pub async fn get(
             if let Ok(v) = HeaderValue::from_str(&app.node.contact().id.to_string()) {
                 h.insert("x-ringvault-node", v);
             }
+            // Who served the copy (for a chunked object: the manifest; each chunk is looked
+            // up on its own as the body streams).
+            if let Ok(v) = HeaderValue::from_str(&found.server.id.to_string()) {
+                h.insert(SERVED_BY_HEADER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&found.server.addr.to_string()) {
+                h.insert(SERVED_BY_ADDR_HEADER, v);
+            }
+            h.insert(HOPS_HEADER, HeaderValue::from(u16::from(found.hops)));
             if chunked {
                 h.insert("x-ringvault-chunked", HeaderValue::from_static("true"));
             }
@@ -391,19 +576,47 @@ pub async fn replicas(
 pub async fn delete(
     State(app): State<App>,
     id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = client(&app)?;
     let id = object_id(id)?;
+    let signed = headers
+        .get(RECLAIM_HEADER)
+        .map(header_reclaim)
+        .transpose()?;
+    if let Some(rc) = signed.as_ref().filter(|rc| rc.object != id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_certificate",
+            format!(
+                "the reclaim certificate is for {}, not {id}; nothing was changed",
+                rc.object
+            ),
+        ));
+    }
     // The certificate names the owner and k; only the owner's key can reclaim.
     let cert = match store.lookup(&app.node, id).await? {
         PastEvent::Found(_, Ok(found)) => found.cert,
         PastEvent::Found(_, Err(e)) => return Err(past_error(e)),
         _ => return Err(unexpected()),
     };
-    if cert.body.owner != store.owner().public_key() {
-        return Err(past_error(PastError::NotOwner));
-    }
-    match store.reclaim(&app.node, id, cert.body.replicas).await? {
+    let k = cert.body.replicas;
+    let result = match signed {
+        Some(rc) => {
+            // Checked here for a clear 403; every holder checks again before it lets go.
+            if rc.verify(&cert).is_err() {
+                return Err(past_error(PastError::NotOwner));
+            }
+            store.reclaim_signed(&app.node, rc, k).await?
+        }
+        None => {
+            if cert.body.owner != store.owner().public_key() {
+                return Err(past_error(PastError::NotOwner));
+            }
+            store.reclaim(&app.node, id, k).await?
+        }
+    };
+    match result {
         PastEvent::Reclaimed(_, Ok(receipts)) => Ok(Json(json!({
             "id": id.to_string(),
             "reclaimed": true,
@@ -432,5 +645,17 @@ mod tests {
         assert!(put_params(Some("name=x&replicas=0")).is_err());
         assert!(put_params(Some("name=x&replicas=many")).is_err());
         assert!(put_params(Some("name=x&colour=red")).is_err());
+        assert_eq!(query_params(Some("replicas=2")).ok(), Some((None, Some(2))));
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&bytes)), Some(bytes));
+        assert_eq!(from_hex("0aFF"), Some(vec![10, 255]));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é0"), None);
+        assert_eq!(from_hex(""), Some(vec![]));
     }
 }

@@ -1,6 +1,14 @@
 //! `ringvault put`, `get`, `reclaim` and `stat`: the storage commands, as clients of a node's
-//! HTTP API. The node's operator key owns what is put through it.
+//! HTTP API.
+//!
+//! What `put` stores belongs to the user's owner key (see [`super::owner_key`]): the command
+//! signs the file certificates itself, one per salt file diversion may try, and the node never
+//! sees the key. A file above [`CHUNK_SIZE`] is split here, read one chunk at a time: each chunk
+//! is signed and stored as its own object, then the manifest listing them under the file's
+//! name. `reclaim` signs a reclaim certificate with the same key. `--operator` does without
+//! the user's key: the node's operator key owns the object, as with `curl -T`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,10 +16,21 @@ use anyhow::{anyhow, bail, Context, Result};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::Method;
-use serde_json::Value;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ringvault_past::{
+    chunk_name, encode_certificates, object_id, FileCertificate, ManifestBuilder,
+    ReclaimCertificate, CHUNK_SIZE, MAX_RESALTS,
+};
+use ringvault_types::Identity;
+use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use super::client;
+use super::objects::{
+    to_hex, CERTIFICATES_HEADER, HOPS_HEADER, RECLAIM_HEADER, SERVED_BY_ADDR_HEADER,
+    SERVED_BY_HEADER,
+};
+use super::owner_key;
 use super::stream::ChannelBody;
 
 /// Percent-encodes a query value.
@@ -30,16 +49,214 @@ fn check_id(id: &str) -> Result<&str> {
 
 /// How long an upload or download may go without progress.
 const STALL: Duration = Duration::from_secs(60);
-/// Pieces a file is read in, for uploads.
+/// Pieces a file is read in, for uploads through the operator key.
 const PIECE: usize = 1 << 20;
+/// Transfers larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_ABOVE: u64 = CHUNK_SIZE as u64;
+/// Salt windows a chunk may try when its id was reclaimed before (reclaimed ids stay taken).
+const SALT_WINDOWS: u64 = 4;
+
+/// A progress bar on stderr for a transfer of `len` bytes; hidden for small transfers and when
+/// stderr is not a terminal.
+fn progress(len: u64, what: &str) -> ProgressBar {
+    if len <= PROGRESS_ABOVE || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The certificates for `content` as `name`: salts `first..first + MAX_RESALTS`, the ones file
+/// diversion may move on to.
+fn sign(
+    owner: &Identity,
+    name: &str,
+    first: u64,
+    content: &[u8],
+    replicas: u8,
+) -> Vec<FileCertificate> {
+    let date = now_secs();
+    (first..=first + u64::from(MAX_RESALTS))
+        .map(|salt| FileCertificate::issue(owner, name, salt, content, replicas, date))
+        .collect()
+}
+
+/// The answer to a signed PUT: (status, JSON).
+async fn put_signed(
+    node: &str,
+    certs: &[FileCertificate],
+    content: Vec<u8>,
+) -> Result<(u16, Value)> {
+    let path = "/v1/objects";
+    let header = [(CERTIFICATES_HEADER, to_hex(&encode_certificates(certs)))];
+    // Storing takes k round trips after the upload: allow time in proportion to the size.
+    let within = STALL + Duration::from_secs(content.len() as u64 / (1 << 20));
+    let r = client::send_with(node, Method::PUT, path, &header, content, within).await?;
+    client::json_of(node, path, r)
+}
+
+/// Whether object `id` exists (a lookup through the node).
+async fn exists(node: &str, id: &str) -> Result<bool> {
+    let (status, v) = client::get_json(node, &format!("/v1/objects/{id}/replicas")).await?;
+    match status {
+        200 => Ok(true),
+        404 => Ok(false),
+        _ => client::check(node, status, &v).map(|()| false),
+    }
+}
+
+/// Stores one chunk under its content name and returns its id. The same bytes stored before
+/// under this key are found and reused; an id reclaimed before (it stays taken) moves the chunk
+/// to the next window of salts.
+async fn put_chunk(node: &str, owner: &Identity, bytes: &[u8], replicas: u8) -> Result<String> {
+    let name = chunk_name(bytes);
+    let step = u64::from(MAX_RESALTS) + 1;
+    for window in 0..SALT_WINDOWS {
+        let certs = sign(owner, &name, window * step, bytes, replicas);
+        let (status, v) = put_signed(node, &certs, bytes.to_vec()).await?;
+        if status == 409 {
+            for c in &certs {
+                let id = c.id().to_string();
+                if exists(node, &id).await? {
+                    return Ok(id);
+                }
+            }
+            continue;
+        }
+        client::check(node, status, &v)?;
+        return v["id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("the node at {node} answered without an id"));
+    }
+    bail!("chunk {name} was stored and reclaimed too often under this key to store it again")
+}
 
 pub async fn put(
     node: &str,
     file: &Path,
     name: Option<String>,
     replicas: u8,
+    key: Option<&Path>,
+    operator: bool,
     json: bool,
 ) -> Result<()> {
+    let name = match name {
+        Some(n) => n,
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("give the object a name with --name")?,
+    };
+    let v = if operator {
+        put_operator(node, file, &name, replicas).await?
+    } else {
+        let owner = owner_key::load_or_create(&owner_key::path_or_default(key)?)?;
+        put_owned(node, file, &name, replicas, &owner).await?
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", v["id"].as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+/// `put` with the user's key: small files as one signed object, larger ones as signed chunks
+/// and a signed manifest, read one chunk at a time.
+async fn put_owned(
+    node: &str,
+    file: &Path,
+    name: &str,
+    replicas: u8,
+    owner: &Identity,
+) -> Result<Value> {
+    let shown = file.display().to_string();
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot read {shown}"))?;
+    let len = f
+        .metadata()
+        .await
+        .with_context(|| format!("cannot read {shown}"))?
+        .len();
+    if len <= CHUNK_SIZE as u64 {
+        let mut content = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut content)
+            .await
+            .with_context(|| format!("cannot read {shown}"))?;
+        let (status, v) =
+            put_signed(node, &sign(owner, name, 0, &content, replicas), content).await?;
+        client::check(node, status, &v)?;
+        return Ok(v);
+    }
+    // Refuse a taken name before storing any chunk.
+    let id0 = object_id(name, &owner.public_key(), 0).to_string();
+    if exists(node, &id0).await? {
+        bail!("you already stored an object named {name:?} (id {id0}); pick another --name");
+    }
+    let bar = progress(len, "put");
+    let mut manifest = ManifestBuilder::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut total = 0u64;
+    loop {
+        // Fill a whole chunk (reads may return less), or what is left of the file.
+        let mut filled = 0;
+        while filled < CHUNK_SIZE {
+            let n = f
+                .read(&mut buf[filled..])
+                .await
+                .with_context(|| format!("cannot read {shown}"))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        let piece = &buf[..filled];
+        let id = put_chunk(node, owner, piece, replicas).await?;
+        let id = id
+            .parse()
+            .map_err(|_| anyhow!("the node at {node} answered with a bad id {id:?}"))?;
+        manifest.push(piece, id);
+        total += filled as u64;
+        bar.inc(filled as u64);
+    }
+    bar.finish_and_clear();
+    if total != len {
+        bail!("{shown} changed size while it was read ({len} then {total} bytes); nothing named {name:?} was stored, put it again");
+    }
+    let m = manifest.finish();
+    let chunks = m.chunks.len();
+    let bytes = m.to_bytes();
+    if bytes.len() > CHUNK_SIZE {
+        bail!("{shown} has too many chunks for one signed manifest; split it into smaller files");
+    }
+    let (status, mut v) = put_signed(node, &sign(owner, name, 0, &bytes, replicas), bytes).await?;
+    client::check(node, status, &v)?;
+    v["size"] = json!(total);
+    v["chunks"] = json!(chunks);
+    Ok(v)
+}
+
+/// `put --operator`: streams the file to the node, whose operator key signs (and owns) it; the
+/// node chunks a large file itself.
+async fn put_operator(node: &str, file: &Path, name: &str, replicas: u8) -> Result<Value> {
     let mut f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -48,17 +265,12 @@ pub async fn put(
         .await
         .with_context(|| format!("cannot read {}", file.display()))?
         .len();
-    let name = match name {
-        Some(n) => n,
-        None => file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .context("give the object a name with --name")?,
-    };
-    let path = format!("/v1/objects?name={}&replicas={replicas}", encode(&name));
+    let path = format!("/v1/objects?name={}&replicas={replicas}", encode(name));
     // Stream the file: at most a few pieces in memory.
     let (tx, body) = ChannelBody::new(Some(len), 2);
     let shown = file.display().to_string();
+    let bar = progress(len, "put");
+    let sending = bar.clone();
     tokio::spawn(async move {
         let mut sent = 0u64;
         loop {
@@ -80,24 +292,40 @@ pub async fn put(
             if tx.send(Ok(Bytes::from(piece))).await.is_err() {
                 return;
             }
+            sending.inc(n as u64);
         }
     });
     // The answer comes once every chunk is stored: allow time in proportion to the size.
     let within = STALL + Duration::from_secs(len / (1 << 20));
-    let resp = client::open(node, Method::PUT, &path, body, within).await?;
-    let (status, headers, bytes) = client::read_all(node, resp).await?;
+    let resp = client::open(node, Method::PUT, &path, body, within).await;
+    bar.finish_and_clear();
+    let (status, headers, bytes) = client::read_all(node, resp?).await?;
     let (status, v) = client::json_of(node, &path, (status, headers, bytes))?;
     client::check(node, status, &v)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("{}", v["id"].as_str().unwrap_or("?"));
-    }
-    Ok(())
+    Ok(v)
 }
 
-pub async fn get(node: &str, id: &str, output: Option<PathBuf>) -> Result<()> {
+/// Which node served a GET, from its headers.
+fn served_by(h: &hyper::HeaderMap) -> Value {
+    let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(String::from);
+    json!({
+        "served_by": {"id": text(SERVED_BY_HEADER), "addr": text(SERVED_BY_ADDR_HEADER)},
+        "hops": text(HOPS_HEADER).and_then(|v| v.parse::<u64>().ok()),
+        "chunked": text("x-ringvault-chunked").as_deref() == Some("true"),
+        "api_node": text("x-ringvault-node"),
+    })
+}
+
+pub async fn get(
+    node: &str,
+    id: &str,
+    output: Option<PathBuf>,
+    verbose: bool,
+    json: bool,
+) -> Result<()> {
     let id = check_id(id)?;
+    // `-o -` is stdout.
+    let output = output.filter(|p| p.as_os_str() != "-");
     let path = format!("/v1/objects/{id}");
     let resp = client::open(node, Method::GET, &path, Empty::<Bytes>::new(), STALL).await?;
     if !resp.status().is_success() {
@@ -106,11 +334,27 @@ pub async fn get(node: &str, id: &str, output: Option<PathBuf>) -> Result<()> {
         client::check(node, status, &v)?;
         bail!("the node at {node} answered {status}");
     }
+    let mut report = served_by(resp.headers());
+    if verbose && !json {
+        // Before the bytes: for a chunked object this is the manifest's lookup.
+        eprintln!(
+            "served by {} at {}, {} hops{}",
+            report["served_by"]["id"].as_str().unwrap_or("?"),
+            report["served_by"]["addr"].as_str().unwrap_or("?"),
+            report["hops"],
+            if report["chunked"] == true {
+                " (the manifest; each chunk is looked up on its own)"
+            } else {
+                ""
+            }
+        );
+    }
     let want = resp
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let bar = progress(want.unwrap_or(0), "get");
     let mut body = resp.into_body();
     // Write beside the target, then rename: a failed get leaves no partial file.
     let tmp = output.as_ref().map(|p| p.with_extension("ringvault-part"));
@@ -130,6 +374,7 @@ pub async fn get(node: &str, id: &str, output: Option<PathBuf>) -> Result<()> {
             let frame = frame.map_err(|e| anyhow!("the download broke off ({e})"))?;
             if let Ok(data) = frame.into_data() {
                 got += data.len() as u64;
+                bar.inc(data.len() as u64);
                 sink.write_all(&data).context("cannot write the output")?;
             }
         }
@@ -140,10 +385,11 @@ pub async fn get(node: &str, id: &str, output: Option<PathBuf>) -> Result<()> {
         Ok(())
     }
     .await;
+    bar.finish_and_clear();
     drop(sink);
-    match (result, tmp, output) {
+    let done = match (result, tmp, &output) {
         (Ok(()), Some(tmp), Some(path)) => {
-            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
         }
         (Ok(()), _, _) => Ok(()),
         (Err(e), tmp, _) => {
@@ -152,18 +398,45 @@ pub async fn get(node: &str, id: &str, output: Option<PathBuf>) -> Result<()> {
             }
             Err(e)
         }
+    };
+    done?;
+    if json {
+        // On stderr: stdout may be carrying the object's bytes.
+        report["id"] = json!(id);
+        report["size"] = json!(got);
+        eprintln!("{}", serde_json::to_string_pretty(&report)?);
     }
+    Ok(())
 }
 
-pub async fn reclaim(node: &str, id: &str, json: bool) -> Result<()> {
+pub async fn reclaim(
+    node: &str,
+    id: &str,
+    key: Option<&Path>,
+    operator: bool,
+    json: bool,
+) -> Result<()> {
     let id = check_id(id)?;
-    let v = client::send_ok(
-        node,
-        Method::DELETE,
-        &format!("/v1/objects/{id}"),
-        Vec::new(),
-    )
-    .await?;
+    let mut headers = Vec::new();
+    if !operator {
+        let path = owner_key::path_or_default(key)?;
+        // A key created now could own nothing: only an existing key is worth signing with.
+        let owner = owner_key::load(&path)?.ok_or_else(|| {
+            anyhow!(
+                "no owner key at {}; pass the key that stored the object with --key FILE, or --operator for objects the node's key owns",
+                path.display()
+            )
+        })?;
+        let object = id
+            .parse()
+            .map_err(|_| anyhow!("{id:?} is not an object id"))?;
+        let cert = ReclaimCertificate::issue(&owner, object, now_secs());
+        headers.push((RECLAIM_HEADER, to_hex(&cert.to_bytes())));
+    }
+    let path = format!("/v1/objects/{id}");
+    let r = client::send_with(node, Method::DELETE, &path, &headers, Vec::new(), STALL).await?;
+    let (status, v) = client::json_of(node, &path, r)?;
+    client::check(node, status, &v)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
-use ringvault_past::{Kind, Past, PastEvent, ReclaimCertificate, RequestId, Usage, MAX_PENDING};
+use ringvault_past::{
+    FileCertificate, Kind, Past, PastEvent, ReclaimCertificate, RequestId, Usage, MAX_PENDING,
+};
 use ringvault_store::RedbStore;
 use ringvault_types::{Contact, Id, Identity};
 use tokio::sync::oneshot;
@@ -158,6 +160,20 @@ impl StorageClient {
         .await
     }
 
+    /// Inserts `content` under certificates its owner signed (the owner's key is not here):
+    /// file diversion moves on to the next certificate instead of signing one.
+    pub async fn insert_signed(
+        &self,
+        node: &NodeHandle,
+        certs: Vec<FileCertificate>,
+        content: Vec<u8>,
+    ) -> Result<PastEvent, NetError> {
+        self.request(node, move |p, kbr, now| {
+            p.insert_signed(kbr, now, certs, content)
+        })
+        .await
+    }
+
     /// Looks object `id` up.
     pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
         self.request(node, move |p, kbr, now| p.lookup(kbr, now, id))
@@ -175,6 +191,17 @@ impl StorageClient {
             p.reclaim(kbr, now, ReclaimCertificate::issue(&owner, id, date), k)
         })
         .await
+    }
+
+    /// Reclaims an object (k replicas) with a reclaim certificate its owner signed.
+    pub async fn reclaim_signed(
+        &self,
+        node: &NodeHandle,
+        cert: ReclaimCertificate,
+        k: u8,
+    ) -> Result<PastEvent, NetError> {
+        self.request(node, move |p, kbr, now| p.reclaim(kbr, now, cert, k))
+            .await
     }
 
     /// The node's storage accounting.
