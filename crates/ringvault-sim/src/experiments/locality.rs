@@ -1,8 +1,11 @@
 //! Locality: routing table quality per join variant, and which replica a lookup reaches first.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use rand::Rng;
 use ringvault_overlay::JoinVariant;
-use ringvault_types::Id;
+use ringvault_past::{CachePolicy, MemoryStore, Past, PastConfig, PastEvent};
+use ringvault_types::{Contact, Duration, Id, Identity};
 use serde_json::json;
 
 use super::{build_static, r6, variant_name, Ctx};
@@ -153,84 +156,216 @@ pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
     }
 }
 
+/// Lookups a batch issues before the simulator runs them to completion.
+const LOOKUP_WINDOW: usize = 2_000;
+
+/// Where each lookup was answered: the proximity rank (0 = nearest to the client) of the
+/// replica holder that served it, `k` for a node outside the k closest, `None` for a lookup
+/// that failed.
+fn lookup_ranks(
+    sim: &mut Sim,
+    ring: &Ring,
+    list: &[(u32, Id)],
+    k: usize,
+    hops: &mut Vec<u64>,
+    mut progress: impl FnMut(usize),
+) -> Vec<Option<usize>> {
+    let mut out = Vec::with_capacity(list.len());
+    for chunk in list.chunks(LOOKUP_WINDOW) {
+        let reqs: Vec<Option<u64>> = chunk
+            .iter()
+            .map(|&(src, id)| {
+                sim.with_node(src, |n, now| {
+                    n.with_service::<Past, _>(now, |p, kbr| p.lookup(kbr, now, id))
+                })
+            })
+            .collect();
+        let limit = sim.now + Duration::from_secs(120);
+        sim.drain(limit);
+        let mut found: BTreeMap<(u32, u64), Contact> = BTreeMap::new();
+        for &src in chunk.iter().map(|(s, _)| s).collect::<BTreeSet<_>>() {
+            while let Some(Some(e)) = sim.with_node(src, |n, now| {
+                n.with_service::<Past, _>(now, |p, _| p.poll_event())
+            }) {
+                if let PastEvent::Found(req, Ok(f)) = e {
+                    hops.push(f.hops as u64);
+                    found.insert((src, req), f.server);
+                }
+            }
+        }
+        for (&(src, id), req) in chunk.iter().zip(reqs) {
+            let Some(server) = req.and_then(|r| found.get(&(src, r))) else {
+                out.push(None);
+                continue;
+            };
+            let replicas = ring.closest(&id, k);
+            let mut by_prox: Vec<(f64, Id)> = replicas
+                .iter()
+                .map(|rid| {
+                    let j = ring.node_of(rid).expect("in the ring");
+                    (if j == src { 0.0 } else { sim.distance(src, j) }, *rid)
+                })
+                .collect();
+            by_prox.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            out.push(Some(
+                by_prox
+                    .iter()
+                    .position(|(_, rid)| *rid == server.id)
+                    .unwrap_or(k),
+            ));
+        }
+        progress(chunk.len());
+    }
+    out
+}
+
 pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
     let p = ctx.params.clone();
     let n = p.nodes.unwrap_or(10_000);
     let lookups = p.routes.unwrap_or(100_000);
-    let k = 5;
+    let objects = n.min(10_000);
+    let k = 5u8;
+    let ku = k as usize;
     let cfg = p.overlay(3, 8, 16);
     let rss0 = rss_bytes();
     let (mut sim, _) = build_static(&p, cfg.clone(), n, "joining");
     let ring = Ring::of(&sim);
+    // PAST on every node, caching off (a cached copy would answer for the replicas) and with
+    // room for everything, so no replica is diverted: the k holders are the k closest nodes.
+    let past_config = |heuristic: Option<u8>| PastConfig {
+        cache: CachePolicy::Off,
+        lookup_heuristic: heuristic,
+        ..PastConfig::default()
+    };
+    for i in 0..sim.nodes.len() as u32 {
+        let key = Identity::from_secret_bytes(sim.rng.gen());
+        let past = Past::with_config(key, Box::new(MemoryStore::new(1 << 30)), past_config(None))
+            .expect("an empty store");
+        sim.with_node(i, |node, _| node.add_service(Box::new(past)));
+    }
     let alive = sim.alive();
+    let owner = Identity::from_secret_bytes(sim.rng.gen());
+    let bar = p.bar(objects as u64, "inserting");
+    let mut ids = Vec::with_capacity(objects);
+    for chunk in (0..objects).collect::<Vec<_>>().chunks(LOOKUP_WINDOW) {
+        let reqs: Vec<(u32, Option<u64>)> = chunk
+            .iter()
+            .map(|&o| {
+                let src = alive[sim.rng.gen_range(0..alive.len())];
+                let name = format!("object-{o}");
+                let content = name.clone().into_bytes();
+                let owner = &owner;
+                let req = sim.with_node(src, |n, now| {
+                    n.with_service::<Past, _>(now, |p, kbr| {
+                        p.insert(kbr, now, owner, &name, content, k, 0)
+                    })
+                });
+                (src, req)
+            })
+            .collect();
+        let limit = sim.now + Duration::from_secs(120);
+        sim.drain(limit);
+        for src in reqs.iter().map(|(s, _)| *s).collect::<BTreeSet<_>>() {
+            while let Some(Some(e)) = sim.with_node(src, |n, now| {
+                n.with_service::<Past, _>(now, |p, _| p.poll_event())
+            }) {
+                if let PastEvent::Inserted(_, Ok(ins)) = e {
+                    ids.push(ins.cert.id());
+                }
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    ids.sort();
     let list: Vec<(u32, Id)> = (0..lookups)
         .map(|_| {
             let s = alive[sim.rng.gen_range(0..alive.len())];
-            (s, Id::from_bytes(sim.rng.gen()))
+            (s, ids[sim.rng.gen_range(0..ids.len())])
         })
         .collect();
-    let bar = p.bar(lookups as u64, "lookups");
-    let reports = sim.route_many(&list, 2_000, |x| bar.inc(x as u64));
-    bar.finish_and_clear();
-    let mut rank_hist = vec![0usize; k];
-    let mut answered = 0usize;
-    for (r, &(src, key)) in reports.iter().zip(&list) {
-        let Some(r) = r else { continue };
-        let replicas = ring.closest(&key, k);
-        let Some(first) = r.path.iter().find(|c| replicas.contains(&c.id)) else {
-            continue;
-        };
-        answered += 1;
-        let mut by_prox: Vec<(f64, Id)> = replicas
-            .iter()
-            .map(|id| {
-                let j = ring.node_of(id).expect("in the ring");
-                (if j == src { 0.0 } else { sim.distance(src, j) }, *id)
-            })
-            .collect();
-        by_prox.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let rank = by_prox
-            .iter()
-            .position(|(_, id)| *id == first.id)
-            .unwrap_or(k - 1);
-        rank_hist[rank] += 1;
-    }
-    ctx.account(&sim, rss0);
-    let a = answered.max(1) as f64;
-    let nearest = r6(rank_hist[0] as f64 / a);
-    let nearest_two = r6((rank_hist[0] + rank_hist[1]) as f64 / a);
+    let mut rows = Vec::new();
+    let mut series = Vec::new();
+    let mut figs = serde_json::Map::new();
     let mut t = Table::new(
         "first-replica",
-        &["heuristic", "nearest_of_k", "one_of_nearest_two"],
+        &[
+            "heuristic",
+            "nearest_of_k",
+            "one_of_nearest_two",
+            "outside_k",
+            "failed",
+            "mean_hops",
+        ],
     );
-    t.row(vec![json!("none"), json!(nearest), json!(nearest_two)]);
+    for (label, key, heuristic) in [
+        ("none", "without_heuristic", None),
+        ("density", "with_density_heuristic", Some(k)),
+    ] {
+        for i in 0..sim.nodes.len() as u32 {
+            sim.with_node(i, |node, now| {
+                node.with_service::<Past, _>(now, |p, _| p.set_config(past_config(heuristic)))
+            });
+        }
+        let bar = p.bar(lookups as u64, &format!("lookups ({label})"));
+        let mut hops = Vec::new();
+        let ranks = lookup_ranks(&mut sim, &ring, &list, ku, &mut hops, |x| bar.inc(x as u64));
+        bar.finish_and_clear();
+        let mut hist = vec![0usize; ku + 1];
+        let mut failed = 0usize;
+        for r in &ranks {
+            match r {
+                Some(r) => hist[*r] += 1,
+                None => failed += 1,
+            }
+        }
+        let answered = (lookups - failed).max(1) as f64;
+        let nearest = r6(hist[0] as f64 / answered);
+        let nearest_two = r6((hist[0] + hist[1]) as f64 / answered);
+        let outside = r6(hist[ku] as f64 / answered);
+        let mean_hops = r6(super::mean(&hops));
+        t.row(vec![
+            json!(label),
+            json!(nearest),
+            json!(nearest_two),
+            json!(outside),
+            json!(failed),
+            json!(mean_hops),
+        ]);
+        figs.insert(
+            key.into(),
+            json!({ "nearest_of_k": nearest, "one_of_nearest_two": nearest_two,
+                "served_outside_k_closest": outside, "failed_lookups": failed,
+                "mean_hops": mean_hops,
+                "rank_fractions": hist[..ku].iter().map(|&h| r6(h as f64 / answered)).collect::<Vec<_>>() }),
+        );
+        series.push(Series {
+            label: format!("{label} heuristic"),
+            points: hist[..ku]
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| (i as f64, h as f64 / answered))
+                .collect(),
+        });
+        rows.push(label);
+    }
+    figs.insert("objects".into(), json!(ids.len()));
+    ctx.account(&sim, rss0);
     Report {
         experiment: "replica-locality".into(),
         seed: p.seed,
         parameters: json!({ "common": p, "n": n, "b": cfg.b, "l": cfg.leaf_set_size,
-            "m": cfg.neighbourhood_size, "k": k, "lookups": lookups }),
-        figures: json!({
-            "without_heuristic": { "nearest_of_k": nearest, "one_of_nearest_two": nearest_two,
-                "rank_fractions": rank_hist.iter().map(|&h| r6(h as f64 / a)).collect::<Vec<_>>(),
-                "lookups_reaching_a_replica": answered },
-            "with_density_heuristic": "not measured: the density heuristic belongs to PAST's lookup, which does not exist yet"
-        }),
+            "m": cfg.neighbourhood_size, "k": k, "lookups": lookups, "objects": objects }),
+        figures: serde_json::Value::Object(figs),
         tables: vec![t],
         plots: vec![Plot {
             name: "rank".into(),
-            title: format!("Proximity rank of the first replica reached (k = {k})"),
+            title: format!("Proximity rank of the replica that answered (k = {k})"),
             x_label: "rank among the k replicas (0 = nearest)".into(),
             y_label: "fraction of lookups".into(),
             kind: PlotKind::Bar,
             log_x: false,
-            series: vec![Series {
-                label: "no heuristic".into(),
-                points: rank_hist
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &h)| (i as f64, h as f64 / a))
-                    .collect(),
-            }],
+            series,
         }],
     }
 }
