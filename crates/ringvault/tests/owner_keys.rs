@@ -380,7 +380,7 @@ fn users_own_what_they_put_with_their_keys_and_only_the_owner_reclaims() {
     // Certificates that do not fit the upload are refused and store nothing.
     let user = Identity::from_secret_bytes([9; 32]);
     let cert = FileCertificate::issue(&user, "mismatch", 0, b"certified bytes", 3, 1);
-    let header_value = hex(&encode_certificates(&[cert.clone()]));
+    let header_value = hex(&encode_certificates(std::slice::from_ref(&cert)));
     let (status, _, body) = http(
         &nodes[0].http,
         "PUT",
