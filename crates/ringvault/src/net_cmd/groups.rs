@@ -6,13 +6,15 @@
 //!
 //! Topic names map to ids with one fixed creator key (derived from [`TOPIC_CREATOR_SEED`]), so
 //! every node maps a name to the same topic: a topic is a name shared by the whole ring.
+//! Subscribes and publishes pass the name to Scribe, which carries it through the tree so that
+//! forwarders and the root can list the topic by name too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_scribe::{check_topic_name, topic_id, Scribe, ScribeError, ScribeEvent, TopicView};
-use ringvault_types::{Contact, Id, Identity};
+use ringvault_types::{Contact, Id, Identity, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 
 /// The seed of the key every node uses as the "creator" of a named topic.
@@ -46,10 +48,14 @@ struct Shared {
 
 type SharedRef = Arc<Mutex<Shared>>;
 
+/// The key every node names as a topic's creator (see the module docs).
+fn creator() -> PublicKey {
+    Identity::from_secret_bytes(TOPIC_CREATOR_SEED).public_key()
+}
+
 /// The topic id of `name` (see the module docs).
 pub fn named_topic(name: &str) -> Id {
-    let creator = Identity::from_secret_bytes(TOPIC_CREATOR_SEED).public_key();
-    topic_id(name, &creator)
+    topic_id(name, &creator())
 }
 
 /// Registers Scribe in `services` (after what is there) and chains its event delivery after
@@ -185,18 +191,21 @@ pub struct GroupsClient {
 }
 
 impl GroupsClient {
-    /// Subscribes the node to `topic` (if it is not already) and opens a stream of its events.
+    /// Subscribes the node to the topic `name` (if it is not already) and opens a stream of
+    /// its events.
     pub async fn subscribe(
         &self,
         node: &NodeHandle,
-        topic: Id,
+        name: &str,
     ) -> Result<Subscription, GroupError> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let shared = self.shared.clone();
+        let topic = check_name(name).map_err(GroupError::Scribe)?;
+        let name = name.to_string();
         let r = node
             .run(move |n, now| {
                 n.with_service::<Scribe, _>(now, |sc, kbr| {
-                    sc.subscribe(kbr, now, topic)?;
+                    sc.subscribe_named(kbr, now, &name, &creator())?;
                     let mut sh = shared.lock().map_err(|_| ScribeError::Timeout)?;
                     sh.next_stream += 1;
                     let id = sh.next_stream;
@@ -221,16 +230,19 @@ impl GroupsClient {
         })
     }
 
-    /// Publishes `data` to `topic`; returns the sequence number.
+    /// Publishes `data` to the topic `name`; returns the sequence number.
     pub async fn publish(
         &self,
         node: &NodeHandle,
-        topic: Id,
+        name: &str,
         data: Vec<u8>,
     ) -> Result<u64, GroupError> {
+        let name = name.to_string();
         let r = node
             .run(move |n, now| {
-                n.with_service::<Scribe, _>(now, |sc, kbr| sc.publish(kbr, topic, data))
+                n.with_service::<Scribe, _>(now, |sc, kbr| {
+                    sc.publish_named(kbr, &name, &creator(), data)
+                })
             })
             .await?;
         match r {

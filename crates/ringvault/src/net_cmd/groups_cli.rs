@@ -90,15 +90,39 @@ pub async fn topics(node: &str, json: bool) -> Result<()> {
         println!("this node takes part in no topic");
         return Ok(());
     }
-    println!("{:<18} {:<10} {:<18} CHILDREN", "TOPIC", "ROLE", "PARENT");
+    println!(
+        "{:<24} {:<16} {:<9} {:<16} CHILDREN",
+        "NAME", "TOPIC ID", "ROLE", "PARENT"
+    );
+    let short = |s: &Value| s.as_str().map(|s| s.chars().take(16).collect::<String>());
     for t in list {
-        let short = |s: &Value| s.as_str().map(|s| s.chars().take(16).collect::<String>());
+        // A node can take part in a topic before it has learnt the name (rare: only when
+        // nobody on its side of the tree knew it).
+        let name = match t["name"].as_str() {
+            Some(n) if n.chars().count() > 24 => n.chars().take(23).collect::<String>() + "…",
+            Some(n) => n.to_string(),
+            None => "(name unknown)".to_string(),
+        };
+        let children: Vec<String> = t["children"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|c| c["id"].as_str().unwrap_or("?").chars().take(8).collect())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let children = if children.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} ({})", children.len(), children.join(" "))
+        };
         println!(
-            "{:<18} {:<10} {:<18} {}",
+            "{:<24} {:<16} {:<9} {:<16} {}",
+            name,
             short(&t["topic_id"]).unwrap_or_default(),
             t["role"].as_str().unwrap_or("?"),
             short(&t["parent"]["id"]).unwrap_or_else(|| "-".into()),
-            t["children"].as_array().map(|c| c.len()).unwrap_or(0)
+            children
         );
     }
     Ok(())

@@ -79,7 +79,9 @@ pub async fn publish(
 ) -> Result<impl IntoResponse, ApiError> {
     let (name, id) = topic(name)?;
     check_message(&body)?;
-    let seq = client(&app)?.publish(&app.node, id, body.to_vec()).await?;
+    let seq = client(&app)?
+        .publish(&app.node, &name, body.to_vec())
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "topic": name, "topic_id": id.to_string(), "seq": seq })),
@@ -102,7 +104,8 @@ pub async fn anycast(
     })))
 }
 
-/// `GET /v1/topics`: the topics this node takes part in (ids only: names are not sent).
+/// `GET /v1/topics`: the topics this node takes part in, as member, forwarder or root, with
+/// their names (`null` until this node has learnt the name from the tree), parent and children.
 pub async fn list(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     let topics = client(&app)?.topics(&app.node).await?;
     let contact = |c: &ringvault_types::Contact| json!({ "id": c.id.to_string(), "addr": c.addr.to_string() });
@@ -117,6 +120,7 @@ pub async fn list(State(app): State<App>) -> Result<Json<Value>, ApiError> {
                 "forwarder"
             };
             json!({
+                "name": t.name,
                 "topic_id": t.topic.to_string(),
                 "role": role,
                 "member": t.member,
@@ -178,7 +182,7 @@ pub async fn events(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (name, id) = topic(name)?;
-    let sub = client(&app)?.subscribe(&app.node, id).await?;
+    let sub = client(&app)?.subscribe(&app.node, &name).await?;
     let hello = Event::default()
         .event("subscribed")
         .data(json!({ "topic": name, "topic_id": id.to_string() }).to_string());
