@@ -1,11 +1,56 @@
-//! The dashboard as a person sees it: `ringvault ring --nodes 8` on free ports, the page loaded
-//! in headless Chromium, all 8 nodes on the drawn ring, and a screenshot taken.
+//! The dashboard as a person sees it: `ringvault ring --nodes 8` on free ports with subscribers
+//! to one topic on four nodes, the page of a node with children in the topic's tree loaded in
+//! headless Chromium: all 8 nodes on the drawn ring, the topic in the topics panel by name with
+//! its role and every child; and a screenshot taken.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOPIC: &str = "dashboard-demo";
+
+/// The node's entry for [`TOPIC`] in `GET /v1/topics`, if it takes part in it.
+fn topic_entry(base: &str) -> Option<Value> {
+    let (status, body) = common::get(base, "/v1/topics");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == TOPIC)
+        .cloned()
+}
+
+fn child_ids(t: &Value) -> BTreeSet<String> {
+    t["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str().map(String::from))
+        .collect()
+}
+
+/// The `data-id`s of the elements with class `class` inside the topic card for [`TOPIC`].
+fn ids_in_card(dom: &str, class: &str) -> Option<BTreeSet<String>> {
+    let start = dom.find(&format!("data-name=\"{TOPIC}\""))?;
+    let card = &dom[start..];
+    let end = card[1..]
+        .find("class=\"topic\"")
+        .map_or(card.len(), |e| e + 1);
+    Some(
+        card[..end]
+            .split(&format!("class=\"{class}\""))
+            .skip(1)
+            .filter_map(|s| s.split("data-id=\"").nth(1)?.split('"').next())
+            .map(String::from)
+            .collect(),
+    )
+}
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -64,7 +109,7 @@ fn run_chromium(bin: &Path, profile: &Path, url: &str, extra: &[&str]) -> String
 }
 
 #[test]
-fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() {
+fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_and_a_topic_tree_in_headless_chromium() {
     let Some(browser) = chromium() else {
         println!("SKIPPED: chromium not installed (apt-get install chromium); .ci/run installs it");
         return;
@@ -76,10 +121,31 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
 
     let (mut ring, urls) = common::start_ring(8, &tmp.join("ring"));
 
+    // Subscribers on four nodes (killed when dropped); then a node with children in the tree.
+    let subs: Vec<common::Proc> = urls[1..5]
+        .iter()
+        .map(|u| common::Proc::start(&["subscribe", TOPIC, "--node", u, "--json"]))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (page, before) = loop {
+        let found = urls.iter().find_map(|u| {
+            let t = topic_entry(u)?;
+            (!child_ids(&t).is_empty()).then(|| (u.clone(), t))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node has children in the tree of {TOPIC} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
     let dom = run_chromium(
         &browser,
         &tmp.join("profile-dom"),
-        &format!("{}/", urls[0]),
+        &format!("{page}/"),
         &["--dump-dom"],
     );
     let mut ids: Vec<&str> = dom
@@ -101,15 +167,39 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
         "the node count is written out"
     );
 
+    // The topics panel: the topic by name, with this node's role and every child.
+    let after = topic_entry(&page).expect("the node is still in the tree");
+    let card = dom
+        .find(&format!("data-name=\"{TOPIC}\""))
+        .map(|i| &dom[i..])
+        .unwrap_or_else(|| panic!("no card for {TOPIC} in the topics panel"));
+    let role = before["role"].as_str().unwrap();
+    assert!(
+        card.starts_with(&format!(
+            "data-name=\"{TOPIC}\" data-topic-id=\"{}\" data-role=\"{role}\"",
+            before["topic_id"].as_str().unwrap()
+        )),
+        "card attributes: {}",
+        &card[..card.len().min(300)]
+    );
+    assert!(card.contains(&format!("<span class=\"tname\">{TOPIC}</span>")));
+    let drawn = ids_in_card(&dom, "tchild").unwrap();
+    assert!(
+        drawn == child_ids(&before) || drawn == child_ids(&after),
+        "children drawn {drawn:?}, the node lists {:?} / {:?}",
+        child_ids(&before),
+        child_ids(&after)
+    );
+
     // Kept after the test (outside `tmp`) so it can be looked at and copied to docs/.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     run_chromium(
         &browser,
         &tmp.join("profile-shot"),
-        &format!("{}/", urls[0]),
+        &format!("{page}/"),
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=1400,900",
+            "--window-size=1600,900",
         ],
     );
     let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
@@ -120,6 +210,7 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_in_headless_chromium() 
     );
     println!("screenshot: {}", shot.display());
 
+    drop(subs);
     let status = ring.signal_and_wait("INT", Duration::from_secs(30));
     assert!(
         status.is_some_and(|s| s.success()),
