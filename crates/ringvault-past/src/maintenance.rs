@@ -10,6 +10,12 @@ use crate::message::PastMessage;
 use crate::past::{send, Past, MAX_IDS_PER_MESSAGE};
 use crate::{FileCertificate, Kind, StoredObject};
 
+/// Bytes of objects one want is answered with; the rest is offered again (see
+/// [`Past::on_want`]).
+pub(crate) const MAX_WANT_BYTES: u64 = 8 << 20;
+/// Objects one want is answered with (many small ones would otherwise fill a send queue).
+pub(crate) const MAX_WANT_OBJECTS: usize = 32;
+
 impl Past {
     /// Offers every replica held to the nodes that should hold it now; demotes replicas this
     /// node should no longer hold to cache.
@@ -139,10 +145,19 @@ impl Past {
         }
     }
 
+    /// Sends the objects `from` wants, at most [`MAX_WANT_BYTES`] / [`MAX_WANT_OBJECTS`] of
+    /// them, and offers the rest again: `from` asks for what it still lacks once it has stored
+    /// these. Repair of hundreds of MiB thus goes in steps paced by the receiver, instead of one
+    /// event that reads, hashes and queues all of it (seconds in which neither node answers its
+    /// leaf set's keep-alives, so their peers declare them failed and more repair follows).
     pub(crate) fn on_want(&mut self, kbr: &mut dyn Kbr, from: Contact, ids: Vec<Id>) {
-        for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
+        let (mut bytes, mut sent) = (0u64, 0usize);
+        let mut ids = ids.into_iter().take(MAX_IDS_PER_MESSAGE);
+        for id in ids.by_ref() {
             if let Ok(Some(o)) = self.store.get(&id) {
                 if o.kind != Kind::Cached && o.cert.verify_content(&o.content).is_ok() {
+                    bytes += o.content.len() as u64;
+                    sent += 1;
                     let msg = PastMessage::Replicate {
                         req: None,
                         cert: o.cert,
@@ -151,6 +166,14 @@ impl Past {
                     send(kbr, from, &msg);
                 }
             }
+            if bytes >= MAX_WANT_BYTES || sent >= MAX_WANT_OBJECTS {
+                break;
+            }
+        }
+        let rest: Vec<Id> = ids.collect();
+        if !rest.is_empty() {
+            let free = self.store.usage().free();
+            send(kbr, from, &PastMessage::Offer { ids: rest, free });
         }
     }
 }
