@@ -530,9 +530,23 @@ pub async fn get(
 pub async fn replicas(
     State(app): State<App>,
     id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = client(&app)?;
     let id = object_id(id)?;
+    if query.as_deref() == Some("local=true") {
+        // Only what this node holds, read from its disk and verified: no lookup, no route (a
+        // lookup would leave a cached copy here).
+        let held = store.verified_local(&app.node, id).await?;
+        return Ok(Json(json!({
+            "id": id.to_string(),
+            "this_node": {
+                "id": app.node.contact().id.to_string(),
+                "holds": held.map(|(k, _)| format!("{k:?}").to_lowercase()),
+                "size": held.map(|(_, s)| s),
+            },
+        })));
+    }
     let (cert, manifest) = match store.lookup(&app.node, id).await? {
         PastEvent::Found(_, Ok(found)) => {
             let m = Manifest::from_bytes(&found.content).ok();

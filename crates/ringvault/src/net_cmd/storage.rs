@@ -210,6 +210,24 @@ impl StorageClient {
             .await
     }
 
+    /// Why and how large this node holds `id`, from a copy read from its disk that passes the
+    /// certificate check (a damaged copy is discarded by the store, as on every read). No
+    /// network.
+    pub async fn verified_local(
+        &self,
+        node: &NodeHandle,
+        id: Id,
+    ) -> Result<Option<(Kind, u64)>, NetError> {
+        node.run(move |n, now| {
+            n.with_service::<Past, _>(now, |p, _| {
+                let found = p.store().get(&id).ok().flatten();
+                found.map(|o| (o.kind, o.content.len() as u64))
+            })
+        })
+        .await
+        .map(Option::flatten)
+    }
+
     /// What this node holds of `id`.
     pub async fn local(&self, node: &NodeHandle, id: Id) -> Result<Option<LocalHolding>, NetError> {
         node.run(move |n, now| {

@@ -60,6 +60,14 @@ pub struct Daemon {
 /// Starts `ringvault node` with its data in `dir`, bootstrapping from `boot`, and waits (30 s at
 /// most) until it has joined.
 pub fn start_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) -> Daemon {
+    let d = spawn_daemon(dir, config, boot, capacity);
+    wait_joined(&d);
+    d
+}
+
+/// Starts `ringvault node` like [`start_daemon`] but returns once it serves, before it has
+/// joined (for starting many at once; then [`wait_joined`]).
+pub fn spawn_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) -> Daemon {
     let data = dir.display().to_string();
     let cfg = config.display().to_string();
     let mut args = vec![
@@ -90,11 +98,15 @@ pub fn start_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) 
         quic: w[3].clone(),
         http: w[5].trim_end_matches('/').to_string(),
     };
+    d
+}
+
+/// Waits (30 s at most) until the node has joined.
+pub fn wait_joined(d: &Daemon) {
     wait_for(Duration::from_secs(30), "the node to join", || {
         let (_, b) = request(&d.http, "GET", "/v1/status", b"");
         json(&b)["ready"] == true
     });
-    d
 }
 
 /// Waits for `cond`, failing the test after `within`.
