@@ -1,5 +1,5 @@
 //! Commands that run or talk to real nodes: `node`, `ring`, `status`, `route`, `put`, `get`,
-//! `reclaim`, `stat`, `bench route`.
+//! `reclaim`, `stat`, `bench route`, `bench storage`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+mod bench_storage;
 mod client;
 mod config;
 mod daemon;
@@ -225,6 +226,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Put and get latency (p50/p99) and throughput on a local ring (16 nodes, k = 3, 1 KiB
+    /// and 1 MiB objects by default), through each node's HTTP API.
+    Storage(bench_storage::StorageArgs),
 }
 
 pub fn run(cmd: NetCommand) -> Result<()> {
@@ -314,6 +318,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 routes,
                 concurrency,
             }) => daemon::bench_route(nodes, routes, concurrency).await,
+            NetCommand::Bench(BenchCommand::Storage(a)) => bench_storage::run(a).await,
         }
     })
 }

@@ -19,7 +19,7 @@ use super::{http, NodeArgs, RingArgs};
 /// How long a node of a local ring may take to join.
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
 
-fn init_logs(default: &str) {
+pub fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -1,0 +1,493 @@
+//! `ringvault bench storage`: put and get latency (p50/p99) and throughput on a local ring, each
+//! operation an HTTP request to one of the ring's nodes, as a client of the ring sees it.
+//!
+//! Per object size: puts one at a time (latency), puts with `--concurrency` in flight
+//! (throughput), then gets of those same objects the same two ways, each from another node than
+//! the one that stored it. Every get's bytes are compared with what was put.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use hyper::Method;
+use indicatif::{ProgressBar, ProgressStyle};
+use ringvault_net::NodeHandle;
+use ringvault_overlay::Config;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::{client, daemon, storage};
+
+/// Largest object size the benchmark accepts (each in-flight operation holds one in memory).
+const MAX_SIZE: u64 = 256 << 20;
+/// How long the ring may take to settle (every leaf set full) before measuring.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Options of `ringvault bench storage`.
+#[derive(Args)]
+pub struct StorageArgs {
+    /// Ring size.
+    #[arg(long, default_value_t = 16)]
+    pub nodes: u16,
+    /// Object sizes, comma-separated (e.g. 1KiB,1MiB,10MB; above 4 MiB an object is stored as
+    /// chunks plus a manifest).
+    #[arg(long, value_delimiter = ',', default_value = "1KiB,1MiB")]
+    pub sizes: Vec<String>,
+    /// Objects put (then got) with --concurrency in flight, per size, comma-separated in the
+    /// order of --sizes (one number applies to every size); a quarter as many more run one at
+    /// a time for latency.
+    #[arg(long, value_delimiter = ',', default_value = "1000,200")]
+    pub counts: Vec<usize>,
+    /// Operations in flight during the throughput phases.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Replicas of each object (k).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u8,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured phase.
+#[derive(Serialize)]
+struct Row {
+    size: u64,
+    op: &'static str,
+    in_flight: usize,
+    ops: usize,
+    failed: usize,
+    wrong_bytes: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    ops_per_s: f64,
+    /// Object bytes moved per second (10^6 bytes; a put writes k copies of them).
+    mb_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    nodes: u16,
+    replicas: u8,
+    concurrency: usize,
+    cpus: usize,
+    rows: Vec<Row>,
+}
+
+/// The content of object `i` of a phase: `base` with `i` written into its first bytes, so no
+/// two objects are equal (equal chunks would be deduplicated).
+fn content(base: &[u8], i: usize) -> Vec<u8> {
+    let mut v = base.to_vec();
+    let tag = (i as u64).to_le_bytes();
+    let n = v.len().min(tag.len());
+    v[..n].copy_from_slice(&tag[..n]);
+    v
+}
+
+/// Deterministic filler bytes (xorshift), incompressible enough for a storage benchmark.
+fn filler(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// What one phase needs to know.
+struct Phase {
+    op: &'static str,
+    /// Object names of the phase (index i -> name).
+    tag: String,
+    count: usize,
+    in_flight: usize,
+    size: u64,
+}
+
+/// Shared by the workers of a phase.
+struct Ctx {
+    urls: Vec<String>,
+    base: Vec<u8>,
+    replicas: u8,
+    /// Ids of the objects put, by phase tag and index (None: the put failed).
+    ids: Mutex<std::collections::BTreeMap<String, Vec<Option<String>>>>,
+    bar: ProgressBar,
+}
+
+/// Outcome of one operation.
+enum Outcome {
+    Ok(Duration),
+    Failed,
+    WrongBytes,
+}
+
+async fn put_one(ctx: &Ctx, tag: &str, i: usize) -> (Outcome, Option<String>) {
+    let node = &ctx.urls[i % ctx.urls.len()];
+    let path = format!("/v1/objects?name={tag}-{i}&replicas={}", ctx.replicas);
+    let body = content(&ctx.base, i);
+    let t0 = Instant::now();
+    let r = client::send(node, Method::PUT, &path, body).await;
+    let took = t0.elapsed();
+    match r {
+        Ok((201, _, b)) => {
+            let id = serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(String::from));
+            match id {
+                Some(id) => (Outcome::Ok(took), Some(id)),
+                None => (Outcome::Failed, None),
+            }
+        }
+        Ok((status, _, b)) => {
+            tracing::warn!(
+                "put {tag}-{i} through {node}: {status} {}",
+                String::from_utf8_lossy(&b)
+            );
+            (Outcome::Failed, None)
+        }
+        Err(e) => {
+            tracing::warn!("put {tag}-{i} through {node}: {e}");
+            (Outcome::Failed, None)
+        }
+    }
+}
+
+async fn get_one(ctx: &Ctx, id: &str, i: usize) -> Outcome {
+    // Half the ring away from the node that stored it.
+    let n = ctx.urls.len();
+    let node = &ctx.urls[(i + n / 2) % n];
+    let t0 = Instant::now();
+    let r = client::send(node, Method::GET, &format!("/v1/objects/{id}"), Vec::new()).await;
+    let took = t0.elapsed();
+    match r {
+        Ok((200, _, b)) if b[..] == content(&ctx.base, i)[..] => Outcome::Ok(took),
+        Ok((200, _, _)) => Outcome::WrongBytes,
+        Ok((status, _, b)) => {
+            tracing::warn!(
+                "get {id} from {node}: {status} {}",
+                String::from_utf8_lossy(&b)
+            );
+            Outcome::Failed
+        }
+        Err(e) => {
+            tracing::warn!("get {id} from {node}: {e}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Runs one phase with `in_flight` workers taking the next index until `count` are done.
+async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
+    ctx.bar.set_message(format!(
+        "{} {} x{} ({} in flight)",
+        p.op,
+        human(p.size),
+        p.count,
+        p.in_flight
+    ));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..p.in_flight.max(1) {
+        let (ctx, next, tag, op, count) = (ctx.clone(), next.clone(), p.tag.clone(), p.op, p.count);
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return out;
+                }
+                let outcome = if op == "put" {
+                    let (o, id) = put_one(&ctx, &tag, i).await;
+                    if let Ok(mut ids) = ctx.ids.lock() {
+                        if let Some(v) = ids.get_mut(&tag) {
+                            v[i] = id;
+                        }
+                    }
+                    o
+                } else {
+                    let id = ctx
+                        .ids
+                        .lock()
+                        .ok()
+                        .and_then(|ids| ids.get(&tag).and_then(|v| v[i].clone()));
+                    match id {
+                        Some(id) => get_one(&ctx, &id, i).await,
+                        None => Outcome::Failed, // its put failed
+                    }
+                };
+                ctx.bar.inc(1);
+                out.push(outcome);
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut failed, mut wrong) = (0, 0);
+    for w in workers {
+        for o in w.await.unwrap_or_default() {
+            match o {
+                Outcome::Ok(d) => lat.push(d),
+                Outcome::Failed => failed += 1,
+                Outcome::WrongBytes => wrong += 1,
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    lat.sort();
+    Row {
+        size: p.size,
+        op: p.op,
+        in_flight: p.in_flight,
+        ops: p.count,
+        failed,
+        wrong_bytes: wrong,
+        p50_ms: percentile_ms(&lat, 0.5),
+        p99_ms: percentile_ms(&lat, 0.99),
+        ops_per_s: lat.len() as f64 / secs,
+        mb_per_s: lat.len() as f64 * p.size as f64 / secs / 1e6,
+    }
+}
+
+/// Waits (bounded) until every node's leaf set is full, so the ring measured is a settled one.
+async fn settle(handles: &[NodeHandle], leaf_set_size: usize) -> Result<()> {
+    let want = leaf_set_size.min(handles.len() - 1);
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        let mut full = true;
+        for h in handles {
+            let s = h.status().await?;
+            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
+        }
+        if full {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the ring did not settle (full leaf sets) within {SETTLE_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A size for people: 1 KiB, 1 MiB, 1500 B.
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "bench storage: {} nodes on loopback QUIC in one process, k = {}, through each node's HTTP API; {} CPUs",
+        r.nodes, r.replicas, r.cpus
+    );
+    println!(
+        "  {:<8} {:<4} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7}",
+        "size", "op", "in flight", "ops", "p50 ms", "p99 ms", "ops/s", "MB/s", "failed"
+    );
+    for x in &r.rows {
+        println!(
+            "  {:<8} {:<4} {:>9} {:>6} {:>9.2} {:>9.2} {:>9.1} {:>8.2} {:>7}",
+            human(x.size),
+            x.op,
+            x.in_flight,
+            x.ops,
+            x.p50_ms,
+            x.p99_ms,
+            x.ops_per_s,
+            x.mb_per_s,
+            x.failed + x.wrong_bytes
+        );
+    }
+    let wrong: usize = r.rows.iter().map(|x| x.wrong_bytes).sum();
+    println!(
+        "  wrong bytes returned: {wrong}   (MB = 10^6 bytes of object data; a put stores k copies)"
+    );
+}
+
+/// `ringvault bench storage`.
+pub async fn run(a: StorageArgs) -> Result<()> {
+    daemon::init_logs("warn");
+    if a.nodes < 2 {
+        bail!("--nodes must be at least 2");
+    }
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let sizes = a
+        .sizes
+        .iter()
+        .map(|s| storage::parse_size(s).with_context(|| format!("--sizes {s}")))
+        .collect::<Result<Vec<u64>>>()?;
+    if let Some(s) = sizes.iter().find(|s| **s > MAX_SIZE) {
+        bail!("--sizes: {s} bytes is more than this benchmark holds in memory ({MAX_SIZE})");
+    }
+    let counts: Vec<usize> = match a.counts.len() {
+        1 => vec![a.counts[0]; sizes.len()],
+        n if n == sizes.len() => a.counts.clone(),
+        n => bail!(
+            "--counts has {n} numbers for {} sizes; give one per size or one for all",
+            sizes.len()
+        ),
+    };
+    let max_k = Config::default().leaf_set_size / 2 + 1;
+    if a.replicas == 0 || a.replicas as usize > max_k || a.replicas as usize > a.nodes as usize {
+        bail!(
+            "--replicas must be from 1 to {} for {} nodes",
+            max_k.min(a.nodes as usize),
+            a.nodes
+        );
+    }
+    // Room for everything on every node even if unevenly spread, and for the acceptance rule
+    // (an object is refused when it is more than a tenth of the free space).
+    let total: u64 = sizes
+        .iter()
+        .zip(&counts)
+        .map(|(s, c)| s * (*c as u64 + (*c as u64).div_ceil(4)))
+        .sum();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let capacity = (storage::DEFAULT_CAPACITY)
+        .max(4 * total * a.replicas as u64 / a.nodes as u64 + 20 * largest);
+
+    let dir = daemon::temp_dir("ringvault-bench-storage")?;
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    if !a.json {
+        println!("starting a {}-node ring on loopback QUIC ...", a.nodes);
+    }
+    let t0 = Instant::now();
+    let nodes = daemon::start_local_ring(
+        a.nodes,
+        0,
+        Some(0),
+        &dir,
+        Config::default(),
+        capacity,
+        &stop_rx,
+    )
+    .await;
+    let nodes = match nodes {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let result = measure(&a, &sizes, &counts, &nodes, t0).await;
+    daemon::stop_all(nodes).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!();
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn measure(
+    a: &StorageArgs,
+    sizes: &[u64],
+    counts: &[usize],
+    nodes: &[daemon::LocalNode],
+    t0: Instant,
+) -> Result<Report> {
+    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
+    settle(&handles, Config::default().leaf_set_size).await?;
+    let urls = nodes
+        .iter()
+        .map(|n| {
+            n.http
+                .as_ref()
+                .map(|(addr, _)| format!("http://{addr}"))
+                .ok_or_else(|| anyhow!("a node of the ring serves no HTTP API"))
+        })
+        .collect::<Result<Vec<String>>>()?;
+    if !a.json {
+        println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
+    }
+    let total_ops: usize = counts.iter().map(|c| 2 * (c + c.div_ceil(4))).sum();
+    let bar = ProgressBar::new(total_ops as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} ops  {elapsed_precise}  {msg}")
+            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+    );
+    let mut rows = Vec::new();
+    // A run tag keeps names fresh if the same data dir were ever reused.
+    let run = format!("{:x}", std::process::id());
+    for (s, (&size, &count)) in sizes.iter().zip(counts).enumerate() {
+        let ctx = Arc::new(Ctx {
+            urls: urls.clone(),
+            base: filler(size as usize, s as u64 + 1),
+            replicas: a.replicas,
+            ids: Mutex::default(),
+            bar: bar.clone(),
+        });
+        let seq = count.div_ceil(4);
+        let phases = [
+            ("put", "seq", seq, 1),
+            ("put", "par", count, a.concurrency),
+            ("get", "seq", seq, 1),
+            ("get", "par", count, a.concurrency),
+        ];
+        for (op, which, n, in_flight) in phases {
+            let tag = format!("bench-{run}-{size}-{which}");
+            if op == "put" {
+                if let Ok(mut ids) = ctx.ids.lock() {
+                    ids.insert(tag.clone(), vec![None; n]);
+                }
+            }
+            let phase = Phase {
+                op,
+                tag,
+                count: n,
+                in_flight,
+                size,
+            };
+            rows.push(run_phase(ctx.clone(), phase).await);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Report {
+        nodes: a.nodes,
+        replicas: a.replicas,
+        concurrency: a.concurrency,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_of_a_phase_differ_and_keep_their_size() {
+        let base = filler(1024, 1);
+        assert_eq!(content(&base, 7).len(), 1024);
+        assert_ne!(content(&base, 7), content(&base, 8));
+        assert!(content(&[], 3).is_empty());
+        assert_eq!(content(&[9, 9], 1), vec![1, 0]);
+    }
+
+    #[test]
+    fn sizes_print_in_the_largest_whole_unit() {
+        assert_eq!(human(1024), "1 KiB");
+        assert_eq!(human(1 << 20), "1 MiB");
+        assert_eq!(human(1500), "1500 B");
+    }
+}
