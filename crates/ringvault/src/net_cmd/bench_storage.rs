@@ -364,7 +364,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         .max(4 * total * a.replicas as u64 / a.nodes as u64 + 20 * largest);
 
     let dir = daemon::temp_dir("ringvault-bench-storage")?;
-    let (_stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     if !a.json {
         println!("starting a {}-node ring on loopback QUIC ...", a.nodes);
     }
@@ -387,6 +387,8 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         }
     };
     let result = measure(&a, &sizes, &counts, &nodes, t0).await;
+    // The HTTP servers stop when this flips; stop_all waits for them.
+    stop_tx.send_replace(true);
     daemon::stop_all(nodes).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
