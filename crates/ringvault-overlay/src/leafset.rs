@@ -166,13 +166,17 @@ impl LeafSet {
     }
 
     /// Whether `key` lies within the span of the leaf set (wrap-around aware). A partial leaf set
-    /// covers the whole ring.
+    /// covers the whole ring, and so does one whose halves overlap (a ring of at most L nodes,
+    /// where the farthest counter-clockwise leaf lies clockwise within the other half).
     pub fn covers(&self, key: &Id) -> bool {
         if self.is_partial() {
             return true;
         }
         let lo = self.ccw.last().expect("full half").id();
         let hi = self.cw.last().expect("full half").id();
+        if self.me.cw_distance(&lo) <= self.me.cw_distance(&hi) {
+            return true;
+        }
         key.in_cw_arc(&lo, &hi)
     }
 
@@ -231,6 +235,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fewer_nodes_than_l_cover_every_key(
+            me in arb_id(), ids in proptest::collection::vec(arb_id(), 1..40), key in arb_id()
+        ) {
+            let l = 16;
+            let mut ls = LeafSet::new(me, l);
+            for id in &ids { ls.insert(Peer::unmeasured(contact(*id))); }
+            let mut others: Vec<Id> = ids.iter().copied().filter(|i| *i != me).collect();
+            others.sort();
+            others.dedup();
+            if others.len() < l {
+                // Every node of the ring is a leaf: the key's root is known, whatever the key.
+                prop_assert!(ls.covers(&key));
+                let best = others.iter().copied().chain([me]).min_by(|a, b| key.cmp_closeness(a, b));
+                let got = ls.closest(&key, None).map(|c| c.id).filter(|c| key.is_closer(c, &me)).unwrap_or(me);
+                prop_assert_eq!(Some(got), best);
+            }
+        }
+
         #[test]
         fn halves_stay_sorted_bounded_and_hold_the_true_neighbours(
             me in arb_id(), ids in proptest::collection::vec(arb_id(), 0..80), l in 1usize..10
