@@ -1,14 +1,15 @@
-//! Storage end to end on loopback: 16 `ringvault node` processes with fast overlay timings.
+//! Storage end to end on loopback: 16 `ringvault node` processes (1 s keep-alives, 6 s failure
+//! timeout).
 //!
-//! 300 objects of 0 B to 3 MiB and one of 50 MiB (sizes, contents and nodes drawn from a fixed
-//! seed) are each put through a random node and read back byte for byte through another. Bad
-//! requests each get their error and change nothing. Two of one object's three holders are
-//! killed with SIGKILL: every object is still readable, and within a bounded time every object
-//! (each chunk of the large one too) is held again by the k closest live nodes, asked one by
-//! one against the list of node ids. Every node is then restarted from its data dir, one of
-//! them with bytes of a replica flipped inside its objects.redb while it was down: everything is
-//! readable, the damaged copy is never served, and that node holds a good copy again within a
-//! bounded time.
+//! 300 objects of 0 B to 3 MiB and one of 50 MiB (sizes, contents, node keys and nodes drawn
+//! from a fixed seed) are each put through a random node and read back byte for byte through
+//! another. Bad requests each get their error and change nothing. Two of one object's three
+//! holders are killed with SIGKILL: every object is still readable, and within a bounded time
+//! every object (each chunk of the large one too) is held again by the k closest live nodes,
+//! asked one by one against the list of node ids. Every node is then restarted from its data
+//! dir, one of them with bytes of a replica flipped inside its objects.redb while it was down:
+//! everything is readable, the damaged copy is never served, and that node holds a good copy
+//! again within a bounded time.
 
 mod common;
 mod daemons;
@@ -184,6 +185,16 @@ impl Drop for Cleanup {
     }
 }
 
+/// Writes a file only its owner can read (as the daemon's own key files are).
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path).unwrap().write_all(bytes).unwrap();
+}
+
 /// Starts node `i` from its data dir, joining through the last three started of `up`.
 fn start(dir: &Path, config: &Path, i: usize, up: &[&Daemon]) -> Daemon {
     let boot: Vec<String> = up.iter().rev().take(3).map(|d| d.quic.clone()).collect();
@@ -251,7 +262,14 @@ fn sixteen_daemons_store_verify_survive_kills_restarts_and_flipped_bytes_and_ref
     )
     .unwrap();
     let mut nodes: Vec<Daemon> = Vec::new();
+    // Node keys from the seed too, so the ids, who holds what, the victims and the damaged
+    // replica are the same on every run.
+    let mut keys = Rng(SEED ^ 0x1D);
     for i in 0..NODES {
+        let node_dir = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let secret: Vec<u8> = (0..4).flat_map(|_| keys.next().to_le_bytes()).collect();
+        write_private(&node_dir.join("identity.key"), &secret);
         let d = start(&dir, &config, i, &nodes.iter().collect::<Vec<_>>());
         nodes.push(d);
     }
