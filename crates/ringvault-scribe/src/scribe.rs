@@ -456,10 +456,18 @@ impl Scribe {
             let path = t.child_path(me.id);
             send(kbr, child, &ScribeMessage::JoinAck { topic, path, name });
         } else {
-            // Full: the first child takes the newcomer (bounded fan-out).
-            let (_, (below, _)) = t.children.iter().next().expect("full means non-empty");
-            let below = *below;
-            send(kbr, below, &ScribeMessage::Join { topic, child, name });
+            // Full: a child takes the newcomer (bounded fan-out). Which child is a hash of the
+            // newcomer's id, so pushed-down joins spread evenly over the children (the subtree
+            // grows about 16 times wider per level, not one long line) and a re-join of the same
+            // node lands in the same place.
+            let pick = Id::hash_parts(&[topic.as_bytes(), child.id.as_bytes()]);
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&pick.as_bytes()[..8]);
+            let index = (u64::from_le_bytes(word) % t.children.len() as u64) as usize;
+            if let Some((below, _)) = t.children.values().nth(index) {
+                let below = *below;
+                send(kbr, below, &ScribeMessage::Join { topic, child, name });
+            }
         }
         self.schedule(now);
     }

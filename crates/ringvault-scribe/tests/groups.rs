@@ -17,7 +17,11 @@ struct Groups {
 
 impl Groups {
     fn new(n: usize) -> Groups {
-        let ring = TestRing::new(n, Config::default(), |_, _, node| {
+        Groups::with_config(n, Config::default())
+    }
+
+    fn with_config(n: usize, cfg: Config) -> Groups {
+        let ring = TestRing::new(n, cfg, |_, _, node| {
             node.add_service(Box::new(Scribe::new()));
         });
         Groups {
@@ -369,4 +373,51 @@ fn bad_payloads_and_names_are_refused() {
     );
     assert!(ringvault_scribe::check_topic_name(&"n".repeat(300)).is_err());
     assert!(ringvault_scribe::check_topic_name("news").is_ok());
+}
+
+#[test]
+fn full_parents_spread_newcomers_so_big_trees_stay_shallow() {
+    // 48 nodes whose leaf sets hold the whole ring: every join goes straight to the root, 47
+    // for its 16 child slots. The 31 pushed down must spread over the 16 children (each takes
+    // one or two, a tree two levels deep), not pile into the first child's subtree, which
+    // would fill it and push on to a third level and beyond.
+    let n = 48;
+    let mut g = Groups::with_config(
+        n,
+        Config {
+            leaf_set_size: 64,
+            ..Config::default()
+        },
+    );
+    let t = topic("everyone");
+    for m in 0..n {
+        g.call(m, |s, kbr, now, _| s.subscribe(kbr, now, t))
+            .unwrap();
+    }
+    g.advance(Duration::from_secs(2));
+    let edges = g.edges(t);
+    let parent: BTreeMap<Id, Id> = edges.iter().copied().collect();
+    let root = g.ring.id(g.ring.closest_live(&t, 1)[0]);
+    let mut fanout: BTreeMap<Id, usize> = BTreeMap::new();
+    for (_, p) in &edges {
+        *fanout.entry(*p).or_default() += 1;
+    }
+    assert_eq!(
+        fanout.get(&root),
+        Some(&MAX_CHILDREN),
+        "the root's slots fill first"
+    );
+    assert!(fanout.values().all(|&c| c <= MAX_CHILDREN));
+    let mut deepest = 0;
+    for m in 0..n {
+        let mut at = g.ring.id(m);
+        let mut depth = 0;
+        while at != root {
+            at = *parent.get(&at).expect("every member hangs off the root");
+            depth += 1;
+            assert!(depth <= n, "a loop in the tree");
+        }
+        deepest = deepest.max(depth);
+    }
+    assert!(deepest <= 2, "tree {deepest} levels deep");
 }
