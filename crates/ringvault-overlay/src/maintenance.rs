@@ -177,7 +177,18 @@ impl Overlay {
 
     /// Pings quiet leaves and declares silent ones failed.
     pub(crate) fn keepalive_tick(&mut self, now: Time) {
+        let late = now.saturating_since(self.next_keepalive);
         self.next_keepalive = now + self.cfg.keepalive_interval;
+        if late > self.cfg.keepalive_interval {
+            // This node itself stalled (its tick fired long after it was due: a slow disk, a
+            // paused process). It heard nobody meanwhile, so its peers' silence over the stall
+            // is no evidence against them: credit every leaf with the stall instead of
+            // declaring the whole leaf set dead at once.
+            self.stats.self_stalls += 1;
+            for heard in self.last_heard.values_mut() {
+                *heard = (*heard + late).min(now);
+            }
+        }
         let leaves = self.leaf.members();
         let mut dead = Vec::new();
         for p in &leaves {

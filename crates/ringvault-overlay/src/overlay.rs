@@ -95,6 +95,9 @@ pub struct Stats {
     pub repair_messages: u64,
     /// Join attempts started.
     pub join_attempts: u64,
+    /// Keep-alive ticks that ran more than a keep-alive interval late (this node stalled);
+    /// silence over such a stall is not held against peers.
+    pub self_stalls: u64,
 }
 
 /// What the node is waiting for.
