@@ -257,6 +257,7 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
     let mut depths: Vec<f64> = Vec::new();
     let mut max_depth_per_group: Vec<f64> = Vec::new();
     let mut unattached = 0usize;
+    let mut unattached_per_group = vec![0usize; groups];
     for (g, tree) in trees.iter().enumerate() {
         let mut deepest = 0usize;
         for &m in &members[g] {
@@ -270,6 +271,7 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
                     }
                     _ => {
                         unattached += 1;
+                        unattached_per_group[g] += 1;
                         d = usize::MAX;
                         break;
                     }
@@ -360,6 +362,7 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
         }
     });
     let (mut expected, mut delivered, mut duplicates) = (0usize, 0usize, 0u64);
+    let mut delivered_per_group = vec![0usize; groups];
     let mut rdp = Vec::new();
     let (mut rad, mut rmd, mut rad_root, mut rmd_root) = (vec![], vec![], vec![], vec![]);
     for g in 0..groups {
@@ -374,6 +377,7 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
                 continue;
             };
             delivered += 1;
+            delivered_per_group[g] += 1;
             duplicates += u64::from(copies - 1);
             if m == src {
                 continue;
@@ -663,6 +667,34 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
         phase_json.push(json!({ "phase": name, "from_s": a, "to_s": b, "delivery_ratio": v }));
     }
 
+    // The measured multicast by group rank: where members were missing.
+    let mut by_rank = Table::new(
+        "by-group-size",
+        &[
+            "group ranks",
+            "members",
+            "delivered",
+            "not attached to a root",
+            "deepest member",
+        ],
+    );
+    for (lo, hi) in [(1, 1), (2, 2), (3, 3), (4, 10), (11, 100), (101, groups)] {
+        if lo > groups {
+            break;
+        }
+        let span = lo - 1..hi.min(groups);
+        by_rank.row(vec![
+            json!(format!("{lo}-{}", hi.min(groups))),
+            json!(members[span.clone()].iter().map(Vec::len).sum::<usize>()),
+            json!(delivered_per_group[span.clone()].iter().sum::<usize>()),
+            json!(unattached_per_group[span.clone()].iter().sum::<usize>()),
+            json!(max_depth_per_group[span]
+                .iter()
+                .copied()
+                .fold(0.0, f64::max)),
+        ]);
+    }
+
     let plots = vec![
         Plot {
             name: "delay".into(),
@@ -769,6 +801,7 @@ pub(crate) fn scribe_experiment(ctx: &mut Ctx) -> Report {
                 "complete_from_second": complete_from },
         }),
         tables: vec![
+            by_rank,
             delay,
             stress,
             children_hist,
