@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id, Identity, Time};
 
-use crate::message::Refusal;
-use crate::past::{Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
-use crate::{FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimReceipt, StoreReceipt};
+use crate::message::{PastMessage, Refusal};
+use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
+use crate::{
+    FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimCertificate, ReclaimReceipt,
+    StoreReceipt,
+};
 
 /// Who signs the certificate of an insert's next salt when file diversion re-salts it.
 #[derive(Debug)]
@@ -80,6 +83,7 @@ impl Past {
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),
+            holders: Vec::new(),
             resalts: 0,
             deadline: now + REQUEST_TIMEOUT,
         };
@@ -90,12 +94,27 @@ impl Past {
         req
     }
 
-    pub(crate) fn on_receipt(&mut self, kbr: &mut dyn Kbr, req: u64, receipt: StoreReceipt) {
-        let Some(Pending::Insert { cert, receipts, .. }) = self.pending.get_mut(&req) else {
+    pub(crate) fn on_receipt(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        req: u64,
+        receipt: StoreReceipt,
+        from: Contact,
+    ) {
+        let Some(Pending::Insert {
+            cert,
+            receipts,
+            holders,
+            ..
+        }) = self.pending.get_mut(&req)
+        else {
             return;
         };
         if receipt.verify(&cert.id()).is_err() {
             return;
+        }
+        if !holders.contains(&from) && holders.len() < crate::MAX_REPLICAS as usize * 2 {
+            holders.push(from);
         }
         receipts.insert(receipt.body.node, receipt);
         if receipts.len() >= cert.body.replicas as usize {
@@ -137,11 +156,31 @@ impl Past {
             cert,
             content,
             resalts,
+            holders,
             ..
         }) = self.pending.remove(&req)
         else {
             return;
         };
+        // This attempt is given up on (re-salted or failed): the nodes that already stored a
+        // replica drop it again rather than keep an object nobody will look up. That takes the
+        // owner's signature, so with pre-signed certificates the client must reclaim it.
+        if let (Refusal::NoSpace, Signer::Key(owner)) = (&reason, &signer) {
+            let abandon = ReclaimCertificate::issue(
+                &Identity::from_secret_bytes(*owner),
+                cert.id(),
+                cert.body.date,
+            );
+            let client = kbr.local_contact();
+            for h in holders {
+                let msg = PastMessage::ReclaimReplica {
+                    req,
+                    client,
+                    cert: abandon.clone(),
+                };
+                send(kbr, h, &msg);
+            }
+        }
         // File diversion: a new salt puts the object in another part of the ring.
         let next = match (&reason, signer) {
             (Refusal::NoSpace, Signer::Key(owner))
@@ -171,6 +210,7 @@ impl Past {
                     cert: fresh.clone(),
                     content: content.clone(),
                     receipts: BTreeMap::new(),
+                    holders: Vec::new(),
                     resalts: resalts + 1,
                     deadline: now + REQUEST_TIMEOUT,
                 },

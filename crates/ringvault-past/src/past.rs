@@ -114,6 +114,8 @@ pub(crate) enum Pending {
         cert: FileCertificate,
         content: Vec<u8>,
         receipts: BTreeMap<Id, StoreReceipt>,
+        /// The nodes that sent those receipts: told to drop an attempt given up on.
+        holders: Vec<Contact>,
         resalts: u32,
         deadline: Time,
     },
@@ -311,6 +313,7 @@ impl Past {
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),
+            holders: Vec::new(),
             resalts: 0,
             deadline: now + REQUEST_TIMEOUT,
         };
@@ -472,7 +475,9 @@ impl Service for Past {
             PastMessage::Pointer { id, holder } => {
                 let _ = self.store.put_pointer(&id, holder);
             }
-            PastMessage::Receipt { req, receipt } => self.on_receipt(kbr, req, receipt),
+            PastMessage::Receipt { req, receipt } => {
+                self.on_receipt(kbr, req, receipt, info.origin)
+            }
             PastMessage::Refused { req, id, reason } => self.on_refused(kbr, now, req, id, reason),
             PastMessage::Lookup {
                 req,

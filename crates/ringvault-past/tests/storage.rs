@@ -272,3 +272,36 @@ fn full_nodes_divert_replicas_and_full_regions_resalt() {
     let err = insert(&mut ring, 4, "huge", content(3 << 20, 9), 3).unwrap_err();
     assert_eq!(err, PastError::NoSpace(4));
 }
+
+#[test]
+fn abandoned_insert_attempts_leave_no_replicas_behind() {
+    // Every other node is tiny, and the objects are too big to divert (size / free above
+    // t_div even on a roomy node): whenever a tiny node is among an object's 3 closest the
+    // attempt fails after the roomy ones stored their replicas, and the client re-salts.
+    let mut ring = Ring::new(32, |i| if i % 2 == 0 { 50_000 } else { 4 << 20 });
+    let mut abandoned = Vec::new();
+    for n in 0..12usize {
+        let name = format!("r{n}");
+        let owner = ring.ring.members[n].identity.public_key();
+        let result = insert(&mut ring, n, &name, content(300_000, n as u8), 3);
+        let last = match result {
+            Ok(id) => (0..=3u64)
+                .find(|&s| ringvault_past::object_id(&name, &owner, s) == id)
+                .expect("the id of one of the salts"),
+            Err(e) => {
+                assert_eq!(e, PastError::NoSpace(4));
+                4
+            }
+        };
+        abandoned.extend((0..last).map(|s| ringvault_past::object_id(&name, &owner, s)));
+    }
+    assert!(abandoned.len() >= 6, "too few re-salted inserts to test");
+    ring.advance(Duration::from_secs(2));
+    for id in &abandoned {
+        assert_eq!(
+            holders(&mut ring, id),
+            Vec::<usize>::new(),
+            "replicas of an abandoned attempt {id:?} are still stored"
+        );
+    }
+}
