@@ -456,11 +456,11 @@ impl Scribe {
             let path = t.child_path(me.id);
             send(kbr, child, &ScribeMessage::JoinAck { topic, path, name });
         } else {
-            // Full: a child takes the newcomer (bounded fan-out). Which child is a hash of the
-            // newcomer's id, so pushed-down joins spread evenly over the children (the subtree
-            // grows about 16 times wider per level, not one long line) and a re-join of the same
-            // node lands in the same place.
-            let pick = Id::hash_parts(&[topic.as_bytes(), child.id.as_bytes()]);
+            // Full: a child takes the newcomer (bounded fan-out). Which child is a hash of
+            // (topic, this node, newcomer), so pushed-down joins spread evenly over the children
+            // at every level (the subtree grows about 16 times wider per level, not into lines)
+            // and a re-join of the same node lands in the same place.
+            let pick = Id::hash_parts(&[topic.as_bytes(), me.id.as_bytes(), child.id.as_bytes()]);
             let mut word = [0u8; 8];
             word.copy_from_slice(&pick.as_bytes()[..8]);
             let index = (u64::from_le_bytes(word) % t.children.len() as u64) as usize;
