@@ -78,8 +78,20 @@ impl Past {
         let Some(cert) = rest.pop_front() else {
             return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
         };
+        self.start_insert(kbr, now, Signer::Presigned(rest), cert, content)
+    }
+
+    /// Records a new insert (its first attempt under `cert`) and sends it.
+    pub(crate) fn start_insert(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        signer: Signer,
+        cert: FileCertificate,
+        content: Vec<u8>,
+    ) -> RequestId {
         let pending = Pending::Insert {
-            signer: Signer::Presigned(rest),
+            signer,
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),

@@ -308,20 +308,8 @@ impl Past {
                 Err(PastError::Invalid(e.to_string())),
             ));
         }
-        let pending = Pending::Insert {
-            signer: crate::client::Signer::Key(owner.secret_bytes()),
-            cert: cert.clone(),
-            content: content.clone(),
-            receipts: BTreeMap::new(),
-            holders: Vec::new(),
-            resalts: 0,
-            deadline: now + REQUEST_TIMEOUT,
-        };
-        let Some(req) = self.new_request(pending) else {
-            return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
-        };
-        self.send_insert(kbr, req, cert, content);
-        req
+        let signer = crate::client::Signer::Key(owner.secret_bytes());
+        self.start_insert(kbr, now, signer, cert, content)
     }
 
     pub(crate) fn send_insert(
