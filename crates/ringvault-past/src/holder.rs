@@ -71,17 +71,20 @@ impl Past {
         if matches!(self.store.meta(&id), Ok(Some(_))) || self.tombstones.contains_key(&id) {
             return;
         }
-        let size = content.len() as u64;
-        let u = self.store.usage();
-        if size > u.free() / 2 {
+        if content.len() as u64 > self.store.usage().free() / 2 {
             return;
         }
-        // Only space no replica uses: evict older cache entries if that makes room.
-        while self.store.usage().used + self.store.usage().cached + size > u.capacity {
-            let Some((old, _)) = self.cache.evict() else {
-                return;
-            };
-            let _ = self.store.remove(&old);
+        self.put_cached(cert, content);
+    }
+
+    /// Stores a cached copy in space no replica uses, evicting older cache entries if that
+    /// makes room; gives up when it does not.
+    pub(crate) fn put_cached(&mut self, cert: &FileCertificate, content: &[u8]) {
+        let size = content.len() as u64;
+        self.evict_cache_for(size);
+        let u = self.store.usage();
+        if u.used + u.cached + size > u.capacity {
+            return;
         }
         let obj = StoredObject {
             cert: cert.clone(),
@@ -89,7 +92,7 @@ impl Past {
             kind: Kind::Cached,
         };
         if self.store.put(obj).is_ok() {
-            self.cache.touch(id, size);
+            self.cache.touch(cert.id(), size);
         }
     }
 

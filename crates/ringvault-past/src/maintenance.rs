@@ -8,7 +8,7 @@ use ringvault_types::{Contact, Id};
 
 use crate::message::PastMessage;
 use crate::past::{send, Past, MAX_IDS_PER_MESSAGE};
-use crate::{FileCertificate, Kind, StoredObject};
+use crate::{FileCertificate, Kind};
 
 /// Bytes of objects one want is answered with; the rest is offered again (see
 /// [`Past::on_want`]).
@@ -74,20 +74,7 @@ impl Past {
         {
             return;
         }
-        let size = content.len() as u64;
-        self.evict_cache_for(size);
-        let u = self.store.usage();
-        if u.used + u.cached + size > u.capacity {
-            return;
-        }
-        let obj = StoredObject {
-            cert: cert.clone(),
-            content: content.to_vec(),
-            kind: Kind::Cached,
-        };
-        if self.store.put(obj).is_ok() {
-            self.cache.touch(id, size);
-        }
+        self.put_cached(cert, content);
     }
 
     /// Turns cached copies of objects this node is now among the k closest for into replicas.
