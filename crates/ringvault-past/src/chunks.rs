@@ -60,13 +60,27 @@ pub enum ChunkError {
     BadFile,
 }
 
-/// The object name of a chunk: its content hash, so equal chunks of one owner are stored once.
-pub fn chunk_name(bytes: &[u8]) -> String {
-    let mut s = String::from("chunk:");
-    for b in blake3::hash(bytes).as_bytes() {
-        s.push_str(&format!("{b:02x}"));
+/// Names the chunks of one upload. Every upload draws a fresh random tag, so a chunk belongs
+/// to exactly one file: reclaiming the file may release all its chunks without touching
+/// another file's, and the chunks of an upload that failed can be taken back. Equal chunks
+/// within one file share a name, and are stored once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upload([u8; 16]);
+
+impl Upload {
+    /// An upload tagged with `tag` (random: the driver draws it from the OS).
+    pub fn new(tag: [u8; 16]) -> Self {
+        Upload(tag)
     }
-    s
+
+    /// The object name of a chunk of this upload: the tag and the chunk's content hash.
+    pub fn chunk_name(&self, bytes: &[u8]) -> String {
+        let mut s = String::from("chunk:");
+        for b in self.0.iter().chain(blake3::hash(bytes).as_bytes()) {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
 }
 
 impl Manifest {
@@ -99,18 +113,34 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The ids of the file's chunks, each once, in file order: what reclaiming the file
+    /// releases.
+    pub fn distinct_chunks(&self) -> Vec<Id> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.chunks
+            .iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| c.id)
+            .collect()
+    }
+
     /// Whether object content is a manifest (rather than a small file's bytes).
     pub fn is_manifest(bytes: &[u8]) -> bool {
         bytes.starts_with(MANIFEST_MAGIC)
     }
 }
 
-/// Builds a manifest as chunks are stored, hashing the whole file on the way.
+/// Builds a manifest as chunks are stored, hashing the whole file on the way. It also knows
+/// which chunks the upload stored, so equal chunks are stored once and a failed upload can
+/// take back what it stored.
 #[derive(Debug, Default)]
 pub struct ManifestBuilder {
     hasher: blake3::Hasher,
     size: u64,
     chunks: Vec<ChunkRef>,
+    /// The chunks stored so far, by content hash, in the order they were stored.
+    stored: Vec<Id>,
+    by_hash: std::collections::BTreeMap<[u8; 32], Id>,
 }
 
 impl ManifestBuilder {
@@ -119,23 +149,47 @@ impl ManifestBuilder {
         Self::default()
     }
 
-    /// Records the next chunk, stored as object `id`.
+    /// Records the next chunk, just stored as object `id`.
     pub fn push(&mut self, bytes: &[u8], id: Id) {
+        let hash = *blake3::hash(bytes).as_bytes();
+        if self.by_hash.insert(hash, id).is_none() {
+            self.stored.push(id);
+        }
+        self.record(bytes, hash, id);
+    }
+
+    /// Records the next chunk if the same bytes were pushed before, and answers true; false
+    /// when they are new (store them, then [`push`](Self::push) them).
+    pub fn push_repeat(&mut self, bytes: &[u8]) -> bool {
+        let hash = *blake3::hash(bytes).as_bytes();
+        let Some(&id) = self.by_hash.get(&hash) else {
+            return false;
+        };
+        self.record(bytes, hash, id);
+        true
+    }
+
+    fn record(&mut self, bytes: &[u8], hash: [u8; 32], id: Id) {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         self.chunks.push(ChunkRef {
             id,
             size: bytes.len() as u64,
-            hash: *blake3::hash(bytes).as_bytes(),
+            hash,
         });
     }
 
-    /// The finished manifest.
-    pub fn finish(self) -> Manifest {
+    /// The chunks stored so far, each once: what an upload that fails takes back.
+    pub fn stored(&self) -> &[Id] {
+        &self.stored
+    }
+
+    /// The manifest of what was pushed so far.
+    pub fn manifest(&self) -> Manifest {
         Manifest {
             size: self.size,
             hash: *self.hasher.finalize().as_bytes(),
-            chunks: self.chunks,
+            chunks: self.chunks.clone(),
         }
     }
 }
@@ -201,7 +255,7 @@ mod tests {
         for (i, c) in data.chunks(chunk).enumerate() {
             b.push(c, Id::hash(&(i as u64).to_le_bytes()));
         }
-        b.finish()
+        b.manifest()
     }
 
     proptest! {
@@ -257,7 +311,32 @@ mod tests {
             Manifest::from_bytes(b"plain file bytes"),
             Err(ChunkError::NotManifest)
         );
-        assert_eq!(chunk_name(b"x"), chunk_name(b"x"));
-        assert_ne!(chunk_name(b"x"), chunk_name(b"y"));
+    }
+
+    #[test]
+    fn chunk_names_are_per_upload_and_per_content() {
+        let (a, b) = (Upload::new([1; 16]), Upload::new([2; 16]));
+        assert_eq!(a.chunk_name(b"x"), a.chunk_name(b"x"));
+        assert_ne!(a.chunk_name(b"x"), a.chunk_name(b"y"));
+        assert_ne!(a.chunk_name(b"x"), b.chunk_name(b"x"));
+    }
+
+    #[test]
+    fn a_repeated_chunk_is_released_once() {
+        let mut b = ManifestBuilder::new();
+        let (x, y) = (Id::hash(b"x"), Id::hash(b"y"));
+        b.push(b"aa", x);
+        assert!(!b.push_repeat(b"bb"), "new bytes are stored");
+        b.push(b"bb", y);
+        assert!(
+            b.push_repeat(b"aa"),
+            "bytes seen before are not stored again"
+        );
+        assert_eq!(b.stored(), &[x, y][..]);
+        let m = b.manifest();
+        assert_eq!(m.chunks.len(), 3);
+        assert_eq!((m.chunks[2].id, m.size), (x, 6));
+        assert_eq!(m.distinct_chunks(), vec![x, y]);
+        assert_eq!(m.hash, *blake3::hash(b"aabbaa").as_bytes());
     }
 }

@@ -31,8 +31,7 @@ pub use cert::{
     MAX_REPLICAS,
 };
 pub use chunks::{
-    chunk_name, ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, CHUNK_SIZE,
-    MAX_CHUNKS,
+    ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, Upload, CHUNK_SIZE, MAX_CHUNKS,
 };
 pub use message::Refusal;
 pub use past::{

@@ -6,7 +6,8 @@
 //! node that served them and the hops. Bob's key cannot reclaim Alice's object (403, and the
 //! object stays readable), nor can a node's operator key; Alice's can. Bad certificates get
 //! their 400 and store nothing. The operator-key path (a plain PUT, as `curl -T` sends) still
-//! works.
+//! works. Reclaiming a large file releases its chunks too, on either path, and an upload
+//! that breaks off takes back the chunks it had stored.
 
 mod common;
 mod daemons;
@@ -124,6 +125,64 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
 fn owner_id(file: &Path) -> String {
     let bytes: [u8; 32] = std::fs::read(file).unwrap().try_into().unwrap();
     Identity::from_secret_bytes(bytes).id().to_string()
+}
+
+/// The nodes that hold a replica (primary or diverted, not a cached copy) of `id`.
+fn holders(nodes: &[Daemon], id: &str) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|d| {
+            let (_, b) = request(
+                &d.http,
+                "GET",
+                &format!("/v1/objects/{id}/replicas?local=true"),
+                b"",
+            );
+            let held = json(&b)["this_node"]["holds"].clone();
+            held == "primary" || held == "diverted"
+        })
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+/// The distinct chunk ids of large object `id`, as `/replicas` lists them.
+fn chunk_ids(node: &Daemon, id: &str) -> Vec<String> {
+    let (status, b) = request(
+        &node.http,
+        "GET",
+        &format!("/v1/objects/{id}/replicas"),
+        b"",
+    );
+    assert_eq!(status, 200, "{}", text(&b));
+    let mut ids: Vec<String> = json(&b)["chunk_ids"]
+        .as_array()
+        .expect("a chunked object lists its chunks")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Replica bytes stored over all nodes.
+fn used(nodes: &[Daemon]) -> u64 {
+    nodes
+        .iter()
+        .map(|d| {
+            let (_, b) = request(&d.http, "GET", "/v1/status", b"");
+            json(&b)["storage"]["used"].as_u64().expect("storage.used")
+        })
+        .sum()
+}
+
+/// Every chunk (and the object) is released: no node holds a replica of any of them.
+fn assert_released(nodes: &[Daemon], ids: &[String]) {
+    for id in ids {
+        wait_for(Duration::from_secs(20), "replicas released", || {
+            holders(nodes, id).is_empty()
+        });
+    }
 }
 
 #[test]
@@ -429,6 +488,21 @@ fn users_own_what_they_put_with_their_keys_and_only_the_owner_reclaims() {
         "{out}"
     );
 
+    // Alice reclaims her large file: the chunks go with it.
+    let mut chunks = chunk_ids(&nodes[0], &large_id);
+    assert_eq!(chunks.len(), 3, "three different chunks");
+    for c in &chunks {
+        assert_eq!(holders(&nodes, c).len(), 3, "chunk {c} has k replicas");
+    }
+    let out = ok(cli(
+        &home,
+        &alice,
+        &["reclaim", &large_id, "--node", &nodes[3].http],
+    ));
+    assert!(out.contains("and its 3 chunks"), "{out}");
+    chunks.push(large_id.clone());
+    assert_released(&nodes, &chunks);
+
     // The operator-key path, as `curl -T` uses it: the node's key owns the object.
     let (status, _, body) = http(
         &nodes[2].http,
@@ -449,4 +523,65 @@ fn users_own_what_they_put_with_their_keys_and_only_the_owner_reclaims() {
         b"",
     );
     assert_eq!(status, 200, "{}", text(&body));
+
+    // A large file through the operator key: the node chunks it, and reclaims the chunks.
+    let baseline = used(&nodes);
+    let big = content(3, 2 * 4 * 1024 * 1024 + 777);
+    let (status, _, body) = http(
+        &nodes[1].http,
+        "PUT",
+        "/v1/objects?name=big-by-curl",
+        &[],
+        &big,
+    );
+    assert_eq!(status, 201, "{}", text(&body));
+    let v = json(&body);
+    assert_eq!(v["chunks"], 3);
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut chunks = chunk_ids(&nodes[4], &id);
+    assert_eq!(chunks.len(), 3);
+    assert!(used(&nodes) >= baseline + 3 * big.len() as u64);
+    let (status, _, body) = http(
+        &nodes[1].http,
+        "DELETE",
+        &format!("/v1/objects/{id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", text(&body));
+    assert_eq!(json(&body)["chunks_released"], 3);
+    chunks.push(id);
+    assert_released(&nodes, &chunks);
+    assert_eq!(used(&nodes), baseline, "every replica byte was given back");
+
+    // An upload that breaks off after two chunks were stored leaves nothing behind.
+    let hostport = nodes[2]
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).unwrap();
+    let sent = content(4, 9 * 1024 * 1024);
+    write!(
+        s,
+        "PUT /v1/objects?name=broken HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {}\r\n\r\n",
+        sent.len() + 1024 * 1024
+    )
+    .unwrap();
+    s.write_all(&sent).unwrap();
+    wait_for(Duration::from_secs(30), "two chunks stored", || {
+        used(&nodes) >= baseline + 3 * 2 * 4 * 1024 * 1024
+    });
+    drop(s);
+    wait_for(Duration::from_secs(30), "the chunks taken back", || {
+        used(&nodes) == baseline
+    });
+    // Nothing was stored under the name either: it is free.
+    let (status, _, body) = http(
+        &nodes[2].http,
+        "PUT",
+        "/v1/objects?name=broken",
+        &[],
+        b"whole this time",
+    );
+    assert_eq!(status, 201, "{}", text(&body));
 }

@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use ringvault_past::{
-    chunk_name, decode_certificates, object_id as derive_id, FileCertificate, Manifest,
-    ManifestBuilder, PastError, PastEvent, Reassembler, ReclaimCertificate, CHUNK_SIZE,
-    MAX_NAME_LEN,
+    decode_certificates, object_id as derive_id, FileCertificate, Manifest, ManifestBuilder,
+    PastError, PastEvent, Reassembler, ReclaimCertificate, Upload, CHUNK_SIZE, MAX_NAME_LEN,
 };
 use ringvault_types::Id;
 use serde_json::json;
@@ -275,30 +274,92 @@ async fn insert(
     }
 }
 
-/// Stores a chunk (content-addressed: a chunk this owner already stored is reused) and
-/// records it in the manifest.
-async fn put_chunk(
-    store: &StorageClient,
-    app: &App,
-    piece: Vec<u8>,
+/// The chunks of one upload through the operator key. Equal chunks are stored once; if the
+/// upload does not end with its manifest stored (an error, or the client went away and the
+/// request was dropped), the chunks it stored are reclaimed, so a failed upload leaves nothing.
+struct ChunkUpload {
+    upload: Upload,
+    store: StorageClient,
+    app: App,
     replicas: u8,
-    manifest: &mut ManifestBuilder,
-) -> Result<(), ApiError> {
-    let name = chunk_name(&piece);
-    let id = match store
-        .insert(&app.node, name.clone(), piece.clone(), replicas)
-        .await?
-    {
-        PastEvent::Inserted(_, Ok(ins)) => ins.cert.id(),
-        // The same bytes were stored before under their (unsalted) content name.
-        PastEvent::Inserted(_, Err(PastError::Duplicate)) => {
-            derive_id(&name, &store.owner().public_key(), 0)
+    manifest: ManifestBuilder,
+    kept: bool,
+}
+
+impl ChunkUpload {
+    fn new(store: &StorageClient, app: &App, replicas: u8) -> Result<Self, ApiError> {
+        let mut tag = [0u8; 16];
+        getrandom::fill(&mut tag).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the OS random source failed ({e}); nothing was stored"),
+            )
+        })?;
+        Ok(ChunkUpload {
+            upload: Upload::new(tag),
+            store: store.clone(),
+            app: app.clone(),
+            replicas,
+            manifest: ManifestBuilder::new(),
+            kept: false,
+        })
+    }
+
+    /// Stores the next chunk (unless the file had the same bytes before).
+    async fn push(&mut self, piece: Vec<u8>) -> Result<(), ApiError> {
+        if self.manifest.push_repeat(&piece) {
+            return Ok(());
         }
-        PastEvent::Inserted(_, Err(e)) => return Err(past_error(e)),
-        _ => return Err(unexpected()),
-    };
-    manifest.push(&piece, id);
-    Ok(())
+        let name = self.upload.chunk_name(&piece);
+        let ins = insert(&self.store, &self.app, name, piece.clone(), self.replicas).await?;
+        self.manifest.push(&piece, ins.cert.id());
+        Ok(())
+    }
+
+    /// Stores the manifest under `name`; from then on the chunks belong to the file.
+    async fn finish(mut self, name: String) -> Result<(ringvault_past::Inserted, usize), ApiError> {
+        let m = self.manifest.manifest();
+        let ins = insert(&self.store, &self.app, name, m.to_bytes(), self.replicas).await?;
+        self.kept = true;
+        Ok((ins, m.chunks.len()))
+    }
+}
+
+impl Drop for ChunkUpload {
+    fn drop(&mut self) {
+        if self.kept || self.manifest.stored().is_empty() {
+            return;
+        }
+        let ids = self.manifest.stored().to_vec();
+        let (store, app, k) = (self.store.clone(), self.app.clone(), self.replicas);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let n = ids.len();
+                let left = release_chunks(&store, &app, &ids, k).await;
+                tracing::info!(
+                    "an upload failed: reclaimed {} of the {n} chunks it stored",
+                    n - left.len()
+                );
+            });
+        }
+    }
+}
+
+/// Reclaims chunks the operator key owns, `k` replicas each; answers the ones that could not
+/// be (an id already gone counts as done).
+async fn release_chunks(store: &StorageClient, app: &App, ids: &[Id], k: u8) -> Vec<Id> {
+    let mut left = Vec::new();
+    for &id in ids {
+        match store.reclaim(&app.node, id, k).await {
+            Ok(PastEvent::Reclaimed(_, Ok(_) | Err(PastError::NotFound))) => {}
+            other => {
+                tracing::warn!("chunk {id} was not reclaimed: {other:?}");
+                left.push(id);
+            }
+        }
+    }
+    left
 }
 
 /// The 201 answer to a PUT.
@@ -383,7 +444,7 @@ pub async fn put(
     let mut body = body;
     let mut buf: Vec<u8> = Vec::new();
     let mut total: u64 = 0;
-    let mut manifest: Option<ManifestBuilder> = None;
+    let mut chunks: Option<ChunkUpload> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::new(
@@ -400,38 +461,33 @@ pub async fn put(
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("uploads are limited to {MAX_UPLOAD} bytes"),
+                format!("uploads are limited to {MAX_UPLOAD} bytes; nothing was stored"),
             ));
         }
         buf.extend_from_slice(&data);
         while buf.len() > CHUNK_SIZE {
-            if manifest.is_none() {
-                // Refuse a taken name before storing any chunk.
-                let id = derive_id(&name, &store.owner().public_key(), 0);
-                if let PastEvent::Found(_, Ok(_)) = store.lookup(&app.node, id).await? {
-                    return Err(past_error(PastError::Duplicate));
+            let upload = match chunks.as_mut() {
+                Some(c) => c,
+                None => {
+                    // Refuse a taken name before storing any chunk.
+                    let id = derive_id(&name, &store.owner().public_key(), 0);
+                    if let PastEvent::Found(_, Ok(_)) = store.lookup(&app.node, id).await? {
+                        return Err(past_error(PastError::Duplicate));
+                    }
+                    chunks.insert(ChunkUpload::new(store, &app, replicas)?)
                 }
-                manifest = Some(ManifestBuilder::new());
-            }
+            };
             let rest = buf.split_off(CHUNK_SIZE);
-            let piece = std::mem::replace(&mut buf, rest);
-            if let Some(m) = manifest.as_mut() {
-                put_chunk(store, &app, piece, replicas, m).await?;
-            }
+            upload.push(std::mem::replace(&mut buf, rest)).await?;
         }
     }
-    let (ins, chunks) = match manifest {
+    let (ins, chunks) = match chunks {
         None => (insert(store, &app, name.clone(), buf, replicas).await?, 0),
-        Some(mut m) => {
+        Some(mut upload) => {
             if !buf.is_empty() {
-                put_chunk(store, &app, std::mem::take(&mut buf), replicas, &mut m).await?;
+                upload.push(std::mem::take(&mut buf)).await?;
             }
-            let m = m.finish();
-            let n = m.chunks.len();
-            (
-                insert(store, &app, name.clone(), m.to_bytes(), replicas).await?,
-                n,
-            )
+            upload.finish(name.clone()).await?
         }
     };
     Ok(created(&ins, total, chunks))
@@ -609,15 +665,19 @@ pub async fn delete(
         ));
     }
     // The certificate names the owner and k; only the owner's key can reclaim.
-    let cert = match store.lookup(&app.node, id).await? {
-        PastEvent::Found(_, Ok(found)) => found.cert,
+    let found = match store.lookup(&app.node, id).await? {
+        PastEvent::Found(_, Ok(found)) => found,
         PastEvent::Found(_, Err(e)) => return Err(past_error(e)),
         _ => return Err(unexpected()),
     };
+    let cert = found.cert;
     let k = cert.body.replicas;
+    let mut chunks_released = 0;
     let result = match signed {
         Some(rc) => {
-            // Checked here for a clear 403; every holder checks again before it lets go.
+            // Checked here for a clear 403; every holder checks again before it lets go. A
+            // signed reclaim releases this object only: a client that keeps its key signs a
+            // reclaim for each chunk of a large file itself (`ringvault reclaim` does).
             if rc.verify(&cert).is_err() {
                 return Err(past_error(PastError::NotOwner));
             }
@@ -627,6 +687,24 @@ pub async fn delete(
             if cert.body.owner != store.owner().public_key() {
                 return Err(past_error(PastError::NotOwner));
             }
+            // A large file: its chunks first, so that a reclaim cut short can be run again
+            // (the manifest still lists them).
+            if let Ok(m) = Manifest::from_bytes(&found.content) {
+                let ids = m.distinct_chunks();
+                let left = release_chunks(store, &app, &ids, k).await;
+                if !left.is_empty() {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "incomplete",
+                        format!(
+                            "{} of the file's {} chunks could not be reclaimed yet; the file is kept, reclaim it again",
+                            left.len(),
+                            ids.len()
+                        ),
+                    ));
+                }
+                chunks_released = ids.len();
+            }
             store.reclaim(&app.node, id, k).await?
         }
     };
@@ -635,6 +713,7 @@ pub async fn delete(
             "id": id.to_string(),
             "reclaimed": true,
             "released_by": receipts.iter().map(|r| r.node.to_string()).collect::<Vec<_>>(),
+            "chunks_released": chunks_released,
         }))),
         PastEvent::Reclaimed(_, Err(e)) => Err(past_error(e)),
         _ => Err(unexpected()),

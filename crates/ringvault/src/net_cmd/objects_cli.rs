@@ -18,10 +18,10 @@ use hyper::body::Bytes;
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringvault_past::{
-    chunk_name, encode_certificates, object_id, FileCertificate, ManifestBuilder,
-    ReclaimCertificate, CHUNK_SIZE, MAX_RESALTS,
+    encode_certificates, object_id, FileCertificate, ManifestBuilder, ReclaimCertificate, Upload,
+    CHUNK_SIZE, MAX_RESALTS,
 };
-use ringvault_types::Identity;
+use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
@@ -53,8 +53,6 @@ const STALL: Duration = Duration::from_secs(60);
 const PIECE: usize = 1 << 20;
 /// Transfers larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_ABOVE: u64 = CHUNK_SIZE as u64;
-/// Salt windows a chunk may try when its id was reclaimed before (reclaimed ids stay taken).
-const SALT_WINDOWS: u64 = 4;
 
 /// A progress bar on stderr for a transfer of `len` bytes; hidden for small transfers and when
 /// stderr is not a terminal.
@@ -118,31 +116,63 @@ async fn exists(node: &str, id: &str) -> Result<bool> {
     }
 }
 
-/// Stores one chunk under its content name and returns its id. The same bytes stored before
-/// under this key are found and reused; an id reclaimed before (it stays taken) moves the chunk
-/// to the next window of salts.
-async fn put_chunk(node: &str, owner: &Identity, bytes: &[u8], replicas: u8) -> Result<String> {
-    let name = chunk_name(bytes);
-    let step = u64::from(MAX_RESALTS) + 1;
-    for window in 0..SALT_WINDOWS {
-        let certs = sign(owner, &name, window * step, bytes, replicas);
-        let (status, v) = put_signed(node, &certs, bytes.to_vec()).await?;
-        if status == 409 {
-            for c in &certs {
-                let id = c.id().to_string();
-                if exists(node, &id).await? {
-                    return Ok(id);
-                }
-            }
-            continue;
-        }
-        client::check(node, status, &v)?;
-        return v["id"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| anyhow!("the node at {node} answered without an id"));
+/// Stores one chunk of `upload` and returns its id.
+async fn put_chunk(
+    node: &str,
+    owner: &Identity,
+    upload: &Upload,
+    bytes: &[u8],
+    replicas: u8,
+) -> Result<Id> {
+    let name = upload.chunk_name(bytes);
+    let (status, v) = put_signed(
+        node,
+        &sign(owner, &name, 0, bytes, replicas),
+        bytes.to_vec(),
+    )
+    .await?;
+    client::check(node, status, &v)?;
+    v["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| anyhow!("the node at {node} answered without a valid id: {v}"))
+}
+
+/// Reclaims object `id` with a reclaim certificate `owner` signs: the answer, or `None` when
+/// no node holds the id (already reclaimed counts as done).
+async fn reclaim_signed(node: &str, owner: &Identity, id: &str) -> Result<Option<Value>> {
+    let object = id
+        .parse()
+        .map_err(|_| anyhow!("{id:?} is not an object id"))?;
+    let cert = ReclaimCertificate::issue(owner, object, now_secs());
+    let headers = [(RECLAIM_HEADER, to_hex(&cert.to_bytes()))];
+    let path = format!("/v1/objects/{id}");
+    let r = client::send_with(node, Method::DELETE, &path, &headers, Vec::new(), STALL).await?;
+    let (status, v) = client::json_of(node, &path, r)?;
+    if status == 404 {
+        return Ok(None);
     }
-    bail!("chunk {name} was stored and reclaimed too often under this key to store it again")
+    client::check(node, status, &v)?;
+    Ok(Some(v))
+}
+
+/// Reclaims the chunks of a large file; answers the ones that could not be, with why.
+async fn release_chunks(node: &str, owner: &Identity, ids: &[String]) -> Vec<(String, String)> {
+    let bar = if ids.len() > 1 && std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(ids.len() as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message("reclaiming chunks");
+    let mut left = Vec::new();
+    for id in ids {
+        if let Err(e) = reclaim_signed(node, owner, id).await {
+            left.push((id.clone(), format!("{e:#}")));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    left
 }
 
 pub async fn put(
@@ -208,18 +238,61 @@ async fn put_owned(
     if exists(node, &id0).await? {
         bail!("you already stored an object named {name:?} (id {id0}); pick another --name");
     }
-    let bar = progress(len, "put");
+    let mut tag = [0u8; 16];
+    getrandom::fill(&mut tag).map_err(|e| anyhow!("the OS random source failed: {e}"))?;
+    let upload = Upload::new(tag);
     let mut manifest = ManifestBuilder::new();
+    let stored = store_chunks(node, &mut f, len, owner, &upload, replicas, &mut manifest).await;
+    let stored = match stored {
+        Ok(total) if total != len => Err(anyhow!(
+            "{shown} changed size while it was read ({len} then {total} bytes); put it again"
+        )),
+        Ok(_) => store_manifest(node, name, owner, replicas, &manifest).await,
+        Err(e) => Err(e.context(format!("cannot read or store {shown}"))),
+    };
+    match stored {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Nothing is stored under the name: take back the chunks this upload stored.
+            let ids: Vec<String> = manifest.stored().iter().map(Id::to_string).collect();
+            let left = release_chunks(node, owner, &ids).await;
+            if left.is_empty() {
+                Err(e.context(format!(
+                    "nothing named {name:?} was stored (the {} chunks already stored were reclaimed)",
+                    ids.len()
+                )))
+            } else {
+                let list: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+                Err(e.context(format!(
+                    "nothing named {name:?} was stored; {} chunks stored on the way could not be reclaimed ({}): `ringvault reclaim` each of {}",
+                    left.len(),
+                    left[0].1,
+                    list.join(" ")
+                )))
+            }
+        }
+    }
+}
+
+/// Reads `f` one chunk at a time and stores each (equal chunks once), recording them in
+/// `manifest`; answers the bytes read.
+async fn store_chunks(
+    node: &str,
+    f: &mut tokio::fs::File,
+    len: u64,
+    owner: &Identity,
+    upload: &Upload,
+    replicas: u8,
+    manifest: &mut ManifestBuilder,
+) -> Result<u64> {
+    let bar = progress(len, "put");
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut total = 0u64;
     loop {
         // Fill a whole chunk (reads may return less), or what is left of the file.
         let mut filled = 0;
         while filled < CHUNK_SIZE {
-            let n = f
-                .read(&mut buf[filled..])
-                .await
-                .with_context(|| format!("cannot read {shown}"))?;
+            let n = f.read(&mut buf[filled..]).await?;
             if n == 0 {
                 break;
             }
@@ -229,28 +302,34 @@ async fn put_owned(
             break;
         }
         let piece = &buf[..filled];
-        let id = put_chunk(node, owner, piece, replicas).await?;
-        let id = id
-            .parse()
-            .map_err(|_| anyhow!("the node at {node} answered with a bad id {id:?}"))?;
-        manifest.push(piece, id);
+        if !manifest.push_repeat(piece) {
+            let id = put_chunk(node, owner, upload, piece, replicas).await?;
+            manifest.push(piece, id);
+        }
         total += filled as u64;
         bar.inc(filled as u64);
     }
     bar.finish_and_clear();
-    if total != len {
-        bail!("{shown} changed size while it was read ({len} then {total} bytes); nothing named {name:?} was stored, put it again");
-    }
-    let m = manifest.finish();
-    let chunks = m.chunks.len();
+    Ok(total)
+}
+
+/// Stores the manifest of a large file under its name.
+async fn store_manifest(
+    node: &str,
+    name: &str,
+    owner: &Identity,
+    replicas: u8,
+    manifest: &ManifestBuilder,
+) -> Result<Value> {
+    let m = manifest.manifest();
     let bytes = m.to_bytes();
     if bytes.len() > CHUNK_SIZE {
-        bail!("{shown} has too many chunks for one signed manifest; split it into smaller files");
+        bail!("the file has too many chunks for one signed manifest; split it into smaller files");
     }
     let (status, mut v) = put_signed(node, &sign(owner, name, 0, &bytes, replicas), bytes).await?;
     client::check(node, status, &v)?;
-    v["size"] = json!(total);
-    v["chunks"] = json!(chunks);
+    v["size"] = json!(m.size);
+    v["chunks"] = json!(m.chunks.len());
     Ok(v)
 }
 
@@ -417,8 +496,14 @@ pub async fn reclaim(
     json: bool,
 ) -> Result<()> {
     let id = check_id(id)?;
-    let mut headers = Vec::new();
-    if !operator {
+    let v = if operator {
+        // The node reclaims a large file's chunks itself: its key owns them.
+        let path = format!("/v1/objects/{id}");
+        let r = client::send_with(node, Method::DELETE, &path, &[], Vec::new(), STALL).await?;
+        let (status, v) = client::json_of(node, &path, r)?;
+        client::check(node, status, &v)?;
+        v
+    } else {
         let path = owner_key::path_or_default(key)?;
         // A key created now could own nothing: only an existing key is worth signing with.
         let owner = owner_key::load(&path)?.ok_or_else(|| {
@@ -427,23 +512,50 @@ pub async fn reclaim(
                 path.display()
             )
         })?;
-        let object = id
-            .parse()
-            .map_err(|_| anyhow!("{id:?} is not an object id"))?;
-        let cert = ReclaimCertificate::issue(&owner, object, now_secs());
-        headers.push((RECLAIM_HEADER, to_hex(&cert.to_bytes())));
-    }
-    let path = format!("/v1/objects/{id}");
-    let r = client::send_with(node, Method::DELETE, &path, &headers, Vec::new(), STALL).await?;
-    let (status, v) = client::json_of(node, &path, r)?;
-    client::check(node, status, &v)?;
+        reclaim_owned(node, &owner, id).await?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let n = v["released_by"].as_array().map(Vec::len).unwrap_or(0);
-        println!("reclaimed {id} ({n} nodes released it)");
+        match v["chunks_released"].as_u64().unwrap_or(0) {
+            0 => println!("reclaimed {id} ({n} nodes released it)"),
+            c => println!("reclaimed {id} ({n} nodes released it) and its {c} chunks"),
+        }
     }
     Ok(())
+}
+
+/// Reclaims object `id` with the user's key; for a large file, every chunk first (each with
+/// its own certificate), then the manifest, so that a reclaim cut short can be run again.
+async fn reclaim_owned(node: &str, owner: &Identity, id: &str) -> Result<Value> {
+    let (status, info) = client::get_json(node, &format!("/v1/objects/{id}/replicas")).await?;
+    client::check(node, status, &info)?;
+    let mut chunks: Vec<String> = Vec::new();
+    // Another key's object: the node refuses the reclaim below, before any chunk is touched.
+    if info["owner"].as_str() == Some(owner.id().to_string().as_str()) {
+        for c in info["chunk_ids"].as_array().into_iter().flatten() {
+            let c = c
+                .as_str()
+                .ok_or_else(|| anyhow!("the node at {node} listed a chunk that is not an id"))?;
+            if !chunks.iter().any(|seen| seen == c) {
+                chunks.push(c.to_string());
+            }
+        }
+    }
+    let left = release_chunks(node, owner, &chunks).await;
+    if let Some((first, why)) = left.first() {
+        bail!(
+            "{} of the file's {} chunks could not be reclaimed (chunk {first}: {why}); the file is kept, run reclaim again",
+            left.len(),
+            chunks.len()
+        );
+    }
+    let mut v = reclaim_signed(node, owner, id)
+        .await?
+        .ok_or_else(|| anyhow!("no node holds {id} any more (reclaimed meanwhile?)"))?;
+    v["chunks_released"] = json!(chunks.len());
+    Ok(v)
 }
 
 fn short(v: &Value) -> String {
