@@ -275,8 +275,10 @@ impl Past {
         }
     }
 
-    /// The root answers a lookup, or hands it to a pointer's target or the next replica (which
-    /// count themselves one hop further than `hops`, this node's count).
+    /// The root answers a lookup, or hands it on: to a diverted replica's holder (its pointer)
+    /// first, then to the other nodes closest to the id in turn (the root may have just joined
+    /// and not fetched the object yet, or dropped a bad copy), at most [`LOOKUP_HANDOFFS`] of
+    /// them. Each counts itself one hop further than the last; the last refuses.
     pub(crate) fn root_lookup(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -288,43 +290,33 @@ impl Past {
         if self.serve_lookup(kbr, req, client, id, hops) {
             return;
         }
-        if let Ok(Some(holder)) = self.store.pointer(&id) {
-            send(
-                kbr,
-                holder,
-                &PastMessage::Lookup {
-                    req,
-                    client,
-                    id,
-                    handoff: true,
-                    hops,
-                },
-            );
+        let me = kbr.local_contact().id;
+        let mut chain: Vec<Contact> = self.store.pointer(&id).ok().flatten().into_iter().collect();
+        for c in kbr.replica_set(&id, LOOKUP_HANDOFFS + 1) {
+            if c.id != me && c.id != client.id && chain.iter().all(|x| x.id != c.id) {
+                chain.push(c);
+            }
+        }
+        chain.truncate(LOOKUP_HANDOFFS);
+        pass_lookup(kbr, req, client, id, hops, chain);
+    }
+
+    /// A lookup a root handed on: answer it, or pass it to the first of `then`. The list only
+    /// shrinks, and one longer than any root makes is cut, so a handoff always ends.
+    pub(crate) fn handoff_lookup(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        req: u64,
+        client: Contact,
+        id: Id,
+        hops: u8,
+        mut then: Vec<Contact>,
+    ) {
+        if self.serve_lookup(kbr, req, client, id, hops) {
             return;
         }
-        // The root may have just joined and not fetched it yet: ask the other replicas.
-        let me = kbr.local_contact().id;
-        let others: Vec<Contact> = kbr
-            .replica_set(&id, 2)
-            .into_iter()
-            .filter(|c| c.id != me)
-            .collect();
-        match others.first() {
-            Some(next) if next.id != client.id => {
-                send(
-                    kbr,
-                    *next,
-                    &PastMessage::Lookup {
-                        req,
-                        client,
-                        id,
-                        handoff: true,
-                        hops,
-                    },
-                );
-            }
-            _ => refuse(kbr, Some((req, client)), id, Refusal::NotFound),
-        }
+        then.truncate(LOOKUP_HANDOFFS);
+        pass_lookup(kbr, req, client, id, hops, then);
     }
 
     pub(crate) fn reclaim_here(
@@ -361,4 +353,37 @@ impl Past {
         self.tombstone_seq += 1;
         self.tombstones.insert(id, self.tombstone_seq);
     }
+}
+
+/// Nodes a root without a copy asks in turn: enough for the default k and a diverted
+/// replica's holder. A lookup that asks them all and finds nothing is a true miss that took a
+/// few more round trips.
+pub(crate) const LOOKUP_HANDOFFS: usize = 4;
+
+/// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one is
+/// left to ask.
+fn pass_lookup(
+    kbr: &mut dyn Kbr,
+    req: u64,
+    client: Contact,
+    id: Id,
+    hops: u8,
+    mut chain: Vec<Contact>,
+) {
+    if chain.is_empty() {
+        refuse(kbr, Some((req, client)), id, Refusal::NotFound);
+        return;
+    }
+    let next = chain.remove(0);
+    send(
+        kbr,
+        next,
+        &PastMessage::Lookup {
+            req,
+            client,
+            id,
+            handoff: Some(chain),
+            hops,
+        },
+    );
 }

@@ -55,15 +55,16 @@ pub(crate) enum PastMessage {
     /// A refusal for the client.
     Refused { req: u64, id: Id, reason: Refusal },
     /// Routed to the object id: the first node holding a copy answers. With `handoff`, sent
-    /// straight to one more node (a pointer's target, or the next replica) that answers or
-    /// refuses but never passes it on. `hops` is how many overlay hops the lookup had taken
-    /// when its sender (or the last node that passed it on) had it; the receiver is one more,
-    /// and rewrites it before passing it on. The client starts it at 0.
+    /// straight to one more node (a pointer's target, or another replica) by a root that has
+    /// no copy: that node answers, or passes it on to the first of the nodes `handoff` lists
+    /// (with the rest), or refuses when the list is empty. `hops` is how many overlay hops the
+    /// lookup had taken when its sender (or the last node that passed it on) had it; the
+    /// receiver is one more, and rewrites it before passing it on. The client starts it at 0.
     Lookup {
         req: u64,
         client: Contact,
         id: Id,
-        handoff: bool,
+        handoff: Option<Vec<Contact>>,
         hops: u8,
     },
     /// A copy, for the client, from the node that served it (the sender, as the transport

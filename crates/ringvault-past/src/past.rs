@@ -346,7 +346,7 @@ impl Past {
             req,
             client,
             id,
-            handoff: false,
+            handoff: None,
             hops: 0,
         };
         let hint = self
@@ -475,17 +475,14 @@ impl Service for Past {
                 hops,
             } => {
                 // The hops this lookup took to get here (none when the client is its root).
-                let here = if client.id == kbr.local_contact().id && !handoff {
+                let here = if client.id == kbr.local_contact().id && handoff.is_none() {
                     0
                 } else {
                     hops.saturating_add(1)
                 };
-                if handoff {
-                    if !self.serve_lookup(kbr, req, client, id, here) {
-                        refuse(kbr, Some((req, client)), id, Refusal::NotFound);
-                    }
-                } else {
-                    self.root_lookup(kbr, req, client, id, here);
+                match handoff {
+                    Some(then) => self.handoff_lookup(kbr, req, client, id, here, then),
+                    None => self.root_lookup(kbr, req, client, id, here),
                 }
             }
             PastMessage::Found {

@@ -3,9 +3,15 @@
 //! back after holders fail, and full nodes divert.
 
 use ringvault_overlay::Config;
-use ringvault_past::{Kind, MemoryStore, Past, PastError, PastEvent, ReclaimCertificate};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use ringvault_past::{
+    CachePolicy, Kind, MemoryStore, Past, PastConfig, PastError, PastEvent, ReclaimCertificate,
+    Store, StoreError, StoredObject, Usage,
+};
 use ringvault_testkit::TestRing;
-use ringvault_types::{Duration, Id, Identity};
+use ringvault_types::{Contact, Duration, Id, Identity};
 
 /// A test ring of PAST nodes, with the results their services reported.
 struct Ring {
@@ -304,4 +310,110 @@ fn abandoned_insert_attempts_leave_no_replicas_behind() {
             "replicas of an abandoned attempt {id:?} are still stored"
         );
     }
+}
+
+/// A store that has lost its copies of the ids in `lost` (as a store answers once it found a
+/// copy damaged on disk and discarded it); otherwise a [`MemoryStore`].
+struct Losing {
+    inner: MemoryStore,
+    lost: Arc<Mutex<BTreeSet<Id>>>,
+}
+
+impl Losing {
+    fn gone(&self, id: &Id) -> bool {
+        self.lost.lock().unwrap().contains(id)
+    }
+}
+
+impl Store for Losing {
+    fn usage(&self) -> Usage {
+        self.inner.usage()
+    }
+    fn put(&mut self, obj: StoredObject) -> Result<(), StoreError> {
+        self.inner.put(obj)
+    }
+    fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError> {
+        if self.gone(id) {
+            return Ok(None);
+        }
+        self.inner.get(id)
+    }
+    fn meta(&self, id: &Id) -> Result<Option<(Kind, u64)>, StoreError> {
+        if self.gone(id) {
+            return Ok(None);
+        }
+        self.inner.meta(id)
+    }
+    fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError> {
+        self.inner.set_kind(id, kind)
+    }
+    fn remove(&mut self, id: &Id) -> Result<u64, StoreError> {
+        self.inner.remove(id)
+    }
+    fn list(&self) -> Result<Vec<(Id, Kind, u64)>, StoreError> {
+        self.inner.list()
+    }
+    fn put_pointer(&mut self, id: &Id, holder: Contact) -> Result<(), StoreError> {
+        self.inner.put_pointer(id, holder)
+    }
+    fn pointer(&self, id: &Id) -> Result<Option<Contact>, StoreError> {
+        self.inner.pointer(id)
+    }
+    fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError> {
+        self.inner.remove_pointer(id)
+    }
+}
+
+#[test]
+fn a_root_without_a_copy_asks_the_other_replicas_in_turn() {
+    // No caches, and lookups routed plainly: only replicas can answer.
+    let config = PastConfig {
+        cache: CachePolicy::Off,
+        lookup_heuristic: None,
+        ..PastConfig::default()
+    };
+    let mut lost: Vec<Arc<Mutex<BTreeSet<Id>>>> = Vec::new();
+    let ring = TestRing::new(24, Config::default(), |_, me, node| {
+        let key = Identity::from_secret_bytes(me.secret_bytes());
+        let set = Arc::new(Mutex::new(BTreeSet::new()));
+        lost.push(set.clone());
+        let store = Losing {
+            inner: MemoryStore::new(1 << 24),
+            lost: set,
+        };
+        let past = Past::with_config(key, Box::new(store), config.clone()).unwrap();
+        node.add_service(Box::new(past));
+    });
+    let mut ring = Ring {
+        ring,
+        events: Vec::new(),
+    };
+    let data = content(5_000, 7);
+    let id = insert(&mut ring, 0, "kept-by-one", data.clone(), 3).unwrap();
+    let order = ring.closest_live(&id, 3);
+    let mut held = holders(&mut ring, &id);
+    held.sort_unstable();
+    let mut want = order.clone();
+    want.sort_unstable();
+    assert_eq!(held, want, "the 3 closest hold it");
+    // The root and the next closest lost their copies; the third still has one. The root
+    // itself asks (its lookup starts at the root: no other node on the way could answer).
+    for &i in &order[..2] {
+        lost[i].lock().unwrap().insert(id);
+    }
+    assert_eq!(
+        lookup(&mut ring, order[0], id),
+        Ok(data),
+        "found on the third replica"
+    );
+    // With every copy gone the answer is a prompt "not found", not a timeout.
+    lost[order[2]].lock().unwrap().insert(id);
+    let req = ring.call(order[0], |past, kbr, now, _| past.lookup(kbr, now, id));
+    assert!(
+        matches!(
+            ring.take(order[0], req),
+            Some(PastEvent::Found(_, Err(PastError::NotFound)))
+        ),
+        "a refusal at once"
+    );
 }
