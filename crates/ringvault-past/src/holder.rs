@@ -106,7 +106,7 @@ impl Past {
         content: Vec<u8>,
     ) {
         let id = cert.id();
-        if self.tombstones.contains_key(&id) {
+        if self.tombstones.contains_key(&id) || (req.is_none() && self.diverted_to_live(kbr, &id)) {
             return;
         }
         if let Err(_e) = cert.verify_content(&content) {

@@ -110,7 +110,9 @@ impl Past {
                 continue;
             }
             let have = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
-            if matches!(have, Some(Kind::Primary | Kind::Diverted)) {
+            if matches!(have, Some(Kind::Primary | Kind::Diverted))
+                || self.diverted_to_live(kbr, &id)
+            {
                 continue;
             }
             // A cached copy becomes a replica at once if we are in its replica set.
@@ -130,6 +132,19 @@ impl Past {
             let free = self.store.usage().free();
             send(kbr, from, &PastMessage::Want { ids: want, free });
         }
+    }
+
+    /// Whether this node diverted its replica of `id` to a node its leaf set still holds: that
+    /// copy is this node's replica, and fetching the object would only divert it once more
+    /// (every round, leaving the earlier copy behind). A pointer to a node gone from the leaf
+    /// set no longer counts, so maintenance restores the replica.
+    pub(crate) fn diverted_to_live(&self, kbr: &mut dyn Kbr, id: &Id) -> bool {
+        let Ok(Some(holder)) = self.store.pointer(id) else {
+            return false;
+        };
+        kbr.neighbor_set(usize::MAX)
+            .iter()
+            .any(|c| c.id == holder.id)
     }
 
     /// Sends the objects `from` wants, at most [`MAX_WANT_BYTES`] / [`MAX_WANT_OBJECTS`] of

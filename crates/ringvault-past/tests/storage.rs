@@ -272,6 +272,28 @@ fn full_nodes_divert_replicas_and_full_regions_resalt() {
         diverted > 0,
         "no replica was diverted although some primaries had no room"
     );
+    // Maintenance leaves diverted replicas where they are: a primary that diverted its replica
+    // (and keeps the pointer) does not fetch it back every round only to divert it again.
+    let copies = |ring: &mut Ring| -> usize {
+        let ids: Vec<Id> = (0..24usize)
+            .map(|n| {
+                let owner = ring.ring.members[n].identity.public_key();
+                ringvault_past::object_id(&format!("d{n}"), &owner, 0)
+            })
+            .collect();
+        let mut all = 0;
+        for id in &ids {
+            all += holders(ring, id).len();
+        }
+        all
+    };
+    let before = copies(&mut ring);
+    ring.advance(Duration::from_secs(5 * 60));
+    assert_eq!(
+        copies(&mut ring),
+        before,
+        "replicas multiplied under maintenance"
+    );
 
     // An object too large for any node: refused after re-salting, with nothing half-stored
     // reported as success.

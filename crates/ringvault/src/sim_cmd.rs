@@ -53,6 +53,11 @@ pub struct SimArgs {
     /// Routes or lookups per measurement (default: the experiment's).
     #[arg(long)]
     routes: Option<usize>,
+    /// Ring size of past-storage's t_pri / t_div sweep (default 1,000, or --nodes if smaller;
+    /// 0 runs only the paper's thresholds with and without diversion). A sweep run costs
+    /// about as much CPU as its ring's size.
+    #[arg(long = "sweep-nodes", value_name = "N")]
+    sweep_nodes: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,6 +87,7 @@ pub fn run(cmd: SimCommand) -> Result<()> {
         leaf_set: a.leaf_set,
         neighbourhood: a.neighbourhood,
         routes: a.routes,
+        sweep_nodes: a.sweep_nodes,
         progress: std::io::stderr().is_terminal(),
         ..Params::new(a.seed)
     };

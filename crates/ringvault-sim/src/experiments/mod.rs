@@ -60,6 +60,10 @@ pub struct Params {
     pub neighbourhood: Option<usize>,
     /// Routes or lookups per measurement.
     pub routes: Option<usize>,
+    /// Ring size of `past-storage`'s t_pri / t_div sweep (0: no sweep); default
+    /// `SWEEP_NODES`, or N if smaller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_nodes: Option<usize>,
     /// Show a progress bar (not part of the reports: output must not depend on the terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -76,6 +80,7 @@ impl Params {
             leaf_set: None,
             neighbourhood: None,
             routes: None,
+            sweep_nodes: None,
             progress: false,
         }
     }

@@ -595,7 +595,7 @@ fn caching_variants() -> Vec<Variant> {
 }
 
 /// Runs each variant on a fresh ring; the first `full` at N nodes, the rest at
-/// `min(N, SWEEP_NODES)`.
+/// `min(N, --sweep-nodes or SWEEP_NODES)` (none with 0).
 fn run_variants(
     ctx: &mut Ctx,
     variants: Vec<Variant>,
@@ -604,10 +604,14 @@ fn run_variants(
 ) -> (Vec<Outcome>, Setup) {
     let p: Params = ctx.params.clone();
     let big = p.nodes.unwrap_or(2_250);
+    let sweep = p.sweep_nodes.unwrap_or(SWEEP_NODES).min(big);
     let mut last = None;
     let mut outcomes = Vec::new();
     for (at, v) in variants.into_iter().enumerate() {
-        let n = if at < full { big } else { big.min(SWEEP_NODES) };
+        let n = if at < full { big } else { sweep };
+        if n == 0 {
+            continue;
+        }
         let label = format!("{}, N={n}", v.label);
         let mut setup = Setup::paper(n, v.past.clone());
         setup.leaf_set = p.leaf_set.unwrap_or(setup.leaf_set);
@@ -685,7 +689,7 @@ fn parameters(p: &Params, setup: &Setup) -> serde_json::Value {
     json!({
         "common": p,
         "nodes": p.nodes.unwrap_or(2_250),
-        "sweep_nodes": SWEEP_NODES,
+        "sweep_nodes": p.sweep_nodes.unwrap_or(SWEEP_NODES).min(p.nodes.unwrap_or(2_250)),
         "k": setup.k,
         "leaf_set": setup.leaf_set,
         "workload": setup.workload,
