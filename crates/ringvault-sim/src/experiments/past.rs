@@ -594,6 +594,13 @@ fn caching_variants() -> Vec<Variant> {
     .collect()
 }
 
+/// The ring sizes: N (`--nodes`, else the design's 2,250) and the sweep's (`--sweep-nodes`,
+/// else [`SWEEP_NODES`], at most N; 0 for none).
+fn ring_sizes(p: &Params) -> (usize, usize) {
+    let big = p.nodes.unwrap_or(2_250);
+    (big, p.sweep_nodes.unwrap_or(SWEEP_NODES).min(big))
+}
+
 /// Runs each variant on a fresh ring; the first `full` at N nodes, the rest at
 /// `min(N, --sweep-nodes or SWEEP_NODES)` (none with 0).
 fn run_variants(
@@ -603,8 +610,7 @@ fn run_variants(
     lookups: usize,
 ) -> (Vec<Outcome>, Setup) {
     let p: Params = ctx.params.clone();
-    let big = p.nodes.unwrap_or(2_250);
-    let sweep = p.sweep_nodes.unwrap_or(SWEEP_NODES).min(big);
+    let (big, sweep) = ring_sizes(&p);
     let mut last = None;
     let mut outcomes = Vec::new();
     for (at, v) in variants.into_iter().enumerate() {
@@ -688,8 +694,8 @@ fn points_table(name: &str, outcomes: &[Outcome], lookups: bool) -> Table {
 fn parameters(p: &Params, setup: &Setup) -> serde_json::Value {
     json!({
         "common": p,
-        "nodes": p.nodes.unwrap_or(2_250),
-        "sweep_nodes": p.sweep_nodes.unwrap_or(SWEEP_NODES).min(p.nodes.unwrap_or(2_250)),
+        "nodes": ring_sizes(p).0,
+        "sweep_nodes": ring_sizes(p).1,
         "k": setup.k,
         "leaf_set": setup.leaf_set,
         "workload": setup.workload,

@@ -534,11 +534,13 @@ async fn reclaim_owned(node: &str, owner: &Identity, id: &str) -> Result<Value> 
     let mut chunks: Vec<String> = Vec::new();
     // Another key's object: the node refuses the reclaim below, before any chunk is touched.
     if info["owner"].as_str() == Some(owner.id().to_string().as_str()) {
+        // Each chunk once, in file order (a manifest may list up to a million).
+        let mut seen = std::collections::BTreeSet::new();
         for c in info["chunk_ids"].as_array().into_iter().flatten() {
             let c = c
                 .as_str()
                 .ok_or_else(|| anyhow!("the node at {node} listed a chunk that is not an id"))?;
-            if !chunks.iter().any(|seen| seen == c) {
+            if seen.insert(c) {
                 chunks.push(c.to_string());
             }
         }
