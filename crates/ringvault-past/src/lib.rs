@@ -39,7 +39,9 @@ pub use past::{
     MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS, MAX_TOMBSTONES, PAST_APP,
     REQUEST_TIMEOUT,
 };
-pub use store::{Kind, MemoryStore, Store, StoreError, StoredObject, Usage};
+pub use store::{
+    Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,
+};
 
 /// The replication factor k when the client does not choose one (PAST's k closest nodes).
 pub const DEFAULT_REPLICAS: u8 = 3;

@@ -31,16 +31,36 @@ pub struct StoredObject {
     pub kind: Kind,
 }
 
+/// What ran out when a store had no room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceLimit {
+    /// The space the node offers the ring (`--capacity`).
+    Capacity,
+    /// The filesystem under the store.
+    Disk,
+}
+
+impl std::fmt::Display for SpaceLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpaceLimit::Capacity => "the node's capacity",
+            SpaceLimit::Disk => "the disk",
+        })
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// Not enough free space.
-    #[error("not enough free space: {needed} bytes needed, {free} free")]
+    /// Not enough free space; nothing was changed. PAST treats it as a full node (diversion).
+    #[error("not enough free space on {limit}: {needed} bytes needed, {free} free")]
     Full {
         /// Bytes the operation needed.
         needed: u64,
         /// Bytes free.
         free: u64,
+        /// What ran out.
+        limit: SpaceLimit,
     },
     /// The underlying storage failed; nothing was changed.
     #[error("storage failure: {0}")]
@@ -56,13 +76,31 @@ pub struct Usage {
     pub used: u64,
     /// Bytes held as cache.
     pub cached: u64,
+    /// Bytes the filesystem under the store can still take for it (this store's share of it,
+    /// less a reserve), when the store lives on one.
+    pub disk_free: Option<u64>,
 }
 
 impl Usage {
-    /// Bytes not used by replicas (cache counts as free: it is evicted on demand).
+    /// Bytes a new replica may use: the capacity not used by replicas (cache counts as free:
+    /// it is evicted on demand), and never more than the disk really has.
     pub fn free(&self) -> u64 {
-        self.capacity.saturating_sub(self.used)
+        let budget = self.capacity.saturating_sub(self.used);
+        self.disk_free.map_or(budget, |d| budget.min(d))
     }
+}
+
+/// What went wrong in a store since it was opened, for operators (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Writes refused because the disk (not the capacity budget) had no room.
+    pub disk_full: u64,
+    /// Operations that failed with an I/O error.
+    pub io_errors: u64,
+    /// Times the store reopened its database after an I/O error, without a restart.
+    pub reopened: u64,
+    /// Copies found damaged on read and discarded (never served).
+    pub discarded: u64,
 }
 
 /// Object storage for one node. Every method either completes durably or changes nothing and
@@ -99,6 +137,11 @@ pub trait Store: Send {
 
     /// Drops a pointer.
     fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError>;
+
+    /// Faults since the store was opened.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
+    }
 }
 
 /// A store in memory: for tests and the simulator.
@@ -139,6 +182,7 @@ impl Store for MemoryStore {
             capacity: self.capacity,
             used: self.used,
             cached: self.cached,
+            disk_free: None,
         }
     }
 
@@ -154,6 +198,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Full {
                 needed: size,
                 free: self.capacity.saturating_sub(self.used),
+                limit: SpaceLimit::Capacity,
             });
         }
         if let Some((k, s)) = old {
@@ -187,6 +232,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Full {
                 needed: size,
                 free: self.capacity.saturating_sub(self.used),
+                limit: SpaceLimit::Capacity,
             });
         }
         self.account(old, size, false);

@@ -1,6 +1,6 @@
 //! A store wrapper that fails chosen operations, for testing that nothing acknowledged is lost.
 
-use ringvault_past::{Kind, Store, StoreError, StoredObject, Usage};
+use ringvault_past::{Kind, Store, StoreError, StoreHealth, StoredObject, Usage};
 use ringvault_types::{Contact, Id};
 
 /// Wraps a store and fails every write whose sequence number `fail` picks, before it reaches
@@ -74,5 +74,8 @@ impl<S: Store, F: FnMut(u64) -> bool + Send> Store for FaultyStore<S, F> {
     fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError> {
         self.check()?;
         self.inner.remove_pointer(id)
+    }
+    fn health(&self) -> StoreHealth {
+        self.inner.health()
     }
 }

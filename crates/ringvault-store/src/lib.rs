@@ -10,6 +10,9 @@
 
 mod faulty;
 mod redb_store;
+mod unwind;
 
 pub use faulty::FaultyStore;
-pub use redb_store::{OpenError, RedbStore, FORMAT_VERSION};
+pub use redb_store::{
+    OpenError, RedbStore, StoreConfig, DEFAULT_CACHE_BYTES, DISK_RESERVE, FORMAT_VERSION,
+};

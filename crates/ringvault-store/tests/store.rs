@@ -173,7 +173,7 @@ fn a_damaged_copy_is_discarded_never_served() {
     let s = RedbStore::open(&path, CAPACITY).unwrap();
     assert_eq!(s.meta(&id).unwrap(), Some((Kind::Primary, 500)));
     assert_eq!(s.get(&id).unwrap(), None, "a damaged copy was served");
-    assert_eq!(s.discarded(), 1);
+    assert_eq!(s.health().discarded, 1);
     assert_eq!(s.meta(&id).unwrap(), None);
     assert_eq!(s.usage().used, 300);
     // The healthy neighbour is untouched.

@@ -153,9 +153,20 @@ pub struct NodeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Storage this node offers the ring, e.g. 10GiB or 500MB [default: 1GiB]; objects live in
-    /// DATA_DIR/objects.redb.
+    /// DATA_DIR/objects.redb. The node never claims more than its filesystem has free: when
+    /// the disk fills first, it refuses new replicas (the ring diverts them), keeps every one it
+    /// holds, and takes writes again once the disk has room.
     #[arg(long)]
     pub capacity: Option<String>,
+    /// Memory for the object store's page cache, e.g. 64MiB [default: 32MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub store_cache: Option<String>,
+    /// When DATA_DIR/objects.redb cannot be read (truncated or damaged beyond repair), move it
+    /// aside to objects.redb.damaged-N and start with an empty store under the same node id;
+    /// the ring's other replicas bring this node's objects back. Without it such a node stops
+    /// with an error naming the file.
+    #[arg(long)]
+    pub recover_store: bool,
 }
 
 /// Options of `ringvault ring`.
@@ -176,9 +187,14 @@ pub struct RingArgs {
     /// Keep the temporary data directory on exit.
     #[arg(long)]
     pub keep: bool,
-    /// Storage each node offers, e.g. 10GiB or 500MB [default: 1GiB].
+    /// Storage each node offers, e.g. 10GiB or 500MB [default: 1GiB]. The nodes share the
+    /// filesystem of --data-dir: each counts only its share of the free space.
     #[arg(long)]
     pub capacity: Option<String>,
+    /// Memory for the page caches of all the nodes' object stores together, e.g. 64MiB
+    /// [default: 32MiB], split evenly between the nodes.
+    #[arg(long, value_name = "SIZE")]
+    pub store_cache: Option<String>,
 }
 
 /// Whose key owns what `put` stores and signs what `reclaim` releases.

@@ -15,6 +15,7 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 use ringvault_net::NodeHandle;
 use ringvault_overlay::Config;
+use ringvault_store::StoreConfig;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -375,7 +376,10 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         Some(0),
         &dir,
         Config::default(),
-        capacity,
+        StoreConfig {
+            capacity,
+            ..storage::store_config(None, None, a.nodes)?
+        },
         &stop_rx,
     )
     .await;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode};
 use ringvault_overlay::Config;
+use ringvault_store::StoreConfig;
 use ringvault_types::Id;
 use tokio::sync::watch;
 use tracing::info;
@@ -118,13 +119,16 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     })
     .await?;
     let overlay = file.overlay.to_config()?;
-    let capacity = match &a.capacity {
-        Some(c) => storage::parse_size(c).context("--capacity")?,
-        None => storage::DEFAULT_CAPACITY,
+    let store_config = storage::store_config(a.capacity.as_deref(), a.store_cache.as_deref(), 1)?;
+    let on_damage = if a.recover_store {
+        storage::OnDamage::MoveAside
+    } else {
+        storage::OnDamage::Refuse
     };
 
     let identity = load_or_create_identity(&data_dir)?;
-    let (mut services, store) = storage::past_services(&identity, &data_dir, capacity)?;
+    let (mut services, store) =
+        storage::past_services(&identity, &data_dir, store_config, on_damage)?;
     let groups = groups::add_scribe(&mut services);
     let running = start_with(
         identity,
@@ -186,7 +190,7 @@ pub async fn start_local_ring(
     http_base: Option<u16>,
     dir: &Path,
     cfg: Config,
-    capacity: u64,
+    store_config: StoreConfig,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
     let mut nodes: Vec<LocalNode> = Vec::new();
@@ -200,7 +204,12 @@ pub async fn start_local_ring(
             .collect();
         let node_dir = dir.join(format!("node-{i}"));
         let identity = load_or_create_identity(&node_dir)?;
-        let (mut services, store) = match storage::past_services(&identity, &node_dir, capacity) {
+        let (mut services, store) = match storage::past_services(
+            &identity,
+            &node_dir,
+            store_config.clone(),
+            storage::OnDamage::Refuse,
+        ) {
             Ok(x) => x,
             Err(e) => {
                 stop_all(nodes).await;
@@ -294,17 +303,15 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.nodes,
         dir.display()
     );
-    let capacity = match &a.capacity {
-        Some(c) => storage::parse_size(c).context("--capacity")?,
-        None => storage::DEFAULT_CAPACITY,
-    };
+    let store_config =
+        storage::store_config(a.capacity.as_deref(), a.store_cache.as_deref(), a.nodes)?;
     let result = start_local_ring(
         a.nodes,
         a.base_port,
         Some(a.http_base_port),
         &dir,
         Config::default(),
-        capacity,
+        store_config,
         &stop_rx,
     )
     .await;
@@ -431,7 +438,7 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
         None,
         &dir,
         Config::default(),
-        storage::DEFAULT_CAPACITY,
+        storage::store_config(None, None, n)?,
         &stop_rx,
     )
     .await;

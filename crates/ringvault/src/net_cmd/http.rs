@@ -12,6 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ringvault_net::{Histogram, NetError, NodeHandle, Status};
 use ringvault_node::CommandError;
+use ringvault_past::{StoreHealth, Usage};
 use ringvault_types::Id;
 use serde_json::json;
 
@@ -140,12 +141,19 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     v["http"] = json!(format!("http://{}", app.http));
     if let Some(store) = &app.storage {
-        if let Some(u) = store.usage(&app.node).await? {
+        if let Some((u, h)) = store.usage(&app.node).await? {
             v["storage"] = json!({
                 "capacity": u.capacity,
                 "used": u.used,
                 "cached": u.cached,
                 "free": u.free(),
+                "disk_free": u.disk_free,
+                "health": {
+                    "disk_full": h.disk_full,
+                    "io_errors": h.io_errors,
+                    "reopened": h.reopened,
+                    "discarded": h.discarded,
+                },
             });
         }
     }
@@ -197,12 +205,18 @@ async fn route(
 
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     let st = app.node.status().await?;
+    let mut text = render_metrics(&st);
+    if let Some(store) = &app.storage {
+        if let Some((u, h)) = store.usage(&app.node).await? {
+            render_storage_metrics(&mut text, &u, &h);
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&st),
+        text,
     )
         .into_response())
 }
@@ -228,6 +242,71 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64
         h.sum * scale,
         h.count()
     );
+}
+
+/// The store's space and faults, in Prometheus text.
+fn render_storage_metrics(out: &mut String, u: &Usage, h: &StoreHealth) {
+    for (name, help, kind, v) in [
+        (
+            "ringvault_store_capacity_bytes",
+            "Bytes of replicas this node offers (--capacity).",
+            "gauge",
+            u.capacity,
+        ),
+        (
+            "ringvault_store_used_bytes",
+            "Bytes held as primary or diverted replicas.",
+            "gauge",
+            u.used,
+        ),
+        (
+            "ringvault_store_cached_bytes",
+            "Bytes held as cache.",
+            "gauge",
+            u.cached,
+        ),
+        (
+            "ringvault_store_free_bytes",
+            "Bytes a new replica may use: the capacity left, at most what the disk has.",
+            "gauge",
+            u.free(),
+        ),
+        (
+            "ringvault_store_disk_full_total",
+            "Writes refused because the disk had no room.",
+            "counter",
+            h.disk_full,
+        ),
+        (
+            "ringvault_store_io_errors_total",
+            "Store operations that failed with an I/O error.",
+            "counter",
+            h.io_errors,
+        ),
+        (
+            "ringvault_store_reopened_total",
+            "Times the store reopened its database after an I/O error.",
+            "counter",
+            h.reopened,
+        ),
+        (
+            "ringvault_store_discarded_total",
+            "Copies found damaged on read and discarded.",
+            "counter",
+            h.discarded,
+        ),
+    ] {
+        counter(out, name, help, kind, v);
+    }
+    if let Some(d) = u.disk_free {
+        counter(
+            out,
+            "ringvault_store_disk_free_bytes",
+            "Bytes the filesystem can still take for this store (its share, less a reserve).",
+            "gauge",
+            d,
+        );
+    }
 }
 
 /// Prometheus text exposition of a node's counters.

@@ -593,7 +593,13 @@ pub async fn replicas(
     if query.as_deref() == Some("local=true") {
         // Only what this node holds, read from its disk and verified: no lookup, no route (a
         // lookup would leave a cached copy here).
-        let held = store.verified_local(&app.node, id).await?;
+        let held = store.verified_local(&app.node, id).await?.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                format!("this node could not read its copy ({e}); it still holds what it confirmed: retry"),
+            )
+        })?;
         return Ok(Json(json!({
             "id": id.to_string(),
             "this_node": {

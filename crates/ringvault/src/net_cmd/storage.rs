@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_past::{
-    FileCertificate, Kind, Past, PastEvent, ReclaimCertificate, RequestId, Usage, MAX_PENDING,
+    FileCertificate, Kind, Past, PastEvent, ReclaimCertificate, RequestId, StoreError, StoreHealth,
+    Usage, MAX_PENDING,
 };
-use ringvault_store::RedbStore;
+use ringvault_store::{RedbStore, StoreConfig};
 use ringvault_types::{Contact, Id, Identity};
 use tokio::sync::oneshot;
 
@@ -20,6 +21,9 @@ use tokio::sync::oneshot;
 pub const STORE_FILE: &str = "objects.redb";
 /// Advertised capacity when none is given.
 pub const DEFAULT_CAPACITY: u64 = 1 << 30;
+/// redb page cache of all the stores of one process together, when none is given: a node
+/// alone gets all of it, the nodes of a `ring` share it.
+pub const DEFAULT_STORE_CACHE: u64 = 32 << 20;
 
 type Waiters = Arc<Mutex<HashMap<RequestId, oneshot::Sender<PastEvent>>>>;
 
@@ -52,15 +56,76 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(bytes as u64)
 }
 
+/// The store settings of `--capacity` and `--store-cache` for `nodes` nodes of one process:
+/// they share the filesystem and the cache budget evenly (at least 1 MiB of cache each).
+pub fn store_config(
+    capacity: Option<&str>,
+    cache: Option<&str>,
+    nodes: u16,
+) -> Result<StoreConfig> {
+    let capacity = match capacity {
+        Some(c) => parse_size(c).context("--capacity")?,
+        None => DEFAULT_CAPACITY,
+    };
+    let cache = match cache {
+        Some(c) => parse_size(c).context("--store-cache")?,
+        None => DEFAULT_STORE_CACHE,
+    };
+    let nodes = nodes.max(1);
+    Ok(StoreConfig {
+        capacity,
+        cache_bytes: usize::try_from(cache / u64::from(nodes))
+            .unwrap_or(usize::MAX)
+            .max(1 << 20),
+        disk_share: u32::from(nodes),
+        ..StoreConfig::new(capacity)
+    })
+}
+
+/// What a node does when its store file cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Stop with an error that names the file and the way out.
+    Refuse,
+    /// Move the file aside and start with an empty store under the same id; replica
+    /// maintenance brings back what the node should hold (`--recover-store`).
+    MoveAside,
+}
+
+/// Opens the node's store in `data_dir`, moving a damaged file aside when told to.
+pub fn open_store(data_dir: &Path, config: StoreConfig, on_damage: OnDamage) -> Result<RedbStore> {
+    let path = data_dir.join(STORE_FILE);
+    match RedbStore::open_with(&path, config.clone()) {
+        Ok(s) => Ok(s),
+        Err(e) if e.is_damage() && on_damage == OnDamage::MoveAside => {
+            let aside = RedbStore::move_aside(&path)
+                .with_context(|| format!("{e}; moving it aside failed"))?;
+            tracing::warn!(
+                "{e}; moved it to {} and starting with an empty store: replica maintenance brings back what this node should hold",
+                aside.display()
+            );
+            eprintln!(
+                "recovered: the damaged object store is now {}; starting empty under the same node id",
+                aside.display()
+            );
+            RedbStore::open_with(&path, config)
+                .with_context(|| format!("cannot create a fresh object store {}", path.display()))
+        }
+        Err(e) if e.is_damage() => Err(anyhow!(
+            "{e}\nstart the node with --recover-store to move the file aside and start empty under the same id (the ring's other replicas bring its objects back)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// PAST for the node with `identity`, storing under `data_dir`, and the client the API uses.
 pub fn past_services(
     identity: &Identity,
     data_dir: &Path,
-    capacity: u64,
+    config: StoreConfig,
+    on_damage: OnDamage,
 ) -> Result<(Services, StorageClient)> {
-    let path = data_dir.join(STORE_FILE);
-    let store = RedbStore::open(&path, capacity)
-        .with_context(|| format!("cannot open the object store {}", path.display()))?;
+    let store = open_store(data_dir, config, on_damage)?;
     let key = Identity::from_secret_bytes(identity.secret_bytes());
     let past = Past::new(key, Box::new(store)).map_err(|e| anyhow!("{e}"))?;
     let waiters: Waiters = Arc::default();
@@ -205,9 +270,11 @@ impl StorageClient {
     }
 
     /// The node's storage accounting.
-    pub async fn usage(&self, node: &NodeHandle) -> Result<Option<Usage>, NetError> {
-        node.run(|n, now| n.with_service::<Past, _>(now, |p, _| p.store().usage()))
-            .await
+    pub async fn usage(&self, node: &NodeHandle) -> Result<Option<(Usage, StoreHealth)>, NetError> {
+        node.run(|n, now| {
+            n.with_service::<Past, _>(now, |p, _| (p.store().usage(), p.store().health()))
+        })
+        .await
     }
 
     /// Why and how large this node holds `id`, from a copy read from its disk that passes the
@@ -217,15 +284,15 @@ impl StorageClient {
         &self,
         node: &NodeHandle,
         id: Id,
-    ) -> Result<Option<(Kind, u64)>, NetError> {
+    ) -> Result<Result<Option<(Kind, u64)>, StoreError>, NetError> {
         node.run(move |n, now| {
             n.with_service::<Past, _>(now, |p, _| {
-                let found = p.store().get(&id).ok().flatten();
-                found.map(|o| (o.kind, o.content.len() as u64))
+                let found = p.store().get(&id)?;
+                Ok(found.map(|o| (o.kind, o.content.len() as u64)))
             })
         })
         .await
-        .map(Option::flatten)
+        .map(|r| r.unwrap_or(Ok(None)))
     }
 
     /// What this node holds of `id`.
