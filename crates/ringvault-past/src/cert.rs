@@ -157,6 +157,17 @@ impl FileCertificate {
             .map_err(|_| CertError::BadSignature)
     }
 
+    /// Whether `other` certifies the same object: id, owner, content and replication factor
+    /// (the date may differ: a retried insert signs anew).
+    pub fn same_object(&self, other: &FileCertificate) -> bool {
+        let (a, b) = (&self.body, &other.body);
+        a.id == b.id
+            && a.owner == b.owner
+            && a.size == b.size
+            && a.content_hash == b.content_hash
+            && a.replicas == b.replicas
+    }
+
     /// Checks the certificate and that `content` is what it certifies.
     pub fn verify_content(&self, content: &[u8]) -> Result<(), CertError> {
         self.verify()?;

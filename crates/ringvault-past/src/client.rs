@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ringvault_overlay::Kbr;
-use ringvault_types::{Contact, Id, Identity, Time};
+use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal};
 use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
@@ -11,6 +11,24 @@ use crate::{
     FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimCertificate, ReclaimReceipt,
     StoreReceipt,
 };
+
+/// What an insert's latency is taken to be before any has completed.
+pub(crate) const INITIAL_INSERT_LATENCY: Duration = Duration::from_millis(250);
+/// An insert attempt is sent again after this many times the smoothed insert latency...
+const RESEND_FACTOR: u64 = 4;
+/// ...but never sooner than this (a busy ring is not a failed one)...
+const MIN_RESEND: Duration = Duration::from_secs(1);
+/// ...nor later than this.
+const MAX_RESEND: Duration = Duration::from_secs(4);
+
+/// When an insert attempt is sent again if it has not completed, and how many nodes beyond
+/// the k closest the next sending asks. A re-sent insert is harmless: nodes that hold the
+/// object answer with a receipt again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resend {
+    pub(crate) at: Time,
+    pub(crate) widen: u8,
+}
 
 /// Who signs the certificate of an insert's next salt when file diversion re-salts it.
 #[derive(Debug)]
@@ -90,33 +108,122 @@ impl Past {
         cert: FileCertificate,
         content: Vec<u8>,
     ) -> RequestId {
+        // A ring smaller than the leaf set is known whole: asking it for more replicas than it
+        // has nodes could only time out.
+        let wanted = cert.body.replicas as usize;
+        let nodes = kbr.replica_set(&cert.id(), wanted).len();
+        if nodes < wanted {
+            let e = PastError::TooFewNodes { wanted, nodes };
+            return self.fail_now(PastEvent::Inserted(0, Err(e)));
+        }
         let pending = Pending::Insert {
             signer,
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),
             holders: Vec::new(),
+            all_already: true,
             resalts: 0,
+            started: now,
+            resend: self.first_resend(now),
             deadline: now + REQUEST_TIMEOUT,
         };
         let Some(req) = self.new_request(pending) else {
             return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
         };
-        self.send_insert(kbr, req, cert, content);
+        self.send_insert(kbr, req, cert, content, 0);
         req
+    }
+
+    /// How long an insert attempt waits before it is sent again: a few times what inserts
+    /// take here, within bounds.
+    fn resend_interval(&self) -> Duration {
+        let d = self.insert_latency.mul(RESEND_FACTOR);
+        if d < MIN_RESEND {
+            MIN_RESEND
+        } else if d > MAX_RESEND {
+            MAX_RESEND
+        } else {
+            d
+        }
+    }
+
+    pub(crate) fn first_resend(&self, now: Time) -> Resend {
+        Resend {
+            at: now + self.resend_interval(),
+            widen: 0,
+        }
+    }
+
+    /// Sends again, one node wider, every insert attempt whose re-send time has come: a
+    /// member of its replica set that died or froze is made up for by the next closest node,
+    /// without waiting for the overlay to declare it failed.
+    pub(crate) fn resend_due(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        let interval = self.resend_interval();
+        let mut due = Vec::new();
+        for (req, p) in self.pending.iter_mut() {
+            if let Pending::Insert {
+                cert,
+                content,
+                resend,
+                ..
+            } = p
+            {
+                if resend.at <= now {
+                    resend.widen = (resend.widen + 1).min(crate::holder::MAX_WIDEN);
+                    resend.at = now + interval;
+                    due.push((*req, cert.clone(), content.clone(), resend.widen));
+                }
+            }
+        }
+        for (req, cert, content, widen) in due {
+            self.send_insert(kbr, req, cert, content, widen);
+        }
+    }
+
+    /// Tells the nodes that stored a replica of an attempt given up on to drop it again,
+    /// rather than keep an object nobody will look up. That takes the owner's signature, so
+    /// with pre-signed certificates the client must reclaim it.
+    fn abandon(
+        kbr: &mut dyn Kbr,
+        req: u64,
+        signer: &Signer,
+        cert: &FileCertificate,
+        holders: Vec<Contact>,
+    ) {
+        let Signer::Key(owner) = signer else {
+            return;
+        };
+        let abandon = ReclaimCertificate::issue(
+            &Identity::from_secret_bytes(*owner),
+            cert.id(),
+            cert.body.date,
+        );
+        let client = kbr.local_contact();
+        for h in holders {
+            let msg = PastMessage::ReclaimReplica {
+                req,
+                client,
+                cert: abandon.clone(),
+                attempt: Some(cert.body.date),
+            };
+            send(kbr, h, &msg);
+        }
     }
 
     pub(crate) fn on_receipt(
         &mut self,
-        kbr: &mut dyn Kbr,
+        now: Time,
         req: u64,
         receipt: StoreReceipt,
+        already: bool,
         from: Contact,
     ) {
         let Some(Pending::Insert {
             cert,
             receipts,
             holders,
+            all_already,
             ..
         }) = self.pending.get_mut(&req)
         else {
@@ -128,15 +235,31 @@ impl Past {
         if !holders.contains(&from) && holders.len() < crate::MAX_REPLICAS as usize * 2 {
             holders.push(from);
         }
+        *all_already &= already;
         receipts.insert(receipt.body.node, receipt);
-        if receipts.len() >= cert.body.replicas as usize {
-            if let Some(Pending::Insert { cert, receipts, .. }) = self.pending.remove(&req) {
-                let receipts = receipts.into_values().collect();
-                self.events
-                    .push_back(PastEvent::Inserted(req, Ok(Inserted { cert, receipts })));
-            }
+        if receipts.len() < cert.body.replicas as usize {
+            return;
         }
-        let _ = kbr;
+        if let Some(Pending::Insert {
+            cert,
+            receipts,
+            all_already,
+            started,
+            ..
+        }) = self.pending.remove(&req)
+        {
+            // Smoothed (1/8 of the new sample) like TCP's RTT estimate.
+            let took = now.saturating_since(started).as_micros();
+            let old = self.insert_latency.as_micros();
+            self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
+            let receipts = receipts.into_values().collect();
+            let done = Inserted {
+                cert,
+                receipts,
+                already_stored: all_already,
+            };
+            self.events.push_back(PastEvent::Inserted(req, Ok(done)));
+        }
     }
 
     pub(crate) fn on_refused(
@@ -169,29 +292,15 @@ impl Past {
             content,
             resalts,
             holders,
+            started,
             ..
         }) = self.pending.remove(&req)
         else {
             return;
         };
-        // This attempt is given up on (re-salted or failed): the nodes that already stored a
-        // replica drop it again rather than keep an object nobody will look up. That takes the
-        // owner's signature, so with pre-signed certificates the client must reclaim it.
-        if let (Refusal::NoSpace, Signer::Key(owner)) = (&reason, &signer) {
-            let abandon = ReclaimCertificate::issue(
-                &Identity::from_secret_bytes(*owner),
-                cert.id(),
-                cert.body.date,
-            );
-            let client = kbr.local_contact();
-            for h in holders {
-                let msg = PastMessage::ReclaimReplica {
-                    req,
-                    client,
-                    cert: abandon.clone(),
-                };
-                send(kbr, h, &msg);
-            }
+        // This attempt is given up on (re-salted or failed for want of room).
+        if reason == Refusal::NoSpace {
+            Self::abandon(kbr, req, &signer, &cert, holders);
         }
         // File diversion: a new salt puts the object in another part of the ring.
         let next = match (&reason, signer) {
@@ -215,6 +324,7 @@ impl Past {
             _ => None,
         };
         if let Some((fresh, signer)) = next {
+            let resend = self.first_resend(now);
             self.pending.insert(
                 req,
                 Pending::Insert {
@@ -223,11 +333,14 @@ impl Past {
                     content: content.clone(),
                     receipts: BTreeMap::new(),
                     holders: Vec::new(),
+                    all_already: true,
                     resalts: resalts + 1,
+                    started,
+                    resend,
                     deadline: now + REQUEST_TIMEOUT,
                 },
             );
-            self.send_insert(kbr, req, fresh, content);
+            self.send_insert(kbr, req, fresh, content, 0);
             return;
         }
         let result = match reason {
@@ -290,7 +403,7 @@ impl Past {
         }
     }
 
-    pub(crate) fn expire(&mut self, now: Time) {
+    pub(crate) fn expire(&mut self, kbr: &mut dyn Kbr, now: Time) {
         let due: Vec<RequestId> = self
             .pending
             .iter()
@@ -299,15 +412,27 @@ impl Past {
             .collect();
         for req in due {
             let ev = match self.pending.remove(&req) {
-                Some(Pending::Insert { cert, receipts, .. }) => PastEvent::Inserted(
-                    req,
-                    Err(PastError::Timeout {
-                        receipts: receipts.len(),
-                        wanted: cert.body.replicas as usize,
-                    }),
-                ),
+                Some(Pending::Insert {
+                    cert,
+                    receipts,
+                    signer,
+                    holders,
+                    ..
+                }) => {
+                    // Given up: the replicas stored so far are dropped, so a retry starts clean.
+                    Self::abandon(kbr, req, &signer, &cert, holders);
+                    PastEvent::Inserted(
+                        req,
+                        Err(PastError::Timeout {
+                            id: cert.id(),
+                            receipts: receipts.len(),
+                            wanted: cert.body.replicas as usize,
+                        }),
+                    )
+                }
                 Some(Pending::Lookup { .. }) => PastEvent::Found(req, Err(PastError::NotFound)),
                 Some(Pending::Reclaim {
+                    id,
                     receipts,
                     refusal,
                     k,
@@ -320,6 +445,7 @@ impl Past {
                             Some(Refusal::NotOwner) => Err(PastError::NotOwner),
                             Some(Refusal::NotFound) => Err(PastError::NotFound),
                             _ => Err(PastError::Timeout {
+                                id,
                                 receipts: 0,
                                 wanted: k,
                             }),

@@ -27,26 +27,26 @@ impl Past {
         }
     }
 
-    /// Stores a replica if the acceptance rule allows; returns whether it was stored.
+    /// Stores a replica if the acceptance rule allows.
     pub(crate) fn store_replica(
         &mut self,
         cert: &FileCertificate,
         content: &[u8],
         kind: Kind,
         t: f64,
-    ) -> bool {
+    ) -> Placed {
         let id = cert.id();
         if let Ok(Some(o)) = self.store.get(&id) {
-            if o.cert != *cert {
-                return false;
+            if !o.cert.same_object(cert) {
+                return Placed::Refused;
             }
             if o.kind != Kind::Cached {
-                return true;
+                return Placed::Already;
             }
         }
         let size = content.len() as u64;
         if !accepts(size, self.store.usage().free(), t) {
-            return false;
+            return Placed::Refused;
         }
         self.cache.remove(&id);
         self.evict_cache_for(size);
@@ -55,11 +55,13 @@ impl Past {
             content: content.to_vec(),
             kind,
         };
+        // A refused write (the disk full, an I/O error) is a refusal like a full node's: the
+        // caller diverts. Nothing already held is touched.
         if self.store.put(obj).is_err() {
-            return false;
+            return Placed::Refused;
         }
         self.held.insert(id, cert.body.replicas);
-        true
+        Placed::Fresh
     }
 
     /// Caches a copy in unused space, if there is any.
@@ -106,7 +108,11 @@ impl Past {
         content: Vec<u8>,
     ) {
         let id = cert.id();
-        if self.tombstones.contains_key(&id) || (req.is_none() && self.diverted_to_live(kbr, &id)) {
+        let blocked = match req {
+            Some(_) => !self.tombstone_admits(&cert),
+            None => self.tombstones.contains_key(&id) || self.diverted_to_live(kbr, &id),
+        };
+        if blocked {
             return;
         }
         if let Err(_e) = cert.verify_content(&content) {
@@ -114,15 +120,25 @@ impl Past {
             return;
         }
         if let Ok(Some(o)) = self.store.get(&id) {
-            if o.cert != cert {
+            if !o.cert.same_object(&cert) {
                 refuse(kbr, req, id, Refusal::Duplicate);
                 return;
             }
         }
-        if self.store_replica(&cert, &content, Kind::Primary, self.config.t_pri) {
+        let placed = self.store_replica(&cert, &content, Kind::Primary, self.config.t_pri);
+        if placed != Placed::Refused {
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
-                send(kbr, client, &PastMessage::Receipt { req: r, receipt });
+                let already = placed == Placed::Already;
+                send(
+                    kbr,
+                    client,
+                    &PastMessage::Receipt {
+                        req: r,
+                        receipt,
+                        already,
+                    },
+                );
             }
             return;
         }
@@ -178,18 +194,20 @@ impl Past {
         client: Contact,
         cert: FileCertificate,
         content: Vec<u8>,
+        widen: u8,
     ) {
         let id = cert.id();
         if cert.verify_content(&content).is_err() {
             refuse(kbr, Some((req, client)), id, Refusal::Invalid);
             return;
         }
-        if self.tombstones.contains_key(&id) {
+        if !self.tombstone_admits(&cert) {
             refuse(kbr, Some((req, client)), id, Refusal::Duplicate);
             return;
         }
         let me = kbr.local_contact();
-        for member in kbr.replica_set(&id, cert.body.replicas as usize) {
+        let members = cert.body.replicas as usize + usize::from(widen.min(MAX_WIDEN));
+        for member in kbr.replica_set(&id, members) {
             if member.id == me.id {
                 self.replicate_here(kbr, Some((req, client)), cert.clone(), content.clone());
             } else {
@@ -218,13 +236,21 @@ impl Past {
         }
         // A node already holding this object (for another primary) cannot count twice.
         let already = matches!(self.store.meta(&id), Ok(Some((k, _))) if k != Kind::Cached);
-        if !already && self.store_replica(&cert, &content, Kind::Diverted, self.config.t_div) {
+        if !already
+            && self.store_replica(&cert, &content, Kind::Diverted, self.config.t_div)
+                == Placed::Fresh
+        {
             let holder = kbr.local_contact();
             let k = cert.body.replicas;
             send(kbr, primary, &PastMessage::Diverted { id, k, holder });
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Diverted);
-                send(kbr, client, &PastMessage::Receipt { req: r, receipt });
+                let msg = PastMessage::Receipt {
+                    req: r,
+                    receipt,
+                    already: false,
+                };
+                send(kbr, client, &msg);
             }
         } else {
             let candidates = candidates
@@ -319,12 +345,16 @@ impl Past {
         pass_lookup(kbr, req, client, id, hops, then);
     }
 
+    /// Releases this node's copy of a reclaimed object. With `attempt`, only a copy certified on
+    /// that date: a client gave up that insert attempt, and a later attempt of the same object
+    /// (signed anew) must not be released with it.
     pub(crate) fn reclaim_here(
         &mut self,
         kbr: &mut dyn Kbr,
         req: u64,
         client: Contact,
         cert: &ReclaimCertificate,
+        attempt: Option<u64>,
     ) -> Option<Refusal> {
         let id = cert.object;
         let stored = match self.store.get(&id) {
@@ -334,26 +364,74 @@ impl Past {
         if cert.verify(&stored.cert).is_err() {
             return Some(Refusal::NotOwner);
         }
-        let freed = self.store.remove(&id).unwrap_or(0);
+        if attempt.is_some_and(|date| date != stored.cert.body.date) {
+            return Some(Refusal::NotFound);
+        }
+        // Only now is the copy gone for good: an error leaves it (and the tombstone) out.
+        let Ok(freed) = self.store.remove(&id) else {
+            return Some(Refusal::NotFound);
+        };
         self.held.remove(&id);
         self.cache.remove(&id);
         let _ = self.store.remove_pointer(&id);
-        self.tombstone(id);
+        self.tombstone(id, cert.date);
         let receipt = ReclaimReceipt::issue(&self.identity, id, freed);
         send(kbr, client, &PastMessage::Reclaimed { req, receipt });
         None
     }
 
-    pub(crate) fn tombstone(&mut self, id: Id) {
+    /// Remembers that `id` was reclaimed by a certificate of `date`, so maintenance does not
+    /// bring it back.
+    pub(crate) fn tombstone(&mut self, id: Id, date: u64) {
         if self.tombstones.len() >= MAX_TOMBSTONES {
-            if let Some((&old, _)) = self.tombstones.iter().min_by_key(|(_, s)| **s) {
+            if let Some((&old, _)) = self.tombstones.iter().min_by_key(|(_, t)| t.seq) {
                 self.tombstones.remove(&old);
             }
         }
         self.tombstone_seq += 1;
-        self.tombstones.insert(id, self.tombstone_seq);
+        let seq = self.tombstone_seq;
+        self.tombstones.insert(id, Tombstone { seq, date });
+    }
+
+    /// Whether a client's insert under `cert` may store an id reclaimed here: only when the
+    /// owner signed it after the reclaim (the name is used again, or a given-up attempt is
+    /// retried), never an older certificate replayed nor a message of the given-up attempt
+    /// still in flight (its date is the reclaim's). Admitting it forgets the tombstone.
+    pub(crate) fn tombstone_admits(&mut self, cert: &FileCertificate) -> bool {
+        let id = cert.id();
+        match self.tombstones.get(&id) {
+            None => true,
+            Some(t) if cert.body.date > t.date => {
+                self.tombstones.remove(&id);
+                true
+            }
+            Some(_) => false,
+        }
     }
 }
+
+/// What storing a replica came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Stored now.
+    Fresh,
+    /// This node already held the same object.
+    Already,
+    /// Not stored: no room (by the acceptance rule or the disk), or another object holds the id.
+    Refused,
+}
+
+/// A reclaimed id, remembered so maintenance does not bring it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    /// Order of reclaiming here: the oldest is forgotten first.
+    pub(crate) seq: u64,
+    /// The reclaim certificate's date: inserts the owner signed from then on are admitted.
+    pub(crate) date: u64,
+}
+
+/// A re-sent insert asks at most this many nodes beyond the k closest.
+pub(crate) const MAX_WIDEN: u8 = 2;
 
 /// Nodes a root without a copy asks in turn: enough for the default k and a diverted
 /// replica's holder. A lookup that asks them all and finds nothing is a true miss that took a

@@ -24,12 +24,15 @@ pub enum Refusal {
 /// One PAST message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum PastMessage {
-    /// Routed to the object id: store it on the k closest nodes.
+    /// Routed to the object id: store it on the k closest nodes, and on `widen` more (a
+    /// client that has waited too long for a receipt sends the insert again, wider each time,
+    /// so a dead or frozen member is made up for by the next closest node at once).
     Insert {
         req: u64,
         client: Contact,
         cert: FileCertificate,
         content: Vec<u8>,
+        widen: u8,
     },
     /// Sent by the root (or a holder, in maintenance) to a replica-set member.
     Replicate {
@@ -50,8 +53,13 @@ pub(crate) enum PastMessage {
     Diverted { id: Id, k: u8, holder: Contact },
     /// The primary's second pointer, kept by the (k+1)-th closest node.
     Pointer { id: Id, holder: Contact },
-    /// A store receipt for the client.
-    Receipt { req: u64, receipt: StoreReceipt },
+    /// A store receipt for the client; `already` when the node held the object (the same
+    /// content, owner and name) before this request.
+    Receipt {
+        req: u64,
+        receipt: StoreReceipt,
+        already: bool,
+    },
     /// A refusal for the client.
     Refused { req: u64, id: Id, reason: Refusal },
     /// Routed to the object id: the first node holding a copy answers. With `handoff`, sent
@@ -81,11 +89,14 @@ pub(crate) enum PastMessage {
         client: Contact,
         cert: ReclaimCertificate,
     },
-    /// From the root to the other replica holders.
+    /// From the root to the other replica holders. With `attempt`, from a client giving up an
+    /// insert attempt: only a copy certified on that date (the attempt's) is released, never
+    /// a later attempt's copy of the same id.
     ReclaimReplica {
         req: u64,
         client: Contact,
         cert: ReclaimCertificate,
+        attempt: Option<u64>,
     },
     /// A reclaim receipt for the client.
     Reclaimed { req: u64, receipt: ReclaimReceipt },

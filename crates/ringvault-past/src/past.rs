@@ -38,8 +38,12 @@ pub type RequestId = u64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PastError {
     /// Not every replica answered in time.
-    #[error("timed out with {receipts} of {wanted} receipts; the ring may be partitioned")]
+    #[error(
+        "object {id}: timed out with {receipts} of {wanted} receipts; the ring may be partitioned"
+    )]
     Timeout {
+        /// The object (for an insert, the id of the last attempt).
+        id: Id,
         /// Receipts received.
         receipts: usize,
         /// Receipts needed.
@@ -60,6 +64,14 @@ pub enum PastError {
     /// The request itself was invalid (bad certificate or content).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// More replicas were asked for than the ring has nodes (as this node sees it).
+    #[error("{wanted} replicas asked for, but the ring has {nodes} nodes")]
+    TooFewNodes {
+        /// Replicas asked for.
+        wanted: usize,
+        /// Nodes this node knows the ring to have (itself included).
+        nodes: usize,
+    },
     /// Too many operations in flight.
     #[error("too many requests in flight; retry later")]
     Busy,
@@ -75,6 +87,9 @@ pub struct Inserted {
     pub cert: FileCertificate,
     /// One verified receipt per replica.
     pub receipts: Vec<StoreReceipt>,
+    /// Every replica held the object (the same content, owner and name) before this insert:
+    /// it was complete already, and nothing new was stored.
+    pub already_stored: bool,
 }
 
 /// A finished lookup.
@@ -116,7 +131,13 @@ pub(crate) enum Pending {
         receipts: BTreeMap<Id, StoreReceipt>,
         /// The nodes that sent those receipts: told to drop an attempt given up on.
         holders: Vec<Contact>,
+        /// Whether every receipt so far said the node held the object already.
+        all_already: bool,
         resalts: u32,
+        /// When the request started (for the insert latency that paces re-sends).
+        started: Time,
+        /// When the current attempt is sent again, wider, if it has not completed.
+        resend: crate::client::Resend,
         deadline: Time,
     },
     Lookup {
@@ -138,6 +159,16 @@ impl Pending {
             Pending::Insert { deadline, .. }
             | Pending::Lookup { deadline, .. }
             | Pending::Reclaim { deadline, .. } => *deadline,
+        }
+    }
+
+    /// When the request next needs attention: its deadline, or an insert's re-send.
+    pub(crate) fn wake(&self) -> Time {
+        match self {
+            Pending::Insert {
+                deadline, resend, ..
+            } => (*deadline).min(resend.at),
+            _ => self.deadline(),
         }
     }
 }
@@ -183,12 +214,14 @@ pub struct Past {
     pub(crate) pending: BTreeMap<RequestId, Pending>,
     pub(crate) next_req: RequestId,
     pub(crate) events: VecDeque<PastEvent>,
-    pub(crate) tombstones: BTreeMap<Id, u64>,
+    pub(crate) tombstones: BTreeMap<Id, crate::holder::Tombstone>,
     pub(crate) tombstone_seq: u64,
     /// Free space neighbours reported in maintenance messages (diversion picks the roomiest).
     pub(crate) neighbour_free: BTreeMap<Id, u64>,
     pub(crate) next_maintenance: Time,
     pub(crate) started: bool,
+    /// Smoothed time inserts of this node took to complete: paces re-sends.
+    pub(crate) insert_latency: Duration,
 }
 
 impl std::fmt::Debug for Past {
@@ -229,6 +262,7 @@ impl Past {
             neighbour_free: BTreeMap::new(),
             next_maintenance: Time::ZERO,
             started: false,
+            insert_latency: crate::client::INITIAL_INSERT_LATENCY,
         };
         let list = past
             .store
@@ -318,6 +352,7 @@ impl Past {
         req: RequestId,
         cert: FileCertificate,
         content: Vec<u8>,
+        widen: u8,
     ) {
         let id = cert.id();
         let client = kbr.local_contact();
@@ -328,6 +363,7 @@ impl Past {
                 client,
                 cert,
                 content,
+                widen,
             }),
             None,
         );
@@ -431,7 +467,8 @@ impl Service for Past {
                 client,
                 cert,
                 content,
-            } => self.root_insert(kbr, req, client, cert, content),
+                widen,
+            } => self.root_insert(kbr, req, client, cert, content, widen),
             PastMessage::Replicate { req, cert, content } => {
                 if req.is_none() {
                     // Maintenance transfer: only take it if we belong to its replica set.
@@ -463,9 +500,11 @@ impl Service for Past {
             PastMessage::Pointer { id, holder } => {
                 let _ = self.store.put_pointer(&id, holder);
             }
-            PastMessage::Receipt { req, receipt } => {
-                self.on_receipt(kbr, req, receipt, info.origin)
-            }
+            PastMessage::Receipt {
+                req,
+                receipt,
+                already,
+            } => self.on_receipt(now, req, receipt, already, info.origin),
             PastMessage::Refused { req, id, reason } => self.on_refused(kbr, now, req, id, reason),
             PastMessage::Lookup {
                 req,
@@ -493,7 +532,7 @@ impl Service for Past {
             } => self.on_found(req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
-                match self.reclaim_here(kbr, req, client, &cert) {
+                match self.reclaim_here(kbr, req, client, &cert, None) {
                     Some(reason) => refuse(kbr, Some((req, client)), id, reason),
                     None => {
                         let me = kbr.local_contact().id;
@@ -506,6 +545,7 @@ impl Service for Past {
                                         req,
                                         client,
                                         cert: cert.clone(),
+                                        attempt: None,
                                     },
                                 );
                             }
@@ -514,14 +554,24 @@ impl Service for Past {
                             send(
                                 kbr,
                                 holder,
-                                &PastMessage::ReclaimReplica { req, client, cert },
+                                &PastMessage::ReclaimReplica {
+                                    req,
+                                    client,
+                                    cert,
+                                    attempt: None,
+                                },
                             );
                         }
                     }
                 }
             }
-            PastMessage::ReclaimReplica { req, client, cert } => {
-                let _ = self.reclaim_here(kbr, req, client, &cert);
+            PastMessage::ReclaimReplica {
+                req,
+                client,
+                cert,
+                attempt,
+            } => {
+                let _ = self.reclaim_here(kbr, req, client, &cert, attempt);
             }
             PastMessage::Reclaimed { req, receipt } => self.on_reclaimed(req, receipt),
             PastMessage::Offer { ids, free } => {
@@ -600,12 +650,13 @@ impl Service for Past {
 
     fn next_deadline(&self) -> Option<Time> {
         let maintenance = self.started.then_some(self.next_maintenance);
-        let pending = self.pending.values().map(Pending::deadline).min();
+        let pending = self.pending.values().map(Pending::wake).min();
         [maintenance, pending].into_iter().flatten().min()
     }
 
     fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
-        self.expire(now);
+        self.expire(kbr, now);
+        self.resend_due(kbr, now);
         if self.started && now >= self.next_maintenance {
             self.next_maintenance = now + ANTI_ENTROPY_INTERVAL;
             self.maintain(kbr);

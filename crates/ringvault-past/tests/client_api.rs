@@ -162,15 +162,25 @@ fn a_presigned_insert_stores_under_the_clients_key_and_checks_its_certificates()
     let found = lookup(&mut ring, 9, ins.cert.id()).unwrap();
     assert_eq!(found.content, data);
     assert_eq!(found.cert.body.owner, user.public_key());
+    assert!(!ins.already_stored);
     // The same certificate again is the same object: stored once, acknowledged again.
     let again = insert_signed(&mut ring, 5, certs.clone(), data.clone()).unwrap();
     assert_eq!(again.cert, certs[0]);
-    // Another certificate for the name (a later date) finds the id taken.
+    assert!(again.already_stored, "every replica held it already");
+    // A retry signed later (another date) with the same content is the same object too.
     let later: Vec<FileCertificate> = (0..=3)
         .map(|s| FileCertificate::issue(&user, "mine", s, &data, 3, 1_800_000_000))
         .collect();
+    let retried = insert_signed(&mut ring, 5, later, data.clone()).unwrap();
+    assert_eq!(retried.cert.id(), ins.cert.id());
+    assert!(retried.already_stored);
+    // Other content under the name finds the id taken.
+    let other = b"other content, same name".to_vec();
+    let clash: Vec<FileCertificate> = (0..=3)
+        .map(|s| FileCertificate::issue(&user, "mine", s, &other, 3, 1_800_000_000))
+        .collect();
     assert_eq!(
-        insert_signed(&mut ring, 5, later, data.clone()).unwrap_err(),
+        insert_signed(&mut ring, 5, clash, other).unwrap_err(),
         PastError::Duplicate
     );
     assert_eq!(lookup(&mut ring, 11, ins.cert.id()).unwrap().cert, certs[0]);
@@ -284,4 +294,133 @@ fn file_diversion_moves_to_the_next_presigned_salt_and_stops_when_they_run_out()
             "node {i} holds the refused salt"
         );
     }
+}
+
+/// Starts an insert on node `i` and advances the clock in 100 ms steps until it finishes;
+/// answers its result and how long it took.
+fn timed_insert(
+    ring: &mut TestRing,
+    i: usize,
+    owner: &Identity,
+    name: &str,
+    data: &[u8],
+    date: u64,
+) -> (Result<Inserted, PastError>, ringvault_types::Duration) {
+    let start = ring.now;
+    let (name, data, owner) = (name.to_string(), data.to_vec(), owner.secret_bytes());
+    let req = ring.call::<Past, _>(i, move |p, kbr, now, _| {
+        let owner = Identity::from_secret_bytes(owner);
+        p.insert(kbr, now, &owner, &name, data, 3, date)
+    });
+    for _ in 0..400 {
+        let now = ring.now;
+        while let Some(Some(e)) = ring.members[i]
+            .node
+            .with_service::<Past, _>(now, |p, _| p.poll_event())
+        {
+            if let PastEvent::Inserted(r, result) = e {
+                if r == req {
+                    return (result, now.saturating_since(start));
+                }
+            }
+        }
+        ring.advance(ringvault_types::Duration::from_millis(100));
+    }
+    panic!("insert {req} did not finish in 40 s");
+}
+
+fn holds(ring: &mut TestRing, i: usize, id: &Id) -> bool {
+    matches!(kind(ring, i, id), Some(Kind::Primary | Kind::Diverted))
+}
+
+/// A replica-set member that died (silently: the overlay has not noticed yet) holds an insert
+/// up only until its re-send: the next closest node is asked too and the insert completes on k
+/// live nodes, long before the overlay's failure timeout (6 s) or the request's (30 s).
+#[test]
+fn an_insert_moves_past_a_dead_replica_holder_within_seconds() {
+    let mut ring = ring(16);
+    let owner = Identity::from_secret_bytes([77; 32]);
+    let data = b"written while a holder dies".to_vec();
+    let id = ringvault_past::object_id("past-the-dead", &owner.public_key(), 0);
+    let closest = ring.closest_live(&id, 5);
+    let client = (0..16).find(|i| !closest.contains(i)).unwrap();
+    let dead = closest[1];
+    ring.kill(dead);
+    let (result, took) = timed_insert(&mut ring, client, &owner, "past-the-dead", &data, 100);
+    let ins = result.expect("the insert completes without the dead holder");
+    assert!(took.as_secs_f64() <= 2.5, "took {took:?}");
+    assert!(!ins.already_stored);
+    let signers: Vec<Id> = ins.receipts.iter().map(|r| r.body.node).collect();
+    assert!(
+        !signers.contains(&ring.id(dead)),
+        "a dead node signed a receipt"
+    );
+    let live = ring.closest_live(&id, 3);
+    let on_live = live.iter().filter(|&&i| holds(&mut ring, i, &id)).count();
+    assert!(
+        on_live >= 2,
+        "only {on_live} of the 3 closest live nodes hold it"
+    );
+    assert_eq!(lookup(&mut ring, client, id).unwrap().content, data);
+}
+
+fn keepalives(ring: &mut TestRing, on: bool) {
+    let now = ring.now;
+    for m in ring.members.iter_mut() {
+        m.node.overlay_mut().set_maintenance(now, on, true);
+    }
+}
+
+/// An insert that cannot complete (three of the five closest nodes are dead, and with
+/// keep-alives off the ring does not notice) times out naming its object, leaves no replica
+/// behind on the nodes that did store it, and the same insert retried once the ring has
+/// noticed succeeds with the same id.
+#[test]
+fn a_timed_out_insert_leaves_nothing_and_its_retry_succeeds() {
+    let mut ring = ring(16);
+    let owner = Identity::from_secret_bytes([78; 32]);
+    let data = b"first attempt fails, the retry does not".to_vec();
+    let id = ringvault_past::object_id("retry-me", &owner.public_key(), 0);
+    let closest = ring.closest_live(&id, 5);
+    let client = (0..16).find(|i| !closest.contains(i)).unwrap();
+    keepalives(&mut ring, false);
+    for &i in &closest[1..4] {
+        ring.kill(i);
+    }
+    let (result, _) = timed_insert(&mut ring, client, &owner, "retry-me", &data, 100);
+    match result {
+        Err(PastError::Timeout {
+            id: named,
+            receipts,
+            wanted,
+        }) => {
+            assert_eq!((named, wanted), (id, 3));
+            assert!(receipts < 3);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    ring.advance(ringvault_types::Duration::from_secs(1));
+    for i in [closest[0], closest[4]] {
+        assert!(
+            !holds(&mut ring, i, &id),
+            "node {i} kept a replica of the given-up attempt"
+        );
+    }
+    keepalives(&mut ring, true);
+    ring.advance(ringvault_types::Duration::from_secs(15));
+    // Retried unchanged (signed anew, a later date): the same id, stored on k live nodes.
+    let (result, _) = timed_insert(&mut ring, client, &owner, "retry-me", &data, 101);
+    let ins = result.expect("the retry succeeds");
+    assert_eq!(ins.cert.id(), id);
+    assert!(
+        !ins.already_stored,
+        "the given-up attempt left nothing to find"
+    );
+    let live = ring.closest_live(&id, 3);
+    for i in live {
+        assert!(holds(&mut ring, i, &id), "live node {i} lacks a replica");
+    }
+    // Retried again: complete already, so nothing new is stored.
+    let (again, _) = timed_insert(&mut ring, client, &owner, "retry-me", &data, 102);
+    assert!(again.expect("an identical retry succeeds").already_stored);
 }

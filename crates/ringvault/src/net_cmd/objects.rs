@@ -91,6 +91,11 @@ fn past_error(e: PastError) -> ApiError {
             "only the owner's key can reclaim it: sign with that key (`ringvault reclaim --key FILE`), or reclaim through the node whose operator key owns it; nothing was changed",
         ),
         PastError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid", "fix the request"),
+        PastError::TooFewNodes { nodes, .. } => (
+            StatusCode::BAD_REQUEST,
+            "too_few_nodes",
+            &*format!("ask for at most {nodes} replicas, or add nodes; nothing was stored"),
+        ),
         PastError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -133,8 +138,13 @@ fn object_id(id: Result<Path<String>, PathRejection>) -> Result<Id, ApiError> {
 fn query_params(query: Option<&str>) -> Result<(Option<String>, Option<u8>), ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let (mut name, mut replicas) = (None, None);
+    let mut seen = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if seen.contains(&k) {
+            return Err(bad(format!("{k} is given twice; give it once")));
+        }
+        seen.push(k);
         let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
             .decode_utf8()
             .map_err(|_| bad(format!("{k} is not UTF-8")))?
@@ -362,7 +372,8 @@ async fn release_chunks(store: &StorageClient, app: &App, ids: &[Id], k: u8) -> 
     left
 }
 
-/// The 201 answer to a PUT.
+/// The answer to a PUT: 201 when it stored the object, 200 when every replica held it (the same
+/// content, owner and name) already.
 fn created(ins: &ringvault_past::Inserted, size: u64, chunks: usize) -> Response {
     let receipts: Vec<String> = ins
         .receipts
@@ -380,7 +391,12 @@ fn created(ins: &ringvault_past::Inserted, size: u64, chunks: usize) -> Response
         "owner": b.owner.id().to_string(),
         "salt": b.salt,
     });
-    (StatusCode::CREATED, Json(v)).into_response()
+    let status = if ins.already_stored {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(v)).into_response()
 }
 
 /// A PUT with client-signed certificates: one object, exactly as certified.
@@ -428,6 +444,41 @@ async fn put_signed(
     }
 }
 
+/// Refuses a body whose announced length is over the limit before any of it is read (so a
+/// client sending `Expect: 100-continue` is told at once, not invited to send it): 64 GiB, or
+/// one chunk with client-signed certificates.
+fn refuse_oversized(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let len: u64 = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Content-Length is not a byte count; nothing was stored",
+            )
+        })?;
+    let (limit, what) = if headers.contains_key(CERTIFICATES_HEADER) {
+        (CHUNK_SIZE as u64, "a client-signed object")
+    } else {
+        (MAX_UPLOAD, "an upload")
+    };
+    if len > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "{what} is at most {limit} bytes, this one says {len}; nothing was read or stored"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn put(
     State(app): State<App>,
     RawQuery(query): RawQuery,
@@ -435,6 +486,7 @@ pub async fn put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let store = client(&app)?;
+    refuse_oversized(&headers)?;
     if let Some(v) = headers.get(CERTIFICATES_HEADER) {
         let certs = header_certificates(v)?;
         return put_signed(&app, store, query.as_deref(), certs, body).await;
