@@ -14,5 +14,6 @@ mod unwind;
 
 pub use faulty::FaultyStore;
 pub use redb_store::{
-    OpenError, RedbStore, StoreConfig, DEFAULT_CACHE_BYTES, DISK_RESERVE, FORMAT_VERSION,
+    OpenError, RedbStore, StoreConfig, DEFAULT_CACHE_BYTES, DISK_FULL_MARK, DISK_RESERVE,
+    FORMAT_VERSION,
 };

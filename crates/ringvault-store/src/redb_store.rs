@@ -30,6 +30,10 @@ pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 /// and the logs need room too.
 pub const DISK_RESERVE: u64 = 1 << 20;
 
+/// Below this many usable bytes the disk counts as full (logged once); it counts as having
+/// room again above twice as many, so a disk hovering near the mark is not logged each time.
+pub const DISK_FULL_MARK: u64 = 4 << 20;
+
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// id -> postcard(Record): certificate and kind, small.
 const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
@@ -135,7 +139,8 @@ struct State {
     used: u64,
     cached: u64,
     health: StoreHealth,
-    /// The last write was refused for want of disk: logged once until a write succeeds.
+    /// The disk is full (below [`DISK_FULL_MARK`], or a write was refused for want of it):
+    /// logged once when it happens and once when the disk has room again.
     disk_full: bool,
 }
 
@@ -302,15 +307,8 @@ impl RedbStore {
     }
 
     fn disk_refused(&self, needed: u64, free: u64) -> StoreError {
-        let mut s = self.state.borrow_mut();
-        s.health.disk_full += 1;
-        if !s.disk_full {
-            s.disk_full = true;
-            tracing::warn!(
-                "the disk under {} is full ({free} bytes usable, {needed} needed): refusing new replicas, every one held is kept; writes resume when the disk has room",
-                self.path.display()
-            );
-        }
+        self.state.borrow_mut().health.disk_full += 1;
+        self.note_disk(Some(0));
         StoreError::Full {
             needed,
             free,
@@ -318,12 +316,22 @@ impl RedbStore {
         }
     }
 
-    /// A write went through: the disk has room again, if it had none.
-    fn wrote(&self) {
+    /// Logs the disk filling up, and having room again, once each time it happens.
+    fn note_disk(&self, free: Option<u64>) {
+        let Some(free) = free else { return };
         let mut s = self.state.borrow_mut();
-        if s.disk_full {
+        if !s.disk_full && free < DISK_FULL_MARK {
+            s.disk_full = true;
+            tracing::warn!(
+                "the disk under {} is full ({free} bytes usable): this node takes no new replicas (the ring places them elsewhere) and keeps every one it holds; it takes writes again once the disk has room",
+                self.path.display()
+            );
+        } else if s.disk_full && free >= 2 * DISK_FULL_MARK {
             s.disk_full = false;
-            tracing::info!("the disk under {} has room again", self.path.display());
+            tracing::info!(
+                "the disk under {} has room again ({free} bytes usable): taking writes",
+                self.path.display()
+            );
         }
     }
 
@@ -455,9 +463,7 @@ impl RedbStore {
             }
             txn.commit()?;
             Ok(())
-        })?;
-        self.wrote();
-        Ok(())
+        })
     }
 }
 
@@ -467,12 +473,14 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
 
 impl Store for RedbStore {
     fn usage(&self) -> Usage {
+        let disk_free = self.disk_free();
+        self.note_disk(disk_free);
         let s = self.state.borrow();
         Usage {
             capacity: self.config.capacity,
             used: s.used,
             cached: s.cached,
-            disk_free: self.disk_free(),
+            disk_free,
         }
     }
 

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{run, tmp};
-use daemons::{json, request, spawn_daemon, start_daemon, wait_for, wait_joined, Daemon};
+use daemons::{
+    content, json, request, spawn_daemon, start_daemon, wait_for, wait_joined, Daemon, Rng,
+};
 use ringvault_past::Store as _;
 use serde_json::Value;
 
@@ -35,34 +37,6 @@ const SEED: u64 = 0x5eed_0006;
 const WORKERS: usize = 4;
 const CAPACITY: &str = "512MiB";
 const LEAF_SET: usize = 8;
-
-/// splitmix64: the test's only source of randomness, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Deterministic content of `len` bytes.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(seed ^ 0xC0FF_EE00);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 /// An object the test stored.
 struct Object {

@@ -17,10 +17,25 @@ pub struct Proc {
 impl Proc {
     /// Starts `ringvault ARGS`, reading its stdout line by line.
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_logged(args, None)
+    }
+
+    /// Like [`Proc::start`], with stderr (the logs) appended to `log` when given.
+    pub fn start_logged(args: &[&str], log: Option<&std::path::Path>) -> Proc {
+        let stderr = match log {
+            Some(p) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringvault"))
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start ringvault");
         let stdout = child.stdout.take().unwrap();

@@ -68,6 +68,18 @@ pub fn start_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) 
 /// Starts `ringvault node` like [`start_daemon`] but returns once it serves, before it has
 /// joined (for starting many at once; then [`wait_joined`]).
 pub fn spawn_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) -> Daemon {
+    spawn_daemon_with(dir, config, boot, capacity, &[], None)
+}
+
+/// Like [`spawn_daemon`], with more arguments, and stderr appended to `log` when given.
+pub fn spawn_daemon_with(
+    dir: &Path,
+    config: &Path,
+    boot: &[String],
+    capacity: &str,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> Daemon {
     let data = dir.display().to_string();
     let cfg = config.display().to_string();
     let mut args = vec![
@@ -86,7 +98,8 @@ pub fn spawn_daemon(dir: &Path, config: &Path, boot: &[String], capacity: &str) 
     for b in boot {
         args.extend(["--bootstrap", b.as_str()]);
     }
-    let p = Proc::start(&args);
+    args.extend(extra);
+    let p = Proc::start_logged(&args, log);
     let line = p
         .read_until("node ", Duration::from_secs(30))
         .pop()
@@ -116,4 +129,32 @@ pub fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "no {what} within {within:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// splitmix64: the test's only source of randomness, seeded.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Deterministic content of `len` bytes.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(seed ^ 0xC0FF_EE00);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&r.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
