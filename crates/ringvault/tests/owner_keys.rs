@@ -333,6 +333,53 @@ fn users_own_what_they_put_with_their_keys_and_only_the_owner_reclaims() {
     assert_eq!(put["size"], large.len());
     assert_eq!(put["owner"], owner_id(&alice_key));
     let large_id = put["id"].as_str().unwrap().to_string();
+    // Put again, the same file: it is the one stored (no duplicate), and nothing new is stored.
+    // Another file under the name is refused.
+    let again_args = |f: &Path| {
+        vec![
+            "put".to_string(),
+            f.display().to_string(),
+            "--name".into(),
+            "big".into(),
+            "--json".into(),
+            "--node".into(),
+            nodes[2].http.clone(),
+        ]
+    };
+    let args = again_args(&large_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = json(ok(cli(&home, &alice, &args)).as_bytes());
+    assert_eq!(
+        (again["id"].as_str(), &again["already_stored"]),
+        (Some(large_id.as_str()), &serde_json::json!(true))
+    );
+    let other_file = dir.join("other.bin");
+    std::fs::write(&other_file, content(3, large.len())).unwrap();
+    let args = again_args(&other_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&home, &alice, &args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("another object named"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The same for a plain HTTP PUT through one node's operator key: the same large body twice
+    // is one file (201, then 200 with the same id); other bytes under the name are 409.
+    let body = content(4, 5 * 1024 * 1024);
+    let (st1, _, b1) = http(&nodes[0].http, "PUT", "/v1/objects?name=op-big", &[], &body);
+    let (st2, _, b2) = http(&nodes[0].http, "PUT", "/v1/objects?name=op-big", &[], &body);
+    let (v1, v2) = (json(&b1), json(&b2));
+    assert_eq!((st1, st2), (201, 200), "{v1} {v2}");
+    assert_eq!(v1["id"], v2["id"]);
+    let (st3, _, _) = http(
+        &nodes[0].http,
+        "PUT",
+        "/v1/objects?name=op-big",
+        &[],
+        &content(5, body.len()),
+    );
+    assert_eq!(st3, 409);
     let out = cli(
         &home,
         &alice,

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use ringvault_past::{
-    decode_certificates, object_id as derive_id, FileCertificate, Manifest, ManifestBuilder,
+    decode_certificates, object_id as derive_id, FileCertificate, Found, Manifest, ManifestBuilder,
     PastError, PastEvent, Reassembler, ReclaimCertificate, Upload, CHUNK_SIZE, MAX_NAME_LEN,
 };
 use ringvault_types::Id;
@@ -235,6 +235,15 @@ fn header_reclaim(v: &HeaderValue) -> Result<ReclaimCertificate, ApiError> {
         })
 }
 
+/// The upload broke off (the client went away, or sent a malformed body).
+fn broke_off(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_body",
+        format!("the upload broke off ({e}); nothing was stored under this name"),
+    )
+}
+
 /// Reads a whole request body of at most `limit` bytes.
 async fn read_body(
     mut body: Body,
@@ -243,13 +252,7 @@ async fn read_body(
 ) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("the upload broke off ({e}); nothing was stored"),
-            )
-        })?;
+        let frame = frame.map_err(broke_off)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -380,9 +383,19 @@ fn created(ins: &ringvault_past::Inserted, size: u64, chunks: usize) -> Response
         .iter()
         .map(|r| r.body.node.to_string())
         .collect();
-    let b = &ins.cert.body;
+    stored_answer(&ins.cert, size, chunks, receipts, ins.already_stored)
+}
+
+fn stored_answer(
+    cert: &FileCertificate,
+    size: u64,
+    chunks: usize,
+    receipts: Vec<String>,
+    already: bool,
+) -> Response {
+    let b = &cert.body;
     let v = json!({
-        "id": ins.cert.id().to_string(),
+        "id": cert.id().to_string(),
         "name": b.name,
         "size": size,
         "replicas": b.replicas,
@@ -390,13 +403,48 @@ fn created(ins: &ringvault_past::Inserted, size: u64, chunks: usize) -> Response
         "chunks": chunks,
         "owner": b.owner.id().to_string(),
         "salt": b.salt,
+        "already_stored": already,
     });
-    let status = if ins.already_stored {
+    let status = if already {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
     (status, Json(v)).into_response()
+}
+
+/// A large file PUT under a name the operator key already holds (`read`: the body so far).
+/// The rest of the body is read and hashed, and nothing is stored: the same bytes as the
+/// stored file answer 200 with it (a retried upload), other bytes 409.
+async fn put_existing(found: Found, read: Vec<u8>, mut body: Body) -> Result<Response, ApiError> {
+    let taken = || past_error(PastError::Duplicate);
+    let Ok(m) = Manifest::from_bytes(&found.content) else {
+        return Err(taken());
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&read);
+    let mut total = read.len() as u64;
+    drop(read);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(broke_off)?.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > m.size {
+            return Err(taken());
+        }
+        hasher.update(&data);
+    }
+    if total != m.size || *hasher.finalize().as_bytes() != m.hash {
+        return Err(taken());
+    }
+    Ok(stored_answer(
+        &found.cert,
+        m.size,
+        m.chunks.len(),
+        Vec::new(),
+        true,
+    ))
 }
 
 /// A PUT with client-signed certificates: one object, exactly as certified.
@@ -498,13 +546,7 @@ pub async fn put(
     let mut total: u64 = 0;
     let mut chunks: Option<ChunkUpload> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("the upload broke off ({e}); nothing was stored under this name"),
-            )
-        })?;
+        let frame = frame.map_err(broke_off)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -521,10 +563,10 @@ pub async fn put(
             let upload = match chunks.as_mut() {
                 Some(c) => c,
                 None => {
-                    // Refuse a taken name before storing any chunk.
+                    // A taken name: decided before any chunk is stored.
                     let id = derive_id(&name, &store.owner().public_key(), 0);
-                    if let PastEvent::Found(_, Ok(_)) = store.lookup(&app.node, id).await? {
-                        return Err(past_error(PastError::Duplicate));
+                    if let PastEvent::Found(_, Ok(found)) = store.lookup(&app.node, id).await? {
+                        return put_existing(found, buf, body).await;
                     }
                     chunks.insert(ChunkUpload::new(store, &app, replicas)?)
                 }
@@ -685,6 +727,7 @@ pub async fn replicas(
         "id": id.to_string(),
         "name": cert.body.name,
         "size": manifest.as_ref().map_or(cert.body.size, |m| m.size),
+        "content_hash": to_hex(&manifest.as_ref().map_or(cert.body.content_hash, |m| m.hash)),
         "chunks": manifest.as_ref().map_or(0, |m| m.chunks.len()),
         "chunk_ids": manifest.as_ref().map(|m| m.chunks.iter().map(|c| c.id.to_string()).collect::<Vec<_>>()),
         "replicas": k,

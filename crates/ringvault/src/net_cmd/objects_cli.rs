@@ -23,7 +23,7 @@ use ringvault_past::{
 };
 use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::client;
 use super::objects::{
@@ -106,14 +106,69 @@ async fn put_signed(
     client::json_of(node, path, r)
 }
 
-/// Whether object `id` exists (a lookup through the node).
-async fn exists(node: &str, id: &str) -> Result<bool> {
+/// Attempts of one signed PUT (the first and the retries).
+const PUT_ATTEMPTS: u32 = 3;
+
+/// Stores `content` as `name`, signed by `owner`, and answers the node's JSON. A failure that
+/// may pass (a timeout, a busy or failing node, a broken connection) is retried, signed anew,
+/// after 1 s and then 2 s: the same owner, name and bytes are the same object, so a retry
+/// completes it (201) or finds it complete (200), never a duplicate.
+async fn put_signed_retrying(
+    node: &str,
+    owner: &Identity,
+    name: &str,
+    content: &[u8],
+    replicas: u8,
+) -> Result<Value> {
+    let mut attempt = 1;
+    loop {
+        let certs = sign(owner, name, 0, content, replicas);
+        let e = match put_signed(node, &certs, content.to_vec()).await {
+            Ok((status, v)) if status < 500 => {
+                client::check(node, status, &v)?;
+                return Ok(v);
+            }
+            Ok((status, v)) => match client::check(node, status, &v) {
+                Err(e) => e,
+                Ok(()) => return Ok(v),
+            },
+            Err(e) => e,
+        };
+        if attempt >= PUT_ATTEMPTS {
+            return Err(e.context(format!("{PUT_ATTEMPTS} attempts to store {name:?} failed")));
+        }
+        eprintln!("storing {name:?} failed ({e:#}); retrying");
+        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        attempt += 1;
+    }
+}
+
+/// What the ring says of object `id` (`/replicas`: size, content hash, ...), if it exists.
+async fn stored_info(node: &str, id: &str) -> Result<Option<Value>> {
     let (status, v) = client::get_json(node, &format!("/v1/objects/{id}/replicas")).await?;
     match status {
-        200 => Ok(true),
-        404 => Ok(false),
-        _ => client::check(node, status, &v).map(|()| false),
+        200 => Ok(Some(v)),
+        404 => Ok(None),
+        _ => client::check(node, status, &v).map(|()| None),
     }
+}
+
+/// Whether `file` has the size and BLAKE3 hash `info` (a `/replicas` answer) gives.
+async fn same_file(file: &mut tokio::fs::File, len: u64, info: &Value) -> Result<bool> {
+    if info["size"].as_u64() != Some(len) {
+        return Ok(false);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.rewind().await?;
+    Ok(info["content_hash"].as_str() == Some(to_hex(hasher.finalize().as_bytes()).as_str()))
 }
 
 /// Stores one chunk of `upload` and returns its id.
@@ -125,13 +180,7 @@ async fn put_chunk(
     replicas: u8,
 ) -> Result<Id> {
     let name = upload.chunk_name(bytes);
-    let (status, v) = put_signed(
-        node,
-        &sign(owner, &name, 0, bytes, replicas),
-        bytes.to_vec(),
-    )
-    .await?;
-    client::check(node, status, &v)?;
+    let v = put_signed_retrying(node, owner, &name, bytes, replicas).await?;
     v["id"]
         .as_str()
         .and_then(|id| id.parse().ok())
@@ -228,15 +277,19 @@ async fn put_owned(
         f.read_to_end(&mut content)
             .await
             .with_context(|| format!("cannot read {shown}"))?;
-        let (status, v) =
-            put_signed(node, &sign(owner, name, 0, &content, replicas), content).await?;
-        client::check(node, status, &v)?;
-        return Ok(v);
+        return put_signed_retrying(node, owner, name, &content, replicas).await;
     }
-    // Refuse a taken name before storing any chunk.
+    // A taken name, decided before any chunk is stored: the same file again is the one
+    // stored (a retried put), another file is refused.
     let id0 = object_id(name, &owner.public_key(), 0).to_string();
-    if exists(node, &id0).await? {
-        bail!("you already stored an object named {name:?} (id {id0}); pick another --name");
+    if let Some(info) = stored_info(node, &id0).await? {
+        if same_file(&mut f, len, &info).await? {
+            eprintln!("{shown} is already stored as {name:?}");
+            let mut v = info;
+            v["already_stored"] = json!(true);
+            return Ok(v);
+        }
+        bail!("you already stored another object named {name:?} (id {id0}); pick another --name");
     }
     let mut tag = [0u8; 16];
     getrandom::fill(&mut tag).map_err(|e| anyhow!("the OS random source failed: {e}"))?;
@@ -326,8 +379,7 @@ async fn store_manifest(
     if bytes.len() > CHUNK_SIZE {
         bail!("the file has too many chunks for one signed manifest; split it into smaller files");
     }
-    let (status, mut v) = put_signed(node, &sign(owner, name, 0, &bytes, replicas), bytes).await?;
-    client::check(node, status, &v)?;
+    let mut v = put_signed_retrying(node, owner, name, &bytes, replicas).await?;
     v["size"] = json!(m.size);
     v["chunks"] = json!(m.chunks.len());
     Ok(v)
