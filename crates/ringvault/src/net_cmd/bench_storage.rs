@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 use ringvault_net::NodeHandle;
@@ -19,10 +21,12 @@ use ringvault_store::StoreConfig;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::objects::MAX_UPLOAD;
+use super::stream::ChannelBody;
 use super::{client, daemon, storage};
 
-/// Largest object size the benchmark accepts (each in-flight operation holds one in memory).
-const MAX_SIZE: u64 = 256 << 20;
+/// How long a request may take to be answered, plus one second per MiB it carries.
+const REQUEST_WITHIN: Duration = Duration::from_secs(30);
 /// How long the ring may take to settle (every leaf set full) before measuring.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -32,8 +36,9 @@ pub struct StorageArgs {
     /// Ring size.
     #[arg(long, default_value_t = 16)]
     pub nodes: u16,
-    /// Object sizes, comma-separated (e.g. 1KiB,1MiB,10MB; above 4 MiB an object is stored as
-    /// chunks plus a manifest).
+    /// Object sizes, comma-separated (e.g. 1KiB,1MiB,10MB,1GiB; above 4 MiB an object is
+    /// stored as chunks plus a manifest). Bodies are generated and checked as they stream, so
+    /// any size up to 64 GiB fits in memory; the disk needs k copies of each.
     #[arg(long, value_delimiter = ',', default_value = "1KiB,1MiB")]
     pub sizes: Vec<String>,
     /// Objects put (then got) with --concurrency in flight, per size, comma-separated in the
@@ -75,16 +80,96 @@ struct Report {
     concurrency: usize,
     cpus: usize,
     rows: Vec<Row>,
+    /// The most memory this process (the ring and the client) held at once, from the kernel
+    /// (VmHWM); `None` where /proc is not there.
+    peak_rss_bytes: Option<u64>,
 }
 
-/// The content of object `i` of a phase: `base` with `i` written into its first bytes, so no
-/// two objects are equal (equal chunks would be deduplicated).
-fn content(base: &[u8], i: usize) -> Vec<u8> {
-    let mut v = base.to_vec();
-    let tag = (i as u64).to_le_bytes();
-    let n = v.len().min(tag.len());
-    v[..n].copy_from_slice(&tag[..n]);
-    v
+/// The peak resident memory of this process so far (Linux: VmHWM in /proc/self/status).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The bytes of the objects of one size, made piece by piece so an object of any size is never
+/// held whole: object `i` is `size` bytes of 1 MiB blocks, each a copy of one filler block
+/// tagged with (i, block number) in its first 16 bytes, so no two objects and no two chunks
+/// are equal (equal chunks would be deduplicated).
+struct Content {
+    size: u64,
+    base: Vec<u8>,
+}
+
+/// Bytes per block of [`Content`] (and per piece of a streamed body).
+const BLOCK: u64 = 1 << 20;
+
+impl Content {
+    fn new(size: u64, seed: u64) -> Self {
+        Content {
+            size,
+            base: filler(size.min(BLOCK) as usize, seed),
+        }
+    }
+
+    fn blocks(&self) -> u64 {
+        self.size.div_ceil(BLOCK)
+    }
+
+    /// Block `k` of object `i`.
+    fn block(&self, i: usize, k: u64) -> Vec<u8> {
+        let len = (self.size - k * BLOCK).min(BLOCK) as usize;
+        let mut v = self.base[..len].to_vec();
+        let tag: Vec<u8> = (i as u64)
+            .to_le_bytes()
+            .into_iter()
+            .chain(k.to_le_bytes())
+            .collect();
+        let n = len.min(tag.len());
+        v[..n].copy_from_slice(&tag[..n]);
+        v
+    }
+
+    /// Object `i` as an upload body: its blocks, two at most in memory.
+    fn body(self: &Arc<Self>, i: usize) -> ChannelBody {
+        let (tx, body) = ChannelBody::new(Some(self.size), 2);
+        let me = self.clone();
+        tokio::spawn(async move {
+            for k in 0..me.blocks() {
+                if tx.send(Ok(Bytes::from(me.block(i, k)))).await.is_err() {
+                    return; // the request ended
+                }
+            }
+        });
+        body
+    }
+
+    /// Whether a download of object `i` is exactly its bytes, compared piece by piece as they
+    /// arrive; `Err` when the download broke off.
+    async fn matches(&self, i: usize, mut body: hyper::body::Incoming) -> Result<bool> {
+        let (mut k, mut cur, mut at) = (0, self.block(i, 0), 0);
+        let mut same = true;
+        while let Some(frame) = body.frame().await {
+            let Ok(mut data) = frame?.into_data() else {
+                continue;
+            };
+            while !data.is_empty() {
+                if at == cur.len() {
+                    k += 1;
+                    if k >= self.blocks() {
+                        return Ok(false); // longer than the object
+                    }
+                    (cur, at) = (self.block(i, k), 0);
+                }
+                let n = data.len().min(cur.len() - at);
+                same &= data[..n] == cur[at..at + n];
+                data = data.slice(n..);
+                at += n;
+            }
+        }
+        Ok(same && k + 1 >= self.blocks() && at == cur.len())
+    }
 }
 
 /// Deterministic filler bytes (xorshift), incompressible enough for a storage benchmark.
@@ -121,7 +206,7 @@ struct Phase {
 /// Shared by the workers of a phase.
 struct Ctx {
     urls: Vec<String>,
-    base: Vec<u8>,
+    content: Arc<Content>,
     replicas: u8,
     /// Ids of the objects put, by phase tag and index (None: the put failed).
     ids: Mutex<std::collections::BTreeMap<String, Vec<Option<String>>>>,
@@ -135,12 +220,20 @@ enum Outcome {
     WrongBytes,
 }
 
+/// How long a request carrying an object of `size` bytes may take.
+fn within(size: u64) -> Duration {
+    REQUEST_WITHIN + Duration::from_secs(size / BLOCK)
+}
+
 async fn put_one(ctx: &Ctx, tag: &str, i: usize) -> (Outcome, Option<String>) {
     let node = &ctx.urls[i % ctx.urls.len()];
     let path = format!("/v1/objects?name={tag}-{i}&replicas={}", ctx.replicas);
-    let body = content(&ctx.base, i);
+    let body = ctx.content.body(i);
     let t0 = Instant::now();
-    let r = client::send(node, Method::PUT, &path, body).await;
+    let r = match client::open(node, Method::PUT, &path, body, within(ctx.content.size)).await {
+        Ok(resp) => client::read_all(node, resp).await,
+        Err(e) => Err(e),
+    };
     let took = t0.elapsed();
     match r {
         Ok((201, _, b)) => {
@@ -171,11 +264,18 @@ async fn get_one(ctx: &Ctx, id: &str, i: usize) -> Outcome {
     let n = ctx.urls.len();
     let node = &ctx.urls[(i + n / 2) % n];
     let t0 = Instant::now();
-    let r = client::send(node, Method::GET, &format!("/v1/objects/{id}"), Vec::new()).await;
-    let took = t0.elapsed();
+    let path = format!("/v1/objects/{id}");
+    let within = within(ctx.content.size);
+    let r = match client::open(node, Method::GET, &path, Empty::<Bytes>::new(), within).await {
+        Ok(resp) if resp.status() == 200 => match ctx.content.matches(i, resp.into_body()).await {
+            Ok(true) => return Outcome::Ok(t0.elapsed()),
+            Ok(false) => return Outcome::WrongBytes,
+            Err(e) => Err(e),
+        },
+        Ok(resp) => client::read_all(node, resp).await,
+        Err(e) => Err(e),
+    };
     match r {
-        Ok((200, _, b)) if b[..] == content(&ctx.base, i)[..] => Outcome::Ok(took),
-        Ok((200, _, _)) => Outcome::WrongBytes,
         Ok((status, _, b)) => {
             tracing::warn!(
                 "get {id} from {node}: {status} {}",
@@ -318,6 +418,12 @@ fn print_table(r: &Report) {
     println!(
         "  wrong bytes returned: {wrong}   (MB = 10^6 bytes of object data; a put stores k copies)"
     );
+    if let Some(b) = r.peak_rss_bytes {
+        println!(
+            "  peak memory of this process (the ring and the client): {} MiB",
+            b >> 20
+        );
+    }
 }
 
 /// `ringvault bench storage`.
@@ -334,8 +440,8 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         .iter()
         .map(|s| storage::parse_size(s).with_context(|| format!("--sizes {s}")))
         .collect::<Result<Vec<u64>>>()?;
-    if let Some(s) = sizes.iter().find(|s| **s > MAX_SIZE) {
-        bail!("--sizes: {s} bytes is more than this benchmark holds in memory ({MAX_SIZE})");
+    if let Some(s) = sizes.iter().find(|s| **s > MAX_UPLOAD) {
+        bail!("--sizes: {s} bytes is more than an upload may be ({MAX_UPLOAD})");
     }
     let counts: Vec<usize> = match a.counts.len() {
         1 => vec![a.counts[0]; sizes.len()],
@@ -438,7 +544,7 @@ async fn measure(
     for (s, (&size, &count)) in sizes.iter().zip(counts).enumerate() {
         let ctx = Arc::new(Ctx {
             urls: urls.clone(),
-            base: filler(size as usize, s as u64 + 1),
+            content: Arc::new(Content::new(size, s as u64 + 1)),
             replicas: a.replicas,
             ids: Mutex::default(),
             bar: bar.clone(),
@@ -474,6 +580,7 @@ async fn measure(
         concurrency: a.concurrency,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         rows,
+        peak_rss_bytes: peak_rss(),
     })
 }
 
@@ -482,12 +589,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn objects_of_a_phase_differ_and_keep_their_size() {
-        let base = filler(1024, 1);
-        assert_eq!(content(&base, 7).len(), 1024);
-        assert_ne!(content(&base, 7), content(&base, 8));
-        assert!(content(&[], 3).is_empty());
-        assert_eq!(content(&[9, 9], 1), vec![1, 0]);
+    fn objects_and_their_blocks_differ_and_keep_their_size() {
+        let c = Content::new(3 * BLOCK + 10, 1);
+        assert_eq!(c.blocks(), 4);
+        assert_eq!(c.block(7, 0).len(), BLOCK as usize);
+        assert_eq!(c.block(7, 3).len(), 10);
+        assert_ne!(c.block(7, 0), c.block(8, 0));
+        assert_ne!(c.block(7, 0), c.block(7, 1));
+        let small = Content::new(2, 1);
+        assert_eq!(small.block(1, 0), vec![1, 0]);
+        assert_eq!(Content::new(0, 1).blocks(), 0);
     }
 
     #[test]
