@@ -1,7 +1,9 @@
 //! The `ringvault` binary: one executable for the daemon, the local ring, the simulator and the
 //! client commands. Each command group lives in its own module.
 
-use anyhow::Result;
+use std::io::Write as _;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod identity_cmd;
@@ -26,11 +28,27 @@ enum Command {
     Identity(identity_cmd::IdentityCommand),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Net(c) => net_cmd::run(c),
         Command::Sim(c) => sim_cmd::run(c),
         Command::Identity(c) => identity_cmd::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line (with its causes) for people; the backtrace only when asked for with
+            // RUST_LOG=debug, whatever RUST_BACKTRACE says.
+            let debug = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug"));
+            let text = if debug {
+                format!("error: {e:?}")
+            } else {
+                format!("error: {e:#}")
+            };
+            // stderr may be closed or full: nothing more can be done about it then.
+            let _ = writeln!(std::io::stderr(), "{text}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -104,10 +104,6 @@ pub fn open_store(data_dir: &Path, config: StoreConfig, on_damage: OnDamage) -> 
                 "{e}; moved it to {} and starting with an empty store: replica maintenance brings back what this node should hold",
                 aside.display()
             );
-            eprintln!(
-                "recovered: the damaged object store is now {}; starting empty under the same node id",
-                aside.display()
-            );
             RedbStore::open_with(&path, config)
                 .with_context(|| format!("cannot create a fresh object store {}", path.display()))
         }
