@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+/// `println!` for the daemons (`node`, `ring`): a stdout that cannot be written (a full disk,
+/// a closed pipe) is logged at debug level and otherwise ignored, never a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            tracing::debug!("stdout cannot be written: {e}");
+        }
+    }};
+}
+
 mod bench_storage;
 mod client;
 mod config;

@@ -179,3 +179,125 @@ fn node_daemon_keeps_its_id_across_restarts_joins_a_ring_and_exits_cleanly_on_si
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts `ringvault node` in `dir` with stdout going to `stdout`, and answers the process and
+/// its HTTP URL, read from the log line on stderr (stdout may be unwritable).
+fn node_with_stdout(
+    dir: &std::path::Path,
+    stdout: std::process::Stdio,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringvault"))
+        .args(["node", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+            {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node logs its HTTP address");
+    (child, url)
+}
+
+/// Errors for people and a daemon that outlives its terminal: a CLI error is one line with its
+/// causes and no backtrace even under RUST_BACKTRACE=1; a node whose stdout is a full device or
+/// a closed pipe keeps serving; a taken HTTP port fails before the node joins anything.
+#[test]
+fn errors_are_one_line_and_the_daemon_survives_an_unwritable_stdout() {
+    let dir = tmp("robust");
+    let (status, out, err) = {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ringvault"))
+            .args(["status", "--node", "http://127.0.0.1:9"])
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            o.status,
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        !err.contains("backtrace") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    for (name, stdout) in [
+        (
+            "full",
+            std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            ),
+        ),
+        ("pipe", std::process::Stdio::piped()),
+    ] {
+        let (mut child, url) = node_with_stdout(&dir.join(name), stdout);
+        // A closed pipe: the reading end goes away before the node writes its line.
+        drop(child.stdout.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, _) = get(&url, "/v1/status");
+            if code == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: the node does not serve"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name}: the node exited"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // A taken HTTP port: the node stops before it joins (or starts) a ring.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ringvault"))
+        .args(["node", "--data-dir"])
+        .arg(dir.join("taken"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot serve HTTP"), "{err}");
+    assert!(!err.contains("joined"), "it joined before failing: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

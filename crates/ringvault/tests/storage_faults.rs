@@ -3,8 +3,8 @@
 //! skipped).
 //!
 //! - Requests that cannot succeed are refused at once: more replicas than the ring has nodes
-//!   (400 within 100 ms), a parameter given twice (400), a body announced over the limit (413
-//!   before any byte is read, and no `100 Continue`).
+//!   (400 within 100 ms), a name with a control character or a parameter given twice (400), a
+//!   body announced over the limit (413 before any byte is read, and no `100 Continue`).
 //! - The small disk fills: every PUT still succeeds (the ring places replicas elsewhere), the
 //!   full node keeps every replica it confirmed before (checked object by object), reports the
 //!   disk's free space, logs the cause once, and takes writes again once the tmpfs grows.
@@ -177,6 +177,20 @@ fn refusals(url: &str) {
     );
     assert!(v["error"].as_str().unwrap().contains("has 6 nodes"), "{v}");
     assert!(took < Duration::from_millis(100), "took {took:?}");
+    // Names with control characters, of an object or a topic.
+    for path in ["/v1/objects?name=a%00b", "/v1/topics/a%0Ab/messages"] {
+        let method = if path.contains("topics") {
+            "POST"
+        } else {
+            "PUT"
+        };
+        let (st, b) = request(url, method, path, b"x");
+        assert_eq!(
+            (st, json(&b)["code"].as_str()),
+            (400, Some("bad_name")),
+            "{path}"
+        );
+    }
     // A parameter given twice.
     let (st, b) = request(url, "PUT", "/v1/objects?name=x&replicas=3&replicas=5", b"x");
     assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));

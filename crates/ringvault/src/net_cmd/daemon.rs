@@ -73,16 +73,21 @@ async fn resolve(addrs: &[String]) -> Result<Vec<SocketAddr>> {
 }
 
 /// An HTTP server for `node`; stops when `stop` flips.
-async fn serve_http(
-    addr: SocketAddr,
+/// Binds the HTTP API's port: done before the node starts, so a taken port fails before the
+/// node joins anything.
+async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {addr}; pick a free port"))
+}
+
+fn serve_http(
+    listener: tokio::net::TcpListener,
     node: NodeHandle,
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve HTTP on {addr}; pick a free port"))?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let shutdown = async move {
@@ -130,6 +135,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let (mut services, store) =
         storage::past_services(&identity, &data_dir, store_config, on_damage)?;
     let groups = groups::add_scribe(&mut services);
+    let http_listener = bind_http(http_addr).await?;
     let running = start_with(
         identity,
         NetConfig {
@@ -142,13 +148,12 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let served = serve_http(
-        http_addr,
+        http_listener,
         running.handle(),
         Some(store),
         Some(groups),
         stop_rx,
-    )
-    .await;
+    );
     let (http_bound, http_task) = match served {
         Ok(x) => x,
         Err(e) => {
@@ -158,7 +163,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     };
     let c = running.contact();
     let stop = stop_signal();
-    println!("node {} quic {} http http://{http_bound}/", c.id, c.addr);
+    say!("node {} quic {} http http://{http_bound}/", c.id, c.addr);
     info!(id = %c.id, quic = %c.addr, http = %format!("http://{http_bound}"), "serving; Ctrl-C to leave");
     stop.await;
     info!("leaving the ring");
@@ -217,6 +222,19 @@ pub async fn start_local_ring(
             }
         };
         let groups = groups::add_scribe(&mut services);
+        let http_listener = match http_base {
+            Some(b) => {
+                let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
+                match bind_http(addr).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        stop_all(nodes).await;
+                        return Err(e.context(format!("node {i}")));
+                    }
+                }
+            }
+            None => None,
+        };
         let started = start_with(
             identity,
             NetConfig {
@@ -239,11 +257,15 @@ pub async fn start_local_ring(
             stop_all(nodes).await;
             bail!("node {i} on {listen}: {e}");
         }
-        let http = match http_base {
-            Some(b) => {
-                let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
-                match serve_http(addr, node.handle(), Some(store), Some(groups), stop.clone()).await
-                {
+        let http = match http_listener {
+            Some(listener) => {
+                match serve_http(
+                    listener,
+                    node.handle(),
+                    Some(store),
+                    Some(groups),
+                    stop.clone(),
+                ) {
                     Ok(h) => Some(h),
                     Err(e) => {
                         node.shutdown().await;
@@ -298,7 +320,7 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         None => (temp_dir("ringvault-ring")?, true),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    println!(
+    say!(
         "starting {} nodes on 127.0.0.1 (data in {}) ...",
         a.nodes,
         dir.display()
@@ -324,8 +346,8 @@ pub async fn ring(a: RingArgs) -> Result<()> {
             return Err(e);
         }
     };
-    println!();
-    println!("{:<5} {:<18} {:<22} HTTP", "NODE", "ID", "QUIC");
+    say!();
+    say!("{:<5} {:<18} {:<22} HTTP", "NODE", "ID", "QUIC");
     for (i, n) in nodes.iter().enumerate() {
         let c = n.node.contact();
         let http = n
@@ -333,29 +355,29 @@ pub async fn ring(a: RingArgs) -> Result<()> {
             .as_ref()
             .map(|(a, _)| format!("http://{a}/"))
             .unwrap_or_default();
-        println!(
+        say!(
             "{i:<5} {:<18} {:<22} {http}",
             c.id.short(),
             c.addr.to_string()
         );
     }
     if let Some((first, _)) = nodes.first().and_then(|n| n.http.as_ref()) {
-        println!();
-        println!("dashboard: http://{first}/");
-        println!("try:       ringvault status --node http://{first}");
-        println!("           ringvault route $(ringvault id hello) --node http://{first}");
+        say!();
+        say!("dashboard: http://{first}/");
+        say!("try:       ringvault status --node http://{first}");
+        say!("           ringvault route $(ringvault id hello) --node http://{first}");
     }
     let stop = stop_signal();
-    println!("ring ready; press Ctrl-C to stop");
+    say!("ring ready; press Ctrl-C to stop");
     stop.await;
-    println!("stopping {} nodes ...", nodes.len());
+    say!("stopping {} nodes ...", nodes.len());
     stop_tx.send_replace(true);
     stop_all(nodes).await;
     if temporary && !a.keep {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     } else {
-        println!("data kept in {}", dir.display());
+        say!("data kept in {}", dir.display());
     }
     Ok(())
 }

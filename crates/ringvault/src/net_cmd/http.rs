@@ -244,6 +244,21 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64
     );
 }
 
+/// Refuses a name (of an object or a topic) with control characters: NUL, newlines and escapes
+/// break logs, terminals and the files people save objects under.
+pub fn check_name_chars(what: &str, name: &str) -> Result<(), ApiError> {
+    match name.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            format!(
+                "the {what} name contains the control character {c:?}; use printable characters"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The store's space and faults, in Prometheus text.
 fn render_storage_metrics(out: &mut String, u: &Usage, h: &StoreHealth) {
     for (name, help, kind, v) in [

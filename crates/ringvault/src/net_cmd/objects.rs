@@ -177,6 +177,7 @@ fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
     if name.len() > MAX_NAME_LEN {
         return Err(bad(format!("the name is longer than {MAX_NAME_LEN} bytes")));
     }
+    super::http::check_name_chars("object", &name)?;
     Ok((name, replicas.unwrap_or(DEFAULT_REPLICAS)))
 }
 
@@ -457,6 +458,7 @@ async fn put_signed(
 ) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let first = certs[0].body.clone();
+    super::http::check_name_chars("object", &first.name)?;
     let (name, replicas) = query_params(query)?;
     if let Some(n) = name.filter(|n| *n != first.name) {
         return Err(bad(format!(
@@ -839,6 +841,9 @@ mod tests {
         assert!(put_params(Some("name=x&replicas=0")).is_err());
         assert!(put_params(Some("name=x&replicas=many")).is_err());
         assert!(put_params(Some("name=x&colour=red")).is_err());
+        assert!(put_params(Some("name=a%00b")).is_err());
+        assert!(put_params(Some("name=a%0Ab")).is_err());
+        assert!(put_params(Some("name=x&name=y")).is_err());
         assert_eq!(query_params(Some("replicas=2")).ok(), Some((None, Some(2))));
     }
 

@@ -60,6 +60,7 @@ fn topic(name: Result<Path<String>, PathRejection>) -> Result<(String, Id), ApiE
         let msg = format!("{}; a topic name is 1 to 256 bytes", e.body_text());
         ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", msg)
     })?;
+    super::http::check_name_chars("topic", &name)?;
     let id = groups::check_name(&name).map_err(scribe_error)?;
     Ok((name, id))
 }
