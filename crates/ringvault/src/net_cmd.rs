@@ -25,6 +25,7 @@ mod daemon;
 mod groups;
 mod groups_cli;
 mod http;
+mod http_conns;
 mod objects;
 mod objects_cli;
 mod output;
@@ -172,6 +173,15 @@ pub struct NodeArgs {
     /// Memory for the object store's page cache, e.g. 64MiB [default: 32MiB].
     #[arg(long, value_name = "SIZE")]
     pub store_cache: Option<String>,
+    /// Close an HTTP connection whose request head has not arrived whole within this many
+    /// milliseconds, or that has been idle between requests that long (a streamed response is
+    /// not cut) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// HTTP connections open at once, topic event streams included; more are closed at once
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
     /// When DATA_DIR/objects.redb cannot be read (truncated or damaged beyond repair), move it
     /// aside to objects.redb.damaged-N and start with an empty store under the same node id;
     /// the ring's other replicas bring this node's objects back. Without it such a node stops

@@ -180,43 +180,6 @@ fn node_daemon_keeps_its_id_across_restarts_joins_a_ring_and_exits_cleanly_on_si
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Starts `ringvault node` in `dir` with stdout going to `stdout`, and answers the process and
-/// its HTTP URL, read from the log line on stderr (stdout may be unwritable).
-fn node_with_stdout(
-    dir: &std::path::Path,
-    stdout: std::process::Stdio,
-) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringvault"))
-        .args(["node", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(stdout)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(url) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("http="))
-            {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the node logs its HTTP address");
-    (child, url)
-}
-
 /// Errors for people and a daemon that outlives its terminal: a CLI error is one line with its
 /// causes and no backtrace even under RUST_BACKTRACE=1; a node whose stdout is a full device or
 /// a closed pipe keeps serving; a taken HTTP port fails before the node joins anything.
@@ -256,7 +219,7 @@ fn errors_are_one_line_and_the_daemon_survives_an_unwritable_stdout() {
         ),
         ("pipe", std::process::Stdio::piped()),
     ] {
-        let (mut child, url) = node_with_stdout(&dir.join(name), stdout);
+        let (mut child, url) = node_with_stdout(&dir.join(name), &[], stdout);
         // A closed pipe: the reading end goes away before the node writes its line.
         drop(child.stdout.take());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::config::FileConfig;
 use super::groups::{self, GroupsClient};
+use super::http_conns::HttpLimits;
 use super::storage::{self, StorageClient};
 use super::{http, NodeArgs, RingArgs};
 
@@ -86,6 +87,7 @@ fn serve_http(
     node: NodeHandle,
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
+    limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let bound = listener.local_addr()?;
@@ -93,7 +95,7 @@ fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, storage, groups, shutdown).await {
+        if let Err(e) = http::serve(listener, node, storage, groups, limits, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -135,6 +137,16 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let (mut services, store) =
         storage::past_services(&identity, &data_dir, store_config, on_damage)?;
     let groups = groups::add_scribe(&mut services);
+    let defaults = HttpLimits::default();
+    let limits = HttpLimits {
+        header_timeout: a
+            .http_header_timeout_ms
+            .map_or(defaults.header_timeout, Duration::from_millis),
+        max_connections: a.http_max_connections.unwrap_or(defaults.max_connections),
+    };
+    if limits.max_connections == 0 || limits.header_timeout.is_zero() {
+        bail!("--http-max-connections and --http-header-timeout-ms must be at least 1");
+    }
     let http_listener = bind_http(http_addr).await?;
     let running = start_with(
         identity,
@@ -152,6 +164,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         running.handle(),
         Some(store),
         Some(groups),
+        limits,
         stop_rx,
     );
     let (http_bound, http_task) = match served {
@@ -264,6 +277,7 @@ pub async fn start_local_ring(
                     node.handle(),
                     Some(store),
                     Some(groups),
+                    HttpLimits::default(),
                     stop.clone(),
                 ) {
                     Ok(h) => Some(h),

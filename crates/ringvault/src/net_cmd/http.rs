@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -17,6 +19,7 @@ use ringvault_types::Id;
 use serde_json::json;
 
 use super::groups::GroupsClient;
+use super::http_conns::{self, ConnCounters, HttpLimits};
 use super::storage::StorageClient;
 use super::{objects, topics};
 
@@ -69,14 +72,17 @@ pub struct App {
     pub storage: Option<StorageClient>,
     /// Scribe on this node, if it takes part in groups.
     pub groups: Option<GroupsClient>,
+    /// What the server's connections did.
+    pub conns: Arc<ConnCounters>,
 }
 
 /// The router for `node`, whose API listens on `http`.
-pub fn router(
+fn router(
     node: NodeHandle,
     http: SocketAddr,
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
+    conns: Arc<ConnCounters>,
 ) -> Router {
     Router::new()
         .route("/", get(dashboard))
@@ -99,21 +105,24 @@ pub fn router(
             http,
             storage,
             groups,
+            conns,
         })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener`, within `limits`, until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
+    limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
-    axum::serve(listener, router(node, http, storage, groups))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let conns = Arc::new(ConnCounters::default());
+    let app = router(node, http, storage, groups, conns.clone());
+    http_conns::serve(listener, app, limits, conns, shutdown).await;
+    Ok(())
 }
 
 async fn dashboard() -> Html<&'static str> {
@@ -206,6 +215,20 @@ async fn route(
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     let st = app.node.status().await?;
     let mut text = render_metrics(&st);
+    counter(
+        &mut text,
+        "ringvault_http_connections_open",
+        "HTTP API connections open now.",
+        "gauge",
+        app.conns.open.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut text,
+        "ringvault_http_connections_refused_total",
+        "HTTP API connections closed at once because --http-max-connections were open.",
+        "counter",
+        app.conns.refused.load(Ordering::Relaxed),
+    );
     if let Some(store) = &app.storage {
         if let Some((u, h)) = store.usage(&app.node).await? {
             render_storage_metrics(&mut text, &u, &h);

@@ -164,3 +164,43 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Starts `ringvault node` in `dir` (a new ring) with more arguments and stdout going to
+/// `stdout`, and answers the process and its HTTP URL, read from the log line on stderr
+/// (stdout may be unwritable).
+pub fn node_with_stdout(
+    dir: &std::path::Path,
+    extra: &[&str],
+    stdout: std::process::Stdio,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringvault"))
+        .args(["node", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+            {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the node logs its HTTP address");
+    (child, url)
+}
