@@ -3,7 +3,7 @@
 //! the node asks (send, probe, report). It makes no protocol decision.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -33,13 +33,55 @@ const FLUSH_DEADLINE: StdDuration = StdDuration::from_secs(2);
 /// How to run one node.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
-    /// UDP address for QUIC; port 0 picks a free port. Must be a concrete IP: it is the address
-    /// this node advertises to its peers.
+    /// UDP address for QUIC; port 0 picks a free port. `0.0.0.0` or `[::]` listens on every
+    /// interface.
     pub listen: SocketAddr,
+    /// The address peers dial, which goes into this node's contact (port 0: the port bound).
+    /// Without it: the listen address, or for an unspecified one the first address of an
+    /// interface that is neither loopback nor link-local.
+    pub advertise: Option<SocketAddr>,
     /// Overlay parameters.
     pub overlay: Config,
     /// Nodes to join through, tried in order; empty starts a new ring.
     pub bootstrap: Vec<SocketAddr>,
+}
+
+/// The address this node tells peers to dial, given the address its socket is `bound` to and
+/// the one the operator asked to advertise.
+fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>) -> Result<SocketAddr, NetError> {
+    if let Some(mut a) = advertise {
+        if a.ip().is_unspecified() {
+            return Err(NetError::UnspecifiedAdvertise(a));
+        }
+        if a.port() == 0 {
+            a.set_port(bound.port());
+        }
+        return Ok(a);
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let usable = |ip: &IpAddr| {
+        !ip.is_loopback()
+            && !ip.is_unspecified()
+            && ip.is_ipv4() == bound.is_ipv4()
+            && match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            }
+    };
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|ifs| ifs.into_iter().map(|i| i.ip()).filter(usable).collect())
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    let Some(ip) = ips.first() else {
+        return Err(NetError::NothingToAdvertise(bound));
+    };
+    info!(
+        "listening on {bound}; advertising {ip} (interface addresses: {ips:?}; choose with --advertise)"
+    );
+    Ok(SocketAddr::new(*ip, bound.port()))
 }
 
 /// The node's clock: time since the driver started, as the core's [`Time`].
@@ -255,9 +297,6 @@ pub async fn start_with(
     cfg: NetConfig,
     services: Services,
 ) -> Result<RunningNode, NetError> {
-    if cfg.listen.ip().is_unspecified() {
-        return Err(NetError::UnspecifiedListen(cfg.listen));
-    }
     let (server, client) = tls::quic_configs(&identity, Arc::new(transport_config()))?;
     let mut endpoint =
         quinn::Endpoint::server(server, cfg.listen).map_err(|source| NetError::Bind {
@@ -265,10 +304,11 @@ pub async fn start_with(
             source,
         })?;
     endpoint.set_default_client_config(client);
-    let addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+    let bound = endpoint.local_addr().map_err(|source| NetError::Bind {
         addr: cfg.listen,
         source,
     })?;
+    let addr = advertised(bound, cfg.advertise)?;
     let contact = Contact::new(identity.id(), addr);
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed)

@@ -38,11 +38,14 @@ pub enum NetError {
         /// Why.
         source: std::io::Error,
     },
-    /// The listen address has no concrete IP, so peers could not be told where to reach us.
+    /// The node listens on all interfaces and none has an address peers could dial.
     #[error(
-        "listen address {0} is unspecified; give the IP peers should dial, e.g. 127.0.0.1:7000"
+        "listening on {0}, but no interface has an address other nodes could dial (neither loopback nor link-local); give one with --advertise HOST:PORT"
     )]
-    UnspecifiedListen(SocketAddr),
+    NothingToAdvertise(SocketAddr),
+    /// The address to advertise has no concrete IP.
+    #[error("cannot advertise {0}: peers need a concrete IP to dial, not an unspecified one")]
+    UnspecifiedAdvertise(SocketAddr),
     /// A local file operation failed.
     #[error("{what}: {source}")]
     Io {

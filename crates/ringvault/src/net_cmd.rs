@@ -150,10 +150,18 @@ pub struct NodeArgs {
     /// the same directory keeps its id.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// QUIC (UDP) address to listen on and advertise [default: 127.0.0.1:7000].
+    /// QUIC (UDP) address to listen on [default: 127.0.0.1:7000]; 0.0.0.0:PORT or [::]:PORT
+    /// listens on every interface.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// HTTP API address [default: 127.0.0.1:8000].
+    /// The QUIC address other nodes dial (HOST:PORT; port 0: the one bound), when it is not
+    /// the listen address: behind a NAT, a load balancer or in a container. Without it a node
+    /// listening on every interface advertises its first address that is neither loopback nor
+    /// link-local, and logs which.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// HTTP API address [default: 127.0.0.1:8000]. Off loopback the API has no
+    /// authentication: anyone who reaches it can store and reclaim as this node.
     #[arg(long)]
     pub http: Option<SocketAddr>,
     /// A node to join through (HOST:PORT of its QUIC address); repeatable, tried in order.

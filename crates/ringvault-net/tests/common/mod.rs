@@ -62,6 +62,7 @@ pub async fn start_node(
         let identity = load_or_create_identity(dir).unwrap();
         let cfg = NetConfig {
             listen,
+            advertise: None,
             overlay: cfg.clone(),
             bootstrap: bootstrap.clone(),
         };

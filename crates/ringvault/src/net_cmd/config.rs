@@ -16,6 +16,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// QUIC address.
     pub listen: Option<SocketAddr>,
+    /// The QUIC address peers dial (HOST:PORT).
+    pub advertise: Option<String>,
     /// HTTP address.
     pub http: Option<SocketAddr>,
     /// Bootstrap nodes (HOST:PORT).

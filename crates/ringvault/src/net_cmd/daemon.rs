@@ -10,7 +10,7 @@ use ringvault_overlay::Config;
 use ringvault_store::StoreConfig;
 use ringvault_types::Id;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::config::FileConfig;
 use super::groups::{self, GroupsClient};
@@ -73,7 +73,6 @@ async fn resolve(addrs: &[String]) -> Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// An HTTP server for `node`; stops when `stop` flips.
 /// Binds the HTTP API's port: done before the node starts, so a taken port fails before the
 /// node joins anything.
 async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -82,6 +81,7 @@ async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot serve HTTP on {addr}; pick a free port"))
 }
 
+/// An HTTP server for `node` on `listener`; stops when `stop` flips.
 fn serve_http(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
@@ -147,11 +147,27 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     if limits.max_connections == 0 || limits.header_timeout.is_zero() {
         bail!("--http-max-connections and --http-header-timeout-ms must be at least 1");
     }
+    let advertise = match a.advertise.or(file.advertise) {
+        Some(a) => Some(
+            tokio::net::lookup_host(a.as_str())
+                .await
+                .ok()
+                .and_then(|mut found| found.next())
+                .ok_or_else(|| anyhow!("cannot resolve --advertise {a:?}; give HOST:PORT"))?,
+        ),
+        None => None,
+    };
+    if !http_addr.ip().is_loopback() {
+        warn!(
+            "the HTTP API on {http_addr} is reachable off this machine and has no authentication: anyone who reaches it can store, read and reclaim as this node"
+        );
+    }
     let http_listener = bind_http(http_addr).await?;
     let running = start_with(
         identity,
         NetConfig {
             listen,
+            advertise,
             overlay,
             bootstrap,
         },
@@ -252,6 +268,7 @@ pub async fn start_local_ring(
             identity,
             NetConfig {
                 listen,
+                advertise: None,
                 overlay: cfg.clone(),
                 bootstrap,
             },

@@ -22,6 +22,14 @@ impl Proc {
 
     /// Like [`Proc::start`], with stderr (the logs) appended to `log` when given.
     pub fn start_logged(args: &[&str], log: Option<&std::path::Path>) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringvault"));
+        cmd.args(args);
+        Proc::spawn(cmd, log)
+    }
+
+    /// Runs `cmd` (which runs ringvault, e.g. inside `ip netns exec`), reading its stdout line
+    /// by line, with stderr appended to `log` when given.
+    pub fn spawn(mut cmd: Command, log: Option<&std::path::Path>) -> Proc {
         let stderr = match log {
             Some(p) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -32,8 +40,7 @@ impl Proc {
             ),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringvault"))
-            .args(args)
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
