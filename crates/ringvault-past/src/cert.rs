@@ -11,6 +11,7 @@ const FILE_CERT_DOMAIN: &[u8] = b"ringvault/past/file-certificate/v1";
 const STORE_RECEIPT_DOMAIN: &[u8] = b"ringvault/past/store-receipt/v1";
 const RECLAIM_CERT_DOMAIN: &[u8] = b"ringvault/past/reclaim-certificate/v1";
 const RECLAIM_RECEIPT_DOMAIN: &[u8] = b"ringvault/past/reclaim-receipt/v1";
+const ABANDON_CERT_DOMAIN: &[u8] = b"ringvault/past/abandon-certificate/v1";
 const OBJECT_ID_DOMAIN: &[u8] = b"ringvault/past/object-id/v1";
 
 /// The largest replication factor a certificate may ask for.
@@ -296,6 +297,53 @@ impl ReclaimCertificate {
     }
 }
 
+/// The owner's signed statement that it gave up one insert attempt: holders release a copy
+/// certified on exactly that date, and nothing else. Unlike a [`ReclaimCertificate`] it cannot
+/// release an earlier or a later insert of the same object, so handing it to every node that
+/// stored the attempt gives none of them a way to delete the object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbandonCertificate {
+    /// The object.
+    pub object: Id,
+    /// The owner's key.
+    pub owner: PublicKey,
+    /// The date of the file certificate of the attempt given up.
+    pub attempt: u64,
+    /// The owner's signature.
+    pub signature: Signature,
+}
+
+impl AbandonCertificate {
+    /// The owner gives up the insert attempt certified by `file`.
+    pub fn issue(owner: &Identity, file: &FileCertificate) -> Self {
+        let (object, pk, attempt) = (file.id(), owner.public_key(), file.body.date);
+        let signature = owner.sign(&signed_bytes(ABANDON_CERT_DOMAIN, &(object, pk, attempt)));
+        AbandonCertificate {
+            object,
+            owner: pk,
+            attempt,
+            signature,
+        }
+    }
+
+    /// Checks that it gives up exactly the attempt `file` certifies, signed by its owner.
+    pub fn verify(&self, file: &FileCertificate) -> Result<(), CertError> {
+        if self.object != file.id() || self.attempt != file.body.date {
+            return Err(CertError::WrongObject);
+        }
+        if self.owner != file.body.owner {
+            return Err(CertError::BadSignature);
+        }
+        let msg = signed_bytes(
+            ABANDON_CERT_DOMAIN,
+            &(self.object, self.owner, self.attempt),
+        );
+        self.owner
+            .verify(&msg, &self.signature)
+            .map_err(|_| CertError::BadSignature)
+    }
+}
+
 /// A node's signed statement that it released an object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReclaimReceipt {
@@ -352,6 +400,41 @@ mod tests {
 
     fn who(n: u8) -> Identity {
         Identity::from_secret_bytes([n; 32])
+    }
+
+    /// An abandon releases exactly the attempt it names: not the same object signed on
+    /// another date, not another owner's, and its signature is no reclaim certificate's.
+    #[test]
+    fn an_abandon_certificate_names_one_attempt_and_is_no_reclaim() {
+        let owner = who(1);
+        let attempt = FileCertificate::issue(&owner, "a", 0, b"bytes", 3, 100);
+        let retry = FileCertificate::issue(&owner, "a", 0, b"bytes", 3, 101);
+        let abandon = AbandonCertificate::issue(&owner, &attempt);
+        assert_eq!(abandon.verify(&attempt), Ok(()));
+        assert!(
+            abandon.verify(&retry).is_err(),
+            "it released a later attempt"
+        );
+        let earlier = FileCertificate::issue(&owner, "a", 0, b"bytes", 3, 99);
+        assert!(
+            abandon.verify(&earlier).is_err(),
+            "it released an earlier insert"
+        );
+        let thief = AbandonCertificate::issue(&who(2), &attempt);
+        assert!(thief.verify(&attempt).is_err());
+        let replayed = ReclaimCertificate {
+            object: abandon.object,
+            owner: abandon.owner,
+            date: abandon.attempt,
+            signature: abandon.signature,
+        };
+        assert!(
+            replayed.verify(&attempt).is_err(),
+            "an abandon replayed as a reclaim"
+        );
+        assert!(ReclaimCertificate::issue(&owner, attempt.id(), 100)
+            .verify(&attempt)
+            .is_ok());
     }
 
     #[test]

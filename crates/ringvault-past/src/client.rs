@@ -8,7 +8,7 @@ use ringvault_types::{Contact, Duration, Id, Identity, Time};
 use crate::message::{PastMessage, Refusal};
 use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
 use crate::{
-    FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimCertificate, ReclaimReceipt,
+    AbandonCertificate, FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimReceipt,
     StoreReceipt,
 };
 
@@ -181,31 +181,18 @@ impl Past {
         }
     }
 
-    /// Tells the nodes that stored a replica of an attempt given up on to drop it again,
+    /// Tells the nodes that stored a fresh copy for an attempt given up on to drop it again,
     /// rather than keep an object nobody will look up. That takes the owner's signature, so
-    /// with pre-signed certificates the client must reclaim it.
-    fn abandon(
-        kbr: &mut dyn Kbr,
-        req: u64,
-        signer: &Signer,
-        cert: &FileCertificate,
-        holders: Vec<Contact>,
-    ) {
+    /// with pre-signed certificates the client must reclaim it. The certificate releases only
+    /// copies of this very attempt, never the object as inserted before or after it.
+    fn abandon(kbr: &mut dyn Kbr, signer: &Signer, cert: &FileCertificate, holders: Vec<Contact>) {
         let Signer::Key(owner) = signer else {
             return;
         };
-        let abandon = ReclaimCertificate::issue(
-            &Identity::from_secret_bytes(*owner),
-            cert.id(),
-            cert.body.date,
-        );
-        let client = kbr.local_contact();
+        let abandon = AbandonCertificate::issue(&Identity::from_secret_bytes(*owner), cert);
         for h in holders {
-            let msg = PastMessage::ReclaimReplica {
-                req,
-                client,
+            let msg = PastMessage::Abandon {
                 cert: abandon.clone(),
-                attempt: Some(cert.body.date),
             };
             send(kbr, h, &msg);
         }
@@ -232,7 +219,8 @@ impl Past {
         if receipt.verify(&cert.id()).is_err() {
             return;
         }
-        if !holders.contains(&from) && holders.len() < crate::MAX_REPLICAS as usize * 2 {
+        if !already && !holders.contains(&from) && holders.len() < crate::MAX_REPLICAS as usize * 2
+        {
             holders.push(from);
         }
         *all_already &= already;
@@ -300,7 +288,7 @@ impl Past {
         };
         // This attempt is given up on (re-salted or failed for want of room).
         if reason == Refusal::NoSpace {
-            Self::abandon(kbr, req, &signer, &cert, holders);
+            Self::abandon(kbr, &signer, &cert, holders);
         }
         // File diversion: a new salt puts the object in another part of the ring.
         let next = match (&reason, signer) {
@@ -420,7 +408,7 @@ impl Past {
                     ..
                 }) => {
                     // Given up: the replicas stored so far are dropped, so a retry starts clean.
-                    Self::abandon(kbr, req, &signer, &cert, holders);
+                    Self::abandon(kbr, &signer, &cert, holders);
                     PastEvent::Inserted(
                         req,
                         Err(PastError::Timeout {

@@ -8,8 +8,8 @@ use ringvault_types::{Contact, Id};
 use crate::message::{PastMessage, Refusal};
 use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
-    accepts, FileCertificate, Holding, Kind, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
-    StoredObject,
+    accepts, AbandonCertificate, FileCertificate, Holding, Kind, ReclaimCertificate,
+    ReclaimReceipt, StoreReceipt, StoredObject,
 };
 
 impl Past {
@@ -41,6 +41,17 @@ impl Past {
                 return Placed::Refused;
             }
             if o.kind != Kind::Cached {
+                // The same object signed again later (a retry): the copy now belongs to the
+                // newer certificate, so giving up the earlier attempt cannot release it.
+                if cert.body.date > o.cert.body.date {
+                    let newer = StoredObject {
+                        cert: cert.clone(),
+                        ..o
+                    };
+                    if self.store.put(newer).is_err() {
+                        return Placed::Refused;
+                    }
+                }
                 return Placed::Already;
             }
         }
@@ -100,14 +111,26 @@ impl Past {
 
     /// A replica-set member stores its replica (diverting it if it lacks space) and answers the
     /// client.
+    /// With `spare` (a node beyond the k closest, standing in for a silent member), a copy
+    /// that cannot be stored is dropped without a refusal or a diversion.
     pub(crate) fn replicate_here(
         &mut self,
         kbr: &mut dyn Kbr,
         req: Option<(u64, Contact)>,
         cert: FileCertificate,
         content: Vec<u8>,
+        spare: bool,
     ) {
         let id = cert.id();
+        let refuse = |kbr: &mut dyn Kbr, reason| {
+            if !spare {
+                refuse(kbr, req, id, reason);
+            }
+        };
+        if let Err(_e) = cert.verify_content(&content) {
+            refuse(kbr, Refusal::Invalid);
+            return;
+        }
         let blocked = match req {
             Some(_) => !self.tombstone_admits(&cert),
             None => self.tombstones.contains_key(&id) || self.diverted_to_live(kbr, &id),
@@ -115,18 +138,16 @@ impl Past {
         if blocked {
             return;
         }
-        if let Err(_e) = cert.verify_content(&content) {
-            refuse(kbr, req, id, Refusal::Invalid);
-            return;
-        }
         if let Ok(Some(o)) = self.store.get(&id) {
             if !o.cert.same_object(&cert) {
-                refuse(kbr, req, id, Refusal::Duplicate);
+                refuse(kbr, Refusal::Duplicate);
                 return;
             }
         }
         let placed = self.store_replica(&cert, &content, Kind::Primary, self.config.t_pri);
         if placed != Placed::Refused {
+            // Stored for the owner's new insert: the reclaim it comes after is over.
+            self.tombstones.remove(&id);
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
                 let already = placed == Placed::Already;
@@ -142,8 +163,11 @@ impl Past {
             }
             return;
         }
+        if spare {
+            return;
+        }
         if !self.config.diversion {
-            refuse(kbr, req, id, Refusal::NoSpace);
+            refuse(kbr, Refusal::NoSpace);
             return;
         }
         // Replica diversion: leaf set nodes outside the k + 1 closest, roomiest first by what
@@ -206,15 +230,19 @@ impl Past {
             return;
         }
         let me = kbr.local_contact();
-        let members = cert.body.replicas as usize + usize::from(widen.min(MAX_WIDEN));
-        for member in kbr.replica_set(&id, members) {
+        let k = cert.body.replicas as usize;
+        let members = k + usize::from(widen.min(MAX_WIDEN));
+        for (rank, member) in kbr.replica_set(&id, members).into_iter().enumerate() {
+            let spare = rank >= k;
             if member.id == me.id {
-                self.replicate_here(kbr, Some((req, client)), cert.clone(), content.clone());
+                let (c, bytes) = (cert.clone(), content.clone());
+                self.replicate_here(kbr, Some((req, client)), c, bytes, spare);
             } else {
                 let msg = PastMessage::Replicate {
                     req: Some((req, client)),
                     cert: cert.clone(),
                     content: content.clone(),
+                    spare,
                 };
                 send(kbr, member, &msg);
             }
@@ -345,16 +373,15 @@ impl Past {
         pass_lookup(kbr, req, client, id, hops, then);
     }
 
-    /// Releases this node's copy of a reclaimed object. With `attempt`, only a copy certified on
-    /// that date: a client gave up that insert attempt, and a later attempt of the same object
-    /// (signed anew) must not be released with it.
+    /// Releases this node's copy of a reclaimed object. A reclaim signed before the stored
+    /// certificate's date is for an earlier insert of the name and releases nothing: the owner
+    /// put the object again since, and an old reclaim replayed must not take it.
     pub(crate) fn reclaim_here(
         &mut self,
         kbr: &mut dyn Kbr,
         req: u64,
         client: Contact,
         cert: &ReclaimCertificate,
-        attempt: Option<u64>,
     ) -> Option<Refusal> {
         let id = cert.object;
         let stored = match self.store.get(&id) {
@@ -364,20 +391,39 @@ impl Past {
         if cert.verify(&stored.cert).is_err() {
             return Some(Refusal::NotOwner);
         }
-        if attempt.is_some_and(|date| date != stored.cert.body.date) {
+        if cert.date < stored.cert.body.date {
             return Some(Refusal::NotFound);
         }
-        // Only now is the copy gone for good: an error leaves it (and the tombstone) out.
-        let Ok(freed) = self.store.remove(&id) else {
-            return Some(Refusal::NotFound);
+        let freed = match self.release(id, stored.cert.body.date.max(cert.date)) {
+            Ok(f) => f,
+            Err(refusal) => return Some(refusal),
         };
-        self.held.remove(&id);
-        self.cache.remove(&id);
-        let _ = self.store.remove_pointer(&id);
-        self.tombstone(id, cert.date);
         let receipt = ReclaimReceipt::issue(&self.identity, id, freed);
         send(kbr, client, &PastMessage::Reclaimed { req, receipt });
         None
+    }
+
+    /// Releases this node's copy of an insert attempt its owner gave up, if the copy is still
+    /// that attempt's (a retry signed later has taken it over otherwise).
+    pub(crate) fn abandon_here(&mut self, cert: &AbandonCertificate) {
+        let Ok(Some(stored)) = self.store.get(&cert.object) else {
+            return;
+        };
+        if stored.kind != Kind::Cached && cert.verify(&stored.cert).is_ok() {
+            let _ = self.release(cert.object, cert.attempt);
+        }
+    }
+
+    /// Drops this node's copy of `id` and remembers it as reclaimed on `date`; answers the
+    /// bytes freed, or `NotFound` when the store could not remove it (then nothing changed).
+    fn release(&mut self, id: Id, date: u64) -> Result<u64, Refusal> {
+        let freed = self.store.remove(&id).map_err(|_| Refusal::NotFound)?;
+        self.held.remove(&id);
+        self.cache.remove(&id);
+        self.lacking.remove(&id);
+        let _ = self.store.remove_pointer(&id);
+        self.tombstone(id, date);
+        Ok(freed)
     }
 
     /// Remembers that `id` was reclaimed by a certificate of `date`, so maintenance does not
@@ -397,16 +443,10 @@ impl Past {
     /// owner signed it after the reclaim (the name is used again, or a given-up attempt is
     /// retried), never an older certificate replayed nor a message of the given-up attempt
     /// still in flight (its date is the reclaim's). Admitting it forgets the tombstone.
-    pub(crate) fn tombstone_admits(&mut self, cert: &FileCertificate) -> bool {
-        let id = cert.id();
-        match self.tombstones.get(&id) {
-            None => true,
-            Some(t) if cert.body.date > t.date => {
-                self.tombstones.remove(&id);
-                true
-            }
-            Some(_) => false,
-        }
+    pub(crate) fn tombstone_admits(&self, cert: &FileCertificate) -> bool {
+        self.tombstones
+            .get(&cert.id())
+            .is_none_or(|t| cert.body.date > t.date)
     }
 }
 

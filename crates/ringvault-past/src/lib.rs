@@ -26,9 +26,9 @@ mod store;
 
 pub use cache::{Cache, CachePolicy, GreedyDualSize, Lru};
 pub use cert::{
-    decode_certificates, encode_certificates, object_id, CertError, FileBody, FileCertificate,
-    Holding, ReceiptBody, ReclaimCertificate, ReclaimReceipt, StoreReceipt, MAX_NAME_LEN,
-    MAX_REPLICAS,
+    decode_certificates, encode_certificates, object_id, AbandonCertificate, CertError, FileBody,
+    FileCertificate, Holding, ReceiptBody, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
+    MAX_NAME_LEN, MAX_REPLICAS,
 };
 pub use chunks::{
     ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, Upload, CHUNK_SIZE, MAX_CHUNKS,

@@ -1,7 +1,7 @@
 //! Replica maintenance: keep every object on the k closest live nodes (offer/want digests
 //! after leaf set changes and periodically), demoting replicas this node no longer owns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id};
@@ -22,6 +22,14 @@ impl Past {
     pub(crate) fn maintain(&mut self, kbr: &mut dyn Kbr) {
         self.promote_cached(kbr);
         let me = kbr.local_contact().id;
+        // Members that left no longer count as lacking a replica: their successors are asked
+        // (and counted) in this round.
+        let members: BTreeSet<Id> = kbr.neighbor_set(usize::MAX).iter().map(|c| c.id).collect();
+        let held = &self.held;
+        self.lacking.retain(|id, lack| {
+            lack.retain(|m| members.contains(m));
+            held.contains_key(id) && !lack.is_empty()
+        });
         let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
         let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
         for (id, k) in held {
@@ -106,6 +114,13 @@ impl Past {
         let me = kbr.local_contact().id;
         let mut want = Vec::new();
         for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
+            // `from` holds it: one member fewer that lacks it.
+            if let Some(members) = self.lacking.get_mut(&id) {
+                members.remove(&from.id);
+                if members.is_empty() {
+                    self.lacking.remove(&id);
+                }
+            }
             if self.tombstones.contains_key(&id) {
                 continue;
             }
@@ -156,6 +171,12 @@ impl Past {
         let (mut bytes, mut sent) = (0u64, 0usize);
         let mut ids = ids.into_iter().take(MAX_IDS_PER_MESSAGE);
         for id in ids.by_ref() {
+            if self.held.contains_key(&id) {
+                let members = self.lacking.entry(id).or_default();
+                if members.len() < crate::MAX_REPLICAS as usize {
+                    members.insert(from.id);
+                }
+            }
             if let Ok(Some(o)) = self.store.get(&id) {
                 if o.kind != Kind::Cached && o.cert.verify_content(&o.content).is_ok() {
                     bytes += o.content.len() as u64;
@@ -164,6 +185,7 @@ impl Past {
                         req: None,
                         cert: o.cert,
                         content: o.content,
+                        spare: false,
                     };
                     send(kbr, from, &msg);
                 }

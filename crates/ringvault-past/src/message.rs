@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use ringvault_types::{Contact, Id};
 
-use crate::{FileCertificate, ReclaimCertificate, ReclaimReceipt, StoreReceipt};
+use crate::{
+    AbandonCertificate, FileCertificate, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
+};
 
 /// Why a node refused part of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,11 +36,15 @@ pub(crate) enum PastMessage {
         content: Vec<u8>,
         widen: u8,
     },
-    /// Sent by the root (or a holder, in maintenance) to a replica-set member.
+    /// Sent by the root (or a holder, in maintenance) to a replica-set member. `spare` marks a
+    /// node beyond the k closest, asked by a re-sent insert to stand in for a member that does
+    /// not answer: it stores if it can and otherwise stays silent (a refusal from it must not
+    /// end an attempt the k closest may still complete).
     Replicate {
         req: Option<(u64, Contact)>,
         cert: FileCertificate,
         content: Vec<u8>,
+        spare: bool,
     },
     /// A primary without space asks a leaf set node to hold the replica for it; a node that
     /// cannot passes it to the next of `candidates`.
@@ -89,15 +95,15 @@ pub(crate) enum PastMessage {
         client: Contact,
         cert: ReclaimCertificate,
     },
-    /// From the root to the other replica holders. With `attempt`, from a client giving up an
-    /// insert attempt: only a copy certified on that date (the attempt's) is released, never
-    /// a later attempt's copy of the same id.
+    /// From the root to the other replica holders.
     ReclaimReplica {
         req: u64,
         client: Contact,
         cert: ReclaimCertificate,
-        attempt: Option<u64>,
     },
+    /// From a client that gave up an insert attempt, to the nodes that stored a fresh copy of
+    /// it: release that copy (only if it is still the attempt's).
+    Abandon { cert: AbandonCertificate },
     /// A reclaim receipt for the client.
     Reclaimed { req: u64, receipt: ReclaimReceipt },
     /// Maintenance: objects the sender holds that the receiver should hold too.

@@ -1,6 +1,6 @@
 //! The PAST service: the storage protocol of protocols.md §2 as a state machine on the KBR API.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, Service};
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
@@ -129,7 +129,8 @@ pub(crate) enum Pending {
         cert: FileCertificate,
         content: Vec<u8>,
         receipts: BTreeMap<Id, StoreReceipt>,
-        /// The nodes that sent those receipts: told to drop an attempt given up on.
+        /// The nodes that stored a fresh copy for this attempt (not those that held the object
+        /// already): told to drop it when the attempt is given up.
         holders: Vec<Contact>,
         /// Whether every receipt so far said the node held the object already.
         all_already: bool,
@@ -222,6 +223,10 @@ pub struct Past {
     pub(crate) started: bool,
     /// Smoothed time inserts of this node took to complete: paces re-sends.
     pub(crate) insert_latency: Duration,
+    /// Objects held here that members of their replica set asked for in maintenance (so lacked)
+    /// and have not offered back since: by member. Only ids in `held`, at most
+    /// `MAX_REPLICAS` members each.
+    pub(crate) lacking: BTreeMap<Id, BTreeSet<Id>>,
 }
 
 impl std::fmt::Debug for Past {
@@ -263,6 +268,7 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
+            lacking: BTreeMap::new(),
         };
         let list = past
             .store
@@ -305,6 +311,20 @@ impl Past {
     /// The store, read-only.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// Replicas held here whose object is, as far as this node knows, on fewer than k nodes:
+    /// its replica set (as this node's leaf set sees it) has fewer than k members, or a member
+    /// asked this node for it in maintenance and has not offered it back since. Zero means
+    /// every replica set this node knows of is whole (a rolling restart may move on).
+    pub fn under_replicated(&self, kbr: &dyn Kbr) -> usize {
+        self.held
+            .iter()
+            .filter(|(id, k)| {
+                self.lacking.contains_key(id)
+                    || kbr.replica_set(id, **k as usize).len() < **k as usize
+            })
+            .count()
     }
 
     /// The next finished client operation.
@@ -469,17 +489,36 @@ impl Service for Past {
                 content,
                 widen,
             } => self.root_insert(kbr, req, client, cert, content, widen),
-            PastMessage::Replicate { req, cert, content } => {
+            PastMessage::Replicate {
+                req,
+                cert,
+                content,
+                spare,
+            } => {
+                let id = cert.id();
                 if req.is_none() {
                     // Maintenance transfer: only take it if we belong to its replica set.
                     let me = kbr.local_contact().id;
                     let k = cert.body.replicas as usize;
-                    if !kbr.replica_set(&cert.id(), k).iter().any(|c| c.id == me) {
+                    if !kbr.replica_set(&id, k).iter().any(|c| c.id == me) {
                         self.keep_early_transfer(&cert, &content);
                         return;
                     }
                 }
-                self.replicate_here(kbr, req, cert, content)
+                self.replicate_here(kbr, req, cert, content, spare);
+                if req.is_none() && self.held.contains_key(&id) {
+                    // Tell the sender this node holds it now: it stops counting the object
+                    // as short of a replica.
+                    let free = self.store.usage().free();
+                    send(
+                        kbr,
+                        info.origin,
+                        &PastMessage::Offer {
+                            ids: vec![id],
+                            free,
+                        },
+                    );
+                }
             }
             PastMessage::Divert {
                 req,
@@ -532,7 +571,7 @@ impl Service for Past {
             } => self.on_found(req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
-                match self.reclaim_here(kbr, req, client, &cert, None) {
+                match self.reclaim_here(kbr, req, client, &cert) {
                     Some(reason) => refuse(kbr, Some((req, client)), id, reason),
                     None => {
                         let me = kbr.local_contact().id;
@@ -545,7 +584,6 @@ impl Service for Past {
                                         req,
                                         client,
                                         cert: cert.clone(),
-                                        attempt: None,
                                     },
                                 );
                             }
@@ -554,25 +592,16 @@ impl Service for Past {
                             send(
                                 kbr,
                                 holder,
-                                &PastMessage::ReclaimReplica {
-                                    req,
-                                    client,
-                                    cert,
-                                    attempt: None,
-                                },
+                                &PastMessage::ReclaimReplica { req, client, cert },
                             );
                         }
                     }
                 }
             }
-            PastMessage::ReclaimReplica {
-                req,
-                client,
-                cert,
-                attempt,
-            } => {
-                let _ = self.reclaim_here(kbr, req, client, &cert, attempt);
+            PastMessage::ReclaimReplica { req, client, cert } => {
+                let _ = self.reclaim_here(kbr, req, client, &cert);
             }
+            PastMessage::Abandon { cert } => self.abandon_here(&cert),
             PastMessage::Reclaimed { req, receipt } => self.on_reclaimed(req, receipt),
             PastMessage::Offer { ids, free } => {
                 self.note_free(info.origin.id, free);

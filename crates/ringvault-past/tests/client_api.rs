@@ -296,8 +296,28 @@ fn file_diversion_moves_to_the_next_presigned_salt_and_stops_when_they_run_out()
     }
 }
 
-/// Starts an insert on node `i` and advances the clock in 100 ms steps until it finishes;
-/// answers its result and how long it took.
+/// Advances the clock in 100 ms steps until request `req` of node `i` finishes; answers its
+/// event.
+fn finish(ring: &mut TestRing, i: usize, req: RequestId) -> PastEvent {
+    for _ in 0..400 {
+        let now = ring.now;
+        while let Some(Some(e)) = ring.members[i]
+            .node
+            .with_service::<Past, _>(now, |p, _| p.poll_event())
+        {
+            let (PastEvent::Inserted(r, _) | PastEvent::Found(r, _) | PastEvent::Reclaimed(r, _)) =
+                &e;
+            if *r == req {
+                return e;
+            }
+        }
+        ring.advance(ringvault_types::Duration::from_millis(100));
+    }
+    panic!("request {req} did not finish in 40 s");
+}
+
+/// Starts an insert on node `i` and waits until it finishes; answers its result and how long
+/// it took.
 fn timed_insert(
     ring: &mut TestRing,
     i: usize,
@@ -312,21 +332,10 @@ fn timed_insert(
         let owner = Identity::from_secret_bytes(owner);
         p.insert(kbr, now, &owner, &name, data, 3, date)
     });
-    for _ in 0..400 {
-        let now = ring.now;
-        while let Some(Some(e)) = ring.members[i]
-            .node
-            .with_service::<Past, _>(now, |p, _| p.poll_event())
-        {
-            if let PastEvent::Inserted(r, result) = e {
-                if r == req {
-                    return (result, now.saturating_since(start));
-                }
-            }
-        }
-        ring.advance(ringvault_types::Duration::from_millis(100));
+    match finish(ring, i, req) {
+        PastEvent::Inserted(_, r) => (r, ring.now.saturating_since(start)),
+        other => panic!("unexpected {other:?}"),
     }
-    panic!("insert {req} did not finish in 40 s");
 }
 
 fn holds(ring: &mut TestRing, i: usize, id: &Id) -> bool {
@@ -423,4 +432,47 @@ fn a_timed_out_insert_leaves_nothing_and_its_retry_succeeds() {
     // Retried again: complete already, so nothing new is stored.
     let (again, _) = timed_insert(&mut ring, client, &owner, "retry-me", &data, 102);
     assert!(again.expect("an identical retry succeeds").already_stored);
+}
+
+/// Whether the reclaim through node `i` released the object.
+fn reclaim(ring: &mut TestRing, i: usize, cert: ringvault_past::ReclaimCertificate) -> bool {
+    let req = ring.call::<Past, _>(i, move |p, kbr, now, _| p.reclaim(kbr, now, cert, 3));
+    match finish(ring, i, req) {
+        PastEvent::Reclaimed(_, r) => r.is_ok(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A name reclaimed can be used again by its owner (a later insert), and the old reclaim,
+/// replayed, releases nothing of the new object; a reclaim dated before an insert does not
+/// release it either.
+#[test]
+fn an_old_reclaim_cannot_release_a_newer_insert() {
+    use ringvault_past::ReclaimCertificate;
+    let mut ring = ring(16);
+    let owner = Identity::from_secret_bytes([79; 32]);
+    let (first, second) = (b"first life".to_vec(), b"second life".to_vec());
+    let (r, _) = timed_insert(&mut ring, 2, &owner, "reborn", &first, 100);
+    let id = r.expect("first insert").cert.id();
+    assert!(
+        !reclaim(&mut ring, 2, ReclaimCertificate::issue(&owner, id, 50)),
+        "a reclaim older than the object released it"
+    );
+    assert_eq!(lookup(&mut ring, 4, id).unwrap().content, first);
+    let old = ReclaimCertificate::issue(&owner, id, 150);
+    assert!(reclaim(&mut ring, 2, old.clone()), "the owner's reclaim");
+    ring.advance(ringvault_types::Duration::from_secs(1));
+    // Signed before the reclaim: refused; after it: the name lives again.
+    let (early, _) = timed_insert(&mut ring, 2, &owner, "reborn", &second, 140);
+    assert!(
+        early.is_err(),
+        "an insert signed before the reclaim came back: {early:?}"
+    );
+    let (r, _) = timed_insert(&mut ring, 2, &owner, "reborn", &second, 200);
+    assert_eq!(r.expect("the name used again").cert.id(), id);
+    assert!(
+        !reclaim(&mut ring, 5, old),
+        "the old reclaim, replayed, released the new object"
+    );
+    assert_eq!(lookup(&mut ring, 7, id).unwrap().content, second);
 }

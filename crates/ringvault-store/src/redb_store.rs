@@ -178,10 +178,14 @@ impl State {
     }
 }
 
-/// Whether an I/O error means the filesystem is out of space.
+/// Whether an I/O error means the filesystem (or this user's quota on it) is out of space.
 fn out_of_space(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
     e.kind() == std::io::ErrorKind::StorageFull
-        || e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || [Errno::NOSPC, Errno::DQUOT]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
@@ -205,15 +209,50 @@ fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
     }
 }
 
-/// Checks the format and loads the index.
+/// Whether the database already holds this build's format (then it can be loaded with a read
+/// transaction alone: a reopen on a full disk writes nothing).
+fn formatted(db: &Database) -> bool {
+    let Ok(txn) = db.begin_read() else {
+        return false;
+    };
+    let Ok(meta) = txn.open_table(META) else {
+        return false;
+    };
+    matches!(meta.get("format"), Ok(Some(v)) if v.value() == FORMAT_VERSION)
+}
+
+/// Loads the index from a database in this build's format, reading only.
+fn load_index(db: &Database, path: &Path) -> Result<BTreeMap<Id, (Kind, u64)>, OpenError> {
+    let p = path.display().to_string();
+    let dberr = |e: redb::Error| OpenError::Database {
+        path: p.clone(),
+        source: Box::new(e),
+    };
+    let txn = db.begin_read().map_err(|e| dberr(e.into()))?;
+    let records = txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
+    let mut index = BTreeMap::new();
+    for entry in records.iter().map_err(|e| dberr(e.into()))? {
+        let (k, v) = entry.map_err(|e| dberr(e.into()))?;
+        let rec: Record = postcard::from_bytes(v.value()).map_err(|e| OpenError::Damaged {
+            path: p.clone(),
+            detail: format!("record {}: {e}", Id::from_bytes(*k.value())),
+        })?;
+        index.insert(Id::from_bytes(*k.value()), (rec.kind, rec.cert.body.size));
+    }
+    Ok(index)
+}
+
+/// Checks the format (writing it, and the tables, into a new database) and loads the index.
 fn load(db: &Database, path: &Path) -> Result<BTreeMap<Id, (Kind, u64)>, OpenError> {
+    if formatted(db) {
+        return load_index(db, path);
+    }
     let p = path.display().to_string();
     let dberr = |e: redb::Error| OpenError::Database {
         path: p.clone(),
         source: Box::new(e),
     };
     let txn = db.begin_write().map_err(|e| dberr(e.into()))?;
-    let mut index = BTreeMap::new();
     {
         let mut meta = txn.open_table(META).map_err(|e| dberr(e.into()))?;
         let found = meta
@@ -230,18 +269,10 @@ fn load(db: &Database, path: &Path) -> Result<BTreeMap<Id, (Kind, u64)>, OpenErr
         }
         txn.open_table(CONTENT).map_err(|e| dberr(e.into()))?;
         txn.open_table(POINTERS).map_err(|e| dberr(e.into()))?;
-        let records = txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
-        for entry in records.iter().map_err(|e| dberr(e.into()))? {
-            let (k, v) = entry.map_err(|e| dberr(e.into()))?;
-            let rec: Record = postcard::from_bytes(v.value()).map_err(|e| OpenError::Damaged {
-                path: p.clone(),
-                detail: format!("record {}: {e}", Id::from_bytes(*k.value())),
-            })?;
-            index.insert(Id::from_bytes(*k.value()), (rec.kind, rec.cert.body.size));
-        }
+        txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
     }
     txn.commit().map_err(|e| dberr(e.into()))?;
-    Ok(index)
+    load_index(db, path)
 }
 
 impl RedbStore {
@@ -308,7 +339,7 @@ impl RedbStore {
 
     fn disk_refused(&self, needed: u64, free: u64) -> StoreError {
         self.state.borrow_mut().health.disk_full += 1;
-        self.note_disk(Some(0));
+        self.note_disk(Some(free));
         StoreError::Full {
             needed,
             free,
