@@ -148,6 +148,9 @@ impl Past {
         if placed != Placed::Refused {
             // Stored for the owner's new insert: the reclaim it comes after is over.
             self.tombstones.remove(&id);
+            if placed == Placed::Fresh && req.is_some() && self.fresh.len() < MAX_FRESH {
+                self.fresh.push(id);
+            }
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
                 let already = placed == Placed::Already;
@@ -420,7 +423,7 @@ impl Past {
         let freed = self.store.remove(&id).map_err(|_| Refusal::NotFound)?;
         self.held.remove(&id);
         self.cache.remove(&id);
-        self.lacking.remove(&id);
+        self.known.remove(&id);
         let _ = self.store.remove_pointer(&id);
         self.tombstone(id, date);
         Ok(freed)
@@ -469,6 +472,10 @@ pub(crate) struct Tombstone {
     /// The reclaim certificate's date: inserts the owner signed from then on are admitted.
     pub(crate) date: u64,
 }
+
+/// Replicas of client inserts waiting to be announced to their replica sets; more are left to
+/// anti-entropy.
+pub(crate) const MAX_FRESH: usize = 65_536;
 
 /// A re-sent insert asks at most this many nodes beyond the k closest.
 pub(crate) const MAX_WIDEN: u8 = 2;

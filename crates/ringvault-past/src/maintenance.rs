@@ -22,13 +22,12 @@ impl Past {
     pub(crate) fn maintain(&mut self, kbr: &mut dyn Kbr) {
         self.promote_cached(kbr);
         let me = kbr.local_contact().id;
-        // Members that left no longer count as lacking a replica: their successors are asked
-        // (and counted) in this round.
+        // Nodes that left the leaf set no longer count as holders.
         let members: BTreeSet<Id> = kbr.neighbor_set(usize::MAX).iter().map(|c| c.id).collect();
         let held = &self.held;
-        self.lacking.retain(|id, lack| {
-            lack.retain(|m| members.contains(m));
-            held.contains_key(id) && !lack.is_empty()
+        self.known.retain(|id, holders| {
+            holders.retain(|m| members.contains(m));
+            held.contains_key(id) && !holders.is_empty()
         });
         let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
         let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
@@ -64,6 +63,34 @@ impl Past {
                         free,
                     },
                 );
+            }
+        }
+    }
+
+    /// Offers the replicas client inserts stored here since the last call to the rest of their
+    /// replica sets, one message per member: they answer by wanting what they lack, and their
+    /// own announcements tell this node they hold the rest.
+    pub(crate) fn announce_fresh(&mut self, kbr: &mut dyn Kbr) {
+        let me = kbr.local_contact().id;
+        let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
+        for id in std::mem::take(&mut self.fresh) {
+            let Some(&k) = self.held.get(&id) else {
+                continue;
+            };
+            for c in kbr.replica_set(&id, k as usize) {
+                if c.id != me {
+                    offers.entry(c).or_default().push(id);
+                }
+            }
+        }
+        let free = self.store.usage().free();
+        for (to, ids) in offers {
+            for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+                let msg = PastMessage::Offer {
+                    ids: chunk.to_vec(),
+                    free,
+                };
+                send(kbr, to, &msg);
             }
         }
     }
@@ -114,11 +141,11 @@ impl Past {
         let me = kbr.local_contact().id;
         let mut want = Vec::new();
         for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
-            // `from` holds it: one member fewer that lacks it.
-            if let Some(members) = self.lacking.get_mut(&id) {
-                members.remove(&from.id);
-                if members.is_empty() {
-                    self.lacking.remove(&id);
+            // `from` holds it.
+            if self.held.contains_key(&id) {
+                let holders = self.known.entry(id).or_default();
+                if holders.len() < 2 * crate::MAX_REPLICAS as usize {
+                    holders.insert(from.id);
                 }
             }
             if self.tombstones.contains_key(&id) {
@@ -171,12 +198,6 @@ impl Past {
         let (mut bytes, mut sent) = (0u64, 0usize);
         let mut ids = ids.into_iter().take(MAX_IDS_PER_MESSAGE);
         for id in ids.by_ref() {
-            if self.held.contains_key(&id) {
-                let members = self.lacking.entry(id).or_default();
-                if members.len() < crate::MAX_REPLICAS as usize {
-                    members.insert(from.id);
-                }
-            }
             if let Ok(Some(o)) = self.store.get(&id) {
                 if o.kind != Kind::Cached && o.cert.verify_content(&o.content).is_ok() {
                     bytes += o.content.len() as u64;

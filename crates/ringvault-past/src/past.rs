@@ -223,10 +223,15 @@ pub struct Past {
     pub(crate) started: bool,
     /// Smoothed time inserts of this node took to complete: paces re-sends.
     pub(crate) insert_latency: Duration,
-    /// Objects held here that members of their replica set asked for in maintenance (so lacked)
-    /// and have not offered back since: by member. Only ids in `held`, at most
-    /// `MAX_REPLICAS` members each.
-    pub(crate) lacking: BTreeMap<Id, BTreeSet<Id>>,
+    /// For objects held here, the other nodes known to hold them: those that offered them in
+    /// maintenance (or after storing a transfer from here) and are still in the leaf set. Only
+    /// ids in `held`, at most `2 * MAX_REPLICAS` nodes each.
+    pub(crate) known: BTreeMap<Id, BTreeSet<Id>>,
+    /// Replicas stored by client inserts since the last announcement, and when the next one is
+    /// due: each is offered to the rest of its replica set, batched per member, so holders
+    /// learn of each other (and fill a member's gap) without waiting for anti-entropy.
+    pub(crate) fresh: Vec<Id>,
+    pub(crate) announce_at: Option<Time>,
 }
 
 impl std::fmt::Debug for Past {
@@ -268,7 +273,9 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
-            lacking: BTreeMap::new(),
+            known: BTreeMap::new(),
+            fresh: Vec::new(),
+            announce_at: None,
         };
         let list = past
             .store
@@ -313,16 +320,22 @@ impl Past {
         self.store.as_ref()
     }
 
-    /// Replicas held here whose object is, as far as this node knows, on fewer than k nodes:
-    /// its replica set (as this node's leaf set sees it) has fewer than k members, or a member
-    /// asked this node for it in maintenance and has not offered it back since. Zero means
-    /// every replica set this node knows of is whole (a rolling restart may move on).
+    /// Replicas held here whose object is not known to be on all of its k closest nodes: its
+    /// replica set (as this node's leaf set sees it) has fewer than k members, or a member that
+    /// has not offered the object to this node since it became a member (after a node leaves,
+    /// its successor counts until it has fetched the object and said so). Zero on every node
+    /// means every replica set is whole: a rolling restart may move on.
     pub fn under_replicated(&self, kbr: &dyn Kbr) -> usize {
+        let me = kbr.local_contact().id;
         self.held
             .iter()
             .filter(|(id, k)| {
-                self.lacking.contains_key(id)
-                    || kbr.replica_set(id, **k as usize).len() < **k as usize
+                let set = kbr.replica_set(id, **k as usize);
+                let known = self.known.get(id);
+                set.len() < **k as usize
+                    || set.iter().any(|c| {
+                        c.id != me && !known.is_some_and(|holders| holders.contains(&c.id))
+                    })
             })
             .count()
     }
@@ -481,6 +494,101 @@ impl Service for Past {
         let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
             return; // a malformed message from a peer is dropped
         };
+        self.deliver_message(kbr, now, m, info);
+        if !self.fresh.is_empty() && self.announce_at.is_none() {
+            self.announce_at = Some(now + MAINTENANCE_DELAY);
+        }
+    }
+
+    fn forward(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        _now: Time,
+        _key: Id,
+        msg: &mut AppMessage,
+        next: &mut Contact,
+    ) -> Forward {
+        let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
+            return Forward::Continue;
+        };
+        match m {
+            // The first node on the path holding a copy answers. Every node after the client
+            // counts itself one hop further than the last.
+            PastMessage::Lookup {
+                req,
+                client,
+                id,
+                handoff,
+                hops,
+            } => {
+                if client.id != kbr.local_contact().id {
+                    let here = hops.saturating_add(1);
+                    if self.serve_lookup(kbr, req, client, id, here) {
+                        return Forward::Stop;
+                    }
+                    let counted = PastMessage::Lookup {
+                        req,
+                        client,
+                        id,
+                        handoff,
+                        hops: here,
+                    };
+                    msg.body = encode(&counted).body;
+                }
+                let nearer = self
+                    .config
+                    .lookup_heuristic
+                    .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
+                if let Some(c) = nearer {
+                    *next = c;
+                }
+                Forward::Continue
+            }
+            // Inserts leave a cached copy along the way (checked only if it would be kept).
+            PastMessage::Insert { cert, content, .. } => {
+                if self.cache.admits() && cert.verify_content(&content).is_ok() {
+                    self.cache_copy(&cert, &content);
+                }
+                Forward::Continue
+            }
+            _ => Forward::Continue,
+        }
+    }
+
+    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
+        let soon = now + MAINTENANCE_DELAY;
+        if self.next_maintenance > soon || !self.started {
+            self.next_maintenance = soon;
+            self.started = true;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        let maintenance = self.started.then_some(self.next_maintenance);
+        let pending = self.pending.values().map(Pending::wake).min();
+        [maintenance, pending, self.announce_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        self.expire(kbr, now);
+        self.resend_due(kbr, now);
+        if self.announce_at.is_some_and(|t| now >= t) {
+            self.announce_at = None;
+            self.announce_fresh(kbr);
+        }
+        if self.started && now >= self.next_maintenance {
+            self.next_maintenance = now + ANTI_ENTROPY_INTERVAL;
+            self.maintain(kbr);
+        }
+    }
+}
+
+impl Past {
+    /// Handles one decoded PAST message.
+    fn deliver_message(&mut self, kbr: &mut dyn Kbr, now: Time, m: PastMessage, info: RouteInfo) {
         match m {
             PastMessage::Insert {
                 req,
@@ -611,84 +719,6 @@ impl Service for Past {
                 self.note_free(info.origin.id, free);
                 self.on_want(kbr, info.origin, ids)
             }
-        }
-    }
-
-    fn forward(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        _now: Time,
-        _key: Id,
-        msg: &mut AppMessage,
-        next: &mut Contact,
-    ) -> Forward {
-        let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
-            return Forward::Continue;
-        };
-        match m {
-            // The first node on the path holding a copy answers. Every node after the client
-            // counts itself one hop further than the last.
-            PastMessage::Lookup {
-                req,
-                client,
-                id,
-                handoff,
-                hops,
-            } => {
-                if client.id != kbr.local_contact().id {
-                    let here = hops.saturating_add(1);
-                    if self.serve_lookup(kbr, req, client, id, here) {
-                        return Forward::Stop;
-                    }
-                    let counted = PastMessage::Lookup {
-                        req,
-                        client,
-                        id,
-                        handoff,
-                        hops: here,
-                    };
-                    msg.body = encode(&counted).body;
-                }
-                let nearer = self
-                    .config
-                    .lookup_heuristic
-                    .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
-                if let Some(c) = nearer {
-                    *next = c;
-                }
-                Forward::Continue
-            }
-            // Inserts leave a cached copy along the way (checked only if it would be kept).
-            PastMessage::Insert { cert, content, .. } => {
-                if self.cache.admits() && cert.verify_content(&content).is_ok() {
-                    self.cache_copy(&cert, &content);
-                }
-                Forward::Continue
-            }
-            _ => Forward::Continue,
-        }
-    }
-
-    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
-        let soon = now + MAINTENANCE_DELAY;
-        if self.next_maintenance > soon || !self.started {
-            self.next_maintenance = soon;
-            self.started = true;
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Time> {
-        let maintenance = self.started.then_some(self.next_maintenance);
-        let pending = self.pending.values().map(Pending::wake).min();
-        [maintenance, pending].into_iter().flatten().min()
-    }
-
-    fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
-        self.expire(kbr, now);
-        self.resend_due(kbr, now);
-        if self.started && now >= self.next_maintenance {
-            self.next_maintenance = now + ANTI_ENTROPY_INTERVAL;
-            self.maintain(kbr);
         }
     }
 }

@@ -14,13 +14,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ringvault_net::{Histogram, NetError, NodeHandle, Status};
 use ringvault_node::CommandError;
-use ringvault_past::{StoreHealth, Usage};
 use ringvault_types::Id;
 use serde_json::json;
 
 use super::groups::GroupsClient;
 use super::http_conns::{self, ConnCounters, HttpLimits};
-use super::storage::StorageClient;
+use super::storage::{StorageClient, StorageState};
 use super::{objects, topics};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -150,8 +149,14 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     v["http"] = json!(format!("http://{}", app.http));
     if let Some(store) = &app.storage {
-        if let Some((u, h)) = store.usage(&app.node).await? {
+        if let Some(StorageState {
+            usage: u,
+            health: h,
+            under_replicated,
+        }) = store.usage(&app.node).await?
+        {
             v["storage"] = json!({
+                "under_replicated": under_replicated,
                 "capacity": u.capacity,
                 "used": u.used,
                 "cached": u.cached,
@@ -230,8 +235,8 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         app.conns.refused.load(Ordering::Relaxed),
     );
     if let Some(store) = &app.storage {
-        if let Some((u, h)) = store.usage(&app.node).await? {
-            render_storage_metrics(&mut text, &u, &h);
+        if let Some(s) = store.usage(&app.node).await? {
+            render_storage_metrics(&mut text, &s);
         }
     }
     Ok((
@@ -283,8 +288,15 @@ pub fn check_name_chars(what: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// The store's space and faults, in Prometheus text.
-fn render_storage_metrics(out: &mut String, u: &Usage, h: &StoreHealth) {
+fn render_storage_metrics(out: &mut String, s: &StorageState) {
+    let (u, h) = (&s.usage, &s.health);
     for (name, help, kind, v) in [
+        (
+            "ringvault_store_under_replicated",
+            "Replicas held here whose object is known to be on fewer than k nodes.",
+            "gauge",
+            s.under_replicated as u64,
+        ),
         (
             "ringvault_store_capacity_bytes",
             "Bytes of replicas this node offers (--capacity).",

@@ -154,6 +154,17 @@ fn deliver(p: &mut Past, waiters: &Waiters) {
     }
 }
 
+/// The node's storage as `/v1/status` and `/metrics` report it.
+#[derive(Clone, Copy, Debug)]
+pub struct StorageState {
+    /// Space.
+    pub usage: Usage,
+    /// Faults of the store.
+    pub health: StoreHealth,
+    /// Replicas held here whose object is known to be on fewer than k nodes.
+    pub under_replicated: usize,
+}
+
 /// What this node holds of an object.
 #[derive(Clone, Debug)]
 pub struct LocalHolding {
@@ -266,9 +277,13 @@ impl StorageClient {
     }
 
     /// The node's storage accounting.
-    pub async fn usage(&self, node: &NodeHandle) -> Result<Option<(Usage, StoreHealth)>, NetError> {
+    pub async fn usage(&self, node: &NodeHandle) -> Result<Option<StorageState>, NetError> {
         node.run(|n, now| {
-            n.with_service::<Past, _>(now, |p, _| (p.store().usage(), p.store().health()))
+            n.with_service::<Past, _>(now, |p, kbr| StorageState {
+                usage: p.store().usage(),
+                health: p.store().health(),
+                under_replicated: p.under_replicated(kbr),
+            })
         })
         .await
     }
