@@ -157,14 +157,7 @@ fn url(i: usize) -> String {
 fn leaf_addrs(i: usize) -> Vec<String> {
     let (status, b) = request(&url(i), "GET", "/v1/status", b"");
     assert_eq!(status, 200);
-    let st = json(&b);
-    ["leaf_set_smaller", "leaf_set_larger"]
-        .iter()
-        .flat_map(|k| st[*k].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["addr"].as_str().map(String::from))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    daemons::leaf_members(&json(&b), "addr")
 }
 
 #[test]

@@ -23,7 +23,6 @@ use daemons::{
     content, json, request, spawn_daemon, start_daemon, wait_for, wait_joined, Daemon, Rng,
 };
 use ringvault_past::Store as _;
-use serde_json::Value;
 
 const NODES: usize = 16;
 /// Replicas of every object.
@@ -85,14 +84,6 @@ fn k_closest(key: &str, ids: &[String], k: usize) -> Vec<String> {
         .collect();
     v.sort();
     v.into_iter().take(k).map(|(_, id)| id.clone()).collect()
-}
-
-fn leaf_ids(st: &Value) -> Vec<String> {
-    ["leaf_set_smaller", "leaf_set_larger"]
-        .iter()
-        .flat_map(|k| st[*k].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["id"].as_str().map(String::from))
-        .collect()
 }
 
 /// Whether the node holds `id` as a replica, according to its own disk (verified copy).
@@ -180,7 +171,7 @@ fn wait_settled(nodes: &[Daemon], live: &[usize]) {
         let live_ids: Vec<&String> = live.iter().map(|&i| &nodes[i].id).collect();
         live.iter().all(|&i| {
             let (_, b) = request(&nodes[i].http, "GET", "/v1/status", b"");
-            let ids = leaf_ids(&json(&b));
+            let ids = daemons::leaf_members(&json(&b), "id");
             ids.len() >= LEAF_SET.min(live.len() - 1) && ids.iter().all(|id| live_ids.contains(&id))
         })
     });

@@ -106,13 +106,7 @@ fn status(url: &str) -> Value {
 }
 
 fn leaf_count(url: &str) -> usize {
-    let st = status(url);
-    ["leaf_set_smaller", "leaf_set_larger"]
-        .iter()
-        .flat_map(|k| st[*k].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["id"].as_str().map(String::from))
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
+    daemons::leaf_members(&status(url), "id").len()
 }
 
 /// Puts `n` objects named `prefix-i` through the nodes `via`, 4 at a time; every one must

@@ -158,3 +158,15 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// `field` ("id" or "addr") of every leaf set member in a `/v1/status` answer, each once, in
+/// order.
+pub fn leaf_members(st: &Value, field: &str) -> Vec<String> {
+    ["leaf_set_smaller", "leaf_set_larger"]
+        .iter()
+        .flat_map(|k| st[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c[field].as_str().map(String::from))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
