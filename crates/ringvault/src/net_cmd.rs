@@ -25,6 +25,7 @@ mod daemon;
 mod groups;
 mod groups_cli;
 mod http;
+mod http_auth;
 mod http_conns;
 mod objects;
 mod objects_cli;
@@ -190,6 +191,20 @@ pub struct NodeArgs {
     /// [default: 1024].
     #[arg(long, value_name = "N")]
     pub http_max_connections: Option<usize>,
+    /// A file holding the HTTP API's token (at least 16 characters; readable by its owner
+    /// only): PUT, DELETE, POST and topic event streams then need `Authorization: Bearer
+    /// TOKEN`. The CLI sends it when RINGVAULT_HTTP_TOKEN names the same file (or it is
+    /// http.token in the CLI's config dir).
+    #[arg(long, env = "RINGVAULT_HTTP_TOKEN", value_name = "FILE")]
+    pub http_token: Option<PathBuf>,
+    /// Reads need the token too (all but /, /v1/status and /metrics).
+    #[arg(long, requires = "http_token")]
+    pub http_token_reads: bool,
+    /// A DNS name this node's API may be reached by (repeatable). IP addresses and localhost
+    /// always work; any other Host is refused, so a web page on a name rebound to the node's
+    /// address cannot use it.
+    #[arg(long, value_name = "NAME")]
+    pub http_host: Vec<String>,
     /// When DATA_DIR/objects.redb cannot be read (truncated or damaged beyond repair), move it
     /// aside to objects.redb.damaged-N and start with an empty store under the same node id;
     /// the ring's other replicas bring this node's objects back. Without it such a node stops

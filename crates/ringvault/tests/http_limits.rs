@@ -40,7 +40,7 @@ fn try_get(url: &str, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut resp = String::new();
@@ -80,20 +80,20 @@ fn idle_slow_and_excess_http_connections_are_closed_and_requests_go_on() {
     let mut slow: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut s = connect(&url);
-            s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+            s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n")
                 .unwrap();
             s
         })
         .collect();
     let mut kept = connect(&url);
-    kept.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut head = [0u8; 12];
     kept.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
     let mut events = connect(&url);
     events
-        .write_all(b"GET /v1/topics/news/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /v1/topics/news/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     events.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");

@@ -12,14 +12,14 @@
 mod common;
 mod daemons;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::tmp;
-use daemons::{json, request, start_daemon, wait_for, Daemon};
+use daemons::{http, json, request, start_daemon, wait_for, Daemon};
 use ringvault_past::{encode_certificates, FileCertificate};
 use ringvault_types::Identity;
 use serde_json::Value;
@@ -60,44 +60,6 @@ fn ok(out: Output) -> String {
         text(&out.stdout)
     );
     text(&out.stdout)
-}
-
-/// A plain HTTP/1.1 request with extra headers: (status, response headers, body).
-fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = text(&resp[..split]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, resp[split + 4..].to_vec())
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -13,6 +13,26 @@ use hyper_util::rt::TokioIo;
 /// How long a request to the node may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The node's API token, if the user has one: the file `RINGVAULT_HTTP_TOKEN` names, else
+/// `http.token` in the config dir. Read once; a file that exists but cannot be used is an
+/// error.
+fn api_token() -> Result<Option<String>> {
+    static TOKEN: std::sync::OnceLock<Result<Option<String>, String>> = std::sync::OnceLock::new();
+    let found = TOKEN.get_or_init(|| {
+        let path = match std::env::var_os("RINGVAULT_HTTP_TOKEN").filter(|v| !v.is_empty()) {
+            Some(p) => std::path::PathBuf::from(p),
+            None => match super::owner_key::config_dir() {
+                Ok(d) if d.join("http.token").exists() => d.join("http.token"),
+                _ => return Ok(None),
+            },
+        };
+        super::http_auth::read_token(&path)
+            .map(Some)
+            .map_err(|e| format!("{e:#}"))
+    });
+    found.clone().map_err(|e| anyhow!(e))
+}
+
 /// Sends `method path` with `body` to the node at `base` and returns the response once its
 /// head arrives (within `within`). A node that cannot be reached gives a one-line error naming
 /// the URL.
@@ -67,7 +87,11 @@ where
         let mut req = Request::builder()
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(hyper::header::HOST, authority);
+            .header(hyper::header::HOST, authority)
+            .header(super::http_auth::CLIENT_HEADER, "cli");
+        if let Some(token) = api_token()? {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         for (name, value) in headers {
             req = req.header(*name, value.as_str());
         }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::config::FileConfig;
 use super::groups::{self, GroupsClient};
+use super::http_auth::HttpAuth;
 use super::http_conns::HttpLimits;
 use super::storage::{self, StorageClient};
 use super::{http, NodeArgs, RingArgs};
@@ -88,6 +89,7 @@ fn serve_http(
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
     limits: HttpLimits,
+    auth: HttpAuth,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let bound = listener.local_addr()?;
@@ -95,7 +97,7 @@ fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, storage, groups, limits, shutdown).await {
+        if let Err(e) = http::serve(listener, node, storage, groups, limits, auth, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -157,10 +159,17 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         ),
         None => None,
     };
+    let auth = HttpAuth::new(a.http_token.as_deref(), a.http_token_reads, &a.http_host)?;
     if !http_addr.ip().is_loopback() {
-        warn!(
-            "the HTTP API on {http_addr} is reachable off this machine and has no authentication: anyone who reaches it can store, read and reclaim as this node"
-        );
+        if auth.has_token() {
+            warn!(
+                "the HTTP API on {http_addr} is reachable off this machine over plain HTTP: its token crosses the network in clear; put a TLS proxy in front (docs/operating.md)"
+            );
+        } else {
+            warn!(
+                "the HTTP API on {http_addr} is reachable off this machine and has no token: anyone who reaches it can store, read and reclaim as this node (--http-token FILE)"
+            );
+        }
     }
     let http_listener = bind_http(http_addr).await?;
     let running = start_with(
@@ -181,6 +190,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         Some(store),
         Some(groups),
         limits,
+        auth,
         stop_rx,
     );
     let (http_bound, http_task) = match served {
@@ -295,6 +305,7 @@ pub async fn start_local_ring(
                     Some(store),
                     Some(groups),
                     HttpLimits::default(),
+                    HttpAuth::default(),
                     stop.clone(),
                 ) {
                     Ok(h) => Some(h),

@@ -18,6 +18,7 @@ use ringvault_types::Id;
 use serde_json::json;
 
 use super::groups::GroupsClient;
+use super::http_auth::{self, HttpAuth};
 use super::http_conns::{self, ConnCounters, HttpLimits};
 use super::storage::{StorageClient, StorageState};
 use super::{objects, topics};
@@ -82,6 +83,7 @@ fn router(
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
     conns: Arc<ConnCounters>,
+    auth: Arc<HttpAuth>,
 ) -> Router {
     Router::new()
         .route("/", get(dashboard))
@@ -99,6 +101,7 @@ fn router(
         .route("/v1/topics/{name}/anycast", post(topics::anycast))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(auth, http_auth::guard))
         .with_state(App {
             node,
             http,
@@ -115,11 +118,12 @@ pub async fn serve(
     storage: Option<StorageClient>,
     groups: Option<GroupsClient>,
     limits: HttpLimits,
+    auth: HttpAuth,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
     let conns = Arc::new(ConnCounters::default());
-    let app = router(node, http, storage, groups, conns.clone());
+    let app = router(node, http, storage, groups, conns.clone(), Arc::new(auth));
     http_conns::serve(listener, app, limits, conns, shutdown).await;
     Ok(())
 }

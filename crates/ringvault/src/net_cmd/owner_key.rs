@@ -18,6 +18,12 @@ pub const KEY_FILE: &str = "owner.key";
 
 /// Where the owner key lives when `--key` is not given.
 pub fn default_path() -> Result<PathBuf> {
+    Ok(config_dir()?.join(KEY_FILE))
+}
+
+/// The CLI's config directory: `RINGVAULT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/ringvault`, else
+/// `$HOME/.config/ringvault` (`%APPDATA%\ringvault` on Windows).
+pub fn config_dir() -> Result<PathBuf> {
     let var = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -34,7 +40,7 @@ pub fn default_path() -> Result<PathBuf> {
     } else {
         bail!("no config directory: set RINGVAULT_CONFIG_DIR or HOME, or pass --key FILE");
     };
-    Ok(dir.join(KEY_FILE))
+    Ok(dir)
 }
 
 /// The key at `path`, or the default path's.

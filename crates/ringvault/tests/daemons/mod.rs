@@ -12,17 +12,35 @@ use serde_json::Value;
 
 use crate::common::Proc;
 
-/// A plain HTTP/1.1 request with a body: (status, body).
+/// A plain HTTP/1.1 request with a body, as the CLI sends it (with its client header):
+/// (status, body).
 pub fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (status, headers, body) = http(base, method, path, &[("x-ringvault-client", "test")], body);
+    assert!(
+        !headers.iter().any(|(k, _)| k == "transfer-encoding"),
+        "{headers:?}"
+    );
+    (status, body)
+}
+
+/// A plain HTTP/1.1 request with these headers and a body: (status, headers lower-cased,
+/// body).
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).expect("connect to the HTTP API");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
@@ -31,16 +49,17 @@ pub fn request(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u
         .position(|w| w == b"\r\n\r\n")
         .expect("an HTTP response");
     let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    assert!(
-        !head.to_ascii_lowercase().contains("transfer-encoding"),
-        "{head}"
-    );
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, resp[split + 4..].to_vec())
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, resp[split + 4..].to_vec())
 }
 
 /// Parses a JSON body, failing the test with the body when it is not JSON.
