@@ -28,6 +28,8 @@ pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_IDS_PER_MESSAGE: usize = 512;
 /// A diverted replica is offered to at most this many leaf set nodes in turn.
 pub const MAX_DIVERSION_CANDIDATES: usize = 4;
+/// [`Past::under_replicated`] counts at most this often (it walks every replica held).
+pub const UNDER_REPLICATED_EVERY: Duration = Duration::from_secs(1);
 /// Reclaimed ids remembered (so anti-entropy does not bring them back); oldest forgotten first.
 pub const MAX_TOMBSTONES: usize = 65_536;
 
@@ -232,6 +234,8 @@ pub struct Past {
     /// learn of each other (and fill a member's gap) without waiting for anti-entropy.
     pub(crate) fresh: Vec<Id>,
     pub(crate) announce_at: Option<Time>,
+    /// The last count of [`Past::under_replicated`] and when it was taken.
+    under_count: std::cell::Cell<Option<(Time, usize)>>,
 }
 
 impl std::fmt::Debug for Past {
@@ -276,6 +280,7 @@ impl Past {
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
+            under_count: std::cell::Cell::new(None),
         };
         let list = past
             .store
@@ -325,9 +330,17 @@ impl Past {
     /// has not offered the object to this node since it became a member (after a node leaves,
     /// its successor counts until it has fetched the object and said so). Zero on every node
     /// means every replica set is whole: a rolling restart may move on.
-    pub fn under_replicated(&self, kbr: &dyn Kbr) -> usize {
+    /// The count walks every replica held, so it is taken at most once per
+    /// [`UNDER_REPLICATED_EVERY`]; a call sooner answers the last count.
+    pub fn under_replicated(&self, kbr: &dyn Kbr, now: Time) -> usize {
+        if let Some((at, n)) = self.under_count.get() {
+            if now < at + UNDER_REPLICATED_EVERY {
+                return n;
+            }
+        }
         let me = kbr.local_contact().id;
-        self.held
+        let n = self
+            .held
             .iter()
             .filter(|(id, k)| {
                 let set = kbr.replica_set(id, **k as usize);
@@ -337,7 +350,9 @@ impl Past {
                         c.id != me && !known.is_some_and(|holders| holders.contains(&c.id))
                     })
             })
-            .count()
+            .count();
+        self.under_count.set(Some((now, n)));
+        n
     }
 
     /// The next finished client operation.

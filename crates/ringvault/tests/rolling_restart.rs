@@ -45,7 +45,8 @@ fn under_replicated(urls: &[String]) -> u64 {
 }
 
 /// Waits until no node reports an under-replicated object, twice in a row a second apart (a
-/// maintenance round may not have started yet at the first look); answers the most seen.
+/// maintenance round may not have started yet at the first look, and a node counts at most once
+/// a second); answers the most seen.
 fn wait_replicated(urls: &[String], what: &str) -> u64 {
     let (mut zeros, mut most) = (0, 0);
     wait_for(Duration::from_secs(90), what, || {
@@ -53,7 +54,7 @@ fn wait_replicated(urls: &[String], what: &str) -> u64 {
         most = most.max(now);
         zeros = if now == 0 { zeros + 1 } else { 0 };
         if zeros < 2 {
-            std::thread::sleep(Duration::from_millis(900));
+            std::thread::sleep(Duration::from_millis(1100));
         }
         zeros >= 2
     });

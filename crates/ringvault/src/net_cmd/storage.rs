@@ -282,7 +282,7 @@ impl StorageClient {
             n.with_service::<Past, _>(now, |p, kbr| StorageState {
                 usage: p.store().usage(),
                 health: p.store().health(),
-                under_replicated: p.under_replicated(kbr),
+                under_replicated: p.under_replicated(kbr, now),
             })
         })
         .await
