@@ -79,6 +79,17 @@ fn signed_bytes<T: Serialize>(domain: &[u8], body: &T) -> Vec<u8> {
     out
 }
 
+/// Checks that `key` signed `body` under `domain`.
+fn check_signature<T: Serialize>(
+    key: &PublicKey,
+    domain: &[u8],
+    body: &T,
+    signature: &Signature,
+) -> Result<(), CertError> {
+    key.verify(&signed_bytes(domain, body), signature)
+        .map_err(|_| CertError::BadSignature)
+}
+
 /// What the owner certifies about an object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileBody {
@@ -153,9 +164,7 @@ impl FileCertificate {
         if object_id(&b.name, &b.owner, b.salt) != b.id {
             return Err(CertError::WrongId);
         }
-        b.owner
-            .verify(&signed_bytes(FILE_CERT_DOMAIN, b), &self.signature)
-            .map_err(|_| CertError::BadSignature)
+        check_signature(&b.owner, FILE_CERT_DOMAIN, b, &self.signature)
     }
 
     /// Whether `other` certifies the same object: id, owner, content and replication factor
@@ -233,13 +242,12 @@ impl StoreReceipt {
         if self.body.node_key.id() != self.body.node {
             return Err(CertError::WrongNode);
         }
-        self.body
-            .node_key
-            .verify(
-                &signed_bytes(STORE_RECEIPT_DOMAIN, &self.body),
-                &self.signature,
-            )
-            .map_err(|_| CertError::BadSignature)
+        check_signature(
+            &self.body.node_key,
+            STORE_RECEIPT_DOMAIN,
+            &self.body,
+            &self.signature,
+        )
     }
 }
 
@@ -290,10 +298,8 @@ impl ReclaimCertificate {
         if self.owner != file.body.owner {
             return Err(CertError::BadSignature);
         }
-        let msg = signed_bytes(RECLAIM_CERT_DOMAIN, &(self.object, self.owner, self.date));
-        self.owner
-            .verify(&msg, &self.signature)
-            .map_err(|_| CertError::BadSignature)
+        let body = (self.object, self.owner, self.date);
+        check_signature(&self.owner, RECLAIM_CERT_DOMAIN, &body, &self.signature)
     }
 }
 
@@ -334,13 +340,8 @@ impl AbandonCertificate {
         if self.owner != file.body.owner {
             return Err(CertError::BadSignature);
         }
-        let msg = signed_bytes(
-            ABANDON_CERT_DOMAIN,
-            &(self.object, self.owner, self.attempt),
-        );
-        self.owner
-            .verify(&msg, &self.signature)
-            .map_err(|_| CertError::BadSignature)
+        let body = (self.object, self.owner, self.attempt);
+        check_signature(&self.owner, ABANDON_CERT_DOMAIN, &body, &self.signature)
     }
 }
 
@@ -383,13 +384,13 @@ impl ReclaimReceipt {
         if self.node_key.id() != self.node {
             return Err(CertError::WrongNode);
         }
-        let msg = signed_bytes(
+        let body = (self.object, self.node, self.freed);
+        check_signature(
+            &self.node_key,
             RECLAIM_RECEIPT_DOMAIN,
-            &(self.object, self.node, self.freed),
-        );
-        self.node_key
-            .verify(&msg, &self.signature)
-            .map_err(|_| CertError::BadSignature)
+            &body,
+            &self.signature,
+        )
     }
 }
 
