@@ -18,8 +18,11 @@ pub(crate) const INITIAL_INSERT_LATENCY: Duration = Duration::from_millis(250);
 const RESEND_FACTOR: u64 = 4;
 /// ...but never sooner than this (a busy ring is not a failed one)...
 const MIN_RESEND: Duration = Duration::from_secs(1);
-/// ...nor later than this.
+/// ...nor later than this for the first re-send;
 const MAX_RESEND: Duration = Duration::from_secs(4);
+/// each later one waits twice as long as the one before, up to this (a congested path is not
+/// sent the object again every second).
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// When an insert attempt is sent again if it has not completed, and how many nodes beyond
 /// the k closest the next sending asks. A re-sent insert is harmless: nodes that hold the
@@ -28,6 +31,8 @@ const MAX_RESEND: Duration = Duration::from_secs(4);
 pub(crate) struct Resend {
     pub(crate) at: Time,
     pub(crate) widen: u8,
+    /// Times this attempt was sent again.
+    pub(crate) sent: u8,
 }
 
 /// Who signs the certificate of an insert's next salt when file diversion re-salts it.
@@ -152,6 +157,7 @@ impl Past {
         Resend {
             at: now + self.resend_interval(),
             widen: 0,
+            sent: 0,
         }
     }
 
@@ -171,7 +177,14 @@ impl Past {
             {
                 if resend.at <= now {
                     resend.widen = (resend.widen + 1).min(crate::holder::MAX_WIDEN);
-                    resend.at = now + interval;
+                    resend.sent = resend.sent.saturating_add(1);
+                    let wait = interval.mul(1 << resend.sent.min(4));
+                    resend.at = now
+                        + if wait > MAX_BACKOFF {
+                            MAX_BACKOFF
+                        } else {
+                            wait
+                        };
                     due.push((*req, cert.clone(), content.clone(), resend.widen));
                 }
             }
@@ -233,6 +246,7 @@ impl Past {
             receipts,
             all_already,
             started,
+            resend,
             ..
         }) = self.pending.remove(&req)
         {
@@ -241,10 +255,13 @@ impl Past {
             let old = self.insert_latency.as_micros();
             self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
             let receipts = receipts.into_values().collect();
+            // After a re-send, "already held" may mean held since this request's own first
+            // sending (whose receipts were lost or late): only a request never sent again can
+            // say the object was complete before it.
             let done = Inserted {
                 cert,
                 receipts,
-                already_stored: all_already,
+                already_stored: all_already && resend.sent == 0,
             };
             self.events.push_back(PastEvent::Inserted(req, Ok(done)));
         }

@@ -90,7 +90,8 @@ pub struct Inserted {
     /// One verified receipt per replica.
     pub receipts: Vec<StoreReceipt>,
     /// Every replica held the object (the same content, owner and name) before this insert:
-    /// it was complete already, and nothing new was stored.
+    /// it was complete already, and nothing new was stored. Never set for an insert that had
+    /// to be sent again (its own first sending may be what stored it).
     pub already_stored: bool,
 }
 

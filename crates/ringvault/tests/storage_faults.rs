@@ -408,6 +408,9 @@ fn storage_survives_a_full_disk_a_truncated_store_and_a_killed_holder() {
         "a PUT took {:?}",
         took[took.len() - 1]
     );
+    for (name, _, st, v, took, _) in failed.iter().take(5) {
+        eprintln!("storage faults: {name} failed after {took:?}: {st} {v}");
+    }
     for (name, bytes, st, v, _, w) in failed {
         let (st2, v2, _) = put(&writers[w % writers.len()], name, bytes);
         assert!(
