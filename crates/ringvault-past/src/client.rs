@@ -143,14 +143,9 @@ impl Past {
     /// How long an insert attempt waits before it is sent again: a few times what inserts
     /// take here, within bounds.
     fn resend_interval(&self) -> Duration {
-        let d = self.insert_latency.mul(RESEND_FACTOR);
-        if d < MIN_RESEND {
-            MIN_RESEND
-        } else if d > MAX_RESEND {
-            MAX_RESEND
-        } else {
-            d
-        }
+        self.insert_latency
+            .mul(RESEND_FACTOR)
+            .clamp(MIN_RESEND, MAX_RESEND)
     }
 
     pub(crate) fn first_resend(&self, now: Time) -> Resend {
@@ -179,12 +174,7 @@ impl Past {
                     resend.widen = (resend.widen + 1).min(crate::holder::MAX_WIDEN);
                     resend.sent = resend.sent.saturating_add(1);
                     let wait = interval.mul(1 << resend.sent.min(4));
-                    resend.at = now
-                        + if wait > MAX_BACKOFF {
-                            MAX_BACKOFF
-                        } else {
-                            wait
-                        };
+                    resend.at = now + wait.min(MAX_BACKOFF);
                     due.push((*req, cert.clone(), content.clone(), resend.widen));
                 }
             }
@@ -202,11 +192,10 @@ impl Past {
         let Signer::Key(owner) = signer else {
             return;
         };
-        let abandon = AbandonCertificate::issue(&Identity::from_secret_bytes(*owner), cert);
+        let msg = PastMessage::Abandon {
+            cert: AbandonCertificate::issue(&Identity::from_secret_bytes(*owner), cert),
+        };
         for h in holders {
-            let msg = PastMessage::Abandon {
-                cert: abandon.clone(),
-            };
             send(kbr, h, &msg);
         }
     }

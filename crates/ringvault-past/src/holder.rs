@@ -445,7 +445,8 @@ impl Past {
     /// Whether a client's insert under `cert` may store an id reclaimed here: only when the
     /// owner signed it after the reclaim (the name is used again, or a given-up attempt is
     /// retried), never an older certificate replayed nor a message of the given-up attempt
-    /// still in flight (its date is the reclaim's). Admitting it forgets the tombstone.
+    /// still in flight (its date is the reclaim's). Only a check: the tombstone goes once such
+    /// an insert is stored here (`replicate_here`).
     pub(crate) fn tombstone_admits(&self, cert: &FileCertificate) -> bool {
         self.tombstones
             .get(&cert.id())
@@ -469,7 +470,7 @@ pub(crate) enum Placed {
 pub(crate) struct Tombstone {
     /// Order of reclaiming here: the oldest is forgotten first.
     pub(crate) seq: u64,
-    /// The reclaim certificate's date: inserts the owner signed from then on are admitted.
+    /// The reclaim's date: inserts the owner signed after it are admitted.
     pub(crate) date: u64,
 }
 
