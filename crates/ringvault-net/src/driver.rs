@@ -116,6 +116,10 @@ pub struct Services {
     pub services: Vec<Box<dyn Service>>,
     /// See [`Poller`].
     pub poller: Option<Poller>,
+    /// Notified from outside the node when a service has work that waited on something else
+    /// (a store that finished a batch of writes): the node then handles its timeouts, and the
+    /// service releases what waited.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 enum Control {
@@ -334,6 +338,7 @@ pub async fn start_with(
         ready: ready_tx,
         ctl: ctl_tx.downgrade(),
         poller: services.poller,
+        wake: services.wake,
     };
     let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, ctl_rx));
     let running = RunningNode {
@@ -399,6 +404,7 @@ struct Actor {
     ready: watch::Sender<bool>,
     ctl: mpsc::WeakSender<Control>,
     poller: Option<Poller>,
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Actor {
@@ -420,8 +426,15 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
+            let wake = async {
+                match &self.wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(m) = net.recv() => self.on_message(m),
+                () = wake => self.node.handle_timeout(self.clock.now()),
                 Some(peer) = unreachable.recv() => {
                     debug!(peer = %peer.id.short(), addr = %peer.addr, "dial failed: peer unreachable");
                     self.node.handle_unreachable(self.clock.now(), peer.id);

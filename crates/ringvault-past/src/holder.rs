@@ -154,15 +154,12 @@ impl Past {
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Primary);
                 let already = placed == Placed::Already;
-                send(
-                    kbr,
-                    client,
-                    &PastMessage::Receipt {
-                        req: r,
-                        receipt,
-                        already,
-                    },
-                );
+                let msg = PastMessage::Receipt {
+                    req: r,
+                    receipt,
+                    already,
+                };
+                self.send_when_written(kbr, id, client, msg, req);
             }
             return;
         }
@@ -273,7 +270,8 @@ impl Past {
         {
             let holder = kbr.local_contact();
             let k = cert.body.replicas;
-            send(kbr, primary, &PastMessage::Diverted { id, k, holder });
+            let diverted = PastMessage::Diverted { id, k, holder };
+            self.send_when_written(kbr, id, primary, diverted, None);
             if let Some((r, client)) = req {
                 let receipt = StoreReceipt::issue(&self.identity, id, Holding::Diverted);
                 let msg = PastMessage::Receipt {
@@ -281,7 +279,7 @@ impl Past {
                     receipt,
                     already: false,
                 };
-                send(kbr, client, &msg);
+                self.send_when_written(kbr, id, client, msg, req);
             }
         } else {
             let candidates = candidates

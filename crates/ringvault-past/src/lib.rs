@@ -17,6 +17,7 @@ mod cache;
 mod cert;
 mod chunks;
 mod client;
+mod durable;
 mod holder;
 mod locality;
 mod maintenance;
@@ -41,6 +42,7 @@ pub use past::{
 };
 pub use store::{
     Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,
+    WriteProgress,
 };
 
 /// The replication factor k when the client does not choose one (PAST's k closest nodes).

@@ -235,6 +235,8 @@ pub struct Past {
     /// learn of each other (and fill a member's gap) without waiting for anti-entropy.
     pub(crate) fresh: Vec<Id>,
     pub(crate) announce_at: Option<Time>,
+    /// Messages waiting for the store to finish a write (see `durable.rs`).
+    pub(crate) after_write: VecDeque<crate::durable::AfterWrite>,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
 }
@@ -281,6 +283,7 @@ impl Past {
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
+            after_write: VecDeque::new(),
             under_count: std::cell::Cell::new(None),
         };
         let list = past
@@ -507,6 +510,7 @@ impl Service for Past {
         msg: AppMessage,
         info: RouteInfo,
     ) {
+        self.release_written(kbr);
         let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
             return; // a malformed message from a peer is dropped
         };
@@ -582,13 +586,19 @@ impl Service for Past {
     fn next_deadline(&self) -> Option<Time> {
         let maintenance = self.started.then_some(self.next_maintenance);
         let pending = self.pending.values().map(Pending::wake).min();
-        [maintenance, pending, self.announce_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            maintenance,
+            pending,
+            self.announce_at,
+            self.written_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        self.release_written(kbr);
         self.expire(kbr, now);
         self.resend_due(kbr, now);
         if self.announce_at.is_some_and(|t| now >= t) {
@@ -634,14 +644,11 @@ impl Past {
                     // Tell the sender this node holds it now: it stops counting the object
                     // as short of a replica.
                     let free = self.store.usage().free();
-                    send(
-                        kbr,
-                        info.origin,
-                        &PastMessage::Offer {
-                            ids: vec![id],
-                            free,
-                        },
-                    );
+                    let offer = PastMessage::Offer {
+                        ids: vec![id],
+                        free,
+                    };
+                    self.send_when_written(kbr, id, info.origin, offer, None);
                 }
             }
             PastMessage::Divert {

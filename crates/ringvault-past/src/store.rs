@@ -103,8 +103,24 @@ pub struct StoreHealth {
     pub discarded: u64,
 }
 
-/// Object storage for one node. Every method either completes durably or changes nothing and
-/// returns an error: a successful `put` is what a store receipt promises.
+/// How far a store's writes have come. Writes are numbered 1, 2, ... in the order the store
+/// takes them; a store that completes each write before returning is always done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteProgress {
+    /// The number of the last write taken.
+    pub taken: u64,
+    /// Every write up to this number is finished: durable as the store promises, or failed
+    /// (and then reported by [`Store::take_failed`]).
+    pub done: u64,
+}
+
+/// Object storage for one node.
+///
+/// A write (`put`, `set_kind`, `remove`, the pointer calls) that returns `Ok` is taken: reads
+/// see it at once, and it is finished when [`Store::progress`] says so. A store may finish
+/// writes later, off the caller's thread (the redb store commits them in batches); what a
+/// receipt promises waits for that. A write that fails after being taken is undone and its
+/// object reported by [`Store::take_failed`]. A write that returns an error changed nothing.
 pub trait Store: Send {
     /// Space accounting.
     fn usage(&self) -> Usage;
@@ -141,6 +157,19 @@ pub trait Store: Send {
     /// Faults since the store was opened.
     fn health(&self) -> StoreHealth {
         StoreHealth::default()
+    }
+
+    /// How far the writes have come. The default suits a store whose writes finish before
+    /// they return.
+    fn progress(&self) -> WriteProgress {
+        WriteProgress::default()
+    }
+
+    /// The objects whose taken writes failed since the last call, with the number of the last
+    /// such write: all of them at or below the `done` of a [`Store::progress`] asked before
+    /// this call. The store has undone them (the object is as before the write, or absent).
+    fn take_failed(&mut self) -> Vec<(Id, u64)> {
+        Vec::new()
     }
 }
 

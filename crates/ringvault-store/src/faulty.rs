@@ -1,6 +1,6 @@
 //! A store wrapper that fails chosen operations, for testing that nothing acknowledged is lost.
 
-use ringvault_past::{Kind, Store, StoreError, StoreHealth, StoredObject, Usage};
+use ringvault_past::{Kind, Store, StoreError, StoreHealth, StoredObject, Usage, WriteProgress};
 use ringvault_types::{Contact, Id};
 
 /// Wraps a store and fails every write whose sequence number `fail` picks, before it reaches
@@ -77,5 +77,11 @@ impl<S: Store, F: FnMut(u64) -> bool + Send> Store for FaultyStore<S, F> {
     }
     fn health(&self) -> StoreHealth {
         self.inner.health()
+    }
+    fn progress(&self) -> WriteProgress {
+        self.inner.progress()
+    }
+    fn take_failed(&mut self) -> Vec<(Id, u64)> {
+        self.inner.take_failed()
     }
 }

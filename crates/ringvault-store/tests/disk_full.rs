@@ -74,7 +74,9 @@ fn fill_disk(store: &mut RedbStore) -> Vec<StoredObject> {
     let mut acked = Vec::new();
     for n in 0..1000 {
         let o = object(n);
-        match store.put(o.clone()) {
+        // Acknowledged means committed: the writer's failure (ENOSPC inside redb) comes back
+        // from `sync`.
+        match store.put(o.clone()).and_then(|()| store.sync()) {
             Ok(()) => acked.push(o),
             Err(StoreError::Full {
                 limit: SpaceLimit::Disk,
@@ -133,6 +135,7 @@ fn a_full_disk_refuses_new_writes_and_keeps_every_object() {
     assert!(store.usage().disk_free.unwrap() > 20 << 20);
     store
         .put(object(5000))
+        .and_then(|()| store.sync())
         .expect("writes resume once the disk has room");
     assert_all_readable(&store, &acked);
 }
@@ -158,6 +161,7 @@ fn after_redb_itself_hits_enospc_the_store_reopens_and_loses_nothing() {
     fs.resize(40);
     store
         .put(object(7000))
+        .and_then(|()| store.sync())
         .expect("writes resume without a restart");
     assert_all_readable(&store, &acked);
     drop(store);

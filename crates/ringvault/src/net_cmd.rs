@@ -182,6 +182,8 @@ pub struct NodeArgs {
     /// Memory for the object store's page cache, e.g. 64MiB [default: 32MiB].
     #[arg(long, value_name = "SIZE")]
     pub store_cache: Option<String>,
+    #[command(flatten)]
+    pub durability: DurabilityArg,
     /// Close an HTTP connection whose request head has not arrived whole within this many
     /// milliseconds, or that has been idle between requests that long (a streamed response is
     /// not cut) [default: 10000].
@@ -239,6 +241,40 @@ pub struct RingArgs {
     /// [default: 32MiB], split evenly between the nodes.
     #[arg(long, value_name = "SIZE")]
     pub store_cache: Option<String>,
+    #[command(flatten)]
+    pub durability: DurabilityArg,
+}
+
+/// `--durability`: when a node's write of a replica counts, and so when it sends the store
+/// receipt that a put waits for.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct DurabilityArg {
+    /// When a stored replica counts toward a put's k receipts. `sync`: once it is synced to
+    /// disk (batched with the node's other writes); survives a killed process, a power cut and
+    /// a lost machine as long as one replica's disk does. `replicated`: once it is written in
+    /// memory, synced within a second; a power cut or crash of a node loses up to its last
+    /// second of writes, which the other replicas still hold and maintenance copies back.
+    #[arg(long, value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+}
+
+/// The values of `--durability`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Count a replica once it is synced to disk.
+    #[default]
+    Sync,
+    /// Count a replica once it is written; sync within a second.
+    Replicated,
+}
+
+impl From<Durability> for ringvault_store::Durability {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Sync => ringvault_store::Durability::Sync,
+            Durability::Replicated => ringvault_store::Durability::Replicated,
+        }
+    }
 }
 
 /// Whose key owns what `put` stores and signs what `reclaim` releases.

@@ -52,6 +52,8 @@ pub struct StorageArgs {
     /// Replicas of each object (k).
     #[arg(long, default_value_t = 3)]
     pub replicas: u8,
+    #[command(flatten)]
+    pub durability: super::DurabilityArg,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -484,7 +486,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         Config::default(),
         StoreConfig {
             capacity,
-            ..storage::store_config(None, None, a.nodes)?
+            ..storage::store_config(None, None, a.durability.durability, a.nodes)?
         },
         &stop_rx,
     )

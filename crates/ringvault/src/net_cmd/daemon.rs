@@ -128,7 +128,12 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     })
     .await?;
     let overlay = file.overlay.to_config()?;
-    let store_config = storage::store_config(a.capacity.as_deref(), a.store_cache.as_deref(), 1)?;
+    let store_config = storage::store_config(
+        a.capacity.as_deref(),
+        a.store_cache.as_deref(),
+        a.durability.durability,
+        1,
+    )?;
     let on_damage = if a.recover_store {
         storage::OnDamage::MoveAside
     } else {
@@ -367,8 +372,12 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.nodes,
         dir.display()
     );
-    let store_config =
-        storage::store_config(a.capacity.as_deref(), a.store_cache.as_deref(), a.nodes)?;
+    let store_config = storage::store_config(
+        a.capacity.as_deref(),
+        a.store_cache.as_deref(),
+        a.durability.durability,
+        a.nodes,
+    )?;
     let result = start_local_ring(
         a.nodes,
         a.base_port,
@@ -502,7 +511,7 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
         None,
         &dir,
         Config::default(),
-        storage::store_config(None, None, n)?,
+        storage::store_config(None, None, super::Durability::Sync, n)?,
         &stop_rx,
     )
     .await;

@@ -61,6 +61,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 pub fn store_config(
     capacity: Option<&str>,
     cache: Option<&str>,
+    durability: super::Durability,
     nodes: u16,
 ) -> Result<StoreConfig> {
     let capacity = match capacity {
@@ -78,6 +79,7 @@ pub fn store_config(
             .unwrap_or(usize::MAX)
             .max(1 << 20),
         disk_share: u32::from(nodes),
+        durability: durability.into(),
         ..StoreConfig::new(capacity)
     })
 }
@@ -122,6 +124,11 @@ pub fn past_services(
     on_damage: OnDamage,
 ) -> Result<(Services, StorageClient)> {
     let store = open_store(data_dir, config, on_damage)?;
+    // The store commits on its own thread; when a batch ends, the node releases the receipts
+    // that waited for it.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let w = wake.clone();
+    store.set_waker(Arc::new(move || w.notify_one()));
     let key = Identity::from_secret_bytes(identity.secret_bytes());
     let past = Past::new(key, Box::new(store)).map_err(|e| anyhow!("{e}"))?;
     let waiters: Waiters = Arc::default();
@@ -133,6 +140,7 @@ pub fn past_services(
         Services {
             services: vec![Box::new(past)],
             poller: Some(poller),
+            wake: Some(wake),
         },
         StorageClient {
             waiters,

@@ -1,0 +1,196 @@
+//! The database file: its tables, its format version, opening it and loading what the store
+//! keeps in memory.
+
+// Database operations return redb's own error, large but short-lived: it is turned into a
+// `StoreError` or an `OpenError` as soon as an operation ends.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use ringvault_past::{FileCertificate, Kind};
+use ringvault_types::{Contact, Id};
+
+use crate::unwind::quiet_catch;
+
+/// The on-disk format this build reads and writes. A database of another version is refused
+/// at open, never silently reinterpreted.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// id -> postcard(Record): certificate and kind, small.
+pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
+/// id -> content bytes.
+pub(crate) const CONTENT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("content");
+/// id -> postcard(Contact): where a diverted replica lives.
+pub(crate) const POINTERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pointers");
+
+/// An object's entry in `RECORDS`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) cert: FileCertificate,
+    pub(crate) kind: Kind,
+}
+
+/// What a store keeps in memory of its file, loaded at open.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    /// Kind and size of every object.
+    pub(crate) index: BTreeMap<Id, (Kind, u64)>,
+    /// Where this node's diverted replicas live.
+    pub(crate) pointers: BTreeMap<Id, Contact>,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the object store at {path}: {source}")]
+    Database {
+        /// The file.
+        path: String,
+        /// What redb said.
+        source: Box<redb::Error>,
+    },
+    /// The file was written by another format version.
+    #[error("the object store at {path} has format version {found}, this build reads {FORMAT_VERSION}; use a matching ringvault or move the data directory aside")]
+    Version {
+        /// The file.
+        path: String,
+        /// The version found.
+        found: u32,
+    },
+    /// The thread that commits the store's writes could not be started.
+    #[error("cannot start the writer of the object store at {path}: {source}")]
+    Writer {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is damaged (truncated, or a record that does not decode).
+    #[error("the object store at {path} is damaged: {detail}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl OpenError {
+    /// Whether the file itself is unreadable (as opposed to of another format version), so
+    /// that moving it aside and starting empty is the way out.
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, OpenError::Version { .. } | OpenError::Writer { .. })
+    }
+}
+
+/// Whether an I/O error means the filesystem (or this user's quota on it) is out of space.
+pub(crate) fn out_of_space(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || [Errno::NOSPC, Errno::DQUOT]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
+pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
+    let p = path.display().to_string();
+    // redb asserts on some damage (a truncated file) instead of returning an error.
+    let built = quiet_catch(|| {
+        redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+    });
+    match built {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(OpenError::Database {
+            path: p,
+            source: Box::new(e.into()),
+        }),
+        Err(why) => Err(OpenError::Damaged {
+            path: p,
+            detail: format!("redb cannot read it ({why}); was it truncated?"),
+        }),
+    }
+}
+
+/// Whether the database already holds this build's format (then it can be loaded with a read
+/// transaction alone: a reopen on a full disk writes nothing).
+fn formatted(db: &Database) -> bool {
+    let Ok(txn) = db.begin_read() else {
+        return false;
+    };
+    let Ok(meta) = txn.open_table(META) else {
+        return false;
+    };
+    matches!(meta.get("format"), Ok(Some(v)) if v.value() == FORMAT_VERSION)
+}
+
+/// Loads the index and the pointers from a database in this build's format, reading only.
+fn load_index(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
+    let p = path.display().to_string();
+    let dberr = |e: redb::Error| OpenError::Database {
+        path: p.clone(),
+        source: Box::new(e),
+    };
+    let txn = db.begin_read().map_err(|e| dberr(e.into()))?;
+    let records = txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
+    let mut index = BTreeMap::new();
+    for entry in records.iter().map_err(|e| dberr(e.into()))? {
+        let (k, v) = entry.map_err(|e| dberr(e.into()))?;
+        let rec: Record = postcard::from_bytes(v.value()).map_err(|e| OpenError::Damaged {
+            path: p.clone(),
+            detail: format!("record {}: {e}", Id::from_bytes(*k.value())),
+        })?;
+        index.insert(Id::from_bytes(*k.value()), (rec.kind, rec.cert.body.size));
+    }
+    let mut pointers = BTreeMap::new();
+    let table = txn.open_table(POINTERS).map_err(|e| dberr(e.into()))?;
+    for entry in table.iter().map_err(|e| dberr(e.into()))? {
+        let (k, v) = entry.map_err(|e| dberr(e.into()))?;
+        // A pointer that does not decode is only a lost hint: maintenance finds the replica.
+        if let Ok(holder) = postcard::from_bytes::<Contact>(v.value()) {
+            pointers.insert(Id::from_bytes(*k.value()), holder);
+        }
+    }
+    Ok(Loaded { index, pointers })
+}
+
+/// Checks the format (writing it, and the tables, into a new database) and loads the index.
+pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
+    if formatted(db) {
+        return load_index(db, path);
+    }
+    let p = path.display().to_string();
+    let dberr = |e: redb::Error| OpenError::Database {
+        path: p.clone(),
+        source: Box::new(e),
+    };
+    let txn = db.begin_write().map_err(|e| dberr(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| dberr(e.into()))?;
+        let found = meta
+            .get("format")
+            .map_err(|e| dberr(e.into()))?
+            .map(|v| v.value());
+        match found {
+            None => {
+                meta.insert("format", FORMAT_VERSION)
+                    .map_err(|e| dberr(e.into()))?;
+            }
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(found) => return Err(OpenError::Version { path: p, found }),
+        }
+        txn.open_table(CONTENT).map_err(|e| dberr(e.into()))?;
+        txn.open_table(POINTERS).map_err(|e| dberr(e.into()))?;
+        txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
+    }
+    txn.commit().map_err(|e| dberr(e.into()))?;
+    load_index(db, path)
+}

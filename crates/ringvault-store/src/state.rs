@@ -1,0 +1,187 @@
+//! What a store keeps in memory: the index of what it holds (as of every write taken, committed
+//! or not), the writes waiting for the writer, and how far they have come.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ringvault_past::{Kind, StoreError, StoreHealth, StoredObject};
+use ringvault_types::{Contact, Id};
+
+use crate::format::Loaded;
+
+/// A change to the database, taken by the store and committed by its writer.
+pub(crate) enum Op {
+    Put(Arc<StoredObject>),
+    SetKind(Id, Kind),
+    Delete(Id),
+    Point(Id, Contact),
+    Unpoint(Id),
+}
+
+impl Op {
+    /// The object whose content the change touches.
+    pub(crate) fn object(&self) -> Option<Id> {
+        match self {
+            Op::Put(o) => Some(o.cert.id()),
+            Op::Delete(id) => Some(*id),
+            Op::SetKind(..) | Op::Point(..) | Op::Unpoint(_) => None,
+        }
+    }
+
+    /// Bytes of content it writes.
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Op::Put(o) => o.content.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Whether losing it in a crash would break a promise: everything but a cached copy.
+    pub(crate) fn needs_sync(&self) -> bool {
+        !matches!(self, Op::Put(o) if o.kind == Kind::Cached)
+    }
+}
+
+/// A change and its number.
+pub(crate) struct Write {
+    pub(crate) seq: u64,
+    pub(crate) op: Op,
+}
+
+/// An object's latest change not yet committed: reads answer from it.
+pub(crate) struct Staged {
+    /// The number of that change.
+    pub(crate) seq: u64,
+    /// The object as written, or `None` when deleted.
+    pub(crate) obj: Option<Arc<StoredObject>>,
+}
+
+/// Everything behind the store's lock.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Kind and size of every object, as of every write taken.
+    pub(crate) index: BTreeMap<Id, (Kind, u64)>,
+    pub(crate) pointers: BTreeMap<Id, Contact>,
+    pub(crate) used: u64,
+    pub(crate) cached: u64,
+    pub(crate) health: StoreHealth,
+    /// The disk is full (below `DISK_FULL_MARK`, or a write was refused for want of it):
+    /// logged once when it happens and once when the disk has room again.
+    pub(crate) disk_full: bool,
+    /// Writes taken, not yet handed to the writer.
+    pub(crate) queue: VecDeque<Write>,
+    /// Content bytes of the writes taken and not yet committed.
+    pub(crate) unwritten_bytes: u64,
+    pub(crate) staged: HashMap<Id, Staged>,
+    /// The last write number taken, and the last finished (committed or failed).
+    pub(crate) taken: u64,
+    pub(crate) done: u64,
+    /// Objects whose writes failed, not yet reported to PAST.
+    pub(crate) failed: Vec<(Id, u64)>,
+    /// The first failure since [`crate::RedbStore::sync`] last reported one.
+    pub(crate) last_error: Option<StoreError>,
+    /// Commits made without a sync since the last one that synced.
+    pub(crate) unsynced: bool,
+    /// The database is closed after an I/O error and could not be reopened yet.
+    pub(crate) closed: bool,
+    /// The store is being dropped: the writer commits what is queued and stops.
+    pub(crate) stop: bool,
+}
+
+impl State {
+    fn account(&mut self, kind: Kind, size: u64, add: bool) {
+        let slot = match kind {
+            Kind::Cached => &mut self.cached,
+            Kind::Primary | Kind::Diverted => &mut self.used,
+        };
+        if add {
+            *slot += size;
+        } else {
+            *slot -= size;
+        }
+    }
+
+    /// Drops `id` from the index; answers its size.
+    pub(crate) fn forget(&mut self, id: &Id) -> Option<u64> {
+        let (kind, size) = self.index.remove(id)?;
+        self.account(kind, size, false);
+        Some(size)
+    }
+
+    fn set(&mut self, id: Id, kind: Kind, size: u64) {
+        self.forget(&id);
+        self.account(kind, size, true);
+        self.index.insert(id, (kind, size));
+    }
+
+    /// Replaces the index and pointers with what the file holds, then applies the writes
+    /// still queued (taken, not yet committed) on top.
+    pub(crate) fn load(&mut self, loaded: Loaded) {
+        (self.used, self.cached) = (0, 0);
+        for (kind, size) in loaded.index.values() {
+            self.account(*kind, *size, true);
+        }
+        self.index = loaded.index;
+        self.pointers = loaded.pointers;
+        let queue = std::mem::take(&mut self.queue);
+        for w in &queue {
+            self.apply(&w.op);
+        }
+        self.queue = queue;
+    }
+
+    /// What a change does to the index and pointers.
+    pub(crate) fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Put(o) => self.set(o.cert.id(), o.kind, o.content.len() as u64),
+            Op::SetKind(id, kind) => {
+                if let Some(&(_, size)) = self.index.get(id) {
+                    self.set(*id, *kind, size);
+                }
+            }
+            Op::Delete(id) => {
+                self.forget(id);
+            }
+            Op::Point(id, holder) => {
+                self.pointers.insert(*id, *holder);
+            }
+            Op::Unpoint(id) => {
+                self.pointers.remove(id);
+            }
+        }
+    }
+
+    /// Takes a change: numbers it, applies it to the index, stages it for reads and queues it
+    /// for the writer.
+    pub(crate) fn take(&mut self, op: Op) -> u64 {
+        self.taken += 1;
+        let seq = self.taken;
+        self.apply(&op);
+        if let Some(id) = op.object() {
+            let obj = match &op {
+                Op::Put(o) => Some(o.clone()),
+                _ => None,
+            };
+            self.staged.insert(id, Staged { seq, obj });
+        }
+        self.unwritten_bytes += op.bytes();
+        self.queue.push_back(Write { seq, op });
+        seq
+    }
+
+    /// After a batch ended (committed or failed): its changes no longer need staging.
+    pub(crate) fn finished(&mut self, batch: &[Write]) {
+        let Some(last) = batch.last().map(|w| w.seq) else {
+            return;
+        };
+        for w in batch {
+            self.unwritten_bytes -= w.op.bytes();
+            if let Some(id) = w.op.object() {
+                if self.staged.get(&id).is_some_and(|s| s.seq <= last) {
+                    self.staged.remove(&id);
+                }
+            }
+        }
+        self.done = last;
+    }
+}
