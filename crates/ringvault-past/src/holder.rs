@@ -110,7 +110,7 @@ impl Past {
     }
 
     /// A replica-set member stores its replica (diverting it if it lacks space) and answers the
-    /// client.
+    /// client. The caller has verified the certificate and content.
     /// With `spare` (a node beyond the k closest, standing in for a silent member), a copy
     /// that cannot be stored is dropped without a refusal or a diversion.
     pub(crate) fn replicate_here(
@@ -127,10 +127,6 @@ impl Past {
                 refuse(kbr, req, id, reason);
             }
         };
-        if let Err(_e) = cert.verify_content(&content) {
-            refuse(kbr, Refusal::Invalid);
-            return;
-        }
         let blocked = match req {
             Some(_) => !self.tombstone_admits(&cert),
             None => self.tombstones.contains_key(&id) || self.diverted_to_live(kbr, &id),
@@ -303,7 +299,7 @@ impl Past {
         hops: u8,
     ) -> bool {
         match self.store.get(&id) {
-            Ok(Some(o)) if o.cert.verify_content(&o.content).is_ok() => {
+            Ok(Some(o)) if o.cert.matches_content(&o.content) => {
                 if o.kind == Kind::Cached {
                     self.cache.touch(id, o.content.len() as u64);
                 }

@@ -388,7 +388,8 @@ impl Past {
         date: u64,
     ) -> RequestId {
         let cert = FileCertificate::issue(owner, name, 0, &content, replicas, date);
-        if let Err(e) = cert.verify_content(&content) {
+        // Signed here over this content: only the limits (name length, replicas) can fail.
+        if let Err(e) = cert.verify() {
             return self.fail_now(PastEvent::Inserted(
                 0,
                 Err(PastError::Invalid(e.to_string())),
@@ -638,6 +639,12 @@ impl Past {
                         self.keep_early_transfer(&cert, &content);
                         return;
                     }
+                }
+                if cert.verify_content(&content).is_err() {
+                    if !spare {
+                        refuse(kbr, req, id, Refusal::Invalid);
+                    }
+                    return;
                 }
                 self.replicate_here(kbr, req, cert, content, spare);
                 if req.is_none() && self.held.contains_key(&id) {

@@ -41,14 +41,14 @@ pub struct StorageArgs {
     /// any size up to 64 GiB fits in memory; the disk needs k copies of each.
     #[arg(long, value_delimiter = ',', default_value = "1KiB,1MiB")]
     pub sizes: Vec<String>,
-    /// Objects put (then got) with --concurrency in flight, per size, comma-separated in the
-    /// order of --sizes (one number applies to every size); a quarter as many more run one at
-    /// a time for latency.
+    /// Objects put (then got) in each phase, per size, comma-separated in the order of --sizes
+    /// (one number applies to every size).
     #[arg(long, value_delimiter = ',', default_value = "1000,200")]
     pub counts: Vec<usize>,
-    /// Operations in flight during the throughput phases.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    /// Operations in flight, comma-separated: one put phase and one get phase each (1 gives
+    /// latency, more gives throughput). Each worker keeps its HTTP connections alive.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub concurrency: Vec<usize>,
     /// Replicas of each object (k).
     #[arg(long, default_value_t = 3)]
     pub replicas: u8,
@@ -79,9 +79,13 @@ struct Row {
 struct Report {
     nodes: u16,
     replicas: u8,
-    concurrency: usize,
+    durability: &'static str,
+    concurrency: Vec<usize>,
     cpus: usize,
     rows: Vec<Row>,
+    /// Peers any node declared failed while measuring (none fails; one declared failed means
+    /// a node answered too late, for example while busy storing).
+    peers_declared_failed: u64,
     /// The most memory this process (the ring and the client) held at once, from the kernel
     /// (VmHWM); `None` where /proc is not there.
     peak_rss_bytes: Option<u64>,
@@ -227,12 +231,35 @@ fn within(size: u64) -> Duration {
     REQUEST_WITHIN + Duration::from_secs(size / BLOCK)
 }
 
-async fn put_one(ctx: &Ctx, tag: &str, i: usize) -> (Outcome, Option<String>) {
-    let node = &ctx.urls[i % ctx.urls.len()];
+/// One worker's kept-alive connections, by node index.
+type Connections = std::collections::HashMap<usize, client::Connection>;
+
+fn connection<'a>(
+    conns: &'a mut Connections,
+    ctx: &Ctx,
+    node: usize,
+) -> &'a mut client::Connection {
+    conns
+        .entry(node)
+        .or_insert_with(|| client::Connection::new(&ctx.urls[node]))
+}
+
+async fn put_one(
+    ctx: &Ctx,
+    conns: &mut Connections,
+    tag: &str,
+    i: usize,
+) -> (Outcome, Option<String>) {
+    let n = i % ctx.urls.len();
+    let node = &ctx.urls[n];
     let path = format!("/v1/objects?name={tag}-{i}&replicas={}", ctx.replicas);
-    let body = ctx.content.body(i);
+    let body = client::any_body(ctx.content.body(i));
     let t0 = Instant::now();
-    let r = match client::open(node, Method::PUT, &path, body, within(ctx.content.size)).await {
+    let conn = connection(conns, ctx, n);
+    let r = match conn
+        .open(Method::PUT, &path, &[], body, within(ctx.content.size))
+        .await
+    {
         Ok(resp) => client::read_all(node, resp).await,
         Err(e) => Err(e),
     };
@@ -261,14 +288,16 @@ async fn put_one(ctx: &Ctx, tag: &str, i: usize) -> (Outcome, Option<String>) {
     }
 }
 
-async fn get_one(ctx: &Ctx, id: &str, i: usize) -> Outcome {
+async fn get_one(ctx: &Ctx, conns: &mut Connections, id: &str, i: usize) -> Outcome {
     // Half the ring away from the node that stored it.
-    let n = ctx.urls.len();
-    let node = &ctx.urls[(i + n / 2) % n];
+    let n = (i + ctx.urls.len() / 2) % ctx.urls.len();
+    let node = &ctx.urls[n];
     let t0 = Instant::now();
     let path = format!("/v1/objects/{id}");
     let within = within(ctx.content.size);
-    let r = match client::open(node, Method::GET, &path, Empty::<Bytes>::new(), within).await {
+    let body = client::any_body(Empty::<Bytes>::new());
+    let conn = connection(conns, ctx, n);
+    let r = match conn.open(Method::GET, &path, &[], body, within).await {
         Ok(resp) if resp.status() == 200 => match ctx.content.matches(i, resp.into_body()).await {
             Ok(true) => return Outcome::Ok(t0.elapsed()),
             Ok(false) => return Outcome::WrongBytes,
@@ -308,13 +337,14 @@ async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
         let (ctx, next, tag, op, count) = (ctx.clone(), next.clone(), p.tag.clone(), p.op, p.count);
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
+            let mut conns = Connections::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     return out;
                 }
                 let outcome = if op == "put" {
-                    let (o, id) = put_one(&ctx, &tag, i).await;
+                    let (o, id) = put_one(&ctx, &mut conns, &tag, i).await;
                     if let Ok(mut ids) = ctx.ids.lock() {
                         if let Some(v) = ids.get_mut(&tag) {
                             v[i] = id;
@@ -328,7 +358,7 @@ async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
                         .ok()
                         .and_then(|ids| ids.get(&tag).and_then(|v| v[i].clone()));
                     match id {
-                        Some(id) => get_one(&ctx, &id, i).await,
+                        Some(id) => get_one(&ctx, &mut conns, &id, i).await,
                         None => Outcome::Failed, // its put failed
                     }
                 };
@@ -364,6 +394,17 @@ async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
     }
 }
 
+/// Peers the nodes have declared failed so far, all together.
+async fn peers_failed(handles: &[NodeHandle]) -> u64 {
+    let mut n = 0;
+    for h in handles {
+        if let Ok(s) = h.status().await {
+            n += s.metrics.peers_failed;
+        }
+    }
+    n
+}
+
 /// Waits (bounded) until every node's leaf set is full, so the ring measured is a settled one.
 async fn settle(handles: &[NodeHandle], leaf_set_size: usize) -> Result<()> {
     let want = leaf_set_size.min(handles.len() - 1);
@@ -395,8 +436,8 @@ fn human(n: u64) -> String {
 
 fn print_table(r: &Report) {
     println!(
-        "bench storage: {} nodes on loopback QUIC in one process, k = {}, through each node's HTTP API; {} CPUs",
-        r.nodes, r.replicas, r.cpus
+        "bench storage: {} nodes on loopback QUIC in one process, k = {}, --durability {}, through each node's HTTP API (connections kept alive); {} CPUs",
+        r.nodes, r.replicas, r.durability, r.cpus
     );
     println!(
         "  {:<8} {:<4} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7}",
@@ -420,6 +461,10 @@ fn print_table(r: &Report) {
     println!(
         "  wrong bytes returned: {wrong}   (MB = 10^6 bytes of object data; a put stores k copies)"
     );
+    println!(
+        "  peers declared failed while measuring: {}",
+        r.peers_declared_failed
+    );
     if let Some(b) = r.peak_rss_bytes {
         println!(
             "  peak memory of this process (the ring and the client): {} MiB",
@@ -434,8 +479,8 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     if a.nodes < 2 {
         bail!("--nodes must be at least 2");
     }
-    if a.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
+    if a.concurrency.is_empty() || a.concurrency.contains(&0) {
+        bail!("--concurrency: give operations in flight of at least 1, e.g. 1,16");
     }
     let sizes = a
         .sizes
@@ -466,7 +511,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     let total: u64 = sizes
         .iter()
         .zip(&counts)
-        .map(|(s, c)| s * (*c as u64 + (*c as u64).div_ceil(4)))
+        .map(|(s, c)| s * (*c * a.concurrency.len()) as u64)
         .sum();
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let capacity = (storage::DEFAULT_CAPACITY)
@@ -522,6 +567,7 @@ async fn measure(
 ) -> Result<Report> {
     let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
     settle(&handles, Config::default().leaf_set_size).await?;
+    let failed_before = peers_failed(&handles).await;
     let urls = nodes
         .iter()
         .map(|n| {
@@ -534,7 +580,7 @@ async fn measure(
     if !a.json {
         println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
     }
-    let total_ops: usize = counts.iter().map(|c| 2 * (c + c.div_ceil(4))).sum();
+    let total_ops: usize = counts.iter().map(|c| 2 * c * a.concurrency.len()).sum();
     let bar = ProgressBar::new(total_ops as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} ops  {elapsed_precise}  {msg}")
@@ -551,24 +597,19 @@ async fn measure(
             ids: Mutex::default(),
             bar: bar.clone(),
         });
-        let seq = count.div_ceil(4);
-        let phases = [
-            ("put", "seq", seq, 1),
-            ("put", "par", count, a.concurrency),
-            ("get", "seq", seq, 1),
-            ("get", "par", count, a.concurrency),
-        ];
-        for (op, which, n, in_flight) in phases {
-            let tag = format!("bench-{run}-{size}-{which}");
+        let puts = a.concurrency.iter().map(|&c| ("put", c));
+        let gets = a.concurrency.iter().map(|&c| ("get", c));
+        for (op, in_flight) in puts.chain(gets).collect::<Vec<_>>() {
+            let tag = format!("bench-{run}-{size}-c{in_flight}");
             if op == "put" {
                 if let Ok(mut ids) = ctx.ids.lock() {
-                    ids.insert(tag.clone(), vec![None; n]);
+                    ids.insert(tag.clone(), vec![None; count]);
                 }
             }
             let phase = Phase {
                 op,
                 tag,
-                count: n,
+                count,
                 in_flight,
                 size,
             };
@@ -576,10 +617,16 @@ async fn measure(
         }
     }
     bar.finish_and_clear();
+    let peers_declared_failed = peers_failed(&handles).await.saturating_sub(failed_before);
     Ok(Report {
+        peers_declared_failed,
         nodes: a.nodes,
         replicas: a.replicas,
-        concurrency: a.concurrency,
+        durability: match a.durability.durability {
+            super::Durability::Sync => "sync",
+            super::Durability::Replicated => "replicated",
+        },
+        concurrency: a.concurrency.clone(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         rows,
         peak_rss_bytes: peak_rss(),

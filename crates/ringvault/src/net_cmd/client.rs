@@ -50,7 +50,7 @@ where
     open_with(base, method, path, &[], body, within).await
 }
 
-/// Like [`open`], with extra request headers.
+/// Like [`open`], with extra request headers. One connection per request.
 pub async fn open_with<B>(
     base: &str,
     method: hyper::Method,
@@ -63,26 +63,64 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| anyhow!("{url} is not a valid URL ({e}); pass --node http://HOST:PORT"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("{url}: only http:// node URLs are supported; pass --node http://HOST:PORT");
+    let mut conn = Connection::new(base);
+    conn.open(method, path, headers, body, within).await
+}
+
+/// A request body of any kind, for a [`Connection`] that carries several.
+pub type AnyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Boxes `body` for a [`Connection`].
+pub fn any_body<B>(body: B) -> AnyBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// An HTTP/1.1 connection to one node, kept alive across requests (dialled again when the node
+/// closed it).
+pub struct Connection<B = AnyBody> {
+    base: String,
+    sender: Option<hyper::client::conn::http1::SendRequest<B>>,
+}
+
+impl<B> Connection<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A connection to the node at `base` (`http://HOST:PORT`), dialled at the first request.
+    pub fn new(base: &str) -> Self {
+        Connection {
+            base: base.trim_end_matches('/').to_string(),
+            sender: None,
+        }
     }
-    let host = uri.host().unwrap_or("127.0.0.1").to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let down = |e: &dyn std::fmt::Display| {
-        anyhow!("cannot reach the node at {base} ({e}); is it running? start one with `ringvault node` or `ringvault ring`, or pass --node URL")
-    };
-    let fetch = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| down(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| down(&e))?;
-        tokio::spawn(conn);
+
+    /// Sends `method path` with `body` and returns the response once its head arrives (within
+    /// `within`). A node that cannot be reached gives a one-line error naming the URL.
+    pub async fn open(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: B,
+        within: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let base = self.base.clone();
+        let url = format!("{base}{path}");
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| anyhow!("{url} is not a valid URL ({e}); pass --node http://HOST:PORT"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("{url}: only http:// node URLs are supported; pass --node http://HOST:PORT");
+        }
+        let down = |e: &dyn std::fmt::Display| {
+            anyhow!("cannot reach the node at {base} ({e}); is it running? start one with `ringvault node` or `ringvault ring`, or pass --node URL")
+        };
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
         let mut req = Request::builder()
             .method(method)
@@ -96,11 +134,36 @@ where
             req = req.header(*name, value.as_str());
         }
         let req = req.body(body)?;
-        sender.send_request(req).await.map_err(|e| down(&e))
-    };
-    tokio::time::timeout(within, fetch)
-        .await
-        .map_err(|_| anyhow!("the node at {base} did not answer within {within:?}"))?
+        let host = uri.host().unwrap_or("127.0.0.1").to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let fetch = async {
+            if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| down(&e))?;
+                let _ = stream.set_nodelay(true);
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| down(&e))?;
+                tokio::spawn(conn);
+                self.sender = Some(sender);
+            }
+            let Some(sender) = self.sender.as_mut() else {
+                bail!("no connection to {base}");
+            };
+            sender.ready().await.map_err(|e| down(&e))?;
+            sender.send_request(req).await.map_err(|e| down(&e))
+        };
+        let r = tokio::time::timeout(within, fetch)
+            .await
+            .map_err(|_| anyhow!("the node at {base} did not answer within {within:?}"))
+            .and_then(|r| r);
+        if r.is_err() {
+            // Whatever state the connection was left in, the next request starts afresh.
+            self.sender = None;
+        }
+        r
+    }
 }
 
 /// Sends `method path` with `body` to the node at `base`; returns the HTTP status, the
