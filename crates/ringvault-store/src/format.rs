@@ -21,12 +21,48 @@ use crate::unwind::quiet_catch;
 pub const FORMAT_VERSION: u32 = 1;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
-/// id -> postcard(Record): certificate and kind, small.
-pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
-/// id -> content bytes.
-pub(crate) const CONTENT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("content");
-/// id -> postcard(Contact): where a diverted replica lives.
-pub(crate) const POINTERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pointers");
+
+/// A table of one store, keyed by object id.
+pub(crate) type Table<'a> = TableDefinition<'a, &'static [u8; 32], &'static [u8]>;
+
+/// The tables of one store. A node's own file holds one store in the plain tables; a file the
+/// nodes of one process share (`ringvault ring`) holds one set per node, named after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tables {
+    /// id -> postcard(Record): certificate and kind, small.
+    records: String,
+    /// id -> content bytes.
+    content: String,
+    /// id -> postcard(Contact): where a diverted replica lives.
+    pointers: String,
+}
+
+impl Tables {
+    /// The plain tables (`None`), or those of the store of node `space`.
+    pub(crate) fn of(space: Option<Id>) -> Self {
+        let name = |t: &str| match space {
+            None => t.to_string(),
+            Some(id) => format!("{t}.{id}"),
+        };
+        Tables {
+            records: name("records"),
+            content: name("content"),
+            pointers: name("pointers"),
+        }
+    }
+
+    pub(crate) fn records(&self) -> Table<'_> {
+        TableDefinition::new(&self.records)
+    }
+
+    pub(crate) fn content(&self) -> Table<'_> {
+        TableDefinition::new(&self.content)
+    }
+
+    pub(crate) fn pointers(&self) -> Table<'_> {
+        TableDefinition::new(&self.pointers)
+    }
+}
 
 /// An object's entry in `RECORDS`.
 #[derive(Serialize, Deserialize)]
@@ -120,9 +156,10 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenE
     }
 }
 
-/// Whether the database already holds this build's format (then it can be loaded with a read
-/// transaction alone: a reopen on a full disk writes nothing).
-fn formatted(db: &Database) -> bool {
+/// Whether the database already holds this build's format and the tables of every store in
+/// `tables` (then it can be loaded with read transactions alone: a reopen on a full disk
+/// writes nothing).
+fn formatted(db: &Database, tables: &[&Tables]) -> bool {
     let Ok(txn) = db.begin_read() else {
         return false;
     };
@@ -130,17 +167,24 @@ fn formatted(db: &Database) -> bool {
         return false;
     };
     matches!(meta.get("format"), Ok(Some(v)) if v.value() == FORMAT_VERSION)
+        && tables.iter().all(|t| {
+            txn.open_table(t.records()).is_ok()
+                && txn.open_table(t.content()).is_ok()
+                && txn.open_table(t.pointers()).is_ok()
+        })
 }
 
-/// Loads the index and the pointers from a database in this build's format, reading only.
-fn load_index(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
+/// Loads one store's index and pointers from a database in this build's format, reading only.
+fn load_index(db: &Database, path: &Path, tables: &Tables) -> Result<Loaded, OpenError> {
     let p = path.display().to_string();
     let dberr = |e: redb::Error| OpenError::Database {
         path: p.clone(),
         source: Box::new(e),
     };
     let txn = db.begin_read().map_err(|e| dberr(e.into()))?;
-    let records = txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
+    let records = txn
+        .open_table(tables.records())
+        .map_err(|e| dberr(e.into()))?;
     let mut index = BTreeMap::new();
     for entry in records.iter().map_err(|e| dberr(e.into()))? {
         let (k, v) = entry.map_err(|e| dberr(e.into()))?;
@@ -151,7 +195,9 @@ fn load_index(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
         index.insert(Id::from_bytes(*k.value()), (rec.kind, rec.cert.body.size));
     }
     let mut pointers = BTreeMap::new();
-    let table = txn.open_table(POINTERS).map_err(|e| dberr(e.into()))?;
+    let table = txn
+        .open_table(tables.pointers())
+        .map_err(|e| dberr(e.into()))?;
     for entry in table.iter().map_err(|e| dberr(e.into()))? {
         let (k, v) = entry.map_err(|e| dberr(e.into()))?;
         // A pointer that does not decode is only a lost hint: maintenance finds the replica.
@@ -162,35 +208,41 @@ fn load_index(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
     Ok(Loaded { index, pointers })
 }
 
-/// Checks the format (writing it, and the tables, into a new database) and loads the index.
-pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, OpenError> {
-    if formatted(db) {
-        return load_index(db, path);
-    }
-    let p = path.display().to_string();
-    let dberr = |e: redb::Error| OpenError::Database {
-        path: p.clone(),
-        source: Box::new(e),
-    };
-    let txn = db.begin_write().map_err(|e| dberr(e.into()))?;
-    {
-        let mut meta = txn.open_table(META).map_err(|e| dberr(e.into()))?;
-        let found = meta
-            .get("format")
-            .map_err(|e| dberr(e.into()))?
-            .map(|v| v.value());
-        match found {
-            None => {
-                meta.insert("format", FORMAT_VERSION)
-                    .map_err(|e| dberr(e.into()))?;
+/// Checks the format (writing it, and the tables, into a new database) and loads the index
+/// of every store in `tables`, in order.
+pub(crate) fn load(
+    db: &Database,
+    path: &Path,
+    tables: &[&Tables],
+) -> Result<Vec<Loaded>, OpenError> {
+    if !formatted(db, tables) {
+        let p = path.display().to_string();
+        let dberr = |e: redb::Error| OpenError::Database {
+            path: p.clone(),
+            source: Box::new(e),
+        };
+        let txn = db.begin_write().map_err(|e| dberr(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| dberr(e.into()))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| dberr(e.into()))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT_VERSION)
+                        .map_err(|e| dberr(e.into()))?;
+                }
+                Some(v) if v == FORMAT_VERSION => {}
+                Some(found) => return Err(OpenError::Version { path: p, found }),
             }
-            Some(v) if v == FORMAT_VERSION => {}
-            Some(found) => return Err(OpenError::Version { path: p, found }),
+            for t in tables {
+                txn.open_table(t.records()).map_err(|e| dberr(e.into()))?;
+                txn.open_table(t.content()).map_err(|e| dberr(e.into()))?;
+                txn.open_table(t.pointers()).map_err(|e| dberr(e.into()))?;
+            }
         }
-        txn.open_table(CONTENT).map_err(|e| dberr(e.into()))?;
-        txn.open_table(POINTERS).map_err(|e| dberr(e.into()))?;
-        txn.open_table(RECORDS).map_err(|e| dberr(e.into()))?;
+        txn.commit().map_err(|e| dberr(e.into()))?;
     }
-    txn.commit().map_err(|e| dberr(e.into()))?;
-    load_index(db, path)
+    tables.iter().map(|t| load_index(db, path, t)).collect()
 }

@@ -1,12 +1,15 @@
-//! The redb-backed store: the handle the node owns. Reads answer from memory (the index, the
-//! pointers, writes not yet committed) or from the database; writes are taken at once and
-//! committed by the store's writer thread (`writer.rs`).
+//! The redb-backed store: a file ([`StoreFile`]) with its writer thread, and the store handle
+//! each node owns ([`RedbStore`]). Reads answer from memory (the index, the pointers, writes not
+//! yet committed) or from the database; writes are taken at once and committed by the file's
+//! writer thread (`writer.rs`).
 
 // Database operations return redb's own error, large but short-lived: it is turned into a
 // `StoreError` as soon as an operation ends.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use redb::Database;
@@ -16,8 +19,8 @@ use ringvault_past::{
 };
 use ringvault_types::{Contact, Id};
 
-use crate::format::{self, OpenError, Record, CONTENT, RECORDS};
-use crate::state::{Op, State};
+use crate::format::{self, OpenError, Record, Tables};
+use crate::state::{Op, Space, State};
 
 /// redb's page cache per store when none is configured. redb's own default (1 GiB) would let
 /// every node of a process grow its cache to a gigabyte under a large upload.
@@ -52,7 +55,8 @@ pub struct StoreConfig {
     /// redb's page cache for this store, in bytes.
     pub cache_bytes: usize,
     /// How many stores of this process share the filesystem: each counts only its share of
-    /// the free space, so the nodes of one `ring` process do not each claim all of it.
+    /// the free space, so the nodes of one `ring` process do not each claim all of it. Set
+    /// for the file; the same for each of its stores.
     pub disk_share: u32,
     /// When a write counts as done.
     pub durability: Durability,
@@ -76,22 +80,24 @@ impl StoreConfig {
     }
 }
 
-/// Called (on the writer thread) each time a batch of writes ends, so the node's driver can
-/// let PAST send what waited for them.
+/// Called (on the writer thread) each time a batch holding a store's writes ends, so the
+/// node's driver can let PAST send what waited for them.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
-/// What the store handle and its writer share.
+/// What a file's stores and its writer share.
 pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     pub(crate) config: StoreConfig,
     /// `None` only after an I/O error, until the writer reopens it.
     pub(crate) db: RwLock<Option<Database>>,
     state: Mutex<State>,
-    /// Wakes the writer: writes queued, or the store dropped.
+    /// Wakes the writer: writes queued, or every handle dropped.
     pub(crate) work: Condvar,
     /// Wakes [`RedbStore::sync`]: a batch ended.
     pub(crate) finished: Condvar,
-    waker: Mutex<Option<Waker>>,
+    /// Live handles ([`StoreFile`] and [`RedbStore`]s): the last one dropped stops the writer.
+    handles: AtomicUsize,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -99,11 +105,25 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn waker(&self) -> Option<Waker> {
-        self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Every store's tables, in order.
+    pub(crate) fn tables(&self) -> Vec<Tables> {
+        self.lock()
+            .spaces
+            .iter()
+            .map(|s| s.tables.clone())
+            .collect()
     }
 
-    /// Bytes the filesystem can still take for this store: its share of what is free, less
+    /// The wakers of `spaces`.
+    pub(crate) fn wakers(&self, spaces: &BTreeSet<usize>) -> Vec<Waker> {
+        let st = self.lock();
+        spaces
+            .iter()
+            .filter_map(|&s| st.spaces.get(s).and_then(|s| s.waker.clone()))
+            .collect()
+    }
+
+    /// Bytes the filesystem can still take for one store: its share of what is free, less
     /// the reserve. `None` when the filesystem cannot be asked.
     fn disk_free(&self) -> Option<u64> {
         let dir = match self.path.parent() {
@@ -116,9 +136,9 @@ impl Shared {
     }
 
     /// Counts and logs a write refused for want of disk.
-    pub(crate) fn disk_refused(&self, st: &mut State, needed: u64, free: u64) -> StoreError {
-        st.health.disk_full += 1;
-        self.note_disk(st, Some(free));
+    pub(crate) fn disk_refused(&self, space: &mut Space, needed: u64, free: u64) -> StoreError {
+        space.health.disk_full += 1;
+        self.note_disk(space, Some(free));
         StoreError::Full {
             needed,
             free,
@@ -127,62 +147,60 @@ impl Shared {
     }
 
     /// Logs the disk filling up, and having room again, once each time it happens.
-    fn note_disk(&self, st: &mut State, free: Option<u64>) {
+    fn note_disk(&self, space: &mut Space, free: Option<u64>) {
         let Some(free) = free else { return };
-        if !st.disk_full && free < DISK_FULL_MARK {
-            st.disk_full = true;
+        if !space.disk_full && free < DISK_FULL_MARK {
+            space.disk_full = true;
             tracing::warn!(
                 "the disk under {} is full ({free} bytes usable): this node takes no new replicas (the ring places them elsewhere) and keeps every one it holds; it takes writes again once the disk has room",
                 self.path.display()
             );
-        } else if st.disk_full && free >= 2 * DISK_FULL_MARK {
-            st.disk_full = false;
+        } else if space.disk_full && free >= 2 * DISK_FULL_MARK {
+            space.disk_full = false;
             tracing::info!(
                 "the disk under {} has room again ({free} bytes usable): taking writes",
                 self.path.display()
             );
         }
     }
-}
 
-/// Objects in a redb database file.
-///
-/// A write is taken at once: the index and reads reflect it, and the store's writer thread
-/// commits it with the others queued (one transaction and one sync for all). It counts as done
-/// ([`Store::progress`]) once committed as [`Durability`] asks. Writes that the filesystem
-/// cannot take are refused before they are taken, as [`StoreError::Full`] with
-/// [`SpaceLimit::Disk`]. A batch that fails anyway (the disk filled meanwhile, an I/O error) is
-/// undone and its objects reported by [`Store::take_failed`]; redb refuses all work after an
-/// I/O error, so the writer reopens the database, and a node whose disk filled up serves its
-/// objects again, and takes writes again once the disk has room, without a restart.
-///
-/// Dropping the store commits what is queued first.
-pub struct RedbStore {
-    shared: Arc<Shared>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RedbStore {
-    /// Opens (or creates) the store in file `path`, advertising `capacity` bytes, with the
-    /// default cache, alone on its filesystem.
-    pub fn open(path: &Path, capacity: u64) -> Result<Self, OpenError> {
-        Self::open_with(path, StoreConfig::new(capacity))
+    /// A handle went away; the last one stops the writer once it has committed what is queued.
+    fn release(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        self.lock().stop = true;
+        self.work.notify_one();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
+}
 
-    /// Opens (or creates) the store in file `path`.
-    pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, OpenError> {
+/// A redb database file and the thread that commits its writes: the home of one node's store
+/// (`ringvault node`: [`RedbStore::open_with`]), or of the stores of all the nodes of one
+/// process (`ringvault ring`: [`StoreFile::store`] once per node), whose writes are then
+/// committed together, one transaction and one sync for all.
+pub struct StoreFile {
+    shared: Arc<Shared>,
+}
+
+impl StoreFile {
+    /// Opens (or creates) the file at `path` and starts its writer. `config.capacity` is what
+    /// each store of the file offers.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Self, OpenError> {
         let db = format::open_db(path, config.cache_bytes)?;
-        let loaded = format::load(&db, path)?;
-        let mut state = State::default();
-        state.load(loaded);
+        format::load(&db, path, &[])?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             config,
             db: RwLock::new(Some(db)),
-            state: Mutex::new(state),
+            state: Mutex::new(State::default()),
             work: Condvar::new(),
             finished: Condvar::new(),
-            waker: Mutex::new(None),
+            handles: AtomicUsize::new(1),
+            writer: Mutex::new(None),
         });
         let s = shared.clone();
         let writer = std::thread::Builder::new()
@@ -192,10 +210,75 @@ impl RedbStore {
                 path: path.display().to_string(),
                 source,
             })?;
+        *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+        Ok(StoreFile { shared })
+    }
+
+    /// The store of node `node` in this file (its tables are named after it), or with `None`
+    /// the file's one store in the plain tables. Opening the same store twice is an error.
+    pub fn store(&self, node: Option<Id>) -> Result<RedbStore, OpenError> {
+        let tables = Tables::of(node);
+        let path = &self.shared.path;
+        let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        let Some(d) = db.as_ref() else {
+            return Err(OpenError::Damaged {
+                path: path.display().to_string(),
+                detail: "closed after an I/O error".into(),
+            });
+        };
+        let mut st = self.shared.lock();
+        if st.spaces.iter().any(|s| s.tables == tables) {
+            return Err(OpenError::Damaged {
+                path: path.display().to_string(),
+                detail: format!("the store of {node:?} is open already"),
+            });
+        }
+        let mut loaded = format::load(d, path, &[&tables])?;
+        let mut space = Space::new(tables, self.shared.config.capacity);
+        space.load(loaded.pop().unwrap_or_default());
+        st.spaces.push(space);
+        let index = st.spaces.len() - 1;
+        self.shared.handles.fetch_add(1, Ordering::AcqRel);
         Ok(RedbStore {
-            shared,
-            writer: Some(writer),
+            shared: self.shared.clone(),
+            space: index,
         })
+    }
+}
+
+impl Drop for StoreFile {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+/// One node's objects in a redb database file.
+///
+/// A write is taken at once: the index and reads reflect it, and the file's writer thread
+/// commits it with the others queued (one transaction and one sync for all). It counts as done
+/// ([`Store::progress`]) once committed as [`Durability`] asks. Writes that the filesystem
+/// cannot take are refused before they are taken, as [`StoreError::Full`] with
+/// [`SpaceLimit::Disk`]. A batch that fails anyway (the disk filled meanwhile, an I/O error) is
+/// undone and its objects reported by [`Store::take_failed`]; redb refuses all work after an
+/// I/O error, so the writer reopens the database, and a node whose disk filled up serves its
+/// objects again, and takes writes again once the disk has room, without a restart.
+///
+/// Dropping the last store of a file commits what is queued first.
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    space: usize,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in file `path`, advertising `capacity` bytes, with the
+    /// default cache, alone on its filesystem.
+    pub fn open(path: &Path, capacity: u64) -> Result<Self, OpenError> {
+        Self::open_with(path, StoreConfig::new(capacity))
+    }
+
+    /// Opens (or creates) a file at `path` holding one store.
+    pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, OpenError> {
+        StoreFile::open(path, config)?.store(None)
     }
 
     /// Moves a damaged store file aside (to `objects.redb.damaged-N`, the first N free) and
@@ -214,16 +297,17 @@ impl RedbStore {
         unreachable!("u32 ran out of free names")
     }
 
-    /// Has `wake` called each time a batch of writes ends (on the writer thread).
+    /// Has `wake` called each time a batch holding this store's writes ends (on the writer
+    /// thread).
     pub fn set_waker(&self, wake: Waker) {
-        *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake);
+        self.shared.lock().spaces[self.space].waker = Some(wake);
     }
 
-    /// Waits until every write taken so far is done; answers the first failure since the
-    /// last call, if a batch failed.
+    /// Waits until every write this store has taken is done; answers the first failure since
+    /// the last call, if a batch failed.
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut st = self.shared.lock();
-        let want = st.taken;
+        let want = st.spaces[self.space].taken;
         while st.done < want {
             st = self
                 .shared
@@ -231,14 +315,14 @@ impl RedbStore {
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        match st.last_error.take() {
+        match st.spaces[self.space].last_error.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Takes a write that adds `bytes` of content, after checking the disk has room for it
-    /// and everything not yet committed.
+    /// Takes a write, after checking the disk has room for it and everything not yet
+    /// committed.
     fn take(&self, op: Op) -> Result<(), StoreError> {
         let bytes = op.bytes();
         let free = if self.shared.config.disk_check && bytes > 0 {
@@ -252,17 +336,19 @@ impl RedbStore {
             // is asked for.
             let free = free.saturating_sub(2 * st.unwritten_bytes);
             if bytes.saturating_mul(2) > free {
-                return Err(self.shared.disk_refused(&mut st, bytes, free));
+                return Err(self
+                    .shared
+                    .disk_refused(&mut st.spaces[self.space], bytes, free));
             }
         }
-        st.take(op);
+        st.take(self.space, op);
         drop(st);
         self.shared.work.notify_one();
         Ok(())
     }
 
     /// Reads and checks one committed object; `Ok(None)` when absent or damaged.
-    fn read(&self, id: &Id) -> Result<Option<StoredObject>, StoreError> {
+    fn read(&self, tables: &Tables, id: &Id) -> Result<Option<StoredObject>, StoreError> {
         let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Io(
@@ -271,18 +357,18 @@ impl RedbStore {
         };
         let raw = (|| -> Result<_, redb::Error> {
             let txn = db.begin_read()?;
-            let records = txn.open_table(RECORDS)?;
+            let records = txn.open_table(tables.records())?;
             let Some(rec) = records.get(id.as_bytes())? else {
                 return Ok(None);
             };
-            let content = txn.open_table(CONTENT)?;
+            let content = txn.open_table(tables.content())?;
             let Some(bytes) = content.get(id.as_bytes())? else {
                 return Ok(None);
             };
             Ok(Some((rec.value().to_vec(), bytes.value().to_vec())))
         })()
         .map_err(|e| {
-            self.shared.lock().health.io_errors += 1;
+            self.shared.lock().spaces[self.space].health.io_errors += 1;
             StoreError::Io(e.to_string())
         })?;
         let Some((rec, content)) = raw else {
@@ -304,19 +390,18 @@ impl RedbStore {
         }))
     }
 
-    /// Refuses a change from a cached copy to a replica that the capacity cannot take.
+    /// Refuses a write that would take the replicas held past the capacity.
     fn check_capacity(
-        st: &State,
-        capacity: u64,
+        space: &Space,
         old: Option<(Kind, u64)>,
         new: (Kind, u64),
     ) -> Result<(), StoreError> {
         let old_replica = old.filter(|(k, _)| *k != Kind::Cached).map_or(0, |o| o.1);
         let new_replica = if new.0 == Kind::Cached { 0 } else { new.1 };
-        if st.used - old_replica + new_replica > capacity {
+        if space.used - old_replica + new_replica > space.capacity {
             return Err(StoreError::Full {
                 needed: new.1,
-                free: capacity.saturating_sub(st.used),
+                free: space.capacity.saturating_sub(space.used),
                 limit: SpaceLimit::Capacity,
             });
         }
@@ -326,11 +411,8 @@ impl RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.work.notify_one();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        self.shared.lock().spaces[self.space].waker = None;
+        self.shared.release();
     }
 }
 
@@ -339,11 +421,12 @@ impl Store for RedbStore {
         let disk_free = self.shared.disk_free();
         let mut st = self.shared.lock();
         let disk_free = disk_free.map(|f| f.saturating_sub(2 * st.unwritten_bytes));
-        self.shared.note_disk(&mut st, disk_free);
+        let space = &mut st.spaces[self.space];
+        self.shared.note_disk(space, disk_free);
         Usage {
-            capacity: self.shared.config.capacity,
-            used: st.used,
-            cached: st.cached,
+            capacity: space.capacity,
+            used: space.used,
+            cached: space.cached,
             disk_free,
         }
     }
@@ -351,42 +434,39 @@ impl Store for RedbStore {
     fn put(&mut self, obj: StoredObject) -> Result<(), StoreError> {
         {
             let st = self.shared.lock();
-            let id = obj.cert.id();
-            let new = (obj.kind, obj.content.len() as u64);
-            Self::check_capacity(
-                &st,
-                self.shared.config.capacity,
-                st.index.get(&id).copied(),
-                new,
-            )?;
+            let space = &st.spaces[self.space];
+            let old = space.index.get(&obj.cert.id()).copied();
+            Self::check_capacity(space, old, (obj.kind, obj.content.len() as u64))?;
         }
         self.take(Op::Put(Arc::new(obj)))
     }
 
     fn get(&self, id: &Id) -> Result<Option<StoredObject>, StoreError> {
-        let kind = {
+        let (kind, tables) = {
             let st = self.shared.lock();
-            if let Some(staged) = st.staged.get(id) {
+            let space = &st.spaces[self.space];
+            if let Some(staged) = space.staged.get(id) {
                 return Ok(staged.obj.as_ref().map(|o| StoredObject {
-                    kind: st.index.get(id).map_or(o.kind, |m| m.0),
+                    kind: space.index.get(id).map_or(o.kind, |m| m.0),
                     ..(**o).clone()
                 }));
             }
-            match st.index.get(id) {
-                Some(&(kind, _)) => kind,
+            match space.index.get(id) {
+                Some(&(kind, _)) => (kind, space.tables.clone()),
                 None => return Ok(None),
             }
         };
-        if let Some(o) = self.read(id)? {
+        if let Some(o) = self.read(&tables, id)? {
             // A kind change may be queued: the index has the latest.
             return Ok(Some(StoredObject { kind, ..o }));
         }
         // Damaged on disk (or changed meanwhile): a damaged copy is never served, and is
         // dropped; PAST fetches a good one again.
         let mut st = self.shared.lock();
-        if st.index.contains_key(id) && !st.staged.contains_key(id) {
-            st.health.discarded += 1;
-            st.take(Op::Delete(*id));
+        let space = &mut st.spaces[self.space];
+        if space.index.contains_key(id) && !space.staged.contains_key(id) {
+            space.health.discarded += 1;
+            st.take(self.space, Op::Delete(*id));
             drop(st);
             self.shared.work.notify_one();
         }
@@ -394,25 +474,30 @@ impl Store for RedbStore {
     }
 
     fn meta(&self, id: &Id) -> Result<Option<(Kind, u64)>, StoreError> {
-        Ok(self.shared.lock().index.get(id).copied())
+        Ok(self.shared.lock().spaces[self.space].index.get(id).copied())
     }
 
     fn set_kind(&mut self, id: &Id, kind: Kind) -> Result<(), StoreError> {
         {
             let st = self.shared.lock();
-            let Some(old) = st.index.get(id).copied() else {
+            let space = &st.spaces[self.space];
+            let Some(old) = space.index.get(id).copied() else {
                 return Ok(());
             };
             if old.0 == kind {
                 return Ok(());
             }
-            Self::check_capacity(&st, self.shared.config.capacity, Some(old), (kind, old.1))?;
+            Self::check_capacity(space, Some(old), (kind, old.1))?;
         }
         self.take(Op::SetKind(*id, kind))
     }
 
     fn remove(&mut self, id: &Id) -> Result<u64, StoreError> {
-        let Some(size) = self.shared.lock().index.get(id).map(|m| m.1) else {
+        let size = self.shared.lock().spaces[self.space]
+            .index
+            .get(id)
+            .map(|m| m.1);
+        let Some(size) = size else {
             return Ok(0);
         };
         self.take(Op::Delete(*id))?;
@@ -420,9 +505,7 @@ impl Store for RedbStore {
     }
 
     fn list(&self) -> Result<Vec<(Id, Kind, u64)>, StoreError> {
-        Ok(self
-            .shared
-            .lock()
+        Ok(self.shared.lock().spaces[self.space]
             .index
             .iter()
             .map(|(id, (k, s))| (*id, *k, *s))
@@ -434,7 +517,10 @@ impl Store for RedbStore {
     }
 
     fn pointer(&self, id: &Id) -> Result<Option<Contact>, StoreError> {
-        Ok(self.shared.lock().pointers.get(id).copied())
+        Ok(self.shared.lock().spaces[self.space]
+            .pointers
+            .get(id)
+            .copied())
     }
 
     fn remove_pointer(&mut self, id: &Id) -> Result<(), StoreError> {
@@ -442,18 +528,18 @@ impl Store for RedbStore {
     }
 
     fn health(&self) -> StoreHealth {
-        self.shared.lock().health
+        self.shared.lock().spaces[self.space].health
     }
 
     fn progress(&self) -> WriteProgress {
         let st = self.shared.lock();
         WriteProgress {
-            taken: st.taken,
+            taken: st.spaces[self.space].taken,
             done: st.done,
         }
     }
 
     fn take_failed(&mut self) -> Vec<(Id, u64)> {
-        std::mem::take(&mut self.shared.lock().failed)
+        std::mem::take(&mut self.shared.lock().spaces[self.space].failed)
     }
 }

@@ -1,5 +1,6 @@
-//! What a store keeps in memory: the index of what it holds (as of every write taken, committed
-//! or not), the writes waiting for the writer, and how far they have come.
+//! What a store file keeps in memory: for each store in it, the index of what it holds (as of
+//! every write taken, committed or not); for the file, the writes waiting for the writer and
+//! how far they have come.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -7,9 +8,10 @@ use std::sync::Arc;
 use ringvault_past::{Kind, StoreError, StoreHealth, StoredObject};
 use ringvault_types::{Contact, Id};
 
-use crate::format::Loaded;
+use crate::format::{Loaded, Tables};
+use crate::redb_store::Waker;
 
-/// A change to the database, taken by the store and committed by its writer.
+/// A change to one store, taken by it and committed by the file's writer.
 pub(crate) enum Op {
     Put(Arc<StoredObject>),
     SetKind(Id, Kind),
@@ -42,9 +44,10 @@ impl Op {
     }
 }
 
-/// A change and its number.
+/// A change, its number (in the file's order) and its store.
 pub(crate) struct Write {
     pub(crate) seq: u64,
+    pub(crate) space: usize,
     pub(crate) op: Op,
 }
 
@@ -56,9 +59,11 @@ pub(crate) struct Staged {
     pub(crate) obj: Option<Arc<StoredObject>>,
 }
 
-/// Everything behind the store's lock.
-#[derive(Default)]
-pub(crate) struct State {
+/// One store of the file.
+pub(crate) struct Space {
+    pub(crate) tables: Tables,
+    /// Bytes of replicas the store offers.
+    pub(crate) capacity: u64,
     /// Kind and size of every object, as of every write taken.
     pub(crate) index: BTreeMap<Id, (Kind, u64)>,
     pub(crate) pointers: BTreeMap<Id, Contact>,
@@ -68,27 +73,36 @@ pub(crate) struct State {
     /// The disk is full (below `DISK_FULL_MARK`, or a write was refused for want of it):
     /// logged once when it happens and once when the disk has room again.
     pub(crate) disk_full: bool,
-    /// Writes taken, not yet handed to the writer.
-    pub(crate) queue: VecDeque<Write>,
-    /// Content bytes of the writes taken and not yet committed.
-    pub(crate) unwritten_bytes: u64,
     pub(crate) staged: HashMap<Id, Staged>,
-    /// The last write number taken, and the last finished (committed or failed).
+    /// The number of this store's last write taken.
     pub(crate) taken: u64,
-    pub(crate) done: u64,
     /// Objects whose writes failed, not yet reported to PAST.
     pub(crate) failed: Vec<(Id, u64)>,
     /// The first failure since [`crate::RedbStore::sync`] last reported one.
     pub(crate) last_error: Option<StoreError>,
-    /// Commits made without a sync since the last one that synced.
-    pub(crate) unsynced: bool,
-    /// The database is closed after an I/O error and could not be reopened yet.
-    pub(crate) closed: bool,
-    /// The store is being dropped: the writer commits what is queued and stops.
-    pub(crate) stop: bool,
+    /// Called when a batch holding this store's writes ends.
+    pub(crate) waker: Option<Waker>,
 }
 
-impl State {
+impl Space {
+    pub(crate) fn new(tables: Tables, capacity: u64) -> Self {
+        Space {
+            tables,
+            capacity,
+            index: BTreeMap::new(),
+            pointers: BTreeMap::new(),
+            used: 0,
+            cached: 0,
+            health: StoreHealth::default(),
+            disk_full: false,
+            staged: HashMap::new(),
+            taken: 0,
+            failed: Vec::new(),
+            last_error: None,
+            waker: None,
+        }
+    }
+
     fn account(&mut self, kind: Kind, size: u64, add: bool) {
         let slot = match kind {
             Kind::Cached => &mut self.cached,
@@ -114,8 +128,7 @@ impl State {
         self.index.insert(id, (kind, size));
     }
 
-    /// Replaces the index and pointers with what the file holds, then applies the writes
-    /// still queued (taken, not yet committed) on top.
+    /// Replaces the index and pointers with what the file holds.
     pub(crate) fn load(&mut self, loaded: Loaded) {
         (self.used, self.cached) = (0, 0);
         for (kind, size) in loaded.index.values() {
@@ -123,11 +136,6 @@ impl State {
         }
         self.index = loaded.index;
         self.pointers = loaded.pointers;
-        let queue = std::mem::take(&mut self.queue);
-        for w in &queue {
-            self.apply(&w.op);
-        }
-        self.queue = queue;
     }
 
     /// What a change does to the index and pointers.
@@ -150,22 +158,45 @@ impl State {
             }
         }
     }
+}
 
-    /// Takes a change: numbers it, applies it to the index, stages it for reads and queues it
-    /// for the writer.
-    pub(crate) fn take(&mut self, op: Op) -> u64 {
+/// Everything behind the file's lock.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) spaces: Vec<Space>,
+    /// Writes taken, not yet handed to the writer, oldest first.
+    pub(crate) queue: VecDeque<Write>,
+    /// Content bytes of the writes taken and not yet committed.
+    pub(crate) unwritten_bytes: u64,
+    /// The last write number taken in the file, and the last finished (committed or failed).
+    pub(crate) taken: u64,
+    pub(crate) done: u64,
+    /// Commits made without a sync since the last one that synced.
+    pub(crate) unsynced: bool,
+    /// The database is closed after an I/O error and could not be reopened yet.
+    pub(crate) closed: bool,
+    /// Every store of the file is dropped: the writer commits what is queued and stops.
+    pub(crate) stop: bool,
+}
+
+impl State {
+    /// Takes a change to store `space`: numbers it, applies it to the index, stages it for
+    /// reads and queues it for the writer.
+    pub(crate) fn take(&mut self, space: usize, op: Op) -> u64 {
         self.taken += 1;
         let seq = self.taken;
-        self.apply(&op);
+        let s = &mut self.spaces[space];
+        s.taken = seq;
+        s.apply(&op);
         if let Some(id) = op.object() {
             let obj = match &op {
                 Op::Put(o) => Some(o.clone()),
                 _ => None,
             };
-            self.staged.insert(id, Staged { seq, obj });
+            s.staged.insert(id, Staged { seq, obj });
         }
         self.unwritten_bytes += op.bytes();
-        self.queue.push_back(Write { seq, op });
+        self.queue.push_back(Write { seq, space, op });
         seq
     }
 
@@ -177,11 +208,23 @@ impl State {
         for w in batch {
             self.unwritten_bytes -= w.op.bytes();
             if let Some(id) = w.op.object() {
-                if self.staged.get(&id).is_some_and(|s| s.seq <= last) {
-                    self.staged.remove(&id);
+                let staged = &mut self.spaces[w.space].staged;
+                if staged.get(&id).is_some_and(|s| s.seq <= last) {
+                    staged.remove(&id);
                 }
             }
         }
         self.done = last;
+    }
+
+    /// Reloads every store's index from what the file holds, then applies the writes still
+    /// queued (taken, not yet committed) on top.
+    pub(crate) fn reload(&mut self, loaded: Vec<Loaded>) {
+        for (s, l) in self.spaces.iter_mut().zip(loaded) {
+            s.load(l);
+        }
+        for w in &self.queue {
+            self.spaces[w.space].apply(&w.op);
+        }
     }
 }

@@ -11,6 +11,8 @@
 // redb's error is large but short-lived: it becomes a `StoreError` as soon as a batch ends.
 #![allow(clippy::result_large_err)]
 
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use serde::Serialize;
 
 use ringvault_past::{FileCertificate, Kind, StoreError};
 
-use crate::format::{self, out_of_space, Record, CONTENT, POINTERS, RECORDS};
+use crate::format::{self, out_of_space, Record, Tables};
 use crate::redb_store::{Durability, Shared};
 use crate::state::{Op, State, Write};
 use crate::unwind::quiet_catch;
@@ -110,64 +112,73 @@ fn commit(shared: &Shared, batch: &[Write], sync: bool) -> Result<(), redb::Erro
     if shared.lock().closed {
         reopen(shared)?;
     }
+    let spaces = shared.tables();
     let db = shared.db.read().unwrap_or_else(|e| e.into_inner());
     let Some(db) = db.as_ref() else {
         return Err(redb::Error::Io(std::io::Error::other(
             "the object store is closed",
         )));
     };
-    quiet_catch(|| apply(db, batch, sync))
+    quiet_catch(|| apply(db, &spaces, batch, sync))
         .unwrap_or_else(|why| Err(redb::Error::Io(std::io::Error::other(why))))
 }
 
-fn apply(db: &Database, batch: &[Write], sync: bool) -> Result<(), redb::Error> {
+fn apply(db: &Database, spaces: &[Tables], batch: &[Write], sync: bool) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(if sync {
         redb::Durability::Immediate
     } else {
         redb::Durability::None
     });
-    {
-        let mut records = txn.open_table(RECORDS)?;
-        let mut content = txn.open_table(CONTENT)?;
-        let mut pointers = txn.open_table(POINTERS)?;
-        for w in batch {
-            let id = |id: &ringvault_types::Id| *id.as_bytes();
-            match &w.op {
-                Op::Put(o) => {
-                    let key = id(&o.cert.id());
-                    let record = encode(&RecordRef {
-                        cert: &o.cert,
-                        kind: o.kind,
-                    })?;
-                    records.insert(&key, record.as_slice())?;
-                    content.insert(&key, o.content.as_slice())?;
+    // Each store's tables, opened at its first write in the batch.
+    let mut open = BTreeMap::new();
+    for w in batch {
+        let (records, content, pointers) = match open.entry(w.space) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let t = &spaces[w.space];
+                e.insert((
+                    txn.open_table(t.records())?,
+                    txn.open_table(t.content())?,
+                    txn.open_table(t.pointers())?,
+                ))
+            }
+        };
+        let id = |id: &ringvault_types::Id| *id.as_bytes();
+        match &w.op {
+            Op::Put(o) => {
+                let key = id(&o.cert.id());
+                let record = encode(&RecordRef {
+                    cert: &o.cert,
+                    kind: o.kind,
+                })?;
+                records.insert(&key, record.as_slice())?;
+                content.insert(&key, o.content.as_slice())?;
+            }
+            Op::SetKind(object, kind) => {
+                let key = id(object);
+                let old = records.get(&key)?.map(|v| v.value().to_vec());
+                // A record that does not decode stays as it is: the read that finds it
+                // discards the copy.
+                if let Some(mut rec) = old.and_then(|r| postcard::from_bytes::<Record>(&r).ok()) {
+                    rec.kind = *kind;
+                    records.insert(&key, encode(&rec)?.as_slice())?;
                 }
-                Op::SetKind(object, kind) => {
-                    let key = id(object);
-                    let old = records.get(&key)?.map(|v| v.value().to_vec());
-                    // A record that does not decode stays as it is: the read that finds it
-                    // discards the copy.
-                    if let Some(mut rec) = old.and_then(|r| postcard::from_bytes::<Record>(&r).ok())
-                    {
-                        rec.kind = *kind;
-                        records.insert(&key, encode(&rec)?.as_slice())?;
-                    }
-                }
-                Op::Delete(object) => {
-                    let key = id(object);
-                    records.remove(&key)?;
-                    content.remove(&key)?;
-                }
-                Op::Point(object, holder) => {
-                    pointers.insert(&id(object), encode(holder)?.as_slice())?;
-                }
-                Op::Unpoint(object) => {
-                    pointers.remove(&id(object))?;
-                }
+            }
+            Op::Delete(object) => {
+                let key = id(object);
+                records.remove(&key)?;
+                content.remove(&key)?;
+            }
+            Op::Point(object, holder) => {
+                pointers.insert(&id(object), encode(holder)?.as_slice())?;
+            }
+            Op::Unpoint(object) => {
+                pointers.remove(&id(object))?;
             }
         }
     }
+    drop(open);
     txn.commit()?;
     Ok(())
 }
@@ -176,9 +187,10 @@ fn encode(v: &impl Serialize) -> Result<Vec<u8>, redb::Error> {
     postcard::to_allocvec(v).map_err(|e| redb::Error::Io(std::io::Error::other(e)))
 }
 
-/// Records how a batch ended and wakes whoever waits: the node (through its waker) and
-/// [`crate::RedbStore::sync`].
+/// Records how a batch ended and wakes whoever waits: the nodes whose writes it held
+/// (through their wakers) and [`crate::RedbStore::sync`].
 fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb::Error>) {
+    let mut spaces: BTreeSet<usize> = batch.iter().map(|w| w.space).collect();
     match result {
         Ok(()) => {
             let mut st = shared.lock();
@@ -189,14 +201,16 @@ fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb:
             let error = {
                 let mut st = shared.lock();
                 st.finished(batch);
-                let error = shared.classify(&mut st, &e);
+                let error = shared.classify(&mut st, &spaces, &e);
                 for w in batch {
+                    let s = &mut st.spaces[w.space];
                     if let Op::Put(o) = &w.op {
-                        st.failed.push((o.cert.id(), w.seq));
+                        s.failed.push((o.cert.id(), w.seq));
                     }
+                    s.last_error.get_or_insert(error.clone());
                 }
-                st.last_error.get_or_insert(error.clone());
                 st.closed = true;
+                spaces.extend(0..st.spaces.len());
                 error
             };
             tracing::warn!(
@@ -209,7 +223,7 @@ fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb:
             let _ = reopen(shared);
         }
     }
-    if let Some(wake) = shared.waker() {
+    for wake in shared.wakers(&spaces) {
         wake();
     }
     shared.finished.notify_all();
@@ -217,18 +231,23 @@ fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb:
 
 /// Closes and reopens the database after an I/O error and reloads the index from it.
 fn reopen(shared: &Shared) -> Result<(), redb::Error> {
+    let spaces = shared.tables();
     let mut db = shared.db.write().unwrap_or_else(|e| e.into_inner());
     // Drop the old handle first: it holds the file's lock.
     *db = None;
-    let opened = format::open_db(&shared.path, shared.config.cache_bytes)
-        .and_then(|d| format::load(&d, &shared.path).map(|loaded| (d, loaded)));
+    let opened = format::open_db(&shared.path, shared.config.cache_bytes).and_then(|d| {
+        let tables: Vec<&Tables> = spaces.iter().collect();
+        format::load(&d, &shared.path, &tables).map(|loaded| (d, loaded))
+    });
     let mut st = shared.lock();
     match opened {
         Ok((d, loaded)) => {
             *db = Some(d);
-            st.load(loaded);
+            st.reload(loaded);
             st.closed = false;
-            st.health.reopened += 1;
+            for s in &mut st.spaces {
+                s.health.reopened += 1;
+            }
             tracing::info!(
                 "reopened the object store {} after an I/O error",
                 shared.path.display()
@@ -236,7 +255,9 @@ fn reopen(shared: &Shared) -> Result<(), redb::Error> {
             Ok(())
         }
         Err(e) => {
-            st.health.io_errors += 1;
+            for s in &mut st.spaces {
+                s.health.io_errors += 1;
+            }
             st.closed = true;
             Err(redb::Error::Io(std::io::Error::other(format!(
                 "the object store is closed after an I/O error and cannot be reopened: {e}"
@@ -246,12 +267,24 @@ fn reopen(shared: &Shared) -> Result<(), redb::Error> {
 }
 
 impl Shared {
-    /// A failed commit as the store reports it: a full filesystem is [`StoreError::Full`].
-    fn classify(&self, st: &mut State, e: &redb::Error) -> StoreError {
+    /// A failed commit as the stores report it: a full filesystem is [`StoreError::Full`].
+    fn classify(&self, st: &mut State, spaces: &BTreeSet<usize>, e: &redb::Error) -> StoreError {
         match e {
-            redb::Error::Io(io) if out_of_space(io) => self.disk_refused(st, 0, 0),
+            redb::Error::Io(io) if out_of_space(io) => {
+                let mut error = None;
+                for &s in spaces {
+                    error = Some(self.disk_refused(&mut st.spaces[s], 0, 0));
+                }
+                error.unwrap_or(StoreError::Full {
+                    needed: 0,
+                    free: 0,
+                    limit: ringvault_past::SpaceLimit::Disk,
+                })
+            }
             _ => {
-                st.health.io_errors += 1;
+                for &s in spaces {
+                    st.spaces[s].health.io_errors += 1;
+                }
                 StoreError::Io(e.to_string())
             }
         }

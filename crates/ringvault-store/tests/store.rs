@@ -209,3 +209,38 @@ fn a_store_of_another_format_is_refused() {
         Err(OpenError::Database { .. })
     ));
 }
+
+#[test]
+fn the_stores_of_one_file_hold_their_own_objects_and_commit_together() {
+    use ringvault_store::{StoreConfig, StoreFile};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring.redb");
+    let (a_node, b_node) = (Id::hash(b"node a"), Id::hash(b"node b"));
+    let (one, two) = (object(1, 700, Kind::Primary), object(2, 900, Kind::Cached));
+    {
+        let file = StoreFile::open(&path, StoreConfig::new(CAPACITY)).unwrap();
+        let mut a = file.store(Some(a_node)).unwrap();
+        let mut b = file.store(Some(b_node)).unwrap();
+        assert!(file.store(Some(a_node)).is_err(), "one store opened twice");
+        drop(file);
+        a.put(one.clone()).unwrap();
+        b.put(two.clone()).unwrap();
+        b.put(one.clone()).unwrap();
+        b.remove(&one.cert.id()).unwrap();
+        assert_eq!(a.get(&two.cert.id()).unwrap(), None);
+        assert_eq!(b.get(&one.cert.id()).unwrap(), None);
+        a.sync().unwrap();
+        b.sync().unwrap();
+        assert_eq!(a.progress().done, b.progress().done, "one writer for both");
+    }
+    let file = StoreFile::open(&path, StoreConfig::new(CAPACITY)).unwrap();
+    let a = file.store(Some(a_node)).unwrap();
+    let b = file.store(Some(b_node)).unwrap();
+    let ids = |s: &RedbStore| -> Vec<Id> { s.list().unwrap().into_iter().map(|e| e.0).collect() };
+    assert_eq!(ids(&a), vec![one.cert.id()]);
+    assert_eq!(ids(&b), vec![two.cert.id()]);
+    assert_eq!(a.get(&one.cert.id()).unwrap().unwrap().content, one.content);
+    assert_eq!(b.usage().cached, 900);
+    // The file's plain tables are a store of their own, empty here.
+    assert!(file.store(None).unwrap().list().unwrap().is_empty());
+}

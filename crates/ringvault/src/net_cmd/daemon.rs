@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode};
 use ringvault_overlay::Config;
-use ringvault_store::StoreConfig;
+use ringvault_store::{StoreConfig, StoreFile};
 use ringvault_types::Id;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -141,8 +141,8 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     };
 
     let identity = load_or_create_identity(&data_dir)?;
-    let (mut services, store) =
-        storage::past_services(&identity, &data_dir, store_config, on_damage)?;
+    let objects = storage::open_store(&data_dir, store_config, on_damage)?;
+    let (mut services, store) = storage::past_services(&identity, objects)?;
     let groups = groups::add_scribe(&mut services);
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
@@ -232,7 +232,9 @@ fn port(base: u16, i: u16, what: &str) -> Result<u16> {
 }
 
 /// Starts `n` nodes on loopback under `dir`, one after another, each joining through the
-/// previous ones (nearest first). With `http_base`, each also serves the HTTP API.
+/// previous ones (nearest first). With `http_base`, each also serves the HTTP API. The nodes
+/// keep their objects in one file, `dir/objects.redb` (a store per node, named after its id),
+/// so their writes are committed together.
 pub async fn start_local_ring(
     n: u16,
     base_port: u16,
@@ -242,6 +244,9 @@ pub async fn start_local_ring(
     store_config: StoreConfig,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
+    let path = dir.join(storage::STORE_FILE);
+    let file = StoreFile::open(&path, store_config)
+        .with_context(|| format!("the ring's object store {}", path.display()))?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
         let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
@@ -253,12 +258,11 @@ pub async fn start_local_ring(
             .collect();
         let node_dir = dir.join(format!("node-{i}"));
         let identity = load_or_create_identity(&node_dir)?;
-        let (mut services, store) = match storage::past_services(
-            &identity,
-            &node_dir,
-            store_config.clone(),
-            storage::OnDamage::Refuse,
-        ) {
+        let opened = file
+            .store(Some(identity.id()))
+            .map_err(anyhow::Error::from)
+            .and_then(|objects| storage::past_services(&identity, objects));
+        let (mut services, store) = match opened {
             Ok(x) => x,
             Err(e) => {
                 stop_all(nodes).await;

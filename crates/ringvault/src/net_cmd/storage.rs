@@ -56,8 +56,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(bytes as u64)
 }
 
-/// The store settings of `--capacity` and `--store-cache` for `nodes` nodes of one process:
-/// they share the filesystem and the cache budget evenly (at least 1 MiB of cache each).
+/// The store settings of `--capacity`, `--store-cache` and `--durability` for `nodes` nodes of
+/// one process: they share one store file (and its cache), and each counts only its share of
+/// the filesystem.
 pub fn store_config(
     capacity: Option<&str>,
     cache: Option<&str>,
@@ -75,9 +76,7 @@ pub fn store_config(
     let nodes = nodes.max(1);
     Ok(StoreConfig {
         capacity,
-        cache_bytes: usize::try_from(cache / u64::from(nodes))
-            .unwrap_or(usize::MAX)
-            .max(1 << 20),
+        cache_bytes: usize::try_from(cache).unwrap_or(usize::MAX).max(1 << 20),
         disk_share: u32::from(nodes),
         durability: durability.into(),
         ..StoreConfig::new(capacity)
@@ -116,14 +115,9 @@ pub fn open_store(data_dir: &Path, config: StoreConfig, on_damage: OnDamage) -> 
     }
 }
 
-/// PAST for the node with `identity`, storing under `data_dir`, and the client the API uses.
-pub fn past_services(
-    identity: &Identity,
-    data_dir: &Path,
-    config: StoreConfig,
-    on_damage: OnDamage,
-) -> Result<(Services, StorageClient)> {
-    let store = open_store(data_dir, config, on_damage)?;
+/// PAST for the node with `identity`, keeping its objects in `store`, and the client the API
+/// uses.
+pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services, StorageClient)> {
     // The store commits on its own thread; when a batch ends, the node releases the receipts
     // that waited for it.
     let wake = Arc::new(tokio::sync::Notify::new());
