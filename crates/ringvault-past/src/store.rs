@@ -174,7 +174,7 @@ pub trait Store: Send {
 }
 
 /// A store in memory: for tests and the simulator.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     capacity: u64,
     objects: BTreeMap<Id, StoredObject>,
