@@ -244,9 +244,8 @@ pub async fn start_local_ring(
     store_config: StoreConfig,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
-    let path = dir.join(storage::STORE_FILE);
-    let file = StoreFile::open(&path, store_config)
-        .with_context(|| format!("the ring's object store {}", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = StoreFile::open(&dir.join(storage::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
         let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
