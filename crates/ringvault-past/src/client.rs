@@ -292,8 +292,8 @@ impl Past {
         else {
             return;
         };
-        // This attempt is given up on (re-salted or failed for want of room).
-        if reason == Refusal::NoSpace {
+        // This attempt is given up on (re-salted, or failed for want of room or a busy store).
+        if matches!(reason, Refusal::NoSpace | Refusal::Busy) {
             Self::abandon(kbr, &signer, &cert, holders);
         }
         // File diversion: a new salt puts the object in another part of the ring.
@@ -343,6 +343,7 @@ impl Past {
             Refusal::Invalid => PastError::Invalid("a replica rejected the certificate".into()),
             Refusal::NotFound => PastError::NotFound,
             Refusal::NotOwner => PastError::NotOwner,
+            Refusal::Busy => PastError::Busy,
         };
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }

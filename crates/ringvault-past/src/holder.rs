@@ -9,7 +9,7 @@ use crate::message::{PastMessage, Refusal};
 use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
     accepts, AbandonCertificate, FileCertificate, Holding, Kind, ReclaimCertificate,
-    ReclaimReceipt, StoreReceipt, StoredObject,
+    ReclaimReceipt, StoreError, StoreReceipt, StoredObject,
 };
 
 impl Past {
@@ -67,9 +67,12 @@ impl Past {
             kind,
         };
         // A refused write (the disk full, an I/O error) is a refusal like a full node's: the
-        // caller diverts. Nothing already held is touched.
-        if self.store.put(obj).is_err() {
-            return Placed::Refused;
+        // caller diverts. A busy store asks the client to slow down instead. Nothing already
+        // held is touched.
+        match self.store.put(obj) {
+            Ok(()) => {}
+            Err(StoreError::Busy { .. }) => return Placed::Busy,
+            Err(_) => return Placed::Refused,
         }
         self.held.insert(id, cert.body.replicas);
         Placed::Fresh
@@ -141,6 +144,11 @@ impl Past {
             }
         }
         let placed = self.store_replica(&cert, &content, Kind::Primary, self.config.t_pri);
+        if placed == Placed::Busy {
+            // Not diverted: the ring has room, this node is only behind with its writes.
+            refuse(kbr, Refusal::Busy);
+            return;
+        }
         if placed != Placed::Refused {
             // Stored for the owner's new insert: the reclaim it comes after is over.
             self.tombstones.remove(&id);
@@ -457,6 +465,8 @@ pub(crate) enum Placed {
     Already,
     /// Not stored: no room (by the acceptance rule or the disk), or another object holds the id.
     Refused,
+    /// Not stored: the store has too much waiting to be written.
+    Busy,
 }
 
 /// A reclaimed id, remembered so maintenance does not bring it back.

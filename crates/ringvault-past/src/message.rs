@@ -21,6 +21,8 @@ pub enum Refusal {
     NotFound,
     /// The reclaim certificate is not the owner's.
     NotOwner,
+    /// The node's store has too much waiting to be written; try again shortly.
+    Busy,
 }
 
 /// One PAST message.

@@ -62,6 +62,13 @@ pub enum StoreError {
         /// What ran out.
         limit: SpaceLimit,
     },
+    /// Too much is waiting to be written already; nothing was changed. Try again shortly:
+    /// the store is catching up.
+    #[error("the store is busy: {waiting} bytes are waiting to be written")]
+    Busy {
+        /// Bytes taken and not yet committed.
+        waiting: u64,
+    },
     /// The underlying storage failed; nothing was changed.
     #[error("storage failure: {0}")]
     Io(String),
@@ -101,6 +108,8 @@ pub struct StoreHealth {
     pub reopened: u64,
     /// Copies found damaged on read and discarded (never served).
     pub discarded: u64,
+    /// Writes refused because too much was waiting to be written (back-pressure).
+    pub busy: u64,
 }
 
 /// How far a store's writes have come. Writes are numbered 1, 2, ... in the order the store

@@ -4,6 +4,8 @@
 //! - no receipt leaves a node before its store says the write is done, and a write that fails
 //!   gives the client a refusal, never a receipt;
 //! - `sync` (a write is done once synced): a power cut loses no acknowledged replica;
+//! - a store with too much waiting to be written refuses as busy: the client hears `Busy`,
+//!   and nothing is diverted (the ring has room; one node is behind);
 //! - `replicated` (done once written in memory): a power cut of one node loses its unsynced
 //!   replicas, yet every object keeps k - 1, and maintenance restores k. The same check that
 //!   finds nothing lost under `sync` finds these losses (its negative control).
@@ -13,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use ringvault_overlay::Config;
 use ringvault_past::{
-    Inserted, Kind, MemoryStore, Past, PastEvent, Store, StoreError, StoreHealth, StoredObject,
-    Usage, WriteProgress,
+    Inserted, Kind, MemoryStore, Past, PastError, PastEvent, Store, StoreError, StoreHealth,
+    StoredObject, Usage, WriteProgress,
 };
 use ringvault_testkit::TestRing;
 use ringvault_types::{Contact, Duration, Id, Identity};
@@ -39,6 +41,8 @@ struct Disk {
     synced_upto: u64,
     /// Finished writes that failed, not yet reported.
     failed: Vec<(Id, u64)>,
+    /// The writer is behind: object writes are refused as busy.
+    busy: bool,
 }
 
 impl Disk {
@@ -50,6 +54,7 @@ impl Disk {
             taken: Vec::new(),
             synced_upto: 0,
             failed: Vec::new(),
+            busy: false,
         }
     }
 
@@ -82,6 +87,9 @@ impl DiskStore {
         f: impl FnOnce(&mut MemoryStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut d = self.0.lock().unwrap();
+        if d.busy && id.is_some() {
+            return Err(StoreError::Busy { waiting: 1 << 20 });
+        }
         let r = f(&mut d.now)?;
         d.taken.push(id);
         Ok(r)
@@ -184,8 +192,13 @@ impl Ring {
 
     /// Inserts `name` from node 0, the writers syncing as the insert goes on.
     fn insert(&mut self, name: &str) -> Inserted {
+        self.insert_dated(name, 0)
+    }
+
+    /// Like [`Ring::insert`], signed on `date` (a retry of a given-up insert is signed later).
+    fn insert_dated(&mut self, name: &str, date: u64) -> Inserted {
         self.ring.call::<Past, _>(0, |p, kbr, now, me| {
-            p.insert(kbr, now, me, name, name.as_bytes().to_vec(), K, 0)
+            p.insert(kbr, now, me, name, name.as_bytes().to_vec(), K, date)
         });
         for _ in 0..50 {
             if let Some(e) = self.events(0).into_iter().next() {
@@ -381,4 +394,41 @@ fn under_replicated_a_power_cut_loses_one_nodes_last_writes_and_maintenance_rest
         vec![],
         "maintenance did not restore node {v}"
     );
+}
+
+#[test]
+fn a_busy_store_makes_the_insert_fail_as_busy_without_diverting() {
+    let mut r = Ring::new(12, Mode::Sync);
+    let owner = r.ring.members[0].identity.public_key();
+    let id = ringvault_past::object_id("behind", &owner, 0);
+    let replicas = r.ring.closest_live(&id, K as usize);
+    let behind = *replicas
+        .iter()
+        .find(|&&i| i != 0)
+        .expect("a remote replica");
+    r.disks[behind].lock().unwrap().busy = true;
+    r.ring.call::<Past, _>(0, |p, kbr, now, me| {
+        p.insert(kbr, now, me, "behind", b"behind".to_vec(), K, 0)
+    });
+    r.sync_all(None);
+    let done = r.events(0);
+    assert!(
+        matches!(
+            done.first(),
+            Some(PastEvent::Inserted(_, Err(PastError::Busy)))
+        ),
+        "{done:?}"
+    );
+    for i in 0..12 {
+        let kind = r.disks[i].lock().unwrap().now.meta(&id).unwrap();
+        assert_ne!(
+            kind.map(|k| k.0),
+            Some(Kind::Diverted),
+            "node {i} took a diverted replica for a node that was only busy"
+        );
+    }
+    // Once it has caught up, the insert tried again (signed later) goes through.
+    r.disks[behind].lock().unwrap().busy = false;
+    let ins = r.insert_dated("behind", 1);
+    assert_eq!(ins.receipts.len(), K as usize);
 }

@@ -34,6 +34,10 @@ pub const DISK_RESERVE: u64 = 1 << 20;
 /// room again above twice as many, so a disk hovering near the mark is not logged each time.
 pub const DISK_FULL_MARK: u64 = 4 << 20;
 
+/// Content bytes a store file lets wait for its writer before it refuses new writes as busy
+/// (back-pressure: clients get 503 `busy`, maintenance transfers wait for their next round).
+pub const DEFAULT_MAX_WAITING: u64 = 256 << 20;
+
 /// When a write counts as done, and so when a store receipt may be sent for it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -60,6 +64,9 @@ pub struct StoreConfig {
     pub disk_share: u32,
     /// When a write counts as done.
     pub durability: Durability,
+    /// Content bytes that may wait for the writer (taken, not yet committed); a write beyond
+    /// them is refused as [`StoreError::Busy`]. Set for the file.
+    pub max_waiting: u64,
     /// Refuse a write the filesystem has no room for before it starts. Off only in tests of
     /// what happens when the disk fills between that check and the write.
     #[doc(hidden)]
@@ -75,6 +82,7 @@ impl StoreConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             disk_share: 1,
             durability: Durability::Sync,
+            max_waiting: DEFAULT_MAX_WAITING,
             disk_check: true,
         }
     }
@@ -214,6 +222,14 @@ impl StoreFile {
         Ok(StoreFile { shared })
     }
 
+    /// Holds the writer (it commits nothing) until called with `false`: for tests of what
+    /// happens while writes wait.
+    #[doc(hidden)]
+    pub fn hold_writer(&self, hold: bool) {
+        self.shared.lock().held = hold;
+        self.shared.work.notify_one();
+    }
+
     /// The store of node `node` in this file (its tables are named after it), or with `None`
     /// the file's one store in the plain tables. Opening the same store twice is an error.
     pub fn store(&self, node: Option<Id>) -> Result<RedbStore, OpenError> {
@@ -331,6 +347,11 @@ impl RedbStore {
             None
         };
         let mut st = self.shared.lock();
+        let waiting = st.unwritten_bytes;
+        if bytes > 0 && waiting > 0 && waiting + bytes > self.shared.config.max_waiting {
+            st.spaces[self.space].health.busy += 1;
+            return Err(StoreError::Busy { waiting });
+        }
         if let Some(free) = free {
             // redb's allocator rounds an object up to a power of two of pages: twice its size
             // is asked for.

@@ -177,6 +177,8 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// Every store of the file is dropped: the writer commits what is queued and stops.
     pub(crate) stop: bool,
+    /// The writer is held (tests): it commits nothing until released.
+    pub(crate) held: bool,
 }
 
 impl State {

@@ -72,6 +72,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
 fn next(shared: &Shared) -> Next {
     let mut st = shared.lock();
     loop {
+        if st.held && !st.stop {
+            st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
         if !st.queue.is_empty() {
             return Next::Commit(batch(&mut st));
         }

@@ -108,7 +108,7 @@ proptest! {
                     let id = obj.cert.id();
                     match store.put(obj.clone()) {
                         Ok(()) => { model.insert(id, (obj.content, k)); }
-                        Err(StoreError::Full { .. } | StoreError::Io(_)) => {}
+                        Err(StoreError::Full { .. } | StoreError::Io(_) | StoreError::Busy { .. }) => {}
                     }
                 }
                 Op::SetKind(n, k) => {
@@ -243,4 +243,50 @@ fn the_stores_of_one_file_hold_their_own_objects_and_commit_together() {
     assert_eq!(b.usage().cached, 900);
     // The file's plain tables are a store of their own, empty here.
     assert!(file.store(None).unwrap().list().unwrap().is_empty());
+}
+
+#[test]
+fn writes_beyond_what_may_wait_are_refused_as_busy_and_nothing_is_half_stored() {
+    use ringvault_store::{StoreConfig, StoreFile};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_waiting: 5_000,
+        ..StoreConfig::new(CAPACITY)
+    };
+    let file = StoreFile::open(&dir.path().join("objects.redb"), config).unwrap();
+    let mut s = file.store(None).unwrap();
+    file.hold_writer(true);
+    let (mut taken, mut busy) = (Vec::new(), Vec::new());
+    for n in 0..6 {
+        let o = object(n, 2_000, Kind::Primary);
+        match s.put(o.clone()) {
+            Ok(()) => taken.push(o),
+            Err(StoreError::Busy { waiting }) => {
+                assert!(waiting + 2_000 > 5_000, "busy with {waiting} bytes waiting");
+                busy.push(o);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 2,000 and 4,000 bytes may wait; a third write would make 6,000.
+    assert_eq!((taken.len(), busy.len()), (2, 4));
+    assert_eq!(s.health().busy, 4);
+    for o in &busy {
+        assert_eq!(
+            s.meta(&o.cert.id()).unwrap(),
+            None,
+            "a refused write was kept"
+        );
+    }
+    assert!(
+        s.progress().done < s.progress().taken,
+        "the writer was held"
+    );
+    file.hold_writer(false);
+    s.sync().unwrap();
+    for o in &taken {
+        assert_eq!(s.get(&o.cert.id()).unwrap().unwrap().content, o.content);
+    }
+    s.put(busy[0].clone())
+        .expect("taken again once the writer caught up");
 }

@@ -171,6 +171,7 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
                     "io_errors": h.io_errors,
                     "reopened": h.reopened,
                     "discarded": h.discarded,
+                    "busy": h.busy,
                 },
             });
         }
@@ -348,6 +349,12 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
             "Copies found damaged on read and discarded.",
             "counter",
             h.discarded,
+        ),
+        (
+            "ringvault_store_busy_total",
+            "Writes refused because too much was waiting to be written (back-pressure).",
+            "counter",
+            h.busy,
         ),
     ] {
         counter(out, name, help, kind, v);
