@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
-use crate::message::{PastMessage, Refusal};
+use crate::message::{PastMessage, Refusal, Want};
 use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
 use crate::{
-    AbandonCertificate, FileCertificate, Found, Inserted, PastError, PastEvent, ReclaimReceipt,
-    StoreReceipt,
+    AbandonCertificate, Description, FileCertificate, Found, Inserted, Manifest, PastError,
+    PastEvent, ReclaimReceipt, StoreReceipt,
 };
 
 /// What an insert's latency is taken to be before any has completed.
@@ -266,10 +266,12 @@ impl Past {
     ) {
         match self.pending.get_mut(&req) {
             Some(Pending::Insert { cert, .. }) if cert.id() == id => {}
-            Some(Pending::Lookup { id: want, .. }) if *want == id => {
+            Some(Pending::Lookup {
+                id: asked, want, ..
+            }) if *asked == id => {
+                let event = want.failed(req, PastError::NotFound);
                 self.pending.remove(&req);
-                self.events
-                    .push_back(PastEvent::Found(req, Err(PastError::NotFound)));
+                self.events.push_back(event);
                 return;
             }
             Some(Pending::Reclaim {
@@ -356,7 +358,12 @@ impl Past {
         cert: FileCertificate,
         content: Vec<u8>,
     ) {
-        let Some(Pending::Lookup { id, .. }) = self.pending.get(&req) else {
+        let Some(Pending::Lookup {
+            id,
+            want: Want::Content,
+            ..
+        }) = self.pending.get(&req)
+        else {
             return;
         };
         // Only a verified copy of the object asked for is accepted; anything else is ignored
@@ -371,6 +378,46 @@ impl Past {
             Ok(Found {
                 cert,
                 content,
+                server,
+                hops,
+            }),
+        ));
+    }
+
+    pub(crate) fn on_described(
+        &mut self,
+        req: u64,
+        server: Contact,
+        hops: u8,
+        cert: FileCertificate,
+        manifest: Option<Vec<u8>>,
+    ) {
+        let Some(Pending::Lookup {
+            id,
+            want: Want::Description,
+            ..
+        }) = self.pending.get(&req)
+        else {
+            return;
+        };
+        // As for a copy: only a verified certificate of the object asked for, and a manifest
+        // that is the content it certifies, are accepted.
+        if cert.id() != *id || cert.verify().is_err() {
+            return;
+        }
+        let manifest = match manifest {
+            None => None,
+            Some(bytes) => match Manifest::from_bytes(&bytes) {
+                Ok(m) if cert.matches_content(&bytes) => Some(m),
+                _ => return,
+            },
+        };
+        self.pending.remove(&req);
+        self.events.push_back(PastEvent::Described(
+            req,
+            Ok(Description {
+                cert,
+                manifest,
                 server,
                 hops,
             }),
@@ -425,7 +472,7 @@ impl Past {
                         }),
                     )
                 }
-                Some(Pending::Lookup { .. }) => PastEvent::Found(req, Err(PastError::NotFound)),
+                Some(Pending::Lookup { want, .. }) => want.failed(req, PastError::NotFound),
                 Some(Pending::Reclaim {
                     id,
                     receipts,

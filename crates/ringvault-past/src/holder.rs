@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id};
 
-use crate::message::{PastMessage, Refusal};
+use crate::message::{PastMessage, Refusal, Want};
 use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
-    accepts, AbandonCertificate, FileCertificate, Holding, Kind, ReclaimCertificate,
+    accepts, AbandonCertificate, FileCertificate, Holding, Kind, Manifest, ReclaimCertificate,
     ReclaimReceipt, StoreError, StoreReceipt, StoredObject,
 };
 
@@ -296,8 +296,8 @@ impl Past {
 
     // ---- serving ----
 
-    /// Sends the client this node's copy, if it has a good one; `hops` is how many hops the
-    /// lookup took to get here.
+    /// Sends the client this node's copy (or its description), if it has a good one; `hops` is
+    /// how many hops the lookup took to get here.
     pub(crate) fn serve_lookup(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -305,22 +305,29 @@ impl Past {
         client: Contact,
         id: Id,
         hops: u8,
+        want: Want,
     ) -> bool {
         match self.store.get(&id) {
             Ok(Some(o)) if o.cert.matches_content(&o.content) => {
                 if o.kind == Kind::Cached {
                     self.cache.touch(id, o.content.len() as u64);
                 }
-                send(
-                    kbr,
-                    client,
-                    &PastMessage::Found {
+                let (cert, content) = (o.cert, o.content);
+                let answer = match want {
+                    Want::Content => PastMessage::Found {
                         req,
                         hops,
-                        cert: o.cert,
-                        content: o.content,
+                        cert,
+                        content,
                     },
-                );
+                    Want::Description => PastMessage::Described {
+                        req,
+                        hops,
+                        cert,
+                        manifest: Manifest::from_bytes(&content).is_ok().then_some(content),
+                    },
+                };
+                send(kbr, client, &answer);
                 true
             }
             Ok(Some(_)) => {
@@ -345,8 +352,9 @@ impl Past {
         client: Contact,
         id: Id,
         hops: u8,
+        want: Want,
     ) {
-        if self.serve_lookup(kbr, req, client, id, hops) {
+        if self.serve_lookup(kbr, req, client, id, hops, want) {
             return;
         }
         let me = kbr.local_contact().id;
@@ -357,11 +365,12 @@ impl Past {
             }
         }
         chain.truncate(LOOKUP_HANDOFFS);
-        pass_lookup(kbr, req, client, id, hops, chain);
+        pass_lookup(kbr, req, client, id, hops, chain, want);
     }
 
     /// A lookup a root handed on: answer it, or pass it to the first of `then`. The list only
     /// shrinks, and one longer than any root makes is cut, so a handoff always ends.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handoff_lookup(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -370,12 +379,13 @@ impl Past {
         id: Id,
         hops: u8,
         mut then: Vec<Contact>,
+        want: Want,
     ) {
-        if self.serve_lookup(kbr, req, client, id, hops) {
+        if self.serve_lookup(kbr, req, client, id, hops, want) {
             return;
         }
         then.truncate(LOOKUP_HANDOFFS);
-        pass_lookup(kbr, req, client, id, hops, then);
+        pass_lookup(kbr, req, client, id, hops, then, want);
     }
 
     /// Releases this node's copy of a reclaimed object. A reclaim signed before the stored
@@ -499,21 +509,12 @@ fn pass_lookup(
     id: Id,
     hops: u8,
     mut chain: Vec<Contact>,
+    want: Want,
 ) {
     if chain.is_empty() {
         refuse(kbr, Some((req, client)), id, Refusal::NotFound);
         return;
     }
     let next = chain.remove(0);
-    send(
-        kbr,
-        next,
-        &PastMessage::Lookup {
-            req,
-            client,
-            id,
-            handoff: Some(chain),
-            hops,
-        },
-    );
+    send(kbr, next, &want.ask(req, client, id, Some(chain), hops));
 }

@@ -36,9 +36,9 @@ pub use chunks::{
 };
 pub use message::Refusal;
 pub use past::{
-    Found, Inserted, Past, PastConfig, PastError, PastEvent, RequestId, ANTI_ENTROPY_INTERVAL,
-    MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS, MAX_TOMBSTONES, PAST_APP,
-    REQUEST_TIMEOUT,
+    Description, Found, Inserted, Past, PastConfig, PastError, PastEvent, RequestId,
+    ANTI_ENTROPY_INTERVAL, MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS,
+    MAX_TOMBSTONES, PAST_APP, REQUEST_TIMEOUT,
 };
 pub use store::{
     Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,

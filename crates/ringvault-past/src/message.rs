@@ -112,4 +112,72 @@ pub(crate) enum PastMessage {
     Offer { ids: Vec<Id>, free: u64 },
     /// Maintenance: the offered objects the receiver lacks.
     Want { ids: Vec<Id>, free: u64 },
+    /// Routed like [`PastMessage::Lookup`], for the object's certificate only (and its content
+    /// when it is a manifest, which is small): what `stat` and `DELETE` need, without moving
+    /// the content or leaving a cached copy. Appended after the older messages, so a node of an
+    /// earlier build drops it instead of misreading it.
+    Describe {
+        req: u64,
+        client: Contact,
+        id: Id,
+        handoff: Option<Vec<Contact>>,
+        hops: u8,
+    },
+    /// The answer to [`PastMessage::Describe`], from the node that holds a copy.
+    Described {
+        req: u64,
+        hops: u8,
+        cert: FileCertificate,
+        /// The content, when it is a manifest.
+        manifest: Option<Vec<u8>>,
+    },
+}
+
+impl PastMessage {
+    /// What a lookup or its hand-off asks for (`Content` for every other message).
+    pub(crate) fn want(&self) -> Want {
+        match self {
+            PastMessage::Describe { .. } => Want::Description,
+            _ => Want::Content,
+        }
+    }
+}
+
+/// What a lookup asks the holder for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// The object: [`PastMessage::Lookup`], answered by [`PastMessage::Found`].
+    Content,
+    /// Its certificate (and manifest): [`PastMessage::Describe`], answered by
+    /// [`PastMessage::Described`].
+    Description,
+}
+
+impl Want {
+    /// The message that asks for it, routed or handed on.
+    pub(crate) fn ask(
+        self,
+        req: u64,
+        client: Contact,
+        id: Id,
+        handoff: Option<Vec<Contact>>,
+        hops: u8,
+    ) -> PastMessage {
+        match self {
+            Want::Content => PastMessage::Lookup {
+                req,
+                client,
+                id,
+                handoff,
+                hops,
+            },
+            Want::Description => PastMessage::Describe {
+                req,
+                client,
+                id,
+                handoff,
+                hops,
+            },
+        }
+    }
 }

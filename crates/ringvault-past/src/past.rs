@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, Service};
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
-use crate::message::{PastMessage, Refusal};
+use crate::message::{PastMessage, Refusal, Want};
 use crate::{
     Cache, CachePolicy, FileCertificate, Kind, ReclaimCertificate, ReclaimReceipt, Store,
     StoreReceipt,
@@ -112,6 +112,20 @@ pub struct Found {
     pub hops: u8,
 }
 
+/// What a certificate-only lookup found: the object's certificate, verified, and its manifest
+/// when it is a large file's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// The certificate (verified).
+    pub cert: FileCertificate,
+    /// The manifest, when the object is one (checked against the certificate).
+    pub manifest: Option<crate::Manifest>,
+    /// The node that answered (the sender as the transport verified it).
+    pub server: Contact,
+    /// Overlay hops the request took to reach it.
+    pub hops: u8,
+}
+
 /// Results of client operations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PastEvent {
@@ -119,8 +133,22 @@ pub enum PastEvent {
     Inserted(RequestId, Result<Inserted, PastError>),
     /// A lookup finished.
     Found(RequestId, Result<Found, PastError>),
+    /// A certificate-only lookup ([`Past::describe`]) finished.
+    Described(RequestId, Result<Description, PastError>),
     /// A reclaim finished, with the receipts of the nodes that released the object.
     Reclaimed(RequestId, Result<Vec<ReclaimReceipt>, PastError>),
+}
+
+impl PastEvent {
+    /// The request this event finishes.
+    pub fn request(&self) -> RequestId {
+        match self {
+            PastEvent::Inserted(r, _)
+            | PastEvent::Found(r, _)
+            | PastEvent::Described(r, _)
+            | PastEvent::Reclaimed(r, _) => *r,
+        }
+    }
 }
 
 // Pending operations are few (at most MAX_PENDING); boxing the large variant buys nothing.
@@ -146,6 +174,7 @@ pub(crate) enum Pending {
     },
     Lookup {
         id: Id,
+        want: Want,
         deadline: Time,
     },
     Reclaim {
@@ -424,20 +453,24 @@ impl Past {
 
     /// Looks up object `id`; the result comes as [`PastEvent::Found`].
     pub fn lookup(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id) -> RequestId {
+        self.start_lookup(kbr, now, id, Want::Content)
+    }
+
+    /// Looks up object `id`'s certificate (and its manifest, for a large file) without moving
+    /// its content or leaving a cached copy; the result comes as [`PastEvent::Described`].
+    pub fn describe(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id) -> RequestId {
+        self.start_lookup(kbr, now, id, Want::Description)
+    }
+
+    fn start_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id, want: Want) -> RequestId {
         let Some(req) = self.new_request(Pending::Lookup {
             id,
+            want,
             deadline: now + REQUEST_TIMEOUT,
         }) else {
-            return self.fail_now(PastEvent::Found(0, Err(PastError::Busy)));
+            return self.fail_now(want.failed(0, PastError::Busy));
         };
-        let client = kbr.local_contact();
-        let msg = PastMessage::Lookup {
-            req,
-            client,
-            id,
-            handoff: None,
-            hops: 0,
-        };
+        let msg = want.ask(req, kbr.local_contact(), id, None, 0);
         let hint = self
             .config
             .lookup_heuristic
@@ -477,6 +510,16 @@ impl Past {
     pub(crate) fn fail_now(&mut self, e: PastEvent) -> RequestId {
         self.events.push_back(e);
         0
+    }
+}
+
+impl Want {
+    /// The event that reports a lookup of this kind failing with `e`.
+    pub(crate) fn failed(self, req: RequestId, e: PastError) -> PastEvent {
+        match self {
+            Want::Content => PastEvent::Found(req, Err(e)),
+            Want::Description => PastEvent::Described(req, Err(e)),
+        }
     }
 }
 
@@ -532,6 +575,7 @@ impl Service for Past {
         let Ok(m) = postcard::from_bytes::<PastMessage>(&msg.body) else {
             return Forward::Continue;
         };
+        let want = m.want();
         match m {
             // The first node on the path holding a copy answers. Every node after the client
             // counts itself one hop further than the last.
@@ -541,20 +585,20 @@ impl Service for Past {
                 id,
                 handoff,
                 hops,
+            }
+            | PastMessage::Describe {
+                req,
+                client,
+                id,
+                handoff,
+                hops,
             } => {
                 if client.id != kbr.local_contact().id {
                     let here = hops.saturating_add(1);
-                    if self.serve_lookup(kbr, req, client, id, here) {
+                    if self.serve_lookup(kbr, req, client, id, here, want) {
                         return Forward::Stop;
                     }
-                    let counted = PastMessage::Lookup {
-                        req,
-                        client,
-                        id,
-                        handoff,
-                        hops: here,
-                    };
-                    msg.body = encode(&counted).body;
+                    msg.body = encode(&want.ask(req, client, id, handoff, here)).body;
                 }
                 let nearer = self
                     .config
@@ -616,6 +660,7 @@ impl Service for Past {
 impl Past {
     /// Handles one decoded PAST message.
     fn deliver_message(&mut self, kbr: &mut dyn Kbr, now: Time, m: PastMessage, info: RouteInfo) {
+        let want = m.want();
         match m {
             PastMessage::Insert {
                 req,
@@ -689,6 +734,13 @@ impl Past {
                 id,
                 handoff,
                 hops,
+            }
+            | PastMessage::Describe {
+                req,
+                client,
+                id,
+                handoff,
+                hops,
             } => {
                 // The hops this lookup took to get here (none when the client is its root).
                 let here = if client.id == kbr.local_contact().id && handoff.is_none() {
@@ -697,10 +749,16 @@ impl Past {
                     hops.saturating_add(1)
                 };
                 match handoff {
-                    Some(then) => self.handoff_lookup(kbr, req, client, id, here, then),
-                    None => self.root_lookup(kbr, req, client, id, here),
+                    Some(then) => self.handoff_lookup(kbr, req, client, id, here, then, want),
+                    None => self.root_lookup(kbr, req, client, id, here, want),
                 }
             }
+            PastMessage::Described {
+                req,
+                hops,
+                cert,
+                manifest,
+            } => self.on_described(req, info.origin, hops, cert, manifest),
             PastMessage::Found {
                 req,
                 hops,

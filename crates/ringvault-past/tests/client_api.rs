@@ -1,9 +1,11 @@
-//! PAST's client interface: which node served a lookup and over how many hops, and inserts
-//! under certificates the owner signed in advance (the owner's key stays with the client).
+//! PAST's client interface: which node served a lookup and over how many hops, inserts under
+//! certificates the owner signed in advance (the owner's key stays with the client), and
+//! certificate-only lookups.
 
 use ringvault_overlay::{Config, Kbr};
 use ringvault_past::{
-    FileCertificate, Found, Inserted, Kind, MemoryStore, Past, PastError, PastEvent, RequestId,
+    Description, FileCertificate, Found, Inserted, Kind, MemoryStore, Past, PastError, PastEvent,
+    RequestId,
 };
 use ringvault_testkit::TestRing;
 use ringvault_types::{Id, Identity, Time};
@@ -36,11 +38,7 @@ fn request(
     }
     events
         .into_iter()
-        .find(|e| match e {
-            PastEvent::Inserted(r, _) | PastEvent::Found(r, _) | PastEvent::Reclaimed(r, _) => {
-                *r == req
-            }
-        })
+        .find(|e| e.request() == req)
         .unwrap_or_else(|| panic!("request {req} on node {i} did not finish"))
 }
 
@@ -305,9 +303,7 @@ fn finish(ring: &mut TestRing, i: usize, req: RequestId) -> PastEvent {
             .node
             .with_service::<Past, _>(now, |p, _| p.poll_event())
         {
-            let (PastEvent::Inserted(r, _) | PastEvent::Found(r, _) | PastEvent::Reclaimed(r, _)) =
-                &e;
-            if *r == req {
+            if e.request() == req {
                 return e;
             }
         }
@@ -475,4 +471,50 @@ fn an_old_reclaim_cannot_release_a_newer_insert() {
         "the old reclaim, replayed, released the new object"
     );
     assert_eq!(lookup(&mut ring, 7, id).unwrap().content, second);
+}
+
+fn describe(ring: &mut TestRing, i: usize, id: Id) -> Result<Description, PastError> {
+    match request(ring, i, |p, kbr, now, _| p.describe(kbr, now, id)) {
+        PastEvent::Described(_, r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_description_carries_the_certificate_and_a_manifest_but_never_the_content() {
+    let mut ring = ring(16);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let plain = match request(&mut ring, 0, |p, kbr, now, me| {
+        p.insert(kbr, now, me, "plain", data.clone(), 3, 0)
+    }) {
+        PastEvent::Inserted(_, Ok(ins)) => ins.cert,
+        other => panic!("insert failed: {other:?}"),
+    };
+    let mut b = ringvault_past::ManifestBuilder::new();
+    b.push(&data, plain.id());
+    let manifest = b.manifest();
+    let listed = match request(&mut ring, 0, |p, kbr, now, me| {
+        p.insert(kbr, now, me, "file", manifest.to_bytes(), 3, 0)
+    }) {
+        PastEvent::Inserted(_, Ok(ins)) => ins.cert,
+        other => panic!("insert failed: {other:?}"),
+    };
+    for i in 0..16 {
+        let held_before = kind(&mut ring, i, &plain.id());
+        let d = describe(&mut ring, i, plain.id()).unwrap();
+        assert_eq!(d.cert, plain);
+        assert_eq!(d.manifest, None);
+        assert_eq!(
+            kind(&mut ring, i, &plain.id()),
+            held_before,
+            "describing left a copy on node {i}"
+        );
+        let d = describe(&mut ring, i, listed.id()).unwrap();
+        assert_eq!(d.manifest.as_ref(), Some(&manifest));
+    }
+    let nothing = ringvault_past::object_id("nothing", &plain.body.owner, 0);
+    assert!(matches!(
+        describe(&mut ring, 3, nothing),
+        Err(PastError::NotFound)
+    ));
 }

@@ -60,14 +60,10 @@ impl Ring {
     /// The result of request `req` on node `i`, if it finished.
     fn take(&mut self, i: usize, req: u64) -> Option<PastEvent> {
         self.collect();
-        let pos = self.events.iter().position(|(n, e)| {
-            *n == i
-                && match e {
-                    PastEvent::Inserted(r, _)
-                    | PastEvent::Found(r, _)
-                    | PastEvent::Reclaimed(r, _) => *r == req,
-                }
-        })?;
+        let pos = self
+            .events
+            .iter()
+            .position(|(n, e)| *n == i && e.request() == req)?;
         Some(self.events.remove(pos).1)
     }
 

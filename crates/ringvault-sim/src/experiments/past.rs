@@ -428,7 +428,7 @@ pub fn fill(sim: &mut Sim, setup: &Setup, label: &str, progress: &dyn Fn(u64)) -
                             found.push((id, r));
                         }
                     }
-                    PastEvent::Reclaimed(..) => {}
+                    PastEvent::Reclaimed(..) | PastEvent::Described(..) => {}
                 }
             }
         }

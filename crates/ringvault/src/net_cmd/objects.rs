@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use ringvault_past::{
-    decode_certificates, object_id as derive_id, FileCertificate, Found, Manifest, ManifestBuilder,
-    PastError, PastEvent, Reassembler, ReclaimCertificate, Upload, CHUNK_SIZE, MAX_NAME_LEN,
+    decode_certificates, object_id as derive_id, Description, FileCertificate, Manifest,
+    ManifestBuilder, PastError, PastEvent, Reassembler, ReclaimCertificate, Upload, CHUNK_SIZE,
+    MAX_NAME_LEN,
 };
 use ringvault_types::Id;
 use serde_json::json;
@@ -417,9 +418,13 @@ fn stored_answer(
 /// A large file PUT under a name the operator key already holds (`read`: the body so far).
 /// The rest of the body is read and hashed, and nothing is stored: the same bytes as the
 /// stored file answer 200 with it (a retried upload), other bytes 409.
-async fn put_existing(found: Found, read: Vec<u8>, mut body: Body) -> Result<Response, ApiError> {
+async fn put_existing(
+    found: Description,
+    read: Vec<u8>,
+    mut body: Body,
+) -> Result<Response, ApiError> {
     let taken = || past_error(PastError::Duplicate);
-    let Ok(m) = Manifest::from_bytes(&found.content) else {
+    let Some(m) = found.manifest else {
         return Err(taken());
     };
     let mut hasher = blake3::Hasher::new();
@@ -567,8 +572,8 @@ pub async fn put(
                 None => {
                     // A taken name: decided before any chunk is stored.
                     let id = derive_id(&name, &store.owner().public_key(), 0);
-                    if let PastEvent::Found(_, Ok(found)) = store.lookup(&app.node, id).await? {
-                        return put_existing(found, buf, body).await;
+                    if let PastEvent::Described(_, Ok(d)) = store.describe(&app.node, id).await? {
+                        return put_existing(d, buf, body).await;
                     }
                     chunks.insert(ChunkUpload::new(store, &app, replicas)?)
                 }
@@ -705,12 +710,9 @@ pub async fn replicas(
             },
         })));
     }
-    let (cert, manifest) = match store.lookup(&app.node, id).await? {
-        PastEvent::Found(_, Ok(found)) => {
-            let m = Manifest::from_bytes(&found.content).ok();
-            (found.cert, m)
-        }
-        PastEvent::Found(_, Err(e)) => return Err(past_error(e)),
+    let (cert, manifest) = match store.describe(&app.node, id).await? {
+        PastEvent::Described(_, Ok(d)) => (d.cert, d.manifest),
+        PastEvent::Described(_, Err(e)) => return Err(past_error(e)),
         _ => return Err(unexpected()),
     };
     let k = cert.body.replicas as usize;
@@ -768,9 +770,9 @@ pub async fn delete(
         ));
     }
     // The certificate names the owner and k; only the owner's key can reclaim.
-    let found = match store.lookup(&app.node, id).await? {
-        PastEvent::Found(_, Ok(found)) => found,
-        PastEvent::Found(_, Err(e)) => return Err(past_error(e)),
+    let found = match store.describe(&app.node, id).await? {
+        PastEvent::Described(_, Ok(d)) => d,
+        PastEvent::Described(_, Err(e)) => return Err(past_error(e)),
         _ => return Err(unexpected()),
     };
     let cert = found.cert;
@@ -792,7 +794,7 @@ pub async fn delete(
             }
             // A large file: its chunks first, so that a reclaim cut short can be run again
             // (the manifest still lists them).
-            if let Ok(m) = Manifest::from_bytes(&found.content) {
+            if let Some(m) = found.manifest {
                 let ids = m.distinct_chunks();
                 let left = release_chunks(store, &app, &ids, k).await;
                 if !left.is_empty() {

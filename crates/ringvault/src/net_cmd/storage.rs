@@ -146,9 +146,7 @@ pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services,
 /// Hands every finished request to whoever waits for it (nobody, if the HTTP client left).
 fn deliver(p: &mut Past, waiters: &Waiters) {
     while let Some(e) = p.poll_event() {
-        let req = match &e {
-            PastEvent::Inserted(r, _) | PastEvent::Found(r, _) | PastEvent::Reclaimed(r, _) => *r,
-        };
+        let req = e.request();
         let tx = waiters.lock().ok().and_then(|mut w| w.remove(&req));
         if let Some(tx) = tx {
             let _ = tx.send(e);
@@ -251,6 +249,13 @@ impl StorageClient {
     /// Looks object `id` up.
     pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
         self.request(node, move |p, kbr, now| p.lookup(kbr, now, id))
+            .await
+    }
+
+    /// Looks up object `id`'s certificate (and manifest) only: no content moves, no copy is
+    /// cached.
+    pub async fn describe(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
+        self.request(node, move |p, kbr, now| p.describe(kbr, now, id))
             .await
     }
 
