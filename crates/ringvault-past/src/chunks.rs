@@ -1,6 +1,8 @@
 //! Large files: content-addressed chunks stored as ordinary objects, plus a manifest object
-//! listing them. The driver streams chunks in and out; this module names them, describes them
-//! and verifies them as they come back, so memory stays bounded by one chunk.
+//! listing them. The driver streams chunks in and out, several at once; this module plans that
+//! (which chunks to store or fetch next, equal chunks stored once, what a failed upload takes
+//! back), names the chunks, describes them and verifies them as they come back, so memory
+//! stays bounded by the window of chunks in flight.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,9 @@ pub enum ChunkError {
     /// A chunk's bytes do not match the manifest.
     #[error("chunk {0} does not match the manifest")]
     BadChunk(usize),
+    /// A chunk could not be fetched (or came back wrong) every time it was asked for.
+    #[error("chunk {0} could not be fetched")]
+    Unavailable(usize),
     /// The whole file does not hash to the manifest's hash, or is incomplete.
     #[error("the reassembled file does not match the manifest")]
     BadFile,
@@ -130,115 +135,256 @@ impl Manifest {
     }
 }
 
-/// Builds a manifest as chunks are stored, hashing the whole file on the way. It also knows
-/// which chunks the upload stored, so equal chunks are stored once and a failed upload can
-/// take back what it stored.
-#[derive(Debug, Default)]
-pub struct ManifestBuilder {
-    hasher: blake3::Hasher,
-    size: u64,
-    chunks: Vec<ChunkRef>,
-    /// The chunks stored so far, by content hash, in the order they were stored.
-    stored: Vec<Id>,
-    by_hash: std::collections::BTreeMap<[u8; 32], Id>,
+/// Chunks a large-file transfer keeps in flight when the caller does not say: uploads store,
+/// and downloads fetch, this many at once (memory: this many chunks).
+pub const DEFAULT_WINDOW: usize = 8;
+
+/// A chunk for the driver to store: the chunk at `index` of the file, under `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkJob {
+    /// Its place in the file.
+    pub index: usize,
+    /// The object name to store it under ([`Upload::chunk_name`]).
+    pub name: String,
 }
 
-impl ManifestBuilder {
-    /// An empty builder.
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// One chunk of an upload as the plan knows it.
+#[derive(Debug)]
+struct Planned {
+    size: u64,
+    hash: [u8; 32],
+    /// The first chunk of the file with the same bytes (itself, when new): its object is this
+    /// chunk's too.
+    source: usize,
+    /// The object stored for it (set on its source only).
+    id: Option<Id>,
+}
 
-    /// Records the next chunk, just stored as object `id`.
-    pub fn push(&mut self, bytes: &[u8], id: Id) {
-        let hash = *blake3::hash(bytes).as_bytes();
-        if self.by_hash.insert(hash, id).is_none() {
-            self.stored.push(id);
+/// The plan of one large-file upload, for any driver (the HTTP server, the CLI): the driver
+/// reads the file a chunk at a time and [`push`](Self::push)es each; the plan names the new
+/// ones to store (equal chunks are stored once), hashes the whole file on the way, takes the
+/// stored ids back in any order, and gives the manifest once every chunk is stored. The
+/// driver keeps at most [`window`](Self::window) stores in flight ([`has_room`](Self::has_room)).
+/// If the upload fails, [`stored`](Self::stored) is what it takes back.
+#[derive(Debug)]
+pub struct ChunkedUpload {
+    upload: Upload,
+    window: usize,
+    hasher: blake3::Hasher,
+    size: u64,
+    chunks: Vec<Planned>,
+    by_hash: std::collections::BTreeMap<[u8; 32], usize>,
+    in_flight: usize,
+    /// The chunk objects stored so far, each once, in the order they were stored.
+    stored: Vec<Id>,
+}
+
+impl ChunkedUpload {
+    /// A plan for an upload tagged `upload`, storing up to `window` chunks at once (at least 1).
+    pub fn new(upload: Upload, window: usize) -> Self {
+        ChunkedUpload {
+            upload,
+            window: window.max(1),
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            chunks: Vec::new(),
+            by_hash: std::collections::BTreeMap::new(),
+            in_flight: 0,
+            stored: Vec::new(),
         }
-        self.record(bytes, hash, id);
     }
 
-    /// Records the next chunk if the same bytes were pushed before, and answers true; false
-    /// when they are new (store them, then [`push`](Self::push) them).
-    pub fn push_repeat(&mut self, bytes: &[u8]) -> bool {
+    /// How many chunk stores may be in flight.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Whether another chunk may be pushed now: fewer than the window are in flight.
+    pub fn has_room(&self) -> bool {
+        self.in_flight < self.window
+    }
+
+    /// Stores in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The file's next chunk. Answers the job of storing it, or `None` when the file had the
+    /// same bytes before (stored, or being stored, once).
+    pub fn push(&mut self, bytes: &[u8]) -> Option<ChunkJob> {
         let hash = *blake3::hash(bytes).as_bytes();
-        let Some(&id) = self.by_hash.get(&hash) else {
-            return false;
-        };
-        self.record(bytes, hash, id);
-        true
-    }
-
-    fn record(&mut self, bytes: &[u8], hash: [u8; 32], id: Id) {
+        let index = self.chunks.len();
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
-        self.chunks.push(ChunkRef {
-            id,
+        let source = *self.by_hash.entry(hash).or_insert(index);
+        self.chunks.push(Planned {
             size: bytes.len() as u64,
             hash,
+            source,
+            id: None,
         });
+        if source != index {
+            return None;
+        }
+        self.in_flight += 1;
+        Some(ChunkJob {
+            index,
+            name: self.upload.chunk_name(bytes),
+        })
     }
 
-    /// The chunks stored so far, each once: what an upload that fails takes back.
+    /// Chunk `index` was stored as object `id` (after any re-salting).
+    pub fn stored_as(&mut self, index: usize, id: Id) {
+        let Some(c) = self.chunks.get_mut(index).filter(|c| c.id.is_none()) else {
+            return;
+        };
+        c.id = Some(id);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stored.push(id);
+    }
+
+    /// Chunk `index` could not be stored: the upload fails, and no longer waits for it.
+    pub fn gave_up(&mut self, index: usize) {
+        if self.chunks.get(index).is_some_and(|c| c.id.is_none()) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The chunk objects stored so far, each once: what an upload that fails takes back.
     pub fn stored(&self) -> &[Id] {
         &self.stored
     }
 
-    /// The manifest of what was pushed so far.
-    pub fn manifest(&self) -> Manifest {
-        Manifest {
+    /// The manifest, once every chunk pushed is stored; `None` while some are not.
+    pub fn manifest(&self) -> Option<Manifest> {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let id = self.chunks[c.source].id?;
+                Some(ChunkRef {
+                    id,
+                    size: c.size,
+                    hash: c.hash,
+                })
+            })
+            .collect::<Option<Vec<ChunkRef>>>()?;
+        Some(Manifest {
             size: self.size,
             hash: *self.hasher.finalize().as_bytes(),
-            chunks: self.chunks.clone(),
-        }
+            chunks,
+        })
     }
 }
 
-/// Verifies a large file as its chunks come back in order.
+/// Fetches of one chunk a download makes before it gives up on the file.
+pub const MAX_CHUNK_ATTEMPTS: u8 = 3;
+
+/// The plan of one large-file download, for any driver: it names the chunks to fetch, up to
+/// its window at once (each a lookup of its own object, so the chunks come from the holders of
+/// each, all over the ring), checks each against the manifest as it arrives, asks again (up to
+/// [`MAX_CHUNK_ATTEMPTS`] times) for one that failed or came back wrong, and gives the chunks
+/// out in file order. It holds at most `window` chunks (fetched, or in flight, and not yet
+/// given out), so memory stays bounded by `window` chunks whatever the file's size.
 #[derive(Debug)]
-pub struct Reassembler<'m> {
-    manifest: &'m Manifest,
-    next: usize,
+pub struct ChunkedDownload {
+    manifest: Manifest,
+    window: usize,
+    /// The next chunk never asked for.
+    next_ask: usize,
+    /// Chunks to ask for again, lowest first.
+    again: std::collections::BTreeSet<usize>,
+    in_flight: usize,
+    /// Arrived, checked, not yet given out.
+    ready: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// The next chunk to give out.
+    next_out: usize,
+    attempts: Vec<u8>,
     hasher: blake3::Hasher,
 }
 
-impl<'m> Reassembler<'m> {
-    /// Starts verifying the file `manifest` describes.
-    pub fn new(manifest: &'m Manifest) -> Self {
-        Reassembler {
+impl ChunkedDownload {
+    /// A plan for the file `manifest` describes, fetching up to `window` chunks at once (at
+    /// least 1).
+    pub fn new(manifest: Manifest, window: usize) -> Self {
+        let n = manifest.chunks.len();
+        ChunkedDownload {
             manifest,
-            next: 0,
+            window: window.max(1),
+            next_ask: 0,
+            again: std::collections::BTreeSet::new(),
+            in_flight: 0,
+            ready: std::collections::BTreeMap::new(),
+            next_out: 0,
+            attempts: vec![0; n],
             hasher: blake3::Hasher::new(),
         }
     }
 
-    /// The chunk to fetch next, if any.
-    pub fn next_chunk(&self) -> Option<&'m ChunkRef> {
-        self.manifest.chunks.get(self.next)
+    /// The next chunk to fetch, `(index, object id)`, if the window has room and one is left.
+    pub fn next_fetch(&mut self) -> Option<(usize, Id)> {
+        if self.in_flight + self.ready.len() >= self.window {
+            return None;
+        }
+        let index = match self.again.pop_first() {
+            Some(i) => i,
+            None if self.next_ask < self.manifest.chunks.len() => {
+                self.next_ask += 1;
+                self.next_ask - 1
+            }
+            None => return None,
+        };
+        self.in_flight += 1;
+        self.attempts[index] = self.attempts[index].saturating_add(1);
+        Some((index, self.manifest.chunks[index].id))
     }
 
-    /// Checks chunk `index`; on success its bytes may be written out.
-    pub fn push(&mut self, index: usize, bytes: &[u8]) -> Result<(), ChunkError> {
-        if index != self.next || index >= self.manifest.chunks.len() {
+    /// Chunk `index` arrived. Bytes that do not match the manifest count as a failed fetch.
+    pub fn arrived(&mut self, index: usize, bytes: Vec<u8>) -> Result<(), ChunkError> {
+        let Some(c) = self.manifest.chunks.get(index) else {
             return Err(ChunkError::OutOfOrder {
                 got: index,
-                want: self.next,
+                want: self.next_out,
             });
-        }
-        let c = &self.manifest.chunks[index];
-        if bytes.len() as u64 != c.size || *blake3::hash(bytes).as_bytes() != c.hash {
+        };
+        if bytes.len() as u64 != c.size || *blake3::hash(&bytes).as_bytes() != c.hash {
+            self.failed(index)?;
             return Err(ChunkError::BadChunk(index));
         }
-        self.hasher.update(bytes);
-        self.next += 1;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if index >= self.next_out {
+            self.ready.insert(index, bytes);
+        }
         Ok(())
     }
 
-    /// Confirms every chunk arrived and the whole file matches.
-    pub fn finish(self) -> Result<(), ChunkError> {
-        if self.next != self.manifest.chunks.len()
-            || *self.hasher.finalize().as_bytes() != self.manifest.hash
-        {
+    /// The fetch of chunk `index` failed: it is asked for again, unless it was tried
+    /// [`MAX_CHUNK_ATTEMPTS`] times (then the download fails).
+    pub fn failed(&mut self, index: usize) -> Result<(), ChunkError> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.attempts.get(index).copied().unwrap_or(u8::MAX) >= MAX_CHUNK_ATTEMPTS {
+            return Err(ChunkError::Unavailable(index));
+        }
+        self.again.insert(index);
+        Ok(())
+    }
+
+    /// The next chunk in file order, once it has arrived.
+    pub fn pop_ready(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.ready.remove(&self.next_out)?;
+        self.hasher.update(&bytes);
+        self.next_out += 1;
+        Some(bytes)
+    }
+
+    /// Whether every chunk was given out.
+    pub fn is_done(&self) -> bool {
+        self.next_out == self.manifest.chunks.len()
+    }
+
+    /// Confirms every chunk was given out and the whole file matches the manifest.
+    pub fn finish(&self) -> Result<(), ChunkError> {
+        if !self.is_done() || *self.hasher.finalize().as_bytes() != self.manifest.hash {
             return Err(ChunkError::BadFile);
         }
         Ok(())
@@ -250,30 +396,77 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn build(data: &[u8], chunk: usize) -> Manifest {
-        let mut b = ManifestBuilder::new();
-        for (i, c) in data.chunks(chunk).enumerate() {
-            b.push(c, Id::hash(&(i as u64).to_le_bytes()));
+    /// Uploads `data` in chunks of `chunk` bytes with `window` stores in flight, finishing
+    /// them in the order `finish_order` picks; answers the manifest.
+    fn upload(
+        data: &[u8],
+        chunk: usize,
+        window: usize,
+        mut pick: impl FnMut(usize) -> usize,
+    ) -> Manifest {
+        let mut plan = ChunkedUpload::new(Upload::new([7; 16]), window);
+        let mut flying: Vec<ChunkJob> = Vec::new();
+        let mut finish_one = |plan: &mut ChunkedUpload, flying: &mut Vec<ChunkJob>| {
+            let j = flying.remove(pick(flying.len()) % flying.len());
+            plan.stored_as(j.index, Id::hash(j.name.as_bytes()));
+        };
+        for c in data.chunks(chunk) {
+            while !plan.has_room() {
+                finish_one(&mut plan, &mut flying);
+            }
+            flying.extend(plan.push(c));
+            assert!(plan.in_flight() <= window);
         }
-        b.manifest()
+        assert!(flying.is_empty() || plan.manifest().is_none());
+        while !flying.is_empty() {
+            finish_one(&mut plan, &mut flying);
+        }
+        plan.manifest().expect("every chunk stored")
     }
 
     proptest! {
         #[test]
-        fn split_describe_and_reassemble_round_trip(
-            data in proptest::collection::vec(any::<u8>(), 0..5000), chunk in 1usize..700
+        fn upload_plan_and_download_plan_round_trip_in_any_order(
+            data in proptest::collection::vec(0u8..4, 0..5000),
+            chunk in 1usize..700,
+            window in 1usize..6,
+            seed in any::<u64>(),
         ) {
-            let m = build(&data, chunk);
+            let mut x = seed | 1;
+            let mut rnd = move |n: usize| {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                (x as usize) % n.max(1)
+            };
+            let m = upload(&data, chunk, window, &mut rnd);
+            prop_assert_eq!(m.size, data.len() as u64);
             let back = Manifest::from_bytes(&m.to_bytes()).unwrap();
             prop_assert_eq!(&back, &m);
             prop_assert!(Manifest::is_manifest(&m.to_bytes()));
-            let mut r = Reassembler::new(&back);
-            for (i, c) in data.chunks(chunk).enumerate() {
-                prop_assert_eq!(r.next_chunk().unwrap().size, c.len() as u64);
-                r.push(i, c).unwrap();
+            // Download with chunks arriving in any order, one failing once now and then.
+            let pieces: Vec<&[u8]> = data.chunks(chunk).collect();
+            let mut d = ChunkedDownload::new(back, window);
+            let mut out = Vec::new();
+            let mut flying: Vec<usize> = Vec::new();
+            loop {
+                while let Some((i, _)) = d.next_fetch() {
+                    flying.push(i);
+                }
+                prop_assert!(flying.len() <= window);
+                if flying.is_empty() {
+                    break;
+                }
+                let i = flying.remove(rnd(flying.len()));
+                if rnd(5) == 0 && d.attempts[i] < MAX_CHUNK_ATTEMPTS {
+                    d.failed(i).unwrap();
+                } else {
+                    d.arrived(i, pieces[i].to_vec()).unwrap();
+                }
+                while let Some(b) = d.pop_ready() {
+                    out.extend(b);
+                }
             }
-            prop_assert!(r.next_chunk().is_none());
-            r.finish().unwrap();
+            prop_assert_eq!(out, data);
+            d.finish().unwrap();
         }
 
         #[test]
@@ -288,19 +481,27 @@ mod tests {
     }
 
     #[test]
-    fn bad_chunks_and_short_files_are_caught() {
+    fn bad_chunks_are_asked_again_then_fail_the_download_and_short_files_are_caught() {
         let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let m = build(&data, 300);
-        let mut r = Reassembler::new(&m);
-        assert_eq!(
-            r.push(1, &data[300..600]),
-            Err(ChunkError::OutOfOrder { got: 1, want: 0 })
-        );
+        let m = upload(&data, 300, 1, |_| 0);
+        let mut d = ChunkedDownload::new(m.clone(), 2);
+        assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
+        assert_eq!(d.next_fetch().map(|f| f.0), Some(1));
+        assert_eq!(d.next_fetch(), None, "the window is full");
         let mut bad = data[..300].to_vec();
         bad[5] ^= 1;
-        assert_eq!(r.push(0, &bad), Err(ChunkError::BadChunk(0)));
-        r.push(0, &data[..300]).unwrap();
-        assert_eq!(r.finish(), Err(ChunkError::BadFile));
+        assert_eq!(d.arrived(0, bad.clone()), Err(ChunkError::BadChunk(0)));
+        // Asked again, and again: the third wrong copy fails the file.
+        assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
+        assert_eq!(d.arrived(0, bad.clone()), Err(ChunkError::BadChunk(0)));
+        assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
+        assert_eq!(d.arrived(0, bad), Err(ChunkError::Unavailable(0)));
+        // A download that stops early is not a whole file.
+        let mut d = ChunkedDownload::new(m.clone(), 4);
+        let (i, _) = d.next_fetch().unwrap();
+        d.arrived(i, data[..300].to_vec()).unwrap();
+        assert_eq!(d.pop_ready().as_deref(), Some(&data[..300]));
+        assert_eq!(d.finish(), Err(ChunkError::BadFile));
         let mut lying = m.clone();
         lying.size += 1;
         assert!(matches!(
@@ -322,21 +523,32 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_chunk_is_released_once() {
-        let mut b = ManifestBuilder::new();
-        let (x, y) = (Id::hash(b"x"), Id::hash(b"y"));
-        b.push(b"aa", x);
-        assert!(!b.push_repeat(b"bb"), "new bytes are stored");
-        b.push(b"bb", y);
-        assert!(
-            b.push_repeat(b"aa"),
-            "bytes seen before are not stored again"
+    fn a_repeated_chunk_is_stored_and_released_once_even_while_in_flight() {
+        let mut plan = ChunkedUpload::new(Upload::new([1; 16]), 4);
+        let a = plan.push(b"aa").expect("new bytes are stored");
+        let b = plan.push(b"bb").expect("new bytes are stored");
+        assert_eq!(
+            plan.push(b"aa"),
+            None,
+            "bytes being stored are not stored again"
         );
-        assert_eq!(b.stored(), &[x, y][..]);
-        let m = b.manifest();
+        assert_eq!(plan.in_flight(), 2);
+        assert_eq!(plan.manifest(), None, "chunks are still in flight");
+        let (x, y) = (Id::hash(b"x"), Id::hash(b"y"));
+        plan.stored_as(b.index, y);
+        plan.stored_as(a.index, x);
+        assert_eq!(plan.stored(), &[y, x][..]);
+        let m = plan.manifest().unwrap();
         assert_eq!(m.chunks.len(), 3);
         assert_eq!((m.chunks[2].id, m.size), (x, 6));
         assert_eq!(m.distinct_chunks(), vec![x, y]);
         assert_eq!(m.hash, *blake3::hash(b"aabbaa").as_bytes());
+        // A failed store: the upload no longer waits for it, and has no manifest.
+        let mut plan = ChunkedUpload::new(Upload::new([1; 16]), 1);
+        let j = plan.push(b"cc").unwrap();
+        assert!(!plan.has_room());
+        plan.gave_up(j.index);
+        assert!(plan.has_room());
+        assert_eq!(plan.manifest(), None);
     }
 }

@@ -7,8 +7,9 @@
 //! [`Past`] service: insert with k signed receipts, lookup answered by the first holder on the
 //! path, reclaim, replica and file diversion, caching along insert and lookup paths, and
 //! replica maintenance (offer/want on leaf set changes and periodic anti-entropy).
-//! Large files are content-addressed chunks plus a [`Manifest`] object; [`Reassembler`] verifies
-//! them as they stream back.
+//! Large files are content-addressed chunks plus a [`Manifest`] object; [`ChunkedUpload`] and
+//! [`ChunkedDownload`] plan their transfer (several chunks at once, equal chunks stored once,
+//! each chunk verified as it comes back, a failed upload taken back) for any driver.
 //! Does not own: the overlay (it only ever sees the KBR API), disk formats (`ringvault-store`),
 //! or I/O of any kind.
 #![deny(missing_docs)]
@@ -32,7 +33,8 @@ pub use cert::{
     MAX_NAME_LEN, MAX_REPLICAS,
 };
 pub use chunks::{
-    ChunkError, ChunkRef, Manifest, ManifestBuilder, Reassembler, Upload, CHUNK_SIZE, MAX_CHUNKS,
+    ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload, CHUNK_SIZE,
+    DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS,
 };
 pub use message::Refusal;
 pub use past::{

@@ -490,9 +490,10 @@ fn a_description_carries_the_certificate_and_a_manifest_but_never_the_content() 
         PastEvent::Inserted(_, Ok(ins)) => ins.cert,
         other => panic!("insert failed: {other:?}"),
     };
-    let mut b = ringvault_past::ManifestBuilder::new();
-    b.push(&data, plain.id());
-    let manifest = b.manifest();
+    let mut plan = ringvault_past::ChunkedUpload::new(ringvault_past::Upload::new([9; 16]), 1);
+    let job = plan.push(&data).expect("a new chunk");
+    plan.stored_as(job.index, plain.id());
+    let manifest = plan.manifest().expect("every chunk stored");
     let listed = match request(&mut ring, 0, |p, kbr, now, me| {
         p.insert(kbr, now, me, "file", manifest.to_bytes(), 3, 0)
     }) {

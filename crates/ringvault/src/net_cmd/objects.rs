@@ -16,12 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use ringvault_past::{
-    decode_certificates, object_id as derive_id, Description, FileCertificate, Manifest,
-    ManifestBuilder, PastError, PastEvent, Reassembler, ReclaimCertificate, Upload, CHUNK_SIZE,
-    MAX_NAME_LEN,
+    decode_certificates, object_id as derive_id, ChunkedDownload, ChunkedUpload, Description,
+    FileCertificate, Manifest, PastError, PastEvent, ReclaimCertificate, Upload, CHUNK_SIZE,
+    DEFAULT_WINDOW, MAX_NAME_LEN,
 };
 use ringvault_types::Id;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::http::{ApiError, App};
 use super::storage::StorageClient;
@@ -289,15 +290,19 @@ async fn insert(
     }
 }
 
-/// The chunks of one upload through the operator key. Equal chunks are stored once; if the
-/// upload does not end with its manifest stored (an error, or the client went away and the
-/// request was dropped), the chunks it stored are reclaimed, so a failed upload leaves nothing.
+/// The chunks of one upload through the operator key, stored [`DEFAULT_WINDOW`] at a time
+/// (the plan, [`ChunkedUpload`], decides what to store; this drives it). Equal chunks are
+/// stored once; if the upload does not end with its manifest stored (an error, or the client
+/// went away and the request was dropped), the chunks it stored are reclaimed, those still in
+/// flight included once they land, so a failed upload leaves nothing.
 struct ChunkUpload {
-    upload: Upload,
+    plan: ChunkedUpload,
+    /// Finished chunk stores: (chunk index, its object id or why it failed).
+    done_tx: mpsc::UnboundedSender<(usize, Result<Id, ApiError>)>,
+    done_rx: mpsc::UnboundedReceiver<(usize, Result<Id, ApiError>)>,
     store: StorageClient,
     app: App,
     replicas: u8,
-    manifest: ManifestBuilder,
     kept: bool,
 }
 
@@ -311,30 +316,64 @@ impl ChunkUpload {
                 format!("the OS random source failed ({e}); nothing was stored"),
             )
         })?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(ChunkUpload {
-            upload: Upload::new(tag),
+            plan: ChunkedUpload::new(Upload::new(tag), DEFAULT_WINDOW),
+            done_tx,
+            done_rx,
             store: store.clone(),
             app: app.clone(),
             replicas,
-            manifest: ManifestBuilder::new(),
             kept: false,
         })
     }
 
-    /// Stores the next chunk (unless the file had the same bytes before).
+    /// Starts storing the next chunk (unless the file had the same bytes before), after
+    /// waiting for room in the window.
     async fn push(&mut self, piece: Vec<u8>) -> Result<(), ApiError> {
-        if self.manifest.push_repeat(&piece) {
-            return Ok(());
+        while !self.plan.has_room() {
+            self.collect().await?;
         }
-        let name = self.upload.chunk_name(&piece);
-        let ins = insert(&self.store, &self.app, name, piece.clone(), self.replicas).await?;
-        self.manifest.push(&piece, ins.cert.id());
+        let Some(job) = self.plan.push(&piece) else {
+            return Ok(());
+        };
+        let (store, app, tx, k) = (
+            self.store.clone(),
+            self.app.clone(),
+            self.done_tx.clone(),
+            self.replicas,
+        );
+        tokio::spawn(async move {
+            let r = insert(&store, &app, job.name, piece, k).await;
+            let _ = tx.send((job.index, r.map(|ins| ins.cert.id())));
+        });
         Ok(())
     }
 
-    /// Stores the manifest under `name`; from then on the chunks belong to the file.
+    /// Waits for one chunk store to finish.
+    async fn collect(&mut self) -> Result<(), ApiError> {
+        let Some((index, r)) = self.done_rx.recv().await else {
+            return Err(unexpected());
+        };
+        match r {
+            Ok(id) => {
+                self.plan.stored_as(index, id);
+                Ok(())
+            }
+            Err(e) => {
+                self.plan.gave_up(index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for every chunk, then stores the manifest under `name`; from then on the chunks
+    /// belong to the file.
     async fn finish(mut self, name: String) -> Result<(ringvault_past::Inserted, usize), ApiError> {
-        let m = self.manifest.manifest();
+        while self.plan.in_flight() > 0 {
+            self.collect().await?;
+        }
+        let m = self.plan.manifest().ok_or_else(unexpected)?;
         let ins = insert(&self.store, &self.app, name, m.to_bytes(), self.replicas).await?;
         self.kept = true;
         Ok((ins, m.chunks.len()))
@@ -343,13 +382,25 @@ impl ChunkUpload {
 
 impl Drop for ChunkUpload {
     fn drop(&mut self) {
-        if self.kept || self.manifest.stored().is_empty() {
+        if self.kept || (self.plan.stored().is_empty() && self.plan.in_flight() == 0) {
             return;
         }
-        let ids = self.manifest.stored().to_vec();
+        let mut plan =
+            std::mem::replace(&mut self.plan, ChunkedUpload::new(Upload::new([0; 16]), 1));
+        let (_, empty) = mpsc::unbounded_channel();
+        let mut done = std::mem::replace(&mut self.done_rx, empty);
         let (store, app, k) = (self.store.clone(), self.app.clone(), self.replicas);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                // The stores still in flight land first: they are taken back too.
+                while plan.in_flight() > 0 {
+                    match done.recv().await {
+                        Some((i, Ok(id))) => plan.stored_as(i, id),
+                        Some((i, Err(_))) => plan.gave_up(i),
+                        None => break,
+                    }
+                }
+                let ids = plan.stored().to_vec();
                 let n = ids.len();
                 let left = release_chunks(&store, &app, &ids, k).await;
                 tracing::info!(
@@ -594,33 +645,50 @@ pub async fn put(
     Ok(created(&ins, total, chunks))
 }
 
-/// Streams the file a manifest describes: each chunk fetched in order, verified by the
-/// reassembler before it is sent; a failure aborts the body (the client sees it truncated).
+/// Streams the file a manifest describes: [`DEFAULT_WINDOW`] chunks fetched at once (each a
+/// lookup of its own object), each verified against the manifest and asked again if it fails,
+/// sent in order; memory is bounded by the window. A chunk that cannot be had aborts the body
+/// (the client sees it truncated).
 fn stream_manifest(store: StorageClient, app: App, manifest: Manifest) -> Body {
     let (tx, body) = ChannelBody::new(Some(manifest.size), 1);
     tokio::spawn(async move {
-        let mut r = Reassembler::new(&manifest);
-        for (i, c) in manifest.chunks.iter().enumerate() {
-            let bytes = match store.lookup(&app.node, c.id).await {
-                Ok(PastEvent::Found(_, Ok(f))) => f.content,
+        let mut plan = ChunkedDownload::new(manifest, DEFAULT_WINDOW);
+        let mut fetching = tokio::task::JoinSet::new();
+        let fail = |e: String| {
+            tracing::warn!("a large object's download failed: {e}");
+            std::io::Error::other(e)
+        };
+        loop {
+            while let Some((i, id)) = plan.next_fetch() {
+                let (store, app) = (store.clone(), app.clone());
+                fetching.spawn(async move { (i, store.lookup(&app.node, id).await) });
+            }
+            let Some(joined) = fetching.join_next().await else {
+                break;
+            };
+            let Ok((i, r)) = joined else {
+                let _ = tx.send(Err(fail("a chunk fetch stopped".into()))).await;
+                return;
+            };
+            let checked = match r {
+                Ok(PastEvent::Found(_, Ok(f))) => plan.arrived(i, f.content),
                 other => {
-                    let e = format!("chunk {i} could not be fetched: {other:?}");
-                    tracing::warn!("{e}");
-                    let _ = tx.send(Err(std::io::Error::other(e))).await;
-                    return;
+                    tracing::debug!("chunk {i}: {other:?}; asking again");
+                    plan.failed(i)
                 }
             };
-            if let Err(e) = r.push(i, &bytes) {
-                tracing::warn!("chunk {i} of a large object: {e}");
-                let _ = tx.send(Err(std::io::Error::other(e))).await;
+            if let Err(e @ ringvault_past::ChunkError::Unavailable(_)) = checked {
+                let _ = tx.send(Err(fail(e.to_string()))).await;
                 return;
             }
-            if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-                return; // the client went away
+            while let Some(bytes) = plan.pop_ready() {
+                if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                    return; // the client went away
+                }
             }
         }
-        if let Err(e) = r.finish() {
-            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        if let Err(e) = plan.finish() {
+            let _ = tx.send(Err(fail(e.to_string()))).await;
         }
     });
     Body::new(body)

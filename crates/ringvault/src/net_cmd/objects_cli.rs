@@ -18,8 +18,8 @@ use hyper::body::Bytes;
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringvault_past::{
-    encode_certificates, object_id, FileCertificate, ManifestBuilder, ReclaimCertificate, Upload,
-    CHUNK_SIZE, MAX_RESALTS,
+    encode_certificates, object_id, ChunkedUpload, FileCertificate, ReclaimCertificate, Upload,
+    CHUNK_SIZE, DEFAULT_WINDOW, MAX_RESALTS,
 };
 use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
@@ -171,16 +171,15 @@ async fn same_file(file: &mut tokio::fs::File, len: u64, info: &Value) -> Result
     Ok(info["content_hash"].as_str() == Some(to_hex(hasher.finalize().as_bytes()).as_str()))
 }
 
-/// Stores one chunk of `upload` and returns its id.
+/// Stores one chunk, `name` (as the plan named it), and returns its id.
 async fn put_chunk(
     node: &str,
     owner: &Identity,
-    upload: &Upload,
+    name: &str,
     bytes: &[u8],
     replicas: u8,
 ) -> Result<Id> {
-    let name = upload.chunk_name(bytes);
-    let v = put_signed_retrying(node, owner, &name, bytes, replicas).await?;
+    let v = put_signed_retrying(node, owner, name, bytes, replicas).await?;
     v["id"]
         .as_str()
         .and_then(|id| id.parse().ok())
@@ -293,21 +292,20 @@ async fn put_owned(
     }
     let mut tag = [0u8; 16];
     getrandom::fill(&mut tag).map_err(|e| anyhow!("the OS random source failed: {e}"))?;
-    let upload = Upload::new(tag);
-    let mut manifest = ManifestBuilder::new();
-    let stored = store_chunks(node, &mut f, len, owner, &upload, replicas, &mut manifest).await;
+    let mut plan = ChunkedUpload::new(Upload::new(tag), DEFAULT_WINDOW);
+    let stored = store_chunks(node, &mut f, len, owner, replicas, &mut plan).await;
     let stored = match stored {
         Ok(total) if total != len => Err(anyhow!(
             "{shown} changed size while it was read ({len} then {total} bytes); put it again"
         )),
-        Ok(_) => store_manifest(node, name, owner, replicas, &manifest).await,
+        Ok(_) => store_manifest(node, name, owner, replicas, &plan).await,
         Err(e) => Err(e.context(format!("cannot read or store {shown}"))),
     };
     match stored {
         Ok(v) => Ok(v),
         Err(e) => {
             // Nothing is stored under the name: take back the chunks this upload stored.
-            let ids: Vec<String> = manifest.stored().iter().map(Id::to_string).collect();
+            let ids: Vec<String> = plan.stored().iter().map(Id::to_string).collect();
             let left = release_chunks(node, owner, &ids).await;
             if left.is_empty() {
                 Err(e.context(format!(
@@ -327,43 +325,86 @@ async fn put_owned(
     }
 }
 
-/// Reads `f` one chunk at a time and stores each (equal chunks once), recording them in
-/// `manifest`; answers the bytes read.
+/// Reads `f` one chunk at a time and stores each new one, [`DEFAULT_WINDOW`] at once, as
+/// `plan` says (equal chunks once); answers the bytes read once every store has finished. On
+/// an error the stores in flight are still waited for, so `plan.stored()` is all there is to
+/// take back.
 async fn store_chunks(
     node: &str,
     f: &mut tokio::fs::File,
     len: u64,
     owner: &Identity,
-    upload: &Upload,
     replicas: u8,
-    manifest: &mut ManifestBuilder,
+    plan: &mut ChunkedUpload,
 ) -> Result<u64> {
     let bar = progress(len, "put");
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    use futures_util::StreamExt;
+    let mut flying = futures_util::stream::FuturesUnordered::new();
     let mut total = 0u64;
-    loop {
-        // Fill a whole chunk (reads may return less), or what is left of the file.
-        let mut filled = 0;
-        while filled < CHUNK_SIZE {
-            let n = f.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                break;
+    let mut failure: Option<anyhow::Error> = None;
+    // Each result names its chunk; the first failure stops reading, the rest still land.
+    fn settle(plan: &mut ChunkedUpload, (index, r): (usize, Result<Id>)) -> Result<()> {
+        match r {
+            Ok(id) => {
+                plan.stored_as(index, id);
+                Ok(())
             }
-            filled += n;
+            Err(e) => {
+                plan.gave_up(index);
+                Err(e)
+            }
         }
-        if filled == 0 {
+    }
+    loop {
+        while !plan.has_room() {
+            if let Some(done) = flying.next().await {
+                if let Err(e) = settle(plan, done) {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if failure.is_some() {
             break;
         }
-        let piece = &buf[..filled];
-        if !manifest.push_repeat(piece) {
-            let id = put_chunk(node, owner, upload, piece, replicas).await?;
-            manifest.push(piece, id);
+        // Fill a whole chunk (reads may return less), or what is left of the file.
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut filled = 0;
+        while filled < CHUNK_SIZE {
+            match f.read(&mut buf[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    failure.get_or_insert(e.into());
+                    break;
+                }
+            }
+        }
+        if filled == 0 || failure.is_some() {
+            break;
+        }
+        buf.truncate(filled);
+        if let Some(job) = plan.push(&buf) {
+            let bar = bar.clone();
+            flying.push(async move {
+                let r = put_chunk(node, owner, &job.name, &buf, replicas).await;
+                bar.inc(buf.len() as u64);
+                (job.index, r)
+            });
+        } else {
+            bar.inc(filled as u64);
         }
         total += filled as u64;
-        bar.inc(filled as u64);
+    }
+    while let Some(done) = flying.next().await {
+        if let Err(e) = settle(plan, done) {
+            failure.get_or_insert(e);
+        }
     }
     bar.finish_and_clear();
-    Ok(total)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 /// Stores the manifest of a large file under its name.
@@ -372,9 +413,11 @@ async fn store_manifest(
     name: &str,
     owner: &Identity,
     replicas: u8,
-    manifest: &ManifestBuilder,
+    plan: &ChunkedUpload,
 ) -> Result<Value> {
-    let m = manifest.manifest();
+    let m = plan
+        .manifest()
+        .ok_or_else(|| anyhow!("a chunk of the file was not stored"))?;
     let bytes = m.to_bytes();
     if bytes.len() > CHUNK_SIZE {
         bail!("the file has too many chunks for one signed manifest; split it into smaller files");
