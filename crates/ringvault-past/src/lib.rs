@@ -34,7 +34,7 @@ pub use cert::{
 };
 pub use chunks::{
     ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload, CHUNK_SIZE,
-    DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS,
+    DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS, UPLOAD_WINDOW,
 };
 pub use message::Refusal;
 pub use past::{

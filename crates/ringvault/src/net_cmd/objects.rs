@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use ringvault_past::{
     decode_certificates, object_id as derive_id, ChunkedDownload, ChunkedUpload, Description,
     FileCertificate, Manifest, PastError, PastEvent, ReclaimCertificate, Upload, CHUNK_SIZE,
-    DEFAULT_WINDOW, MAX_NAME_LEN,
+    DEFAULT_WINDOW, MAX_NAME_LEN, UPLOAD_WINDOW,
 };
 use ringvault_types::Id;
 use serde_json::json;
@@ -290,7 +290,7 @@ async fn insert(
     }
 }
 
-/// The chunks of one upload through the operator key, stored [`DEFAULT_WINDOW`] at a time
+/// The chunks of one upload through the operator key, stored [`UPLOAD_WINDOW`] at a time
 /// (the plan, [`ChunkedUpload`], decides what to store; this drives it). Equal chunks are
 /// stored once; if the upload does not end with its manifest stored (an error, or the client
 /// went away and the request was dropped), the chunks it stored are reclaimed, those still in
@@ -318,7 +318,7 @@ impl ChunkUpload {
         })?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(ChunkUpload {
-            plan: ChunkedUpload::new(Upload::new(tag), DEFAULT_WINDOW),
+            plan: ChunkedUpload::new(Upload::new(tag), UPLOAD_WINDOW),
             done_tx,
             done_rx,
             store: store.clone(),

@@ -19,7 +19,7 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringvault_past::{
     encode_certificates, object_id, ChunkedUpload, FileCertificate, ReclaimCertificate, Upload,
-    CHUNK_SIZE, DEFAULT_WINDOW, MAX_RESALTS,
+    CHUNK_SIZE, MAX_RESALTS, UPLOAD_WINDOW,
 };
 use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
@@ -292,7 +292,7 @@ async fn put_owned(
     }
     let mut tag = [0u8; 16];
     getrandom::fill(&mut tag).map_err(|e| anyhow!("the OS random source failed: {e}"))?;
-    let mut plan = ChunkedUpload::new(Upload::new(tag), DEFAULT_WINDOW);
+    let mut plan = ChunkedUpload::new(Upload::new(tag), UPLOAD_WINDOW);
     let stored = store_chunks(node, &mut f, len, owner, replicas, &mut plan).await;
     let stored = match stored {
         Ok(total) if total != len => Err(anyhow!(
@@ -325,7 +325,7 @@ async fn put_owned(
     }
 }
 
-/// Reads `f` one chunk at a time and stores each new one, [`DEFAULT_WINDOW`] at once, as
+/// Reads `f` one chunk at a time and stores each new one, [`UPLOAD_WINDOW`] at once, as
 /// `plan` says (equal chunks once); answers the bytes read once every store has finished. On
 /// an error the stores in flight are still waited for, so `plan.stored()` is all there is to
 /// take back.
