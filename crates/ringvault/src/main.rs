@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
+mod bench;
+mod cli;
 mod identity_cmd;
-mod net_cmd;
+#[macro_use]
+mod node;
 mod sim_cmd;
 
 /// ringvault: a peer-to-peer storage ring (Pastry overlay, PAST storage, Scribe multicast).
@@ -21,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     #[command(flatten)]
-    Net(net_cmd::NetCommand),
+    Net(cli::NetCommand),
     #[command(flatten)]
     Sim(sim_cmd::SimCommand),
     #[command(flatten)]
@@ -31,7 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Net(c) => net_cmd::run(c),
+        Command::Net(c) => cli::run(c),
         Command::Sim(c) => sim_cmd::run(c),
         Command::Identity(c) => identity_cmd::run(c),
     };

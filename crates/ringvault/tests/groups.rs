@@ -25,7 +25,7 @@ use serde_json::Value;
 
 const NODES: usize = 12;
 /// The key the daemons name as every topic's creator: `topic_CREATOR_SEED` in
-/// `net_cmd/groups.rs` (checked below against the topic id a node reports).
+/// `src/node/topics.rs` (checked below against the topic id a node reports).
 const CREATOR_SEED: [u8; 32] = *b"ringvault/groups/shared-creator!";
 /// Nodes with a subscriber; the last one subscribes through the CLI, the others over raw HTTP.
 const SUBSCRIBERS: [usize; 5] = [1, 3, 5, 8, 10];

@@ -17,11 +17,12 @@ use ringvault_node::CommandError;
 use ringvault_types::Id;
 use serde_json::json;
 
-use super::groups::GroupsClient;
-use super::http_auth::{self, HttpAuth};
-use super::http_conns::{self, ConnCounters, HttpLimits};
-use super::storage::{StorageClient, StorageState};
-use super::{objects, topics};
+use crate::api::auth::{self, HttpAuth};
+use crate::api::conns::{self, ConnCounters, HttpLimits};
+use crate::api::objects;
+use crate::api::topics;
+use crate::node::objects::{ObjectsClient, StorageState};
+use crate::node::topics::TopicsClient;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -69,9 +70,9 @@ pub struct App {
     pub node: NodeHandle,
     pub http: SocketAddr,
     /// PAST on this node, if it stores objects.
-    pub storage: Option<StorageClient>,
+    pub objects: Option<ObjectsClient>,
     /// Scribe on this node, if it takes part in groups.
-    pub groups: Option<GroupsClient>,
+    pub topics: Option<TopicsClient>,
     /// What the server's connections did.
     pub conns: Arc<ConnCounters>,
 }
@@ -80,8 +81,8 @@ pub struct App {
 fn router(
     node: NodeHandle,
     http: SocketAddr,
-    storage: Option<StorageClient>,
-    groups: Option<GroupsClient>,
+    objects: Option<ObjectsClient>,
+    topics: Option<TopicsClient>,
     conns: Arc<ConnCounters>,
     auth: Arc<HttpAuth>,
 ) -> Router {
@@ -101,12 +102,12 @@ fn router(
         .route("/v1/topics/{name}/anycast", post(topics::anycast))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(auth, http_auth::guard))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
         .with_state(App {
             node,
             http,
-            storage,
-            groups,
+            objects,
+            topics,
             conns,
         })
 }
@@ -115,16 +116,16 @@ fn router(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
-    storage: Option<StorageClient>,
-    groups: Option<GroupsClient>,
+    objects: Option<ObjectsClient>,
+    topics: Option<TopicsClient>,
     limits: HttpLimits,
     auth: HttpAuth,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
     let conns = Arc::new(ConnCounters::default());
-    let app = router(node, http, storage, groups, conns.clone(), Arc::new(auth));
-    http_conns::serve(listener, app, limits, conns, shutdown).await;
+    let app = router(node, http, objects, topics, conns.clone(), Arc::new(auth));
+    conns::serve(listener, app, limits, conns, shutdown).await;
     Ok(())
 }
 
@@ -152,7 +153,7 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
     let mut v = serde_json::to_value(&st)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     v["http"] = json!(format!("http://{}", app.http));
-    if let Some(store) = &app.storage {
+    if let Some(store) = &app.objects {
         if let Some(StorageState {
             usage: u,
             health: h,
@@ -239,7 +240,7 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         "counter",
         app.conns.refused.load(Ordering::Relaxed),
     );
-    if let Some(store) = &app.storage {
+    if let Some(store) = &app.objects {
         if let Some(s) = store.usage(&app.node).await? {
             render_storage_metrics(&mut text, &s);
         }

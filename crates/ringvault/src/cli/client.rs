@@ -21,12 +21,12 @@ fn api_token() -> Result<Option<String>> {
     let found = TOKEN.get_or_init(|| {
         let path = match std::env::var_os("RINGVAULT_HTTP_TOKEN").filter(|v| !v.is_empty()) {
             Some(p) => std::path::PathBuf::from(p),
-            None => match super::owner_key::config_dir() {
+            None => match crate::cli::owner_key::config_dir() {
                 Ok(d) if d.join("http.token").exists() => d.join("http.token"),
                 _ => return Ok(None),
             },
         };
-        super::http_auth::read_token(&path)
+        crate::api::auth::read_token(&path)
             .map(Some)
             .map_err(|e| format!("{e:#}"))
     });
@@ -126,7 +126,7 @@ where
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(hyper::header::HOST, authority)
-            .header(super::http_auth::CLIENT_HEADER, "cli");
+            .header(crate::api::auth::CLIENT_HEADER, "cli");
         if let Some(token) = api_token()? {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }

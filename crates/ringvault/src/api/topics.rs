@@ -22,11 +22,11 @@ use ringvault_scribe::ScribeError;
 use ringvault_types::Id;
 use serde_json::{json, Value};
 
-use super::groups::{self, GroupError, GroupEvent, GroupsClient};
-use super::http::{ApiError, App};
+use crate::api::http::{ApiError, App};
+use crate::node::topics::{self, TopicError, TopicEvent, TopicsClient};
 
-fn client(app: &App) -> Result<&GroupsClient, ApiError> {
-    app.groups.as_ref().ok_or_else(|| {
+fn client(app: &App) -> Result<&TopicsClient, ApiError> {
+    app.topics.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "no_groups",
@@ -46,11 +46,11 @@ fn scribe_error(e: ScribeError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> Self {
+impl From<TopicError> for ApiError {
+    fn from(e: TopicError) -> Self {
         match e {
-            GroupError::Scribe(e) => scribe_error(e),
-            GroupError::Net(e) => e.into(),
+            TopicError::Scribe(e) => scribe_error(e),
+            TopicError::Net(e) => e.into(),
         }
     }
 }
@@ -60,8 +60,8 @@ fn topic(name: Result<Path<String>, PathRejection>) -> Result<(String, Id), ApiE
         let msg = format!("{}; a topic name is 1 to 256 bytes", e.body_text());
         ApiError::new(StatusCode::BAD_REQUEST, "bad_topic", msg)
     })?;
-    super::http::check_name_chars("topic", &name)?;
-    let id = groups::check_name(&name).map_err(scribe_error)?;
+    crate::api::http::check_name_chars("topic", &name)?;
+    let id = topics::check_name(&name).map_err(scribe_error)?;
     Ok((name, id))
 }
 
@@ -137,13 +137,13 @@ pub async fn list(State(app): State<App>) -> Result<Json<Value>, ApiError> {
 fn data_json(data: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(data) {
         Ok(s) => (s.to_string(), "utf8"),
-        Err(_) => (groups::base64(data), "base64"),
+        Err(_) => (topics::base64(data), "base64"),
     }
 }
 
-fn sse_event(ev: GroupEvent) -> Event {
+fn sse_event(ev: TopicEvent) -> Event {
     match ev {
-        GroupEvent::Message {
+        TopicEvent::Message {
             publisher,
             seq,
             data,
@@ -161,7 +161,7 @@ fn sse_event(ev: GroupEvent) -> Event {
                 .to_string(),
             )
         }
-        GroupEvent::Anycast { origin, payload } => {
+        TopicEvent::Anycast { origin, payload } => {
             let (data, encoding) = data_json(&payload);
             Event::default().event("anycast").data(
                 json!({

@@ -19,7 +19,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::http::ApiError;
+use crate::api::http::ApiError;
 
 /// The header the CLI sends with every request: no HTML form can set it.
 pub const CLIENT_HEADER: &str = "x-ringvault-client";

@@ -24,9 +24,9 @@ use ringvault_types::Id;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::http::{ApiError, App};
-use super::storage::StorageClient;
-use super::stream::ChannelBody;
+use crate::api::http::{ApiError, App};
+use crate::api::stream::ChannelBody;
+use crate::node::objects::ObjectsClient;
 
 /// Largest upload accepted. Uploads above [`CHUNK_SIZE`] are stored as chunks plus a
 /// manifest, streamed: the node holds one chunk of an upload at a time.
@@ -112,8 +112,8 @@ fn past_error(e: PastError) -> ApiError {
     ApiError::new(status, code, format!("{e}; {hint}"))
 }
 
-fn client(app: &App) -> Result<&StorageClient, ApiError> {
-    app.storage.as_ref().ok_or_else(|| {
+fn client(app: &App) -> Result<&ObjectsClient, ApiError> {
+    app.objects.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "no_storage",
@@ -179,7 +179,7 @@ fn put_params(query: Option<&str>) -> Result<(String, u8), ApiError> {
     if name.len() > MAX_NAME_LEN {
         return Err(bad(format!("the name is longer than {MAX_NAME_LEN} bytes")));
     }
-    super::http::check_name_chars("object", &name)?;
+    crate::api::http::check_name_chars("object", &name)?;
     Ok((name, replicas.unwrap_or(DEFAULT_REPLICAS)))
 }
 
@@ -277,7 +277,7 @@ fn unexpected() -> ApiError {
 
 /// Stores one object.
 async fn insert(
-    store: &StorageClient,
+    store: &ObjectsClient,
     app: &App,
     name: String,
     content: Vec<u8>,
@@ -300,14 +300,14 @@ struct ChunkUpload {
     /// Finished chunk stores: (chunk index, its object id or why it failed).
     done_tx: mpsc::UnboundedSender<(usize, Result<Id, ApiError>)>,
     done_rx: mpsc::UnboundedReceiver<(usize, Result<Id, ApiError>)>,
-    store: StorageClient,
+    store: ObjectsClient,
     app: App,
     replicas: u8,
     kept: bool,
 }
 
 impl ChunkUpload {
-    fn new(store: &StorageClient, app: &App, replicas: u8) -> Result<Self, ApiError> {
+    fn new(store: &ObjectsClient, app: &App, replicas: u8) -> Result<Self, ApiError> {
         let mut tag = [0u8; 16];
         getrandom::fill(&mut tag).map_err(|e| {
             ApiError::new(
@@ -414,7 +414,7 @@ impl Drop for ChunkUpload {
 
 /// Reclaims chunks the operator key owns, `k` replicas each; answers the ones that could not
 /// be (an id already gone counts as done).
-async fn release_chunks(store: &StorageClient, app: &App, ids: &[Id], k: u8) -> Vec<Id> {
+async fn release_chunks(store: &ObjectsClient, app: &App, ids: &[Id], k: u8) -> Vec<Id> {
     let mut left = Vec::new();
     for &id in ids {
         match store.reclaim(&app.node, id, k).await {
@@ -507,14 +507,14 @@ async fn put_existing(
 /// A PUT with client-signed certificates: one object, exactly as certified.
 async fn put_signed(
     app: &App,
-    store: &StorageClient,
+    store: &ObjectsClient,
     query: Option<&str>,
     certs: Vec<FileCertificate>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let first = certs[0].body.clone();
-    super::http::check_name_chars("object", &first.name)?;
+    crate::api::http::check_name_chars("object", &first.name)?;
     let (name, replicas) = query_params(query)?;
     if let Some(n) = name.filter(|n| *n != first.name) {
         return Err(bad(format!(
@@ -649,7 +649,7 @@ pub async fn put(
 /// lookup of its own object), each verified against the manifest and asked again if it fails,
 /// sent in order; memory is bounded by the window. A chunk that cannot be had aborts the body
 /// (the client sees it truncated).
-fn stream_manifest(store: StorageClient, app: App, manifest: Manifest) -> Body {
+fn stream_manifest(store: ObjectsClient, app: App, manifest: Manifest) -> Body {
     let (tx, body) = ChannelBody::new(Some(manifest.size), 1);
     tokio::spawn(async move {
         let mut plan = ChunkedDownload::new(manifest, DEFAULT_WINDOW);

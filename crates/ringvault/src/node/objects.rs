@@ -62,7 +62,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 pub fn store_config(
     capacity: Option<&str>,
     cache: Option<&str>,
-    durability: super::Durability,
+    durability: crate::cli::Durability,
     nodes: u16,
 ) -> Result<StoreConfig> {
     let capacity = match capacity {
@@ -117,7 +117,7 @@ pub fn open_store(data_dir: &Path, config: StoreConfig, on_damage: OnDamage) -> 
 
 /// PAST for the node with `identity`, keeping its objects in `store`, and the client the API
 /// uses.
-pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services, StorageClient)> {
+pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services, ObjectsClient)> {
     // The store commits on its own thread; when a batch ends, the node releases the receipts
     // that waited for it.
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -136,7 +136,7 @@ pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services,
             poller: Some(poller),
             wake: Some(wake),
         },
-        StorageClient {
+        ObjectsClient {
             waiters,
             owner: Arc::new(Identity::from_secret_bytes(identity.secret_bytes())),
         },
@@ -176,13 +176,13 @@ pub struct LocalHolding {
 
 /// Calls PAST's client interface on a running node.
 #[derive(Clone)]
-pub struct StorageClient {
+pub struct ObjectsClient {
     waiters: Waiters,
     /// The operator key: owner of what this node inserts.
     owner: Arc<Identity>,
 }
 
-impl StorageClient {
+impl ObjectsClient {
     /// The owner's public key, as file certificates carry it.
     pub fn owner(&self) -> &Identity {
         &self.owner

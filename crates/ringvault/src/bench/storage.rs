@@ -21,9 +21,11 @@ use ringvault_store::StoreConfig;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::objects::MAX_UPLOAD;
-use super::stream::ChannelBody;
-use super::{client, daemon, storage};
+use crate::api::objects::MAX_UPLOAD;
+use crate::api::stream::ChannelBody;
+use crate::cli::client;
+use crate::node::daemon;
+use crate::node::objects;
 
 /// How long a request may take to be answered, plus one second per MiB it carries.
 const REQUEST_WITHIN: Duration = Duration::from_secs(30);
@@ -53,7 +55,7 @@ pub struct StorageArgs {
     #[arg(long, default_value_t = 3)]
     pub replicas: u8,
     #[command(flatten)]
-    pub durability: super::DurabilityArg,
+    pub durability: crate::cli::DurabilityArg,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -485,7 +487,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     let sizes = a
         .sizes
         .iter()
-        .map(|s| storage::parse_size(s).with_context(|| format!("--sizes {s}")))
+        .map(|s| objects::parse_size(s).with_context(|| format!("--sizes {s}")))
         .collect::<Result<Vec<u64>>>()?;
     if let Some(s) = sizes.iter().find(|s| **s > MAX_UPLOAD) {
         bail!("--sizes: {s} bytes is more than an upload may be ({MAX_UPLOAD})");
@@ -514,7 +516,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         .map(|(s, c)| s * (*c * a.concurrency.len()) as u64)
         .sum();
     let largest = sizes.iter().copied().max().unwrap_or(0);
-    let capacity = (storage::DEFAULT_CAPACITY)
+    let capacity = (objects::DEFAULT_CAPACITY)
         .max(4 * total * a.replicas as u64 / a.nodes as u64 + 20 * largest);
 
     let dir = daemon::temp_dir("ringvault-bench-storage")?;
@@ -531,7 +533,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         Config::default(),
         StoreConfig {
             capacity,
-            ..storage::store_config(None, None, a.durability.durability, a.nodes)?
+            ..objects::store_config(None, None, a.durability.durability, a.nodes)?
         },
         &stop_rx,
     )
@@ -623,8 +625,8 @@ async fn measure(
         nodes: a.nodes,
         replicas: a.replicas,
         durability: match a.durability.durability {
-            super::Durability::Sync => "sync",
-            super::Durability::Replicated => "replicated",
+            crate::cli::Durability::Sync => "sync",
+            crate::cli::Durability::Replicated => "replicated",
         },
         concurrency: a.concurrency.clone(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

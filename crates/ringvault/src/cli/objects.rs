@@ -1,7 +1,7 @@
 //! `ringvault put`, `get`, `reclaim` and `stat`: the storage commands, as clients of a node's
 //! HTTP API.
 //!
-//! What `put` stores belongs to the user's owner key (see [`super::owner_key`]): the command
+//! What `put` stores belongs to the user's owner key (see [`crate::cli::owner_key`]): the command
 //! signs the file certificates itself, one per salt file diversion may try, and the node never
 //! sees the key. A file above [`CHUNK_SIZE`] is split here, read one chunk at a time: each chunk
 //! is signed and stored as its own object, then the manifest listing them under the file's
@@ -25,13 +25,13 @@ use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::client;
-use super::objects::{
+use crate::api::objects::{
     to_hex, CERTIFICATES_HEADER, HOPS_HEADER, RECLAIM_HEADER, SERVED_BY_ADDR_HEADER,
     SERVED_BY_HEADER,
 };
-use super::owner_key;
-use super::stream::ChannelBody;
+use crate::api::stream::ChannelBody;
+use crate::cli::client;
+use crate::cli::owner_key;
 
 /// Percent-encodes a query value.
 fn encode(s: &str) -> String {

@@ -12,12 +12,14 @@ use ringvault_types::Id;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::config::FileConfig;
-use super::groups::{self, GroupsClient};
-use super::http_auth::HttpAuth;
-use super::http_conns::HttpLimits;
-use super::storage::{self, StorageClient};
-use super::{http, NodeArgs, RingArgs};
+use crate::api::auth::HttpAuth;
+use crate::api::conns::HttpLimits;
+use crate::api::http;
+use crate::cli::NodeArgs;
+use crate::cli::RingArgs;
+use crate::node::config::FileConfig;
+use crate::node::objects::{self, ObjectsClient};
+use crate::node::topics::{self, TopicsClient};
 
 /// How long a node of a local ring may take to join.
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
@@ -86,8 +88,8 @@ async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 fn serve_http(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
-    storage: Option<StorageClient>,
-    groups: Option<GroupsClient>,
+    objects: Option<ObjectsClient>,
+    topics: Option<TopicsClient>,
     limits: HttpLimits,
     auth: HttpAuth,
     mut stop: watch::Receiver<bool>,
@@ -97,7 +99,7 @@ fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, storage, groups, limits, auth, shutdown).await {
+        if let Err(e) = http::serve(listener, node, objects, topics, limits, auth, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -128,22 +130,22 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     })
     .await?;
     let overlay = file.overlay.to_config()?;
-    let store_config = storage::store_config(
+    let store_config = objects::store_config(
         a.capacity.as_deref(),
         a.store_cache.as_deref(),
         a.durability.durability,
         1,
     )?;
     let on_damage = if a.recover_store {
-        storage::OnDamage::MoveAside
+        objects::OnDamage::MoveAside
     } else {
-        storage::OnDamage::Refuse
+        objects::OnDamage::Refuse
     };
 
     let identity = load_or_create_identity(&data_dir)?;
-    let objects = storage::open_store(&data_dir, store_config, on_damage)?;
-    let (mut services, store) = storage::past_services(&identity, objects)?;
-    let groups = groups::add_scribe(&mut services);
+    let objects = objects::open_store(&data_dir, store_config, on_damage)?;
+    let (mut services, store) = objects::past_services(&identity, objects)?;
+    let topic_client = topics::add_scribe(&mut services);
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
         header_timeout: a
@@ -193,7 +195,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         http_listener,
         running.handle(),
         Some(store),
-        Some(groups),
+        Some(topic_client),
         limits,
         auth,
         stop_rx,
@@ -245,7 +247,7 @@ pub async fn start_local_ring(
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = StoreFile::open(&dir.join(storage::STORE_FILE), store_config)?;
+    let file = StoreFile::open(&dir.join(objects::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
         let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
@@ -260,7 +262,7 @@ pub async fn start_local_ring(
         let opened = file
             .store(Some(identity.id()))
             .map_err(anyhow::Error::from)
-            .and_then(|objects| storage::past_services(&identity, objects));
+            .and_then(|objects| objects::past_services(&identity, objects));
         let (mut services, store) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -268,7 +270,7 @@ pub async fn start_local_ring(
                 return Err(e.context(format!("node {i}")));
             }
         };
-        let groups = groups::add_scribe(&mut services);
+        let topic_client = topics::add_scribe(&mut services);
         let http_listener = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
@@ -311,7 +313,7 @@ pub async fn start_local_ring(
                     listener,
                     node.handle(),
                     Some(store),
-                    Some(groups),
+                    Some(topic_client),
                     HttpLimits::default(),
                     HttpAuth::default(),
                     stop.clone(),
@@ -375,7 +377,7 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.nodes,
         dir.display()
     );
-    let store_config = storage::store_config(
+    let store_config = objects::store_config(
         a.capacity.as_deref(),
         a.store_cache.as_deref(),
         a.durability.durability,
@@ -514,7 +516,7 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
         None,
         &dir,
         Config::default(),
-        storage::store_config(None, None, super::Durability::Sync, n)?,
+        objects::store_config(None, None, crate::cli::Durability::Sync, n)?,
         &stop_rx,
     )
     .await;

@@ -26,7 +26,7 @@ const MAX_WAITING: usize = 4096;
 
 /// What an open event stream receives.
 #[derive(Clone, Debug)]
-pub enum GroupEvent {
+pub enum TopicEvent {
     /// A message published to the topic.
     Message {
         publisher: Id,
@@ -41,7 +41,7 @@ pub enum GroupEvent {
 #[derive(Default)]
 struct Shared {
     /// Open streams per topic: (stream number, sender).
-    streams: HashMap<Id, Vec<(u64, mpsc::Sender<GroupEvent>)>>,
+    streams: HashMap<Id, Vec<(u64, mpsc::Sender<TopicEvent>)>>,
     next_stream: u64,
     anycasts: HashMap<u64, oneshot::Sender<Result<Contact, ScribeError>>>,
 }
@@ -60,7 +60,7 @@ pub fn named_topic(name: &str) -> Id {
 
 /// Registers Scribe in `services` (after what is there) and chains its event delivery after
 /// the existing poller.
-pub fn add_scribe(services: &mut Services) -> GroupsClient {
+pub fn add_scribe(services: &mut Services) -> TopicsClient {
     let shared: SharedRef = Arc::default();
     let s = shared.clone();
     services.services.push(Box::new(Scribe::new()));
@@ -72,7 +72,7 @@ pub fn add_scribe(services: &mut Services) -> GroupsClient {
         let _ = node.with_service::<Scribe, _>(now, |sc, _| deliver(sc, &s));
     });
     services.poller = Some(poller);
-    GroupsClient { shared }
+    TopicsClient { shared }
 }
 
 fn deliver(sc: &mut Scribe, shared: &SharedRef) {
@@ -88,7 +88,7 @@ fn deliver(sc: &mut Scribe, shared: &SharedRef) {
                 data,
                 gap,
             } => {
-                let ev = GroupEvent::Message {
+                let ev = TopicEvent::Message {
                     publisher,
                     seq,
                     data,
@@ -100,7 +100,7 @@ fn deliver(sc: &mut Scribe, shared: &SharedRef) {
                 topic,
                 origin,
                 payload,
-            } => send_to(&mut sh, topic, GroupEvent::Anycast { origin, payload }),
+            } => send_to(&mut sh, topic, TopicEvent::Anycast { origin, payload }),
             ScribeEvent::AnycastDone { req, result } => {
                 if let Some(tx) = sh.anycasts.remove(&req) {
                     let _ = tx.send(result);
@@ -110,7 +110,7 @@ fn deliver(sc: &mut Scribe, shared: &SharedRef) {
     }
 }
 
-fn send_to(sh: &mut Shared, topic: Id, ev: GroupEvent) {
+fn send_to(sh: &mut Shared, topic: Id, ev: TopicEvent) {
     if let Some(list) = sh.streams.get(&topic) {
         for (_, tx) in list {
             let _ = tx.try_send(ev.clone());
@@ -120,21 +120,21 @@ fn send_to(sh: &mut Shared, topic: Id, ev: GroupEvent) {
 
 /// Why a group call failed.
 #[derive(Debug)]
-pub enum GroupError {
+pub enum TopicError {
     Scribe(ScribeError),
     Net(NetError),
 }
 
-impl From<NetError> for GroupError {
+impl From<NetError> for TopicError {
     fn from(e: NetError) -> Self {
-        GroupError::Net(e)
+        TopicError::Net(e)
     }
 }
 
 /// An open event stream: events of one topic. Dropping it closes the stream and, when it was
 /// the node's last stream on the topic, unsubscribes the node.
 pub struct Subscription {
-    pub rx: mpsc::Receiver<GroupEvent>,
+    pub rx: mpsc::Receiver<TopicEvent>,
     _guard: StreamGuard,
 }
 
@@ -186,21 +186,21 @@ impl Drop for StreamGuard {
 
 /// Calls Scribe's client interface on a running node.
 #[derive(Clone)]
-pub struct GroupsClient {
+pub struct TopicsClient {
     shared: SharedRef,
 }
 
-impl GroupsClient {
+impl TopicsClient {
     /// Subscribes the node to the topic `name` (if it is not already) and opens a stream of
     /// its events.
     pub async fn subscribe(
         &self,
         node: &NodeHandle,
         name: &str,
-    ) -> Result<Subscription, GroupError> {
+    ) -> Result<Subscription, TopicError> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let shared = self.shared.clone();
-        let topic = check_name(name).map_err(GroupError::Scribe)?;
+        let topic = check_name(name).map_err(TopicError::Scribe)?;
         let name = name.to_string();
         let r = node
             .run(move |n, now| {
@@ -216,8 +216,8 @@ impl GroupsClient {
             .await?;
         let stream = match r {
             Some(Ok(id)) => id,
-            Some(Err(e)) => return Err(GroupError::Scribe(e)),
-            None => return Err(GroupError::Net(NetError::Stopped)),
+            Some(Err(e)) => return Err(TopicError::Scribe(e)),
+            None => return Err(TopicError::Net(NetError::Stopped)),
         };
         Ok(Subscription {
             rx,
@@ -236,7 +236,7 @@ impl GroupsClient {
         node: &NodeHandle,
         name: &str,
         data: Vec<u8>,
-    ) -> Result<u64, GroupError> {
+    ) -> Result<u64, TopicError> {
         let name = name.to_string();
         let r = node
             .run(move |n, now| {
@@ -246,8 +246,8 @@ impl GroupsClient {
             })
             .await?;
         match r {
-            Some(r) => r.map_err(GroupError::Scribe),
-            None => Err(GroupError::Net(NetError::Stopped)),
+            Some(r) => r.map_err(TopicError::Scribe),
+            None => Err(TopicError::Net(NetError::Stopped)),
         }
     }
 
@@ -257,7 +257,7 @@ impl GroupsClient {
         node: &NodeHandle,
         topic: Id,
         payload: Vec<u8>,
-    ) -> Result<Contact, GroupError> {
+    ) -> Result<Contact, TopicError> {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
         let r = node
@@ -276,17 +276,17 @@ impl GroupsClient {
             .await?;
         match r {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(GroupError::Scribe(e)),
-            None => return Err(GroupError::Net(NetError::Stopped)),
+            Some(Err(e)) => return Err(TopicError::Scribe(e)),
+            None => return Err(TopicError::Net(NetError::Stopped)),
         }
         match rx.await {
-            Ok(r) => r.map_err(GroupError::Scribe),
-            Err(_) => Err(GroupError::Net(NetError::Stopped)),
+            Ok(r) => r.map_err(TopicError::Scribe),
+            Err(_) => Err(TopicError::Net(NetError::Stopped)),
         }
     }
 
     /// The topics the node takes part in.
-    pub async fn topics(&self, node: &NodeHandle) -> Result<Vec<TopicView>, GroupError> {
+    pub async fn topics(&self, node: &NodeHandle) -> Result<Vec<TopicView>, TopicError> {
         let r = node
             .run(|n, now| n.with_service::<Scribe, _>(now, |sc, _| sc.topics()))
             .await?;

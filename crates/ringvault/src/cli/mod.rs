@@ -1,5 +1,6 @@
-//! Commands that run or talk to real nodes: `node`, `ring`, `status`, `route`, `put`, `get`,
-//! `reclaim`, `stat`, `bench route`, `bench storage`.
+//! The command line of everything that runs or talks to real nodes (`node`, `ring`, `status`,
+//! `route`, `put`, `get`, `reclaim`, `stat`, the topic commands, `bench route`, `bench
+//! storage`): the arguments, and the client commands, which talk to a node's HTTP API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,33 +8,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-/// `println!` for the daemons (`node`, `ring`): a stdout that cannot be written (a full disk,
-/// a closed pipe) is logged at debug level and otherwise ignored, never a panic.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            tracing::debug!("stdout cannot be written: {e}");
-        }
-    }};
-}
-
-mod bench_storage;
-mod client;
-mod config;
-mod daemon;
-mod groups;
-mod groups_cli;
-mod http;
-mod http_auth;
-mod http_conns;
-mod objects;
-mod objects_cli;
-mod output;
-mod owner_key;
-mod storage;
-mod stream;
-mod topics;
+pub mod client;
+pub mod objects;
+pub mod output;
+pub mod owner_key;
+pub mod topics;
 
 /// Commands that run or talk to real nodes.
 #[derive(Subcommand)]
@@ -324,7 +303,7 @@ pub enum BenchCommand {
     },
     /// Put and get latency (p50/p99) and throughput on a local ring (16 nodes, k = 3, 1 KiB
     /// and 1 MiB objects by default), through each node's HTTP API.
-    Storage(bench_storage::StorageArgs),
+    Storage(crate::bench::storage::StorageArgs),
 }
 
 pub fn run(cmd: NetCommand) -> Result<()> {
@@ -334,8 +313,8 @@ pub fn run(cmd: NetCommand) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         match cmd {
-            NetCommand::Node(a) => daemon::node(a).await,
-            NetCommand::Ring(a) => daemon::ring(a).await,
+            NetCommand::Node(a) => crate::node::daemon::node(a).await,
+            NetCommand::Ring(a) => crate::node::daemon::ring(a).await,
             NetCommand::Status(c) => {
                 let v = one_line(client::get_ok(&c.node, "/v1/status").await);
                 output::status(&v, c.json)
@@ -351,7 +330,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 key: k,
                 client: c,
             } => {
-                let put = objects_cli::put(
+                let put = objects::put(
                     &c.node,
                     &file,
                     name,
@@ -369,7 +348,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 verbose,
                 client: c,
             } => {
-                one_line(objects_cli::get(&c.node, &id, output, verbose, c.json).await);
+                one_line(objects::get(&c.node, &id, output, verbose, c.json).await);
                 Ok(())
             }
             NetCommand::Reclaim {
@@ -377,12 +356,12 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 key: k,
                 client: c,
             } => {
-                let r = objects_cli::reclaim(&c.node, &id, k.key.as_deref(), k.operator, c.json);
+                let r = objects::reclaim(&c.node, &id, k.key.as_deref(), k.operator, c.json);
                 one_line(r.await);
                 Ok(())
             }
             NetCommand::Stat { id, client: c } => {
-                one_line(objects_cli::stat(&c.node, &id, c.json).await);
+                one_line(objects::stat(&c.node, &id, c.json).await);
                 Ok(())
             }
             NetCommand::Publish {
@@ -390,11 +369,11 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 message,
                 client: c,
             } => {
-                one_line(groups_cli::publish(&c.node, &topic, message, c.json).await);
+                one_line(topics::publish(&c.node, &topic, message, c.json).await);
                 Ok(())
             }
             NetCommand::Subscribe { topic, client: c } => {
-                one_line(groups_cli::subscribe(&c.node, &topic, c.json).await);
+                one_line(topics::subscribe(&c.node, &topic, c.json).await);
                 Ok(())
             }
             NetCommand::Anycast {
@@ -402,19 +381,19 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 message,
                 client: c,
             } => {
-                one_line(groups_cli::anycast(&c.node, &topic, message, c.json).await);
+                one_line(topics::anycast(&c.node, &topic, message, c.json).await);
                 Ok(())
             }
             NetCommand::Topics(c) => {
-                one_line(groups_cli::topics(&c.node, c.json).await);
+                one_line(topics::topics(&c.node, c.json).await);
                 Ok(())
             }
             NetCommand::Bench(BenchCommand::Route {
                 nodes,
                 routes,
                 concurrency,
-            }) => daemon::bench_route(nodes, routes, concurrency).await,
-            NetCommand::Bench(BenchCommand::Storage(a)) => bench_storage::run(a).await,
+            }) => crate::node::daemon::bench_route(nodes, routes, concurrency).await,
+            NetCommand::Bench(BenchCommand::Storage(a)) => crate::bench::storage::run(a).await,
         }
     })
 }
