@@ -10,11 +10,15 @@
 //! Does not own routing (the overlay) or any I/O.
 #![deny(missing_docs)]
 
+mod anycast;
+mod client;
 mod message;
 mod name;
 mod scribe;
 #[cfg(test)]
 mod tests;
+mod topic;
+mod tree;
 
 pub use scribe::{
     check_topic_name, topic_id, Scribe, ScribeError, ScribeEvent, TopicView, ANYCAST_TIMEOUT,

@@ -1,4 +1,6 @@
-//! The Scribe service state machine (protocols.md §3).
+//! The Scribe service state machine (protocols.md §3): its state, its events, and the
+//! messages it handles; the client calls, the tree and anycast live in `client.rs`, `tree.rs`
+//! and `anycast.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -7,6 +9,7 @@ use ringvault_types::{Contact, Duration, Id, PublicKey, Time};
 
 use crate::message::ScribeMessage;
 use crate::name::TopicName;
+use crate::topic::{Place, Topic};
 
 /// The application id of Scribe messages.
 pub const SCRIBE_APP: AppId = 3;
@@ -113,68 +116,22 @@ pub struct TopicView {
     pub children: Vec<Contact>,
 }
 
-/// This node's part in one topic's tree.
-#[derive(Debug, Default)]
-struct Topic {
-    /// Children and when each last refreshed.
-    children: BTreeMap<Id, (Contact, Time)>,
-    parent: Option<Contact>,
-    parent_heard: Time,
-    /// A JOIN went out and no parent answered yet.
-    joining: bool,
-    root: bool,
-    member: bool,
-    accepts_anycast: bool,
-    /// Last time data or a heartbeat went to the children.
-    sent_down: Time,
-    /// Last sequence number seen per publisher (members).
-    seqs: BTreeMap<Id, u64>,
-    /// This node's ancestors, root first, as the parent last said. A node never adopts one of
-    /// its ancestors, and a parent path that contains this node reveals a loop.
-    path: Vec<Id>,
-    /// The topic's name, checked against the topic id before it was kept.
-    name: Option<TopicName>,
-}
-
-impl Topic {
-    fn in_tree(&self) -> bool {
-        self.root || self.parent.is_some() || self.joining
-    }
-
-    /// Connected to the root (as far as this node knows): only then does it take children
-    /// from passing JOINs, so two re-joining nodes cannot adopt each other.
-    fn attached(&self) -> bool {
-        self.root || self.parent.is_some()
-    }
-
-    /// The path a child of this node has: ours plus us.
-    fn child_path(&self, me: Id) -> Vec<Id> {
-        let mut p = self.path.clone();
-        p.push(me);
-        p
-    }
-
-    fn needed(&self) -> bool {
-        self.member || self.root || !self.children.is_empty()
-    }
-}
-
 /// One node's Scribe service.
 #[derive(Debug, Default)]
 pub struct Scribe {
-    topics: BTreeMap<Id, Topic>,
+    pub(crate) topics: BTreeMap<Id, Topic>,
     /// Sequence numbers of this node's own publications, per topic.
-    published: BTreeMap<Id, u64>,
+    pub(crate) published: BTreeMap<Id, u64>,
     /// Cached root per topic, for publishing straight to it.
-    roots: BTreeMap<Id, Contact>,
+    pub(crate) roots: BTreeMap<Id, Contact>,
     /// Replicated root state: the children (and name) of roots we may succeed.
-    replicas: BTreeMap<Id, (Vec<Contact>, Option<TopicName>)>,
-    anycasts: BTreeMap<u64, Time>,
-    next_req: u64,
-    events: VecDeque<ScribeEvent>,
-    next_tick: Option<Time>,
+    pub(crate) replicas: BTreeMap<Id, (Vec<Contact>, Option<TopicName>)>,
+    pub(crate) anycasts: BTreeMap<u64, Time>,
+    pub(crate) next_req: u64,
+    pub(crate) events: VecDeque<ScribeEvent>,
+    pub(crate) next_tick: Option<Time>,
     /// Messages from peers dropped as malformed or carrying a forged topic name.
-    refused: u64,
+    pub(crate) refused: u64,
 }
 
 pub(crate) fn encode(m: &ScribeMessage) -> AppMessage {
@@ -184,11 +141,11 @@ pub(crate) fn encode(m: &ScribeMessage) -> AppMessage {
     }
 }
 
-fn send(kbr: &mut dyn Kbr, to: Contact, m: &ScribeMessage) {
+pub(crate) fn send(kbr: &mut dyn Kbr, to: Contact, m: &ScribeMessage) {
     kbr.send_direct(to, encode(m));
 }
 
-fn check_payload(data: &[u8]) -> Result<(), ScribeError> {
+pub(crate) fn check_payload(data: &[u8]) -> Result<(), ScribeError> {
     if data.is_empty() || data.len() > MAX_PAYLOAD {
         return Err(ScribeError::BadPayload(data.len()));
     }
@@ -221,9 +178,9 @@ impl Scribe {
             .map(|(id, t)| TopicView {
                 topic: *id,
                 name: t.name.as_ref().map(|n| n.name.clone()),
-                member: t.member,
-                root: t.root,
-                parent: t.parent,
+                member: t.is_member(),
+                root: t.is_root(),
+                parent: t.parent(),
                 children: t.children.values().map(|(c, _)| *c).collect(),
             })
             .collect()
@@ -237,7 +194,7 @@ impl Scribe {
 
     /// Keeps `name` (already checked against `topic`) if this node is in `topic`'s tree and
     /// does not know the name yet.
-    fn learn_name(&mut self, topic: Id, name: Option<TopicName>) {
+    pub(crate) fn learn_name(&mut self, topic: Id, name: Option<TopicName>) {
         if let (Some(t), Some(n)) = (self.topics.get_mut(&topic), name) {
             if t.name.is_none() {
                 t.name = Some(n);
@@ -246,12 +203,16 @@ impl Scribe {
     }
 
     /// The name this node knows for `topic`, to pass on in joins.
-    fn name_of(&self, topic: Id) -> Option<TopicName> {
+    pub(crate) fn name_of(&self, topic: Id) -> Option<TopicName> {
         self.topics.get(&topic).and_then(|t| t.name.clone())
     }
 
     /// A name a peer sent for `topic`, checked; a forged one is counted.
-    fn checked(&mut self, topic: Id, name: Option<TopicName>) -> Option<Option<TopicName>> {
+    pub(crate) fn checked(
+        &mut self,
+        topic: Id,
+        name: Option<TopicName>,
+    ) -> Option<Option<TopicName>> {
         match TopicName::check(topic, name) {
             Ok(n) => Some(n),
             Err(_) => {
@@ -261,457 +222,11 @@ impl Scribe {
         }
     }
 
-    fn topic_entry(&mut self, topic: Id) -> Result<&mut Topic, ScribeError> {
+    pub(crate) fn topic_entry(&mut self, topic: Id) -> Result<&mut Topic, ScribeError> {
         if !self.topics.contains_key(&topic) && self.topics.len() >= MAX_TOPICS {
             return Err(ScribeError::TooManyTopics);
         }
         Ok(self.topics.entry(topic).or_default())
-    }
-
-    /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`]. The tree
-    /// learns the topic's name only from nodes that know it (see [`Scribe::subscribe_named`]).
-    pub fn subscribe(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        topic: Id,
-    ) -> Result<(), ScribeError> {
-        self.join_topic(kbr, now, topic, None)
-    }
-
-    /// Subscribes this node to the topic named `name` created by `creator` and returns its id
-    /// ([`topic_id`]). The name travels with the join, so every forwarder on the way and the
-    /// root learn it (each checks it against the id first).
-    pub fn subscribe_named(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        name: &str,
-        creator: &PublicKey,
-    ) -> Result<Id, ScribeError> {
-        check_topic_name(name)?;
-        let topic = topic_id(name, creator);
-        let name = TopicName {
-            name: name.to_string(),
-            creator: *creator,
-        };
-        self.join_topic(kbr, now, topic, Some(name))?;
-        Ok(topic)
-    }
-
-    fn join_topic(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        topic: Id,
-        name: Option<TopicName>,
-    ) -> Result<(), ScribeError> {
-        let t = self.topic_entry(topic)?;
-        t.member = true;
-        t.accepts_anycast = true;
-        if t.name.is_none() {
-            t.name = name;
-        }
-        if !t.in_tree() {
-            t.joining = true;
-            t.parent_heard = now;
-            let me = kbr.local_contact();
-            let name = t.name.clone();
-            kbr.route(
-                topic,
-                encode(&ScribeMessage::Join {
-                    topic,
-                    child: me,
-                    name,
-                }),
-                None,
-            );
-        }
-        self.schedule(now);
-        Ok(())
-    }
-
-    /// Leaves `topic`; the node stays a forwarder while it has children.
-    pub fn unsubscribe(&mut self, kbr: &mut dyn Kbr, topic: Id) {
-        if let Some(t) = self.topics.get_mut(&topic) {
-            t.member = false;
-        }
-        self.prune(kbr, topic);
-    }
-
-    /// Whether this member accepts anycasts to `topic` (the application's decision).
-    pub fn set_accepts_anycast(&mut self, topic: Id, accepts: bool) {
-        if let Some(t) = self.topics.get_mut(&topic) {
-            t.accepts_anycast = accepts;
-        }
-    }
-
-    /// Publishes `data` to every subscriber of `topic`. Returns the sequence number.
-    pub fn publish(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        topic: Id,
-        data: Vec<u8>,
-    ) -> Result<u64, ScribeError> {
-        let name = self.name_of(topic);
-        self.publish_with(kbr, topic, data, name)
-    }
-
-    /// Publishes `data` to the topic named `name` created by `creator` ([`topic_id`]);
-    /// returns the sequence number. The name goes with the message, so a root that this
-    /// publish creates knows it.
-    pub fn publish_named(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        name: &str,
-        creator: &PublicKey,
-        data: Vec<u8>,
-    ) -> Result<u64, ScribeError> {
-        check_topic_name(name)?;
-        let topic = topic_id(name, creator);
-        let name = TopicName {
-            name: name.to_string(),
-            creator: *creator,
-        };
-        self.publish_with(kbr, topic, data, Some(name))
-    }
-
-    fn publish_with(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        topic: Id,
-        data: Vec<u8>,
-        name: Option<TopicName>,
-    ) -> Result<u64, ScribeError> {
-        check_payload(&data)?;
-        let seq = self.published.entry(topic).or_insert(0);
-        *seq += 1;
-        let seq = *seq;
-        let publisher = kbr.local_contact();
-        let msg = ScribeMessage::Publish {
-            topic,
-            publisher,
-            seq,
-            data,
-            name,
-        };
-        // The cached root is the first hop; if it died the overlay re-routes to the new root.
-        let hint = self.roots.get(&topic).copied();
-        kbr.route(topic, encode(&msg), hint);
-        Ok(seq)
-    }
-
-    /// Sends `payload` to one member of `topic` that accepts it; the result comes as
-    /// [`ScribeEvent::AnycastDone`] with the returned id.
-    pub fn anycast(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        topic: Id,
-        payload: Vec<u8>,
-    ) -> Result<u64, ScribeError> {
-        check_payload(&payload)?;
-        self.next_req += 1;
-        let req = self.next_req;
-        self.anycasts.insert(req, now + ANYCAST_TIMEOUT);
-        self.schedule(now);
-        let origin = kbr.local_contact();
-        let msg = ScribeMessage::Anycast {
-            req,
-            topic,
-            origin,
-            payload,
-            visited: Vec::new(),
-        };
-        kbr.route(topic, encode(&msg), None);
-        Ok(req)
-    }
-
-    fn schedule(&mut self, now: Time) {
-        if self.next_tick.is_none() {
-            self.next_tick = Some(now + HEARTBEAT_INTERVAL);
-        }
-    }
-
-    /// Adds `child` to `topic` here, or pushes it down when this node is full.
-    fn adopt(&mut self, kbr: &mut dyn Kbr, now: Time, topic: Id, child: Contact) {
-        let me = kbr.local_contact();
-        if child.id == me.id {
-            return;
-        }
-        let Ok(t) = self.topic_entry(topic) else {
-            return;
-        };
-        let name = t.name.clone();
-        if t.path.contains(&child.id) || t.path.len() >= MAX_DEPTH {
-            // The child is one of our ancestors (adopting it would close a loop), or the tree
-            // is too deep here: pass the join up.
-            let join = ScribeMessage::Join { topic, child, name };
-            match t.parent {
-                Some(p) => send(kbr, p, &join),
-                None => kbr.route(topic, encode(&join), None),
-            }
-        } else if t.children.contains_key(&child.id) || t.children.len() < MAX_CHILDREN {
-            t.children.insert(child.id, (child, now));
-            let path = t.child_path(me.id);
-            send(kbr, child, &ScribeMessage::JoinAck { topic, path, name });
-        } else {
-            // Full: a child takes the newcomer (bounded fan-out). Which child is a hash of
-            // (topic, this node, newcomer), so pushed-down joins spread evenly over the children
-            // at every level (the subtree grows about 16 times wider per level, not into lines)
-            // and a re-join of the same node lands in the same place.
-            let pick = Id::hash_parts(&[topic.as_bytes(), me.id.as_bytes(), child.id.as_bytes()]);
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&pick.as_bytes()[..8]);
-            let index = (u64::from_le_bytes(word) % t.children.len() as u64) as usize;
-            if let Some((below, _)) = t.children.values().nth(index) {
-                let below = *below;
-                send(kbr, below, &ScribeMessage::Join { topic, child, name });
-            }
-        }
-        self.schedule(now);
-    }
-
-    /// Becomes the root of `topic`, taking over the replicated children of a dead root.
-    fn become_root(&mut self, kbr: &mut dyn Kbr, now: Time, topic: Id) {
-        let (inherited, name) = self.replicas.remove(&topic).unwrap_or_default();
-        let Ok(t) = self.topic_entry(topic) else {
-            return;
-        };
-        if !t.root {
-            t.root = true;
-            t.parent = None;
-            t.joining = false;
-            t.path.clear();
-        }
-        if t.name.is_none() {
-            t.name = name;
-        }
-        for c in inherited {
-            self.adopt(kbr, now, topic, c);
-        }
-    }
-
-    /// Forwards data to this node's children and delivers it here if subscribed.
-    fn disseminate(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        topic: Id,
-        publisher: Id,
-        seq: u64,
-        data: Vec<u8>,
-    ) {
-        let Some(t) = self.topics.get_mut(&topic) else {
-            return;
-        };
-        t.sent_down = now;
-        let children: Vec<Contact> = t.children.values().map(|(c, _)| *c).collect();
-        let path = t.child_path(kbr.local_contact().id);
-        if t.member {
-            let last = t.seqs.get(&publisher).copied().unwrap_or(0);
-            if seq > last {
-                t.seqs.insert(publisher, seq);
-                self.events.push_back(ScribeEvent::Message {
-                    topic,
-                    publisher,
-                    seq,
-                    data: data.clone(),
-                    gap: seq > last + 1,
-                });
-            } else {
-                return; // a duplicate: already delivered and forwarded
-            }
-        }
-        for c in children {
-            send(
-                kbr,
-                c,
-                &ScribeMessage::Data {
-                    topic,
-                    publisher,
-                    seq,
-                    data: data.clone(),
-                    path: path.clone(),
-                },
-            );
-        }
-    }
-
-    /// Drops this node's state for `topic` when nothing needs it, leaving its parent.
-    fn prune(&mut self, kbr: &mut dyn Kbr, topic: Id) {
-        let Some(t) = self.topics.get(&topic) else {
-            return;
-        };
-        if t.needed() {
-            return;
-        }
-        if let Some(p) = t.parent {
-            send(kbr, p, &ScribeMessage::Leave { topic });
-        }
-        self.topics.remove(&topic);
-    }
-
-    fn anycast_step(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: u64,
-        topic: Id,
-        origin: Contact,
-        payload: Vec<u8>,
-        mut visited: Vec<Id>,
-    ) {
-        let me = kbr.local_contact();
-        let Some(t) = self.topics.get(&topic) else {
-            send(kbr, origin, &ScribeMessage::AnycastFailed { req });
-            return;
-        };
-        if !visited.contains(&me.id) {
-            if t.member && t.accepts_anycast {
-                self.events.push_back(ScribeEvent::AnycastReceived {
-                    topic,
-                    origin,
-                    payload,
-                });
-                send(kbr, origin, &ScribeMessage::AnycastAccepted { req, by: me });
-                return;
-            }
-            visited.push(me.id);
-        }
-        if visited.len() > MAX_ANYCAST_VISITS {
-            send(kbr, origin, &ScribeMessage::AnycastFailed { req });
-            return;
-        }
-        // Depth first: an unvisited child, else back up to the parent, else (root) give up.
-        let next = t
-            .children
-            .values()
-            .map(|(c, _)| *c)
-            .find(|c| !visited.contains(&c.id))
-            .or(if t.root { None } else { t.parent });
-        match next {
-            Some(n) => send(
-                kbr,
-                n,
-                &ScribeMessage::Anycast {
-                    req,
-                    topic,
-                    origin,
-                    payload,
-                    visited,
-                },
-            ),
-            None => send(kbr, origin, &ScribeMessage::AnycastFailed { req }),
-        }
-    }
-
-    fn tick(&mut self, kbr: &mut dyn Kbr, now: Time) {
-        let me = kbr.local_contact();
-        let ids: Vec<Id> = self.topics.keys().copied().collect();
-        for topic in ids {
-            let Some(t) = self.topics.get_mut(&topic) else {
-                continue;
-            };
-            // Children that stopped refreshing are gone.
-            t.children
-                .retain(|_, (_, at)| now.saturating_since(*at) < CHILD_TIMEOUT);
-            // Heartbeat the children if no data went down lately.
-            if !t.children.is_empty() && now.saturating_since(t.sent_down) >= HEARTBEAT_INTERVAL {
-                t.sent_down = now;
-                let path = t.child_path(me.id);
-                for (c, _) in t.children.values() {
-                    let path = path.clone();
-                    send(kbr, *c, &ScribeMessage::Heartbeat { topic, path });
-                }
-            }
-            let t = self.topics.get_mut(&topic).expect("present");
-            if t.root {
-                // Keep the root's state with the next closest nodes.
-                let children: Vec<Contact> = t.children.values().map(|(c, _)| *c).collect();
-                let state = ScribeMessage::RootState {
-                    topic,
-                    children,
-                    name: t.name.clone(),
-                };
-                for r in kbr.replica_set(&topic, ROOT_REPLICAS + 1) {
-                    if r.id != me.id {
-                        send(kbr, r, &state);
-                    }
-                }
-            } else if t.parent.is_some() || t.joining {
-                if now.saturating_since(t.parent_heard) >= PARENT_TIMEOUT {
-                    // The parent is presumed dead: re-join; the overlay finds a new parent.
-                    t.parent = None;
-                    t.joining = true;
-                    t.parent_heard = now;
-                    let join = ScribeMessage::Join {
-                        topic,
-                        child: me,
-                        name: t.name.clone(),
-                    };
-                    kbr.route(topic, encode(&join), None);
-                } else if let Some(p) = t.parent {
-                    send(kbr, p, &ScribeMessage::Refresh { topic });
-                }
-            }
-            self.prune(kbr, topic);
-        }
-        // Anycasts that got no answer.
-        let expired: Vec<u64> = self
-            .anycasts
-            .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for req in expired {
-            self.anycasts.remove(&req);
-            self.events.push_back(ScribeEvent::AnycastDone {
-                req,
-                result: Err(ScribeError::Timeout),
-            });
-        }
-        let busy = !self.topics.is_empty() || !self.anycasts.is_empty();
-        self.next_tick = busy.then_some(now + HEARTBEAT_INTERVAL);
-    }
-
-    /// A node acting as our parent spoke, with our would-be ancestors.
-    fn heard_from_parent(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        topic: Id,
-        from: Contact,
-        path: Vec<Id>,
-    ) {
-        let me = kbr.local_contact();
-        let Some(t) = self.topics.get_mut(&topic) else {
-            return;
-        };
-        if t.root {
-            return;
-        }
-        if path.contains(&me.id) || path.len() > MAX_DEPTH {
-            // A loop: we would be our own ancestor. Leave that parent and join again.
-            t.children.remove(&from.id);
-            send(kbr, from, &ScribeMessage::Leave { topic });
-            if t.parent.is_some_and(|p| p.id == from.id) {
-                t.parent = None;
-                t.path.clear();
-                t.joining = true;
-                t.parent_heard = now;
-                let join = ScribeMessage::Join {
-                    topic,
-                    child: me,
-                    name: t.name.clone(),
-                };
-                kbr.route(topic, encode(&join), None);
-            }
-            return;
-        }
-        t.parent = Some(from);
-        t.path = path;
-        t.joining = false;
-        t.parent_heard = now;
     }
 }
 
@@ -887,7 +402,7 @@ impl Service for Scribe {
                     self.adopt(kbr, now, topic, child);
                     return Forward::Stop;
                 }
-                if state.is_some_and(|t| t.joining) {
+                if state.is_some_and(|t| matches!(t.place, Place::Joining { .. })) {
                     // Re-joining ourselves: let the join pass to a node with a path to the root.
                     self.learn_name(topic, name);
                     return Forward::Continue;
@@ -899,8 +414,7 @@ impl Service for Scribe {
                 self.learn_name(topic, name);
                 self.adopt(kbr, now, topic, child);
                 if let Some(t) = self.topics.get_mut(&topic) {
-                    t.joining = true;
-                    t.parent_heard = now;
+                    t.start_joining(now);
                 }
                 let name = self.name_of(topic);
                 *msg = encode(&ScribeMessage::Join {
