@@ -86,20 +86,19 @@ impl Past {
     /// replication factor, with distinct salts, at most `MAX_RESALTS + 1` of them; otherwise
     /// the insert fails at once with [`PastError::Invalid`] and nothing is sent. With the
     /// certificates used up it fails with [`PastError::NoSpace`]. The result comes as
-    /// [`PastEvent::Inserted`], whose certificate is the one that was stored.
+    /// [`PastEvent::Inserted`], whose certificate is the one that was stored; a request that
+    /// cannot start is refused at once, as for [`Past::insert`].
     pub fn insert_signed(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         certs: Vec<FileCertificate>,
         content: Vec<u8>,
-    ) -> RequestId {
-        if let Err(e) = check_presigned(&certs, &content) {
-            return self.fail_now(PastEvent::Inserted(0, Err(e)));
-        }
+    ) -> Result<RequestId, PastError> {
+        check_presigned(&certs, &content)?;
         let mut rest: VecDeque<FileCertificate> = certs.into();
         let Some(cert) = rest.pop_front() else {
-            return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
+            return Err(PastError::Invalid("no certificate".into()));
         };
         self.start_insert(kbr, now, Signer::Presigned(rest), cert, content)
     }
@@ -112,14 +111,13 @@ impl Past {
         signer: Signer,
         cert: FileCertificate,
         content: Vec<u8>,
-    ) -> RequestId {
+    ) -> Result<RequestId, PastError> {
         // A ring smaller than the leaf set is known whole: asking it for more replicas than it
         // has nodes could only time out.
         let wanted = cert.body.replicas as usize;
         let nodes = kbr.replica_set(&cert.id(), wanted).len();
         if nodes < wanted {
-            let e = PastError::TooFewNodes { wanted, nodes };
-            return self.fail_now(PastEvent::Inserted(0, Err(e)));
+            return Err(PastError::TooFewNodes { wanted, nodes });
         }
         let pending = Pending::Insert {
             signer,
@@ -133,11 +131,9 @@ impl Past {
             resend: self.first_resend(now),
             deadline: now + REQUEST_TIMEOUT,
         };
-        let Some(req) = self.new_request(pending) else {
-            return self.fail_now(PastEvent::Inserted(0, Err(PastError::Busy)));
-        };
+        let req = self.new_request(pending)?;
         self.send_insert(kbr, req, cert, content, 0);
-        req
+        Ok(req)
     }
 
     /// How long an insert attempt waits before it is sent again: a few times what inserts

@@ -393,18 +393,21 @@ impl Past {
         self.events.pop_front()
     }
 
-    pub(crate) fn new_request(&mut self, pending: Pending) -> Option<RequestId> {
+    /// Records a request; [`PastError::Busy`] when [`MAX_PENDING`] are outstanding.
+    pub(crate) fn new_request(&mut self, pending: Pending) -> Result<RequestId, PastError> {
         if self.pending.len() >= MAX_PENDING {
-            return None;
+            return Err(PastError::Busy);
         }
         self.next_req += 1;
         self.pending.insert(self.next_req, pending);
-        Some(self.next_req)
+        Ok(self.next_req)
     }
 
     /// Inserts `content` as object `name` of `owner` with `replicas` copies. `date` is the
     /// insertion time in Unix seconds (from the caller's clock). The result comes as
-    /// [`PastEvent::Inserted`].
+    /// [`PastEvent::Inserted`]; a request that cannot start (a name too long, a replication
+    /// factor out of range, more replicas than the ring has nodes, too many requests
+    /// outstanding) is refused at once, and nothing is sent.
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
@@ -415,15 +418,11 @@ impl Past {
         content: Vec<u8>,
         replicas: u8,
         date: u64,
-    ) -> RequestId {
+    ) -> Result<RequestId, PastError> {
         let cert = FileCertificate::issue(owner, name, 0, &content, replicas, date);
         // Signed here over this content: only the limits (name length, replicas) can fail.
-        if let Err(e) = cert.verify() {
-            return self.fail_now(PastEvent::Inserted(
-                0,
-                Err(PastError::Invalid(e.to_string())),
-            ));
-        }
+        cert.verify()
+            .map_err(|e| PastError::Invalid(e.to_string()))?;
         let signer = crate::client::Signer::Key(owner.secret_bytes());
         self.start_insert(kbr, now, signer, cert, content)
     }
@@ -451,32 +450,42 @@ impl Past {
         );
     }
 
-    /// Looks up object `id`; the result comes as [`PastEvent::Found`].
-    pub fn lookup(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id) -> RequestId {
+    /// Looks up object `id`; the result comes as [`PastEvent::Found`] (refused at once, as
+    /// [`PastError::Busy`], when too many requests are outstanding).
+    pub fn lookup(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id) -> Result<RequestId, PastError> {
         self.start_lookup(kbr, now, id, Want::Content)
     }
 
     /// Looks up object `id`'s certificate (and its manifest, for a large file) without moving
     /// its content or leaving a cached copy; the result comes as [`PastEvent::Described`].
-    pub fn describe(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id) -> RequestId {
+    pub fn describe(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        id: Id,
+    ) -> Result<RequestId, PastError> {
         self.start_lookup(kbr, now, id, Want::Description)
     }
 
-    fn start_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, id: Id, want: Want) -> RequestId {
-        let Some(req) = self.new_request(Pending::Lookup {
+    fn start_lookup(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        id: Id,
+        want: Want,
+    ) -> Result<RequestId, PastError> {
+        let req = self.new_request(Pending::Lookup {
             id,
             want,
             deadline: now + REQUEST_TIMEOUT,
-        }) else {
-            return self.fail_now(want.failed(0, PastError::Busy));
-        };
+        })?;
         let msg = want.ask(req, kbr.local_contact(), id, None, 0);
         let hint = self
             .config
             .lookup_heuristic
             .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
         kbr.route(id, encode(&msg), hint);
-        req
+        Ok(req)
     }
 
     /// Reclaims object `id` with the owner's signed certificate; the result comes as
@@ -487,29 +496,22 @@ impl Past {
         now: Time,
         cert: ReclaimCertificate,
         k: u8,
-    ) -> RequestId {
+    ) -> Result<RequestId, PastError> {
         let id = cert.object;
-        let Some(req) = self.new_request(Pending::Reclaim {
+        let req = self.new_request(Pending::Reclaim {
             id,
             k: k as usize,
             receipts: BTreeMap::new(),
             refusal: None,
             deadline: now + REQUEST_TIMEOUT,
-        }) else {
-            return self.fail_now(PastEvent::Reclaimed(0, Err(PastError::Busy)));
-        };
+        })?;
         let client = kbr.local_contact();
         kbr.route(
             id,
             encode(&PastMessage::Reclaim { req, client, cert }),
             None,
         );
-        req
-    }
-
-    pub(crate) fn fail_now(&mut self, e: PastEvent) -> RequestId {
-        self.events.push_back(e);
-        0
+        Ok(req)
     }
 }
 

@@ -25,9 +25,9 @@ fn ring(n: usize) -> TestRing {
 fn request(
     ring: &mut TestRing,
     i: usize,
-    f: impl FnOnce(&mut Past, &mut dyn Kbr, Time, &Identity) -> RequestId,
+    f: impl FnOnce(&mut Past, &mut dyn Kbr, Time, &Identity) -> Result<RequestId, PastError>,
 ) -> PastEvent {
-    let req = ring.call::<Past, _>(i, f);
+    let req = ring.call::<Past, _>(i, f).expect("the request starts");
     let now = ring.now;
     let mut events = Vec::new();
     while let Some(Some(e)) = ring.members[i]
@@ -118,9 +118,12 @@ fn insert_signed(
     certs: Vec<FileCertificate>,
     content: Vec<u8>,
 ) -> Result<Inserted, PastError> {
-    match request(ring, i, move |p, kbr, now, _| {
+    // A request refused at once (an invalid certificate) is the same failure as one that
+    // failed later.
+    let req = ring.call::<Past, _>(i, move |p, kbr, now, _| {
         p.insert_signed(kbr, now, certs, content)
-    }) {
+    })?;
+    match finish(ring, i, req) {
         PastEvent::Inserted(_, r) => r,
         other => panic!("unexpected {other:?}"),
     }
@@ -324,10 +327,12 @@ fn timed_insert(
 ) -> (Result<Inserted, PastError>, ringvault_types::Duration) {
     let start = ring.now;
     let (name, data, owner) = (name.to_string(), data.to_vec(), owner.secret_bytes());
-    let req = ring.call::<Past, _>(i, move |p, kbr, now, _| {
-        let owner = Identity::from_secret_bytes(owner);
-        p.insert(kbr, now, &owner, &name, data, 3, date)
-    });
+    let req = ring
+        .call::<Past, _>(i, move |p, kbr, now, _| {
+            let owner = Identity::from_secret_bytes(owner);
+            p.insert(kbr, now, &owner, &name, data, 3, date)
+        })
+        .expect("the insert starts");
     match finish(ring, i, req) {
         PastEvent::Inserted(_, r) => (r, ring.now.saturating_since(start)),
         other => panic!("unexpected {other:?}"),
@@ -432,7 +437,9 @@ fn a_timed_out_insert_leaves_nothing_and_its_retry_succeeds() {
 
 /// Whether the reclaim through node `i` released the object.
 fn reclaim(ring: &mut TestRing, i: usize, cert: ringvault_past::ReclaimCertificate) -> bool {
-    let req = ring.call::<Past, _>(i, move |p, kbr, now, _| p.reclaim(kbr, now, cert, 3));
+    let req = ring
+        .call::<Past, _>(i, move |p, kbr, now, _| p.reclaim(kbr, now, cert, 3))
+        .expect("the reclaim starts");
     match finish(ring, i, req) {
         PastEvent::Reclaimed(_, r) => r.is_ok(),
         other => panic!("unexpected {other:?}"),

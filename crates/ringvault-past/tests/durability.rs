@@ -197,9 +197,11 @@ impl Ring {
 
     /// Like [`Ring::insert`], signed on `date` (a retry of a given-up insert is signed later).
     fn insert_dated(&mut self, name: &str, date: u64) -> Inserted {
-        self.ring.call::<Past, _>(0, |p, kbr, now, me| {
-            p.insert(kbr, now, me, name, name.as_bytes().to_vec(), K, date)
-        });
+        self.ring
+            .call::<Past, _>(0, |p, kbr, now, me| {
+                p.insert(kbr, now, me, name, name.as_bytes().to_vec(), K, date)
+            })
+            .expect("the insert starts");
         for _ in 0..50 {
             if let Some(e) = self.events(0).into_iter().next() {
                 match e {
@@ -275,9 +277,12 @@ const DATA: &[u8] = b"a receipt is a promise";
 #[test]
 fn receipts_wait_until_the_write_is_done() {
     let mut r = Ring::new(12, Mode::Sync);
-    let req = r.ring.call::<Past, _>(0, |p, kbr, now, me| {
-        p.insert(kbr, now, me, "gated", DATA.to_vec(), K, 0)
-    });
+    let req = r
+        .ring
+        .call::<Past, _>(0, |p, kbr, now, me| {
+            p.insert(kbr, now, me, "gated", DATA.to_vec(), K, 0)
+        })
+        .expect("the insert starts");
     // Every replica has taken the write, none has synced it: no receipt may have left.
     let holders = (0..12)
         .filter(|&i| !r.disks[i].lock().unwrap().taken.is_empty())
@@ -308,9 +313,11 @@ fn a_failed_write_is_refused_and_never_vouched_for() {
         .find(|&&i| i != 0)
         .expect("a remote replica");
     let bad_id = r.ring.id(bad);
-    r.ring.call::<Past, _>(0, |p, kbr, now, me| {
-        p.insert(kbr, now, me, "fails-once", DATA.to_vec(), K, 0)
-    });
+    r.ring
+        .call::<Past, _>(0, |p, kbr, now, me| {
+            p.insert(kbr, now, me, "fails-once", DATA.to_vec(), K, 0)
+        })
+        .expect("the insert starts");
     r.sync_all(Some((bad, id)));
     // The client re-sends to the wider replica set; the writers sync those writes too.
     let mut finished = None;
@@ -339,9 +346,11 @@ fn under_sync_a_power_cut_loses_no_acknowledged_replica() {
     let acked: Vec<Inserted> = (0..30).map(|n| r.insert(&format!("sync-{n}"))).collect();
     // Writes in flight when the power goes: taken, not synced, so never acknowledged.
     for n in 0..5 {
-        r.ring.call::<Past, _>(0, |p, kbr, now, me| {
-            p.insert(kbr, now, me, &format!("in-flight-{n}"), DATA.to_vec(), K, 0)
-        });
+        r.ring
+            .call::<Past, _>(0, |p, kbr, now, me| {
+                p.insert(kbr, now, me, &format!("in-flight-{n}"), DATA.to_vec(), K, 0)
+            })
+            .expect("the insert starts");
     }
     assert!(
         r.events(0).is_empty(),
@@ -407,9 +416,11 @@ fn a_busy_store_makes_the_insert_fail_as_busy_without_diverting() {
         .find(|&&i| i != 0)
         .expect("a remote replica");
     r.disks[behind].lock().unwrap().busy = true;
-    r.ring.call::<Past, _>(0, |p, kbr, now, me| {
-        p.insert(kbr, now, me, "behind", b"behind".to_vec(), K, 0)
-    });
+    r.ring
+        .call::<Past, _>(0, |p, kbr, now, me| {
+            p.insert(kbr, now, me, "behind", b"behind".to_vec(), K, 0)
+        })
+        .expect("the insert starts");
     r.sync_all(None);
     let done = r.events(0);
     assert!(

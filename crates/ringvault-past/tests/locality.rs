@@ -31,7 +31,9 @@ fn lookups(ring: &mut TestRing, ids: &[Id], heuristic: Option<u8>) -> Vec<(usize
     for id in ids {
         let holders = ring.closest_live(id, K as usize);
         for client in (0..NODES).filter(|c| !holders.contains(c)) {
-            let req = ring.call::<Past, _>(client, |p, kbr, now, _| p.lookup(kbr, now, *id));
+            let req = ring
+                .call::<Past, _>(client, |p, kbr, now, _| p.lookup(kbr, now, *id))
+                .expect("the lookup starts");
             let now = ring.now;
             let mut found = None;
             while let Some(Some(e)) = ring.members[client]
@@ -80,9 +82,11 @@ fn the_density_heuristic_answers_from_a_nearer_replica() {
     for o in 0..OBJECTS {
         let from = (o * 7) % NODES;
         let name = format!("object-{o}");
-        let req = ring.call::<Past, _>(from, |p, kbr, now, me| {
-            p.insert(kbr, now, me, &name, name.clone().into_bytes(), K, 0)
-        });
+        let req = ring
+            .call::<Past, _>(from, |p, kbr, now, me| {
+                p.insert(kbr, now, me, &name, name.clone().into_bytes(), K, 0)
+            })
+            .expect("the insert starts");
         let now = ring.now;
         let mut inserted = None;
         while let Some(Some(e)) = ring.members[from]

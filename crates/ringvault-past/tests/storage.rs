@@ -107,7 +107,7 @@ fn content(n: usize, seed: u8) -> Vec<u8> {
 fn insert(ring: &mut Ring, from: usize, name: &str, data: Vec<u8>, k: u8) -> Result<Id, PastError> {
     let req = ring.call(from, |past, kbr, now, me| {
         past.insert(kbr, now, me, name, data, k, 0)
-    });
+    })?;
     match ring.take(from, req) {
         Some(PastEvent::Inserted(_, Ok(ins))) => {
             assert_eq!(ins.receipts.len(), k as usize);
@@ -129,7 +129,7 @@ fn insert(ring: &mut Ring, from: usize, name: &str, data: Vec<u8>, k: u8) -> Res
 }
 
 fn lookup(ring: &mut Ring, from: usize, id: Id) -> Result<Vec<u8>, PastError> {
-    let req = ring.call(from, |past, kbr, now, _| past.lookup(kbr, now, id));
+    let req = ring.call(from, |past, kbr, now, _| past.lookup(kbr, now, id))?;
     match ring.take(from, req) {
         Some(PastEvent::Found(_, r)) => r.map(|f| f.content),
         None => {
@@ -189,7 +189,9 @@ fn duplicates_and_strangers_are_refused_and_owners_can_reclaim() {
     // Someone else's reclaim is refused and nothing is lost.
     let stranger = Identity::from_secret_bytes([99; 32]);
     let bad = ReclaimCertificate::issue(&stranger, id, 0);
-    let req = ring.call(7, |past, kbr, now, _| past.reclaim(kbr, now, bad, 3));
+    let req = ring
+        .call(7, |past, kbr, now, _| past.reclaim(kbr, now, bad, 3))
+        .expect("the reclaim starts");
     ring.advance(Duration::from_secs(31));
     assert!(matches!(
         ring.take(7, req),
@@ -198,10 +200,12 @@ fn duplicates_and_strangers_are_refused_and_owners_can_reclaim() {
     assert_eq!(holders(&mut ring, &id).len(), 3);
 
     // The owner's reclaim releases every replica, with a receipt from each.
-    let req = ring.call(1, |past, kbr, now, me| {
-        let cert = ReclaimCertificate::issue(me, id, 0);
-        past.reclaim(kbr, now, cert, 3)
-    });
+    let req = ring
+        .call(1, |past, kbr, now, me| {
+            let cert = ReclaimCertificate::issue(me, id, 0);
+            past.reclaim(kbr, now, cert, 3)
+        })
+        .expect("the reclaim starts");
     match ring.take(1, req) {
         Some(PastEvent::Reclaimed(_, Ok(receipts))) => assert_eq!(receipts.len(), 3),
         other => panic!("reclaim failed: {other:?}"),
@@ -426,7 +430,9 @@ fn a_root_without_a_copy_asks_the_other_replicas_in_turn() {
     );
     // With every copy gone the answer is a prompt "not found", not a timeout.
     lost[order[2]].lock().unwrap().insert(id);
-    let req = ring.call(order[0], |past, kbr, now, _| past.lookup(kbr, now, id));
+    let req = ring
+        .call(order[0], |past, kbr, now, _| past.lookup(kbr, now, id))
+        .expect("the lookup starts");
     assert!(
         matches!(
             ring.take(order[0], req),

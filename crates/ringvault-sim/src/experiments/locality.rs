@@ -176,7 +176,8 @@ fn lookup_ranks(
             .iter()
             .map(|&(src, id)| {
                 sim.with_node(src, |n, now| {
-                    n.with_service::<Past, _>(now, |p, kbr| p.lookup(kbr, now, id))
+                    n.with_service::<Past, _>(now, |p, kbr| p.lookup(kbr, now, id).ok())
+                        .flatten()
                 })
             })
             .collect();
@@ -257,8 +258,9 @@ pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
                 let owner = &owner;
                 let req = sim.with_node(src, |n, now| {
                     n.with_service::<Past, _>(now, |p, kbr| {
-                        p.insert(kbr, now, owner, &name, content, k, 0)
+                        p.insert(kbr, now, owner, &name, content, k, 0).ok()
                     })
+                    .flatten()
                 });
                 (src, req)
             })

@@ -16,7 +16,8 @@ use rand::Rng;
 use ringvault_node::Node;
 use ringvault_overlay::Config;
 use ringvault_past::{
-    CachePolicy, Holding, Kind, MemoryStore, Past, PastConfig, PastError, PastEvent, RequestId,
+    CachePolicy, Holding, Inserted, Kind, MemoryStore, Past, PastConfig, PastError, PastEvent,
+    RequestId,
 };
 use ringvault_types::{Duration, Id, Identity, Time};
 use serde::Serialize;
@@ -385,6 +386,8 @@ pub fn fill(sim: &mut Sim, setup: &Setup, label: &str, progress: &dyn Fn(u64)) -
     let mut hops_total = 0usize;
     let mut stop = false;
     let scale = setup.workload.scale as f64;
+    // Inserts PAST refused at once (nothing was sent): finished with the next slice.
+    let mut refused_now: Vec<(Flight, Result<Inserted, PastError>)> = Vec::new();
     loop {
         while !stop && inserts.len() < setup.window && out.attempts < setup.max_attempts {
             let from = sim.rng.gen_range(0..n);
@@ -401,16 +404,21 @@ pub fn fill(sim: &mut Sim, setup: &Setup, label: &str, progress: &dyn Fn(u64)) -
                 })
                 .expect("every node runs PAST")
             });
-            inserts.insert((from, req), Flight { obj, size });
+            match req {
+                Ok(req) => {
+                    inserts.insert((from, req), Flight { obj, size });
+                }
+                Err(e) => refused_now.push((Flight { obj, size }, Err(e))),
+            }
         }
-        if inserts.is_empty() && lookups.is_empty() {
+        if inserts.is_empty() && lookups.is_empty() && refused_now.is_empty() {
             break;
         }
         let slice = sim.now + Duration::from_millis(10);
         sim.run_until(slice, |_| false);
         let busy: std::collections::BTreeSet<u32> =
             inserts.keys().chain(lookups.keys()).map(|k| k.0).collect();
-        let mut finished = Vec::new();
+        let mut finished = std::mem::take(&mut refused_now);
         let mut found = Vec::new();
         for i in busy {
             let events = past_of(sim, i, |p, _| {
@@ -482,7 +490,12 @@ pub fn fill(sim: &mut Sim, setup: &Setup, label: &str, progress: &dyn Fn(u64)) -
                                 node.with_service::<Past, _>(now, |p, kbr| p.lookup(kbr, now, id))
                                     .expect("every node runs PAST")
                             });
-                            lookups.insert((from, req), id);
+                            match req {
+                                Ok(req) => {
+                                    lookups.insert((from, req), id);
+                                }
+                                Err(_) => out.lookups_failed += 1,
+                            }
                         }
                     }
                 }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::api::http::{ApiError, App};
 use crate::api::stream::ChannelBody;
-use crate::node::objects::ObjectsClient;
+use crate::node::objects::{ObjectsClient, RequestError};
 
 /// Largest upload accepted. Uploads above [`CHUNK_SIZE`] are stored as chunks plus a
 /// manifest, streamed: the node holds one chunk of an upload at a time.
@@ -67,6 +67,15 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Net(e) => e.into(),
+            RequestError::Refused(e) => past_error(e),
+        }
+    }
 }
 
 fn past_error(e: PastError) -> ApiError {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_past::{
-    FileCertificate, Kind, Past, PastEvent, ReclaimCertificate, RequestId, StoreError, StoreHealth,
-    Usage, MAX_PENDING,
+    FileCertificate, Kind, Past, PastError, PastEvent, ReclaimCertificate, RequestId, StoreError,
+    StoreHealth, Usage, MAX_PENDING,
 };
 use ringvault_store::{RedbStore, StoreConfig};
 use ringvault_types::{Contact, Id, Identity};
@@ -154,6 +154,18 @@ fn deliver(p: &mut Past, waiters: &Waiters) {
     }
 }
 
+/// Why a request to this node's PAST did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The node could not be asked (stopped, not joined).
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// PAST refused the request at once: the caller's mistake (an invalid certificate, more
+    /// replicas than the ring has nodes) or too many requests in flight. Nothing was sent.
+    #[error(transparent)]
+    Refused(PastError),
+}
+
 /// The node's storage as `/v1/status` and `/metrics` report it.
 #[derive(Clone, Copy, Debug)]
 pub struct StorageState {
@@ -192,25 +204,36 @@ impl ObjectsClient {
     async fn request(
         &self,
         node: &NodeHandle,
-        call: impl FnOnce(&mut Past, &mut dyn ringvault_overlay::Kbr, ringvault_types::Time) -> RequestId
+        call: impl FnOnce(
+                &mut Past,
+                &mut dyn ringvault_overlay::Kbr,
+                ringvault_types::Time,
+            ) -> Result<RequestId, PastError>
             + Send
             + 'static,
-    ) -> Result<PastEvent, NetError> {
+    ) -> Result<PastEvent, RequestError> {
         let (tx, rx) = oneshot::channel();
         let waiters = self.waiters.clone();
-        node.run(move |n, now| {
-            n.with_service::<Past, _>(now, |p, kbr| {
-                let req = call(p, kbr, now);
-                if let Ok(mut w) = waiters.lock() {
-                    if w.len() < MAX_PENDING * 2 {
-                        w.insert(req, tx);
+        let started = node
+            .run(move |n, now| {
+                n.with_service::<Past, _>(now, |p, kbr| {
+                    let req = call(p, kbr, now)?;
+                    if let Ok(mut w) = waiters.lock() {
+                        if w.len() < MAX_PENDING * 2 {
+                            w.insert(req, tx);
+                        }
                     }
-                }
-                deliver(p, &waiters);
+                    deliver(p, &waiters);
+                    Ok(())
+                })
             })
-        })
-        .await?;
-        rx.await.map_err(|_| NetError::Stopped)
+            .await?;
+        match started {
+            Some(Err(e)) => return Err(RequestError::Refused(e)),
+            Some(Ok(())) => {}
+            None => return Err(RequestError::Net(NetError::Stopped)),
+        }
+        rx.await.map_err(|_| RequestError::Net(NetError::Stopped))
     }
 
     /// Inserts `content` as `name` with `replicas` copies, owned by the operator key.
@@ -220,7 +243,7 @@ impl ObjectsClient {
         name: String,
         content: Vec<u8>,
         replicas: u8,
-    ) -> Result<PastEvent, NetError> {
+    ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
         let date = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,7 +262,7 @@ impl ObjectsClient {
         node: &NodeHandle,
         certs: Vec<FileCertificate>,
         content: Vec<u8>,
-    ) -> Result<PastEvent, NetError> {
+    ) -> Result<PastEvent, RequestError> {
         self.request(node, move |p, kbr, now| {
             p.insert_signed(kbr, now, certs, content)
         })
@@ -247,20 +270,25 @@ impl ObjectsClient {
     }
 
     /// Looks object `id` up.
-    pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
+    pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, RequestError> {
         self.request(node, move |p, kbr, now| p.lookup(kbr, now, id))
             .await
     }
 
     /// Looks up object `id`'s certificate (and manifest) only: no content moves, no copy is
     /// cached.
-    pub async fn describe(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, NetError> {
+    pub async fn describe(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, RequestError> {
         self.request(node, move |p, kbr, now| p.describe(kbr, now, id))
             .await
     }
 
     /// Reclaims object `id` (k replicas) with the operator key.
-    pub async fn reclaim(&self, node: &NodeHandle, id: Id, k: u8) -> Result<PastEvent, NetError> {
+    pub async fn reclaim(
+        &self,
+        node: &NodeHandle,
+        id: Id,
+        k: u8,
+    ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
         let date = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -278,7 +306,7 @@ impl ObjectsClient {
         node: &NodeHandle,
         cert: ReclaimCertificate,
         k: u8,
-    ) -> Result<PastEvent, NetError> {
+    ) -> Result<PastEvent, RequestError> {
         self.request(node, move |p, kbr, now| p.reclaim(kbr, now, cert, k))
             .await
     }
