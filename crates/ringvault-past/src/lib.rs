@@ -43,7 +43,7 @@ pub use past::{
     MAX_TOMBSTONES, PAST_APP, REQUEST_TIMEOUT,
 };
 pub use store::{
-    Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,
+    Held, Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,
     WriteProgress,
 };
 

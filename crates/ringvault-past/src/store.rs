@@ -97,6 +97,57 @@ impl Usage {
     }
 }
 
+/// The bytes a store holds, as it accounts them: replicas (primary and diverted) count
+/// against its capacity, cached copies do not (they are evicted on demand). One account for
+/// every store implementation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Bytes of primary and diverted replicas.
+    pub replicas: u64,
+    /// Bytes of cached copies.
+    pub cached: u64,
+}
+
+impl Held {
+    fn slot(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Cached => &mut self.cached,
+            Kind::Primary | Kind::Diverted => &mut self.replicas,
+        }
+    }
+
+    /// Counts `size` bytes held as `kind`.
+    pub fn add(&mut self, kind: Kind, size: u64) {
+        *self.slot(kind) += size;
+    }
+
+    /// Stops counting `size` bytes held as `kind`.
+    pub fn remove(&mut self, kind: Kind, size: u64) {
+        let slot = self.slot(kind);
+        *slot = slot.saturating_sub(size);
+    }
+
+    /// Whether replacing what is held of an object (`old`: kind and size, if anything) by
+    /// `new` keeps the replicas within `capacity`; [`StoreError::Full`] if not.
+    pub fn admits(
+        &self,
+        capacity: u64,
+        old: Option<(Kind, u64)>,
+        new: (Kind, u64),
+    ) -> Result<(), StoreError> {
+        let replica = |m: (Kind, u64)| if m.0 == Kind::Cached { 0 } else { m.1 };
+        let after = self.replicas.saturating_sub(old.map_or(0, replica)) + replica(new);
+        if after > capacity {
+            return Err(StoreError::Full {
+                needed: new.1,
+                free: capacity.saturating_sub(self.replicas),
+                limit: SpaceLimit::Capacity,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What went wrong in a store since it was opened, for operators (`/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreHealth {
@@ -188,8 +239,7 @@ pub struct MemoryStore {
     capacity: u64,
     objects: BTreeMap<Id, StoredObject>,
     pointers: BTreeMap<Id, Contact>,
-    used: u64,
-    cached: u64,
+    held: Held,
 }
 
 impl MemoryStore {
@@ -200,26 +250,14 @@ impl MemoryStore {
             ..Default::default()
         }
     }
-
-    fn account(&mut self, kind: Kind, size: u64, add: bool) {
-        let slot = match kind {
-            Kind::Cached => &mut self.cached,
-            Kind::Primary | Kind::Diverted => &mut self.used,
-        };
-        if add {
-            *slot += size;
-        } else {
-            *slot -= size;
-        }
-    }
 }
 
 impl Store for MemoryStore {
     fn usage(&self) -> Usage {
         Usage {
             capacity: self.capacity,
-            used: self.used,
-            cached: self.cached,
+            used: self.held.replicas,
+            cached: self.held.cached,
             disk_free: None,
         }
     }
@@ -230,19 +268,11 @@ impl Store for MemoryStore {
             .objects
             .get(&obj.cert.id())
             .map(|o| (o.kind, o.content.len() as u64));
-        let replicas_after = self.used - old.filter(|(k, _)| *k != Kind::Cached).map_or(0, |o| o.1)
-            + if obj.kind == Kind::Cached { 0 } else { size };
-        if replicas_after > self.capacity {
-            return Err(StoreError::Full {
-                needed: size,
-                free: self.capacity.saturating_sub(self.used),
-                limit: SpaceLimit::Capacity,
-            });
-        }
+        self.held.admits(self.capacity, old, (obj.kind, size))?;
         if let Some((k, s)) = old {
-            self.account(k, s, false);
+            self.held.remove(k, s);
         }
-        self.account(obj.kind, size, true);
+        self.held.add(obj.kind, size);
         self.objects.insert(obj.cert.id(), obj);
         Ok(())
     }
@@ -266,15 +296,10 @@ impl Store for MemoryStore {
         if old == kind {
             return Ok(());
         }
-        if old == Kind::Cached && self.used + size > self.capacity {
-            return Err(StoreError::Full {
-                needed: size,
-                free: self.capacity.saturating_sub(self.used),
-                limit: SpaceLimit::Capacity,
-            });
-        }
-        self.account(old, size, false);
-        self.account(kind, size, true);
+        self.held
+            .admits(self.capacity, Some((old, size)), (kind, size))?;
+        self.held.remove(old, size);
+        self.held.add(kind, size);
         self.objects.get_mut(id).expect("present").kind = kind;
         Ok(())
     }
@@ -283,7 +308,7 @@ impl Store for MemoryStore {
         match self.objects.remove(id) {
             Some(o) => {
                 let size = o.content.len() as u64;
-                self.account(o.kind, size, false);
+                self.held.remove(o.kind, size);
                 Ok(size)
             }
             None => Ok(0),

@@ -410,24 +410,6 @@ impl RedbStore {
             kind: rec.kind,
         }))
     }
-
-    /// Refuses a write that would take the replicas held past the capacity.
-    fn check_capacity(
-        space: &Space,
-        old: Option<(Kind, u64)>,
-        new: (Kind, u64),
-    ) -> Result<(), StoreError> {
-        let old_replica = old.filter(|(k, _)| *k != Kind::Cached).map_or(0, |o| o.1);
-        let new_replica = if new.0 == Kind::Cached { 0 } else { new.1 };
-        if space.used - old_replica + new_replica > space.capacity {
-            return Err(StoreError::Full {
-                needed: new.1,
-                free: space.capacity.saturating_sub(space.used),
-                limit: SpaceLimit::Capacity,
-            });
-        }
-        Ok(())
-    }
 }
 
 impl Drop for RedbStore {
@@ -446,8 +428,8 @@ impl Store for RedbStore {
         self.shared.note_disk(space, disk_free);
         Usage {
             capacity: space.capacity,
-            used: space.used,
-            cached: space.cached,
+            used: space.held.replicas,
+            cached: space.held.cached,
             disk_free,
         }
     }
@@ -457,7 +439,8 @@ impl Store for RedbStore {
             let st = self.shared.lock();
             let space = &st.spaces[self.space];
             let old = space.index.get(&obj.cert.id()).copied();
-            Self::check_capacity(space, old, (obj.kind, obj.content.len() as u64))?;
+            let new = (obj.kind, obj.content.len() as u64);
+            space.held.admits(space.capacity, old, new)?;
         }
         self.take(Op::Put(Arc::new(obj)))
     }
@@ -508,7 +491,9 @@ impl Store for RedbStore {
             if old.0 == kind {
                 return Ok(());
             }
-            Self::check_capacity(space, Some(old), (kind, old.1))?;
+            space
+                .held
+                .admits(space.capacity, Some(old), (kind, old.1))?;
         }
         self.take(Op::SetKind(*id, kind))
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use ringvault_past::{Kind, StoreError, StoreHealth, StoredObject};
+use ringvault_past::{Held, Kind, StoreError, StoreHealth, StoredObject};
 use ringvault_types::{Contact, Id};
 
 use crate::format::{Loaded, Tables};
@@ -67,8 +67,7 @@ pub(crate) struct Space {
     /// Kind and size of every object, as of every write taken.
     pub(crate) index: BTreeMap<Id, (Kind, u64)>,
     pub(crate) pointers: BTreeMap<Id, Contact>,
-    pub(crate) used: u64,
-    pub(crate) cached: u64,
+    pub(crate) held: Held,
     pub(crate) health: StoreHealth,
     /// The disk is full (below `DISK_FULL_MARK`, or a write was refused for want of it):
     /// logged once when it happens and once when the disk has room again.
@@ -91,8 +90,7 @@ impl Space {
             capacity,
             index: BTreeMap::new(),
             pointers: BTreeMap::new(),
-            used: 0,
-            cached: 0,
+            held: Held::default(),
             health: StoreHealth::default(),
             disk_full: false,
             staged: HashMap::new(),
@@ -103,36 +101,24 @@ impl Space {
         }
     }
 
-    fn account(&mut self, kind: Kind, size: u64, add: bool) {
-        let slot = match kind {
-            Kind::Cached => &mut self.cached,
-            Kind::Primary | Kind::Diverted => &mut self.used,
-        };
-        if add {
-            *slot += size;
-        } else {
-            *slot -= size;
-        }
-    }
-
     /// Drops `id` from the index; answers its size.
     pub(crate) fn forget(&mut self, id: &Id) -> Option<u64> {
         let (kind, size) = self.index.remove(id)?;
-        self.account(kind, size, false);
+        self.held.remove(kind, size);
         Some(size)
     }
 
     fn set(&mut self, id: Id, kind: Kind, size: u64) {
         self.forget(&id);
-        self.account(kind, size, true);
+        self.held.add(kind, size);
         self.index.insert(id, (kind, size));
     }
 
     /// Replaces the index and pointers with what the file holds.
     pub(crate) fn load(&mut self, loaded: Loaded) {
-        (self.used, self.cached) = (0, 0);
+        self.held = Held::default();
         for (kind, size) in loaded.index.values() {
-            self.account(*kind, *size, true);
+            self.held.add(*kind, *size);
         }
         self.index = loaded.index;
         self.pointers = loaded.pointers;

@@ -32,6 +32,7 @@ use crate::api::objects::{
 use crate::api::stream::ChannelBody;
 use crate::cli::client;
 use crate::cli::owner_key;
+use crate::node::objects::unix_now;
 
 /// Percent-encodes a query value.
 fn encode(s: &str) -> String {
@@ -70,13 +71,6 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The certificates for `content` as `name`: salts `first..first + MAX_RESALTS`, the ones file
 /// diversion may move on to.
 fn sign(
@@ -86,7 +80,7 @@ fn sign(
     content: &[u8],
     replicas: u8,
 ) -> Vec<FileCertificate> {
-    let date = now_secs();
+    let date = unix_now();
     (first..=first + u64::from(MAX_RESALTS))
         .map(|salt| FileCertificate::issue(owner, name, salt, content, replicas, date))
         .collect()
@@ -192,7 +186,7 @@ async fn reclaim_signed(node: &str, owner: &Identity, id: &str) -> Result<Option
     let object = id
         .parse()
         .map_err(|_| anyhow!("{id:?} is not an object id"))?;
-    let cert = ReclaimCertificate::issue(owner, object, now_secs());
+    let cert = ReclaimCertificate::issue(owner, object, unix_now());
     let headers = [(RECLAIM_HEADER, to_hex(&cert.to_bytes()))];
     let path = format!("/v1/objects/{id}");
     let r = client::send_with(node, Method::DELETE, &path, &headers, Vec::new(), STALL).await?;

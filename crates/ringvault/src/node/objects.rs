@@ -154,6 +154,14 @@ fn deliver(p: &mut Past, waiters: &Waiters) {
     }
 }
 
+/// Now in Unix seconds: the date certificates carry (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Why a request to this node's PAST did not produce a result.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -245,10 +253,7 @@ impl ObjectsClient {
         replicas: u8,
     ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
-        let date = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let date = unix_now();
         self.request(node, move |p, kbr, now| {
             p.insert(kbr, now, &owner, &name, content, replicas, date)
         })
@@ -290,10 +295,7 @@ impl ObjectsClient {
         k: u8,
     ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
-        let date = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let date = unix_now();
         self.request(node, move |p, kbr, now| {
             p.reclaim(kbr, now, ReclaimCertificate::issue(&owner, id, date), k)
         })
