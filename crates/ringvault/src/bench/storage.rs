@@ -29,8 +29,6 @@ use crate::node::objects;
 
 /// How long a request may take to be answered, plus one second per MiB it carries.
 const REQUEST_WITHIN: Duration = Duration::from_secs(30);
-/// How long the ring may take to settle (every leaf set full) before measuring.
-const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Options of `ringvault bench storage`.
 #[derive(Args)]
@@ -407,26 +405,6 @@ async fn peers_failed(handles: &[NodeHandle]) -> u64 {
     n
 }
 
-/// Waits (bounded) until every node's leaf set is full, so the ring measured is a settled one.
-async fn settle(handles: &[NodeHandle], leaf_set_size: usize) -> Result<()> {
-    let want = leaf_set_size.min(handles.len() - 1);
-    let deadline = Instant::now() + SETTLE_WITHIN;
-    loop {
-        let mut full = true;
-        for h in handles {
-            let s = h.status().await?;
-            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
-        }
-        if full {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the ring did not settle (full leaf sets) within {SETTLE_WITHIN:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A size for people: 1 KiB, 1 MiB, 1500 B.
 fn human(n: u64) -> String {
     match n {
@@ -519,32 +497,16 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     let capacity = (objects::DEFAULT_CAPACITY)
         .max(4 * total * a.replicas as u64 / a.nodes as u64 + 20 * largest);
 
-    let dir = daemon::temp_dir("ringvault-bench-storage")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     if !a.json {
         println!("starting a {}-node ring on loopback QUIC ...", a.nodes);
     }
     let t0 = Instant::now();
-    let nodes = daemon::start_local_ring(
-        a.nodes,
-        0,
-        Some(0),
-        &dir,
-        Config::default(),
-        StoreConfig {
-            capacity,
-            ..objects::store_config(None, None, a.durability.durability, a.nodes)?
-        },
-        &stop_rx,
-    )
-    .await;
-    let nodes = match nodes {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+    let config = StoreConfig {
+        capacity,
+        ..objects::store_config(None, None, a.durability.durability, a.nodes)?
     };
+    let (dir, nodes) = daemon::start_bench_ring(a.nodes, true, config, &stop_rx).await?;
     let result = measure(&a, &sizes, &counts, &nodes, t0).await;
     // The HTTP servers stop when this flips; stop_all waits for them.
     stop_tx.send_replace(true);
@@ -568,7 +530,6 @@ async fn measure(
     t0: Instant,
 ) -> Result<Report> {
     let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
-    settle(&handles, Config::default().leaf_set_size).await?;
     let failed_before = peers_failed(&handles).await;
     let urls = nodes
         .iter()

@@ -334,6 +334,57 @@ pub async fn start_local_ring(
 }
 
 /// Stops every node gracefully (concurrently) and waits for their HTTP servers.
+/// A local ring for a benchmark, on loopback under a fresh temporary directory (removed again
+/// if the ring cannot start), with HTTP APIs on free ports if `http`, returned once it has
+/// settled (every leaf set full) so what is measured is a settled ring.
+pub async fn start_bench_ring(
+    n: u16,
+    http: bool,
+    store_config: StoreConfig,
+    stop: &watch::Receiver<bool>,
+) -> Result<(PathBuf, Vec<LocalNode>)> {
+    let dir = temp_dir("ringvault-bench")?;
+    let http = http.then_some(0);
+    let started = start_local_ring(n, 0, http, &dir, Config::default(), store_config, stop).await;
+    let nodes = match started {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
+    if let Err(e) = settle(&handles, Config::default().leaf_set_size).await {
+        stop_all(nodes).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    Ok((dir, nodes))
+}
+
+/// How long a benchmark's ring may take to settle.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Waits (bounded) until every node's leaf set is full.
+pub async fn settle(handles: &[NodeHandle], leaf_set_size: usize) -> Result<()> {
+    let want = leaf_set_size.min(handles.len().saturating_sub(1));
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        let mut full = true;
+        for h in handles {
+            let s = h.status().await?;
+            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
+        }
+        if full {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the ring did not settle (full leaf sets) within {SETTLE_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn stop_all(nodes: Vec<LocalNode>) {
     let mut tasks = Vec::new();
     for n in nodes {
@@ -506,43 +557,13 @@ pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()
     if n < 2 {
         bail!("--nodes must be at least 2");
     }
-    let dir = temp_dir("ringvault-bench")?;
     let (_stop_tx, stop_rx) = watch::channel(false);
     println!("starting a {n}-node ring on loopback QUIC ...");
     let t0 = Instant::now();
-    let nodes = start_local_ring(
-        n,
-        0,
-        None,
-        &dir,
-        Config::default(),
-        objects::store_config(None, None, crate::cli::Durability::Sync, n)?,
-        &stop_rx,
-    )
-    .await;
-    let nodes = match nodes {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
+    let config = objects::store_config(None, None, crate::cli::Durability::Sync, n)?;
+    let (dir, nodes) = start_bench_ring(n, false, config, &stop_rx).await?;
     let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
     let ids: Vec<Id> = nodes.iter().map(|x| x.node.contact().id).collect();
-    // Settle: wait (bounded) until every leaf set is full.
-    let want = (Config::default().leaf_set_size).min(n as usize - 1);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut full = true;
-        for h in &handles {
-            let s = h.status().await?;
-            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
-        }
-        if full || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
     let key = |salt: &str, i: usize| Id::hash(format!("bench-{salt}-{i}").as_bytes());
     // Warm-up: open the connections routes will use.
