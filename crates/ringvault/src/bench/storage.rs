@@ -21,6 +21,7 @@ use ringvault_store::StoreConfig;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::{ms, percentile};
 use crate::api::objects::MAX_UPLOAD;
 use crate::api::stream::ChannelBody;
 use crate::cli::client;
@@ -189,14 +190,6 @@ fn filler(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
 }
 
 /// What one phase needs to know.
@@ -387,8 +380,8 @@ async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
         ops: p.count,
         failed,
         wrong_bytes: wrong,
-        p50_ms: percentile_ms(&lat, 0.5),
-        p99_ms: percentile_ms(&lat, 0.99),
+        p50_ms: ms(percentile(&lat, 0.5)),
+        p99_ms: ms(percentile(&lat, 0.99)),
         ops_per_s: lat.len() as f64 / secs,
         mb_per_s: lat.len() as f64 * p.size as f64 / secs / 1e6,
     }
@@ -506,7 +499,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         capacity,
         ..objects::store_config(None, None, a.durability.durability, a.nodes)?
     };
-    let (dir, nodes) = daemon::start_bench_ring(a.nodes, true, config, &stop_rx).await?;
+    let (dir, nodes) = super::start_bench_ring(a.nodes, true, config, &stop_rx).await?;
     let result = measure(&a, &sizes, &counts, &nodes, t0).await;
     // The HTTP servers stop when this flips; stop_all waits for them.
     stop_tx.send_replace(true);

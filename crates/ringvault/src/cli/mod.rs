@@ -392,7 +392,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 nodes,
                 routes,
                 concurrency,
-            }) => crate::node::daemon::bench_route(nodes, routes, concurrency).await,
+            }) => crate::bench::route::run(nodes, routes, concurrency).await,
             NetCommand::Bench(BenchCommand::Storage(a)) => crate::bench::storage::run(a).await,
         }
     })

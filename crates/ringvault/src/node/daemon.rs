@@ -1,14 +1,13 @@
-//! `ringvault node`, `ringvault ring` and `ringvault bench route`: nodes running in this process.
+//! `ringvault node` and `ringvault ring`: nodes running in this process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode};
 use ringvault_overlay::Config;
 use ringvault_store::{StoreConfig, StoreFile};
-use ringvault_types::Id;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -334,57 +333,6 @@ pub async fn start_local_ring(
 }
 
 /// Stops every node gracefully (concurrently) and waits for their HTTP servers.
-/// A local ring for a benchmark, on loopback under a fresh temporary directory (removed again
-/// if the ring cannot start), with HTTP APIs on free ports if `http`, returned once it has
-/// settled (every leaf set full) so what is measured is a settled ring.
-pub async fn start_bench_ring(
-    n: u16,
-    http: bool,
-    store_config: StoreConfig,
-    stop: &watch::Receiver<bool>,
-) -> Result<(PathBuf, Vec<LocalNode>)> {
-    let dir = temp_dir("ringvault-bench")?;
-    let http = http.then_some(0);
-    let started = start_local_ring(n, 0, http, &dir, Config::default(), store_config, stop).await;
-    let nodes = match started {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
-    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
-    if let Err(e) = settle(&handles, Config::default().leaf_set_size).await {
-        stop_all(nodes).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e);
-    }
-    Ok((dir, nodes))
-}
-
-/// How long a benchmark's ring may take to settle.
-const SETTLE_WITHIN: Duration = Duration::from_secs(60);
-
-/// Waits (bounded) until every node's leaf set is full.
-pub async fn settle(handles: &[NodeHandle], leaf_set_size: usize) -> Result<()> {
-    let want = leaf_set_size.min(handles.len().saturating_sub(1));
-    let deadline = Instant::now() + SETTLE_WITHIN;
-    loop {
-        let mut full = true;
-        for h in handles {
-            let s = h.status().await?;
-            full &= s.leaf_set_smaller.len() + s.leaf_set_larger.len() >= want;
-        }
-        if full {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the ring did not settle (full leaf sets) within {SETTLE_WITHIN:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 pub async fn stop_all(nodes: Vec<LocalNode>) {
     let mut tasks = Vec::new();
     for n in nodes {
@@ -486,133 +434,5 @@ pub async fn ring(a: RingArgs) -> Result<()> {
     } else {
         say!("data kept in {}", dir.display());
     }
-    Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn true_root(ids: &[Id], key: &Id) -> Id {
-    *ids.iter()
-        .min_by(|a, b| key.cmp_closeness(a, b))
-        .unwrap_or(key)
-}
-
-/// Runs `keys` as route probes with at most `concurrency` in flight; returns each latency and
-/// the number that failed or reached the wrong root.
-async fn run_routes(
-    handles: &[NodeHandle],
-    ids: &[Id],
-    keys: Vec<Id>,
-    concurrency: usize,
-) -> (Vec<Duration>, usize, usize) {
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = Vec::new();
-    for (i, key) in keys.into_iter().enumerate() {
-        let h = handles[i % handles.len()].clone();
-        let sem = sem.clone();
-        let want = true_root(ids, &key);
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let t0 = Instant::now();
-            let r = h.route(key).await;
-            (t0.elapsed(), r.map(|r| (r.root.id == want, r.hops())))
-        }));
-    }
-    let (mut lat, mut failed, mut wrong) = (Vec::new(), 0, 0);
-    for t in tasks {
-        match t.await {
-            Ok((d, Ok((ok, _)))) => {
-                lat.push(d);
-                if !ok {
-                    wrong += 1;
-                }
-            }
-            _ => failed += 1,
-        }
-    }
-    lat.sort();
-    (lat, failed, wrong)
-}
-
-fn latency_line(lat: &[Duration]) -> String {
-    format!(
-        "p50 {:.3} ms   p99 {:.3} ms",
-        ms(percentile(lat, 0.5)),
-        ms(percentile(lat, 0.99))
-    )
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-pub async fn bench_route(n: u16, routes: usize, concurrency: usize) -> Result<()> {
-    init_logs("warn");
-    if n < 2 {
-        bail!("--nodes must be at least 2");
-    }
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    println!("starting a {n}-node ring on loopback QUIC ...");
-    let t0 = Instant::now();
-    let config = objects::store_config(None, None, crate::cli::Durability::Sync, n)?;
-    let (dir, nodes) = start_bench_ring(n, false, config, &stop_rx).await?;
-    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
-    let ids: Vec<Id> = nodes.iter().map(|x| x.node.contact().id).collect();
-    println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
-    let key = |salt: &str, i: usize| Id::hash(format!("bench-{salt}-{i}").as_bytes());
-    // Warm-up: open the connections routes will use.
-    let _ = run_routes(
-        &handles,
-        &ids,
-        (0..500).map(|i| key("warm", i)).collect(),
-        16,
-    )
-    .await;
-
-    let seq = (routes / 4).max(1);
-    let (lat1, f1, w1) =
-        run_routes(&handles, &ids, (0..seq).map(|i| key("seq", i)).collect(), 1).await;
-    let t1 = Instant::now();
-    let (lat2, f2, w2) = run_routes(
-        &handles,
-        &ids,
-        (0..routes).map(|i| key("par", i)).collect(),
-        concurrency,
-    )
-    .await;
-    let elapsed = t1.elapsed();
-    let mut hops = ringvault_net::Metrics::default().route_hops;
-    for h in &handles {
-        hops.merge(&h.status().await?.metrics.route_hops);
-    }
-    println!();
-    println!("bench route: {n} nodes, loopback QUIC, default overlay config");
-    let rows = [
-        (format!("one at a time ({seq} routes)"), latency_line(&lat1)),
-        (
-            format!("{concurrency} in flight ({routes} routes)"),
-            latency_line(&lat2),
-        ),
-        (
-            "throughput".to_string(),
-            format!("{:.0} routes/s", lat2.len() as f64 / elapsed.as_secs_f64()),
-        ),
-        (
-            "mean overlay hops".to_string(),
-            format!("{:.2}", hops.sum / hops.count().max(1) as f64),
-        ),
-    ];
-    for (k, v) in rows {
-        println!("  {k:<30} {v}");
-    }
-    println!("  failed: {}   wrong root: {}", f1 + f2, w1 + w2);
-    stop_all(nodes).await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
