@@ -364,7 +364,7 @@ impl Past {
     /// its successor counts until it has fetched the object and said so). Zero on every node
     /// means every replica set is whole: a rolling restart may move on.
     /// The count walks every replica held, so it is taken at most once per
-    /// [`UNDER_REPLICATED_EVERY`]; a call sooner answers the last count.
+    /// `UNDER_REPLICATED_EVERY`; a call sooner answers the last count.
     pub fn under_replicated(&self, kbr: &dyn Kbr, now: Time) -> usize {
         if let Some((at, n)) = self.under_count.get() {
             if now < at + UNDER_REPLICATED_EVERY {

@@ -13,7 +13,7 @@ use crate::scribe::{
 use crate::topic::Membership;
 
 impl Scribe {
-    /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`]. The tree
+    /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`](crate::ScribeEvent::Message). The tree
     /// learns the topic's name only from nodes that know it (see [`Scribe::subscribe_named`]).
     pub fn subscribe(
         &mut self,
@@ -150,7 +150,7 @@ impl Scribe {
     }
 
     /// Sends `payload` to one member of `topic` that accepts it; the result comes as
-    /// [`ScribeEvent::AnycastDone`] with the returned id.
+    /// [`ScribeEvent::AnycastDone`](crate::ScribeEvent::AnycastDone) with the returned id.
     pub fn anycast(
         &mut self,
         kbr: &mut dyn Kbr,
