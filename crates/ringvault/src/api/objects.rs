@@ -709,12 +709,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let store = client(&app)?;
     let id = object_id(id)?;
-    let held_here = store
-        .local(&app.node, id)
-        .await?
-        .and_then(|h| h.kind)
-        .is_some();
-    match store.lookup(&app.node, id).await? {
+    let (held_here, looked_up) = store.lookup_noting_local(&app.node, id).await?;
+    match looked_up {
         PastEvent::Found(_, Ok(found)) if found.cert.id() == id => {
             let chunked = Manifest::is_manifest(&found.content);
             let mut r = if chunked {

@@ -220,28 +220,48 @@ impl ObjectsClient {
             + Send
             + 'static,
     ) -> Result<PastEvent, RequestError> {
+        let started = self.request_with(node, move |p, kbr, now| {
+            call(p, kbr, now).map(|req| (req, ()))
+        });
+        started.await.map(|((), e)| e)
+    }
+
+    /// Like [`ObjectsClient::request`], with something `call` read from PAST as it started the
+    /// request (in the same turn of the node, so no second round trip).
+    async fn request_with<T: Send + 'static>(
+        &self,
+        node: &NodeHandle,
+        call: impl FnOnce(
+                &mut Past,
+                &mut dyn ringvault_overlay::Kbr,
+                ringvault_types::Time,
+            ) -> Result<(RequestId, T), PastError>
+            + Send
+            + 'static,
+    ) -> Result<(T, PastEvent), RequestError> {
         let (tx, rx) = oneshot::channel();
         let waiters = self.waiters.clone();
         let started = node
             .run(move |n, now| {
                 n.with_service::<Past, _>(now, |p, kbr| {
-                    let req = call(p, kbr, now)?;
+                    let (req, seen) = call(p, kbr, now)?;
                     if let Ok(mut w) = waiters.lock() {
                         if w.len() < MAX_PENDING * 2 {
                             w.insert(req, tx);
                         }
                     }
                     deliver(p, &waiters);
-                    Ok(())
+                    Ok(seen)
                 })
             })
             .await?;
-        match started {
+        let seen = match started {
             Some(Err(e)) => return Err(RequestError::Refused(e)),
-            Some(Ok(())) => {}
+            Some(Ok(seen)) => seen,
             None => return Err(RequestError::Net(NetError::Stopped)),
-        }
-        rx.await.map_err(|_| RequestError::Net(NetError::Stopped))
+        };
+        let event = rx.await.map_err(|_| RequestError::Net(NetError::Stopped))?;
+        Ok((seen, event))
     }
 
     /// Inserts `content` as `name` with `replicas` copies, owned by the operator key.
@@ -278,6 +298,20 @@ impl ObjectsClient {
     pub async fn lookup(&self, node: &NodeHandle, id: Id) -> Result<PastEvent, RequestError> {
         self.request(node, move |p, kbr, now| p.lookup(kbr, now, id))
             .await
+    }
+
+    /// Looks object `id` up, and says whether this node held a copy of it before (a lookup may
+    /// leave one), both in one turn of the node.
+    pub async fn lookup_noting_local(
+        &self,
+        node: &NodeHandle,
+        id: Id,
+    ) -> Result<(bool, PastEvent), RequestError> {
+        self.request_with(node, move |p, kbr, now| {
+            let held = matches!(p.store().meta(&id), Ok(Some(_)));
+            p.lookup(kbr, now, id).map(|req| (req, held))
+        })
+        .await
     }
 
     /// Looks up object `id`'s certificate (and manifest) only: no content moves, no copy is
