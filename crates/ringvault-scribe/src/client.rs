@@ -11,6 +11,7 @@ use crate::scribe::{
     HEARTBEAT_INTERVAL,
 };
 use crate::topic::Membership;
+use crate::tree::join;
 
 impl Scribe {
     /// Subscribes this node to `topic`; messages arrive as [`ScribeEvent::Message`](crate::ScribeEvent::Message). The tree
@@ -59,18 +60,7 @@ impl Scribe {
             t.name = name;
         }
         if !t.in_tree() {
-            t.start_joining(now);
-            let me = kbr.local_contact();
-            let name = t.name.clone();
-            kbr.route(
-                topic,
-                encode(&ScribeMessage::Join {
-                    topic,
-                    child: me,
-                    name,
-                }),
-                None,
-            );
+            join(kbr, now, topic, t);
         }
         self.schedule(now);
         Ok(())

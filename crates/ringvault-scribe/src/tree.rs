@@ -10,7 +10,19 @@ use crate::scribe::{
     encode, send, Scribe, ScribeError, ScribeEvent, CHILD_TIMEOUT, HEARTBEAT_INTERVAL,
     MAX_CHILDREN, MAX_DEPTH, PARENT_TIMEOUT, ROOT_REPLICAS,
 };
-use crate::topic::Place;
+use crate::topic::{Place, Topic};
+
+/// Routes a JOIN for this node toward `topic`'s root (carrying the name, if known) and marks
+/// the topic joining from `now`: the first join of a subscriber and every re-join.
+pub(crate) fn join(kbr: &mut dyn Kbr, now: Time, topic: Id, t: &mut Topic) {
+    t.start_joining(now);
+    let join = ScribeMessage::Join {
+        topic,
+        child: kbr.local_contact(),
+        name: t.name.clone(),
+    };
+    kbr.route(topic, encode(&join), None);
+}
 
 impl Scribe {
     /// Adds `child` to `topic` here, or pushes it down when this node is full.
@@ -167,13 +179,7 @@ impl Scribe {
                 if now.saturating_since(since) >= PARENT_TIMEOUT {
                     // The parent is presumed dead (or none answered the join): join again;
                     // the overlay finds a new parent.
-                    t.start_joining(now);
-                    let join = ScribeMessage::Join {
-                        topic,
-                        child: me,
-                        name: t.name.clone(),
-                    };
-                    kbr.route(topic, encode(&join), None);
+                    join(kbr, now, topic, t);
                 } else if let Some(p) = t.parent() {
                     send(kbr, p, &ScribeMessage::Refresh { topic });
                 }
@@ -220,13 +226,7 @@ impl Scribe {
             send(kbr, from, &ScribeMessage::Leave { topic });
             if t.parent().is_some_and(|p| p.id == from.id) {
                 t.path.clear();
-                t.start_joining(now);
-                let join = ScribeMessage::Join {
-                    topic,
-                    child: me,
-                    name: t.name.clone(),
-                };
-                kbr.route(topic, encode(&join), None);
+                join(kbr, now, topic, t);
             }
             return;
         }

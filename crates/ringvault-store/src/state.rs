@@ -170,7 +170,7 @@ pub(crate) struct State {
 impl State {
     /// Takes a change to store `space`: numbers it, applies it to the index, stages it for
     /// reads and queues it for the writer.
-    pub(crate) fn take(&mut self, space: usize, op: Op) -> u64 {
+    pub(crate) fn take(&mut self, space: usize, op: Op) {
         self.taken += 1;
         let seq = self.taken;
         let s = &mut self.spaces[space];
@@ -185,7 +185,6 @@ impl State {
         }
         self.unwritten_bytes += op.bytes();
         self.queue.push_back(Write { seq, space, op });
-        seq
     }
 
     /// After a batch ended (committed or failed): its changes no longer need staging.

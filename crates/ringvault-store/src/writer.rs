@@ -116,7 +116,14 @@ fn commit(shared: &Shared, batch: &[Write], sync: bool) -> Result<(), redb::Erro
     if shared.lock().closed {
         reopen(shared)?;
     }
-    let spaces = shared.tables();
+    // Only the tables this batch writes to: a file may hold many stores.
+    let spaces: BTreeMap<usize, Tables> = {
+        let st = shared.lock();
+        batch
+            .iter()
+            .map(|w| (w.space, st.spaces[w.space].tables.clone()))
+            .collect()
+    };
     let db = shared.db.read().unwrap_or_else(|e| e.into_inner());
     let Some(db) = db.as_ref() else {
         return Err(redb::Error::Io(std::io::Error::other(
@@ -127,7 +134,12 @@ fn commit(shared: &Shared, batch: &[Write], sync: bool) -> Result<(), redb::Erro
         .unwrap_or_else(|why| Err(redb::Error::Io(std::io::Error::other(why))))
 }
 
-fn apply(db: &Database, spaces: &[Tables], batch: &[Write], sync: bool) -> Result<(), redb::Error> {
+fn apply(
+    db: &Database,
+    spaces: &BTreeMap<usize, Tables>,
+    batch: &[Write],
+    sync: bool,
+) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(if sync {
         redb::Durability::Immediate
@@ -140,7 +152,9 @@ fn apply(db: &Database, spaces: &[Tables], batch: &[Write], sync: bool) -> Resul
         let (records, content, pointers) = match open.entry(w.space) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let t = &spaces[w.space];
+                let Some(t) = spaces.get(&w.space) else {
+                    continue;
+                };
                 e.insert((
                     txn.open_table(t.records())?,
                     txn.open_table(t.content())?,
