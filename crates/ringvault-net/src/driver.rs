@@ -13,12 +13,13 @@ use ringvault_node::{
     RouteReport, Service,
 };
 use ringvault_overlay::{Config, OverlayEvent};
-use ringvault_types::{Contact, Id, Identity, Time};
+use ringvault_types::{Contact, Id, Identity, NodeCertificate, RevocationList, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::status::{Metrics, Status};
+use crate::admission::{Admission, Security};
+use crate::status::{Metrics, SecurityStatus, Status};
 use crate::transport::{transport_config, Inbound, Transport, UNREACHABLE_QUEUE};
 use crate::{tls, NetError};
 
@@ -44,6 +45,35 @@ pub struct NetConfig {
     pub overlay: Config,
     /// Nodes to join through, tried in order; empty starts a new ring.
     pub bootstrap: Vec<SocketAddr>,
+    /// Open or secure mode (with the CA, this node's certificate and the revocation list).
+    pub security: Security,
+}
+
+/// Wall-clock time in Unix seconds, which certificates are checked against.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Why this node's own certificate cannot be used with `identity` under `ca`, if it cannot.
+fn check_own_certificate(
+    identity: &Identity,
+    ca: &ringvault_types::PublicKey,
+    cert: &NodeCertificate,
+    revocations: &RevocationList,
+) -> Result<(), NetError> {
+    if cert.body.public_key != identity.public_key() {
+        return Err(NetError::Certificate(format!(
+            "is for node {}, not this node ({}): it was issued for another data dir's key",
+            cert.node_id().short(),
+            identity.id().short()
+        )));
+    }
+    cert.verify(ca, unix_now(), revocations)
+        .map(|_| ())
+        .map_err(|e| NetError::Certificate(e.to_string()))
 }
 
 /// The address this node tells peers to dial, given the address its socket is `bound` to and
@@ -133,6 +163,10 @@ enum Control {
         reply: oneshot::Sender<Result<CommandOutput, CommandError>>,
     },
     Status(oneshot::Sender<Status>),
+    Renew {
+        cert: NodeCertificate,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
     Stop {
         leave: bool,
         done: oneshot::Sender<()>,
@@ -168,8 +202,29 @@ impl NodeHandle {
     pub async fn route(&self, key: Id) -> Result<RouteReport, NetError> {
         match self.command(Command::RouteProbe { key }).await? {
             CommandOutput::Route(r) => Ok(r),
-            CommandOutput::Done => Err(NetError::Command(CommandError::BadReply)),
+            _ => Err(NetError::Command(CommandError::BadReply)),
         }
+    }
+
+    /// Offers a revocation list (secure mode): the node adopts it when the ring's CA signed it
+    /// and it is newer than the one held, closes connections to revoked nodes and passes the
+    /// list on along its leaf set. Returns whether it was adopted and the version held now.
+    pub async fn revocations(&self, list: RevocationList) -> Result<(bool, u64), NetError> {
+        match self.command(Command::Revocations(list)).await? {
+            CommandOutput::Revocations { adopted, held } => Ok((adopted, held)),
+            _ => Err(NetError::Command(CommandError::BadReply)),
+        }
+    }
+
+    /// Replaces this node's certificate (secure mode) without a restart: new connections
+    /// present it; open ones keep the old one until they close.
+    pub async fn renew_certificate(&self, cert: NodeCertificate) -> Result<(), NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Control::Renew { cert, reply })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
     }
 
     /// Runs `f` on the node inside its actor (between two events, with the driver's clock) and
@@ -301,13 +356,25 @@ pub async fn start_with(
     cfg: NetConfig,
     services: Services,
 ) -> Result<RunningNode, NetError> {
-    let (server, client) = tls::quic_configs(&identity, Arc::new(transport_config()))?;
-    let mut endpoint =
+    let admission = Arc::new(Admission::new(&cfg.security));
+    let ring_cert = match &cfg.security {
+        Security::Open => None,
+        Security::Secure(s) => {
+            check_own_certificate(&identity, &s.ca, &s.cert, &s.revocations)?;
+            Some(s.cert.clone())
+        }
+    };
+    let (server, client) = tls::quic_configs(
+        &identity,
+        ring_cert.as_ref(),
+        admission.clone(),
+        Arc::new(transport_config()),
+    )?;
+    let endpoint =
         quinn::Endpoint::server(server, cfg.listen).map_err(|source| NetError::Bind {
             addr: cfg.listen,
             source,
         })?;
-    endpoint.set_default_client_config(client);
     let bound = endpoint.local_addr().map_err(|source| NetError::Bind {
         addr: cfg.listen,
         source,
@@ -319,13 +386,16 @@ pub async fn start_with(
         .map_err(|e| NetError::BadIdentity(format!("the OS random source failed: {e}")))?;
     let mut node = Node::new(contact, cfg.overlay, u64::from_le_bytes(seed))
         .map_err(|e| NetError::Config(e.to_string()))?;
+    if let Security::Secure(s) = &cfg.security {
+        node.set_ring_ca(s.ca, s.revocations.clone());
+    }
     for s in services.services {
         node.add_service(s);
     }
 
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
     let (unreachable_tx, unreachable_rx) = mpsc::channel(UNREACHABLE_QUEUE);
-    let transport = Transport::new(endpoint, net_tx, unreachable_tx);
+    let transport = Transport::new(endpoint, client, admission, net_tx, unreachable_tx);
     let accept = tokio::spawn(transport.clone().accept_loop());
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
     let (ready_tx, ready) = watch::channel(false);
@@ -339,6 +409,8 @@ pub async fn start_with(
         ctl: ctl_tx.downgrade(),
         poller: services.poller,
         wake: services.wake,
+        identity,
+        security: cfg.security,
     };
     let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, ctl_rx));
     let running = RunningNode {
@@ -405,6 +477,10 @@ struct Actor {
     ctl: mpsc::WeakSender<Control>,
     poller: Option<Poller>,
     wake: Option<Arc<tokio::sync::Notify>>,
+    /// Kept to rebuild the TLS configuration when the certificate is renewed.
+    identity: Identity,
+    /// The mode, with this node's current certificate in secure mode.
+    security: Security,
 }
 
 impl Actor {
@@ -505,8 +581,17 @@ impl Actor {
                 m.write_failures = get(&c.write_failures);
                 m.bytes_in = get(&c.bytes_in);
                 m.bytes_out = get(&c.bytes_out);
+                m.peers_refused = self.transport.admission.refused();
+                let r = self.node.revocation_stats();
+                m.revocations_adopted = r.adopted;
+                m.revocations_refused = r.refused;
+                m.revocations_not_newer = r.not_newer;
                 let up = self.clock.0.elapsed().as_secs_f64();
-                let _ = reply.send(Status::of(self.node.overlay(), up, m));
+                let security = self.security_status();
+                let _ = reply.send(Status::of(self.node.overlay(), security, up, m));
+            }
+            Control::Renew { cert, reply } => {
+                let _ = reply.send(self.renew(cert));
             }
             Control::Stop { .. } => {}
         }
@@ -536,6 +621,27 @@ impl Actor {
                 Action::Event(NodeEvent::CommandDone { id, result }) => {
                     self.on_done(id, result);
                 }
+                Action::Event(NodeEvent::Revocations(list)) => {
+                    info!(
+                        version = list.version(),
+                        revoked = list.body.serials.len(),
+                        "adopted a newer revocation list"
+                    );
+                    if let Security::Secure(s) = &self.security {
+                        if list.revokes(s.cert.body.serial) {
+                            tracing::error!(
+                                serial = s.cert.body.serial,
+                                "the ring's CA has revoked this node's certificate: the other nodes refuse it from now on"
+                            );
+                        }
+                    }
+                    self.transport.admission.set_revocations(list);
+                    let now = self.clock.now();
+                    for peer in self.transport.close_revoked() {
+                        warn!(peer = %peer.short(), "closed the connection of a revoked node");
+                        self.node.handle_unreachable(now, peer);
+                    }
+                }
                 Action::Event(NodeEvent::Overlay(e)) => match e {
                     OverlayEvent::Joined => {
                         info!("joined the ring");
@@ -554,6 +660,49 @@ impl Actor {
                 },
             }
         }
+    }
+
+    fn security_status(&self) -> SecurityStatus {
+        let Security::Secure(s) = &self.security else {
+            return SecurityStatus::Open;
+        };
+        let list = self.node.revocations();
+        let now = unix_now();
+        SecurityStatus::Secure {
+            ca: Id::from_bytes(s.ca.0).to_string(),
+            serial: s.cert.body.serial,
+            cert_not_after: s.cert.body.not_after,
+            cert_days_left: (s.cert.body.not_after as i64 - now as i64).div_euclid(86_400),
+            revocations_version: list.version(),
+            revoked: list.body.serials.len(),
+            revocations_next_update: (list.version() > 0).then_some(list.body.next_update),
+            revocations_stale: list.is_stale(now),
+        }
+    }
+
+    /// Presents `cert` from now on (secure mode only).
+    fn renew(&mut self, cert: NodeCertificate) -> Result<(), NetError> {
+        let Security::Secure(s) = &mut self.security else {
+            return Err(NetError::Certificate(
+                "cannot be renewed: this node runs in open mode".into(),
+            ));
+        };
+        check_own_certificate(&self.identity, &s.ca, &cert, self.node.revocations())?;
+        let (server, client) = tls::quic_configs(
+            &self.identity,
+            Some(&cert),
+            self.transport.admission.clone(),
+            Arc::new(transport_config()),
+        )?;
+        self.transport.endpoint.set_server_config(Some(server));
+        self.transport.set_client_config(client);
+        info!(
+            serial = cert.body.serial,
+            not_after = cert.body.not_after,
+            "renewed this node's certificate"
+        );
+        s.cert = cert;
+        Ok(())
     }
 
     fn on_done(&mut self, id: CommandId, result: Result<CommandOutput, CommandError>) {

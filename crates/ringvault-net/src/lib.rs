@@ -3,26 +3,28 @@
 //! Owns: the QUIC transport (quinn + rustls, one endpoint per node), identity-bound TLS (each
 //! node's certificate carries its ed25519 key; the peer's id is the BLAKE3 of that key, and a
 //! dialer refuses a peer whose key does not match the id it expected), bounded per-peer
-//! connections and send queues with connection reuse and idle close, RTT measurement fed to the
+//! connections and send queues, admission of peers by ring certificate in secure mode with connection reuse and idle close, RTT measurement fed to the
 //! core as proximity, the clock (read here and only here), and the node's identity file.
 //!
 //! Does not own: any protocol decision (the node and overlay make them), the HTTP API and the
 //! CLI (the `ringvault` binary).
 #![deny(missing_docs)]
 
+mod admission;
 mod driver;
 mod keyfile;
 mod status;
 mod tls;
 mod transport;
 
+pub use admission::{Refusal, SecureRing, Security, ALPN, ALPN_SECURE};
 pub use driver::{
     start, start_with, NetConfig, NodeHandle, Poller, RunningNode, Services, CONTROL_QUEUE,
     NET_QUEUE,
 };
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
-pub use status::{Histogram, Metrics, OverlayStats, PeerView, Status, TableEntry};
-pub use tls::{client_config, server_name_for, ALPN};
+pub use status::{Histogram, Metrics, OverlayStats, PeerView, SecurityStatus, Status, TableEntry};
+pub use tls::{client_config, server_name_for};
 pub use transport::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, PEER_QUEUE, WRITE_TIMEOUT};
 
 use std::net::SocketAddr;
@@ -60,6 +62,9 @@ pub enum NetError {
     /// The overlay configuration is invalid.
     #[error("{0}")]
     Config(String),
+    /// This node's own ring certificate cannot be used.
+    #[error("this node's certificate {0}")]
+    Certificate(String),
     /// TLS setup failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),

@@ -138,6 +138,15 @@ pub struct Metrics {
     pub bytes_in: u64,
     /// Bytes sent in frames.
     pub bytes_out: u64,
+    /// Peers refused at the handshake in secure mode, by reason (no certificate, expired,
+    /// revoked, another CA's, key mismatch, ...).
+    pub peers_refused: BTreeMap<&'static str, u64>,
+    /// Revocation lists adopted, refused (not the CA's), and received but not newer.
+    pub revocations_adopted: u64,
+    /// See `revocations_adopted`.
+    pub revocations_refused: u64,
+    /// See `revocations_adopted`.
+    pub revocations_not_newer: u64,
 }
 
 impl Default for Metrics {
@@ -163,12 +172,44 @@ impl Default for Metrics {
             write_failures: 0,
             bytes_in: 0,
             bytes_out: 0,
+            peers_refused: BTreeMap::new(),
+            revocations_adopted: 0,
+            revocations_refused: 0,
+            revocations_not_newer: 0,
         }
     }
 }
 
 /// The overlay's own counters, as the overlay keeps them.
 pub type OverlayStats = ringvault_overlay::Stats;
+
+/// The ring's mode as this node runs it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SecurityStatus {
+    /// Any node may join.
+    Open,
+    /// Only nodes certified by the ring's CA.
+    Secure {
+        /// The CA's public key (hex).
+        ca: String,
+        /// This node's certificate serial.
+        serial: u64,
+        /// When this node's certificate expires (Unix seconds).
+        cert_not_after: u64,
+        /// Whole days until then (negative once expired).
+        cert_days_left: i64,
+        /// The revocation list's version (0: none seen).
+        revocations_version: u64,
+        /// Serials it revokes.
+        revoked: usize,
+        /// When the CA promised a newer list (Unix seconds; absent for none seen).
+        revocations_next_update: Option<u64>,
+        /// The list is past its next update: revocations may be missing. Get a new list from
+        /// the CA (`ringvault ca revoke` writes one) and hand it to any node.
+        revocations_stale: bool,
+    },
+}
 
 /// A snapshot of one node.
 #[derive(Clone, Debug, Serialize)]
@@ -182,6 +223,8 @@ pub struct Status {
     pub ring_fraction: f64,
     /// Whether it has joined and routes.
     pub ready: bool,
+    /// Open or secure mode, with the certificate and revocation state.
+    pub security: SecurityStatus,
     /// Seconds since the node started.
     pub uptime_secs: f64,
     /// Leaf set, smaller ids (counter-clockwise), nearest first.
@@ -201,7 +244,12 @@ pub struct Status {
 }
 
 impl Status {
-    pub(crate) fn of(o: &Overlay, uptime_secs: f64, metrics: Metrics) -> Self {
+    pub(crate) fn of(
+        o: &Overlay,
+        security: SecurityStatus,
+        uptime_secs: f64,
+        metrics: Metrics,
+    ) -> Self {
         let me = o.contact();
         let table = o.routing_table();
         let s = o.stats();
@@ -210,6 +258,7 @@ impl Status {
             addr: me.addr.to_string(),
             ring_fraction: me.id.ring_fraction(),
             ready: o.is_ready(),
+            security,
             uptime_secs,
             leaf_set_smaller: o
                 .leaf_set()

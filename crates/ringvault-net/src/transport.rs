@@ -14,9 +14,10 @@ use std::time::Duration as StdDuration;
 use ringvault_types::{Contact, Id, MAX_MESSAGE_SIZE};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
-use crate::tls::{peer_id, server_name_for};
+use crate::admission::Admission;
+use crate::tls::{cert_ring_extension, peer_certificate, peer_id, server_name_for};
 use crate::NetError;
 
 /// At most this many QUIC connections are open at once; further incoming connections are
@@ -40,6 +41,8 @@ const MAX_STREAMS: u32 = 8;
 
 /// Error code used when we stop a stream that sent an invalid frame.
 const BAD_FRAME: u32 = 1;
+/// Error code used when we close the connection of a node whose certificate was revoked.
+const REVOKED: u32 = 2;
 
 /// A message as received: from whom (id vouched for by TLS, address of the connection) and
 /// its bytes (not yet decoded).
@@ -70,6 +73,10 @@ fn bump(c: &AtomicU64) {
 
 pub(crate) struct Transport {
     pub(crate) endpoint: quinn::Endpoint,
+    /// What this node dials with; replaced when its certificate is renewed.
+    client: Mutex<quinn::ClientConfig>,
+    /// Who may connect (the TLS verifiers hold the same).
+    pub(crate) admission: Arc<Admission>,
     conns: Mutex<HashMap<Id, quinn::Connection>>,
     writers: Mutex<HashMap<Id, mpsc::Sender<Vec<u8>>>>,
     inbound: mpsc::Sender<Inbound>,
@@ -83,11 +90,15 @@ pub(crate) struct Transport {
 impl Transport {
     pub(crate) fn new(
         endpoint: quinn::Endpoint,
+        client: quinn::ClientConfig,
+        admission: Arc<Admission>,
         inbound: mpsc::Sender<Inbound>,
         unreachable: mpsc::Sender<Contact>,
     ) -> Arc<Self> {
         Arc::new(Transport {
             endpoint,
+            client: Mutex::new(client),
+            admission,
             conns: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             inbound,
@@ -125,7 +136,16 @@ impl Transport {
                     },
                     Ok(Err(e)) => {
                         bump(&t.counters.refused);
-                        debug!(%remote, "incoming handshake failed: {e}");
+                        match handshake_refusal(&e, &t.admission) {
+                            Some(Refused::Mode(why)) => {
+                                t.admission.count("mode_mismatch");
+                                warn!(%remote, "refused a connection: {why}")
+                            }
+                            Some(Refused::Certificate(why)) => {
+                                warn!(%remote, "refused a connection: {why}")
+                            }
+                            None => debug!(%remote, "incoming handshake failed: {e}"),
+                        }
                     }
                     Err(_) => {
                         bump(&t.counters.refused);
@@ -222,13 +242,26 @@ impl Transport {
             bump(&self.counters.connect_failures);
             NoConnection::DialFailed(NetError::Unreachable { addr, reason })
         };
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let connecting = self
             .endpoint
-            .connect(addr, &server_name_for(expected))
+            .connect_with(client, addr, &server_name_for(expected))
             .map_err(|e| fail(e.to_string()))?;
         let conn = match timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Ok(Err(e)) => {
+                return Err(fail(match handshake_refusal(&e, &self.admission) {
+                    Some(Refused::Mode(why) | Refused::Certificate(why)) => {
+                        warn!(%addr, "connection refused: {why}");
+                        why
+                    }
+                    None => e.to_string(),
+                }))
+            }
             Err(_) => return Err(fail("handshake timed out".into())),
         };
         let id = peer_id(&conn).ok_or_else(|| fail("peer presented no ed25519 key".into()))?;
@@ -340,6 +373,35 @@ impl Transport {
         }
     }
 
+    /// Dials with `client` from now on (a renewed certificate).
+    pub(crate) fn set_client_config(&self, client: quinn::ClientConfig) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
+    /// Closes the connections of peers whose certificate the admission's revocation list now
+    /// revokes, and returns their ids.
+    pub(crate) fn close_revoked(&self) -> Vec<Id> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let revoked: Vec<Id> = conns
+            .iter()
+            .filter(|(_, c)| {
+                peer_certificate(c)
+                    .and_then(|der| {
+                        let ring = cert_ring_extension(der.as_ref())?;
+                        ringvault_types::NodeCertificate::decode(ring).ok()
+                    })
+                    .is_some_and(|cert| self.admission.revokes(cert.body.serial))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &revoked {
+            if let Some(c) = conns.remove(id) {
+                c.close(REVOKED.into(), b"certificate revoked");
+            }
+        }
+        revoked
+    }
+
     /// Messages waiting in send queues.
     pub(crate) fn queued(&self) -> u64 {
         self.counters.queued.load(Ordering::Relaxed)
@@ -355,6 +417,64 @@ impl Transport {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// A handshake that failed because one side refused the other, explained for an operator.
+enum Refused {
+    /// The two nodes run in different modes (or protocol versions).
+    Mode(String),
+    /// A certificate was refused, by this node (counted by the verifier) or by the peer.
+    Certificate(String),
+}
+
+/// What a failed handshake means for an operator, when it is a refusal between ringvault
+/// nodes (another mode, or a certificate the other side refused); `None` for other failures.
+fn handshake_refusal(e: &quinn::ConnectionError, admission: &Admission) -> Option<Refused> {
+    let text = e.to_string();
+    let ours = if admission.is_secure() {
+        "secure"
+    } else {
+        "open"
+    };
+    let lower = text.to_lowercase();
+    if lower.contains("no application protocol")
+        || lower.contains("noapplicationprotocol")
+        || lower.contains("no_application_protocol")
+        || lower.contains("doesn't support any known protocol")
+    {
+        return Some(Refused::Mode(format!(
+            "the peer runs in another mode or protocol version (this node runs in {ours} mode; a ring is all open or all secure)"
+        )));
+    }
+    let peer_refused_ours = [
+        (
+            "certificateexpired",
+            "the peer says this node's certificate has expired",
+        ),
+        (
+            "certificaterevoked",
+            "the peer says this node's certificate is revoked",
+        ),
+        ("unknownca", "the peer does not trust this node's CA"),
+        (
+            "accessdenied",
+            "the peer requires a ring certificate (it runs in secure mode)",
+        ),
+        ("badcertificate", "the peer refused this node's certificate"),
+        ("decodeerror", "the peer refused this node's certificate"),
+    ];
+    let squashed: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
+    for (alert, why) in peer_refused_ours {
+        if squashed.contains(alert) {
+            return Some(Refused::Certificate(format!("{why} ({text})")));
+        }
+    }
+    if lower.contains("invalid peer certificate") {
+        return Some(Refused::Certificate(format!(
+            "the peer's certificate was refused ({text})"
+        )));
+    }
+    None
 }
 
 /// Why no connection to a peer was had.

@@ -12,7 +12,13 @@ use ringvault_types::{Identity, MAX_MESSAGE_SIZE};
 /// A bare QUIC client with its own valid identity.
 fn client(seed: u8) -> quinn::Endpoint {
     let mut ep = quinn::Endpoint::client(loopback()).unwrap();
-    ep.set_default_client_config(client_config(&Identity::from_secret_bytes([seed; 32])).unwrap());
+    ep.set_default_client_config(
+        client_config(
+            &Identity::from_secret_bytes([seed; 32]),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
     ep
 }
 

@@ -6,9 +6,12 @@ use ringvault_overlay::{
     AppId, AppMessage, Config, ConfigError, Forward, Kbr, Output, Overlay, OverlayEvent,
     OverlayMessage, RouteInfo, Upcalls,
 };
-use ringvault_types::{Contact, DecodeError, Duration, Id, Time};
+use ringvault_types::{
+    CertError, Contact, DecodeError, Duration, Id, PublicKey, RevocationList, Time,
+};
 
 use crate::probe::{RouteProbes, RouteReport, PROBE_APP};
+use crate::revocation::{RevocationGossip, RevocationStats, REVOCATION_APP};
 use ringvault_overlay::Service;
 
 /// Identifies a command; its result comes back as [`NodeEvent::CommandDone`] with the same id.
@@ -32,6 +35,9 @@ pub enum Command {
     },
     /// Leave the ring gracefully.
     Leave,
+    /// Adopt this CA-signed revocation list if it is newer than the one held, and pass it on
+    /// along the leaf set (secure mode).
+    Revocations(RevocationList),
 }
 
 /// Why a command failed.
@@ -52,6 +58,9 @@ pub enum CommandError {
     /// A peer answered with something unusable.
     #[error("a peer sent an unusable reply")]
     BadReply,
+    /// A revocation list was refused.
+    #[error("revocation list refused: {0}")]
+    Revocations(CertError),
 }
 
 /// What a finished command produced.
@@ -61,6 +70,13 @@ pub enum CommandOutput {
     Done,
     /// A route probe's report.
     Route(RouteReport),
+    /// What became of an offered revocation list.
+    Revocations {
+        /// Whether it was newer and is now the node's list.
+        adopted: bool,
+        /// The version the node holds now.
+        held: u64,
+    },
 }
 
 /// Notable happenings, for the driver and operator.
@@ -75,6 +91,9 @@ pub enum NodeEvent {
         /// Its result.
         result: Result<CommandOutput, CommandError>,
     },
+    /// The node adopted a newer revocation list (from the operator or a peer): connections to
+    /// revoked nodes must close, and they must be refused from now on.
+    Revocations(RevocationList),
 }
 
 /// What the node asks its driver to do.
@@ -100,6 +119,7 @@ pub enum Action {
 #[derive(Default)]
 struct Services {
     probes: RouteProbes,
+    revocations: RevocationGossip,
     apps: BTreeMap<AppId, Box<dyn Service>>,
 }
 
@@ -107,6 +127,8 @@ impl Upcalls for Services {
     fn deliver(&mut self, kbr: &mut dyn Kbr, now: Time, key: Id, msg: AppMessage, info: RouteInfo) {
         if msg.app == PROBE_APP {
             self.probes.deliver(kbr, key, msg, info);
+        } else if msg.app == REVOCATION_APP {
+            self.revocations.deliver(kbr, msg, info.origin);
         } else if let Some(s) = self.apps.get_mut(&msg.app) {
             s.deliver(kbr, now, key, msg, info);
         }
@@ -127,6 +149,9 @@ impl Upcalls for Services {
     }
 
     fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool) {
+        if joined {
+            self.revocations.joined(kbr, node);
+        }
         for s in self.apps.values_mut() {
             s.update(kbr, now, node, joined);
         }
@@ -153,6 +178,22 @@ impl Node {
             next_command: 0,
             join_command: None,
         })
+    }
+
+    /// Secure mode: revocation lists are checked against the ring CA `ca`, starting from
+    /// `held` (verified by the caller, or empty).
+    pub fn set_ring_ca(&mut self, ca: PublicKey, held: RevocationList) {
+        self.services.revocations = RevocationGossip::secure(ca, held);
+    }
+
+    /// The newest revocation list this node holds (the empty list in open mode).
+    pub fn revocations(&self) -> &RevocationList {
+        self.services.revocations.held()
+    }
+
+    /// What the revocation gossip has seen.
+    pub fn revocation_stats(&self) -> RevocationStats {
+        self.services.revocations.stats
     }
 
     /// Registers a service. A second service with the same id replaces the first.
@@ -220,6 +261,19 @@ impl Node {
             Command::Leave => {
                 self.overlay.leave(now);
                 self.done(id, Ok(CommandOutput::Done));
+            }
+            Command::Revocations(list) => {
+                let r = self
+                    .services
+                    .revocations
+                    .offer(&mut self.overlay, list, None)
+                    .map(|adopted| CommandOutput::Revocations {
+                        adopted,
+                        held: self.services.revocations.held().version(),
+                    })
+                    .map_err(CommandError::Revocations);
+                self.overlay.flush(now, &mut self.services);
+                self.done(id, r);
             }
         }
         self.collect_probe_results();
@@ -321,7 +375,12 @@ impl Node {
         self.events.push_back(NodeEvent::CommandDone { id, result });
     }
 
+    /// Moves what the built-in parts finished (route probes, adopted revocation lists) into
+    /// the node's events.
     fn collect_probe_results(&mut self) {
+        for list in std::mem::take(&mut self.services.revocations.adopted) {
+            self.events.push_back(NodeEvent::Revocations(list));
+        }
         for (id, r) in std::mem::take(&mut self.services.probes.done) {
             self.done(id, r.map(CommandOutput::Route));
         }

@@ -24,7 +24,7 @@ pub enum IdentityCommand {
 pub fn run(cmd: IdentityCommand) -> Result<()> {
     match cmd {
         IdentityCommand::Id { name } => {
-            println!("{}", Id::hash(name.as_bytes()));
+            out!("{}", Id::hash(name.as_bytes()));
         }
         IdentityCommand::Key { secret } => {
             let bytes: [u8; 32] = match secret {
@@ -42,9 +42,9 @@ pub fn run(cmd: IdentityCommand) -> Result<()> {
                 }
             };
             let ident = Identity::from_secret_bytes(bytes);
-            println!("secret  {}", Id::from_bytes(ident.secret_bytes()));
-            println!("public  {}", Id::from_bytes(ident.public_key().0));
-            println!("node id {}", ident.id());
+            out!("secret  {}", Id::from_bytes(ident.secret_bytes()));
+            out!("public  {}", Id::from_bytes(ident.public_key().0));
+            out!("node id {}", ident.id());
         }
     }
     Ok(())

@@ -6,8 +6,30 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for commands whose output is their result: a reader that went away (`| head`)
+/// ends the command quietly with success, and a stdout that cannot be written (a full disk)
+/// ends it with one line on stderr and status 1, never a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// What [`out!`] does when stdout cannot be written.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 mod api;
 mod bench;
+mod ca;
 mod cli;
 mod identity_cmd;
 #[macro_use]
@@ -30,6 +52,9 @@ enum Command {
     Sim(sim_cmd::SimCommand),
     #[command(flatten)]
     Identity(identity_cmd::IdentityCommand),
+    /// The ring's certificate authority, for secure mode: init, issue, revoke, list.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +63,7 @@ fn main() -> ExitCode {
         Command::Net(c) => cli::run(c),
         Command::Sim(c) => sim_cmd::run(c),
         Command::Identity(c) => identity_cmd::run(c),
+        Command::Ca(c) => ca::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,8 +97,8 @@ pub fn run(cmd: SimCommand) -> Result<()> {
         let files = r
             .write(&a.out)
             .with_context(|| format!("writing the reports to {}", a.out.display()))?;
-        println!("  wrote {} files to {}", files.len(), a.out.display());
+        out!("  wrote {} files to {}", files.len(), a.out.display());
     }
-    println!("{}", perf.line());
+    out!("{}", perf.line());
     Ok(())
 }

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ringvault_net::{load_or_create_identity, start, NetConfig, NodeHandle, RunningNode, Status};
+use ringvault_net::{
+    load_or_create_identity, start, NetConfig, NodeHandle, RunningNode, Security, Status,
+};
 use ringvault_overlay::Config;
-use ringvault_types::{Duration as CoreDuration, Id};
+use ringvault_types::{Duration as CoreDuration, Id, Identity};
 
 /// Overlay timings fast enough for tests; L = 8 so a 16-node ring has proper leaf sets.
 pub fn fast_config() -> Config {
@@ -56,6 +58,17 @@ pub async fn start_node(
     bootstrap: Vec<SocketAddr>,
     cfg: Config,
 ) -> RunningNode {
+    start_node_with(dir, listen, bootstrap, cfg, |_| Security::Open).await
+}
+
+/// Like [`start_node`], in the mode `security` gives for the node's identity.
+pub async fn start_node_with(
+    dir: &Path,
+    listen: SocketAddr,
+    bootstrap: Vec<SocketAddr>,
+    cfg: Config,
+    security: impl Fn(&Identity) -> Security,
+) -> RunningNode {
     // A just-stopped node's socket is released asynchronously: retry binding it, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(10);
     let node = loop {
@@ -65,6 +78,7 @@ pub async fn start_node(
             advertise: None,
             overlay: cfg.clone(),
             bootstrap: bootstrap.clone(),
+            security: security(&identity),
         };
         match start(identity, cfg).await {
             Ok(n) => break n,

@@ -100,6 +100,7 @@ fn router(
         .route("/v1/topics/{name}/messages", post(topics::publish))
         .route("/v1/topics/{name}/events", get(topics::events))
         .route("/v1/topics/{name}/anycast", post(topics::anycast))
+        .route("/v1/admin/revocations", post(revocations))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
@@ -221,6 +222,30 @@ async fn route(
         "hop_count": r.hops(),
         "hops": hops,
     })))
+}
+
+/// `POST /v1/admin/revocations`: a revocation list from the ring's CA (armored text, as
+/// `ringvault ca revoke` writes it). The node checks it and adopts it if newer.
+async fn revocations(
+    State(app): State<App>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = crate::ca::parse_revocations(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_revocations",
+            format!("not a revocation list: {e:#}"),
+        )
+    })?;
+    match app.node.revocations(list).await {
+        Ok((adopted, held)) => Ok(Json(json!({ "adopted": adopted, "held": held }))),
+        Err(ringvault_net::NetError::Command(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_revocations",
+            e.to_string(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
@@ -533,6 +558,59 @@ pub fn render_metrics(st: &Status) -> String {
         "counter",
         m.connections_refused,
     );
+    let _ = writeln!(
+        out,
+        "# HELP ringvault_peers_refused_total Peers refused at the handshake in secure mode, by reason.\n# TYPE ringvault_peers_refused_total counter"
+    );
+    for (reason, n) in &m.peers_refused {
+        let _ = writeln!(
+            out,
+            "ringvault_peers_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    for (name, help, v) in [
+        (
+            "ringvault_revocations_adopted_total",
+            "Newer revocation lists adopted (from the operator or a peer).",
+            m.revocations_adopted,
+        ),
+        (
+            "ringvault_revocations_refused_total",
+            "Revocation lists refused: not signed by the ring's CA, or malformed.",
+            m.revocations_refused,
+        ),
+    ] {
+        counter(&mut out, name, help, "counter", v);
+    }
+    if let ringvault_net::SecurityStatus::Secure {
+        revocations_version,
+        revocations_stale,
+        cert_not_after,
+        ..
+    } = &st.security
+    {
+        counter(
+            &mut out,
+            "ringvault_revocations_version",
+            "Version of the revocation list this node holds.",
+            "gauge",
+            revocations_version,
+        );
+        counter(
+            &mut out,
+            "ringvault_revocations_stale",
+            "1 when the revocation list is past its next update (revocations may be missing).",
+            "gauge",
+            *revocations_stale as u8,
+        );
+        counter(
+            &mut out,
+            "ringvault_certificate_not_after_seconds",
+            "When this node's certificate expires (Unix seconds).",
+            "gauge",
+            cert_not_after,
+        );
+    }
     counter(
         &mut out,
         "ringvault_connect_failures_total",

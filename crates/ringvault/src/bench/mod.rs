@@ -13,7 +13,8 @@ use ringvault_overlay::Config;
 use ringvault_store::StoreConfig;
 use tokio::sync::watch;
 
-use crate::node::daemon::{start_local_ring, stop_all, temp_dir, LocalNode};
+use crate::cli::Mode;
+use crate::node::daemon::{start_local_ring, stop_all, temp_dir, LocalNode, LocalRing};
 
 /// A local ring for a benchmark, on loopback under a fresh temporary directory (removed again
 /// if the ring cannot start), with HTTP APIs on free ports if `http`, returned once it has
@@ -26,7 +27,15 @@ pub async fn start_bench_ring(
 ) -> Result<(PathBuf, Vec<LocalNode>)> {
     let dir = temp_dir("ringvault-bench")?;
     let http = http.then_some(0);
-    let started = start_local_ring(n, 0, http, &dir, Config::default(), store_config, stop).await;
+    let spec = LocalRing {
+        nodes: n,
+        base_port: 0,
+        http_base: http,
+        overlay: Config::default(),
+        store: store_config,
+        mode: Mode::Open,
+    };
+    let started = start_local_ring(spec, &dir, stop).await;
     let nodes = match started {
         Ok(v) => v,
         Err(e) => {

@@ -71,13 +71,13 @@ pub async fn run(n: u16, routes: usize, concurrency: usize) -> Result<()> {
         bail!("--nodes must be at least 2");
     }
     let (_stop_tx, stop_rx) = watch::channel(false);
-    println!("starting a {n}-node ring on loopback QUIC ...");
+    out!("starting a {n}-node ring on loopback QUIC ...");
     let t0 = Instant::now();
     let config = objects::store_config(None, None, crate::cli::Durability::Sync, n)?;
     let (dir, nodes) = start_bench_ring(n, false, config, &stop_rx).await?;
     let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
     let ids: Vec<Id> = nodes.iter().map(|x| x.node.contact().id).collect();
-    println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
+    out!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
     let key = |salt: &str, i: usize| Id::hash(format!("bench-{salt}-{i}").as_bytes());
     // Warm-up: open the connections routes will use.
     let _ = run_routes(
@@ -104,8 +104,8 @@ pub async fn run(n: u16, routes: usize, concurrency: usize) -> Result<()> {
     for h in &handles {
         hops.merge(&h.status().await?.metrics.route_hops);
     }
-    println!();
-    println!("bench route: {n} nodes, loopback QUIC, default overlay config");
+    out!();
+    out!("bench route: {n} nodes, loopback QUIC, default overlay config");
     let rows = [
         (format!("one at a time ({seq} routes)"), latency_line(&lat1)),
         (
@@ -122,9 +122,9 @@ pub async fn run(n: u16, routes: usize, concurrency: usize) -> Result<()> {
         ),
     ];
     for (k, v) in rows {
-        println!("  {k:<30} {v}");
+        out!("  {k:<30} {v}");
     }
-    println!("  failed: {}   wrong root: {}", f1 + f2, w1 + w2);
+    out!("  failed: {}   wrong root: {}", f1 + f2, w1 + w2);
     stop_all(nodes).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -408,16 +408,24 @@ fn human(n: u64) -> String {
 }
 
 fn print_table(r: &Report) {
-    println!(
+    out!(
         "bench storage: {} nodes on loopback QUIC in one process, k = {}, --durability {}, through each node's HTTP API (connections kept alive); {} CPUs",
         r.nodes, r.replicas, r.durability, r.cpus
     );
-    println!(
+    out!(
         "  {:<8} {:<4} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7}",
-        "size", "op", "in flight", "ops", "p50 ms", "p99 ms", "ops/s", "MB/s", "failed"
+        "size",
+        "op",
+        "in flight",
+        "ops",
+        "p50 ms",
+        "p99 ms",
+        "ops/s",
+        "MB/s",
+        "failed"
     );
     for x in &r.rows {
-        println!(
+        out!(
             "  {:<8} {:<4} {:>9} {:>6} {:>9.2} {:>9.2} {:>9.1} {:>8.2} {:>7}",
             human(x.size),
             x.op,
@@ -431,15 +439,15 @@ fn print_table(r: &Report) {
         );
     }
     let wrong: usize = r.rows.iter().map(|x| x.wrong_bytes).sum();
-    println!(
+    out!(
         "  wrong bytes returned: {wrong}   (MB = 10^6 bytes of object data; a put stores k copies)"
     );
-    println!(
+    out!(
         "  peers declared failed while measuring: {}",
         r.peers_declared_failed
     );
     if let Some(b) = r.peak_rss_bytes {
-        println!(
+        out!(
             "  peak memory of this process (the ring and the client): {} MiB",
             b >> 20
         );
@@ -492,7 +500,7 @@ pub async fn run(a: StorageArgs) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     if !a.json {
-        println!("starting a {}-node ring on loopback QUIC ...", a.nodes);
+        out!("starting a {}-node ring on loopback QUIC ...", a.nodes);
     }
     let t0 = Instant::now();
     let config = StoreConfig {
@@ -507,9 +515,9 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!();
+        out!();
         print_table(&report);
     }
     Ok(())
@@ -534,7 +542,7 @@ async fn measure(
         })
         .collect::<Result<Vec<String>>>()?;
     if !a.json {
-        println!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
+        out!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
     }
     let total_ops: usize = counts.iter().map(|c| 2 * c * a.concurrency.len()).sum();
     let bar = ProgressBar::new(total_ops as u64);

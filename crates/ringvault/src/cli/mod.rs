@@ -19,7 +19,7 @@ pub mod topics;
 pub enum NetCommand {
     /// Run one node as a daemon: QUIC on --listen, the HTTP API and dashboard on --http.
     /// Ctrl-C or SIGTERM leaves the ring gracefully.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start N nodes on loopback in this process, each joining through the previous ones, and
     /// print their HTTP URLs; runs until Ctrl-C.
     Ring(RingArgs),
@@ -118,6 +118,15 @@ pub enum NetCommand {
     },
     /// List the topics the node takes part in, with its role and children.
     Topics(ClientArgs),
+    /// Hand a revocation list from the ring's CA (`ringvault ca revoke` writes one) to a
+    /// secure node; it checks the CA's signature, adopts it if newer, shuts out the revoked
+    /// nodes and passes it on along its leaf set.
+    PushRevocations {
+        /// The revocation list file.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Benchmarks on a local ring.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -186,6 +195,24 @@ pub struct NodeArgs {
     /// address cannot use it.
     #[arg(long, value_name = "NAME")]
     pub http_host: Vec<String>,
+    #[command(flatten)]
+    pub mode: ModeArg,
+    /// The ring CA's public key (its ca.pub, or 64 hex digits); required in secure mode.
+    #[arg(long, value_name = "FILE", required_if_eq("mode", "secure"))]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate from the ring's CA; required in secure mode. The node reloads
+    /// it when the file changes (renewal without a restart) and warns a week before it expires.
+    #[arg(long, value_name = "FILE", required_if_eq("mode", "secure"))]
+    pub cert: Option<PathBuf>,
+    /// A revocation list from the ring's CA: loaded at start and whenever the file changes, and
+    /// passed on to the ring (secure mode).
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    pub revocations: Option<PathBuf>,
+    /// Write a certificate signing request for this node's key (from --data-dir) and its
+    /// advertised address (--advertise, else --listen) to FILE, and exit. Give the file to the
+    /// ring's CA (`ringvault ca issue --request FILE`); the secret key never leaves DATA_DIR.
+    #[arg(long, value_name = "FILE")]
+    pub cert_request: Option<PathBuf>,
     /// When DATA_DIR/objects.redb cannot be read (truncated or damaged beyond repair), move it
     /// aside to objects.redb.damaged-N and start with an empty store under the same node id;
     /// the ring's other replicas bring this node's objects back. Without it such a node stops
@@ -222,6 +249,30 @@ pub struct RingArgs {
     pub store_cache: Option<String>,
     #[command(flatten)]
     pub durability: DurabilityArg,
+    #[command(flatten)]
+    pub mode: ModeArg,
+}
+
+/// `--mode`: who may join the ring.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct ModeArg {
+    /// `open`: any node may join (ids are the hash of each node's key, so they cannot be
+    /// chosen, but keys are free). `secure`: only nodes with a certificate from the ring's CA
+    /// (--ca, --cert); every connection checks it, and revoked nodes are shut out. A ring is
+    /// all open or all secure. (`server`, dedicated servers under a BFT membership service,
+    /// is not built yet.)
+    #[arg(long, value_enum, default_value_t = Mode::Open)]
+    pub mode: Mode,
+}
+
+/// The values of `--mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Anyone may join.
+    #[default]
+    Open,
+    /// Only nodes certified by the ring's CA.
+    Secure,
 }
 
 /// `--durability`: when a node's write of a replica counts, and so when it sends the store
@@ -313,7 +364,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         match cmd {
-            NetCommand::Node(a) => crate::node::daemon::node(a).await,
+            NetCommand::Node(a) => crate::node::daemon::node(*a).await,
             NetCommand::Ring(a) => crate::node::daemon::ring(a).await,
             NetCommand::Status(c) => {
                 let v = one_line(client::get_ok(&c.node, "/v1/status").await);
@@ -387,6 +438,20 @@ pub fn run(cmd: NetCommand) -> Result<()> {
             NetCommand::Topics(c) => {
                 one_line(topics::topics(&c.node, c.json).await);
                 Ok(())
+            }
+            NetCommand::PushRevocations { file, client: c } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let v = one_line(
+                    client::send_ok(
+                        &c.node,
+                        hyper::Method::POST,
+                        "/v1/admin/revocations",
+                        text.into_bytes(),
+                    )
+                    .await,
+                );
+                output::revocations(&v, c.json)
             }
             NetCommand::Bench(BenchCommand::Route {
                 nodes,

@@ -240,9 +240,9 @@ pub async fn put(
         put_owned(node, file, &name, replicas, &owner).await?
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{}", v["id"].as_str().unwrap_or("?"));
+        out!("{}", v["id"].as_str().unwrap_or("?"));
     }
     Ok(())
 }
@@ -604,12 +604,12 @@ pub async fn reclaim(
         reclaim_owned(node, &owner, id).await?
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let n = v["released_by"].as_array().map(Vec::len).unwrap_or(0);
         match v["chunks_released"].as_u64().unwrap_or(0) {
-            0 => println!("reclaimed {id} ({n} nodes released it)"),
-            c => println!("reclaimed {id} ({n} nodes released it) and its {c} chunks"),
+            0 => out!("reclaimed {id} ({n} nodes released it)"),
+            c => out!("reclaimed {id} ({n} nodes released it) and its {c} chunks"),
         }
     }
     Ok(())
@@ -659,40 +659,40 @@ pub async fn stat(node: &str, id: &str, json: bool) -> Result<()> {
     let id = check_id(id)?;
     let v = client::get_ok(node, &format!("/v1/objects/{id}/replicas")).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("id        {}", v["id"].as_str().unwrap_or("?"));
-    println!("name      {}", v["name"].as_str().unwrap_or("?"));
-    println!("size      {} bytes", v["size"]);
+    out!("id        {}", v["id"].as_str().unwrap_or("?"));
+    out!("name      {}", v["name"].as_str().unwrap_or("?"));
+    out!("size      {} bytes", v["size"]);
     if v["chunks"].as_u64().unwrap_or(0) > 0 {
-        println!(
+        out!(
             "chunks    {} (each its own object; the replicas below are the manifest's)",
             v["chunks"]
         );
     }
-    println!("replicas  {}", v["replicas"]);
-    println!("owner     {}", short(&v["owner"]));
-    println!(
+    out!("replicas  {}", v["replicas"]);
+    out!("owner     {}", short(&v["owner"]));
+    out!(
         "root      {} {} ({} hops)",
         short(&v["root"]["id"]),
         v["root"]["addr"].as_str().unwrap_or("?"),
         v["hops_to_root"]
     );
-    println!("replica set (as the node at {node} sees it):");
+    out!("replica set (as the node at {node} sees it):");
     for c in v["replica_set_seen_from_here"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        println!(
+        out!(
             "  {} {}",
             short(&c["id"]),
             c["addr"].as_str().unwrap_or("?")
         );
     }
     let here = &v["this_node"];
-    println!(
+    out!(
         "this node {} holds: {}{}",
         short(&here["id"]),
         here["holds"].as_str().unwrap_or("nothing"),

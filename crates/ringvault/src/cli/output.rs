@@ -23,15 +23,15 @@ fn sum(v: &Value) -> u64 {
 
 pub fn status(v: &Value, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        out!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
     let m = &v["metrics"];
     let o = &v["overlay"];
-    println!("node      {}", v["id"].as_str().unwrap_or("?"));
-    println!("quic      {}", v["addr"].as_str().unwrap_or("?"));
-    println!("http      {}", v["http"].as_str().unwrap_or("?"));
-    println!(
+    out!("node      {}", v["id"].as_str().unwrap_or("?"));
+    out!("quic      {}", v["addr"].as_str().unwrap_or("?"));
+    out!("http      {}", v["http"].as_str().unwrap_or("?"));
+    out!(
         "state     {}   uptime {:.0} s",
         if v["ready"].as_bool() == Some(true) {
             "ready"
@@ -40,10 +40,28 @@ pub fn status(v: &Value, json: bool) -> Result<()> {
         },
         v["uptime_secs"].as_f64().unwrap_or(0.0)
     );
+    let sec = &v["security"];
+    match sec["mode"].as_str() {
+        Some("secure") => {
+            out!(
+                "mode      secure   certificate serial {}, {} days left   revocations v{}{}",
+                sec["serial"],
+                sec["cert_days_left"],
+                sec["revocations_version"],
+                if sec["revocations_stale"].as_bool() == Some(true) {
+                    " (STALE: past its next update; get a new list from the CA)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Some(mode) => out!("mode      {mode}"),
+        None => {}
+    }
     let st = &v["storage"];
     if st.is_object() {
         let mib = |k: &str| st[k].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64;
-        println!(
+        out!(
             "storage   {:.1} MiB used, {:.1} MiB cached, {:.1} MiB free of {:.1} MiB",
             mib("used"),
             mib("cached"),
@@ -51,29 +69,29 @@ pub fn status(v: &Value, json: bool) -> Result<()> {
             mib("capacity")
         );
     }
-    println!();
-    println!("LEAF SET  {:<18} {:<22} RTT", "ID", "ADDRESS");
+    out!();
+    out!("LEAF SET  {:<18} {:<22} RTT", "ID", "ADDRESS");
     let side = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let mut smaller = side("leaf_set_smaller");
     smaller.reverse();
     for p in &smaller {
-        println!(
+        out!(
             "  -       {:<18} {:<22} {}",
             short(&p["id"]),
             p["addr"].as_str().unwrap_or(""),
             rtt(&p["rtt_ms"])
         );
     }
-    println!("  *       {:<18} (this node)", short(&v["id"]));
+    out!("  *       {:<18} (this node)", short(&v["id"]));
     for p in &side("leaf_set_larger") {
-        println!(
+        out!(
             "  +       {:<18} {:<22} {}",
             short(&p["id"]),
             p["addr"].as_str().unwrap_or(""),
             rtt(&p["rtt_ms"])
         );
     }
-    println!();
+    out!();
     let fill: Vec<String> = v["routing_fill"]
         .as_array()
         .map(|a| {
@@ -84,7 +102,7 @@ pub fn status(v: &Value, json: bool) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
+    out!(
         "routing table  {} entries; fill per row: {}",
         v["routing_table"].as_array().map_or(0, Vec::len),
         if fill.is_empty() {
@@ -93,49 +111,49 @@ pub fn status(v: &Value, json: bool) -> Result<()> {
             fill.join(" ")
         }
     );
-    println!(
+    out!(
         "neighbourhood  {} nodes",
         v["neighbourhood"].as_array().map_or(0, Vec::len)
     );
-    println!();
+    out!();
     let n = |x: &Value| x.as_u64().unwrap_or(0);
-    println!("COUNTERS");
-    println!(
+    out!("COUNTERS");
+    out!(
         "  messages in / out      {} / {}",
         sum(&m["messages_in"]),
         sum(&m["messages_out"])
     );
-    println!(
+    out!(
         "  routes ok / failed     {} / {}",
         n(&m["routes_ok"]),
         n(&m["routes_failed"])
     );
-    println!(
+    out!(
         "  delivered / forwarded  {} / {}",
         n(&o["delivered"]),
         n(&o["forwarded"])
     );
-    println!("  leaf set changes       {}", n(&o["leaf_changes"]));
-    println!("  failures detected      {}", n(&o["peers_failed"]));
-    println!("  connections open       {}", n(&m["connections_open"]));
-    println!("  decode errors          {}", n(&m["decode_errors"]));
+    out!("  leaf set changes       {}", n(&o["leaf_changes"]));
+    out!("  failures detected      {}", n(&o["peers_failed"]));
+    out!("  connections open       {}", n(&m["connections_open"]));
+    out!("  decode errors          {}", n(&m["decode_errors"]));
     Ok(())
 }
 
 pub fn route(v: &Value, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        out!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
-    println!("key   {}", v["key"].as_str().unwrap_or("?"));
-    println!(
+    out!("key   {}", v["key"].as_str().unwrap_or("?"));
+    out!(
         "root  {} at {} ({} hops)",
         v["root"]["id"].as_str().unwrap_or("?"),
         v["root"]["addr"].as_str().unwrap_or("?"),
         v["hop_count"].as_u64().unwrap_or(0)
     );
-    println!();
-    println!("{:<4} {:<18} {:<22} RTT TO NEXT", "HOP", "ID", "ADDRESS");
+    out!();
+    out!("{:<4} {:<18} {:<22} RTT TO NEXT", "HOP", "ID", "ADDRESS");
     for (i, h) in v["hops"]
         .as_array()
         .cloned()
@@ -143,11 +161,28 @@ pub fn route(v: &Value, json: bool) -> Result<()> {
         .iter()
         .enumerate()
     {
-        println!(
+        out!(
             "{i:<4} {:<18} {:<22} {}",
             short(&h["id"]),
             h["addr"].as_str().unwrap_or(""),
             rtt(&h["rtt_ms_to_next"])
+        );
+    }
+    Ok(())
+}
+
+pub fn revocations(v: &Value, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(v)?);
+    } else if v["adopted"].as_bool() == Some(true) {
+        out!(
+            "adopted revocation list version {}; it spreads along the leaf sets from here",
+            v["held"]
+        );
+    } else {
+        out!(
+            "not adopted: the node already holds version {} (the newest wins)",
+            v["held"]
         );
     }
     Ok(())

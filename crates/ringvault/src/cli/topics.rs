@@ -54,9 +54,9 @@ pub async fn publish(node: &str, topic: &str, msg: Option<String>, json: bool) -
     let path = format!("/v1/topics/{}/messages", enc(topic));
     let v = client::send_ok(node, hyper::Method::POST, &path, data).await?;
     if json {
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!("published to {topic} (seq {})", v["seq"]);
+        out!("published to {topic} (seq {})", v["seq"]);
     }
     Ok(())
 }
@@ -67,10 +67,10 @@ pub async fn anycast(node: &str, topic: &str, msg: Option<String>, json: bool) -
     let path = format!("/v1/topics/{}/anycast", enc(topic));
     let v = client::send_ok(node, hyper::Method::POST, &path, data).await?;
     if json {
-        println!("{v}");
+        out!("{v}");
     } else {
         let by = &v["accepted_by"];
-        println!(
+        out!(
             "accepted by {} ({})",
             by["id"].as_str().unwrap_or("?"),
             by["addr"].as_str().unwrap_or("?")
@@ -82,17 +82,20 @@ pub async fn anycast(node: &str, topic: &str, msg: Option<String>, json: bool) -
 pub async fn topics(node: &str, json: bool) -> Result<()> {
     let v = client::get_ok(node, "/v1/topics").await?;
     if json {
-        println!("{v}");
+        out!("{v}");
         return Ok(());
     }
     let list = v["topics"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("this node takes part in no topic");
+        out!("this node takes part in no topic");
         return Ok(());
     }
-    println!(
+    out!(
         "{:<24} {:<16} {:<9} {:<16} CHILDREN",
-        "NAME", "TOPIC ID", "ROLE", "PARENT"
+        "NAME",
+        "TOPIC ID",
+        "ROLE",
+        "PARENT"
     );
     let short = |s: &Value| s.as_str().map(|s| s.chars().take(16).collect::<String>());
     for t in list {
@@ -116,7 +119,7 @@ pub async fn topics(node: &str, json: bool) -> Result<()> {
         } else {
             format!("{} ({})", children.len(), children.join(" "))
         };
-        println!(
+        out!(
             "{:<24} {:<16} {:<9} {:<16} {}",
             name,
             short(&t["topic_id"]).unwrap_or_default(),
@@ -132,7 +135,7 @@ pub async fn topics(node: &str, json: bool) -> Result<()> {
 fn print_event(event: &str, data: &str, json: bool) {
     if json {
         if event == "message" || event == "anycast" {
-            println!("{data}");
+            out!("{data}");
         }
         return;
     }
@@ -160,14 +163,14 @@ fn print_event(event: &str, data: &str, json: bool) {
             } else {
                 ""
             };
-            println!(
+            out!(
                 "[{} #{}{gap}{enc}] {}",
                 from("publisher"),
                 v["seq"],
                 v["data"].as_str().unwrap_or("")
             );
         }
-        "anycast" => println!(
+        "anycast" => out!(
             "[anycast from {}] {}",
             from("origin"),
             v["data"].as_str().unwrap_or("")

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ringvault_net::{load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode};
+use ringvault_net::{
+    load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode, Security,
+};
 use ringvault_overlay::Config;
 use ringvault_store::{StoreConfig, StoreFile};
 use tokio::sync::watch;
@@ -14,10 +16,10 @@ use tracing::{info, warn};
 use crate::api::auth::HttpAuth;
 use crate::api::conns::HttpLimits;
 use crate::api::http;
-use crate::cli::NodeArgs;
-use crate::cli::RingArgs;
+use crate::cli::{Mode, NodeArgs, RingArgs};
 use crate::node::config::FileConfig;
 use crate::node::objects::{self, ObjectsClient};
+use crate::node::secure::{self, LocalCa, SecureFiles};
 use crate::node::topics::{self, TopicsClient};
 
 /// How long a node of a local ring may take to join.
@@ -141,7 +143,48 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         objects::OnDamage::Refuse
     };
 
+    let advertise = match a.advertise.or(file.advertise) {
+        Some(a) => Some(
+            tokio::net::lookup_host(a.as_str())
+                .await
+                .ok()
+                .and_then(|mut found| found.next())
+                .ok_or_else(|| anyhow!("cannot resolve --advertise {a:?}; give HOST:PORT"))?,
+        ),
+        None => None,
+    };
     let identity = load_or_create_identity(&data_dir)?;
+    if let Some(path) = &a.cert_request {
+        let addr = advertise.unwrap_or(listen);
+        secure::write_request(&identity, addr, path)?;
+        say!(
+            "wrote a certificate signing request for node {} at {addr} to {}\nhave the ring's CA issue it: ringvault ca issue --dir CA_DIR --request {}",
+            identity.id(),
+            path.display(),
+            path.display()
+        );
+        return Ok(());
+    }
+    let secure_files = match a.mode.mode {
+        Mode::Open => {
+            if a.ca.is_some() || a.cert.is_some() || a.revocations.is_some() {
+                bail!("--ca, --cert and --revocations are for --mode secure");
+            }
+            None
+        }
+        Mode::Secure => Some(SecureFiles {
+            ca: a.ca.clone().context("--mode secure needs --ca FILE")?,
+            cert: a.cert.clone().context("--mode secure needs --cert FILE")?,
+            revocations: a.revocations.clone(),
+        }),
+    };
+    let (security, ca_key) = match &secure_files {
+        None => (Security::Open, None),
+        Some(f) => {
+            let (ca, ring) = f.load()?;
+            (Security::Secure(Box::new(ring)), Some(ca))
+        }
+    };
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
     let (mut services, store) = objects::past_services(&identity, objects)?;
     let topic_client = topics::add_scribe(&mut services);
@@ -155,16 +198,6 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     if limits.max_connections == 0 || limits.header_timeout.is_zero() {
         bail!("--http-max-connections and --http-header-timeout-ms must be at least 1");
     }
-    let advertise = match a.advertise.or(file.advertise) {
-        Some(a) => Some(
-            tokio::net::lookup_host(a.as_str())
-                .await
-                .ok()
-                .and_then(|mut found| found.next())
-                .ok_or_else(|| anyhow!("cannot resolve --advertise {a:?}; give HOST:PORT"))?,
-        ),
-        None => None,
-    };
     let auth = HttpAuth::new(a.http_token.as_deref(), a.http_token_reads, &a.http_host)?;
     if !http_addr.ip().is_loopback() {
         if auth.has_token() {
@@ -185,10 +218,14 @@ pub async fn node(a: NodeArgs) -> Result<()> {
             advertise,
             overlay,
             bootstrap,
+            security,
         },
         services,
     )
     .await?;
+    if let (Some(files), Some(ca)) = (secure_files, ca_key) {
+        files.watch(running.handle(), ca);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let served = serve_http(
         http_listener,
@@ -232,20 +269,44 @@ fn port(base: u16, i: u16, what: &str) -> Result<u16> {
         .ok_or_else(|| anyhow!("{what} {base} + {i} is past 65535; pick a lower base port"))
 }
 
-/// Starts `n` nodes on loopback under `dir`, one after another, each joining through the
-/// previous ones (nearest first). With `http_base`, each also serves the HTTP API. The nodes
-/// keep their objects in one file, `dir/objects.redb` (a store per node, named after its id),
-/// so their writes are committed together.
+/// What a local ring is made of.
+pub struct LocalRing {
+    /// How many nodes.
+    pub nodes: u16,
+    /// Node i listens for QUIC on 127.0.0.1:(base_port + i); 0 picks free ports.
+    pub base_port: u16,
+    /// With it, node i serves the HTTP API on 127.0.0.1:(http_base + i).
+    pub http_base: Option<u16>,
+    /// Overlay parameters.
+    pub overlay: Config,
+    /// The shared store file's settings.
+    pub store: StoreConfig,
+    /// Open, or secure with a CA in the ring's directory.
+    pub mode: Mode,
+}
+
+/// Starts a local ring's nodes on loopback under `dir`, one after another, each joining
+/// through the previous ones (nearest first). The nodes keep their objects in one file,
+/// `dir/objects.redb` (a store per node, named after its id), so their writes are committed
+/// together.
 pub async fn start_local_ring(
-    n: u16,
-    base_port: u16,
-    http_base: Option<u16>,
+    ring: LocalRing,
     dir: &Path,
-    cfg: Config,
-    store_config: StoreConfig,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<LocalNode>> {
+    let LocalRing {
+        nodes: n,
+        base_port,
+        http_base,
+        overlay: cfg,
+        store: store_config,
+        mode,
+    } = ring;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut ca = match mode {
+        Mode::Open => None,
+        Mode::Secure => Some(LocalCa::open_or_init(dir)?),
+    };
     let file = StoreFile::open(&dir.join(objects::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
@@ -258,6 +319,10 @@ pub async fn start_local_ring(
             .collect();
         let node_dir = dir.join(format!("node-{i}"));
         let identity = load_or_create_identity(&node_dir)?;
+        let security = match ca.as_mut() {
+            None => Security::Open,
+            Some(ca) => ca.certify(&identity, listen)?,
+        };
         let opened = file
             .store(Some(identity.id()))
             .map_err(anyhow::Error::from)
@@ -290,6 +355,7 @@ pub async fn start_local_ring(
                 advertise: None,
                 overlay: cfg.clone(),
                 bootstrap,
+                security,
             },
             services,
         )
@@ -382,16 +448,15 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.durability.durability,
         a.nodes,
     )?;
-    let result = start_local_ring(
-        a.nodes,
-        a.base_port,
-        Some(a.http_base_port),
-        &dir,
-        Config::default(),
-        store_config,
-        &stop_rx,
-    )
-    .await;
+    let spec = LocalRing {
+        nodes: a.nodes,
+        base_port: a.base_port,
+        http_base: Some(a.http_base_port),
+        overlay: Config::default(),
+        store: store_config,
+        mode: a.mode.mode,
+    };
+    let result = start_local_ring(spec, &dir, &stop_rx).await;
     let nodes = match result {
         Ok(n) => n,
         Err(e) => {
@@ -421,6 +486,14 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         say!("dashboard: http://{first}/");
         say!("try:       ringvault status --node http://{first}");
         say!("           ringvault route $(ringvault id hello) --node http://{first}");
+    }
+    if a.mode.mode == Mode::Secure {
+        say!();
+        say!(
+            "secure mode: the ring's CA is in {} (its public key: {}/ca.pub)",
+            dir.join("ca").display(),
+            dir.join("ca").display()
+        );
     }
     let stop = stop_signal();
     say!("ring ready; press Ctrl-C to stop");

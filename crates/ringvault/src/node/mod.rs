@@ -1,5 +1,5 @@
 //! Nodes running in this process (`ringvault node`, `ringvault ring`): starting them, their
-//! settings file, and the glue between the HTTP API and the node's services (objects = PAST,
+//! settings file, secure mode (certificates, revocation lists, the local CA), and the glue between the HTTP API and the node's services (objects = PAST,
 //! topics = Scribe).
 
 /// `println!` for the daemons (`node`, `ring`): a stdout that cannot be written (a full disk,
@@ -16,4 +16,5 @@ macro_rules! say {
 pub mod config;
 pub mod daemon;
 pub mod objects;
+pub mod secure;
 pub mod topics;
