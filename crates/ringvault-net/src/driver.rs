@@ -657,6 +657,9 @@ impl Actor {
                         self.metrics.peers_failed += 1;
                         info!(peer = %c.id.short(), addr = %c.addr, "peer failed");
                     }
+                    OverlayEvent::SecureRouted(r) => {
+                        debug!(key = %r.key.short(), redundant = r.redundant, to = r.sent_to.len(), "secure route done");
+                    }
                 },
             }
         }

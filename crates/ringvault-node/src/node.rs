@@ -364,7 +364,7 @@ impl Node {
         let result = match e {
             OverlayEvent::Joined => Ok(CommandOutput::Done),
             OverlayEvent::JoinFailed { attempts } => Err(CommandError::JoinFailed(*attempts)),
-            OverlayEvent::PeerFailed(_) => return,
+            OverlayEvent::PeerFailed(_) | OverlayEvent::SecureRouted(_) => return,
         };
         if let Some(id) = self.join_command.take() {
             self.done(id, result);

@@ -63,6 +63,12 @@ pub struct Config {
     pub keepalives: bool,
     /// Whether dead routing table entries are repaired lazily by asking row peers.
     pub table_repair: bool,
+    /// Secure routing: keep the constrained routing table and serve `sec_route`.
+    pub secure: bool,
+    /// The routing failure test's threshold (see [`crate::failure_test`]).
+    pub gamma: f64,
+    /// How long a secure route waits for its answers, per stage.
+    pub secure_timeout: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +85,9 @@ impl Default for Config {
             neighbourhood_interval: Duration::from_secs(30),
             keepalives: true,
             table_repair: true,
+            secure: false,
+            gamma: crate::secure::DEFAULT_GAMMA,
+            secure_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -105,6 +114,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "leaf set size L must be even and at least 2, got {}",
                 self.leaf_set_size
+            )));
+        }
+        if !(self.gamma > 1.0 && self.gamma.is_finite()) {
+            return Err(ConfigError(format!(
+                "the failure test's gamma must be a number above 1, got {}",
+                self.gamma
             )));
         }
         if self.failure_timeout <= self.keepalive_interval {

@@ -18,9 +18,15 @@ pub trait Kbr {
     /// null key and `to` as the hint).
     fn send_direct(&mut self, to: Contact, msg: AppMessage);
 
+    /// Delivers `msg` to every correct node among the `r` closest to `key`, with high
+    /// probability even when a quarter of the nodes lie (secure mode; see
+    /// `ringvault_overlay::secure`). Each receiver's `deliver` upcall gets it with `key`. How
+    /// it went comes back as [`crate::OverlayEvent::SecureRouted`] with the returned id.
+    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64;
+
     /// Up to `num` nodes usable as the next hop toward `key`, best first. With `safe`, only
-    /// nodes whose membership keep-alives vouch for (the leaf set); the constrained table of
-    /// secure routing will answer this once it exists.
+    /// nodes a third party could check: the constrained table's next hop (secure mode) and the
+    /// leaf set, closest to the key first.
     fn local_lookup(&self, key: &Id, num: usize, safe: bool) -> Vec<Contact>;
 
     /// Up to `num` leaf set members, nearest in id first.

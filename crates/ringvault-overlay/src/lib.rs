@@ -20,6 +20,7 @@ mod neighbourhood;
 mod overlay;
 mod peer;
 mod routing;
+mod secure;
 mod table;
 
 pub use config::{
@@ -35,4 +36,5 @@ pub use neighbourhood::NeighbourhoodSet;
 pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};
 pub use peer::Peer;
 pub use routing::NextHop;
+pub use secure::{failure_test, Density, SecureRouteReport, DEFAULT_GAMMA, MAX_SECURE_ROUTES};
 pub use table::{RoutingTable, SlotOutcome, SlotRule};

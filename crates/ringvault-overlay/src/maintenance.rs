@@ -6,7 +6,7 @@ use ringvault_types::{Contact, Time};
 use crate::join::MAX_CONTACTS_PER_MESSAGE;
 use crate::leafset::Side;
 use crate::overlay::Phase;
-use crate::{Overlay, OverlayMessage, Peer};
+use crate::{Overlay, OverlayMessage, Peer, RoutedBody};
 
 impl Overlay {
     /// Routes an incoming message to its handler.
@@ -98,6 +98,22 @@ impl Overlay {
                 }
             }
             OverlayMessage::Leaving => self.declare_failed(now, from.id),
+            OverlayMessage::SecureHop(envelope) => {
+                if ready && matches!(envelope.body, RoutedBody::SecureProbe { .. }) {
+                    self.routed_queue
+                        .push_back((envelope, crate::config::MAX_REROUTES));
+                }
+            }
+            OverlayMessage::RootSet { id, key, members } => {
+                if ready {
+                    self.on_root_set(now, id, key, members);
+                }
+            }
+            m @ OverlayMessage::SecureDeliver { .. } => {
+                if ready {
+                    self.secure_deliveries.push_back((from, m));
+                }
+            }
         }
     }
 

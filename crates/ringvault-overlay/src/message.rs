@@ -27,6 +27,16 @@ pub enum RoutedBody {
     },
     /// An application message.
     App(AppMessage),
+    /// A secure route's probe: the first node that can tell the key's neighbourhood answers
+    /// the origin with it ([`OverlayMessage::RootSet`]).
+    SecureProbe {
+        /// The origin's id for the secure route.
+        id: u64,
+        /// How many of the key's closest nodes the route is for.
+        r: u8,
+        /// Forward along constrained-table entries only (the redundant copies).
+        constrained: bool,
+    },
 }
 
 /// A message routed hop by hop toward the node numerically closest to `key`.
@@ -125,6 +135,32 @@ pub enum OverlayMessage {
     },
     /// The sender is leaving the ring on purpose.
     Leaving,
+    /// The answer to a secure probe: the key's neighbourhood as the sender knows it, closest
+    /// first.
+    RootSet {
+        /// The secure route's id.
+        id: u64,
+        /// The key.
+        key: Id,
+        /// The sender's leaf set and itself, closest to the key first.
+        members: Vec<Contact>,
+    },
+    /// One hop of a secure probe. Not acknowledged: a liar acknowledges and drops anyway, so
+    /// the origin's end-to-end timeout and redundant routing stand in for hop-by-hop
+    /// recovery, at half the messages.
+    SecureHop(Envelope),
+    /// A secure route's message for one of the key's closest nodes.
+    SecureDeliver {
+        /// The key.
+        key: Id,
+        /// How many of the key's closest nodes it is for.
+        r: u8,
+        /// Every node it has been sent to so far (receivers send it on to any of the key's r
+        /// closest they know that are missing).
+        recipients: Vec<Id>,
+        /// The message.
+        msg: AppMessage,
+    },
 }
 
 /// State given to a joining node by one node on its join path.
@@ -177,6 +213,9 @@ impl OverlayMessage {
             OverlayMessage::NeighbourhoodRequest => "neighbourhood_request",
             OverlayMessage::NeighbourhoodReply { .. } => "neighbourhood_reply",
             OverlayMessage::Leaving => "leaving",
+            OverlayMessage::RootSet { .. } => "root_set",
+            OverlayMessage::SecureHop(_) => "secure_hop",
+            OverlayMessage::SecureDeliver { .. } => "secure_deliver",
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum OverlayEvent {
     },
     /// A peer was declared failed and removed from the tables.
     PeerFailed(Contact),
+    /// A secure route ended (see [`crate::Kbr::sec_route`]).
+    SecureRouted(crate::SecureRouteReport),
 }
 
 /// Decides whether a peer may enter this node's tables. The default admits everyone whose id
@@ -95,6 +97,16 @@ pub struct Stats {
     pub repair_messages: u64,
     /// Join attempts started.
     pub join_attempts: u64,
+    /// Secure routes started here.
+    pub secure_routes: u64,
+    /// Secure routes whose first answer failed the failure test or never came.
+    pub secure_test_failed: u64,
+    /// Secure routes that used redundant routing.
+    pub secure_redundant: u64,
+    /// Secure routes that found no node to deliver to.
+    pub secure_failed: u64,
+    /// Secure deliveries this node handed on to replica set members the sender left out.
+    pub secure_closure: u64,
     /// Keep-alive ticks that ran more than a keep-alive interval late (this node stalled);
     /// silence over such a stall is not held against peers.
     pub self_stalls: u64,
@@ -152,6 +164,13 @@ pub struct Overlay {
     pub(crate) phase: Phase,
     pub(crate) leaf: LeafSet,
     pub(crate) table: RoutingTable,
+    /// The constrained routing table (secure mode only).
+    pub(crate) ctable: Option<RoutingTable>,
+    /// The 2L nodes around this one, the leaf set included (secure mode only): what a secure
+    /// probe is answered with, so the origin's failure test has twice the ids to judge. Filled
+    /// from every contact offered; the periodic leaf set exchange with the farthest leaves
+    /// brings the nodes beyond the leaf set.
+    pub(crate) outer: Option<LeafSet>,
     pub(crate) neighbours: NeighbourhoodSet,
     pub(crate) admission: Box<dyn Admission + Send>,
     /// Last time each leaf set member was heard from.
@@ -177,6 +196,15 @@ pub struct Overlay {
     /// of re-routes so far.
     pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
     pub(crate) pending_updates: VecDeque<(Contact, bool)>,
+    /// Secure routes started here, waiting for answers.
+    pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRoute>,
+    /// Secure routes asked for through the KBR API, started at the next flush.
+    pub(crate) local_secure: VecDeque<(u64, Id, AppMessage, u8)>,
+    pub(crate) next_secure_id: u64,
+    /// Answers to this node's own secure probes that it produced itself.
+    pub(crate) root_sets: VecDeque<(Contact, OverlayMessage)>,
+    /// Secure deliveries to handle (received, or this node's own).
+    pub(crate) secure_deliveries: VecDeque<(Contact, OverlayMessage)>,
     pub(crate) stats: Stats,
 }
 
@@ -194,6 +222,12 @@ impl Overlay {
         Ok(Overlay {
             leaf: LeafSet::new(me.id, cfg.leaf_set_size),
             table: RoutingTable::new(me.id, cfg.b, SlotRule::Proximity),
+            ctable: cfg
+                .secure
+                .then(|| RoutingTable::new(me.id, cfg.b, SlotRule::ClosestToPoint)),
+            outer: cfg
+                .secure
+                .then(|| LeafSet::new(me.id, 2 * cfg.leaf_set_size)),
             neighbours: NeighbourhoodSet::new(cfg.neighbourhood_size),
             cfg,
             me,
@@ -214,6 +248,11 @@ impl Overlay {
             local_deliveries: VecDeque::new(),
             routed_queue: VecDeque::new(),
             pending_updates: VecDeque::new(),
+            secure_routes: BTreeMap::new(),
+            local_secure: VecDeque::new(),
+            next_secure_id: 1,
+            root_sets: VecDeque::new(),
+            secure_deliveries: VecDeque::new(),
             stats: Stats::default(),
         })
     }
@@ -334,6 +373,9 @@ impl Overlay {
         if let Some(f) = self.in_flight.values().next() {
             d = d.min(f.deadline);
         }
+        if let Some(s) = self.secure_deadline() {
+            d = d.min(s);
+        }
         (d != Time::NEVER).then_some(d)
     }
 
@@ -342,6 +384,7 @@ impl Overlay {
     pub fn handle_timeout(&mut self, now: Time, up: &mut dyn Upcalls) {
         self.join_timeout(now);
         self.hop_timeouts(now);
+        self.secure_timeouts(now);
         if self.is_ready() && now >= self.next_keepalive {
             self.keepalive_tick(now);
         }
@@ -465,6 +508,29 @@ impl Overlay {
                 self.process_envelope_with(now, env, reroutes, up);
             } else if let Some(r) = self.local_routes.pop_front() {
                 self.route_local(now, r, up);
+            } else if let Some((id, key, msg, r)) = self.local_secure.pop_front() {
+                self.start_secure_route(now, id, key, msg, r);
+            } else if let Some((_, m)) = self.root_sets.pop_front() {
+                if let OverlayMessage::RootSet { id, key, members } = m {
+                    self.on_root_set(now, id, key, members);
+                }
+            } else if let Some((from, m)) = self.secure_deliveries.pop_front() {
+                if let OverlayMessage::SecureDeliver {
+                    key,
+                    r,
+                    recipients,
+                    msg,
+                } = m
+                {
+                    if self.on_secure_deliver(key, r, recipients, &msg) {
+                        let info = crate::RouteInfo {
+                            origin: from,
+                            hops: 0,
+                            trace: None,
+                        };
+                        up.deliver(self, now, key, msg, info);
+                    }
+                }
             } else if let Some((from, msg)) = self.local_deliveries.pop_front() {
                 let info = crate::RouteInfo {
                     origin: from,
@@ -502,6 +568,15 @@ impl Overlay {
                 self.probe(peer.contact)
             }
             _ => {}
+        }
+        if let Some(ct) = &mut self.ctable {
+            ct.insert(Peer {
+                contact: peer.contact,
+                rtt: None,
+            });
+        }
+        if let Some(o) = &mut self.outer {
+            o.insert(peer);
         }
         if peer.rtt.is_some() {
             self.neighbours.insert(peer);
@@ -566,6 +641,17 @@ impl Overlay {
         let in_leaf = self.leaf.remove(&id);
         let slot = self.table.remove(&id);
         let in_neighbours = self.neighbours.remove(&id);
+        if let Some(o) = &mut self.outer {
+            o.remove(&id);
+        }
+        if self.ctable.as_mut().and_then(|t| t.remove(&id)).is_some() {
+            // Refill the slot from what this node still knows: the rule picks the closest.
+            for c in self.known_peers() {
+                if let Some(t) = &mut self.ctable {
+                    t.insert(Peer::unmeasured(c));
+                }
+            }
+        }
         self.last_heard.remove(&id);
         self.stats.peers_failed += 1;
         self.event(OverlayEvent::PeerFailed(contact));
@@ -639,7 +725,7 @@ impl Overlay {
     pub(crate) fn joiner_of(body: &RoutedBody) -> Option<Id> {
         match body {
             RoutedBody::Join { joiner } => Some(joiner.id),
-            RoutedBody::App(_) => None,
+            RoutedBody::App(_) | RoutedBody::SecureProbe { .. } => None,
         }
     }
 }

@@ -6,7 +6,8 @@ use crate::config::MAX_HOPS;
 use crate::kbr::{Forward, Kbr, RouteInfo, Upcalls};
 use crate::overlay::LocalRoute;
 use crate::{
-    AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody, TraceHop,
+    AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody,
+    RoutingTable, TraceHop,
 };
 
 /// Where a message for a key goes next, and by which rule.
@@ -35,6 +36,18 @@ impl NextHop {
 impl Overlay {
     /// Pastry's next-hop rule for `key` (protocols.md §1), never choosing `exclude`.
     pub fn next_hop(&self, key: &Id, exclude: Option<&Id>) -> NextHop {
+        self.next_hop_in(&self.table, true, key, exclude)
+    }
+
+    /// The next-hop rule over `table` (the proximity table, or the constrained one), the leaf
+    /// set and, with `neighbours`, the neighbourhood set.
+    pub(crate) fn next_hop_in(
+        &self,
+        table: &RoutingTable,
+        neighbours: bool,
+        key: &Id,
+        exclude: Option<&Id>,
+    ) -> NextHop {
         let me = self.me.id;
         if self.leaf.covers(key) {
             return match self.leaf.closest(key, exclude) {
@@ -47,12 +60,12 @@ impl Overlay {
         if l >= Id::num_digits(b) {
             return NextHop::Local;
         }
-        if let Some(p) = self.table.get(l, key.digit(l, b) as usize) {
+        if let Some(p) = table.get(l, key.digit(l, b) as usize) {
             if Some(&p.id()) != exclude {
                 return NextHop::Table(p.contact);
             }
         }
-        match self.rare_case_candidate(key, l, exclude) {
+        match self.rare_case_candidate(table, neighbours, key, l, exclude) {
             Some(c) => NextHop::Rare(c),
             None => NextHop::Local,
         }
@@ -60,16 +73,28 @@ impl Overlay {
 
     /// Any known node with shared prefix >= `l` that is numerically closer to `key` than this
     /// node; the longest prefix, then the closest, wins.
-    fn rare_case_candidate(&self, key: &Id, l: usize, exclude: Option<&Id>) -> Option<Contact> {
+    fn rare_case_candidate(
+        &self,
+        table: &RoutingTable,
+        neighbours: bool,
+        key: &Id,
+        l: usize,
+        exclude: Option<&Id>,
+    ) -> Option<Contact> {
         let b = self.cfg.b;
         let me = self.me.id;
         let mut best: Option<(usize, Contact)> = None;
+        let nb: &[crate::Peer] = if neighbours {
+            self.neighbours.peers()
+        } else {
+            &[]
+        };
         let candidates = self
             .leaf
             .iter()
             .copied()
-            .chain(self.table.entries().copied())
-            .chain(self.neighbours.peers().iter().copied());
+            .chain(table.entries().copied())
+            .chain(nb.iter().copied());
         for p in candidates {
             let id = p.id();
             if Some(&id) == exclude || !key.is_closer(&id, &me) {
@@ -130,7 +155,28 @@ impl Overlay {
             return;
         }
         let joiner = Self::joiner_of(&env.body);
-        let hop = self.next_hop(&env.key, joiner.as_ref());
+        if let RoutedBody::SecureProbe { id, r, constrained } = env.body {
+            // A redundant copy is answered by the first node near the key (see
+            // `Overlay::near`), even with part of its neighbourhood: the origin merges the
+            // copies' answers, and the receivers of the message complete the set. The first
+            // answer must vouch for the whole neighbourhood, as it is judged alone.
+            let answer = if constrained {
+                self.near(&env.key)
+                    .then(|| self.wide_by_closeness(&env.key))
+            } else {
+                self.neighbourhood_of(&env.key, r as usize)
+            };
+            if let Some(members) = answer {
+                self.answer_secure_probe(&env, id, members);
+                return;
+            }
+        }
+        let hop = match env.body {
+            RoutedBody::SecureProbe {
+                constrained: true, ..
+            } => self.next_hop_constrained(&env.key, None),
+            _ => self.next_hop(&env.key, joiner.as_ref()),
+        };
         if matches!(hop, NextHop::Rare(_)) {
             self.stats.rare_case += 1;
         }
@@ -142,6 +188,12 @@ impl Overlay {
         }
         let Some(mut next) = hop.contact() else {
             self.stats.delivered += 1;
+            if let RoutedBody::SecureProbe { id, .. } = env.body {
+                // The root, though it cannot vouch for a full neighbourhood (a small ring).
+                let members = self.wide_by_closeness(&env.key);
+                self.answer_secure_probe(&env, id, members);
+                return;
+            }
             if let RoutedBody::App(msg) = env.body {
                 let trace = env.trace.map(|mut t| {
                     t.push(TraceHop {
@@ -171,6 +223,11 @@ impl Overlay {
             return;
         }
         self.stats.forwarded += 1;
+        if matches!(env.body, RoutedBody::SecureProbe { .. }) {
+            env.hops += 1;
+            self.send(next, OverlayMessage::SecureHop(env));
+            return;
+        }
         let mut sent = env.clone();
         sent.hops += 1;
         let rtt_to_next = self.known_rtt(&next.id);
@@ -260,7 +317,7 @@ impl Overlay {
     }
 
     /// Leaf set members and this node, closest to `key` first.
-    fn by_closeness(&self, key: &Id) -> Vec<Contact> {
+    pub(crate) fn by_closeness(&self, key: &Id) -> Vec<Contact> {
         let mut v: Vec<Contact> = self.leaf.members().iter().map(|p| p.contact).collect();
         v.push(self.me);
         v.sort_by(|a, b| key.cmp_closeness(&a.id, &b.id));
@@ -282,6 +339,13 @@ impl Kbr for Overlay {
         });
     }
 
+    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64 {
+        let id = self.next_secure_id;
+        self.next_secure_id += 1;
+        self.local_secure.push_back((id, key, msg, r.max(1)));
+        id
+    }
+
     fn send_direct(&mut self, to: Contact, msg: AppMessage) {
         if to.id == self.me.id {
             self.local_deliveries.push_back((self.me, msg));
@@ -292,10 +356,17 @@ impl Kbr for Overlay {
 
     fn local_lookup(&self, key: &Id, num: usize, safe: bool) -> Vec<Contact> {
         let mut v = if safe {
-            self.by_closeness(key)
+            let mut v: Vec<Contact> = self
+                .next_hop_constrained(key, None)
+                .contact()
                 .into_iter()
-                .filter(|c| c.id != self.me.id)
-                .collect()
+                .collect();
+            for c in self.by_closeness(key) {
+                if c.id != self.me.id && !v.iter().any(|o| o.id == c.id) {
+                    v.push(c);
+                }
+            }
+            v
         } else {
             self.hop_candidates(key)
         };

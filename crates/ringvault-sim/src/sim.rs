@@ -11,6 +11,8 @@ use ringvault_node::{Action, Command, CommandError, CommandOutput, Node, NodeEve
 use ringvault_overlay::{Config, OverlayEvent, OverlayMessage};
 use ringvault_types::{Contact, Duration, Id, Time};
 
+use ringvault_testkit::byzantine::Colluders;
+
 use crate::nearest::NearestIndex;
 use crate::topology::{Place, Topology, TopologyKind};
 
@@ -181,6 +183,11 @@ pub struct Sim {
     commands_done: u64,
     /// Run-wide counters.
     pub counters: Counters,
+    /// Byzantine nodes (by index) and how they collude: what reaches them goes to
+    /// [`Colluders::respond`] instead of their node.
+    byzantine: Option<(Vec<bool>, Colluders)>,
+    /// Secure routes that ended, with the node that started them, in order.
+    pub secure_reports: Vec<(u32, ringvault_overlay::SecureRouteReport)>,
 }
 
 impl Sim {
@@ -202,6 +209,8 @@ impl Sim {
             results: BTreeMap::new(),
             commands_done: 0,
             counters: Counters::default(),
+            byzantine: None,
+            secure_reports: Vec::new(),
         }
     }
 
@@ -234,6 +243,24 @@ impl Sim {
             p.push(0);
         }
         i
+    }
+
+    /// Makes `nodes` Byzantine, colluding as `colluders` says (`None`: everyone honest again).
+    pub fn set_byzantine(&mut self, nodes: &[u32], colluders: Option<Colluders>) {
+        self.byzantine = colluders.map(|c| {
+            let mut flags = vec![false; self.nodes.len()];
+            for &i in nodes {
+                flags[i as usize] = true;
+            }
+            (flags, c)
+        });
+    }
+
+    /// Whether node `i` is Byzantine.
+    pub fn is_byzantine(&self, i: u32) -> bool {
+        self.byzantine
+            .as_ref()
+            .is_some_and(|(f, _)| f.get(i as usize).copied().unwrap_or(false))
     }
 
     /// Node `i`'s id.
@@ -337,6 +364,9 @@ impl Sim {
                         self.counters.false_failures += 1;
                     }
                 }
+                Action::Event(NodeEvent::Overlay(OverlayEvent::SecureRouted(r))) => {
+                    self.secure_reports.push((i, r));
+                }
                 Action::Event(_) => {}
             }
         }
@@ -417,6 +447,21 @@ impl Sim {
                     return Some(None);
                 }
                 let from = self.contact(from);
+                if self.is_byzantine(to) {
+                    let msg = match msg {
+                        Payload::Msg(m) => *m,
+                        Payload::Bytes(b) => {
+                            ringvault_node::decode(&b).expect("the codec decodes what it encoded")
+                        }
+                    };
+                    let (_, colluders) = self.byzantine.as_ref().expect("checked");
+                    let out = colluders.respond(self.nodes[to as usize].node.overlay(), from, msg);
+                    for (dest, m) in out {
+                        self.send(to, dest, m);
+                    }
+                    self.counters.events += 1;
+                    return Some(Some(to));
+                }
                 let node = &mut self.nodes[to as usize].node;
                 match msg {
                     Payload::Msg(m) => node.handle_message(now, from, *m),

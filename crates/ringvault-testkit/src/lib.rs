@@ -4,8 +4,11 @@
 //! knowledge, joined by a zero-latency message queue (every message through the wire codec) and
 //! a clock advanced in fixed steps. It exists so a service (PAST, Scribe) can be tested end to
 //! end in a few hundred lines of test; joins, latency models and scale belong to the simulator
-//! (`ringvault-sim`). Dev-dependency only.
+//! (`ringvault-sim`). Also the Byzantine behaviours ([`byzantine`]) the simulator and tests
+//! give to colluding nodes. Never a dependency of a node's own code.
 #![deny(missing_docs)]
+
+pub mod byzantine;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};

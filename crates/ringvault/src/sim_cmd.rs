@@ -16,7 +16,8 @@ pub enum SimCommand {
     ///
     /// Experiments: hops, hop-distribution, stretch, table-quality, replica-locality, failure,
     /// rare-case, join-cost, churn, past-storage, past-caching, scribe (always on
-    /// transit-stub). Several names in one run share their network builds.
+    /// transit-stub), secure-routing (plain and secure routing with f = 0 to 0.3 of the nodes
+    /// Byzantine and colluding). Several names in one run share their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.
@@ -53,6 +54,10 @@ pub struct SimArgs {
     /// Routes or lookups per measurement (default: the experiment's).
     #[arg(long)]
     routes: Option<usize>,
+    /// secure-routing's failure test threshold gamma: an answer more than gamma times sparser
+    /// than the origin's own neighbourhood fails [default: the protocol's].
+    #[arg(long)]
+    gamma: Option<f64>,
     /// Ring size of past-storage's t_pri / t_div sweep (default 1,000, or --nodes if smaller;
     /// 0 runs only the paper's thresholds with and without diversion). A sweep run costs
     /// about as much CPU as its ring's size.
@@ -87,6 +92,7 @@ pub fn run(cmd: SimCommand) -> Result<()> {
         leaf_set: a.leaf_set,
         neighbourhood: a.neighbourhood,
         routes: a.routes,
+        gamma: a.gamma,
         sweep_nodes: a.sweep_nodes,
         progress: std::io::stderr().is_terminal(),
         ..Params::new(a.seed)

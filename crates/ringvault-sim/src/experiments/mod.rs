@@ -22,12 +22,13 @@ mod failure;
 mod locality;
 pub mod past;
 mod scribe;
+mod secure;
 mod static_net;
 
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 12] = [
+pub const EXPERIMENTS: [&str; 13] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -40,6 +41,7 @@ pub const EXPERIMENTS: [&str; 12] = [
     "past-storage",
     "past-caching",
     "scribe",
+    "secure-routing",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -60,6 +62,9 @@ pub struct Params {
     pub neighbourhood: Option<usize>,
     /// Routes or lookups per measurement.
     pub routes: Option<usize>,
+    /// The secure routing failure test's threshold (`secure-routing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
     /// Ring size of `past-storage`'s t_pri / t_div sweep (0: no sweep); default
     /// `SWEEP_NODES`, or N if smaller.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,7 @@ impl Params {
             leaf_set: None,
             neighbourhood: None,
             routes: None,
+            gamma: None,
             sweep_nodes: None,
             progress: false,
         }
@@ -87,11 +93,13 @@ impl Params {
 
     /// The overlay configuration, from the experiment's defaults and the overrides.
     pub fn overlay(&self, b: u8, l: usize, m: usize) -> Config {
+        let d = Config::default();
         Config {
             b: self.b.unwrap_or(b),
             leaf_set_size: self.leaf_set.unwrap_or(l),
             neighbourhood_size: self.neighbourhood.unwrap_or(m),
-            ..Config::default()
+            gamma: self.gamma.unwrap_or(d.gamma),
+            ..d
         }
     }
 
@@ -143,6 +151,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "past-storage" => past::past_storage(&mut ctx),
             "past-caching" => past::past_caching(&mut ctx),
             "scribe" => scribe::scribe_experiment(&mut ctx),
+            "secure-routing" => secure::secure_routing(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);
