@@ -206,6 +206,19 @@ impl NodeHandle {
         }
     }
 
+    /// Routes securely to `key`'s `r` closest nodes (secure mode) and returns which nodes the
+    /// message was sent to, and whether the first answer failed the failure test.
+    pub async fn secure_route(
+        &self,
+        key: Id,
+        r: u8,
+    ) -> Result<ringvault_overlay::SecureRouteReport, NetError> {
+        match self.command(Command::SecureRoute { key, r }).await? {
+            CommandOutput::SecureRoute(r) => Ok(r),
+            _ => Err(NetError::Command(CommandError::BadReply)),
+        }
+    }
+
     /// Offers a revocation list (secure mode): the node adopts it when the ring's CA signed it
     /// and it is newer than the one held, closes connections to revoked nodes and passes the
     /// list on along its leaf set. Returns whether it was adopted and the version held now.

@@ -12,7 +12,9 @@ mod probe;
 mod revocation;
 mod wire;
 
-pub use node::{Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent};
+pub use node::{
+    Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent, SECURE_ROUTE_APP,
+};
 pub use probe::{RouteReport, PROBE_APP, PROBE_TIMEOUT};
 pub use revocation::{RevocationStats, REVOCATION_APP};
 pub use ringvault_overlay::Service;

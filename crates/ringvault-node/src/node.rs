@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ringvault_overlay::{
     AppId, AppMessage, Config, ConfigError, Forward, Kbr, Output, Overlay, OverlayEvent,
-    OverlayMessage, RouteInfo, Upcalls,
+    OverlayMessage, RouteInfo, SecureRouteReport, Upcalls,
 };
 use ringvault_types::{
     CertError, Contact, DecodeError, Duration, Id, PublicKey, RevocationList, Time,
@@ -13,6 +13,10 @@ use ringvault_types::{
 use crate::probe::{RouteProbes, RouteReport, PROBE_APP};
 use crate::revocation::{RevocationGossip, RevocationStats, REVOCATION_APP};
 use ringvault_overlay::Service;
+
+/// The application id of the (empty) messages of secure routes a command starts: no service
+/// takes them, so they only show where secure routing reached.
+pub const SECURE_ROUTE_APP: AppId = 4;
 
 /// Identifies a command; its result comes back as [`NodeEvent::CommandDone`] with the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +36,14 @@ pub enum Command {
     RouteProbe {
         /// The key.
         key: Id,
+    },
+    /// Route securely to `key`'s `r` closest nodes (secure mode) and report which nodes the
+    /// (empty) message went to.
+    SecureRoute {
+        /// The key.
+        key: Id,
+        /// How many of its closest nodes.
+        r: u8,
     },
     /// Leave the ring gracefully.
     Leave,
@@ -58,6 +70,9 @@ pub enum CommandError {
     /// A peer answered with something unusable.
     #[error("a peer sent an unusable reply")]
     BadReply,
+    /// The command needs secure mode.
+    #[error("secure routing needs a node in secure mode (--mode secure)")]
+    NotSecure,
     /// A revocation list was refused.
     #[error("revocation list refused: {0}")]
     Revocations(CertError),
@@ -70,6 +85,8 @@ pub enum CommandOutput {
     Done,
     /// A route probe's report.
     Route(RouteReport),
+    /// A secure route's report.
+    SecureRoute(SecureRouteReport),
     /// What became of an offered revocation list.
     Revocations {
         /// Whether it was newer and is now the node's list.
@@ -166,6 +183,8 @@ pub struct Node {
     events: VecDeque<NodeEvent>,
     next_command: u64,
     join_command: Option<CommandId>,
+    /// Secure routes started by commands, by the overlay's id for them.
+    secure_commands: BTreeMap<u64, CommandId>,
 }
 
 impl Node {
@@ -177,6 +196,7 @@ impl Node {
             events: VecDeque::new(),
             next_command: 0,
             join_command: None,
+            secure_commands: BTreeMap::new(),
         })
     }
 
@@ -256,6 +276,21 @@ impl Node {
                 } else if let Some(msg) = self.services.probes.start(now, id) {
                     self.overlay
                         .route(now, key, msg, None, true, &mut self.services);
+                }
+            }
+            Command::SecureRoute { key, r } => {
+                if !self.overlay.is_ready() {
+                    self.done(id, Err(CommandError::NotJoined));
+                } else if !self.overlay.config().secure {
+                    self.done(id, Err(CommandError::NotSecure));
+                } else {
+                    let msg = AppMessage {
+                        app: SECURE_ROUTE_APP,
+                        body: Vec::new(),
+                    };
+                    let sid = self.overlay.sec_route(key, msg, r);
+                    self.secure_commands.insert(sid, id);
+                    self.overlay.flush(now, &mut self.services);
                 }
             }
             Command::Leave => {
@@ -364,7 +399,13 @@ impl Node {
         let result = match e {
             OverlayEvent::Joined => Ok(CommandOutput::Done),
             OverlayEvent::JoinFailed { attempts } => Err(CommandError::JoinFailed(*attempts)),
-            OverlayEvent::PeerFailed(_) | OverlayEvent::SecureRouted(_) => return,
+            OverlayEvent::SecureRouted(r) => {
+                if let Some(id) = self.secure_commands.remove(&r.id) {
+                    self.done(id, Ok(CommandOutput::SecureRoute(r.clone())));
+                }
+                return;
+            }
+            OverlayEvent::PeerFailed(_) => return,
         };
         if let Some(id) = self.join_command.take() {
             self.done(id, result);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -58,6 +58,7 @@ impl From<NetError> for ApiError {
             }
             NetError::Command(CommandError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             NetError::Command(CommandError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            NetError::Command(CommandError::NotSecure) => (StatusCode::CONFLICT, "not_secure"),
             NetError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
             _ => (StatusCode::BAD_GATEWAY, "ring_error"),
         };
@@ -194,15 +195,57 @@ fn parse_key(s: &str) -> Result<Id, ApiError> {
     })
 }
 
+/// `?secure=R` (1 to 32): route securely to the key's R closest nodes instead of probing the
+/// path; no query: a traced probe.
+fn route_query(query: Option<&str>) -> Result<Option<u8>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let mut secure = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("secure", v)) => {
+                secure = Some(
+                    v.parse::<u8>()
+                        .ok()
+                        .filter(|r| (1..=32).contains(r))
+                        .ok_or_else(|| {
+                            bad(format!("secure={v:?}: give a replica count from 1 to 32"))
+                        })?,
+                )
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown parameter {pair:?}; the one known is secure=R"
+                )))
+            }
+        }
+    }
+    Ok(secure)
+}
+
 async fn route(
     State(app): State<App>,
     key: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(key) = key.map_err(|e| {
         let msg = format!("{}; a key is 64 hex digits", e.body_text());
         ApiError::new(StatusCode::BAD_REQUEST, "bad_key", msg)
     })?;
     let key = parse_key(&key)?;
+    if let Some(r) = route_query(query.as_deref())? {
+        let rep = app.node.secure_route(key, r).await?;
+        let to: Vec<_> = rep
+            .sent_to
+            .iter()
+            .map(|c| json!({ "id": c.id.to_string(), "addr": c.addr.to_string() }))
+            .collect();
+        return Ok(Json(json!({
+            "key": key.to_string(),
+            "secure": true,
+            "replica_set": to,
+            "redundant": rep.redundant,
+        })));
+    }
     let r = app.node.route(key).await?;
     let hops: Vec<_> = r
         .path

@@ -23,6 +23,7 @@ pub async fn start_bench_ring(
     n: u16,
     http: bool,
     store_config: StoreConfig,
+    mode: Mode,
     stop: &watch::Receiver<bool>,
 ) -> Result<(PathBuf, Vec<LocalNode>)> {
     let dir = temp_dir("ringvault-bench")?;
@@ -33,7 +34,7 @@ pub async fn start_bench_ring(
         http_base: http,
         overlay: Config::default(),
         store: store_config,
-        mode: Mode::Open,
+        mode,
     };
     let started = start_local_ring(spec, &dir, stop).await;
     let nodes = match started {

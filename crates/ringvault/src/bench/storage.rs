@@ -507,7 +507,8 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         capacity,
         ..objects::store_config(None, None, a.durability.durability, a.nodes)?
     };
-    let (dir, nodes) = super::start_bench_ring(a.nodes, true, config, &stop_rx).await?;
+    let (dir, nodes) =
+        super::start_bench_ring(a.nodes, true, config, crate::cli::Mode::Open, &stop_rx).await?;
     let result = measure(&a, &sizes, &counts, &nodes, t0).await;
     // The HTTP servers stop when this flips; stop_all waits for them.
     stop_tx.send_replace(true);

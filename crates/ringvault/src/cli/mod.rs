@@ -351,6 +351,10 @@ pub enum BenchCommand {
         /// Routes in flight during the throughput phase.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// `secure`: a secure ring, and secure routes (sec_route to the 5 closest nodes) measured
+        /// beside plain ones, with the messages each costs.
+        #[command(flatten)]
+        mode: ModeArg,
     },
     /// Put and get latency (p50/p99) and throughput on a local ring (16 nodes, k = 3, 1 KiB
     /// and 1 MiB objects by default), through each node's HTTP API.
@@ -457,7 +461,8 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 nodes,
                 routes,
                 concurrency,
-            }) => crate::bench::route::run(nodes, routes, concurrency).await,
+                mode,
+            }) => crate::bench::route::run(nodes, routes, concurrency, mode.mode).await,
             NetCommand::Bench(BenchCommand::Storage(a)) => crate::bench::storage::run(a).await,
         }
     })

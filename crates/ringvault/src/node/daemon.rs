@@ -130,7 +130,9 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         &a.bootstrap
     })
     .await?;
-    let overlay = file.overlay.to_config()?;
+    let mut overlay = file.overlay.to_config()?;
+    // Secure routing (constrained table, sec_route) comes with secure mode.
+    overlay.secure = a.mode.mode == Mode::Secure;
     let store_config = objects::store_config(
         a.capacity.as_deref(),
         a.store_cache.as_deref(),
@@ -306,6 +308,10 @@ pub async fn start_local_ring(
     let mut ca = match mode {
         Mode::Open => None,
         Mode::Secure => Some(LocalCa::open_or_init(dir)?),
+    };
+    let cfg = Config {
+        secure: mode == Mode::Secure,
+        ..cfg
     };
     let file = StoreFile::open(&dir.join(objects::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
