@@ -12,7 +12,7 @@ use ringvault_node::{
     decode, encode, Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent,
     RouteReport, Service,
 };
-use ringvault_overlay::{Config, OverlayEvent};
+use ringvault_overlay::{Config, OverlayEvent, OverlayMessage};
 use ringvault_types::{Contact, Id, Identity, NodeCertificate, RevocationList, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -150,7 +150,16 @@ pub struct Services {
     /// (a store that finished a batch of writes): the node then handles its timeouts, and the
     /// service releases what waited.
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Tests of Byzantine behaviour only (see `ringvault_testkit::byzantine`): sees every
+    /// decoded incoming message first and may answer it in the node's place, returning the
+    /// messages to send instead; `None` lets the node handle it. A real node has none.
+    pub intercept: Option<Intercept>,
 }
+
+/// See [`Services::intercept`].
+pub type Intercept = Box<
+    dyn FnMut(&Node, Contact, &OverlayMessage) -> Option<Vec<(Contact, OverlayMessage)>> + Send,
+>;
 
 enum Control {
     Run(NodeJob),
@@ -422,6 +431,7 @@ pub async fn start_with(
         ctl: ctl_tx.downgrade(),
         poller: services.poller,
         wake: services.wake,
+        intercept: services.intercept,
         identity,
         security: cfg.security,
     };
@@ -490,6 +500,7 @@ struct Actor {
     ctl: mpsc::WeakSender<Control>,
     poller: Option<Poller>,
     wake: Option<Arc<tokio::sync::Notify>>,
+    intercept: Option<Intercept>,
     /// Kept to rebuild the TLS configuration when the certificate is renewed.
     identity: Identity,
     /// The mode, with this node's current certificate in secure mode.
@@ -549,6 +560,18 @@ impl Actor {
         match decode(&m.bytes) {
             Ok(msg) => {
                 *self.metrics.messages_in.entry(msg.kind()).or_default() += 1;
+                if let Some(out) = self
+                    .intercept
+                    .as_mut()
+                    .and_then(|f| f(&self.node, m.from, &msg))
+                {
+                    for (to, msg) in out {
+                        if let Ok(bytes) = encode(&msg) {
+                            self.transport.send(to, bytes);
+                        }
+                    }
+                    return;
+                }
                 self.node.handle_message(self.clock.now(), m.from, msg);
             }
             Err(e) => {

@@ -19,8 +19,8 @@ mod transport;
 
 pub use admission::{Refusal, SecureRing, Security, ALPN, ALPN_SECURE};
 pub use driver::{
-    start, start_with, NetConfig, NodeHandle, Poller, RunningNode, Services, CONTROL_QUEUE,
-    NET_QUEUE,
+    start, start_with, Intercept, NetConfig, NodeHandle, Poller, RunningNode, Services,
+    CONTROL_QUEUE, NET_QUEUE,
 };
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
 pub use status::{Histogram, Metrics, OverlayStats, PeerView, SecurityStatus, Status, TableEntry};

@@ -67,6 +67,9 @@ pub struct Config {
     pub secure: bool,
     /// The routing failure test's threshold (see [`crate::failure_test`]).
     pub gamma: f64,
+    /// Whether secure routes judge their first answer at all. Off, every first answer is
+    /// accepted: only for experiments that show what the test is worth.
+    pub failure_test: bool,
     /// How long a secure route waits for its answers, per stage.
     pub secure_timeout: Duration,
 }
@@ -87,6 +90,7 @@ impl Default for Config {
             table_repair: true,
             secure: false,
             gamma: crate::secure::DEFAULT_GAMMA,
+            failure_test: true,
             secure_timeout: Duration::from_secs(3),
         }
     }

@@ -1,17 +1,17 @@
 //! Secure routing in the simulator: with a quarter of the nodes colluding, `sec_route` still
 //! reaches every correct member of the key's replica set, while plain routing loses most routes;
-//! and with the failure test switched off (gamma so large nothing fails it) the same attack
-//! succeeds, so the test is what catches the forgeries (the negative control).
+//! and with the failure test switched off the same attack succeeds, so the test is what catches
+//! the forgeries (the negative control).
 
 use ringvault_sim::experiments::{self, Params};
 use serde_json::Value;
 
 /// The figures of every (fraction, attack) point of one `secure-routing` run.
-fn run(gamma: Option<f64>) -> Vec<Value> {
+fn run(failure_test: bool) -> Vec<Value> {
     let mut p = Params::new(3);
     p.nodes = Some(1_500);
     p.routes = Some(400);
-    p.gamma = gamma;
+    p.no_failure_test = !failure_test;
     let (reports, _) =
         experiments::run(&["secure-routing".to_string()], &p).expect("a known experiment");
     reports[0].figures["points"]
@@ -30,7 +30,7 @@ fn at<'a>(points: &'a [Value], f: f64, attack: &str) -> &'a Value {
 
 #[test]
 fn sec_route_reaches_the_replica_set_under_attack_and_the_failure_test_is_what_protects_it() {
-    let points = run(None);
+    let points = run(true);
     let none = at(&points, 0.0, "none");
     assert_eq!(none["secure_delivered_all"].as_f64(), Some(1.0));
     for attack in ["fake-root", "suppress"] {
@@ -48,7 +48,7 @@ fn sec_route_reaches_the_replica_set_under_attack_and_the_failure_test_is_what_p
     }
 
     // Negative control: a failure test that never fires accepts forged answers.
-    let off = run(Some(1e9));
+    let off = run(false);
     let forged = at(&off, 0.25, "fake-root");
     let secure = forged["secure_delivered_all"].as_f64().unwrap();
     assert!(

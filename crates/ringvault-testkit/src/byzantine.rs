@@ -17,8 +17,9 @@ use ringvault_types::{Contact, Id};
 /// How a colluder forges the neighbourhood of a key it was asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attack {
-    /// Answer with the colluders closest to the key: no correct node receives the message
-    /// unless the origin notices the forgery.
+    /// Answer with the colluders closest to the key (padded, when there are too few
+    /// colluders, with the known nodes farthest from the key, so the answer is as large as an
+    /// honest one): no correct node receives the message unless the origin notices the forgery.
     FakeRoot,
     /// Answer with the true neighbourhood (as far as the colluder knows it) minus the correct
     /// nodes among the closest: as dense as the truth, so a density test cannot tell.
@@ -83,7 +84,22 @@ impl Colluders {
     /// The forged neighbourhood of `key` that colluder `me` answers with.
     fn forged_neighbourhood(&self, me: &Overlay, key: &Id, r: usize) -> Vec<Contact> {
         match self.attack {
-            Attack::FakeRoot => self.closest(key, self.answer_size),
+            Attack::FakeRoot => {
+                let mut v = self.closest(key, self.answer_size);
+                if v.len() < self.answer_size {
+                    let mut far = me.known_peers();
+                    far.sort_by(|a, b| key.cmp_closeness(&b.id, &a.id));
+                    for c in far {
+                        if v.len() >= self.answer_size {
+                            break;
+                        }
+                        if !v.iter().any(|x| x.id == c.id) {
+                            v.push(c);
+                        }
+                    }
+                }
+                v
+            }
             Attack::Suppress => {
                 let truth = me.replica_set(key, self.answer_size);
                 if !me.leaf_set().covers(key) {

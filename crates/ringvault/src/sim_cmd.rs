@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// than the origin's own neighbourhood fails [default: the protocol's].
     #[arg(long)]
     gamma: Option<f64>,
+    /// secure-routing without its failure test: every first answer is accepted (what the
+    /// attack achieves against secure routing with no defence).
+    #[arg(long)]
+    no_failure_test: bool,
     /// Ring size of past-storage's t_pri / t_div sweep (default 1,000, or --nodes if smaller;
     /// 0 runs only the paper's thresholds with and without diversion). A sweep run costs
     /// about as much CPU as its ring's size.
@@ -93,6 +97,7 @@ pub fn run(cmd: SimCommand) -> Result<()> {
         neighbourhood: a.neighbourhood,
         routes: a.routes,
         gamma: a.gamma,
+        no_failure_test: a.no_failure_test,
         sweep_nodes: a.sweep_nodes,
         progress: std::io::stderr().is_terminal(),
         ..Params::new(a.seed)

@@ -65,6 +65,9 @@ pub struct Params {
     /// The secure routing failure test's threshold (`secure-routing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
+    /// Secure routes accept every first answer (`secure-routing` without its defence).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_failure_test: bool,
     /// Ring size of `past-storage`'s t_pri / t_div sweep (0: no sweep); default
     /// `SWEEP_NODES`, or N if smaller.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +89,7 @@ impl Params {
             neighbourhood: None,
             routes: None,
             gamma: None,
+            no_failure_test: false,
             sweep_nodes: None,
             progress: false,
         }
@@ -99,6 +103,7 @@ impl Params {
             leaf_set_size: self.leaf_set.unwrap_or(l),
             neighbourhood_size: self.neighbourhood.unwrap_or(m),
             gamma: self.gamma.unwrap_or(d.gamma),
+            failure_test: !self.no_failure_test,
             ..d
         }
     }

@@ -135,6 +135,7 @@ pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services,
             services: vec![Box::new(past)],
             poller: Some(poller),
             wake: Some(wake),
+            intercept: None,
         },
         ObjectsClient {
             waiters,

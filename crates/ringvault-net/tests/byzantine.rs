@@ -1,0 +1,168 @@
+//! Secure routing between real daemons on loopback with a quarter of them Byzantine: 24 nodes
+//! in secure mode (L = 8, so leaf sets do not hold the whole ring), 6 of them colluding
+//! (`ringvault_testkit::byzantine`: they hijack every route they are handed and answer secure
+//! probes with the colluders closest to the key). `sec_route` from a correct node must reach
+//! every correct node among the key's 3 closest and never name a colluder as the root of a key
+//! a correct node owns. The negative control: two correct nodes run with the failure test
+//! switched off, and some of their secure routes are fooled.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ringvault_net::{start_with, NetConfig, RunningNode, SecureRing, Security, Services};
+use ringvault_overlay::Config;
+use ringvault_testkit::byzantine::{Attack, Colluders};
+use ringvault_types::{CertBody, Id, Identity, NodeCertificate, RevocationList, CERT_VERSION};
+
+const N: usize = 24;
+const R: u8 = 3;
+/// The correct nodes whose failure test is switched off (the negative control).
+const BLIND: [usize; 2] = [1, 2];
+
+fn is_byzantine(i: usize) -> bool {
+    i % 4 == 3
+}
+
+fn ca() -> Identity {
+    Identity::from_secret_bytes([210; 32])
+}
+
+fn identity(i: usize) -> Identity {
+    Identity::from_secret_bytes(*Id::hash(format!("byzantine-test-{i}").as_bytes()).as_bytes())
+}
+
+fn security(node: &Identity) -> Security {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = CertBody {
+        version: CERT_VERSION,
+        serial: u64::from_le_bytes(node.id().as_bytes()[..8].try_into().unwrap()),
+        node_id: node.id(),
+        public_key: node.public_key(),
+        addrs: vec!["127.0.0.1:7000".parse().unwrap()],
+        not_before: now - 60,
+        not_after: now + 3_600,
+    };
+    Security::Secure(Box::new(SecureRing {
+        ca: ca().public_key(),
+        cert: NodeCertificate::issue(&ca(), body),
+        revocations: RevocationList::empty(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_route_reaches_the_correct_replica_set_with_a_quarter_of_the_daemons_lying() {
+    let colluders: Arc<Mutex<Option<Colluders>>> = Arc::new(Mutex::new(None));
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for i in 0..N {
+        let ident = identity(i);
+        let mut services = Services::default();
+        if is_byzantine(i) {
+            let c = colluders.clone();
+            services.intercept = Some(Box::new(move |node, from, msg| {
+                // Honest until the ring has formed and the colluders know each other.
+                let guard = c.lock().unwrap_or_else(|e| e.into_inner());
+                let col = guard.as_ref()?;
+                Some(col.respond(node.overlay(), from, msg.clone()))
+            }));
+        }
+        let overlay = Config {
+            secure: true,
+            failure_test: !BLIND.contains(&i),
+            ..fast_config()
+        };
+        let cfg = NetConfig {
+            listen: loopback(),
+            advertise: None,
+            overlay,
+            bootstrap: nodes
+                .iter()
+                .rev()
+                .take(2)
+                .map(|n| n.contact().addr)
+                .collect(),
+            security: security(&ident),
+        };
+        let node = start_with(ident, cfg, services).await.expect("node starts");
+        node.handle()
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("node joins");
+        nodes.push(node);
+    }
+    let handles: Vec<_> = nodes.iter().map(|n| n.handle()).collect();
+    let ids: Vec<Id> = nodes.iter().map(|n| n.contact().id).collect();
+    let half = fast_config().leaf_set_size / 2;
+    eventually(Duration::from_secs(30), || async {
+        let st = statuses(&handles).await?;
+        let wrong = wrong_leaf_sets(&st, &ids, half);
+        wrong.is_empty().then_some(()).ok_or(wrong.join("; "))
+    })
+    .await;
+    let byz: Vec<_> = (0..N)
+        .filter(|&i| is_byzantine(i))
+        .map(|i| nodes[i].contact())
+        .collect();
+    *colluders.lock().unwrap() = Some(Colluders::new(
+        byz,
+        Attack::FakeRoot,
+        2 * fast_config().leaf_set_size + 1,
+    ));
+
+    let checking: Vec<usize> = (0..N)
+        .filter(|&i| !is_byzantine(i) && !BLIND.contains(&i))
+        .collect();
+    let (mut checked, mut fooled_blind, mut violations) = (0, 0, Vec::new());
+    for k in 0..240 {
+        // A third of the routes start at the nodes whose failure test is off.
+        let origin = if k % 3 == 0 {
+            BLIND[(k / 3) % BLIND.len()]
+        } else {
+            checking[k % checking.len()]
+        };
+        let key = Id::hash(format!("byzantine-key-{k}").as_bytes());
+        let mut truth: Vec<usize> = (0..N).collect();
+        truth.sort_by(|&a, &b| key.cmp_closeness(&ids[a], &ids[b]));
+        truth.truncate(R as usize);
+        let rep = handles[origin]
+            .secure_route(key, R)
+            .await
+            .expect("a secure route always reports");
+        let sent: Vec<Id> = rep.sent_to.iter().map(|c| c.id).collect();
+        let missed: Vec<usize> = truth
+            .iter()
+            .copied()
+            .filter(|&j| !is_byzantine(j) && !sent.contains(&ids[j]))
+            .collect();
+        let root_is_correct = !is_byzantine(truth[0]);
+        let wrong_root = root_is_correct && sent.first() != Some(&ids[truth[0]]);
+        if BLIND.contains(&origin) {
+            fooled_blind += usize::from(!missed.is_empty() || wrong_root);
+        } else {
+            checked += 1;
+            if !missed.is_empty() || wrong_root {
+                violations.push(format!(
+                    "key {k} from node {origin}: missed {missed:?}, root named {:?} (true root {}, byzantine {})",
+                    sent.first().map(|i| i.short()),
+                    ids[truth[0]].short(),
+                    is_byzantine(truth[0])
+                ));
+            }
+        }
+    }
+    assert_eq!(checked, 160);
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    assert!(
+        fooled_blind > 0,
+        "with the failure test off, no secure route was fooled: the attack did not bite"
+    );
+
+    for n in nodes {
+        n.kill().await;
+    }
+}
