@@ -92,22 +92,29 @@ fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// The ed25519 public key of an X.509 certificate, found by walking the DER structure
-/// (Certificate → tbsCertificate → subjectPublicKeyInfo), so no other field can pose as it.
-pub(crate) fn cert_public_key(cert: &[u8]) -> Option<PublicKey> {
+/// An X.509 certificate's tbsCertificate from its `skip`-th field after the optional version
+/// on (Certificate → tbsCertificate → [0] version → serial, signature, issuer, ...).
+fn tbs_after(cert: &[u8], skip: usize) -> Option<&[u8]> {
     let (0x30, cert, _) = tlv(cert)? else {
         return None;
     };
     let (0x30, mut tbs, _) = tlv(cert)? else {
         return None;
     };
-    // Optional [0] version, then serial, signature, issuer, validity, subject, SPKI.
     if tbs.first() == Some(&0xa0) {
         tbs = tlv(tbs)?.2;
     }
-    for _ in 0..5 {
+    for _ in 0..skip {
         tbs = tlv(tbs)?.2;
     }
+    Some(tbs)
+}
+
+/// The ed25519 public key of an X.509 certificate, found by walking the DER structure
+/// (Certificate → tbsCertificate → subjectPublicKeyInfo), so no other field can pose as it.
+pub(crate) fn cert_public_key(cert: &[u8]) -> Option<PublicKey> {
+    // serial, signature, issuer, validity, subject; then the subjectPublicKeyInfo.
+    let tbs = tbs_after(cert, 5)?;
     let (0x30, _, rest) = tlv(tbs)? else {
         return None;
     };
@@ -122,19 +129,9 @@ pub(crate) fn cert_public_key(cert: &[u8]) -> Option<PublicKey> {
 /// The ring certificate carried in an X.509 certificate's extensions, if any, found by walking
 /// tbsCertificate past the subject key to its [3] extensions.
 pub(crate) fn cert_ring_extension(cert: &[u8]) -> Option<&[u8]> {
-    let (0x30, cert, _) = tlv(cert)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    if tbs.first() == Some(&0xa0) {
-        tbs = tlv(tbs)?.2;
-    }
-    // serial, signature, issuer, validity, subject, subjectPublicKeyInfo.
-    for _ in 0..6 {
-        tbs = tlv(tbs)?.2;
-    }
+    // serial, signature, issuer, validity, subject, subjectPublicKeyInfo; then the optional
+    // unique ids and the extensions.
+    let mut tbs = tbs_after(cert, 6)?;
     while let Some((tag, contents, rest)) = tlv(tbs) {
         tbs = rest;
         if tag != 0xa3 {
