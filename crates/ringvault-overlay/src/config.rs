@@ -20,6 +20,9 @@ pub const MAX_PENDING_PROBES: usize = 1024;
 pub const MAX_RECENTLY_FAILED: usize = 1024;
 /// How many times a routed message is re-sent to an alternative next hop after a hop times out.
 pub const MAX_REROUTES: u8 = 3;
+/// Default joins per source address per minute a bootstrap node starts (see
+/// [`Config::join_rate_per_minute`]).
+pub const JOIN_RATE_PER_MINUTE: u32 = 60;
 /// How many times a join is restarted before the node gives up and reports `JoinFailed`.
 pub const MAX_JOIN_ATTEMPTS: u32 = 5;
 
@@ -67,6 +70,10 @@ pub struct Config {
     pub secure: bool,
     /// The routing failure test's threshold (see [`crate::failure_test`]).
     pub gamma: f64,
+    /// Joins this node starts for one source address (IPv4 address, IPv6 /64) per minute, as
+    /// their bootstrap; also the burst allowed. Beyond it the join is not acknowledged and the
+    /// joiner retries later. 0: no limit.
+    pub join_rate_per_minute: u32,
     /// Whether secure routes judge their first answer at all. Off, every first answer is
     /// accepted: only for experiments that show what the test is worth.
     pub failure_test: bool,
@@ -91,6 +98,7 @@ impl Default for Config {
             secure: false,
             gamma: crate::secure::DEFAULT_GAMMA,
             failure_test: true,
+            join_rate_per_minute: JOIN_RATE_PER_MINUTE,
             secure_timeout: Duration::from_secs(3),
         }
     }

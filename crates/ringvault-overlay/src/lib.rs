@@ -14,6 +14,7 @@ mod config;
 mod join;
 mod kbr;
 mod leafset;
+mod limits;
 mod maintenance;
 mod message;
 mod neighbourhood;
@@ -24,11 +25,12 @@ mod secure;
 mod table;
 
 pub use config::{
-    Config, ConfigError, JoinVariant, LEAF_SET_SIZE, MAX_HOPS, MAX_IN_FLIGHT, MAX_JOIN_ATTEMPTS,
-    MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
+    Config, ConfigError, JoinVariant, JOIN_RATE_PER_MINUTE, LEAF_SET_SIZE, MAX_HOPS, MAX_IN_FLIGHT,
+    MAX_JOIN_ATTEMPTS, MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
 };
 pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls};
 pub use leafset::{LeafSet, Side};
+pub use limits::MAX_TRACKED_ADDRESSES;
 pub use message::{
     AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot, TraceHop,
 };

@@ -18,6 +18,15 @@ impl Overlay {
                 // still hold) does not acknowledge: the sender's hop times out and it
                 // re-routes around us instead of losing the message here.
                 if ready {
+                    // A join this node is asked to start (it is the joiner's bootstrap) costs
+                    // the ring a route and replies: at most so many per source address. Not
+                    // acknowledged, so the joiner times out and tries again later.
+                    let starts_join = envelope.hops == 0
+                        && matches!(envelope.body, RoutedBody::Join { joiner } if joiner.id == from.id);
+                    if starts_join && !self.join_limit.admit(now, from.addr.ip()) {
+                        self.stats.joins_refused += 1;
+                        return;
+                    }
                     self.send(from, OverlayMessage::HopAck { seq });
                     self.routed_queue.push_back((envelope, 0));
                 }

@@ -97,6 +97,8 @@ pub struct Stats {
     pub repair_messages: u64,
     /// Join attempts started.
     pub join_attempts: u64,
+    /// Joins refused because their source address started too many through this node.
+    pub joins_refused: u64,
     /// Secure routes started here.
     pub secure_routes: u64,
     /// Secure routes whose first answer failed the failure test or never came.
@@ -196,6 +198,8 @@ pub struct Overlay {
     /// of re-routes so far.
     pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
     pub(crate) pending_updates: VecDeque<(Contact, bool)>,
+    /// Joins started through this node, per source address.
+    pub(crate) join_limit: crate::limits::RateLimit,
     /// Secure routes started here, waiting for answers.
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRoute>,
     /// Secure routes asked for through the KBR API, started at the next flush.
@@ -219,6 +223,7 @@ impl Overlay {
     /// A node with contact `me` and parameters `cfg`; `seed` seeds its private RNG.
     pub fn new(me: Contact, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let join_limit = crate::limits::RateLimit::new(cfg.join_rate_per_minute);
         Ok(Overlay {
             leaf: LeafSet::new(me.id, cfg.leaf_set_size),
             table: RoutingTable::new(me.id, cfg.b, SlotRule::Proximity),
@@ -248,6 +253,7 @@ impl Overlay {
             local_deliveries: VecDeque::new(),
             routed_queue: VecDeque::new(),
             pending_updates: VecDeque::new(),
+            join_limit,
             secure_routes: BTreeMap::new(),
             local_secure: VecDeque::new(),
             next_secure_id: 1,

@@ -554,6 +554,13 @@ pub fn render_metrics(st: &Status) -> String {
     );
     counter(
         &mut out,
+        "ringvault_joins_refused_total",
+        "Joins this node, as bootstrap, refused to start: their address started too many.",
+        "counter",
+        o.joins_refused,
+    );
+    counter(
+        &mut out,
         "ringvault_reroutes_total",
         "Messages re-routed after a hop failure.",
         "counter",
