@@ -224,6 +224,47 @@ async fn certified_nodes_form_a_ring_and_every_bad_certificate_is_refused_with_i
     let old = RevocationList::issue(&ca(), 0, vec![], now, now + 3_600);
     assert_eq!(handles[0].revocations(old).await.unwrap(), (false, 1));
 
+    // Renewal without a restart: a new certificate for the node's own key is taken and shown;
+    // one for another key, or another CA's, is refused and the old one kept.
+    let me = Identity::from_secret_bytes(
+        ringvault_net::load_or_create_identity(&dirs.node(0))
+            .unwrap()
+            .secret_bytes(),
+    );
+    let mut renewed = body(&me, now - 60, now + 7_200);
+    renewed.serial = 424_242;
+    handles[0]
+        .renew_certificate(NodeCertificate::issue(&ca(), renewed.clone()))
+        .await
+        .expect("a new certificate for this node's key");
+    let serial = |st: ringvault_net::Status| match st.security {
+        SecurityStatus::Secure { serial, .. } => serial,
+        SecurityStatus::Open => 0,
+    };
+    assert_eq!(serial(handles[0].status().await.unwrap()), 424_242);
+    let err = handles[0]
+        .renew_certificate(NodeCertificate::issue(&ca(), valid(&stranger)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("issued for another"), "{err}");
+    let err = handles[0]
+        .renew_certificate(NodeCertificate::issue(&rogue_ca, renewed))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+    assert_eq!(serial(handles[0].status().await.unwrap()), 424_242);
+    // The node still admits a valid peer after its TLS configuration was rebuilt.
+    dial(
+        target,
+        &Identity::from_secret_bytes([11; 32]),
+        &secure(NodeCertificate::issue(
+            &ca(),
+            valid(&Identity::from_secret_bytes([11; 32])),
+        )),
+    )
+    .await
+    .expect("the renewed node admits a valid peer");
+
     for n in nodes {
         n.shutdown().await;
     }
