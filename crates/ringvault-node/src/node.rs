@@ -138,6 +138,10 @@ struct Services {
     probes: RouteProbes,
     revocations: RevocationGossip,
     apps: BTreeMap<AppId, Box<dyn Service>>,
+    /// Secure routes started by commands, by the overlay's id for them.
+    secure_commands: BTreeMap<u64, CommandId>,
+    /// Those that ended, for the node's events.
+    secure_done: Vec<(CommandId, SecureRouteReport)>,
 }
 
 impl Upcalls for Services {
@@ -173,6 +177,16 @@ impl Upcalls for Services {
             s.update(kbr, now, node, joined);
         }
     }
+
+    fn secure_routed(&mut self, kbr: &mut dyn Kbr, now: Time, report: &SecureRouteReport) {
+        if report.app == SECURE_ROUTE_APP {
+            if let Some(id) = self.secure_commands.remove(&report.id) {
+                self.secure_done.push((id, report.clone()));
+            }
+        } else if let Some(s) = self.apps.get_mut(&report.app) {
+            s.secure_routed(kbr, now, report);
+        }
+    }
 }
 
 /// One ringvault node as a sans-IO state machine: feed it messages, commands, probe results and
@@ -183,8 +197,6 @@ pub struct Node {
     events: VecDeque<NodeEvent>,
     next_command: u64,
     join_command: Option<CommandId>,
-    /// Secure routes started by commands, by the overlay's id for them.
-    secure_commands: BTreeMap<u64, CommandId>,
 }
 
 impl Node {
@@ -196,7 +208,6 @@ impl Node {
             events: VecDeque::new(),
             next_command: 0,
             join_command: None,
-            secure_commands: BTreeMap::new(),
         })
     }
 
@@ -289,7 +300,7 @@ impl Node {
                         body: Vec::new(),
                     };
                     let sid = self.overlay.sec_route(key, msg, r);
-                    self.secure_commands.insert(sid, id);
+                    self.services.secure_commands.insert(sid, id);
                     self.overlay.flush(now, &mut self.services);
                 }
             }
@@ -399,13 +410,7 @@ impl Node {
         let result = match e {
             OverlayEvent::Joined => Ok(CommandOutput::Done),
             OverlayEvent::JoinFailed { attempts } => Err(CommandError::JoinFailed(*attempts)),
-            OverlayEvent::SecureRouted(r) => {
-                if let Some(id) = self.secure_commands.remove(&r.id) {
-                    self.done(id, Ok(CommandOutput::SecureRoute(r.clone())));
-                }
-                return;
-            }
-            OverlayEvent::PeerFailed(_) => return,
+            OverlayEvent::SecureRouted(_) | OverlayEvent::PeerFailed(_) => return,
         };
         if let Some(id) = self.join_command.take() {
             self.done(id, result);
@@ -424,6 +429,9 @@ impl Node {
         }
         for (id, r) in std::mem::take(&mut self.services.probes.done) {
             self.done(id, r.map(CommandOutput::Route));
+        }
+        for (id, r) in std::mem::take(&mut self.services.secure_done) {
+            self.done(id, Ok(CommandOutput::SecureRoute(r)));
         }
     }
 }

@@ -21,7 +21,8 @@ pub trait Kbr {
     /// Delivers `msg` to every correct node among the `r` closest to `key`, with high
     /// probability even when a quarter of the nodes lie (secure mode; see
     /// `ringvault_overlay::secure`). Each receiver's `deliver` upcall gets it with `key`. How
-    /// it went comes back as [`crate::OverlayEvent::SecureRouted`] with the returned id.
+    /// it went comes back, with the returned id, to the service as the `secure_routed` upcall
+    /// and to the driver as [`crate::OverlayEvent::SecureRouted`].
     fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64;
 
     /// Up to `num` nodes usable as the next hop toward `key`, best first. With `safe`, only
@@ -86,6 +87,10 @@ pub trait Upcalls {
 
     /// `node` joined (`joined = true`) or left this node's leaf set.
     fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool);
+
+    /// A secure route this node started ended (see [`Kbr::sec_route`]); `report.app` names
+    /// the service that started it.
+    fn secure_routed(&mut self, kbr: &mut dyn Kbr, now: Time, report: &crate::SecureRouteReport);
 }
 
 /// Upcalls that do nothing: for an overlay with no services.
@@ -105,6 +110,7 @@ impl Upcalls for NoServices {
         Forward::Continue
     }
     fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
+    fn secure_routed(&mut self, _: &mut dyn Kbr, _: Time, _: &crate::SecureRouteReport) {}
 }
 
 /// A service on the overlay (storage, multicast, ...). It sees the overlay only through
@@ -132,6 +138,15 @@ pub trait Service: std::any::Any + Send {
 
     /// The leaf set gained (`joined`) or lost `node`.
     fn update(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact, _joined: bool) {}
+
+    /// A secure route this service started ended: to whom its message went.
+    fn secure_routed(
+        &mut self,
+        _kbr: &mut dyn Kbr,
+        _now: Time,
+        _report: &crate::SecureRouteReport,
+    ) {
+    }
 
     /// When [`Service::handle_timeout`] should next run.
     fn next_deadline(&self) -> Option<Time> {

@@ -209,6 +209,8 @@ pub struct Overlay {
     pub(crate) root_sets: VecDeque<(Contact, OverlayMessage)>,
     /// Secure deliveries to handle (received, or this node's own).
     pub(crate) secure_deliveries: VecDeque<(Contact, OverlayMessage)>,
+    /// Secure routes that ended, for the upcall to the service that started them.
+    pub(crate) secure_reports: VecDeque<crate::SecureRouteReport>,
     pub(crate) stats: Stats,
 }
 
@@ -259,6 +261,7 @@ impl Overlay {
             next_secure_id: 1,
             root_sets: VecDeque::new(),
             secure_deliveries: VecDeque::new(),
+            secure_reports: VecDeque::new(),
             stats: Stats::default(),
         })
     }
@@ -537,6 +540,8 @@ impl Overlay {
                         up.deliver(self, now, key, msg, info);
                     }
                 }
+            } else if let Some(report) = self.secure_reports.pop_front() {
+                up.secure_routed(self, now, &report);
             } else if let Some((from, msg)) = self.local_deliveries.pop_front() {
                 let info = crate::RouteInfo {
                     origin: from,

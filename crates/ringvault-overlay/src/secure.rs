@@ -38,6 +38,8 @@ pub struct SecureRouteReport {
     pub id: u64,
     /// The key.
     pub key: Id,
+    /// The service whose message it carried.
+    pub app: crate::AppId,
     /// The nodes the message was sent to (the r closest of the accepted answer); empty when no
     /// answer came at all.
     pub sent_to: Vec<Contact>,
@@ -272,13 +274,14 @@ impl Overlay {
         self.stats.secure_routes += 1;
         if !self.is_ready() || self.secure_routes.len() >= crate::secure::MAX_SECURE_ROUTES {
             self.stats.secure_failed += 1;
-            self.event(OverlayEvent::SecureRouted(SecureRouteReport {
+            self.report_secure_route(SecureRouteReport {
                 id,
                 key,
+                app: msg.app,
                 sent_to: Vec::new(),
                 redundant: false,
                 first: Vec::new(),
-            }));
+            });
             return;
         }
         self.secure_routes.insert(
@@ -493,13 +496,21 @@ impl Overlay {
                 self.send(*c, m);
             }
         }
-        self.event(OverlayEvent::SecureRouted(SecureRouteReport {
+        self.report_secure_route(SecureRouteReport {
             id,
             key,
+            app: route.msg.app,
             sent_to: members,
             redundant,
             first: route.first,
-        }));
+        });
+    }
+
+    /// Tells the driver (an event) and the service that asked (an upcall at the next flush)
+    /// how a secure route ended.
+    fn report_secure_route(&mut self, report: SecureRouteReport) {
+        self.secure_reports.push_back(report.clone());
+        self.event(OverlayEvent::SecureRouted(report));
     }
 
     /// Secure routes whose answers are overdue: a plain route goes redundant, a redundant one

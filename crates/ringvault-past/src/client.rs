@@ -7,6 +7,7 @@ use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal, Want};
 use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
+use crate::secure::Witnesses;
 use crate::{
     AbandonCertificate, Description, FileCertificate, Found, Inserted, Manifest, PastError,
     PastEvent, ReclaimReceipt, StoreReceipt,
@@ -124,6 +125,7 @@ impl Past {
             cert: cert.clone(),
             content: content.clone(),
             receipts: BTreeMap::new(),
+            witnesses: Witnesses::new(self.config.secure),
             holders: Vec::new(),
             all_already: true,
             resalts: 0,
@@ -138,7 +140,7 @@ impl Past {
 
     /// How long an insert attempt waits before it is sent again: a few times what inserts
     /// take here, within bounds.
-    fn resend_interval(&self) -> Duration {
+    pub(crate) fn resend_interval(&self) -> Duration {
         self.insert_latency
             .mul(RESEND_FACTOR)
             .clamp(MIN_RESEND, MAX_RESEND)
@@ -222,13 +224,28 @@ impl Past {
             holders.push(from);
         }
         *all_already &= already;
-        receipts.insert(receipt.body.node, receipt);
-        if receipts.len() < cert.body.replicas as usize {
+        receipts.insert(from.id, receipt);
+        self.complete_insert(now, req);
+    }
+
+    /// Finishes insert `req` if enough of the receipts it holds count.
+    pub(crate) fn complete_insert(&mut self, now: Time, req: RequestId) {
+        let Some(Pending::Insert {
+            cert,
+            receipts,
+            witnesses,
+            ..
+        }) = self.pending.get(&req)
+        else {
+            return;
+        };
+        if witnesses.counted(receipts) < cert.body.replicas as usize {
             return;
         }
         if let Some(Pending::Insert {
             cert,
             receipts,
+            witnesses,
             all_already,
             started,
             resend,
@@ -239,7 +256,11 @@ impl Past {
             let took = now.saturating_since(started).as_micros();
             let old = self.insert_latency.as_micros();
             self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
-            let receipts = receipts.into_values().collect();
+            let receipts = receipts
+                .into_iter()
+                .filter(|(node, _)| witnesses.counts(node))
+                .map(|(_, r)| r)
+                .collect();
             // After a re-send, "already held" may mean held since this request's own first
             // sending (whose receipts were lost or late): only a request never sent again can
             // say the object was complete before it.
@@ -259,15 +280,12 @@ impl Past {
         req: u64,
         id: Id,
         reason: Refusal,
+        from: Contact,
     ) {
         match self.pending.get_mut(&req) {
             Some(Pending::Insert { cert, .. }) if cert.id() == id => {}
-            Some(Pending::Lookup {
-                id: asked, want, ..
-            }) if *asked == id => {
-                let event = want.failed(req, PastError::NotFound);
-                self.pending.remove(&req);
-                self.events.push_back(event);
+            Some(Pending::Lookup { id: asked, .. }) if *asked == id => {
+                self.lookup_went_wrong(kbr, req, Some(from));
                 return;
             }
             Some(Pending::Reclaim {
@@ -324,6 +342,7 @@ impl Past {
                     cert: fresh.clone(),
                     content: content.clone(),
                     receipts: BTreeMap::new(),
+                    witnesses: Witnesses::new(self.config.secure),
                     holders: Vec::new(),
                     all_already: true,
                     resalts: resalts + 1,
@@ -348,6 +367,7 @@ impl Past {
 
     pub(crate) fn on_found(
         &mut self,
+        kbr: &mut dyn Kbr,
         req: u64,
         server: Contact,
         hops: u8,
@@ -362,9 +382,9 @@ impl Past {
         else {
             return;
         };
-        // Only a verified copy of the object asked for is accepted; anything else is ignored
-        // and the lookup waits for a good answer or its deadline.
+        // Only a verified copy of the object asked for is accepted.
         if cert.id() != *id || cert.verify_content(&content).is_err() {
+            self.lookup_went_wrong(kbr, req, None);
             return;
         }
         self.pending.remove(&req);
@@ -382,6 +402,7 @@ impl Past {
 
     pub(crate) fn on_described(
         &mut self,
+        kbr: &mut dyn Kbr,
         req: u64,
         server: Contact,
         hops: u8,
@@ -398,15 +419,17 @@ impl Past {
         };
         // As for a copy: only a verified certificate of the object asked for, and a manifest
         // that is the content it certifies, are accepted.
-        if cert.id() != *id || cert.verify().is_err() {
-            return;
-        }
         let manifest = match manifest {
-            None => None,
+            _ if cert.id() != *id || cert.verify().is_err() => Err(()),
+            None => Ok(None),
             Some(bytes) => match Manifest::from_bytes(&bytes) {
-                Ok(m) if cert.matches_content(&bytes) => Some(m),
-                _ => return,
+                Ok(m) if cert.matches_content(&bytes) => Ok(Some(m)),
+                _ => Err(()),
             },
+        };
+        let Ok(manifest) = manifest else {
+            self.lookup_went_wrong(kbr, req, None);
+            return;
         };
         self.pending.remove(&req);
         self.events.push_back(PastEvent::Described(

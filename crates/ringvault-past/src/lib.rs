@@ -19,11 +19,14 @@ mod cert;
 mod chunks;
 mod client;
 mod durable;
+#[cfg(feature = "forge")]
+pub mod forge;
 mod holder;
 mod locality;
 mod maintenance;
 mod message;
 mod past;
+mod secure;
 mod store;
 
 pub use cache::{Cache, CachePolicy, GreedyDualSize, Lru};

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, Service};
+use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, SecureRouteReport, Service};
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal, Want};
@@ -159,7 +159,10 @@ pub(crate) enum Pending {
         signer: crate::client::Signer,
         cert: FileCertificate,
         content: Vec<u8>,
+        /// Verified receipts, by the node that sent them.
         receipts: BTreeMap<Id, StoreReceipt>,
+        /// Whose receipts count.
+        witnesses: crate::secure::Witnesses,
         /// The nodes that stored a fresh copy for this attempt (not those that held the object
         /// already): told to drop it when the attempt is given up.
         holders: Vec<Contact>,
@@ -175,6 +178,7 @@ pub(crate) enum Pending {
     Lookup {
         id: Id,
         want: Want,
+        stage: crate::secure::LookupStage,
         deadline: Time,
     },
     Reclaim {
@@ -201,7 +205,10 @@ impl Pending {
             Pending::Insert {
                 deadline, resend, ..
             } => (*deadline).min(resend.at),
-            _ => self.deadline(),
+            Pending::Lookup {
+                deadline, stage, ..
+            } => stage.wake().map_or(*deadline, |t| t.min(*deadline)),
+            Pending::Reclaim { deadline, .. } => *deadline,
         }
     }
 }
@@ -222,6 +229,14 @@ pub struct PastConfig {
     pub lookup_heuristic: Option<u8>,
     /// Which copies passing through are cached in unused space, and which are evicted first.
     pub cache: CachePolicy,
+    /// Secure mode (the overlay runs secure routing): inserts go to the replica set through
+    /// `sec_route` and count receipts only from the members it verified, lookups that get
+    /// no verified copy the ordinary way ask the replica set through `sec_route`, and inserts
+    /// leave no cached copies along their path (see `secure.rs`).
+    pub secure: bool,
+    /// How many of an object's closest nodes a secure lookup asks: at least the largest
+    /// replication factor objects are stored with, so every replica is asked.
+    pub secure_lookup_width: u8,
 }
 
 impl Default for PastConfig {
@@ -232,6 +247,8 @@ impl Default for PastConfig {
             diversion: true,
             lookup_heuristic: Some(crate::DEFAULT_REPLICAS),
             cache: CachePolicy::GreedyDualSize,
+            secure: false,
+            secure_lookup_width: 5,
         }
     }
 }
@@ -266,6 +283,10 @@ pub struct Past {
     pub(crate) announce_at: Option<Time>,
     /// Messages waiting for the store to finish a write (see `durable.rs`).
     pub(crate) after_write: VecDeque<crate::durable::AfterWrite>,
+    /// Secure routes this service started, by the overlay's id for them.
+    pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
+    /// Lookups sent through secure routing.
+    pub(crate) secure_lookups: u64,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
 }
@@ -313,6 +334,8 @@ impl Past {
             fresh: Vec::new(),
             announce_at: None,
             after_write: VecDeque::new(),
+            secure_routes: BTreeMap::new(),
+            secure_lookups: 0,
             under_count: std::cell::Cell::new(None),
         };
         let list = past
@@ -335,6 +358,12 @@ impl Past {
     /// The policy in force.
     pub fn config(&self) -> &PastConfig {
         &self.config
+    }
+
+    /// Lookups this node sent through secure routing (secure mode) because the ordinary
+    /// route brought no verified copy.
+    pub fn secure_lookups(&self) -> u64 {
+        self.secure_lookups
     }
 
     /// Changes the policy; it applies to requests and messages handled from now on (objects
@@ -427,6 +456,9 @@ impl Past {
         self.start_insert(kbr, now, signer, cert, content)
     }
 
+    /// Sends an insert attempt: routed to the object's root, which replicates it (open
+    /// mode), or sent by secure routing to the k (and `widen` more) closest nodes themselves,
+    /// each storing its replica (secure mode).
     pub(crate) fn send_insert(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -437,6 +469,17 @@ impl Past {
     ) {
         let id = cert.id();
         let client = kbr.local_contact();
+        if self.config.secure {
+            let r = cert.body.replicas.saturating_add(widen);
+            let msg = PastMessage::Replicate {
+                req: Some((req, client)),
+                cert,
+                content,
+                spare: false,
+            };
+            self.sec_route(kbr, id, &msg, req, r);
+            return;
+        }
         kbr.route(
             id,
             encode(&PastMessage::Insert {
@@ -474,9 +517,11 @@ impl Past {
         id: Id,
         want: Want,
     ) -> Result<RequestId, PastError> {
+        let retry = self.config.secure.then(|| now + self.resend_interval());
         let req = self.new_request(Pending::Lookup {
             id,
             want,
+            stage: crate::secure::LookupStage::Plain { retry },
             deadline: now + REQUEST_TIMEOUT,
         })?;
         let msg = want.ask(req, kbr.local_contact(), id, None, 0);
@@ -612,6 +657,7 @@ impl Service for Past {
                 Forward::Continue
             }
             // Inserts leave a cached copy along the way (checked only if it would be kept).
+            // Secure inserts go by secure routing and are never seen here.
             PastMessage::Insert { cert, content, .. } => {
                 if self.cache.admits() && cert.verify_content(&content).is_ok() {
                     self.cache_copy(&cert, &content);
@@ -620,6 +666,10 @@ impl Service for Past {
             }
             _ => Forward::Continue,
         }
+    }
+
+    fn secure_routed(&mut self, _kbr: &mut dyn Kbr, now: Time, report: &SecureRouteReport) {
+        self.on_secure_routed(now, report);
     }
 
     fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
@@ -648,6 +698,7 @@ impl Service for Past {
         self.release_written(kbr);
         self.expire(kbr, now);
         self.resend_due(kbr, now);
+        self.retry_lookups(kbr, now);
         if self.announce_at.is_some_and(|t| now >= t) {
             self.announce_at = None;
             self.announce_fresh(kbr);
@@ -729,7 +780,9 @@ impl Past {
                 receipt,
                 already,
             } => self.on_receipt(now, req, receipt, already, info.origin),
-            PastMessage::Refused { req, id, reason } => self.on_refused(kbr, now, req, id, reason),
+            PastMessage::Refused { req, id, reason } => {
+                self.on_refused(kbr, now, req, id, reason, info.origin)
+            }
             PastMessage::Lookup {
                 req,
                 client,
@@ -760,13 +813,13 @@ impl Past {
                 hops,
                 cert,
                 manifest,
-            } => self.on_described(req, info.origin, hops, cert, manifest),
+            } => self.on_described(kbr, req, info.origin, hops, cert, manifest),
             PastMessage::Found {
                 req,
                 hops,
                 cert,
                 content,
-            } => self.on_found(req, info.origin, hops, cert, content),
+            } => self.on_found(kbr, req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {

@@ -6,12 +6,17 @@
 //! What a colluder does with each message:
 //! - a routed message: acknowledges the hop (so the sender does not route around it) and then
 //!   hijacks it: a secure probe is answered as if the colluder were the key's root, with a
-//!   forged neighbourhood (see [`Attack`]); anything else is dropped;
+//!   forged neighbourhood (see [`Attack`]); a storage request is lied to (below); anything
+//!   else is dropped;
 //! - keep-alives are answered (so it stays in leaf sets); requests for state (leaf set, table
 //!   rows, join state) are answered with colluders only;
-//! - deliveries (replicas, secure deliveries) are accepted and dropped.
+//! - storage (`ringvault_past::forge`): every replica it is handed, routed, sent or securely
+//!   delivered, gets a signed receipt and is thrown away; every lookup gets a forged copy;
+//! - other deliveries are accepted and dropped.
 
-use ringvault_overlay::{Envelope, Kbr, Overlay, OverlayMessage, RoutedBody, StateSnapshot};
+use ringvault_overlay::{
+    AppMessage, Envelope, Kbr, Overlay, OverlayMessage, RoutedBody, StateSnapshot,
+};
 use ringvault_types::{Contact, Id};
 
 /// How a colluder forges the neighbourhood of a key it was asked about.
@@ -118,8 +123,10 @@ impl Colluders {
     /// A routed message reached a colluder: a secure probe is answered with a forged
     /// neighbourhood, anything else dropped.
     fn hijack(&self, me: &Overlay, envelope: &Envelope) -> Vec<(Contact, OverlayMessage)> {
-        let RoutedBody::SecureProbe { id, r, .. } = envelope.body else {
-            return Vec::new();
+        let (id, r) = match &envelope.body {
+            RoutedBody::SecureProbe { id, r, .. } => (*id, *r),
+            RoutedBody::App(m) => return lie_about_storage(me, m),
+            RoutedBody::Join { .. } => return Vec::new(),
         };
         let members = self.forged_neighbourhood(me, &envelope.key, r as usize);
         vec![(
@@ -147,6 +154,9 @@ impl Colluders {
                 out
             }
             OverlayMessage::SecureHop(envelope) => self.hijack(me, &envelope),
+            OverlayMessage::SecureDeliver { msg, .. } | OverlayMessage::Direct(msg) => {
+                lie_about_storage(me, &msg)
+            }
             OverlayMessage::Ping { nonce } => vec![(from, OverlayMessage::Pong { nonce })],
             OverlayMessage::LeafSetRequest => vec![(
                 from,
@@ -175,6 +185,14 @@ impl Colluders {
             _ => Vec::new(),
         }
     }
+}
+
+/// A colluder's answer to a storage message: a receipt for data it drops, a forged copy.
+fn lie_about_storage(me: &Overlay, msg: &AppMessage) -> Vec<(Contact, OverlayMessage)> {
+    ringvault_past::forge::lie(me.contact(), msg)
+        .map(|(to, reply)| (to, OverlayMessage::Direct(reply)))
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::perf::{rss_bytes, PerfReport};
 use crate::report::Report;
 use crate::{Sim, SimConfig, TopologyKind};
 
+mod byzantine_storage;
 mod churn;
 mod failure;
 mod locality;
@@ -28,7 +29,7 @@ mod static_net;
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 13] = [
+pub const EXPERIMENTS: [&str; 14] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -42,6 +43,7 @@ pub const EXPERIMENTS: [&str; 13] = [
     "past-caching",
     "scribe",
     "secure-routing",
+    "byzantine-storage",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -157,6 +159,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "past-caching" => past::past_caching(&mut ctx),
             "scribe" => scribe::scribe_experiment(&mut ctx),
             "secure-routing" => secure::secure_routing(&mut ctx),
+            "byzantine-storage" => byzantine_storage::byzantine_storage(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);

@@ -286,7 +286,8 @@ impl Popularity {
     }
 }
 
-fn node_identity(seed: u64, i: u32) -> Identity {
+/// Node `i`'s PAST identity (it signs receipts) in run `seed`.
+pub(crate) fn node_identity(seed: u64, i: u32) -> Identity {
     let mut b = [0u8; 32];
     b[..8].copy_from_slice(&crate::node_seed(seed, i).to_le_bytes());
     b[8..12].copy_from_slice(&i.to_le_bytes());

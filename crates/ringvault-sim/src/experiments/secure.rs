@@ -75,8 +75,14 @@ fn prefix_range(x: &Id, l: usize, d: u8, b: u8) -> (Id, Option<Id>) {
     (Id::from_bytes(lo), None)
 }
 
-/// Builds `n` nodes with secure routing on and correct state from global knowledge.
-pub(crate) fn build_global(ctx: &Ctx, cfg: Config, n: usize) -> Sim {
+/// Builds `n` nodes with secure routing on and correct state from global knowledge, `setup`
+/// registering each node's services.
+pub(crate) fn build_global(
+    ctx: &Ctx,
+    cfg: Config,
+    n: usize,
+    mut setup: impl FnMut(u32, &mut Node),
+) -> Sim {
     let cfg = Config {
         keepalives: false,
         table_repair: false,
@@ -88,8 +94,8 @@ pub(crate) fn build_global(ctx: &Ctx, cfg: Config, n: usize) -> Sim {
         ..SimConfig::new(ctx.params.seed, cfg.clone())
     });
     let bar = ctx.params.bar(n as u64, &format!("building N={n}"));
-    for _ in 0..n {
-        sim.add_node_with(|node: &mut Node| node.add_service(Box::<Sink>::default()));
+    for i in 0..n as u32 {
+        sim.add_node_with(|node: &mut Node| setup(i, node));
     }
     let mut sorted: Vec<(Id, u32)> = (0..n as u32).map(|i| (sim.id(i), i)).collect();
     sorted.sort();
@@ -209,8 +215,9 @@ fn sum_closure(sim: &Sim) -> u64 {
         .sum()
 }
 
-/// Measures one fraction `f` on `sim` (its Byzantine set chosen here).
-fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, attack: Attack, mean_hops: f64) -> Point {
+/// Turns a random fraction `f` of `sim`'s nodes Byzantine, colluding with `attack`; returns
+/// them and the correct nodes.
+pub(crate) fn turn_byzantine(sim: &mut Sim, f: f64, attack: Attack) -> (Vec<u32>, Vec<u32>) {
     let n = sim.nodes.len();
     let mut all: Vec<u32> = (0..n as u32).collect();
     all.shuffle(&mut sim.rng);
@@ -219,7 +226,13 @@ fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, attack: Attack, mean_hops: f64) -> 
     let l1 = 2 * sim.cfg.overlay.leaf_set_size + 1;
     let colluders = Colluders::new(byz.iter().map(|&i| sim.contact(i)).collect(), attack, l1);
     sim.set_byzantine(&byz, (!byz.is_empty()).then_some(colluders));
-    let correct: Vec<u32> = all[byz.len()..].to_vec();
+    let correct = all[byz.len()..].to_vec();
+    (byz, correct)
+}
+
+/// Measures one fraction `f` on `sim` (its Byzantine set chosen here).
+fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, attack: Attack, mean_hops: f64) -> Point {
+    let (byz, correct) = turn_byzantine(sim, f, attack);
     let ring = Ring::of(sim);
 
     // Plain routing: route probes from correct nodes; reached = the true root answered.
@@ -348,7 +361,9 @@ pub(crate) fn secure_routing(ctx: &mut Ctx) -> Report {
     let n = ctx.params.nodes.unwrap_or(N);
     let cfg = ctx.params.overlay(4, 16, 32);
     let rss0 = rss_bytes();
-    let mut sim = build_global(ctx, cfg, n);
+    let mut sim = build_global(ctx, cfg, n, |_, node| {
+        node.add_service(Box::<Sink>::default())
+    });
     // Table sizes, for the memory figure.
     let (mut prox, mut cons) = (0usize, 0usize);
     for node in &sim.nodes {

@@ -275,6 +275,25 @@ pub enum Mode {
     Secure,
 }
 
+impl Mode {
+    /// The overlay configuration `cfg` in this mode: secure mode routes securely (the
+    /// constrained table, `sec_route`).
+    pub fn overlay(self, cfg: ringvault_overlay::Config) -> ringvault_overlay::Config {
+        ringvault_overlay::Config {
+            secure: self == Mode::Secure,
+            ..cfg
+        }
+    }
+
+    /// PAST's policy in this mode: secure mode stores and looks up through `sec_route`.
+    pub fn past(self) -> ringvault_past::PastConfig {
+        ringvault_past::PastConfig {
+            secure: self == Mode::Secure,
+            ..Default::default()
+        }
+    }
+}
+
 /// `--durability`: when a node's write of a replica counts, and so when it sends the store
 /// receipt that a put waits for.
 #[derive(clap::Args, Clone, Copy, Debug, Default)]

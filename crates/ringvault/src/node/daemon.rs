@@ -130,9 +130,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         &a.bootstrap
     })
     .await?;
-    let mut overlay = file.overlay.to_config()?;
-    // Secure routing (constrained table, sec_route) comes with secure mode.
-    overlay.secure = a.mode.mode == Mode::Secure;
+    let overlay = a.mode.mode.overlay(file.overlay.to_config()?);
     let store_config = objects::store_config(
         a.capacity.as_deref(),
         a.store_cache.as_deref(),
@@ -188,7 +186,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         }
     };
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
-    let (mut services, store) = objects::past_services(&identity, objects)?;
+    let (mut services, store) = objects::past_services(&identity, objects, a.mode.mode.past())?;
     let topic_client = topics::add_scribe(&mut services);
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
@@ -309,10 +307,7 @@ pub async fn start_local_ring(
         Mode::Open => None,
         Mode::Secure => Some(LocalCa::open_or_init(dir)?),
     };
-    let cfg = Config {
-        secure: mode == Mode::Secure,
-        ..cfg
-    };
+    let cfg = mode.overlay(cfg);
     let file = StoreFile::open(&dir.join(objects::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
@@ -332,7 +327,7 @@ pub async fn start_local_ring(
         let opened = file
             .store(Some(identity.id()))
             .map_err(anyhow::Error::from)
-            .and_then(|objects| objects::past_services(&identity, objects));
+            .and_then(|objects| objects::past_services(&identity, objects, mode.past()));
         let (mut services, store) = match opened {
             Ok(x) => x,
             Err(e) => {

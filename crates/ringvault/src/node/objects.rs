@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_past::{
-    FileCertificate, Kind, Past, PastError, PastEvent, ReclaimCertificate, RequestId, StoreError,
-    StoreHealth, Usage, MAX_PENDING,
+    FileCertificate, Kind, Past, PastConfig, PastError, PastEvent, ReclaimCertificate, RequestId,
+    StoreError, StoreHealth, Usage, MAX_PENDING,
 };
 use ringvault_store::{RedbStore, StoreConfig};
 use ringvault_types::{Contact, Id, Identity};
@@ -115,16 +115,20 @@ pub fn open_store(data_dir: &Path, config: StoreConfig, on_damage: OnDamage) -> 
     }
 }
 
-/// PAST for the node with `identity`, keeping its objects in `store`, and the client the API
-/// uses.
-pub fn past_services(identity: &Identity, store: RedbStore) -> Result<(Services, ObjectsClient)> {
+/// PAST for the node with `identity` under `config`, keeping its objects in `store`, and the
+/// client the API uses.
+pub fn past_services(
+    identity: &Identity,
+    store: RedbStore,
+    config: PastConfig,
+) -> Result<(Services, ObjectsClient)> {
     // The store commits on its own thread; when a batch ends, the node releases the receipts
     // that waited for it.
     let wake = Arc::new(tokio::sync::Notify::new());
     let w = wake.clone();
     store.set_waker(Arc::new(move || w.notify_one()));
     let key = Identity::from_secret_bytes(identity.secret_bytes());
-    let past = Past::new(key, Box::new(store)).map_err(|e| anyhow!("{e}"))?;
+    let past = Past::with_config(key, Box::new(store), config).map_err(|e| anyhow!("{e}"))?;
     let waiters: Waiters = Arc::default();
     let w = waiters.clone();
     let poller: Poller = Box::new(move |node, now| {
