@@ -5,6 +5,11 @@
 //! every correct node among the key's 3 closest and never name a colluder as the root of a key
 //! a correct node owns. The negative control: two correct nodes run with the failure test
 //! switched off, and some of their secure routes are fooled.
+//!
+//! Then storage, with the colluders also signing receipts for replicas they drop and serving
+//! forged copies: every object with a correct node among its k closest, put through a correct
+//! node, reads back identical through another correct node. Its negative control: the same
+//! lookups from a node whose PAST trusts the ordinary route (secure mode off) see the lies.
 
 mod common;
 
@@ -12,15 +17,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use ringvault_net::{start_with, NetConfig, RunningNode, SecureRing, Security, Services};
-use ringvault_overlay::Config;
+use ringvault_net::{
+    start_with, NetConfig, NodeHandle, RunningNode, SecureRing, Security, Services,
+};
+use ringvault_node::Node;
+use ringvault_overlay::{Config, Kbr};
+use ringvault_past::{MemoryStore, Past, PastConfig, PastEvent, RequestId};
 use ringvault_testkit::byzantine::{Attack, Colluders};
-use ringvault_types::{CertBody, Id, Identity, NodeCertificate, RevocationList, CERT_VERSION};
+use ringvault_types::{
+    CertBody, Id, Identity, NodeCertificate, RevocationList, Time, CERT_VERSION,
+};
 
 const N: usize = 24;
 const R: u8 = 3;
 /// The correct nodes whose failure test is switched off (the negative control).
 const BLIND: [usize; 2] = [1, 2];
+/// Replicas per object.
+const K: u8 = 3;
+/// Objects put.
+const OBJECTS: usize = 36;
+/// The correct node whose PAST runs with secure mode off (storage's negative control).
+const TRUSTING: usize = 4;
 
 fn is_byzantine(i: usize) -> bool {
     i % 4 == 3
@@ -62,6 +79,16 @@ async fn sec_route_reaches_the_correct_replica_set_with_a_quarter_of_the_daemons
     for i in 0..N {
         let ident = identity(i);
         let mut services = Services::default();
+        let past = PastConfig {
+            secure: i != TRUSTING,
+            secure_lookup_width: K,
+            ..PastConfig::default()
+        };
+        let store = Box::new(MemoryStore::new(1 << 26));
+        let key = Identity::from_secret_bytes(ident.secret_bytes());
+        services.services.push(Box::new(
+            Past::with_config(key, store, past).expect("an empty store"),
+        ));
         if is_byzantine(i) {
             let c = colluders.clone();
             services.intercept = Some(Box::new(move |node, from, msg| {
@@ -162,7 +189,145 @@ async fn sec_route_reaches_the_correct_replica_set_with_a_quarter_of_the_daemons
         "with the failure test off, no secure route was fooled: the attack did not bite"
     );
 
+    storage_under_attack(&handles, &ids).await;
+
     for n in nodes {
         n.kill().await;
     }
+}
+
+/// Starts a PAST request on node `h` with `f`; `None` when PAST refused it at once.
+async fn past_request(
+    h: &NodeHandle,
+    f: impl FnOnce(&mut Past, &mut dyn Kbr, Time) -> Option<RequestId> + Send + 'static,
+) -> Option<RequestId> {
+    h.run(move |node: &mut Node, now| {
+        node.with_service::<Past, _>(now, |p, kbr| f(p, kbr, now))
+            .flatten()
+    })
+    .await
+    .expect("the node runs")
+}
+
+/// Waits until node `h` has reported every request of `reqs`, and returns the reports.
+async fn past_results(
+    h: &NodeHandle,
+    reqs: &[RequestId],
+) -> std::collections::BTreeMap<RequestId, PastEvent> {
+    let got = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    let want = reqs.len();
+    eventually(Duration::from_secs(60), || {
+        let (got, h) = (got.clone(), h.clone());
+        async move {
+            let events = h
+                .run(|node: &mut Node, now| {
+                    node.with_service::<Past, _>(now, |p, _| {
+                        std::iter::from_fn(|| p.poll_event()).collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut got = got.lock().unwrap();
+            for e in events {
+                got.insert(e.request(), e);
+            }
+            (got.len() >= want)
+                .then_some(())
+                .ok_or(format!("{} of {want} requests finished", got.len()))
+        }
+    })
+    .await;
+    let got = got.lock().unwrap().clone();
+    got
+}
+
+/// Puts objects through correct nodes and reads them back through others, with the colluders
+/// lying about storage; then the same lookups from the node whose PAST trusts plain routing.
+async fn storage_under_attack(handles: &[NodeHandle], ids: &[Id]) {
+    let owner = Identity::from_secret_bytes([77; 32]);
+    let correct: Vec<usize> = (0..N)
+        .filter(|&i| !is_byzantine(i) && i != TRUSTING)
+        .collect();
+    let content = |o: usize| format!("object {o} ").repeat(40).into_bytes();
+    // Inserts, several from each putting node at once.
+    let mut puts: Vec<(usize, usize, RequestId)> = Vec::new();
+    for o in 0..OBJECTS {
+        let at = correct[o % correct.len()];
+        let (owner, body) = (
+            Identity::from_secret_bytes(owner.secret_bytes()),
+            content(o),
+        );
+        let req = past_request(&handles[at], move |p, kbr, now| {
+            p.insert(kbr, now, &owner, &format!("obj-{o}"), body, K, 0)
+                .ok()
+        })
+        .await
+        .expect("the insert starts");
+        puts.push((o, at, req));
+    }
+    let mut stored: Vec<(usize, Id)> = Vec::new();
+    for &at in &correct {
+        let mine: Vec<RequestId> = puts.iter().filter(|p| p.1 == at).map(|p| p.2).collect();
+        let results = past_results(&handles[at], &mine).await;
+        for &(o, _, req) in puts.iter().filter(|p| p.1 == at) {
+            match &results[&req] {
+                PastEvent::Inserted(_, Ok(done)) => stored.push((o, done.cert.id())),
+                other => panic!("object {o}: insert failed: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(stored.len(), OBJECTS);
+
+    // Lookups through another correct node, and through the trusting one.
+    let readable = |id: &Id| {
+        let mut by: Vec<usize> = (0..N).collect();
+        by.sort_by(|&a, &b| id.cmp_closeness(&ids[a], &ids[b]));
+        by.iter().take(K as usize).any(|&j| !is_byzantine(j))
+    };
+    let (mut wrong, mut fooled, mut checked) = (Vec::new(), 0usize, 0usize);
+    for (reader, label) in [(None, "secure"), (Some(TRUSTING), "trusting")] {
+        let mut gets: Vec<(usize, usize, RequestId)> = Vec::new();
+        for (x, &(o, id)) in stored.iter().enumerate() {
+            let at = reader.unwrap_or(correct[(x + 1 + x / correct.len()) % correct.len()]);
+            let req = past_request(&handles[at], move |p, kbr, now| p.lookup(kbr, now, id).ok())
+                .await
+                .expect("the lookup starts");
+            gets.push((o, at, req));
+        }
+        let readers: std::collections::BTreeSet<usize> = gets.iter().map(|g| g.1).collect();
+        for at in readers {
+            let mine: Vec<RequestId> = gets.iter().filter(|g| g.1 == at).map(|g| g.2).collect();
+            let results = past_results(&handles[at], &mine).await;
+            for &(o, _, req) in gets.iter().filter(|g| g.1 == at) {
+                let id = stored.iter().find(|s| s.0 == o).expect("stored").1;
+                let right = matches!(
+                    &results[&req],
+                    PastEvent::Found(_, Ok(f)) if f.content == content(o)
+                );
+                if label == "trusting" {
+                    fooled += usize::from(!right);
+                } else if readable(&id) {
+                    checked += 1;
+                    if !right {
+                        wrong.push(format!("object {o} through node {at}: {:?}", results[&req]));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "storage: {checked} readable objects read back through correct nodes, {} wrong; the trusting node was fooled on {fooled} of {}",
+        wrong.len(),
+        stored.len()
+    );
+    assert!(
+        checked >= OBJECTS * 9 / 10,
+        "only {checked} objects were readable"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        fooled > 0,
+        "lookups that trust the ordinary route were never fooled: the storage attack did not bite"
+    );
 }

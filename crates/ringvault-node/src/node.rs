@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ringvault_overlay::{
     AppId, AppMessage, Config, ConfigError, Forward, Kbr, Output, Overlay, OverlayEvent,
-    OverlayMessage, RouteInfo, SecureRouteReport, Upcalls,
+    OverlayMessage, Redundancy, RouteInfo, SecureRouteReport, Upcalls,
 };
 use ringvault_types::{
     CertError, Contact, DecodeError, Duration, Id, PublicKey, RevocationList, Time,
@@ -299,7 +299,7 @@ impl Node {
                         app: SECURE_ROUTE_APP,
                         body: Vec::new(),
                     };
-                    let sid = self.overlay.sec_route(key, msg, r);
+                    let sid = self.overlay.sec_route(key, msg, r, Redundancy::OnFailure);
                     self.services.secure_commands.insert(sid, id);
                     self.overlay.flush(now, &mut self.services);
                 }

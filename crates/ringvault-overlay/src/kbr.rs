@@ -23,7 +23,8 @@ pub trait Kbr {
     /// `ringvault_overlay::secure`). Each receiver's `deliver` upcall gets it with `key`. How
     /// it went comes back, with the returned id, to the service as the `secure_routed` upcall
     /// and to the driver as [`crate::OverlayEvent::SecureRouted`].
-    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64;
+    /// `redundancy` says when copies go along independent paths.
+    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8, redundancy: crate::Redundancy) -> u64;
 
     /// Up to `num` nodes usable as the next hop toward `key`, best first. With `safe`, only
     /// nodes a third party could check: the constrained table's next hop (secure mode) and the

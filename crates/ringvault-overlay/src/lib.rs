@@ -38,5 +38,7 @@ pub use neighbourhood::NeighbourhoodSet;
 pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};
 pub use peer::Peer;
 pub use routing::NextHop;
-pub use secure::{failure_test, Density, SecureRouteReport, DEFAULT_GAMMA, MAX_SECURE_ROUTES};
+pub use secure::{
+    failure_test, Density, Redundancy, SecureRouteReport, DEFAULT_GAMMA, MAX_SECURE_ROUTES,
+};
 pub use table::{RoutingTable, SlotOutcome, SlotRule};

@@ -203,7 +203,7 @@ pub struct Overlay {
     /// Secure routes started here, waiting for answers.
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRoute>,
     /// Secure routes asked for through the KBR API, started at the next flush.
-    pub(crate) local_secure: VecDeque<(u64, Id, AppMessage, u8)>,
+    pub(crate) local_secure: VecDeque<(u64, Id, AppMessage, u8, crate::Redundancy)>,
     pub(crate) next_secure_id: u64,
     /// Answers to this node's own secure probes that it produced itself.
     pub(crate) root_sets: VecDeque<(Contact, OverlayMessage)>,
@@ -517,8 +517,8 @@ impl Overlay {
                 self.process_envelope_with(now, env, reroutes, up);
             } else if let Some(r) = self.local_routes.pop_front() {
                 self.route_local(now, r, up);
-            } else if let Some((id, key, msg, r)) = self.local_secure.pop_front() {
-                self.start_secure_route(now, id, key, msg, r);
+            } else if let Some((id, key, msg, r, redundancy)) = self.local_secure.pop_front() {
+                self.start_secure_route(now, id, key, msg, r, redundancy);
             } else if let Some((_, m)) = self.root_sets.pop_front() {
                 if let OverlayMessage::RootSet { id, key, members } = m {
                     self.on_root_set(now, id, key, members);

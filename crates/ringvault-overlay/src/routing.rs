@@ -6,7 +6,7 @@ use crate::config::MAX_HOPS;
 use crate::kbr::{Forward, Kbr, RouteInfo, Upcalls};
 use crate::overlay::LocalRoute;
 use crate::{
-    AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, RoutedBody,
+    AppMessage, Envelope, JoinReply, JoinVariant, Overlay, OverlayMessage, Redundancy, RoutedBody,
     RoutingTable, TraceHop,
 };
 
@@ -339,10 +339,11 @@ impl Kbr for Overlay {
         });
     }
 
-    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64 {
+    fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8, redundancy: Redundancy) -> u64 {
         let id = self.next_secure_id;
         self.next_secure_id += 1;
-        self.local_secure.push_back((id, key, msg, r.max(1)));
+        self.local_secure
+            .push_back((id, key, msg, r.max(1), redundancy));
         id
     }
 

@@ -31,6 +31,17 @@ pub const REDUNDANT_ROWS: usize = 2;
 /// At most this many secure routes wait for answers at once; more fail at once.
 pub const MAX_SECURE_ROUTES: usize = 4096;
 
+/// When a secure route sends copies of its probe along independent paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redundancy {
+    /// Only when the ordinary route's answer fails the routing failure test, or none comes:
+    /// cheap, and right with high probability.
+    OnFailure,
+    /// At once: for a retry, after a route whose answer proved wrong (the ordinary route from
+    /// here would bring the same answer again).
+    Always,
+}
+
 /// How a secure route ended, reported as [`OverlayEvent::SecureRouted`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecureRouteReport {
@@ -270,6 +281,7 @@ impl Overlay {
         key: Id,
         msg: AppMessage,
         r: u8,
+        redundancy: Redundancy,
     ) {
         self.stats.secure_routes += 1;
         if !self.is_ready() || self.secure_routes.len() >= crate::secure::MAX_SECURE_ROUTES {
@@ -295,6 +307,10 @@ impl Overlay {
                 first: Vec::new(),
             },
         );
+        if redundancy == Redundancy::Always {
+            self.go_redundant(now, id);
+            return;
+        }
         let env = Envelope {
             key,
             origin: self.me,

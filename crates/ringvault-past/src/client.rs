@@ -228,24 +228,27 @@ impl Past {
         self.complete_insert(now, req);
     }
 
-    /// Finishes insert `req` if enough of the receipts it holds count.
+    /// Finishes insert `req` if enough of the receipts it holds count: k of them, from its
+    /// k closest nodes (and as many more as re-sends have widened it to).
     pub(crate) fn complete_insert(&mut self, now: Time, req: RequestId) {
         let Some(Pending::Insert {
             cert,
             receipts,
             witnesses,
+            resend,
             ..
         }) = self.pending.get(&req)
         else {
             return;
         };
-        if witnesses.counted(receipts) < cert.body.replicas as usize {
+        let k = cert.body.replicas as usize;
+        let counted = witnesses.counted(&cert.id(), k + resend.widen as usize, receipts);
+        if counted.len() < k {
             return;
         }
         if let Some(Pending::Insert {
             cert,
             receipts,
-            witnesses,
             all_already,
             started,
             resend,
@@ -258,7 +261,7 @@ impl Past {
             self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
             let receipts = receipts
                 .into_iter()
-                .filter(|(node, _)| witnesses.counts(node))
+                .filter(|(node, _)| counted.contains(node))
                 .map(|(_, r)| r)
                 .collect();
             // After a re-send, "already held" may mean held since this request's own first

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ringvault_overlay::{AppId, AppMessage, Forward, Kbr, RouteInfo, SecureRouteReport, Service};
+use ringvault_overlay::{
+    AppId, AppMessage, Forward, Kbr, Redundancy, RouteInfo, SecureRouteReport, Service,
+};
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal, Want};
@@ -477,7 +479,14 @@ impl Past {
                 content,
                 spare: false,
             };
-            self.sec_route(kbr, id, &msg, req, r);
+            // A re-sent insert's last answer may have been a lie that passed the test: this
+            // time copies go along independent paths at once.
+            let redundancy = if widen == 0 {
+                Redundancy::OnFailure
+            } else {
+                Redundancy::Always
+            };
+            self.sec_route(kbr, id, &msg, (req, r), redundancy);
             return;
         }
         kbr.route(
@@ -668,8 +677,8 @@ impl Service for Past {
         }
     }
 
-    fn secure_routed(&mut self, _kbr: &mut dyn Kbr, now: Time, report: &SecureRouteReport) {
-        self.on_secure_routed(now, report);
+    fn secure_routed(&mut self, kbr: &mut dyn Kbr, now: Time, report: &SecureRouteReport) {
+        self.on_secure_routed(kbr, now, report);
     }
 
     fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {

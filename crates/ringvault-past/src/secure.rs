@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ringvault_overlay::{Kbr, SecureRouteReport};
+use ringvault_overlay::{Kbr, Redundancy, SecureRouteReport};
 use ringvault_types::{Contact, Id, Time};
 
 use crate::past::{encode, Past, Pending, RequestId};
@@ -18,31 +18,51 @@ use crate::{PastError, StoreReceipt};
 pub(crate) enum Witnesses {
     /// Open mode: every node whose receipt verifies.
     Anyone,
-    /// Secure mode: only the members of the replica set that secure routing verified (none
-    /// until its report comes).
-    Members(BTreeSet<Id>),
+    /// Secure mode: the nodes closest to the key among the certified ones the client has
+    /// heard of: those the secure route named (none before its report) and those that sent
+    /// receipts. An id cannot be chosen, so a node whose receipt proves it closer than a
+    /// named one belongs in the set more than the named one does: when every answer left a
+    /// correct member out, the receivers hand the replica on to it (secure routing's
+    /// closure), and its receipt puts it in its place.
+    Closest { named: BTreeSet<Id>, reported: bool },
 }
 
 impl Witnesses {
     pub(crate) fn new(secure: bool) -> Self {
         if secure {
-            Witnesses::Members(BTreeSet::new())
+            Witnesses::Closest {
+                named: BTreeSet::new(),
+                reported: false,
+            }
         } else {
             Witnesses::Anyone
         }
     }
 
-    /// Whether a receipt from `node` counts.
-    pub(crate) fn counts(&self, node: &Id) -> bool {
+    /// The senders of `receipts` whose receipts count toward an insert of `key` that wants
+    /// them from its `r` closest nodes.
+    pub(crate) fn counted(
+        &self,
+        key: &Id,
+        r: usize,
+        receipts: &BTreeMap<Id, StoreReceipt>,
+    ) -> BTreeSet<Id> {
         match self {
-            Witnesses::Anyone => true,
-            Witnesses::Members(m) => m.contains(node),
+            Witnesses::Anyone => receipts.keys().copied().collect(),
+            Witnesses::Closest {
+                reported: false, ..
+            } => BTreeSet::new(),
+            Witnesses::Closest { named, .. } => {
+                let mut known: Vec<Id> = named.iter().chain(receipts.keys()).copied().collect();
+                known.sort_by(|a, b| key.cmp_closeness(a, b));
+                known.dedup();
+                known.truncate(r);
+                known
+                    .into_iter()
+                    .filter(|n| receipts.contains_key(n))
+                    .collect()
+            }
         }
-    }
-
-    /// The receipts (by sender) that count.
-    pub(crate) fn counted(&self, receipts: &BTreeMap<Id, StoreReceipt>) -> usize {
-        receipts.keys().filter(|n| self.counts(n)).count()
     }
 }
 
@@ -53,8 +73,11 @@ pub(crate) enum LookupStage {
     /// verified answer came by then.
     Plain { retry: Option<Time> },
     /// Sent through `sec_route` to the replica set: its members once the route reports them,
-    /// and those of them that said they hold no copy.
+    /// those of them that said they hold no copy, and (routed with copies only on a failed
+    /// test) when to try again with copies at once.
     Secure {
+        redundancy: Redundancy,
+        retry: Option<Time>,
         members: Option<BTreeSet<Id>>,
         refused: BTreeSet<Id>,
     },
@@ -64,8 +87,7 @@ impl LookupStage {
     /// When the stage needs attention before the request's deadline.
     pub(crate) fn wake(&self) -> Option<Time> {
         match self {
-            LookupStage::Plain { retry } => *retry,
-            LookupStage::Secure { .. } => None,
+            LookupStage::Plain { retry } | LookupStage::Secure { retry, .. } => *retry,
         }
     }
 
@@ -75,8 +97,27 @@ impl LookupStage {
             LookupStage::Secure {
                 members: Some(m),
                 refused,
+                ..
             } => m.is_subset(refused),
             _ => false,
+        }
+    }
+
+    /// The next try after this stage brought no verified copy: secure routing, then secure
+    /// routing with copies along independent paths at once (an answer that passed the
+    /// failure test can still be a lie, and the ordinary route from here would bring it
+    /// again). `None`: nothing left to try.
+    fn next(&self, secure: bool) -> Option<Redundancy> {
+        match self {
+            LookupStage::Plain { .. } => secure.then_some(Redundancy::OnFailure),
+            LookupStage::Secure {
+                redundancy: Redundancy::OnFailure,
+                ..
+            } => Some(Redundancy::Always),
+            LookupStage::Secure {
+                redundancy: Redundancy::Always,
+                ..
+            } => None,
         }
     }
 }
@@ -96,34 +137,56 @@ impl Past {
         kbr: &mut dyn Kbr,
         key: Id,
         msg: &crate::message::PastMessage,
-        req: RequestId,
-        r: u8,
+        (req, r): (RequestId, u8),
+        redundancy: Redundancy,
     ) {
-        let route = kbr.sec_route(key, encode(msg), r);
+        let route = kbr.sec_route(key, encode(msg), r, redundancy);
         self.secure_routes.insert(route, SecureRequest { req, r });
     }
 
     /// A secure route of this service ended: the members it reached become the nodes whose
     /// receipts (for an insert) or refusals (for a lookup) count.
-    pub(crate) fn on_secure_routed(&mut self, now: Time, report: &SecureRouteReport) {
+    pub(crate) fn on_secure_routed(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        report: &SecureRouteReport,
+    ) {
         let Some(SecureRequest { req, r }) = self.secure_routes.remove(&report.id) else {
             return;
         };
         let members = report.sent_to.iter().take(r as usize).map(|c| c.id);
+        let wait = self.resend_interval();
         match self.pending.get_mut(&req) {
             Some(Pending::Insert {
-                witnesses: Witnesses::Members(m),
+                witnesses: Witnesses::Closest { named, reported },
                 ..
             }) => {
-                m.extend(members);
+                named.extend(members);
+                *reported = true;
                 self.complete_insert(now, req);
             }
             Some(Pending::Lookup {
-                stage: LookupStage::Secure { members: m, .. },
+                stage:
+                    LookupStage::Secure {
+                        redundancy,
+                        retry,
+                        members: m,
+                        ..
+                    },
                 ..
             }) => {
                 *m = Some(members.collect());
-                self.fail_exhausted_lookup(req);
+                if *redundancy == Redundancy::OnFailure {
+                    // Nobody to ask is as good as a wrong answer: try again at once.
+                    let after = if report.sent_to.is_empty() {
+                        now
+                    } else {
+                        now + wait
+                    };
+                    *retry = Some(after);
+                }
+                self.on_lookup_exhausted(kbr, req);
             }
             _ => {}
         }
@@ -131,7 +194,7 @@ impl Past {
 
     /// Sends lookup `req` through secure routing to its object's replica set, each member
     /// answering with its copy or refusing (a hand-off list that is already empty).
-    pub(crate) fn lookup_securely(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+    fn lookup_securely(&mut self, kbr: &mut dyn Kbr, req: RequestId, redundancy: Redundancy) {
         let Some(Pending::Lookup {
             id, want, stage, ..
         }) = self.pending.get_mut(&req)
@@ -139,6 +202,8 @@ impl Past {
             return;
         };
         *stage = LookupStage::Secure {
+            redundancy,
+            retry: None,
             members: None,
             refused: BTreeSet::new(),
         };
@@ -146,28 +211,44 @@ impl Past {
         self.secure_lookups += 1;
         let msg = want.ask(req, kbr.local_contact(), id, Some(Vec::new()), 0);
         let r = self.config.secure_lookup_width;
-        self.sec_route(kbr, id, &msg, req, r);
+        self.sec_route(kbr, id, &msg, (req, r), redundancy);
     }
 
-    /// Lookups whose ordinary route brought no verified answer in time go secure.
+    /// Lookups whose last try brought no verified answer in time try the next way, or fail.
     pub(crate) fn retry_lookups(&mut self, kbr: &mut dyn Kbr, now: Time) {
         let due: Vec<RequestId> = self
             .pending
             .iter()
             .filter(|(_, p)| {
-                matches!(p, Pending::Lookup { stage: LookupStage::Plain { retry: Some(t) }, .. } if *t <= now)
+                matches!(p, Pending::Lookup { stage, .. } if stage.wake().is_some_and(|t| t <= now))
             })
             .map(|(r, _)| *r)
             .collect();
         for req in due {
-            self.lookup_securely(kbr, req);
+            self.try_next(kbr, req);
+        }
+    }
+
+    /// Lookup `req`'s current try failed: the next one, or (nothing left) the lookup fails.
+    fn try_next(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+        let secure = self.config.secure;
+        let Some(Pending::Lookup { stage, .. }) = self.pending.get(&req) else {
+            return;
+        };
+        match stage.next(secure) {
+            Some(redundancy) => self.lookup_securely(kbr, req, redundancy),
+            None => {
+                if let Some(Pending::Lookup { want, .. }) = self.pending.remove(&req) {
+                    self.events.push_back(want.failed(req, PastError::NotFound));
+                }
+            }
         }
     }
 
     /// A lookup's answer was a refusal from `refused_by`, or (with `None`) a copy that did
     /// not verify. In open mode a refusal ends the lookup and a bad copy is ignored (it waits
     /// for a good one or its deadline); in secure mode a bad answer to the ordinary route sends
-    /// the lookup through secure routing, and once there only every member refusing ends it.
+    /// the lookup through secure routing, and once there every member refusing moves it on.
     pub(crate) fn lookup_went_wrong(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -179,33 +260,24 @@ impl Past {
             return;
         };
         match stage {
-            LookupStage::Plain { .. } if secure => self.lookup_securely(kbr, req),
-            LookupStage::Plain { .. } => {
-                if refused_by.is_some() {
-                    if let Some(Pending::Lookup { want, .. }) = self.pending.remove(&req) {
-                        self.events.push_back(want.failed(req, PastError::NotFound));
-                    }
-                }
-            }
+            LookupStage::Plain { .. } if secure || refused_by.is_some() => self.try_next(kbr, req),
+            LookupStage::Plain { .. } => {}
             LookupStage::Secure { refused, .. } => {
                 if let Some(c) = refused_by {
                     refused.insert(c.id);
                 }
-                self.fail_exhausted_lookup(req);
+                self.on_lookup_exhausted(kbr, req);
             }
         }
     }
 
-    /// Ends a secure lookup every member refused.
-    fn fail_exhausted_lookup(&mut self, req: RequestId) {
-        let exhausted = matches!(
+    /// Moves a secure lookup every member refused on to its next try.
+    fn on_lookup_exhausted(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+        if matches!(
             self.pending.get(&req),
             Some(Pending::Lookup { stage, .. }) if stage.exhausted()
-        );
-        if exhausted {
-            if let Some(Pending::Lookup { want, .. }) = self.pending.remove(&req) {
-                self.events.push_back(want.failed(req, PastError::NotFound));
-            }
+        ) {
+            self.try_next(kbr, req);
         }
     }
 }
@@ -232,7 +304,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         routed: Vec<(Id, AppMessage)>,
-        secure: Vec<(Id, AppMessage, u8)>,
+        secure: Vec<(Id, AppMessage, u8, Redundancy)>,
     }
 
     impl Kbr for Recorder {
@@ -243,8 +315,8 @@ mod tests {
             self.routed.push((key, msg));
         }
         fn send_direct(&mut self, _: Contact, _: AppMessage) {}
-        fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8) -> u64 {
-            self.secure.push((key, msg, r));
+        fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8, red: Redundancy) -> u64 {
+            self.secure.push((key, msg, r, red));
             self.secure.len() as u64
         }
         fn local_lookup(&self, _: &Id, _: usize, _: bool) -> Vec<Contact> {
@@ -310,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_secure_insert_counts_receipts_only_from_the_verified_replica_set() {
+    fn a_secure_insert_counts_receipts_only_from_the_closest_nodes_it_knows() {
         let mut kbr = Recorder::default();
         let mut p = past(true);
         let owner = Identity::from_secret_bytes([9; 32]);
@@ -321,33 +393,42 @@ mod tests {
             kbr.routed.is_empty(),
             "a secure insert is not routed plainly"
         );
-        let (key, _, r) = kbr.secure[0].clone();
-        assert_eq!(r, 3);
-        // Three receipts from nodes outside the set arrive first: none counts.
-        for n in 6..9 {
-            from(&mut p, &mut kbr, contact(n), &receipt(req, key, n));
+        let (key, _, r, red) = kbr.secure[0].clone();
+        assert_eq!((r, red), (3, Redundancy::OnFailure));
+        // Nine nodes by closeness to the key: the route names 0, 1 and 3; 2 is a member it
+        // left out; 6, 7, 8 are far.
+        let mut by_closeness: Vec<(u8, Contact)> = (1..10).map(|n| (n, contact(n))).collect();
+        by_closeness.sort_by(|a, b| key.cmp_closeness(&a.1.id, &b.1.id));
+        let at = |i: usize| by_closeness[i];
+        // Receipts from far nodes arrive before the report, and after it: none counts.
+        for i in 6..9 {
+            from(&mut p, &mut kbr, at(i).1, &receipt(req, key, at(i).0));
         }
-        p.on_secure_routed(Time::ZERO, &report(1, key, (1..4).map(contact).collect()));
+        let named = vec![at(0).1, at(1).1, at(3).1];
+        p.on_secure_routed(&mut kbr, Time::ZERO, &report(1, key, named));
         assert_eq!(inserted(&mut p), None);
-        from(&mut p, &mut kbr, contact(1), &receipt(req, key, 1));
-        from(&mut p, &mut kbr, contact(2), &receipt(req, key, 2));
-        assert_eq!(inserted(&mut p), None);
-        from(&mut p, &mut kbr, contact(3), &receipt(req, key, 3));
-        assert_eq!(inserted(&mut p), Some(3), "only the members' receipts");
+        from(&mut p, &mut kbr, at(0).1, &receipt(req, key, at(0).0));
+        from(&mut p, &mut kbr, at(3).1, &receipt(req, key, at(3).0));
+        assert_eq!(inserted(&mut p), None, "two members and far nodes");
+        // The member the route left out proves itself closer than the third named one.
+        from(&mut p, &mut kbr, at(2).1, &receipt(req, key, at(2).0));
+        assert_eq!(inserted(&mut p), None, "the closest three are 0, 1, 2");
+        from(&mut p, &mut kbr, at(1).1, &receipt(req, key, at(1).0));
+        assert_eq!(inserted(&mut p), Some(3), "only the closest three count");
 
-        // Negative control: open mode takes the same three outsiders' receipts.
+        // Negative control: open mode takes three far nodes' receipts.
         let mut p = past(false);
         let req = p
             .insert(&mut kbr, Time::ZERO, &owner, "a", b"x".to_vec(), 3, 0)
             .unwrap();
-        for n in 6..9 {
-            from(&mut p, &mut kbr, contact(n), &receipt(req, key, n));
+        for i in 6..9 {
+            from(&mut p, &mut kbr, at(i).1, &receipt(req, key, at(i).0));
         }
         assert_eq!(inserted(&mut p), Some(3));
     }
 
     #[test]
-    fn a_refused_or_forged_lookup_goes_secure_and_fails_only_when_every_member_refuses() {
+    fn a_refused_or_forged_lookup_goes_secure_then_redundant_and_fails_only_after_both() {
         let mut kbr = Recorder::default();
         let mut p = past(true);
         let id = Id::hash(b"object");
@@ -361,9 +442,11 @@ mod tests {
         // A liar on the path says there is no such object: the lookup goes secure.
         from(&mut p, &mut kbr, contact(8), &refused);
         assert_eq!(kbr.secure.len(), 1);
-        assert_eq!(kbr.secure[0].2, p.config().secure_lookup_width);
+        let width = p.config().secure_lookup_width;
+        assert_eq!(kbr.secure[0].2, width);
+        assert_eq!(kbr.secure[0].3, Redundancy::OnFailure);
         let members: Vec<Contact> = (1..6).map(contact).collect();
-        p.on_secure_routed(Time::ZERO, &report(1, id, members.clone()));
+        p.on_secure_routed(&mut kbr, Time::ZERO, &report(1, id, members.clone()));
         // A forged copy and an outsider's refusal change nothing.
         let liar = Identity::from_secret_bytes([8; 32]);
         let forged = PastMessage::Found {
@@ -378,18 +461,32 @@ mod tests {
             from(&mut p, &mut kbr, *m, &refused);
         }
         assert!(p.poll_event().is_none(), "one member has not answered");
+        assert_eq!(kbr.secure.len(), 1);
+        // Every member refused: once more, with copies along independent paths at once.
         from(&mut p, &mut kbr, members[4], &refused);
+        assert!(p.poll_event().is_none());
+        assert_eq!(kbr.secure.len(), 2);
+        assert_eq!(kbr.secure[1].3, Redundancy::Always);
+        p.on_secure_routed(&mut kbr, Time::ZERO, &report(2, id, members.clone()));
+        for m in &members {
+            from(&mut p, &mut kbr, *m, &refused);
+        }
         assert!(matches!(
             p.poll_event(),
             Some(PastEvent::Found(_, Err(PastError::NotFound)))
         ));
 
-        // With no answer at all, the ordinary route is given up on at its retry time.
+        // With no answer at all, each try is given up on at its retry time.
         let mut kbr = Recorder::default();
-        let req = p.lookup(&mut kbr, Time::ZERO, id).unwrap();
+        p.lookup(&mut kbr, Time::ZERO, id).unwrap();
         let retry = p.next_deadline().unwrap();
         assert!(retry < Time::ZERO + crate::REQUEST_TIMEOUT);
         p.handle_timeout(&mut kbr, retry);
-        assert_eq!(kbr.secure.len(), 1, "request {req} went secure");
+        assert_eq!(kbr.secure.len(), 1, "secure after the ordinary route");
+        p.on_secure_routed(&mut kbr, retry, &report(1, id, members.clone()));
+        let retry = p.next_deadline().unwrap();
+        p.handle_timeout(&mut kbr, retry);
+        assert_eq!(kbr.secure.len(), 2, "redundant after the secure route");
+        assert_eq!(kbr.secure[1].3, Redundancy::Always);
     }
 }

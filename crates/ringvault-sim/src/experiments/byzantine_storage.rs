@@ -4,10 +4,14 @@
 //! are handed, answer secure probes with colluders only, sign receipts for replicas and throw
 //! the data away, and answer lookups with forged copies.
 //!
-//! The network is built from global knowledge as for `secure-routing`. For each f, objects are
-//! inserted from random correct nodes, then each is looked up from another random correct node.
-//! The negative control runs the worst fraction again with PAST's secure mode off (the overlay
-//! unchanged): lookups then trust the ordinary route, and the checker must see them fail.
+//! Each point runs on a fresh network built from global knowledge as for `secure-routing` (the
+//! same seed, so the same nodes and the same Byzantine set for a given f): objects are
+//! inserted from random correct nodes, then each is looked up from another random correct
+//! node. Messages are counted over the whole ring while a phase runs.
+//! PAST's secure mode is then switched off (the overlay unchanged) and f = 0 and the worst
+//! fraction run again: the first shows what secure mode costs without an attack; the second is
+//! the negative control (lookups then trust the ordinary route, and the checker must see them
+//! fail).
 
 use std::collections::BTreeMap;
 
@@ -134,18 +138,31 @@ fn ms(d: &Duration) -> u64 {
     d.as_micros() / 1_000
 }
 
-/// Inserts and looks up objects with a fraction `f` of the nodes Byzantine.
-fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, secure: bool) -> Point {
+/// Inserts and looks up objects on a fresh ring with a fraction `f` of the nodes Byzantine and
+/// PAST's secure mode on or off.
+fn measure(ctx: &mut Ctx, f: f64, secure: bool) -> Point {
+    let n = ctx.params.nodes.unwrap_or(N);
+    let cfg = ctx.params.overlay(4, 16, 32);
+    let rss0 = rss_bytes();
+    let seed = ctx.params.seed;
+    let past = PastConfig {
+        secure,
+        secure_lookup_width: K,
+        ..PastConfig::default()
+    };
+    let mut sim = build_global(ctx, cfg, n, |i, node| {
+        let store = Box::new(MemoryStore::new(1 << 30));
+        let p =
+            Past::with_config(node_identity(seed, i), store, past.clone()).expect("an empty store");
+        node.add_service(Box::new(p));
+    });
+    let point = measure_on(ctx, &mut sim, f, secure);
+    ctx.account(&sim, rss0);
+    point
+}
+
+fn measure_on(ctx: &Ctx, sim: &mut Sim, f: f64, secure: bool) -> Point {
     let label = format!("f={f}{}", if secure { "" } else { " (PAST secure off)" });
-    for i in 0..sim.nodes.len() as u32 {
-        past_of(sim, i, |p| {
-            let c = PastConfig {
-                secure,
-                ..p.config().clone()
-            };
-            p.set_config(c)
-        });
-    }
     let (byz, correct) = turn_byzantine(sim, f, Attack::FakeRoot);
     let ring = Ring::of(sim);
     let owner = Identity::from_secret_bytes([0x42; 32]);
@@ -288,26 +305,15 @@ fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, secure: bool) -> Point {
 /// `byzantine-storage`: PAST inserts and lookups under f colluding Byzantine nodes.
 pub(crate) fn byzantine_storage(ctx: &mut Ctx) -> Report {
     let n = ctx.params.nodes.unwrap_or(N);
-    let cfg = ctx.params.overlay(4, 16, 32);
-    let rss0 = rss_bytes();
-    let seed = ctx.params.seed;
-    let past = PastConfig {
-        secure: true,
-        secure_lookup_width: K,
-        ..PastConfig::default()
-    };
-    let mut sim = build_global(ctx, cfg, n, |i, node| {
-        let store = Box::new(MemoryStore::new(1 << 30));
-        let p =
-            Past::with_config(node_identity(seed, i), store, past.clone()).expect("an empty store");
-        node.add_service(Box::new(p));
-    });
     let mut points: Vec<Point> = Vec::new();
     for &f in &FRACTIONS {
-        points.push(measure(ctx, &mut sim, f, true));
+        points.push(measure(ctx, f, true));
     }
+    // The price of secure mode, and the negative control.
     let worst = *FRACTIONS.last().expect("fractions");
-    points.push(measure(ctx, &mut sim, worst, false));
+    for f in [0.0, worst] {
+        points.push(measure(ctx, f, false));
+    }
     for p in &points {
         eprintln!(
             "byzantine-storage N={n} f={} secure={}: inserts {:.4}, held by a correct replica {:.4}, lookups right {:.4} (readable {:.4}), failed {:.4}, secure lookups {:.4}, {:.1} msgs/insert, {:.1} msgs/lookup",
@@ -394,7 +400,6 @@ pub(crate) fn byzantine_storage(ctx: &mut Ctx) -> Report {
             }),
         ],
     };
-    ctx.account(&sim, rss0);
     let at = |f: f64| points.iter().find(|p| p.secure && p.f == f).cloned();
     Report {
         experiment: "byzantine-storage".into(),
@@ -407,6 +412,8 @@ pub(crate) fn byzantine_storage(ctx: &mut Ctx) -> Report {
             "attack": "fake-root routing, receipts for dropped replicas, forged copies",
             "lookups_right_bytes_at_worst": at(worst).map(|p| p.lookups_right_bytes),
             "negative_control_lookups_right_bytes": points.last().map(|p| p.lookups_right_bytes),
+            "secure_insert_cost_no_attack": r6(base.messages_per_insert / points[FRACTIONS.len()].messages_per_insert.max(1e-9)),
+            "secure_lookup_cost_no_attack": r6(base.messages_per_lookup / points[FRACTIONS.len()].messages_per_lookup.max(1e-9)),
             "points": points,
         }),
         tables: vec![t],

@@ -13,7 +13,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 use ringvault_node::Node;
-use ringvault_overlay::{AppMessage, Config, Kbr, Peer, RouteInfo, Service};
+use ringvault_overlay::{AppMessage, Config, Kbr, Peer, Redundancy, RouteInfo, Service};
 use ringvault_testkit::byzantine::{Attack, Colluders};
 use ringvault_types::{Duration, Id, Time};
 use serde::Serialize;
@@ -281,7 +281,9 @@ fn measure(ctx: &Ctx, sim: &mut Sim, f: f64, attack: Attack, mean_hops: f64) -> 
             body: Vec::new(),
         };
         let id = sim.with_node(src, |node, now| {
-            node.with_service::<Sink, _>(now, |_, kbr| kbr.sec_route(key, msg, R))
+            node.with_service::<Sink, _>(now, |_, kbr| {
+                kbr.sec_route(key, msg, R, Redundancy::OnFailure)
+            })
         });
         let limit = sim.now + ROUTE_LIMIT;
         sim.drain(limit);
