@@ -560,6 +560,12 @@ impl Past {
             deadline: now + REQUEST_TIMEOUT,
         })?;
         let client = kbr.local_contact();
+        if self.config.secure {
+            // Straight to the replica set, each member releasing its own copy.
+            let msg = PastMessage::ReclaimReplica { req, client, cert };
+            self.sec_route(kbr, id, &msg, (req, k), Redundancy::OnFailure);
+            return Ok(req);
+        }
         kbr.route(
             id,
             encode(&PastMessage::Reclaim { req, client, cert }),

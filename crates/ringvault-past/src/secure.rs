@@ -428,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn a_secure_reclaim_goes_to_the_replica_set_itself() {
+        let mut kbr = Recorder::default();
+        let mut p = past(true);
+        let owner = Identity::from_secret_bytes([9; 32]);
+        let cert = crate::ReclaimCertificate::issue(&owner, Id::hash(b"object"), 1);
+        p.reclaim(&mut kbr, Time::ZERO, cert, 4).unwrap();
+        assert!(kbr.routed.is_empty());
+        let (_, msg, r, _) = &kbr.secure[0];
+        assert_eq!(*r, 4);
+        let m: PastMessage = postcard::from_bytes(&msg.body).unwrap();
+        assert!(matches!(m, PastMessage::ReclaimReplica { .. }), "{m:?}");
+    }
+
+    #[test]
     fn a_refused_or_forged_lookup_goes_secure_then_redundant_and_fails_only_after_both() {
         let mut kbr = Recorder::default();
         let mut p = past(true);

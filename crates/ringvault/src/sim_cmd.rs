@@ -17,7 +17,9 @@ pub enum SimCommand {
     /// Experiments: hops, hop-distribution, stretch, table-quality, replica-locality, failure,
     /// rare-case, join-cost, churn, past-storage, past-caching, scribe (always on
     /// transit-stub), secure-routing (plain and secure routing with f = 0 to 0.3 of the nodes
-    /// Byzantine and colluding). Several names in one run share their network builds.
+    /// Byzantine and colluding), byzantine-storage (PAST inserts and lookups with f = 0 to 0.25
+    /// colluding, lying about routes and storage; --routes sets the objects per point). Several
+    /// names in one run share their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.

@@ -34,7 +34,7 @@ use crate::Sim;
 /// Default network size.
 const N: usize = 10_000;
 /// Default objects per fraction.
-const OBJECTS: usize = 2_000;
+const OBJECTS: usize = 10_000;
 /// Replicas per object. With f = 0.25 the chance that all k closest nodes of a key are
 /// Byzantine is f^k: 1 in 1,024 at k = 5, 1 in 16,384 at k = 7. No protocol reads an object
 /// none of whose replicas is correct, so k sets the floor under the lookup figures.
