@@ -77,6 +77,10 @@ pub struct Config {
     /// Whether secure routes judge their first answer at all. Off, every first answer is
     /// accepted: only for experiments that show what the test is worth.
     pub failure_test: bool,
+    /// Secure mode: a joiner checks the state its join path handed it against the answers of
+    /// probes sent along independent paths before it announces itself (see
+    /// `Overlay::check_join`). Off only for experiments that show what the check is worth.
+    pub secure_join: bool,
     /// How long a secure route waits for its answers, per stage.
     pub secure_timeout: Duration,
 }
@@ -98,6 +102,7 @@ impl Default for Config {
             secure: false,
             gamma: crate::secure::DEFAULT_GAMMA,
             failure_test: true,
+            secure_join: true,
             join_rate_per_minute: JOIN_RATE_PER_MINUTE,
             secure_timeout: Duration::from_secs(3),
         }

@@ -116,6 +116,8 @@ impl Overlay {
             OverlayMessage::RootSet { id, key, members } => {
                 if ready {
                     self.on_root_set(now, id, key, members);
+                } else {
+                    self.on_join_check_answer(now, id, key, members);
                 }
             }
             m @ OverlayMessage::SecureDeliver { .. } => {

@@ -112,6 +112,10 @@ pub struct Stats {
     /// Keep-alive ticks that ran more than a keep-alive interval late (this node stalled);
     /// silence over such a stall is not held against peers.
     pub self_stalls: u64,
+    /// Joins checked against independent paths (secure mode).
+    pub join_checks: u64,
+    /// Leaf set members those checks added that the join path had not named.
+    pub join_check_corrections: u64,
 }
 
 /// What the node is waiting for.
@@ -133,6 +137,18 @@ pub(crate) enum Phase {
         deadline: Time,
         awaiting: BTreeSet<Id>,
         versions: BTreeMap<Id, u64>,
+    },
+    /// Secure mode: the join's state is in; probes for this node's own id went out along
+    /// independent paths, and their answers are merged before the node announces itself.
+    CheckingJoin {
+        /// The probes' id.
+        id: u64,
+        copies: usize,
+        answers: usize,
+        deadline: Time,
+        versions: BTreeMap<Id, u64>,
+        /// The leaf set the join path handed over.
+        before: Vec<Id>,
     },
     /// Joined: routing.
     Ready,
@@ -373,7 +389,8 @@ impl Overlay {
         let mut d = Time::NEVER;
         match &self.phase {
             Phase::AwaitingJoinReplies { deadline, .. }
-            | Phase::CollectingState { deadline, .. } => d = d.min(*deadline),
+            | Phase::CollectingState { deadline, .. }
+            | Phase::CheckingJoin { deadline, .. } => d = d.min(*deadline),
             Phase::Ready => {
                 d = d.min(self.next_keepalive).min(self.next_neighbourhood);
             }

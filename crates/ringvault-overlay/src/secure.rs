@@ -601,6 +601,102 @@ impl Overlay {
     }
 }
 
+/// The secure join (security.md §5): the state a join path handed over may come from a liar (a
+/// colluder on the path can answer as the root with a leaf set of colluders), so before it
+/// announces itself a joiner sends probes for its own id along independent paths, as redundant
+/// routing does (from its proximity entries of the first rows, which the path's nodes chose
+/// from the whole ring, and its leaf set, each forwarded along constrained entries), and merges
+/// every answer into its tables. Ids are certified and cannot be chosen, so the leaf set and
+/// the constrained table, which keep the closest candidates, end with the true ones if any
+/// answer named them.
+impl Overlay {
+    pub(crate) fn check_join(&mut self, now: Time, versions: BTreeMap<Id, u64>) {
+        let starters = self.redundant_starters();
+        if starters.is_empty() {
+            self.announce_joined(now, versions);
+            return;
+        }
+        let id = self.next_secure_id;
+        self.next_secure_id += 1;
+        self.stats.join_checks += 1;
+        let r = (self.cfg.leaf_set_size / 2 + 1).min(u8::MAX as usize) as u8;
+        for first in &starters {
+            let env = Envelope {
+                key: self.me.id,
+                origin: self.me,
+                hops: 1,
+                trace: None,
+                body: RoutedBody::SecureProbe {
+                    id,
+                    r,
+                    constrained: true,
+                },
+            };
+            self.send(*first, OverlayMessage::SecureHop(env));
+        }
+        self.phase = crate::overlay::Phase::CheckingJoin {
+            id,
+            copies: starters.len(),
+            answers: 0,
+            deadline: now + self.cfg.secure_timeout,
+            versions,
+            before: self.leaf.iter().map(|p| p.id()).collect(),
+        };
+    }
+
+    /// An answer to the join check's probes: every node it names is offered to the tables.
+    pub(crate) fn on_join_check_answer(
+        &mut self,
+        now: Time,
+        id: u64,
+        key: Id,
+        members: Vec<Contact>,
+    ) {
+        let done = match &mut self.phase {
+            crate::overlay::Phase::CheckingJoin {
+                id: want,
+                copies,
+                answers,
+                ..
+            } if *want == id && key == self.me.id => {
+                *answers += 1;
+                *answers >= *copies
+            }
+            _ => return,
+        };
+        for c in members
+            .into_iter()
+            .take(crate::join::MAX_CONTACTS_PER_MESSAGE)
+        {
+            self.offer(now, crate::Peer::unmeasured(c));
+        }
+        if done {
+            self.end_join_check(now);
+        }
+    }
+
+    /// Every answer came, or the wait is over: announce.
+    pub(crate) fn end_join_check(&mut self, now: Time) {
+        let (versions, before) =
+            match std::mem::replace(&mut self.phase, crate::overlay::Phase::Idle) {
+                crate::overlay::Phase::CheckingJoin {
+                    versions, before, ..
+                } => (versions, before),
+                other => {
+                    self.phase = other;
+                    return;
+                }
+            };
+        let added = self
+            .leaf
+            .iter()
+            .filter(|p| !before.contains(&p.id()))
+            .count();
+        self.stats.join_check_corrections += added as u64;
+        self.announce_joined(now, versions);
+    }
+}
+
 /// The `r` of `members` closest to `key`.
 fn closest_of(key: &Id, mut members: Vec<Contact>, r: usize) -> Vec<Contact> {
     members.sort_by(|a, b| key.cmp_closeness(&a.id, &b.id));

@@ -6,8 +6,9 @@
 //! What a colluder does with each message:
 //! - a routed message: acknowledges the hop (so the sender does not route around it) and then
 //!   hijacks it: a secure probe is answered as if the colluder were the key's root, with a
-//!   forged neighbourhood (see [`Attack`]); a storage request is lied to (below); anything
-//!   else is dropped;
+//!   forged neighbourhood (see [`Attack`]); a join is answered as if the colluder were the
+//!   joiner's root, with a leaf set and rows of colluders; a storage request is lied to
+//!   (below); anything else is dropped;
 //! - keep-alives are answered (so it stays in leaf sets); requests for state (leaf set, table
 //!   rows, join state) are answered with colluders only;
 //! - storage (`ringvault_past::forge`): every replica it is handed, routed, sent or securely
@@ -15,7 +16,7 @@
 //! - other deliveries are accepted and dropped.
 
 use ringvault_overlay::{
-    AppMessage, Envelope, Kbr, Overlay, OverlayMessage, RoutedBody, StateSnapshot,
+    AppMessage, Envelope, JoinReply, Kbr, Overlay, OverlayMessage, RoutedBody, StateSnapshot,
 };
 use ringvault_types::{Contact, Id};
 
@@ -120,13 +121,32 @@ impl Colluders {
         }
     }
 
+    /// A join reached a colluder: it answers as the joiner's root, with a leaf set and table
+    /// rows of colluders only.
+    fn forged_join_reply(&self, hop: u8, joiner: &Contact) -> Vec<(Contact, OverlayMessage)> {
+        let near: Vec<Contact> = self
+            .closest(&joiner.id, self.answer_size)
+            .into_iter()
+            .filter(|c| c.id != joiner.id)
+            .collect();
+        let reply = JoinReply {
+            hop,
+            root: true,
+            rows: near.clone(),
+            leaves: near.into_iter().take(self.answer_size / 2).collect(),
+            neighbours: Vec::new(),
+            version: 0,
+        };
+        vec![(*joiner, OverlayMessage::JoinReply(reply))]
+    }
+
     /// A routed message reached a colluder: a secure probe is answered with a forged
     /// neighbourhood, anything else dropped.
     fn hijack(&self, me: &Overlay, envelope: &Envelope) -> Vec<(Contact, OverlayMessage)> {
         let (id, r) = match &envelope.body {
             RoutedBody::SecureProbe { id, r, .. } => (*id, *r),
             RoutedBody::App(m) => return lie_about_storage(me, m),
-            RoutedBody::Join { .. } => return Vec::new(),
+            RoutedBody::Join { joiner } => return self.forged_join_reply(envelope.hops, joiner),
         };
         let members = self.forged_neighbourhood(me, &envelope.key, r as usize);
         vec![(

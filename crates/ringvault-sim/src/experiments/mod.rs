@@ -24,12 +24,13 @@ mod locality;
 pub mod past;
 mod scribe;
 mod secure;
+mod secure_join;
 mod static_net;
 
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 14] = [
+pub const EXPERIMENTS: [&str; 15] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -44,6 +45,7 @@ pub const EXPERIMENTS: [&str; 14] = [
     "scribe",
     "secure-routing",
     "byzantine-storage",
+    "secure-join",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -160,6 +162,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "scribe" => scribe::scribe_experiment(&mut ctx),
             "secure-routing" => secure::secure_routing(&mut ctx),
             "byzantine-storage" => byzantine_storage::byzantine_storage(&mut ctx),
+            "secure-join" => secure_join::secure_join(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);

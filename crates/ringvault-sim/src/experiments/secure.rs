@@ -57,7 +57,7 @@ impl Service for Sink {
 
 /// The first bits of `x` up to and including digit `l` set to `d`, as the range [lo, hi) of
 /// ids with that prefix (`hi` = `None`: up to the top of the id space).
-fn prefix_range(x: &Id, l: usize, d: u8, b: u8) -> (Id, Option<Id>) {
+pub(crate) fn prefix_range(x: &Id, l: usize, d: u8, b: u8) -> (Id, Option<Id>) {
     let bits = (l + 1) * b as usize;
     let mut lo = *x.with_digit(l, b, d).as_bytes();
     for bit in bits..256 {
