@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use ringvault_node::{
-    decode, encode, Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent,
-    RouteReport, Service,
+    Action, Command, CommandError, CommandId, CommandOutput, Node, NodeEvent, RouteReport, Service,
 };
 use ringvault_overlay::{Config, OverlayEvent, OverlayMessage};
 use ringvault_types::{Contact, Id, Identity, NodeCertificate, RevocationList, Time};
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Admission, Security};
+use crate::admission::{Admission, ContactCheck, Security};
 use crate::status::{Metrics, SecurityStatus, Status};
 use crate::transport::{transport_config, Inbound, Transport, UNREACHABLE_QUEUE};
 use crate::{tls, NetError};
@@ -410,6 +409,8 @@ pub async fn start_with(
         .map_err(|e| NetError::Config(e.to_string()))?;
     if let Security::Secure(s) = &cfg.security {
         node.set_ring_ca(s.ca, s.revocations.clone());
+        node.overlay_mut()
+            .set_admission(Box::new(ContactCheck(admission.clone())));
     }
     for s in services.services {
         node.add_service(s);
@@ -557,7 +558,7 @@ impl Actor {
     }
 
     fn on_message(&mut self, m: Inbound) {
-        match decode(&m.bytes) {
+        match self.unwrap(&m.bytes) {
             Ok(msg) => {
                 *self.metrics.messages_in.entry(msg.kind()).or_default() += 1;
                 if let Some(out) = self
@@ -566,7 +567,7 @@ impl Actor {
                     .and_then(|f| f(&self.node, m.from, &msg))
                 {
                     for (to, msg) in out {
-                        if let Ok(bytes) = encode(&msg) {
+                        if let Ok(bytes) = self.wrap(&msg) {
                             self.transport.send(to, bytes);
                         }
                     }
@@ -579,6 +580,14 @@ impl Actor {
                 debug!(peer = %m.from.id.short(), "dropping undecodable message: {e}");
             }
         }
+    }
+
+    fn wrap(&self, msg: &OverlayMessage) -> Result<Vec<u8>, ringvault_types::EncodeError> {
+        self.transport.admission.wrap(msg)
+    }
+
+    fn unwrap(&self, bytes: &[u8]) -> Result<OverlayMessage, ringvault_types::DecodeError> {
+        self.transport.admission.unwrap(bytes, unix_now())
     }
 
     fn on_control(&mut self, c: Control) {
@@ -637,7 +646,7 @@ impl Actor {
     fn drain(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
-                Action::Send { to, msg } => match encode(&msg) {
+                Action::Send { to, msg } => match self.wrap(&msg) {
                     Ok(bytes) => {
                         *self.metrics.messages_out.entry(msg.kind()).or_default() += 1;
                         self.transport.send(to, bytes);

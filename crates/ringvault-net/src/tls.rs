@@ -312,7 +312,9 @@ impl ClientCertVerifier for IdVerifier {
 /// The TLS alert the refused peer hears: as specific as TLS allows, so its log says why.
 fn alert_for(refusal: &Refusal) -> CertificateError {
     match refusal {
-        Refusal::NoCertificate => CertificateError::ApplicationVerificationFailure,
+        Refusal::NoCertificate | Refusal::Unvouched => {
+            CertificateError::ApplicationVerificationFailure
+        }
         Refusal::Certificate(e) => match e {
             CertError::Expired { .. } => CertificateError::Expired,
             CertError::NotYetValid { .. } => CertificateError::NotValidYet,

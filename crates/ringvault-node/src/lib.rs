@@ -18,4 +18,4 @@ pub use node::{
 pub use probe::{RouteReport, PROBE_APP, PROBE_TIMEOUT};
 pub use revocation::{RevocationStats, REVOCATION_APP};
 pub use ringvault_overlay::Service;
-pub use wire::{decode, encode};
+pub use wire::{decode, decode_vouched, encode, encode_vouched, Vouched};

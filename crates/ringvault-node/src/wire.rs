@@ -1,12 +1,55 @@
-//! Encoding of overlay messages: one version byte, then postcard, capped in size.
+//! Encoding of overlay messages: one version byte, then postcard, capped in size. In secure
+//! mode a message also carries the ring certificates of the nodes it names ([`Vouched`]), so
+//! the receiver can check every contact it is handed before it takes it into its tables.
 
 use ringvault_overlay::OverlayMessage;
-use ringvault_types::{DecodeError, EncodeError, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};
+use ringvault_types::{
+    DecodeError, EncodeError, NodeCertificate, MAX_MESSAGE_SIZE, PROTOCOL_VERSION,
+};
+use serde::{de::DeserializeOwned, Serialize};
 
-/// Encodes `msg` for the wire.
+/// A secure-mode message: the message and the certificates of (some of) the nodes it names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vouched {
+    /// The message.
+    pub msg: OverlayMessage,
+    /// Certificates of nodes the message names.
+    pub certs: Vec<NodeCertificate>,
+}
+
+/// Encodes `msg` for the wire (open mode).
 pub fn encode(msg: &OverlayMessage) -> Result<Vec<u8>, EncodeError> {
+    encode_frame(msg)
+}
+
+/// Decodes bytes from the wire (open mode). Total: any input gives a message or an error.
+pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, DecodeError> {
+    decode_frame(bytes)
+}
+
+/// Encodes a secure-mode message with the certificates it carries (the bytes of a
+/// [`Vouched`], without copying the message).
+pub fn encode_vouched(
+    msg: &OverlayMessage,
+    certs: &[NodeCertificate],
+) -> Result<Vec<u8>, EncodeError> {
+    #[derive(serde::Serialize)]
+    struct VouchedRef<'a> {
+        msg: &'a OverlayMessage,
+        certs: &'a [NodeCertificate],
+    }
+    encode_frame(&VouchedRef { msg, certs })
+}
+
+/// Decodes a secure-mode message. Total, like [`decode`]; the certificates are only parsed
+/// here, their checks are the receiver's.
+pub fn decode_vouched(bytes: &[u8]) -> Result<Vouched, DecodeError> {
+    decode_frame(bytes)
+}
+
+fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let mut out = vec![PROTOCOL_VERSION];
-    let body = postcard::to_allocvec(msg).map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    let body = postcard::to_allocvec(value).map_err(|e| EncodeError::Serialize(e.to_string()))?;
     out.extend_from_slice(&body);
     if out.len() > MAX_MESSAGE_SIZE {
         return Err(EncodeError::TooLarge(out.len()));
@@ -14,8 +57,7 @@ pub fn encode(msg: &OverlayMessage) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
-/// Decodes bytes from the wire. Total: any input gives a message or an error.
-pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, DecodeError> {
+fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if bytes.len() > MAX_MESSAGE_SIZE {
         return Err(DecodeError::TooLarge(bytes.len()));
@@ -23,12 +65,12 @@ pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let (msg, rest) = postcard::take_from_bytes::<OverlayMessage>(body)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));
     }
-    Ok(msg)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -202,5 +244,38 @@ mod tests {
             body: vec![0; MAX_MESSAGE_SIZE],
         });
         assert!(matches!(encode(&big), Err(EncodeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn vouched_messages_round_trip_and_reject_damage() {
+        use ringvault_types::{CertBody, Identity, CERT_VERSION};
+        let ca = Identity::from_secret_bytes([1; 32]);
+        let node = Identity::from_secret_bytes([2; 32]);
+        let cert = NodeCertificate::issue(
+            &ca,
+            CertBody {
+                version: CERT_VERSION,
+                serial: 9,
+                node_id: node.id(),
+                public_key: node.public_key(),
+                addrs: vec!["127.0.0.1:7000".parse().unwrap()],
+                not_before: 1,
+                not_after: 2,
+            },
+        );
+        let v = Vouched {
+            msg: OverlayMessage::LeafSetReply {
+                leaves: vec![Contact::new(node.id(), "127.0.0.1:7000".parse().unwrap())],
+                version: 3,
+            },
+            certs: vec![cert],
+        };
+        let bytes = encode_vouched(&v.msg, &v.certs).unwrap();
+        assert_eq!(decode_vouched(&bytes).unwrap(), v);
+        for cut in 1..bytes.len() {
+            assert!(decode_vouched(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // The two framings do not pass for each other.
+        assert!(decode(&bytes).is_err());
     }
 }

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// At most this many contacts are read from any one message; the rest is ignored.
-pub(crate) const MAX_CONTACTS_PER_MESSAGE: usize = 1024;
+pub const MAX_CONTACTS_PER_MESSAGE: usize = 1024;
 
 impl Overlay {
     /// Joins the ring through `bootstrap`, a node already in it (ideally a nearby one). The
@@ -86,10 +86,10 @@ impl Overlay {
             self.offer(now, Peer::unmeasured(*c));
         }
         if probe_neighbours {
-            for c in reply.neighbours.iter().take(MAX_CONTACTS_PER_MESSAGE) {
-                self.offer(now, Peer::unmeasured(*c));
+            for c in self.admitted(reply.neighbours) {
+                self.offer(now, Peer::unmeasured(c));
                 if c.id != self.me.id {
-                    self.probe(*c);
+                    self.probe(c);
                 }
             }
         }
@@ -171,9 +171,9 @@ impl Overlay {
         {
             self.offer(now, Peer::unmeasured(*c));
         }
-        for c in s.neighbours.iter().take(MAX_CONTACTS_PER_MESSAGE) {
-            self.offer(now, Peer::unmeasured(*c));
-            self.probe(*c);
+        for c in self.admitted(s.neighbours) {
+            self.offer(now, Peer::unmeasured(c));
+            self.probe(c);
         }
         if done {
             self.finish_join(now);

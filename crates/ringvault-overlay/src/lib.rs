@@ -28,6 +28,7 @@ pub use config::{
     Config, ConfigError, JoinVariant, JOIN_RATE_PER_MINUTE, LEAF_SET_SIZE, MAX_HOPS, MAX_IN_FLIGHT,
     MAX_JOIN_ATTEMPTS, MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
 };
+pub use join::MAX_CONTACTS_PER_MESSAGE;
 pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls};
 pub use leafset::{LeafSet, Side};
 pub use limits::MAX_TRACKED_ADDRESSES;

@@ -99,7 +99,7 @@ impl Overlay {
             }
             OverlayMessage::NeighbourhoodReply { peers } => {
                 if ready {
-                    for c in peers.into_iter().take(MAX_CONTACTS_PER_MESSAGE) {
+                    for c in self.admitted(peers) {
                         if c.id != self.me.id && !self.neighbours.contains(&c.id) {
                             self.probe(c);
                         }
@@ -114,6 +114,7 @@ impl Overlay {
                 }
             }
             OverlayMessage::RootSet { id, key, members } => {
+                let members = self.admitted(members);
                 if ready {
                     self.on_root_set(now, id, key, members);
                 } else {

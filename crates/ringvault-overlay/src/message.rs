@@ -194,6 +194,36 @@ pub struct StateSnapshot {
 }
 
 impl OverlayMessage {
+    /// The nodes this message hands its receiver as candidates for its tables (neither its
+    /// sender nor a routed message's origin, which the receiver only answers): in secure mode
+    /// they travel with their certificates, and a receiver takes none it cannot check.
+    pub fn named_contacts(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = match self {
+            OverlayMessage::JoinReply(r) => r
+                .rows
+                .iter()
+                .chain(&r.leaves)
+                .chain(&r.neighbours)
+                .map(|c| c.id)
+                .collect(),
+            OverlayMessage::StateReply(s) => s
+                .leaves
+                .iter()
+                .chain(&s.table)
+                .chain(&s.neighbours)
+                .map(|c| c.id)
+                .collect(),
+            OverlayMessage::LeafSetReply { leaves: v, .. }
+            | OverlayMessage::NeighbourhoodReply { peers: v }
+            | OverlayMessage::RootSet { members: v, .. } => v.iter().map(|c| c.id).collect(),
+            OverlayMessage::SlotReply { entry, .. } => entry.iter().map(|c| c.id).collect(),
+            _ => Vec::new(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// A short name for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

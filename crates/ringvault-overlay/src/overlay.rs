@@ -612,6 +612,16 @@ impl Overlay {
         added
     }
 
+    /// The contacts of `named` (at most [`crate::join::MAX_CONTACTS_PER_MESSAGE`]) that this
+    /// node's admission takes, itself included: what a message may hand it to send to.
+    pub(crate) fn admitted(&self, named: Vec<Contact>) -> Vec<Contact> {
+        named
+            .into_iter()
+            .take(crate::join::MAX_CONTACTS_PER_MESSAGE)
+            .filter(|c| c.id == self.me.id || self.admission.admit(c))
+            .collect()
+    }
+
     /// Offers a peer we heard from directly: direct evidence it is alive clears a failure mark.
     pub(crate) fn offer_sender(&mut self, now: Time, peer: Contact) {
         self.recently_failed.remove(&peer.id);
