@@ -1,5 +1,8 @@
-//! Secure routing between real daemons on loopback with a quarter of them Byzantine: 24 nodes
-//! in secure mode (L = 8, so leaf sets do not hold the whole ring), 6 of them colluding
+//! Secure mode between real daemons on loopback with a quarter of them Byzantine: 24 nodes
+//! in secure mode (L = 8, so leaf sets do not hold the whole ring). First the handshake: a
+//! member admits a valid certificate and refuses, with the reason counted, a node with none,
+//! another CA's, an expired or not yet valid one, one whose id is not its key's hash, one
+//! presented with another key, and a revoked one. Then 6 of the 24 collude
 //! (`ringvault_testkit::byzantine`: they hijack every route they are handed and answer secure
 //! probes with the colluders closest to the key). `sec_route` from a correct node must reach
 //! every correct node among the key's 3 closest and never name a colluder as the root of a key
@@ -17,16 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use ringvault_net::{
-    start_with, NetConfig, NodeHandle, RunningNode, SecureRing, Security, Services,
-};
+use ringvault_net::{start_with, NetConfig, NodeHandle, RunningNode, Security, Services};
 use ringvault_node::Node;
 use ringvault_overlay::{Config, Kbr};
 use ringvault_past::{MemoryStore, Past, PastConfig, PastEvent, RequestId};
 use ringvault_testkit::byzantine::{Attack, Colluders};
-use ringvault_types::{
-    CertBody, Id, Identity, NodeCertificate, RevocationList, Time, CERT_VERSION,
-};
+use ringvault_types::{Id, Identity, NodeCertificate, RevocationList, Time};
 
 const N: usize = 24;
 const R: u8 = 3;
@@ -52,24 +51,7 @@ fn identity(i: usize) -> Identity {
 }
 
 fn security(node: &Identity) -> Security {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let body = CertBody {
-        version: CERT_VERSION,
-        serial: u64::from_le_bytes(node.id().as_bytes()[..8].try_into().unwrap()),
-        node_id: node.id(),
-        public_key: node.public_key(),
-        addrs: vec!["127.0.0.1:7000".parse().unwrap()],
-        not_before: now - 60,
-        not_after: now + 3_600,
-    };
-    Security::Secure(Box::new(SecureRing {
-        ca: ca().public_key(),
-        cert: NodeCertificate::issue(&ca(), body),
-        revocations: RevocationList::empty(),
-    }))
+    secure_with(&ca(), NodeCertificate::issue(&ca(), valid_body(node)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +113,8 @@ async fn sec_route_reaches_the_correct_replica_set_with_a_quarter_of_the_daemons
         wrong.is_empty().then_some(()).ok_or(wrong.join("; "))
     })
     .await;
+    handshakes_admit_only_valid_certificates(&handles, &nodes).await;
+
     let byz: Vec<_> = (0..N)
         .filter(|&i| is_byzantine(i))
         .map(|i| nodes[i].contact())
@@ -330,4 +314,26 @@ async fn storage_under_attack(handles: &[NodeHandle], ids: &[Id]) {
         fooled > 0,
         "lookups that trust the ordinary route were never fooled: the storage attack did not bite"
     );
+}
+
+/// At a ring member: a valid certificate is admitted (the positive control); a node with none
+/// (open mode), another CA's, an expired or not yet valid one, one for an id that is not its
+/// key's hash, one presented with another key, and a revoked one are refused, each counted
+/// under its reason.
+async fn handshakes_admit_only_valid_certificates(handles: &[NodeHandle], nodes: &[RunningNode]) {
+    let stranger = Identity::from_secret_bytes([7; 32]);
+    let (h, target) = (&handles[0], nodes[0].contact().addr);
+    dial(target, &stranger, &security(&stranger))
+        .await
+        .expect("a valid certificate is admitted");
+    let before = refused(h, "mode_mismatch").await;
+    assert!(dial(target, &stranger, &Security::Open).await.is_err());
+    assert_eq!(refused(h, "mode_mismatch").await, before + 1);
+    assert_each_refused(h, target, &ca(), &stranger).await;
+    let now = unix_now();
+    let list = RevocationList::issue(&ca(), 1, vec![serial_of(&stranger)], now, now + 3_600);
+    h.revocations(list).await.expect("the CA's list is adopted");
+    let before = refused(h, "revoked").await;
+    assert!(dial(target, &stranger, &security(&stranger)).await.is_err());
+    assert!(refused(h, "revoked").await > before, "revoked not counted");
 }

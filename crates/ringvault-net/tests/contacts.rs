@@ -9,35 +9,16 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ringvault_net::{RunningNode, SecureRing, Security};
+use ringvault_net::{RunningNode, Security};
 use ringvault_overlay::OverlayMessage;
-use ringvault_types::{
-    CertBody, Contact, Id, Identity, NodeCertificate, RevocationList, CERT_VERSION,
-};
+use ringvault_types::{Contact, Id, Identity, NodeCertificate};
 
 fn ca() -> Identity {
     Identity::from_secret_bytes([201; 32])
 }
 
 fn certified(node: &Identity) -> Security {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let body = CertBody {
-        version: CERT_VERSION,
-        serial: u64::from_le_bytes(node.id().as_bytes()[..8].try_into().unwrap()),
-        node_id: node.id(),
-        public_key: node.public_key(),
-        addrs: vec!["127.0.0.1:7000".parse().unwrap()],
-        not_before: now - 60,
-        not_after: now + 3_600,
-    };
-    Security::Secure(Box::new(SecureRing {
-        ca: ca().public_key(),
-        cert: NodeCertificate::issue(&ca(), body),
-        revocations: RevocationList::empty(),
-    }))
+    secure_with(&ca(), NodeCertificate::issue(&ca(), valid_body(node)))
 }
 
 async fn ring(dirs: &TempDir, secure: bool) -> Vec<RunningNode> {

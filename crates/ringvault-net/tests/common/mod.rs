@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ringvault_net::{
-    load_or_create_identity, start, NetConfig, NodeHandle, RunningNode, Security, Status,
+    client_config, load_or_create_identity, server_name_for, start, NetConfig, NodeHandle,
+    RunningNode, SecureRing, Security, Status,
 };
 use ringvault_overlay::Config;
-use ringvault_types::{Duration as CoreDuration, Id, Identity};
+use ringvault_types::{
+    CertBody, Duration as CoreDuration, Id, Identity, NodeCertificate, RevocationList, CERT_VERSION,
+};
 
 /// Overlay timings fast enough for tests; L = 8 so a 16-node ring has proper leaf sets.
 pub fn fast_config() -> Config {
@@ -183,4 +186,136 @@ pub fn keys(n: usize, salt: &str) -> Vec<Id> {
     (0..n)
         .map(|i| Id::hash(format!("{salt}-{i}").as_bytes()))
         .collect()
+}
+
+// Secure mode: certificates from a test CA, and dials that show what a node admits.
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A serial unique to `node` (the tests' CAs number certificates by their node).
+pub fn serial_of(node: &Identity) -> u64 {
+    u64::from_le_bytes(node.id().as_bytes()[..8].try_into().unwrap())
+}
+
+pub fn cert_body(node: &Identity, not_before: u64, not_after: u64) -> CertBody {
+    CertBody {
+        version: CERT_VERSION,
+        serial: serial_of(node),
+        node_id: node.id(),
+        public_key: node.public_key(),
+        addrs: vec!["127.0.0.1:7000".parse().unwrap()],
+        not_before,
+        not_after,
+    }
+}
+
+/// Valid from a minute ago for an hour.
+pub fn valid_body(node: &Identity) -> CertBody {
+    let now = unix_now();
+    cert_body(node, now - 60, now + 3_600)
+}
+
+/// Secure mode under `ca` with `cert`.
+pub fn secure_with(ca: &Identity, cert: NodeCertificate) -> Security {
+    Security::Secure(Box::new(SecureRing {
+        ca: ca.public_key(),
+        cert,
+        revocations: RevocationList::empty(),
+    }))
+}
+
+/// Dials `addr` as `identity` presenting `security`'s certificate; `Ok` when admitted.
+///
+/// A TLS 1.3 client finishes its side of the handshake before the server has checked the
+/// client's certificate, so a refusal can arrive just after the dial "succeeds". The dial
+/// therefore sends one (empty, invalid) frame and waits until the server has acknowledged it or
+/// the connection is lost: the server answers one way or the other, no timing involved.
+pub async fn dial(
+    addr: SocketAddr,
+    identity: &Identity,
+    security: &Security,
+) -> Result<(), String> {
+    let mut ep = quinn::Endpoint::client(loopback()).unwrap();
+    ep.set_default_client_config(client_config(identity, security).unwrap());
+    let attempt = async {
+        let c = ep
+            .connect(addr, &server_name_for(None))
+            .unwrap()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut s = c.open_uni().await.map_err(|e| e.to_string())?;
+        s.write_all(&[0, 0, 0, 0])
+            .await
+            .map_err(|e| e.to_string())?;
+        s.finish().map_err(|e| e.to_string())?;
+        let r = s.stopped().await.map(|_| ()).map_err(|e| e.to_string());
+        c.close(0u32.into(), b"");
+        r
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()));
+    ep.close(0u32.into(), b"");
+    r
+}
+
+/// Peers `h` refused so far for `reason`.
+pub async fn refused(h: &NodeHandle, reason: &str) -> u64 {
+    let st = h.status().await.unwrap();
+    st.metrics.peers_refused.get(reason).copied().unwrap_or(0)
+}
+
+/// Certificates `stranger` might present to a ring under `ca`, each wrong in one way, with the
+/// reason the ring must refuse it for.
+pub fn bad_certificates(
+    ca: &Identity,
+    rogue_ca: &Identity,
+    stranger: &Identity,
+) -> Vec<(&'static str, NodeCertificate)> {
+    let now = unix_now();
+    let mut chosen_id = valid_body(stranger);
+    chosen_id.node_id = Id::hash(b"an id next to a key I want");
+    let someone_else = Identity::from_secret_bytes([8; 32]);
+    vec![
+        (
+            "bad_signature",
+            NodeCertificate::issue(rogue_ca, valid_body(stranger)),
+        ),
+        (
+            "expired",
+            NodeCertificate::issue(ca, cert_body(stranger, now - 7_200, now - 3_600)),
+        ),
+        (
+            "not_yet_valid",
+            NodeCertificate::issue(ca, cert_body(stranger, now + 3_600, now + 7_200)),
+        ),
+        ("id_mismatch", NodeCertificate::issue(ca, chosen_id)),
+        // A valid certificate of someone else, presented with the stranger's own key.
+        (
+            "key_mismatch",
+            NodeCertificate::issue(ca, valid_body(&someone_else)),
+        ),
+    ]
+}
+
+/// Dials the node `h` at `addr` as `stranger` with each of [`bad_certificates`]: every one is
+/// refused and counted under its reason.
+pub async fn assert_each_refused(
+    h: &NodeHandle,
+    addr: SocketAddr,
+    ca: &Identity,
+    stranger: &Identity,
+) {
+    let rogue_ca = Identity::from_secret_bytes([199; 32]);
+    for (reason, cert) in bad_certificates(ca, &rogue_ca, stranger) {
+        let before = refused(h, reason).await;
+        let r = dial(addr, stranger, &secure_with(ca, cert)).await;
+        assert!(r.is_err(), "{reason}: admitted");
+        assert_eq!(refused(h, reason).await, before + 1, "{reason} not counted");
+    }
 }
