@@ -666,6 +666,20 @@ impl Overlay {
                     .iter()
                     .find(|p| p.id() == id)
                     .map(|p| p.contact)
+            })
+            // Secure mode's outer leaf set and constrained table hold nodes the tables above
+            // may not: a dead one there must go too, or answers keep naming it.
+            .or_else(|| {
+                self.outer
+                    .as_ref()
+                    .and_then(|o| o.get(&id))
+                    .map(|p| p.contact)
+            })
+            .or_else(|| {
+                self.ctable
+                    .as_ref()
+                    .and_then(|t| t.entries().find(|p| p.id() == id))
+                    .map(|p| p.contact)
             });
         self.probing.remove(&id);
         let Some(contact) = contact else { return };

@@ -761,4 +761,51 @@ mod tests {
         d.add_nearest(&id_at(0.6), &id_at(0.6 - 0.5e-5));
         assert!((d.gap().unwrap() - 1e-5).abs() < 1e-8);
     }
+
+    #[test]
+    fn a_dead_node_known_only_to_the_outer_leaf_set_or_constrained_table_leaves_them() {
+        use crate::{Config, NoServices, Peer};
+        let contact = |f: f64| {
+            Contact::new(
+                id_at(f),
+                std::net::SocketAddr::from(([127, 0, 0, 1], (1000.0 + f * 1e4) as u16)),
+            )
+        };
+        let cfg = Config {
+            leaf_set_size: 2,
+            secure: true,
+            keepalives: false,
+            ..Config::default()
+        };
+        let mut o = Overlay::new(contact(0.5), cfg, 1).unwrap();
+        // Two on each side: the nearer in the leaf set, the farther in the outer leaf set. The
+        // far one on the right (unmeasured, so in no neighbourhood set) loses its routing table
+        // slot to a measured rival just beyond it, and so is known only to the outer leaf set
+        // and the constrained table (it is nearer its slot's point than the rival).
+        let peer = |f: f64, rtt: Option<u64>| Peer {
+            contact: contact(f),
+            rtt: rtt.map(ringvault_types::Duration::from_millis),
+        };
+        let peers = [
+            peer(0.49, Some(1)),
+            peer(0.48, Some(1)),
+            peer(0.51, Some(1)),
+            peer(0.52, None),
+            peer(0.5205, Some(1)),
+        ];
+        o.start_with_state(Time::ZERO, peers);
+        let far = id_at(0.52);
+        assert!(!o.leaf_set().contains(&far));
+        assert!(o.routing_table().entries().all(|p| p.id() != far));
+        assert!(o.known_peers().iter().all(|c| c.id != far));
+        assert!(o.wide().contains(&far));
+        assert!(o
+            .constrained_table()
+            .is_some_and(|t| t.entries().any(|p| p.id() == far)));
+        o.handle_unreachable(Time::ZERO, far, &mut NoServices);
+        assert!(!o.wide().contains(&far), "the dead outer member stays");
+        assert!(o
+            .constrained_table()
+            .is_some_and(|t| t.entries().all(|p| p.id() != far)));
+    }
 }
