@@ -382,24 +382,28 @@ mod tests {
         assert!(open.refused().is_empty());
     }
 
+    /// `ca`'s certificate for `node`, valid from 10 to `not_after`.
+    fn issue(ca: &Identity, node: &Identity, serial: u64, not_after: u64) -> NodeCertificate {
+        NodeCertificate::issue(
+            ca,
+            CertBody {
+                version: CERT_VERSION,
+                serial,
+                node_id: node.id(),
+                public_key: node.public_key(),
+                addrs: vec!["127.0.0.1:1".parse().unwrap()],
+                not_before: 10,
+                not_after,
+            },
+        )
+    }
+
     #[test]
     fn a_named_contact_is_admitted_only_on_a_remembered_certificate_that_still_passes() {
         let ca = Identity::from_secret_bytes([1; 32]);
         let me = Identity::from_secret_bytes([2; 32]);
-        let issue = |node: &Identity, serial: u64, not_after: u64| {
-            NodeCertificate::issue(
-                &ca,
-                CertBody {
-                    version: CERT_VERSION,
-                    serial,
-                    node_id: node.id(),
-                    public_key: node.public_key(),
-                    addrs: vec!["127.0.0.1:1".parse().unwrap()],
-                    not_before: 10,
-                    not_after,
-                },
-            )
-        };
+        let issue =
+            |node: &Identity, serial: u64, not_after: u64| issue(&ca, node, serial, not_after);
         let secure = Admission::new(&Security::Secure(Box::new(SecureRing {
             ca: ca.public_key(),
             cert: issue(&me, 1, 100),
@@ -446,20 +450,7 @@ mod tests {
     #[test]
     fn certificates_travel_with_the_contacts_a_message_names() {
         let ca = Identity::from_secret_bytes([1; 32]);
-        let issue = |node: &Identity, serial: u64| {
-            NodeCertificate::issue(
-                &ca,
-                CertBody {
-                    version: CERT_VERSION,
-                    serial,
-                    node_id: node.id(),
-                    public_key: node.public_key(),
-                    addrs: vec!["127.0.0.1:1".parse().unwrap()],
-                    not_before: 10,
-                    not_after: 100,
-                },
-            )
-        };
+        let issue = |node: &Identity, serial: u64| issue(&ca, node, serial, 100);
         let ring = |me: &Identity, serial| {
             Admission::new(&Security::Secure(Box::new(SecureRing {
                 ca: ca.public_key(),

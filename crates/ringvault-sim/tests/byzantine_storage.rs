@@ -3,21 +3,10 @@
 //! reads back every object a correct node holds; with PAST's secure mode off on the same ring
 //! and attack, the checker sees lookups fail (the negative control).
 
+mod common;
+
+use common::{num, point};
 use ringvault_sim::experiments::{self, Params};
-use serde_json::Value;
-
-fn point(points: &[Value], f: f64, secure: bool) -> &Value {
-    points
-        .iter()
-        .find(|p| p["f"].as_f64() == Some(f) && p["secure"].as_bool() == Some(secure))
-        .expect("the point was measured")
-}
-
-fn num(p: &Value, field: &str) -> f64 {
-    p[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} in {p}"))
-}
 
 #[test]
 fn secure_past_reads_back_every_readable_object_with_a_quarter_of_the_nodes_lying() {
@@ -28,7 +17,7 @@ fn secure_past_reads_back_every_readable_object_with_a_quarter_of_the_nodes_lyin
         experiments::run(&["byzantine-storage".to_string()], &p).expect("a known experiment");
     let points = reports[0].figures["points"].as_array().expect("points");
 
-    let calm = point(points, 0.0, true);
+    let calm = point(points, 0.0, "secure", true);
     assert_eq!(num(calm, "lookups_right_bytes"), 1.0, "{calm}");
     assert_eq!(
         num(calm, "secure_lookups"),
@@ -36,7 +25,7 @@ fn secure_past_reads_back_every_readable_object_with_a_quarter_of_the_nodes_lyin
         "no attack, no retries: {calm}"
     );
 
-    let attacked = point(points, 0.25, true);
+    let attacked = point(points, 0.25, "secure", true);
     assert!(num(attacked, "inserts_ok") >= 0.99, "{attacked}");
     assert!(num(attacked, "held_by_correct") >= 0.99, "{attacked}");
     assert!(
@@ -50,7 +39,7 @@ fn secure_past_reads_back_every_readable_object_with_a_quarter_of_the_nodes_lyin
     assert_eq!(num(attacked, "lookups_wrong_bytes"), 0.0, "{attacked}");
 
     // Negative control: the same attack against PAST that trusts the ordinary route.
-    let open = point(points, 0.25, false);
+    let open = point(points, 0.25, "secure", false);
     assert!(
         num(open, "lookups_right_bytes") < 0.9,
         "without secure PAST the attack should cost lookups: {open}"
