@@ -138,8 +138,9 @@ pub struct Metrics {
     pub bytes_in: u64,
     /// Bytes sent in frames.
     pub bytes_out: u64,
-    /// Peers refused at the handshake in secure mode, by reason (no certificate, expired,
-    /// revoked, another CA's, key mismatch, ...).
+    /// Peers refused in secure mode, by reason: at the handshake (no certificate, expired,
+    /// revoked, another CA's, key mismatch, ...) or named in a message without a certificate
+    /// (`unvouched_contact`).
     pub peers_refused: BTreeMap<&'static str, u64>,
     /// Revocation lists adopted, refused (not the CA's), and received but not newer.
     pub revocations_adopted: u64,

@@ -610,7 +610,7 @@ pub fn render_metrics(st: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP ringvault_peers_refused_total Peers refused at the handshake in secure mode, by reason.\n# TYPE ringvault_peers_refused_total counter"
+        "# HELP ringvault_peers_refused_total Peers refused in secure mode, by reason: at the handshake, or named in a message without a certificate (unvouched_contact).\n# TYPE ringvault_peers_refused_total counter"
     );
     for (reason, n) in &m.peers_refused {
         let _ = writeln!(
