@@ -1,12 +1,10 @@
-//! The certificate, request and revocation-list decoders (and the text armor around them) are
-//! total: any bytes give a value or an error, verifying a decoded value never panics, and a
-//! decoded value re-encodes to bytes that decode to the same value.
+//! The certificate, request, revocation-list and record decoders (and the text armor around
+//! them) are total: any bytes give a value or an error, verifying a decoded value never panics,
+//! and a decoded value re-encodes to bytes that decode to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringvault_types::{
-    unarmor, CertRequest, Identity, NodeCertificate, RevocationList,
-};
+use ringvault_types::{unarmor, CertRequest, Identity, NodeCertificate, Record, RevocationList};
 
 fuzz_target!(|data: &[u8]| {
     let ca = Identity::from_secret_bytes([1; 32]).public_key();
@@ -23,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(req) = CertRequest::decode(data) {
         let _ = req.verify();
         assert_eq!(CertRequest::decode(&req.encode()), Ok(req));
+    }
+    if let Ok(record) = Record::decode(data) {
+        let _ = record.verify();
+        let _ = record.precedence(&record);
+        assert_eq!(Record::decode(&record.encode()), Ok(record));
     }
     let _ = unarmor("NODE CERTIFICATE", &String::from_utf8_lossy(data));
 });

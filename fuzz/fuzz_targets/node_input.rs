@@ -29,9 +29,14 @@ fn contact(n: u8) -> Contact {
 fuzz_target!(|data: &[u8]| {
     let me = Identity::from_secret_bytes([0; 32]);
     let mut node = Node::new(contact(0), Config::default(), 1).unwrap();
-    node.add_service(Box::new(Past::new(me, Box::new(MemoryStore::new(1 << 20))).unwrap()));
+    node.add_service(Box::new(
+        Past::new(me, Box::new(MemoryStore::new(1 << 20))).unwrap(),
+    ));
     node.add_service(Box::new(Scribe::new()));
-    let peers = (1..=20u8).map(|n| Peer { contact: contact(n), rtt: Some(Duration::from_millis(n as u64)) });
+    let peers = (1..=20u8).map(|n| Peer {
+        contact: contact(n),
+        rtt: Some(Duration::from_millis(n as u64)),
+    });
     node.overlay_mut().start_with_state(Time::ZERO, peers);
     let mut now = Time::ZERO;
     // Frames: [peer byte][len byte][len bytes]...
@@ -43,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
         let (frame, tail) = rest.split_at(take);
         rest = tail;
         let from = if peer % 4 == 0 {
-            Contact::new(Id::hash(&[peer]), SocketAddr::from((Ipv4Addr::LOCALHOST, 9)))
+            Contact::new(
+                Id::hash(&[peer]),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            )
         } else {
             contact(1 + peer % 20)
         };

@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = ringvault_node::decode(data) {
         let bytes = ringvault_node::encode(&msg).expect("a decoded message re-encodes");
-        assert_eq!(ringvault_node::decode(&bytes).expect("re-encoded decodes"), msg);
+        assert_eq!(
+            ringvault_node::decode(&bytes).expect("re-encoded decodes"),
+            msg
+        );
     }
     if let Ok(v) = ringvault_node::decode_vouched(data) {
         let bytes =

@@ -94,14 +94,14 @@ impl CertError {
     }
 }
 
-fn signed_bytes<T: Serialize>(domain: &[u8], body: &T) -> Vec<u8> {
+pub(crate) fn signed_bytes<T: Serialize>(domain: &[u8], body: &T) -> Vec<u8> {
     let mut out = domain.to_vec();
     // Encoding plain structs of integers, keys and addresses cannot fail.
     out.extend(postcard::to_allocvec(body).unwrap_or_default());
     out
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CertError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CertError> {
     let (v, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| CertError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
