@@ -1,4 +1,4 @@
-//! A ready node with storage and multicast services never panics on what a peer sends: the
+//! A ready node with storage, records and multicast services never panics on what a peer sends: the
 //! input is split into messages from a few peers (some known, some not), each decoded and
 //! handled, with time moving and every action drained.
 #![no_main]
@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use ringvault_node::Node;
 use ringvault_overlay::{Config, Peer};
 use ringvault_past::{MemoryStore, Past};
+use ringvault_records::{Records, RecordsConfig};
 use ringvault_scribe::Scribe;
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
@@ -33,6 +34,8 @@ fuzz_target!(|data: &[u8]| {
         Past::new(me, Box::new(MemoryStore::new(1 << 20))).unwrap(),
     ));
     node.add_service(Box::new(Scribe::new()));
+    let key = Identity::from_secret_bytes([0; 32]);
+    node.add_service(Box::new(Records::new(key, RecordsConfig::default())));
     let peers = (1..=20u8).map(|n| Peer {
         contact: contact(n),
         rtt: Some(Duration::from_millis(n as u64)),

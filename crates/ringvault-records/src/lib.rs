@@ -1,0 +1,24 @@
+//! Signed mutable records on ringvault's KBR API (the format is `ringvault_types::Record`).
+//!
+//! Owns: the [`Records`] service. A record lives on the k nodes closest to its key. A write is
+//! routed to the key's root, which keeps the record if it verifies and is newer than what it
+//! holds, and passes it to the other k - 1; each replica answers the writer with a signed
+//! [`RecordAck`], and the write is done at k of them (or the quorum the writer asked for). A
+//! read is routed to the root, which answers and asks the other k - 1 to answer the reader
+//! straight; the reader takes the highest version among the answers that verify once a majority
+//! of k answered (or at its deadline), reports a conflict when two answers share a version, and
+//! sends the winner to every replica that answered with less (read repair).
+//!
+//! Does not own (yet): persistence (records are held in memory), maintenance and anti-entropy,
+//! change notification over Scribe, secure routing of writes and reads, the HTTP API and CLI.
+#![deny(missing_docs)]
+
+mod message;
+mod records;
+#[cfg(test)]
+mod tests;
+
+pub use message::{RecordAck, RecordRefusal};
+pub use records::{
+    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written, RECORDS_APP,
+};

@@ -1,0 +1,600 @@
+//! The records service: replicas, writers and readers.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo, Service};
+use ringvault_types::{Contact, Duration, Id, Identity, Record, Time};
+
+use crate::message::{RecordAck, RecordRefusal, RecordsMessage};
+
+/// The application id of records messages.
+pub const RECORDS_APP: AppId = 5;
+
+/// Identifies a client request on the node that made it.
+pub type RequestId = u64;
+
+/// The service's policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordsConfig {
+    /// Replicas per record.
+    pub k: u8,
+    /// How long a write waits for its acknowledgements.
+    pub write_timeout: Duration,
+    /// How long a read waits for a majority of the replicas.
+    pub read_timeout: Duration,
+    /// Whether a read sends the newest state to the replicas that answered with less.
+    pub read_repair: bool,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        RecordsConfig {
+            k: 3,
+            write_timeout: Duration::from_secs(10),
+            // Long enough for a route to find its way past dead replicas (hop timeouts).
+            read_timeout: Duration::from_secs(10),
+            read_repair: true,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordsError {
+    /// The record does not verify.
+    #[error("the record does not verify: {0}")]
+    Invalid(String),
+    /// A replica holds a higher version: read it and write above it.
+    #[error("version {version} is not above the version {held} a replica holds")]
+    Stale {
+        /// The version written.
+        version: u64,
+        /// The version held.
+        held: u64,
+    },
+    /// Not enough acknowledgements or answers before the deadline.
+    #[error("timed out with {got} of {wanted} replicas")]
+    Timeout {
+        /// Acknowledgements (writes) or answers (reads) received.
+        got: usize,
+        /// How many were needed.
+        wanted: usize,
+    },
+    /// Another record of the same version won the tie: read, and write a higher version.
+    #[error("another record of version {0} is held (a conflict); read it and write above it")]
+    Conflict(u64),
+    /// A quorum larger than k, or zero.
+    #[error("a quorum of {0} is out of range 1..=k")]
+    Quorum(u8),
+}
+
+/// A finished write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The record written.
+    pub record: Record,
+    /// The replicas' signed acknowledgements.
+    pub acks: Vec<RecordAck>,
+}
+
+/// A finished read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The highest state any replica answered with (`None`: no replica holds the record; a
+    /// tombstone when it was deleted).
+    pub record: Option<Record>,
+    /// Whether replicas answered with different records of the same version.
+    pub conflict: bool,
+    /// Replicas that answered.
+    pub answers: usize,
+    /// Replicas sent the newest state because they answered with less (before the result;
+    /// replicas that answer later with less are repaired too, until the read's deadline).
+    pub repaired: usize,
+}
+
+/// Results of client requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordsEvent {
+    /// A write finished.
+    Written(RequestId, Result<Written, RecordsError>),
+    /// A read finished.
+    Read(RequestId, Result<ReadResult, RecordsError>),
+}
+
+#[derive(Debug)]
+enum Pending {
+    Write {
+        record: Record,
+        acks: BTreeMap<Id, RecordAck>,
+        quorum: usize,
+        deadline: Time,
+    },
+    Read {
+        key: Id,
+        /// Each answering replica, what it holds (answers that do not verify count as holding
+        /// nothing) and whether it saw a conflict at that version.
+        answers: BTreeMap<Id, (Contact, Option<Record>, bool)>,
+        deadline: Time,
+    },
+}
+
+impl Pending {
+    fn deadline(&self) -> Time {
+        match self {
+            Pending::Write { deadline, .. } | Pending::Read { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// A record held as a replica.
+#[derive(Clone, Debug)]
+struct Held {
+    record: Record,
+    /// Another record of this version was seen (and lost the tie, or this one did and was
+    /// replaced): reported to readers until a higher version comes.
+    conflict: bool,
+}
+
+/// One node's records service: the replicas it holds and the requests it made.
+pub struct Records {
+    config: RecordsConfig,
+    identity: Identity,
+    held: BTreeMap<Id, Held>,
+    pending: BTreeMap<RequestId, Pending>,
+    /// Reads answered at a majority whose other replicas may still answer, until the read's
+    /// deadline: a late answer that lags is repaired too. The key and the newest state.
+    late: BTreeMap<RequestId, (Id, Record, Time)>,
+    next_req: RequestId,
+    events: VecDeque<RecordsEvent>,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("node", &self.identity.id())
+            .field("held", &self.held.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Records {
+    /// The service of the node with `identity` (it signs acknowledgements).
+    pub fn new(identity: Identity, config: RecordsConfig) -> Self {
+        Records {
+            config,
+            identity,
+            held: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            late: BTreeMap::new(),
+            next_req: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The state of the record under `key` this node holds as a replica.
+    pub fn held(&self, key: &Id) -> Option<&Record> {
+        self.held.get(key).map(|h| &h.record)
+    }
+
+    /// Makes this replica hold `record` whatever it held (tests: a replica that lags).
+    #[cfg(test)]
+    pub(crate) fn force_hold(&mut self, record: Record) {
+        let held = Held {
+            record,
+            conflict: false,
+        };
+        self.held.insert(held.record.key(), held);
+    }
+
+    /// The next finished request, if any.
+    pub fn poll_event(&mut self) -> Option<RecordsEvent> {
+        self.events.pop_front()
+    }
+
+    /// Writes `record` (signed by its owner) to its k replicas; done at `quorum` signed
+    /// acknowledgements (`None`: all k). The result comes as [`RecordsEvent::Written`].
+    pub fn put(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        record: Record,
+        quorum: Option<u8>,
+    ) -> Result<RequestId, RecordsError> {
+        record
+            .verify()
+            .map_err(|e| RecordsError::Invalid(e.to_string()))?;
+        let k = self.config.k;
+        let quorum = quorum.unwrap_or(k);
+        if quorum == 0 || quorum > k {
+            return Err(RecordsError::Quorum(quorum));
+        }
+        let req = self.new_request(Pending::Write {
+            record: record.clone(),
+            acks: BTreeMap::new(),
+            quorum: quorum as usize,
+            deadline: now + self.config.write_timeout,
+        });
+        let client = kbr.local_contact();
+        let key = record.key();
+        kbr.route(
+            key,
+            encode(&RecordsMessage::Put {
+                req,
+                client,
+                record,
+            }),
+            None,
+        );
+        Ok(req)
+    }
+
+    /// Reads the record under `key` from its replicas. The result comes as
+    /// [`RecordsEvent::Read`].
+    pub fn get(&mut self, kbr: &mut dyn Kbr, now: Time, key: Id) -> RequestId {
+        let req = self.new_request(Pending::Read {
+            key,
+            answers: BTreeMap::new(),
+            deadline: now + self.config.read_timeout,
+        });
+        let client = kbr.local_contact();
+        kbr.route(
+            key,
+            encode(&RecordsMessage::Get {
+                req,
+                client,
+                key,
+                fan_out: true,
+            }),
+            None,
+        );
+        req
+    }
+
+    fn new_request(&mut self, p: Pending) -> RequestId {
+        self.next_req += 1;
+        self.pending.insert(self.next_req, p);
+        self.next_req
+    }
+
+    /// Keeps `record` if it verifies and supersedes what is held. Returns what is held after.
+    fn keep(&mut self, record: Record) -> Result<&Record, RecordRefusal> {
+        if record.verify().is_err() {
+            return Err(RecordRefusal::Invalid);
+        }
+        let key = record.key();
+        let next = match self.held.get(&key) {
+            None => Held {
+                record,
+                conflict: false,
+            },
+            Some(h) => {
+                let p = record.precedence(&h.record);
+                let conflict = p.is_conflict() || (h.conflict && !p.replaces());
+                let record = if p.replaces() {
+                    record
+                } else {
+                    h.record.clone()
+                };
+                Held { record, conflict }
+            }
+        };
+        self.held.insert(key, next);
+        Ok(&self.held[&key].record)
+    }
+
+    fn on_put(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, record: Record) {
+        let key = record.key();
+        let version = record.body.version;
+        match self.keep(record.clone()) {
+            Err(reason) => return refuse(kbr, client, req, key, reason),
+            Ok(held) if held.body.version > version => {
+                let reason = RecordRefusal::Stale(held.body.version);
+                return refuse(kbr, client, req, key, reason);
+            }
+            Ok(held) if *held != record => {
+                return refuse(kbr, client, req, key, RecordRefusal::Conflict);
+            }
+            Ok(_) => {}
+        }
+        self.ack(kbr, req, client, &key);
+        let me = kbr.local_contact().id;
+        for member in kbr.replica_set(&key, self.config.k as usize) {
+            if member.id != me {
+                let m = RecordsMessage::Store {
+                    req: Some((req, client)),
+                    record: record.clone(),
+                };
+                kbr.send_direct(member, encode(&m));
+            }
+        }
+    }
+
+    /// Tells the writer what this replica holds for `key`.
+    fn ack(&self, kbr: &mut dyn Kbr, req: u64, client: Contact, key: &Id) {
+        if let Some(held) = self.held.get(key) {
+            let ack = RecordAck::issue(&self.identity, &held.record);
+            kbr.send_direct(client, encode(&RecordsMessage::Ack { req, ack }));
+        }
+    }
+
+    fn on_store(&mut self, kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, record: Record) {
+        let key = record.key();
+        let kept = self.keep(record).is_ok();
+        if let (Some((req, client)), true) = (req, kept) {
+            self.ack(kbr, req, client, &key);
+        }
+    }
+
+    fn on_get(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, key: Id, fan_out: bool) {
+        let (record, conflict) = match self.held.get(&key) {
+            Some(h) => (Some(h.record.clone()), h.conflict),
+            None => (None, false),
+        };
+        let answer = RecordsMessage::Answer {
+            req,
+            key,
+            record,
+            conflict,
+        };
+        kbr.send_direct(client, encode(&answer));
+        if !fan_out {
+            return;
+        }
+        // Every other replica answers the reader straight (the reader too, if it is one).
+        let me = kbr.local_contact().id;
+        for member in kbr.replica_set(&key, self.config.k as usize) {
+            if member.id != me {
+                let m = RecordsMessage::Get {
+                    req,
+                    client,
+                    key,
+                    fan_out: false,
+                };
+                kbr.send_direct(member, encode(&m));
+            }
+        }
+    }
+
+    fn on_ack(&mut self, req: u64, ack: RecordAck) {
+        let Some(Pending::Write {
+            record,
+            acks,
+            quorum,
+            ..
+        }) = self.pending.get_mut(&req)
+        else {
+            return;
+        };
+        if !ack.confirms(record) {
+            return;
+        }
+        acks.insert(ack.node(), ack);
+        if acks.len() >= *quorum {
+            if let Some(Pending::Write { record, acks, .. }) = self.pending.remove(&req) {
+                let done = Written {
+                    record,
+                    acks: acks.into_values().collect(),
+                };
+                self.events.push_back(RecordsEvent::Written(req, Ok(done)));
+            }
+        }
+    }
+
+    fn on_refused(&mut self, req: u64, key: Id, reason: RecordRefusal) {
+        let Some(Pending::Write { record, .. }) = self.pending.get(&req) else {
+            return;
+        };
+        if record.key() != key {
+            return;
+        }
+        let e = match reason {
+            RecordRefusal::Invalid => RecordsError::Invalid("a replica refused it".into()),
+            RecordRefusal::Stale(held) => RecordsError::Stale {
+                version: record.body.version,
+                held,
+            },
+            RecordRefusal::Conflict => RecordsError::Conflict(record.body.version),
+        };
+        self.pending.remove(&req);
+        self.events.push_back(RecordsEvent::Written(req, Err(e)));
+    }
+
+    fn on_answer(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        from: Contact,
+        req: u64,
+        key: Id,
+        (record, conflict): (Option<Record>, bool),
+    ) {
+        if let Some((asked, best, _)) = self.late.get(&req) {
+            let lags = record
+                .as_ref()
+                .is_none_or(|r| best.precedence(r).replaces());
+            if *asked == key && lags {
+                let m = RecordsMessage::Store {
+                    req: None,
+                    record: best.clone(),
+                };
+                kbr.send_direct(from, encode(&m));
+            }
+            return;
+        }
+        let majority = self.config.k as usize / 2 + 1;
+        let Some(Pending::Read {
+            key: asked,
+            answers,
+            ..
+        }) = self.pending.get_mut(&req)
+        else {
+            return;
+        };
+        if *asked != key {
+            return;
+        }
+        let record = record.filter(|r| r.key() == key && r.verify().is_ok());
+        answers.insert(from.id, (from, record, conflict));
+        if answers.len() >= majority {
+            self.finish_read(kbr, req);
+        }
+    }
+
+    /// Ends read `req` with the answers it has: the highest state, a conflict if two answers
+    /// share a version, and the newest state sent to the replicas that answered with less.
+    fn finish_read(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+        let Some(Pending::Read {
+            key,
+            answers,
+            deadline,
+        }) = self.pending.remove(&req)
+        else {
+            return;
+        };
+        let mut best: Option<&Record> = None;
+        for (_, r, _) in answers.values() {
+            if let Some(r) = r {
+                if best.is_none_or(|b| r.precedence(b).replaces()) {
+                    best = Some(r);
+                }
+            }
+        }
+        // A conflict at the winning version: answers that disagree there, or a replica that
+        // saw one (older conflicts are history, not news).
+        let conflict = best.is_some_and(|b| {
+            answers.values().any(|(_, r, saw)| {
+                r.as_ref().is_some_and(|r| {
+                    r.body.version == b.body.version && (*saw || r.precedence(b).is_conflict())
+                })
+            })
+        });
+        let best = best.cloned();
+        let mut repaired = 0;
+        if let (Some(b), true) = (&best, self.config.read_repair) {
+            for (node, r, _) in answers.values() {
+                let lags = r.as_ref().is_none_or(|r| b.precedence(r).replaces());
+                if lags {
+                    repaired += 1;
+                    let m = RecordsMessage::Store {
+                        req: None,
+                        record: b.clone(),
+                    };
+                    kbr.send_direct(*node, encode(&m));
+                }
+            }
+        }
+        if let (Some(b), true) = (&best, self.config.read_repair) {
+            if answers.len() < self.config.k as usize {
+                self.late.insert(req, (key, b.clone(), deadline));
+            }
+        }
+        let result = ReadResult {
+            record: best,
+            conflict,
+            answers: answers.len(),
+            repaired,
+        };
+        self.events.push_back(RecordsEvent::Read(req, Ok(result)));
+    }
+
+    fn expire(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        self.late.retain(|_, (_, _, deadline)| *deadline > now);
+        let due: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline() <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for req in due {
+            match self.pending.get(&req) {
+                Some(Pending::Read { answers, .. }) if !answers.is_empty() => {
+                    self.finish_read(kbr, req)
+                }
+                Some(Pending::Read { .. }) => {
+                    self.pending.remove(&req);
+                    let wanted = self.config.k as usize / 2 + 1;
+                    let e = RecordsError::Timeout { got: 0, wanted };
+                    self.events.push_back(RecordsEvent::Read(req, Err(e)));
+                }
+                Some(Pending::Write { acks, quorum, .. }) => {
+                    let e = RecordsError::Timeout {
+                        got: acks.len(),
+                        wanted: *quorum,
+                    };
+                    self.pending.remove(&req);
+                    self.events.push_back(RecordsEvent::Written(req, Err(e)));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+pub(crate) fn encode(m: &RecordsMessage) -> AppMessage {
+    AppMessage {
+        app: RECORDS_APP,
+        // Encoding plain structs of keys, integers and byte strings cannot fail.
+        body: postcard::to_allocvec(m).unwrap_or_default(),
+    }
+}
+
+fn refuse(kbr: &mut dyn Kbr, client: Contact, req: u64, key: Id, reason: RecordRefusal) {
+    kbr.send_direct(
+        client,
+        encode(&RecordsMessage::Refused { req, key, reason }),
+    );
+}
+
+impl Service for Records {
+    fn app_id(&self) -> AppId {
+        RECORDS_APP
+    }
+
+    fn deliver(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        _now: Time,
+        _key: Id,
+        msg: AppMessage,
+        info: RouteInfo,
+    ) {
+        let Ok(m) = postcard::from_bytes::<RecordsMessage>(&msg.body) else {
+            return; // a malformed message from a peer is dropped
+        };
+        match m {
+            RecordsMessage::Put {
+                req,
+                client,
+                record,
+            } => self.on_put(kbr, req, client, record),
+            RecordsMessage::Store { req, record } => self.on_store(kbr, req, record),
+            RecordsMessage::Ack { req, ack } => self.on_ack(req, ack),
+            RecordsMessage::Refused { req, key, reason } => self.on_refused(req, key, reason),
+            RecordsMessage::Get {
+                req,
+                client,
+                key,
+                fan_out,
+            } => self.on_get(kbr, req, client, key, fan_out),
+            RecordsMessage::Answer {
+                req,
+                key,
+                record,
+                conflict,
+            } => self.on_answer(kbr, info.origin, req, key, (record, conflict)),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        let late = self.late.values().map(|(_, _, t)| *t);
+        self.pending
+            .values()
+            .map(Pending::deadline)
+            .chain(late)
+            .min()
+    }
+
+    fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        self.expire(kbr, now);
+    }
+}
