@@ -20,8 +20,10 @@ use serde_json::json;
 use crate::api::auth::{self, HttpAuth};
 use crate::api::conns::{self, ConnCounters, HttpLimits};
 use crate::api::objects;
+use crate::api::records;
 use crate::api::topics;
 use crate::node::objects::{ObjectsClient, StorageState};
+use crate::node::records::RecordsClient;
 use crate::node::topics::TopicsClient;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -66,6 +68,17 @@ impl From<NetError> for ApiError {
     }
 }
 
+/// The client handles of the services a node runs, for the API (`None`: not run here).
+#[derive(Clone, Default)]
+pub struct Clients {
+    /// PAST.
+    pub objects: Option<ObjectsClient>,
+    /// Scribe.
+    pub topics: Option<TopicsClient>,
+    /// Signed mutable records.
+    pub records: Option<RecordsClient>,
+}
+
 #[derive(Clone)]
 pub struct App {
     pub node: NodeHandle,
@@ -74,6 +87,8 @@ pub struct App {
     pub objects: Option<ObjectsClient>,
     /// Scribe on this node, if it takes part in groups.
     pub topics: Option<TopicsClient>,
+    /// Records on this node, if it keeps them.
+    pub records: Option<RecordsClient>,
     /// What the server's connections did.
     pub conns: Arc<ConnCounters>,
 }
@@ -82,8 +97,7 @@ pub struct App {
 fn router(
     node: NodeHandle,
     http: SocketAddr,
-    objects: Option<ObjectsClient>,
-    topics: Option<TopicsClient>,
+    clients: Clients,
     conns: Arc<ConnCounters>,
     auth: Arc<HttpAuth>,
 ) -> Router {
@@ -101,6 +115,11 @@ fn router(
         .route("/v1/topics/{name}/messages", post(topics::publish))
         .route("/v1/topics/{name}/events", get(topics::events))
         .route("/v1/topics/{name}/anycast", post(topics::anycast))
+        .route(
+            "/v1/records/{name}",
+            put(records::put).delete(records::delete),
+        )
+        .route("/v1/records/{owner}/{name}", get(records::get))
         .route("/v1/admin/revocations", post(revocations))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -108,8 +127,9 @@ fn router(
         .with_state(App {
             node,
             http,
-            objects,
-            topics,
+            objects: clients.objects,
+            topics: clients.topics,
+            records: clients.records,
             conns,
         })
 }
@@ -118,15 +138,14 @@ fn router(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
-    objects: Option<ObjectsClient>,
-    topics: Option<TopicsClient>,
+    clients: Clients,
     limits: HttpLimits,
     auth: HttpAuth,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = listener.local_addr()?;
     let conns = Arc::new(ConnCounters::default());
-    let app = router(node, http, objects, topics, conns.clone(), Arc::new(auth));
+    let app = router(node, http, clients, conns.clone(), Arc::new(auth));
     conns::serve(listener, app, limits, conns, shutdown).await;
     Ok(())
 }
@@ -146,7 +165,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; try /v1/status, /v1/route/{key}, /v1/objects, /v1/topics, /metrics or /",
+        "no such endpoint; try /v1/status, /v1/route/{key}, /v1/objects, /v1/records, /v1/topics, /metrics or /",
     )
 }
 

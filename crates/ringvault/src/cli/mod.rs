@@ -12,6 +12,7 @@ pub mod client;
 pub mod objects;
 pub mod output;
 pub mod owner_key;
+pub mod records;
 pub mod topics;
 
 /// Commands that run or talk to real nodes.
@@ -118,6 +119,10 @@ pub enum NetCommand {
     },
     /// List the topics the node takes part in, with its role and children.
     Topics(ClientArgs),
+    /// Signed mutable records: values up to 64 KiB under a name, signed by the node's operator
+    /// key, kept on the k nodes closest to H(owner, name), versioned (higher wins).
+    #[command(subcommand)]
+    Record(RecordCommand),
     /// Hand a revocation list from the ring's CA (`ringvault ca revoke` writes one) to a
     /// secure node; it checks the CA's signature, adopts it if newer, shuts out the revoked
     /// nodes and passes it on along its leaf set.
@@ -356,6 +361,45 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// `ringvault record ...`.
+#[derive(Subcommand)]
+pub enum RecordCommand {
+    /// Write FILE (or stdin, or `-`) as record NAME, signed by the node's operator key, at
+    /// --record-version or one above the highest version a replica holds.
+    Put {
+        /// The record's name (1 to 255 bytes).
+        name: String,
+        /// The value (at most 64 KiB) [default: read stdin].
+        file: Option<PathBuf>,
+        /// The version to write (higher wins); omitted, one above the highest held.
+        #[arg(long, value_name = "N")]
+        record_version: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print record OWNER/NAME's value (OWNER: 64 hex digits, or `self` for the node's own);
+    /// its version, and whether replicas saw a conflict, go to stderr.
+    Get {
+        /// OWNER/NAME.
+        record: String,
+        /// Write the value to this file instead of stdout.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete record NAME: a tombstone at the next version (an old version cannot come back).
+    Delete {
+        /// The record's name.
+        name: String,
+        /// The version of the tombstone; omitted, one above the highest held.
+        #[arg(long, value_name = "N")]
+        record_version: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
 /// Benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -444,6 +488,29 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 client: c,
             } => {
                 one_line(topics::publish(&c.node, &topic, message, c.json).await);
+                Ok(())
+            }
+            NetCommand::Record(cmd) => {
+                match cmd {
+                    RecordCommand::Put {
+                        name,
+                        file,
+                        record_version,
+                        client: c,
+                    } => one_line(
+                        records::put(&c.node, &name, file.as_deref(), record_version, c.json).await,
+                    ),
+                    RecordCommand::Get {
+                        record,
+                        out,
+                        client: c,
+                    } => one_line(records::get(&c.node, &record, out.as_deref()).await),
+                    RecordCommand::Delete {
+                        name,
+                        record_version,
+                        client: c,
+                    } => one_line(records::delete(&c.node, &name, record_version, c.json).await),
+                }
                 Ok(())
             }
             NetCommand::Subscribe { topic, client: c } => {

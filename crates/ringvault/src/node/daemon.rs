@@ -15,12 +15,13 @@ use tracing::{info, warn};
 
 use crate::api::auth::HttpAuth;
 use crate::api::conns::HttpLimits;
-use crate::api::http;
+use crate::api::http::{self, Clients};
 use crate::cli::{Mode, NodeArgs, RingArgs};
 use crate::node::config::FileConfig;
-use crate::node::objects::{self, ObjectsClient};
+use crate::node::objects;
+use crate::node::records;
 use crate::node::secure::{self, LocalCa, SecureFiles};
-use crate::node::topics::{self, TopicsClient};
+use crate::node::topics;
 
 /// How long a node of a local ring may take to join.
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
@@ -89,8 +90,7 @@ async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 fn serve_http(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
-    objects: Option<ObjectsClient>,
-    topics: Option<TopicsClient>,
+    clients: Clients,
     limits: HttpLimits,
     auth: HttpAuth,
     mut stop: watch::Receiver<bool>,
@@ -100,7 +100,7 @@ fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = http::serve(listener, node, objects, topics, limits, auth, shutdown).await {
+        if let Err(e) = http::serve(listener, node, clients, limits, auth, shutdown).await {
             tracing::error!("HTTP server on {bound} failed: {e}");
         }
     });
@@ -188,6 +188,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
     let (mut services, store) = objects::past_services(&identity, objects, a.mode.mode.past())?;
     let topic_client = topics::add_scribe(&mut services);
+    let record_client = records::add_records(&mut services, &identity);
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
         header_timeout: a
@@ -230,8 +231,11 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let served = serve_http(
         http_listener,
         running.handle(),
-        Some(store),
-        Some(topic_client),
+        Clients {
+            objects: Some(store),
+            topics: Some(topic_client),
+            records: Some(record_client),
+        },
         limits,
         auth,
         stop_rx,
@@ -336,6 +340,7 @@ pub async fn start_local_ring(
             }
         };
         let topic_client = topics::add_scribe(&mut services);
+        let record_client = records::add_records(&mut services, &identity);
         let http_listener = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
@@ -378,8 +383,11 @@ pub async fn start_local_ring(
                 match serve_http(
                     listener,
                     node.handle(),
-                    Some(store),
-                    Some(topic_client),
+                    Clients {
+                        objects: Some(store),
+                        topics: Some(topic_client),
+                        records: Some(record_client),
+                    },
                     HttpLimits::default(),
                     HttpAuth::default(),
                     stop.clone(),

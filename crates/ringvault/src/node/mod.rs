@@ -16,5 +16,6 @@ macro_rules! say {
 pub mod config;
 pub mod daemon;
 pub mod objects;
+pub mod records;
 pub mod secure;
 pub mod topics;

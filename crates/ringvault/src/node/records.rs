@@ -1,0 +1,168 @@
+//! Signed mutable records on a daemon node: the service, and the client glue the HTTP API uses.
+//! Requests run inside the node's actor; their results come back through the driver's poller,
+//! keyed by request id. The records are signed here with the node's operator key (the owner of
+//! what this node writes). No protocol decision is made here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ringvault_net::{NetError, NodeHandle, Poller, Services};
+use ringvault_records::{
+    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written,
+};
+use ringvault_types::{record_key, Identity, PublicKey, Record, RecordError, RecordValue};
+use tokio::sync::oneshot;
+
+use crate::node::objects::unix_now;
+
+type Waiters = Arc<Mutex<HashMap<RequestId, oneshot::Sender<RecordsEvent>>>>;
+
+/// At most this many requests wait for their results at once.
+const MAX_WAITING: usize = 4096;
+
+/// Why a records request did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsRequestError {
+    /// The node could not be asked.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The record could not be made (a bad name, a value too large).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The service refused or failed the request.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    /// Too many requests are waiting.
+    #[error("too many record requests in flight; retry shortly")]
+    Busy,
+}
+
+/// Registers the records service on a node with `identity` (it signs acknowledgements and,
+/// as the operator key, the records the node writes).
+pub fn add_records(services: &mut Services, identity: &Identity) -> RecordsClient {
+    let waiters: Waiters = Arc::default();
+    let key = Identity::from_secret_bytes(identity.secret_bytes());
+    services
+        .services
+        .push(Box::new(Records::new(key, RecordsConfig::default())));
+    let w = waiters.clone();
+    let mut before = services.poller.take();
+    let poller: Poller = Box::new(move |node, now| {
+        if let Some(p) = before.as_mut() {
+            p(node, now);
+        }
+        let _ = node.with_service::<Records, _>(now, |r, _| deliver(r, &w));
+    });
+    services.poller = Some(poller);
+    RecordsClient {
+        waiters,
+        owner: Arc::new(Identity::from_secret_bytes(identity.secret_bytes())),
+    }
+}
+
+fn deliver(r: &mut Records, waiters: &Waiters) {
+    while let Some(e) = r.poll_event() {
+        let req = match &e {
+            RecordsEvent::Written(req, _) | RecordsEvent::Read(req, _) => *req,
+        };
+        if let Some(tx) = waiters.lock().ok().and_then(|mut w| w.remove(&req)) {
+            let _ = tx.send(e);
+        }
+    }
+}
+
+/// Calls the records service's client interface on a running node.
+#[derive(Clone)]
+pub struct RecordsClient {
+    waiters: Waiters,
+    owner: Arc<Identity>,
+}
+
+impl RecordsClient {
+    /// The operator key: the owner of the records this node writes.
+    pub fn owner(&self) -> PublicKey {
+        self.owner.public_key()
+    }
+
+    async fn request(
+        &self,
+        node: &NodeHandle,
+        call: impl FnOnce(
+                &mut Records,
+                &mut dyn ringvault_overlay::Kbr,
+                ringvault_types::Time,
+            ) -> Result<RequestId, RecordsError>
+            + Send
+            + 'static,
+    ) -> Result<RecordsEvent, RecordsRequestError> {
+        let (tx, rx) = oneshot::channel();
+        let waiters = self.waiters.clone();
+        let started = node
+            .run(move |n, now| {
+                n.with_service::<Records, _>(
+                    now,
+                    |r, kbr| -> Result<Option<RequestId>, RecordsError> {
+                        let req = call(r, kbr, now)?;
+                        let mut w = waiters.lock().unwrap_or_else(|e| e.into_inner());
+                        if w.len() >= MAX_WAITING {
+                            return Ok(None);
+                        }
+                        w.insert(req, tx);
+                        drop(w);
+                        deliver(r, &waiters);
+                        Ok(Some(req))
+                    },
+                )
+            })
+            .await?;
+        match started {
+            None => Err(NetError::Stopped.into()),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(None)) => Err(RecordsRequestError::Busy),
+            Some(Ok(Some(_))) => rx.await.map_err(|_| NetError::Stopped.into()),
+        }
+    }
+
+    /// Reads record `name` of `owner`.
+    pub async fn get(
+        &self,
+        node: &NodeHandle,
+        owner: PublicKey,
+        name: &str,
+    ) -> Result<ReadResult, RecordsRequestError> {
+        let key = record_key(&owner, name);
+        match self
+            .request(node, move |r, kbr, now| Ok(r.get(kbr, now, key)))
+            .await?
+        {
+            RecordsEvent::Read(_, r) => Ok(r?),
+            RecordsEvent::Written(..) => Err(NetError::Stopped.into()),
+        }
+    }
+
+    /// Writes `value` as record `name` of this node's operator, at `version`, or one above the
+    /// highest version the replicas hold.
+    pub async fn put(
+        &self,
+        node: &NodeHandle,
+        name: &str,
+        value: RecordValue,
+        version: Option<u64>,
+    ) -> Result<Written, RecordsRequestError> {
+        let version = match version {
+            Some(v) => v,
+            None => {
+                let held = self.get(node, self.owner(), name).await?;
+                held.record.map_or(1, |r| r.body.version.saturating_add(1))
+            }
+        };
+        let record = Record::sign(&self.owner, name, version, unix_now(), value)?;
+        match self
+            .request(node, move |r, kbr, now| r.put(kbr, now, record, None))
+            .await?
+        {
+            RecordsEvent::Written(_, w) => Ok(w?),
+            RecordsEvent::Read(..) => Err(NetError::Stopped.into()),
+        }
+    }
+}
