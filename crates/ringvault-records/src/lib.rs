@@ -9,15 +9,20 @@
 //! of k answered (or at its deadline), reports a conflict when two answers share a version, and
 //! sends the winner to every replica that answered with less (read repair).
 //!
-//! Does not own (yet): persistence (records are held in memory), maintenance and anti-entropy,
-//! change notification over Scribe, secure routing of writes and reads, the HTTP API and CLI.
+//! Replicas keep k copies as the ring changes: after a leaf set change and every minute they
+//! offer each other the versions they hold, and the highest wins (`maintenance.rs`).
+//!
+//! Does not own (yet): persistence (records are held in memory), change notification over
+//! Scribe, secure routing of writes and reads. The HTTP API and CLI are the binary's.
 #![deny(missing_docs)]
 
+mod maintenance;
 mod message;
 mod records;
 #[cfg(test)]
 mod tests;
 
+pub use maintenance::{SYNC_DELAY, SYNC_INTERVAL};
 pub use message::{RecordAck, RecordRefusal};
 pub use records::{
     ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written, RECORDS_APP,

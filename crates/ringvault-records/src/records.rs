@@ -144,6 +144,8 @@ pub struct Records {
     /// Reads answered at a majority whose other replicas may still answer, until the read's
     /// deadline: a late answer that lags is repaired too. The key and the newest state.
     late: BTreeMap<RequestId, (Id, Record, Time)>,
+    /// When replicas next compare versions (`None` until the leaf set first changes).
+    pub(crate) next_sync: Option<Time>,
     next_req: RequestId,
     events: VecDeque<RecordsEvent>,
 }
@@ -167,6 +169,7 @@ impl Records {
             held: BTreeMap::new(),
             pending: BTreeMap::new(),
             late: BTreeMap::new(),
+            next_sync: None,
             next_req: 0,
             events: VecDeque::new(),
         }
@@ -185,6 +188,19 @@ impl Records {
             conflict: false,
         };
         self.held.insert(held.record.key(), held);
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &RecordsConfig {
+        &self.config
+    }
+
+    /// Every record held, by key, with its version.
+    pub(crate) fn versions(&self) -> Vec<(Id, u64)> {
+        self.held
+            .iter()
+            .map(|(k, h)| (*k, h.record.body.version))
+            .collect()
     }
 
     /// The next finished request, if any.
@@ -320,6 +336,17 @@ impl Records {
 
     fn on_store(&mut self, kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, record: Record) {
         let key = record.key();
+        // Unasked (maintenance, read repair), a record is taken only by a member of its
+        // replica set: nobody can make a node hold what is not its to hold.
+        let me = kbr.local_contact().id;
+        if req.is_none()
+            && !kbr
+                .replica_set(&key, self.config.k as usize)
+                .iter()
+                .any(|c| c.id == me)
+        {
+            return;
+        }
         let kept = self.keep(record).is_ok();
         if let (Some((req, client)), true) = (req, kept) {
             self.ack(kbr, req, client, &key);
@@ -582,7 +609,13 @@ impl Service for Records {
                 record,
                 conflict,
             } => self.on_answer(kbr, info.origin, req, key, (record, conflict)),
+            RecordsMessage::Offer { entries } => self.on_offer(kbr, info.origin, entries),
+            RecordsMessage::Want { keys } => self.on_want(kbr, info.origin, keys),
         }
+    }
+
+    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
+        self.sync_soon(now);
     }
 
     fn next_deadline(&self) -> Option<Time> {
@@ -591,10 +624,15 @@ impl Service for Records {
             .values()
             .map(Pending::deadline)
             .chain(late)
+            .chain(self.next_sync)
             .min()
     }
 
     fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
         self.expire(kbr, now);
+        if self.next_sync.is_some_and(|t| t <= now) {
+            self.next_sync = Some(now + crate::maintenance::SYNC_INTERVAL);
+            self.sync(kbr);
+        }
     }
 }

@@ -233,3 +233,37 @@ fn a_read_repairs_a_lagging_replica_and_survives_two_of_three_replicas_dead() {
     live.sort();
     assert_eq!(ackers, live);
 }
+
+#[test]
+fn maintenance_brings_a_record_back_to_k_replicas_after_one_dies() {
+    let mut ring = new_ring(RecordsConfig::default());
+    let record = rec(7, b"kept");
+    let key = record.key();
+    let before = ring.closest_live(&key, 4);
+    let writer = (0..N).find(|i| !before.contains(i)).unwrap();
+    put(&mut ring, writer, record, None).unwrap();
+    let newcomer = before[3];
+    assert_eq!(held_version(&mut ring, newcomer, key), None);
+    ring.kill(before[0]);
+    // Failure detection, the leaf set change, then the replicas' sync.
+    ring.advance(Duration::from_secs(30));
+    let after = ring.closest_live(&key, 3);
+    assert!(after.contains(&newcomer));
+    for &i in &after {
+        assert_eq!(held_version(&mut ring, i, key), Some(7), "node {i}");
+    }
+    // A node outside the replica set is not made to hold a record sent to it unasked.
+    let outsider = (0..N)
+        .find(|i| !before.contains(i) && *i != writer)
+        .unwrap();
+    let to = ring.members[outsider].node.contact();
+    let r = rec(8, b"pushed");
+    ring.call::<Records, _>(writer, move |_, kbr: &mut dyn Kbr, _, _| {
+        let m = RecordsMessage::Store {
+            req: None,
+            record: r,
+        };
+        kbr.send_direct(to, encode(&m));
+    });
+    assert_eq!(held_version(&mut ring, outsider, key), None);
+}
