@@ -76,6 +76,8 @@ pub enum RecordRefusal {
     /// The replica holds another record of the same version, which wins the tie: the owner
     /// wrote twice without reading.
     Conflict,
+    /// The replica has no room for it.
+    Full,
 }
 
 /// One records message.

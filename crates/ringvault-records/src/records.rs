@@ -10,6 +10,9 @@ use crate::message::{RecordAck, RecordRefusal, RecordsMessage};
 /// The application id of records messages.
 pub const RECORDS_APP: AppId = 5;
 
+/// Record bytes a node holds at most when not told otherwise.
+pub const DEFAULT_CAPACITY: u64 = 256 << 20;
+
 /// Identifies a client request on the node that made it.
 pub type RequestId = u64;
 
@@ -24,6 +27,9 @@ pub struct RecordsConfig {
     pub read_timeout: Duration,
     /// Whether a read sends the newest state to the replicas that answered with less.
     pub read_repair: bool,
+    /// Bytes of records this node holds at most (encoded); beyond it a new or larger record
+    /// is refused, so nobody can fill a node's memory with records.
+    pub capacity: u64,
 }
 
 impl Default for RecordsConfig {
@@ -34,6 +40,7 @@ impl Default for RecordsConfig {
             // Long enough for a route to find its way past dead replicas (hop timeouts).
             read_timeout: Duration::from_secs(10),
             read_repair: true,
+            capacity: DEFAULT_CAPACITY,
         }
     }
 }
@@ -63,6 +70,9 @@ pub enum RecordsError {
     /// Another record of the same version won the tie: read, and write a higher version.
     #[error("another record of version {0} is held (a conflict); read it and write above it")]
     Conflict(u64),
+    /// A replica has no room for it.
+    #[error("a replica has no room for the record")]
+    NoSpace,
     /// A quorum larger than k, or zero.
     #[error("a quorum of {0} is out of range 1..=k")]
     Quorum(u8),
@@ -140,6 +150,8 @@ pub struct Records {
     config: RecordsConfig,
     identity: Identity,
     held: BTreeMap<Id, Held>,
+    /// Encoded bytes of the records held.
+    used: u64,
     pending: BTreeMap<RequestId, Pending>,
     /// Reads answered at a majority whose other replicas may still answer, until the read's
     /// deadline: a late answer that lags is repaired too. The key and the newest state.
@@ -167,6 +179,7 @@ impl Records {
             config,
             identity,
             held: BTreeMap::new(),
+            used: 0,
             pending: BTreeMap::new(),
             late: BTreeMap::new(),
             next_sync: None,
@@ -183,11 +196,14 @@ impl Records {
     /// Makes this replica hold `record` whatever it held (tests: a replica that lags).
     #[cfg(test)]
     pub(crate) fn force_hold(&mut self, record: Record) {
-        let held = Held {
-            record,
-            conflict: false,
-        };
-        self.held.insert(held.record.key(), held);
+        self.held.remove(&record.key());
+        self.used = self.held.values().map(|h| size(&h.record)).sum();
+        let _ = self.keep(record);
+    }
+
+    /// Encoded bytes of the records held.
+    pub fn used(&self) -> u64 {
+        self.used
     }
 
     /// The policy in force.
@@ -295,6 +311,13 @@ impl Records {
                 Held { record, conflict }
             }
         };
+        let old = self.held.get(&key).map_or(0, |h| size(&h.record));
+        let new = size(&next.record);
+        let used = self.used - old + new;
+        if new > old && used > self.config.capacity {
+            return Err(RecordRefusal::Full);
+        }
+        self.used = used;
         self.held.insert(key, next);
         Ok(&self.held[&key].record)
     }
@@ -347,9 +370,14 @@ impl Records {
         {
             return;
         }
-        let kept = self.keep(record).is_ok();
-        if let (Some((req, client)), true) = (req, kept) {
-            self.ack(kbr, req, client, &key);
+        let kept = self.keep(record).map(|_| ());
+        if let Some((req, client)) = req {
+            match kept {
+                Ok(()) => self.ack(kbr, req, client, &key),
+                // A full replica says so, so the writer need not wait out its deadline.
+                Err(reason @ RecordRefusal::Full) => refuse(kbr, client, req, key, reason),
+                Err(_) => {}
+            }
         }
     }
 
@@ -422,6 +450,7 @@ impl Records {
                 held,
             },
             RecordRefusal::Conflict => RecordsError::Conflict(record.body.version),
+            RecordRefusal::Full => RecordsError::NoSpace,
         };
         self.pending.remove(&req);
         self.events.push_back(RecordsEvent::Written(req, Err(e)));
@@ -555,6 +584,11 @@ impl Records {
             }
         }
     }
+}
+
+/// What a record costs to hold: its encoded size.
+fn size(r: &Record) -> u64 {
+    r.encode().len() as u64
 }
 
 pub(crate) fn encode(m: &RecordsMessage) -> AppMessage {

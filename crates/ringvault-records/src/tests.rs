@@ -267,3 +267,42 @@ fn maintenance_brings_a_record_back_to_k_replicas_after_one_dies() {
     });
     assert_eq!(held_version(&mut ring, outsider, key), None);
 }
+
+#[test]
+fn a_replica_refuses_records_beyond_its_capacity_and_keeps_what_it_holds() {
+    let size = rec(1, &[0; 100]).encode().len() as u64;
+    let config = RecordsConfig {
+        capacity: 2 * size + size / 2,
+        ..RecordsConfig::default()
+    };
+    let mut ring = new_ring(config);
+    let name = |i: u64| format!("n{i}");
+    let mk = |i: u64, v: u64| {
+        Record::sign(&owner(), &name(i), v, 0, RecordValue::Inline(vec![0; 100])).unwrap()
+    };
+    // Records whose replica sets share node `full`: it takes two, then refuses a third.
+    let full = ring.closest_live(&mk(0, 1).key(), 1)[0];
+    let mut mine = Vec::new();
+    for i in 0..500u64 {
+        if ring.closest_live(&mk(i, 1).key(), 3).contains(&full) {
+            mine.push(i);
+        }
+        if mine.len() == 3 {
+            break;
+        }
+    }
+    let writer = (0..N).find(|&i| i != full).unwrap();
+    for &i in &mine[..2] {
+        put(&mut ring, writer, mk(i, 1), None).unwrap();
+    }
+    assert!(matches!(
+        put(&mut ring, writer, mk(mine[2], 1), None),
+        Err(RecordsError::NoSpace | RecordsError::Timeout { .. })
+    ));
+    let used = ring.call::<Records, _>(full, |r, _, _, _| r.used());
+    assert!(used <= 2 * size + size / 2, "{used}");
+    assert_eq!(held_version(&mut ring, full, mk(mine[0], 1).key()), Some(1));
+    // A newer version of a record it holds, the same size, still fits.
+    put(&mut ring, writer, mk(mine[0], 2), None).unwrap();
+    assert_eq!(held_version(&mut ring, full, mk(mine[0], 1).key()), Some(2));
+}

@@ -47,6 +47,9 @@ impl From<RecordsRequestError> for ApiError {
             RecordsRequestError::Records(RecordsError::Timeout { .. }) => {
                 (StatusCode::GATEWAY_TIMEOUT, "timeout")
             }
+            RecordsRequestError::Records(RecordsError::NoSpace) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "no_space")
+            }
             RecordsRequestError::Records(RecordsError::Quorum(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_quorum")
             }
