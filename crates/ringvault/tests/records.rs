@@ -1,10 +1,13 @@
 //! Signed mutable records through the HTTP API and the CLI on a local ring (`ringvault ring`):
 //! written through one node and read through others at their highest version, an older version
 //! refused with 409, a delete read back as such, bad names and oversized values refused with
-//! JSON errors, and `ringvault record` doing the same from the command line.
+//! JSON errors, `ringvault record` doing the same from the command line, and `record watch`
+//! printing every new version in order.
 
 mod common;
 mod daemons;
+
+use std::time::Duration;
 
 use common::{run, start_ring, tmp};
 use daemons::{http, json, request};
@@ -111,6 +114,45 @@ fn records_are_written_overwritten_deleted_and_read_through_other_nodes() {
     assert!(!st.success());
     assert!(err.contains("OWNER/NAME"), "{err}");
 
-    ring.signal_and_wait("TERM", std::time::Duration::from_secs(30));
+    // Watch: the current version first, then every new one written elsewhere, in order.
+    let (s, b) = request(writer, "PUT", "/v1/records/watched", b"first");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let who = format!("{owner}/watched");
+    let watcher = common::Proc::start(&["record", "watch", &who, "--node", &urls[3]]);
+    let first = watcher.read_until("version 1", Duration::from_secs(30));
+    assert!(first.last().unwrap().ends_with(": first"), "{first:?}");
+    // Publish only once the watcher's node hangs in the record's tree.
+    let key = json(&b)["key"].as_str().unwrap().to_string();
+    let topic = format!("record:{key}");
+    daemons::wait_for(
+        Duration::from_secs(30),
+        "the watcher joins the tree",
+        || {
+            let (_, b) = request(&urls[3], "GET", "/v1/topics", b"");
+            json(&b)["topics"].as_array().is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    t["name"] == topic.as_str() && (t["root"] == true || !t["parent"].is_null())
+                })
+            })
+        },
+    );
+    for value in ["second", "third"] {
+        let (s, b) = request(writer, "PUT", "/v1/records/watched", value.as_bytes());
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (s, _) = request(writer, "DELETE", "/v1/records/watched", b"");
+    assert_eq!(s, 200);
+    let seen = watcher.read_until("version 4", Duration::from_secs(30));
+    assert_eq!(
+        seen,
+        vec![
+            "version 2: second".to_string(),
+            "version 3: third".to_string(),
+            "version 4: deleted".to_string()
+        ]
+    );
+    drop(watcher);
+
+    ring.signal_and_wait("TERM", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
 }

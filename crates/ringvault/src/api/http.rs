@@ -120,6 +120,7 @@ fn router(
             put(records::put).delete(records::delete),
         )
         .route("/v1/records/{owner}/{name}", get(records::get))
+        .route("/v1/records/{owner}/{name}/events", get(records::events))
         .route("/v1/admin/revocations", post(revocations))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -2,15 +2,19 @@
 //! 64 KiB; signed with this node's operator key; the version is `X-Record-Version` or one above
 //! the highest a replica holds), `GET /v1/records/{owner}/{name}` (the value; `X-Record-Version`,
 //! `X-Record-Timestamp` and `X-Record-Conflict` headers; `owner` is 64 hex digits or `self`) and
-//! `DELETE /v1/records/{name}` (a tombstone at the next version).
+//! `DELETE /v1/records/{name}` (a tombstone at the next version), and
+//! `GET /v1/records/{owner}/{name}/events`: Server-Sent Events, `event: version` with JSON
+//! `{version, timestamp, deleted, value, encoding}` for the current state and then each new
+//! version as it is published, every one verified (the owner's signature, higher than the last).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ringvault_records::RecordsError;
-use ringvault_types::{PublicKey, RecordValue, MAX_RECORD_VALUE};
+use ringvault_types::{PublicKey, Record, RecordValue, MAX_RECORD_VALUE};
 use serde_json::json;
 
 use crate::api::http::{check_name_chars, ApiError, App};
@@ -54,6 +58,8 @@ impl From<RecordsRequestError> for ApiError {
                 (StatusCode::BAD_REQUEST, "bad_quorum")
             }
             RecordsRequestError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            RecordsRequestError::NoGroups => (StatusCode::NOT_IMPLEMENTED, "no_groups"),
+            RecordsRequestError::Watch(_) => (StatusCode::SERVICE_UNAVAILABLE, "watch_failed"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -202,4 +208,53 @@ pub async fn get(
             format!("the record was deleted at version {}", b.version),
         )),
     }
+}
+
+fn version_event(r: &Record) -> Event {
+    let b = &r.body;
+    let (value, encoding) = match &b.value {
+        RecordValue::Inline(v) => match std::str::from_utf8(v) {
+            Ok(s) => (json!(s), "utf8"),
+            Err(_) => (json!(crate::node::topics::base64(v)), "base64"),
+        },
+        RecordValue::Object(id) => (json!(id.to_string()), "object"),
+        RecordValue::Deleted => (serde_json::Value::Null, "none"),
+    };
+    Event::default().event("version").data(
+        json!({
+            "version": b.version,
+            "timestamp": b.timestamp,
+            "deleted": r.is_deleted(),
+            "value": value,
+            "encoding": encoding,
+        })
+        .to_string(),
+    )
+}
+
+/// `GET /v1/records/{owner}/{name}/events`.
+pub async fn events(
+    State(app): State<App>,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError>
+{
+    name_of(&name)?;
+    let owner = parse_owner(&owner, &app)?;
+    let mut watch = client(&app)?.watch(&app.node, owner, &name).await?;
+    let current = watch.current().await?;
+    let hello = Event::default()
+        .event("watching")
+        .data(json!({ "owner": hex(&owner.0), "name": name }).to_string());
+    let first: Vec<Event> = std::iter::once(hello)
+        .chain(current.as_ref().map(version_event))
+        .collect();
+    let stream = futures_util::stream::unfold((first, watch), |(mut first, mut w)| async move {
+        if !first.is_empty() {
+            let e = first.remove(0);
+            return Some((Ok(e), (first, w)));
+        }
+        let r = w.next().await?;
+        Some((Ok(version_event(&r)), (first, w)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }

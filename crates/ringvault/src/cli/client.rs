@@ -262,3 +262,55 @@ pub async fn get_ok(base: &str, path: &str) -> Result<serde_json::Value> {
     check(base, status, &v)?;
     Ok(v)
 }
+
+/// Opens `path` on the node at `base` as a Server-Sent Events stream and hands each event's
+/// name and data to `on_event` until the node closes it (an error answer becomes an error).
+pub async fn follow_sse(
+    base: &str,
+    path: &str,
+    mut on_event: impl FnMut(&str, &str),
+) -> Result<()> {
+    let resp = open(
+        base,
+        hyper::Method::GET,
+        path,
+        http_body_util::Empty::<Bytes>::new(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        let (status, v) = json_of(base, path, read_all(base, resp).await?)?;
+        check(base, status, &v)?;
+        bail!("the node at {base} answered {status}");
+    }
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut event, mut data) = (String::new(), String::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| anyhow!("the node at {base} broke off the stream ({e})"))?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    on_event(&event, &data);
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim_start().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            }
+        }
+    }
+    bail!("the node at {base} closed the stream")
+}

@@ -388,6 +388,14 @@ pub enum RecordCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print record OWNER/NAME's current version, then each new one as it is written, until
+    /// Ctrl-C (each verified: the owner's signature, higher than the last).
+    Watch {
+        /// OWNER/NAME.
+        record: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete record NAME: a tombstone at the next version (an old version cannot come back).
     Delete {
         /// The record's name.
@@ -505,6 +513,9 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                         out,
                         client: c,
                     } => one_line(records::get(&c.node, &record, out.as_deref()).await),
+                    RecordCommand::Watch { record, client: c } => {
+                        one_line(records::watch(&c.node, &record, c.json).await)
+                    }
                     RecordCommand::Delete {
                         name,
                         record_version,

@@ -127,3 +127,39 @@ pub async fn get(node: &str, owner_name: &str, out: Option<&std::path::Path>) ->
     eprintln!("{note}");
     Ok(())
 }
+
+/// `record watch OWNER/NAME`: prints the record's current version, then each new one as it
+/// arrives (verified by the node), until Ctrl-C.
+pub async fn watch(node: &str, owner_name: &str, json: bool) -> Result<()> {
+    let Some((owner, name)) = owner_name.split_once('/') else {
+        bail!("give OWNER/NAME: the owner's key in 64 hex digits (or `self` for this node's), a slash, the record's name");
+    };
+    let path = format!("/v1/records/{}/{}/events", enc(owner), enc(name));
+    client::follow_sse(node, &path, |event, data| {
+        if json {
+            if event == "version" {
+                out!("{data}");
+            }
+            return;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+        match event {
+            "watching" => eprintln!("watching {owner_name}; Ctrl-C to stop"),
+            "version" if v["deleted"] == true => out!("version {}: deleted", v["version"]),
+            "version" => {
+                let enc = match v["encoding"].as_str() {
+                    Some("utf8") | None => "",
+                    Some("base64") => " (base64)",
+                    Some(_) => " (object id)",
+                };
+                out!(
+                    "version {}{enc}: {}",
+                    v["version"],
+                    v["value"].as_str().unwrap_or("")
+                )
+            }
+            _ => {}
+        }
+    })
+    .await
+}

@@ -2,11 +2,8 @@
 //! line.
 
 use std::io::Read;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::cli::client;
@@ -182,47 +179,5 @@ fn print_event(event: &str, data: &str, json: bool) {
 pub async fn subscribe(node: &str, topic: &str, json: bool) -> Result<()> {
     check_topic(topic)?;
     let path = format!("/v1/topics/{}/events", enc(topic));
-    let resp = client::open(
-        node,
-        hyper::Method::GET,
-        &path,
-        Empty::<Bytes>::new(),
-        Duration::from_secs(30),
-    )
-    .await?;
-    if !resp.status().is_success() {
-        let (status, v) = client::json_of(node, &path, client::read_all(node, resp).await?)?;
-        client::check(node, status, &v)?;
-        bail!("the node at {node} answered {status}");
-    }
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    let (mut event, mut data) = (String::new(), String::new());
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| anyhow!("the node at {node} broke off the stream ({e})"))?;
-        let Some(chunk) = frame.data_ref() else {
-            continue;
-        };
-        buf.extend_from_slice(chunk);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !data.is_empty() {
-                    print_event(&event, &data, json);
-                }
-                event.clear();
-                data.clear();
-            } else if let Some(e) = line.strip_prefix("event:") {
-                event = e.trim_start().to_string();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
-            }
-        }
-    }
-    bail!("the node at {node} closed the stream")
+    client::follow_sse(node, &path, |event, data| print_event(event, data, json)).await
 }

@@ -188,7 +188,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
     let (mut services, store) = objects::past_services(&identity, objects, a.mode.mode.past())?;
     let topic_client = topics::add_scribe(&mut services);
-    let record_client = records::add_records(&mut services, &identity);
+    let record_client = records::add_records(&mut services, &identity, Some(topic_client.clone()));
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
         header_timeout: a
@@ -340,7 +340,8 @@ pub async fn start_local_ring(
             }
         };
         let topic_client = topics::add_scribe(&mut services);
-        let record_client = records::add_records(&mut services, &identity);
+        let record_client =
+            records::add_records(&mut services, &identity, Some(topic_client.clone()));
         let http_listener = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();

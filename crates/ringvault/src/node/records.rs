@@ -10,10 +10,11 @@ use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_records::{
     ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written,
 };
-use ringvault_types::{record_key, Identity, PublicKey, Record, RecordError, RecordValue};
+use ringvault_types::{record_key, Id, Identity, PublicKey, Record, RecordError, RecordValue};
 use tokio::sync::oneshot;
 
 use crate::node::objects::unix_now;
+use crate::node::topics::{Subscription, TopicEvent, TopicsClient};
 
 type Waiters = Arc<Mutex<HashMap<RequestId, oneshot::Sender<RecordsEvent>>>>;
 
@@ -35,11 +36,27 @@ pub enum RecordsRequestError {
     /// Too many requests are waiting.
     #[error("too many record requests in flight; retry shortly")]
     Busy,
+    /// Watching needs groups (Scribe), which this node does not run.
+    #[error("this node runs without groups, so records cannot be watched here")]
+    NoGroups,
+    /// Subscribing to the record's topic failed.
+    #[error("cannot watch the record: {0}")]
+    Watch(String),
+}
+
+/// The topic a record's new versions are published to: each record key is also a topic.
+pub fn record_topic(key: &Id) -> String {
+    format!("record:{key}")
 }
 
 /// Registers the records service on a node with `identity` (it signs acknowledgements and,
-/// as the operator key, the records the node writes).
-pub fn add_records(services: &mut Services, identity: &Identity) -> RecordsClient {
+/// as the operator key, the records the node writes); with `topics`, every version written
+/// through this node is published to its record's topic for watchers.
+pub fn add_records(
+    services: &mut Services,
+    identity: &Identity,
+    topics: Option<TopicsClient>,
+) -> RecordsClient {
     let waiters: Waiters = Arc::default();
     let key = Identity::from_secret_bytes(identity.secret_bytes());
     services
@@ -57,6 +74,7 @@ pub fn add_records(services: &mut Services, identity: &Identity) -> RecordsClien
     RecordsClient {
         waiters,
         owner: Arc::new(Identity::from_secret_bytes(identity.secret_bytes())),
+        topics,
     }
 }
 
@@ -76,6 +94,7 @@ fn deliver(r: &mut Records, waiters: &Waiters) {
 pub struct RecordsClient {
     waiters: Waiters,
     owner: Arc<Identity>,
+    topics: Option<TopicsClient>,
 }
 
 impl RecordsClient {
@@ -157,12 +176,100 @@ impl RecordsClient {
             }
         };
         let record = Record::sign(&self.owner, name, version, unix_now(), value)?;
-        match self
+        let written = match self
             .request(node, move |r, kbr, now| r.put(kbr, now, record, None))
             .await?
         {
-            RecordsEvent::Written(_, w) => Ok(w?),
-            RecordsEvent::Read(..) => Err(NetError::Stopped.into()),
+            RecordsEvent::Written(_, w) => w?,
+            RecordsEvent::Read(..) => return Err(NetError::Stopped.into()),
+        };
+        if let Some(t) = &self.topics {
+            // The whole record when it fits a message; a bare notice otherwise, on which
+            // watchers read the record themselves. Either way watchers verify what they show.
+            let mut data = written.record.encode();
+            if data.len() > ringvault_scribe::MAX_PAYLOAD {
+                data = written.record.body.version.to_le_bytes().to_vec();
+            }
+            let topic = record_topic(&written.record.key());
+            if let Err(e) = t.publish(node, &topic, data).await {
+                tracing::debug!("cannot announce record version on {topic}: {e}");
+            }
         }
+        Ok(written)
+    }
+
+    /// Watches record `name` of `owner`: subscribes this node to the record's topic and yields
+    /// each new version, verified (the owner's signature, this record's key, higher than the
+    /// last shown) and in order; a message that is not such a record (anyone can publish to a
+    /// topic) makes the watcher read the record itself.
+    pub async fn watch(
+        &self,
+        node: &NodeHandle,
+        owner: PublicKey,
+        name: &str,
+    ) -> Result<Watch, RecordsRequestError> {
+        let topics = self.topics.as_ref().ok_or(RecordsRequestError::NoGroups)?;
+        let key = record_key(&owner, name);
+        let sub = topics
+            .subscribe(node, &record_topic(&key))
+            .await
+            .map_err(|e| RecordsRequestError::Watch(e.to_string()))?;
+        Ok(Watch {
+            client: self.clone(),
+            node: node.clone(),
+            owner,
+            name: name.to_string(),
+            key,
+            sub,
+            last: None,
+        })
+    }
+}
+
+/// A record being watched (see [`RecordsClient::watch`]).
+pub struct Watch {
+    client: RecordsClient,
+    node: NodeHandle,
+    owner: PublicKey,
+    name: String,
+    key: Id,
+    sub: Subscription,
+    /// The version last shown.
+    last: Option<u64>,
+}
+
+impl Watch {
+    /// Reads the record now: its current state, to start from (shown if there is one).
+    pub async fn current(&mut self) -> Result<Option<Record>, RecordsRequestError> {
+        let r = self.client.get(&self.node, self.owner, &self.name).await?;
+        Ok(r.record.and_then(|r| self.newer(r)))
+    }
+
+    /// The next new version; `None` when the node stops.
+    pub async fn next(&mut self) -> Option<Record> {
+        loop {
+            let TopicEvent::Message { data, .. } = self.sub.rx.recv().await? else {
+                continue;
+            };
+            let announced = Record::decode(&data)
+                .ok()
+                .filter(|r| r.key() == self.key && r.verify().is_ok());
+            let record = match announced {
+                Some(r) => Some(r),
+                None => self.current().await.ok().flatten(),
+            };
+            if let Some(r) = record.and_then(|r| self.newer(r)) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// `r` if it is newer than the last version shown (and now the last).
+    fn newer(&mut self, r: Record) -> Option<Record> {
+        if self.last.is_some_and(|v| r.body.version <= v) {
+            return None;
+        }
+        self.last = Some(r.body.version);
+        Some(r)
     }
 }

@@ -119,9 +119,11 @@ fn send_to(sh: &mut Shared, topic: Id, ev: TopicEvent) {
 }
 
 /// Why a group call failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TopicError {
+    #[error(transparent)]
     Scribe(ScribeError),
+    #[error(transparent)]
     Net(NetError),
 }
 
