@@ -57,11 +57,33 @@ pub enum Forward {
     Stop,
 }
 
+/// How a delivered message reached this node, and so how far its `origin` can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Routed hop by hop: `origin` is what the first sender wrote, which no hop can check.
+    Routed,
+    /// Sent straight here (or by this node to itself): `origin` is the sender the transport
+    /// authenticated.
+    Direct,
+    /// A secure route's delivery: `origin` is the node that handed it here, as authenticated.
+    Secure,
+}
+
+impl Via {
+    /// Whether `origin` is the authenticated sender: replies (receipts, answers, refusals)
+    /// count only then, or anyone could route one in another node's name.
+    pub fn authenticated(self) -> bool {
+        !matches!(self, Via::Routed)
+    }
+}
+
 /// What a delivered message went through.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteInfo {
-    /// The node that first sent it.
+    /// The node that first sent it (see [`Via`] for how far to trust it).
     pub origin: Contact,
+    /// How it came.
+    pub via: Via,
     /// Hops it took.
     pub hops: u8,
     /// The nodes it passed through, origin first and this node last, when the sender asked

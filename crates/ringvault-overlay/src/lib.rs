@@ -29,7 +29,7 @@ pub use config::{
     MAX_JOIN_ATTEMPTS, MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
 };
 pub use join::MAX_CONTACTS_PER_MESSAGE;
-pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls};
+pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls, Via};
 pub use leafset::{LeafSet, Side};
 pub use limits::MAX_TRACKED_ADDRESSES;
 pub use message::{

@@ -118,7 +118,7 @@ impl Overlay {
                 if ready {
                     self.on_root_set(now, id, key, members);
                 } else {
-                    self.on_join_check_answer(now, id, key, members);
+                    self.on_join_check_answer(now, from, (id, key), members);
                 }
             }
             m @ OverlayMessage::SecureDeliver { .. } => {

@@ -149,6 +149,9 @@ pub(crate) enum Phase {
         versions: BTreeMap<Id, u64>,
         /// The leaf set the join path handed over.
         before: Vec<Id>,
+        /// The nodes that answered: each counts once, so one liar cannot end the check early
+        /// with a burst of empty answers.
+        answered: BTreeSet<Id>,
     },
     /// Joined: routing.
     Ready,
@@ -551,6 +554,7 @@ impl Overlay {
                     if self.on_secure_deliver(key, r, recipients, &msg) {
                         let info = crate::RouteInfo {
                             origin: from,
+                            via: crate::Via::Secure,
                             hops: 0,
                             trace: None,
                         };
@@ -562,6 +566,7 @@ impl Overlay {
             } else if let Some((from, msg)) = self.local_deliveries.pop_front() {
                 let info = crate::RouteInfo {
                     origin: from,
+                    via: crate::Via::Direct,
                     hops: 0,
                     trace: None,
                 };

@@ -204,6 +204,7 @@ impl Overlay {
                 });
                 let info = RouteInfo {
                     origin: env.origin,
+                    via: crate::Via::Routed,
                     hops: env.hops,
                     trace,
                 };

@@ -641,6 +641,7 @@ impl Overlay {
             deadline: now + self.cfg.secure_timeout,
             versions,
             before: self.leaf.iter().map(|p| p.id()).collect(),
+            answered: Default::default(),
         };
     }
 
@@ -648,8 +649,8 @@ impl Overlay {
     pub(crate) fn on_join_check_answer(
         &mut self,
         now: Time,
-        id: u64,
-        key: Id,
+        from: Contact,
+        (id, key): (u64, Id),
         members: Vec<Contact>,
     ) {
         let done = match &mut self.phase {
@@ -657,8 +658,12 @@ impl Overlay {
                 id: want,
                 copies,
                 answers,
+                answered,
                 ..
             } if *want == id && key == self.me.id => {
+                if !answered.insert(from.id) {
+                    return;
+                }
                 *answers += 1;
                 *answers >= *copies
             }

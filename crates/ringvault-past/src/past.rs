@@ -729,6 +729,21 @@ impl Past {
     /// Handles one decoded PAST message.
     fn deliver_message(&mut self, kbr: &mut dyn Kbr, now: Time, m: PastMessage, info: RouteInfo) {
         let want = m.want();
+        // A reply names its sender through `info.origin`, which only an authenticated sender
+        // vouches for: one routed in (with any origin written in it) is dropped.
+        let reply = matches!(
+            m,
+            PastMessage::Receipt { .. }
+                | PastMessage::Refused { .. }
+                | PastMessage::Found { .. }
+                | PastMessage::Described { .. }
+                | PastMessage::Reclaimed { .. }
+                | PastMessage::Offer { .. }
+                | PastMessage::Want { .. }
+        );
+        if reply && !info.via.authenticated() {
+            return;
+        }
         match m {
             PastMessage::Insert {
                 req,

@@ -348,6 +348,7 @@ mod tests {
     fn from(p: &mut Past, kbr: &mut Recorder, sender: Contact, m: &PastMessage) {
         let info = RouteInfo {
             origin: sender,
+            via: ringvault_overlay::Via::Direct,
             hops: 0,
             trace: None,
         };
@@ -425,6 +426,36 @@ mod tests {
             from(&mut p, &mut kbr, at(i).1, &receipt(req, key, at(i).0));
         }
         assert_eq!(inserted(&mut p), Some(3));
+    }
+
+    #[test]
+    fn a_receipt_routed_in_under_a_members_name_does_not_count() {
+        let mut kbr = Recorder::default();
+        let mut p = past(true);
+        let owner = Identity::from_secret_bytes([9; 32]);
+        let req = p
+            .insert(&mut kbr, Time::ZERO, &owner, "a", b"x".to_vec(), 1, 0)
+            .unwrap();
+        let key = kbr.secure[0].0;
+        p.on_secure_routed(&mut kbr, Time::ZERO, &report(1, key, vec![contact(1)]));
+        // Routed, its origin is whatever its sender wrote: dropped.
+        let routed = RouteInfo {
+            origin: contact(1),
+            via: ringvault_overlay::Via::Routed,
+            hops: 2,
+            trace: None,
+        };
+        p.deliver(
+            &mut kbr,
+            Time::ZERO,
+            key,
+            encode(&receipt(req, key, 1)),
+            routed,
+        );
+        assert_eq!(inserted(&mut p), None);
+        // Sent by the member itself (authenticated), it counts.
+        from(&mut p, &mut kbr, contact(1), &receipt(req, key, 1));
+        assert_eq!(inserted(&mut p), Some(1));
     }
 
     #[test]

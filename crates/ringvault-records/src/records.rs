@@ -622,6 +622,15 @@ impl Service for Records {
         let Ok(m) = postcard::from_bytes::<RecordsMessage>(&msg.body) else {
             return; // a malformed message from a peer is dropped
         };
+        // Only a Put and a fanning-out Get travel routed; everything else names its sender
+        // through `info.origin`, which only an authenticated sender vouches for.
+        let routable = matches!(
+            m,
+            RecordsMessage::Put { .. } | RecordsMessage::Get { fan_out: true, .. }
+        );
+        if !routable && !info.via.authenticated() {
+            return;
+        }
         match m {
             RecordsMessage::Put {
                 req,
@@ -629,7 +638,11 @@ impl Service for Records {
                 record,
             } => self.on_put(kbr, req, client, record),
             RecordsMessage::Store { req, record } => self.on_store(kbr, req, record),
-            RecordsMessage::Ack { req, ack } => self.on_ack(req, ack),
+            // An ack counts only from the node that signed it.
+            RecordsMessage::Ack { req, ack } if ack.node() == info.origin.id => {
+                self.on_ack(req, ack)
+            }
+            RecordsMessage::Ack { .. } => {}
             RecordsMessage::Refused { req, key, reason } => self.on_refused(req, key, reason),
             RecordsMessage::Get {
                 req,

@@ -75,6 +75,13 @@ fn records_are_written_overwritten_deleted_and_read_through_other_nodes() {
     );
     let (s, b) = request(writer, "GET", "/v1/records/not-hex/profile", b"");
     assert_eq!((s, json(&b)["code"].as_str()), (400, Some("bad_owner")));
+    // 64 bytes that are not 64 hex digits (multi-byte characters; a sign): refused, no panic.
+    let euros = format!("{}a", "%E2%82%AC".repeat(21));
+    let signed = format!("+{}", "f".repeat(63));
+    for owner in [euros, signed] {
+        let (s, b) = request(writer, "GET", &format!("/v1/records/{owner}/profile"), b"");
+        assert_eq!((s, json(&b)["code"].as_str()), (400, Some("bad_owner")));
+    }
     let (s, b) = request(
         &urls[3],
         "GET",

@@ -166,7 +166,8 @@ fn parse_owner(s: &str, app: &App) -> Result<PublicKey, ApiError> {
             format!("{s:?} is not an owner key; give 64 hex digits (or `self`)"),
         )
     };
-    if s.len() != 64 {
+    // Hex digits only (so every two-byte slice below is a char boundary, and no sign slips in).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut key = [0u8; 32];

@@ -121,11 +121,12 @@ impl RecordsClient {
                 n.with_service::<Records, _>(
                     now,
                     |r, kbr| -> Result<Option<RequestId>, RecordsError> {
-                        let req = call(r, kbr, now)?;
+                        // Full before anything is sent: a request refused as busy must not run.
                         let mut w = waiters.lock().unwrap_or_else(|e| e.into_inner());
                         if w.len() >= MAX_WAITING {
                             return Ok(None);
                         }
+                        let req = call(r, kbr, now)?;
                         w.insert(req, tx);
                         drop(w);
                         deliver(r, &waiters);
