@@ -1,7 +1,8 @@
 //! Keeping k replicas of every record: when the leaf set changes, and every
 //! [`SYNC_INTERVAL`] besides, a replica offers each of the other members of a record's replica
-//! set the versions it holds; a member that holds less asks for the record, and one that holds
-//! more sends its own back. The highest version wins everywhere, as for writes.
+//! set the states it holds (version and tie hash); a member that holds less asks for the record,
+//! and one that holds more sends its own back. The highest version wins everywhere, as for
+//! writes, and two records of one version settle on the tie's winner.
 
 use std::collections::BTreeMap;
 
@@ -18,21 +19,24 @@ pub const SYNC_DELAY: Duration = Duration::from_secs(1);
 /// At most this many versions per offer message.
 pub const MAX_OFFER: usize = 1024;
 
+/// One offered state: the record's key, version and tie hash.
+pub(crate) type Offered = (Id, u64, Id);
+
 impl Records {
     /// Sends every other member of each held record's replica set the versions this node
     /// holds for it.
     pub(crate) fn sync(&mut self, kbr: &mut dyn Kbr) {
         let me = kbr.local_contact().id;
         let k = self.config().k as usize;
-        let mut offers: BTreeMap<Id, (Contact, Vec<(Id, u64)>)> = BTreeMap::new();
-        for (key, version) in self.versions() {
+        let mut offers: BTreeMap<Id, (Contact, Vec<Offered>)> = BTreeMap::new();
+        for (key, version, tie) in self.versions() {
             for member in kbr.replica_set(&key, k) {
                 if member.id != me {
                     offers
                         .entry(member.id)
                         .or_insert_with(|| (member, Vec::new()))
                         .1
-                        .push((key, version));
+                        .push((key, version, tie));
                 }
             }
         }
@@ -47,19 +51,25 @@ impl Records {
     }
 
     /// A member's versions: ask for what it holds newer, send back what this node holds newer.
-    pub(crate) fn on_offer(&mut self, kbr: &mut dyn Kbr, from: Contact, entries: Vec<(Id, u64)>) {
+    pub(crate) fn on_offer(&mut self, kbr: &mut dyn Kbr, from: Contact, entries: Vec<Offered>) {
         let mut want = Vec::new();
-        for (key, version) in entries.into_iter().take(MAX_OFFER) {
-            match self.held(&key) {
-                Some(mine) if mine.body.version > version => {
-                    let m = RecordsMessage::Store {
-                        req: None,
-                        record: mine.clone(),
-                    };
-                    kbr.send_direct(from, encode(&m));
-                }
-                Some(mine) if mine.body.version == version => {}
-                _ => want.push(key),
+        for (key, version, tie) in entries.into_iter().take(MAX_OFFER) {
+            let Some(mine) = self.held(&key) else {
+                want.push(key);
+                continue;
+            };
+            let held = (mine.body.version, mine.tie_hash());
+            if held == (version, tie) {
+                continue;
+            }
+            if wins(held, (version, tie)) {
+                let m = RecordsMessage::Store {
+                    req: None,
+                    record: mine.clone(),
+                };
+                kbr.send_direct(from, encode(&m));
+            } else {
+                want.push(key);
             }
         }
         if !want.is_empty() {
@@ -87,4 +97,10 @@ impl Records {
             self.next_sync = Some(soon);
         }
     }
+}
+
+/// Whether state `a` (version, tie hash) wins over `b`: a higher version, or the same
+/// version and the lower tie hash, as `Record::precedence` decides.
+fn wins(a: (u64, Id), b: (u64, Id)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }

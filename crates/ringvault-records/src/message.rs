@@ -111,8 +111,9 @@ pub(crate) enum RecordsMessage {
         key: Id,
         fan_out: bool,
     },
-    /// Maintenance: the versions the sender holds of records both belong to.
-    Offer { entries: Vec<(Id, u64)> },
+    /// Maintenance: the states (version and tie hash) the sender holds of records both belong
+    /// to.
+    Offer { entries: Vec<(Id, u64, Id)> },
     /// Maintenance: the offered records the receiver holds older or not at all.
     Want { keys: Vec<Id> },
     /// A replica's answer to a read: what it holds for the key, and whether it has seen

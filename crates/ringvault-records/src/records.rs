@@ -211,11 +211,11 @@ impl Records {
         &self.config
     }
 
-    /// Every record held, by key, with its version.
-    pub(crate) fn versions(&self) -> Vec<(Id, u64)> {
+    /// Every record held, by key, with its version and tie hash.
+    pub(crate) fn versions(&self) -> Vec<(Id, u64, Id)> {
         self.held
             .iter()
-            .map(|(k, h)| (*k, h.record.body.version))
+            .map(|(k, h)| (*k, h.record.body.version, h.record.tie_hash()))
             .collect()
     }
 
@@ -322,19 +322,36 @@ impl Records {
         Ok(&self.held[&key].record)
     }
 
+    /// Whether this node is among the k closest to `key` (by its leaf set).
+    fn is_member(&self, kbr: &dyn Kbr, key: &Id) -> bool {
+        let me = kbr.local_contact().id;
+        kbr.replica_set(key, self.config.k as usize)
+            .iter()
+            .any(|c| c.id == me)
+    }
+
+    /// Keeps `record` for a writer: the refusal to send it when it is not kept as it is (it
+    /// does not verify, there is no room, a higher version is held, or another record of its
+    /// version won the tie).
+    fn keep_for_writer(&mut self, record: &Record) -> Result<(), RecordRefusal> {
+        let held = self.keep(record.clone())?;
+        if held.body.version > record.body.version {
+            return Err(RecordRefusal::Stale(held.body.version));
+        }
+        if held != record {
+            return Err(RecordRefusal::Conflict);
+        }
+        Ok(())
+    }
+
     fn on_put(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, record: Record) {
         let key = record.key();
-        let version = record.body.version;
-        match self.keep(record.clone()) {
-            Err(reason) => return refuse(kbr, client, req, key, reason),
-            Ok(held) if held.body.version > version => {
-                let reason = RecordRefusal::Stale(held.body.version);
-                return refuse(kbr, client, req, key, reason);
-            }
-            Ok(held) if *held != record => {
-                return refuse(kbr, client, req, key, RecordRefusal::Conflict);
-            }
-            Ok(_) => {}
+        // Only a member of the record's replica set holds it, however the Put came.
+        if !self.is_member(kbr, &key) {
+            return;
+        }
+        if let Err(reason) = self.keep_for_writer(&record) {
+            return refuse(kbr, client, req, key, reason);
         }
         self.ack(kbr, req, client, &key);
         let me = kbr.local_contact().id;
@@ -359,25 +376,20 @@ impl Records {
 
     fn on_store(&mut self, kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, record: Record) {
         let key = record.key();
-        // Unasked (maintenance, read repair), a record is taken only by a member of its
-        // replica set: nobody can make a node hold what is not its to hold.
-        let me = kbr.local_contact().id;
-        if req.is_none()
-            && !kbr
-                .replica_set(&key, self.config.k as usize)
-                .iter()
-                .any(|c| c.id == me)
-        {
+        // A record is taken only by a member of its replica set: nobody can make a node hold
+        // what is not its to hold.
+        if !self.is_member(kbr, &key) {
             return;
         }
-        let kept = self.keep(record).map(|_| ());
-        if let Some((req, client)) = req {
-            match kept {
-                Ok(()) => self.ack(kbr, req, client, &key),
-                // A full replica says so, so the writer need not wait out its deadline.
-                Err(reason @ RecordRefusal::Full) => refuse(kbr, client, req, key, reason),
-                Err(_) => {}
+        match req {
+            // Maintenance and read repair: keep it if it is newer.
+            None => {
+                let _ = self.keep(record);
             }
+            Some((req, client)) => match self.keep_for_writer(&record) {
+                Ok(()) => self.ack(kbr, req, client, &key),
+                Err(reason) => refuse(kbr, client, req, key, reason),
+            },
         }
     }
 

@@ -306,3 +306,25 @@ fn a_replica_refuses_records_beyond_its_capacity_and_keeps_what_it_holds() {
     put(&mut ring, writer, mk(mine[0], 2), None).unwrap();
     assert_eq!(held_version(&mut ring, full, mk(mine[0], 1).key()), Some(2));
 }
+
+#[test]
+fn maintenance_settles_replicas_that_hold_different_records_of_one_version() {
+    let mut ring = new_ring(RecordsConfig::default());
+    let (a, b) = (rec(4, b"from laptop"), rec(4, b"from phone"));
+    let (winner, loser) = if a.precedence(&b).replaces() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let key = winner.key();
+    let closest = ring.closest_live(&key, 3);
+    let writer = (0..N).find(|i| !closest.contains(i)).unwrap();
+    put(&mut ring, writer, loser.clone(), None).unwrap();
+    // One replica came by the winner some other way (a write that reached it alone).
+    ring.call::<Records, _>(closest[1], |r, _, _, _| r.force_hold(winner.clone()));
+    ring.advance(Duration::from_secs(70));
+    for &i in &closest {
+        let held = ring.call::<Records, _>(i, |r, _, _, _| r.held(&key).cloned());
+        assert_eq!(held.as_ref(), Some(&winner), "node {i}");
+    }
+}
