@@ -21,9 +21,11 @@ mod message;
 mod records;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use maintenance::{SYNC_DELAY, SYNC_INTERVAL};
 pub use message::{RecordAck, RecordRefusal};
 pub use records::{
     ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written, RECORDS_APP,
 };
+pub use watch::{Notice, Watcher};

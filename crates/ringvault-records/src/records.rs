@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo, Service};
-use ringvault_types::{Contact, Duration, Id, Identity, Record, Time};
+use ringvault_types::{Contact, Duration, Id, Identity, Precedence, Record, Time};
 
 use crate::message::{RecordAck, RecordRefusal, RecordsMessage};
 
@@ -295,31 +295,29 @@ impl Records {
             return Err(RecordRefusal::Invalid);
         }
         let key = record.key();
-        let next = match self.held.get(&key) {
-            None => Held {
-                record,
-                conflict: false,
-            },
-            Some(h) => {
-                let p = record.precedence(&h.record);
-                let conflict = p.is_conflict() || (h.conflict && !p.replaces());
-                let record = if p.replaces() {
-                    record
-                } else {
-                    h.record.clone()
-                };
-                Held { record, conflict }
+        let precedence = self.held.get(&key).map(|h| record.precedence(&h.record));
+        // Not newer: the held record stays, remembering a conflict if this was one.
+        if let Some(p) = precedence.filter(|p| !p.replaces()) {
+            if let Some(h) = self.held.get_mut(&key) {
+                h.conflict |= p.is_conflict();
             }
-        };
+            return Ok(&self.held[&key].record);
+        }
+        let conflict = precedence.is_some_and(Precedence::is_conflict);
         let old = self.held.get(&key).map_or(0, |h| size(&h.record));
-        let new = size(&next.record);
+        let new = size(&record);
         let used = self.used - old + new;
         if new > old && used > self.config.capacity {
             return Err(RecordRefusal::Full);
         }
         self.used = used;
-        self.held.insert(key, next);
+        self.held.insert(key, Held { record, conflict });
         Ok(&self.held[&key].record)
+    }
+
+    /// How many replicas' answers end a read.
+    fn majority(&self) -> usize {
+        self.config.k as usize / 2 + 1
     }
 
     /// Whether this node is among the k closest to `key` (by its leaf set).
@@ -477,19 +475,12 @@ impl Records {
         (record, conflict): (Option<Record>, bool),
     ) {
         if let Some((asked, best, _)) = self.late.get(&req) {
-            let lags = record
-                .as_ref()
-                .is_none_or(|r| best.precedence(r).replaces());
-            if *asked == key && lags {
-                let m = RecordsMessage::Store {
-                    req: None,
-                    record: best.clone(),
-                };
-                kbr.send_direct(from, encode(&m));
+            if *asked == key {
+                repair(kbr, from, best, record.as_ref());
             }
             return;
         }
-        let majority = self.config.k as usize / 2 + 1;
+        let majority = self.majority();
         let Some(Pending::Read {
             key: asked,
             answers,
@@ -540,18 +531,8 @@ impl Records {
         let mut repaired = 0;
         if let (Some(b), true) = (&best, self.config.read_repair) {
             for (node, r, _) in answers.values() {
-                let lags = r.as_ref().is_none_or(|r| b.precedence(r).replaces());
-                if lags {
-                    repaired += 1;
-                    let m = RecordsMessage::Store {
-                        req: None,
-                        record: b.clone(),
-                    };
-                    kbr.send_direct(*node, encode(&m));
-                }
+                repaired += usize::from(repair(kbr, *node, b, r.as_ref()));
             }
-        }
-        if let (Some(b), true) = (&best, self.config.read_repair) {
             if answers.len() < self.config.k as usize {
                 self.late.insert(req, (key, b.clone(), deadline));
             }
@@ -580,7 +561,7 @@ impl Records {
                 }
                 Some(Pending::Read { .. }) => {
                     self.pending.remove(&req);
-                    let wanted = self.config.k as usize / 2 + 1;
+                    let wanted = self.majority();
                     let e = RecordsError::Timeout { got: 0, wanted };
                     self.events.push_back(RecordsEvent::Read(req, Err(e)));
                 }
@@ -596,6 +577,20 @@ impl Records {
             }
         }
     }
+}
+
+/// Read repair: sends `best` to replica `to` if what it answered (`held`) is older. Returns
+/// whether it did.
+fn repair(kbr: &mut dyn Kbr, to: Contact, best: &Record, held: Option<&Record>) -> bool {
+    let lags = held.is_none_or(|r| best.precedence(r).replaces());
+    if lags {
+        let m = RecordsMessage::Store {
+            req: None,
+            record: best.clone(),
+        };
+        kbr.send_direct(to, encode(&m));
+    }
+    lags
 }
 
 /// What a record costs to hold: its encoded size.

@@ -18,6 +18,7 @@ use ringvault_types::{PublicKey, Record, RecordValue, MAX_RECORD_VALUE};
 use serde_json::json;
 
 use crate::api::http::{check_name_chars, ApiError, App};
+use crate::api::objects::{from_hex, to_hex};
 use crate::node::records::{RecordsClient, RecordsRequestError};
 
 fn client(app: &App) -> Result<&RecordsClient, ApiError> {
@@ -143,16 +144,12 @@ fn written(w: &ringvault_records::Written) -> serde_json::Value {
     let b = &w.record.body;
     json!({
         "key": w.record.key().to_string(),
-        "owner": hex(&b.owner.0),
+        "owner": to_hex(&b.owner.0),
         "name": b.name,
         "version": b.version,
         "deleted": w.record.is_deleted(),
         "acks": w.acks.iter().map(|a| a.node().to_string()).collect::<Vec<_>>(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_owner(s: &str, app: &App) -> Result<PublicKey, ApiError> {
@@ -166,14 +163,13 @@ fn parse_owner(s: &str, app: &App) -> Result<PublicKey, ApiError> {
             format!("{s:?} is not an owner key; give 64 hex digits (or `self`)"),
         )
     };
-    // Hex digits only (so every two-byte slice below is a char boundary, and no sign slips in).
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Hex digits only: `from_str_radix` alone would take a sign ("+f").
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
-    let mut key = [0u8; 32];
-    for (i, k) in key.iter_mut().enumerate() {
-        *k = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    let key: [u8; 32] = from_hex(s)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(bad)?;
     Ok(PublicKey(key))
 }
 
@@ -245,7 +241,7 @@ pub async fn events(
     let current = watch.current().await?;
     let hello = Event::default()
         .event("watching")
-        .data(json!({ "owner": hex(&owner.0), "name": name }).to_string());
+        .data(json!({ "owner": to_hex(&owner.0), "name": name }).to_string());
     let first: Vec<Event> = std::iter::once(hello)
         .chain(current.as_ref().map(version_event))
         .collect();

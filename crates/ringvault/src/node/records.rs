@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_records::{
-    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written,
+    Notice, ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Watcher,
+    Written,
 };
 use ringvault_types::{record_key, Id, Identity, PublicKey, Record, RecordError, RecordValue};
 use tokio::sync::oneshot;
@@ -220,9 +221,8 @@ impl RecordsClient {
             node: node.clone(),
             owner,
             name: name.to_string(),
-            key,
             sub,
-            last: None,
+            watcher: Watcher::new(key),
         })
     }
 }
@@ -233,17 +233,15 @@ pub struct Watch {
     node: NodeHandle,
     owner: PublicKey,
     name: String,
-    key: Id,
     sub: Subscription,
-    /// The version last shown.
-    last: Option<u64>,
+    watcher: Watcher,
 }
 
 impl Watch {
     /// Reads the record now: its current state, to start from (shown if there is one).
     pub async fn current(&mut self) -> Result<Option<Record>, RecordsRequestError> {
         let r = self.client.get(&self.node, self.owner, &self.name).await?;
-        Ok(r.record.and_then(|r| self.newer(r)))
+        Ok(r.record.and_then(|r| self.watcher.newer(r)))
     }
 
     /// The next new version; `None` when the node stops.
@@ -252,25 +250,14 @@ impl Watch {
             let TopicEvent::Message { data, .. } = self.sub.rx.recv().await? else {
                 continue;
             };
-            let announced = Record::decode(&data)
-                .ok()
-                .filter(|r| r.key() == self.key && r.verify().is_ok());
-            let record = match announced {
-                Some(r) => Some(r),
-                None => self.current().await.ok().flatten(),
+            let shown = match self.watcher.judge(&data) {
+                Notice::Show(r) => Some(r),
+                Notice::Read => self.current().await.ok().flatten(),
+                Notice::Ignore => None,
             };
-            if let Some(r) = record.and_then(|r| self.newer(r)) {
-                return Some(r);
+            if shown.is_some() {
+                return shown;
             }
         }
-    }
-
-    /// `r` if it is newer than the last version shown (and now the last).
-    fn newer(&mut self, r: Record) -> Option<Record> {
-        if self.last.is_some_and(|v| r.body.version <= v) {
-            return None;
-        }
-        self.last = Some(r.body.version);
-        Some(r)
     }
 }
