@@ -449,7 +449,20 @@ impl Overlay {
             targets,
         };
         route.deadline = now + self.cfg.secure_timeout;
-        for first in firsts {
+        self.send_redundant_probes(&firsts, id, key, r as u8);
+        if self
+            .secure_routes
+            .get(&id)
+            .is_some_and(|r| matches!(r.stage, Stage::Redundant { copies: 0, .. }))
+        {
+            self.finish_redundant(id);
+        }
+    }
+
+    /// Sends a copy of secure probe `id` for `key` through each of `starters`, each forwarded
+    /// along constrained entries only.
+    fn send_redundant_probes(&mut self, starters: &[Contact], id: u64, key: Id, r: u8) {
+        for first in starters {
             let env = Envelope {
                 key,
                 origin: self.me,
@@ -457,18 +470,11 @@ impl Overlay {
                 trace: None,
                 body: RoutedBody::SecureProbe {
                     id,
-                    r: r as u8,
+                    r,
                     constrained: true,
                 },
             };
-            self.send(first, OverlayMessage::SecureHop(env));
-        }
-        if self
-            .secure_routes
-            .get(&id)
-            .is_some_and(|r| matches!(r.stage, Stage::Redundant { copies: 0, .. }))
-        {
-            self.finish_redundant(id);
+            self.send(*first, OverlayMessage::SecureHop(env));
         }
     }
 
@@ -620,20 +626,7 @@ impl Overlay {
         self.next_secure_id += 1;
         self.stats.join_checks += 1;
         let r = (self.cfg.leaf_set_size / 2 + 1).min(u8::MAX as usize) as u8;
-        for first in &starters {
-            let env = Envelope {
-                key: self.me.id,
-                origin: self.me,
-                hops: 1,
-                trace: None,
-                body: RoutedBody::SecureProbe {
-                    id,
-                    r,
-                    constrained: true,
-                },
-            };
-            self.send(*first, OverlayMessage::SecureHop(env));
-        }
+        self.send_redundant_probes(&starters, id, self.me.id, r);
         self.phase = crate::overlay::Phase::CheckingJoin {
             id,
             copies: starters.len(),
