@@ -39,6 +39,7 @@ pub use chunks::{
     ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload, CHUNK_SIZE,
     DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS, UPLOAD_WINDOW,
 };
+pub use durable::WriteGate;
 pub use message::Refusal;
 pub use past::{
     Description, Found, Inserted, Past, PastConfig, PastError, PastEvent, RequestId,

@@ -284,7 +284,7 @@ pub struct Past {
     pub(crate) fresh: Vec<Id>,
     pub(crate) announce_at: Option<Time>,
     /// Messages waiting for the store to finish a write (see `durable.rs`).
-    pub(crate) after_write: VecDeque<crate::durable::AfterWrite>,
+    pub(crate) after_write: crate::durable::WriteGate<crate::durable::AfterWrite>,
     /// Secure routes this service started, by the overlay's id for them.
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
     /// Lookups sent through secure routing.
@@ -335,7 +335,7 @@ impl Past {
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
-            after_write: VecDeque::new(),
+            after_write: crate::durable::WriteGate::default(),
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
             under_count: std::cell::Cell::new(None),

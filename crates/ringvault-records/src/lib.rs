@@ -12,13 +12,21 @@
 //! Replicas keep k copies as the ring changes: after a leaf set change and every minute they
 //! offer each other the versions they hold, and the highest wins (`maintenance.rs`).
 //!
-//! Does not own (yet): persistence (records are held in memory), change notification over
-//! Scribe, secure routing of writes and reads. The HTTP API and CLI are the binary's.
+//! Records are written through a [`RecordStore`] (the node's object store file on a daemon) and
+//! kept in memory. A delete is a tombstone, dropped once every replica has held it for
+//! `max_absence`; a node that comes back after longer (or after an unknown time) serves none of
+//! its records until another replica shows it holds the key too, so a deleted record whose
+//! tombstone is gone cannot come back to life.
+//!
+//! Does not own: change notification (the daemon publishes versions over Scribe; [`Watcher`]
+//! judges what watchers receive), secure routing of writes and reads. The HTTP API and CLI are
+//! the binary's.
 #![deny(missing_docs)]
 
 mod maintenance;
 mod message;
 mod records;
+mod store;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -26,6 +34,8 @@ mod watch;
 pub use maintenance::{SYNC_DELAY, SYNC_INTERVAL};
 pub use message::{RecordAck, RecordRefusal};
 pub use records::{
-    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written, RECORDS_APP,
+    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written,
+    DEFAULT_MAX_ABSENCE, RECHECK_PERIOD, RECORDS_APP,
 };
+pub use store::{MemoryRecordStore, RecordStore};
 pub use watch::{Notice, Watcher};

@@ -51,15 +51,24 @@ impl Records {
     }
 
     /// A member's versions: ask for what it holds newer, send back what this node holds newer.
-    pub(crate) fn on_offer(&mut self, kbr: &mut dyn Kbr, from: Contact, entries: Vec<Offered>) {
+    /// An offer confirms a suspect record of the key (the member holds the key too).
+    pub(crate) fn on_offer(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        from: Contact,
+        entries: Vec<Offered>,
+    ) {
         let mut want = Vec::new();
         for (key, version, tie) in entries.into_iter().take(MAX_OFFER) {
+            self.confirm(&key);
             let Some(mine) = self.held(&key) else {
                 want.push(key);
                 continue;
             };
             let held = (mine.body.version, mine.tie_hash());
             if held == (version, tie) {
+                self.seen_holding(kbr, now, &key, from.id);
                 continue;
             }
             if wins(held, (version, tie)) {

@@ -1,17 +1,26 @@
 //! The records service: replicas, writers and readers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo, Service};
+use ringvault_past::WriteGate;
 use ringvault_types::{Contact, Duration, Id, Identity, Precedence, Record, Time};
 
 use crate::message::{RecordAck, RecordRefusal, RecordsMessage};
+use crate::store::RecordStore;
 
 /// The application id of records messages.
 pub const RECORDS_APP: AppId = 5;
 
 /// Record bytes a node holds at most when not told otherwise.
 pub const DEFAULT_CAPACITY: u64 = 256 << 20;
+
+/// How long a node may be away and keep its records trusted, when not told otherwise.
+pub const DEFAULT_MAX_ABSENCE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a node back from a long absence waits for the other replicas to show they hold
+/// each of its records before dropping it: three rounds of maintenance.
+pub const RECHECK_PERIOD: Duration = Duration::from_secs(3 * 60);
 
 /// Identifies a client request on the node that made it.
 pub type RequestId = u64;
@@ -30,6 +39,11 @@ pub struct RecordsConfig {
     /// Bytes of records this node holds at most (encoded); beyond it a new or larger record
     /// is refused, so nobody can fill a node's memory with records.
     pub capacity: u64,
+    /// How long a node may stay away from the ring and come back with its records trusted.
+    /// A tombstone is kept at least this long after every replica holds it, so a node back
+    /// within it learns of the delete; a node back after longer re-checks each record with the
+    /// other replicas before it serves it (an old version must not come back to life).
+    pub max_absence: Duration,
 }
 
 impl Default for RecordsConfig {
@@ -41,6 +55,7 @@ impl Default for RecordsConfig {
             read_timeout: Duration::from_secs(10),
             read_repair: true,
             capacity: DEFAULT_CAPACITY,
+            max_absence: DEFAULT_MAX_ABSENCE,
         }
     }
 }
@@ -136,6 +151,18 @@ impl Pending {
     }
 }
 
+/// Whether a held record may be served and offered to the other replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Written, repaired or confirmed while this node was in the ring.
+    Trusted,
+    /// Loaded after this node was away longer than `max_absence` (or for an unknown time):
+    /// its record may have been deleted meanwhile and the tombstone dropped, so it is neither
+    /// served nor offered until another replica shows it holds the key too, and it is dropped
+    /// when the re-check ends otherwise.
+    Suspect,
+}
+
 /// A record held as a replica.
 #[derive(Clone, Debug)]
 struct Held {
@@ -143,6 +170,31 @@ struct Held {
     /// Another record of this version was seen (and lost the tie, or this one did and was
     /// replaced): reported to readers until a higher version comes.
     conflict: bool,
+    standing: Standing,
+    /// Tombstones: the other replicas seen holding this very state (by their offers), and
+    /// since when every one of them has; the tombstone goes `max_absence` after that.
+    seen: BTreeSet<Id>,
+    settled: Option<Time>,
+}
+
+impl Held {
+    fn new(record: Record, conflict: bool, standing: Standing) -> Self {
+        Held {
+            record,
+            conflict,
+            standing,
+            seen: BTreeSet::new(),
+            settled: None,
+        }
+    }
+}
+
+/// An acknowledgement (or other message) held until the store has finished the write it
+/// vouches for; should the write fail, the writer's request (if any) is refused instead.
+struct AfterWrite {
+    to: Contact,
+    msg: RecordsMessage,
+    req: Option<(u64, Contact)>,
 }
 
 /// One node's records service: the replicas it holds and the requests it made.
@@ -153,6 +205,12 @@ pub struct Records {
     /// Encoded bytes of the records held.
     used: u64,
     pending: BTreeMap<RequestId, Pending>,
+    /// Where the records are kept between restarts (`None`: in memory only).
+    store: Option<Box<dyn RecordStore>>,
+    after_write: WriteGate<AfterWrite>,
+    /// When suspect records still not confirmed are dropped (set once the node is in the
+    /// ring, while any is held).
+    recheck_at: Option<Time>,
     /// Reads answered at a majority whose other replicas may still answer, until the read's
     /// deadline: a late answer that lags is repaired too. The key and the newest state.
     late: BTreeMap<RequestId, (Id, Record, Time)>,
@@ -173,7 +231,8 @@ impl std::fmt::Debug for Records {
 }
 
 impl Records {
-    /// The service of the node with `identity` (it signs acknowledgements).
+    /// The service of the node with `identity` (it signs acknowledgements), holding its
+    /// records in memory only.
     pub fn new(identity: Identity, config: RecordsConfig) -> Self {
         Records {
             config,
@@ -181,6 +240,9 @@ impl Records {
             held: BTreeMap::new(),
             used: 0,
             pending: BTreeMap::new(),
+            store: None,
+            after_write: WriteGate::default(),
+            recheck_at: None,
             late: BTreeMap::new(),
             next_sync: None,
             next_req: 0,
@@ -188,9 +250,51 @@ impl Records {
         }
     }
 
-    /// The state of the record under `key` this node holds as a replica.
+    /// The service of a node whose records are kept in `store`, starting from what it holds.
+    /// `away` is how long the records were away from the ring (the node was down), if known:
+    /// beyond `config.max_absence`, or unknown, each is re-checked with the other replicas
+    /// before it is served. Records that do not verify (damaged on disk) are dropped.
+    pub fn with_store(
+        identity: Identity,
+        config: RecordsConfig,
+        mut store: Box<dyn RecordStore>,
+        away: Option<Duration>,
+    ) -> Self {
+        let standing = match away {
+            Some(d) if d <= config.max_absence => Standing::Trusted,
+            _ => Standing::Suspect,
+        };
+        let loaded = store.load();
+        let mut r = Records::new(identity, config);
+        for (key, bytes) in loaded {
+            match Record::decode(&bytes) {
+                Ok(record) if record.key() == key && record.verify().is_ok() => {
+                    r.used += size(&record);
+                    r.held.insert(key, Held::new(record, false, standing));
+                }
+                _ => {
+                    let _ = store.remove(&key);
+                }
+            }
+        }
+        r.store = Some(store);
+        r
+    }
+
+    /// The state of the record under `key` this node holds as a replica and serves.
     pub fn held(&self, key: &Id) -> Option<&Record> {
-        self.held.get(key).map(|h| &h.record)
+        self.held
+            .get(key)
+            .filter(|h| h.standing == Standing::Trusted)
+            .map(|h| &h.record)
+    }
+
+    /// Records held that wait for the other replicas to confirm them (after a long absence).
+    pub fn suspect(&self) -> usize {
+        self.held
+            .values()
+            .filter(|h| h.standing == Standing::Suspect)
+            .count()
     }
 
     /// Makes this replica hold `record` whatever it held (tests: a replica that lags).
@@ -211,10 +315,11 @@ impl Records {
         &self.config
     }
 
-    /// Every record held, by key, with its version and tie hash.
+    /// Every record held and trusted, by key, with its version and tie hash.
     pub(crate) fn versions(&self) -> Vec<(Id, u64, Id)> {
         self.held
             .iter()
+            .filter(|(_, h)| h.standing == Standing::Trusted)
             .map(|(k, h)| (*k, h.record.body.version, h.record.tie_hash()))
             .collect()
     }
@@ -289,7 +394,8 @@ impl Records {
         self.next_req
     }
 
-    /// Keeps `record` if it verifies and supersedes what is held. Returns what is held after.
+    /// Keeps `record` if it verifies and supersedes what is held (and stores it). Returns
+    /// what is held after.
     fn keep(&mut self, record: Record) -> Result<&Record, RecordRefusal> {
         if record.verify().is_err() {
             return Err(RecordRefusal::Invalid);
@@ -305,14 +411,88 @@ impl Records {
         }
         let conflict = precedence.is_some_and(Precedence::is_conflict);
         let old = self.held.get(&key).map_or(0, |h| size(&h.record));
-        let new = size(&record);
+        let encoded = record.encode();
+        let new = encoded.len() as u64;
         let used = self.used - old + new;
         if new > old && used > self.config.capacity {
             return Err(RecordRefusal::Full);
         }
+        if let Some(store) = self.store.as_mut() {
+            // A full or failing disk: refused like a full node, and nothing changes.
+            store.put(&key, encoded).map_err(|_| RecordRefusal::Full)?;
+        }
         self.used = used;
-        self.held.insert(key, Held { record, conflict });
-        Ok(&self.held[&key].record)
+        let held = Held::new(record, conflict, Standing::Trusted);
+        Ok(&self.held.entry(key).insert_entry(held).into_mut().record)
+    }
+
+    /// Ends the re-check after a long absence: records no other replica showed it holds are
+    /// dropped (deleted meanwhile, their tombstones gone).
+    fn drop_suspects(&mut self) {
+        let suspect: Vec<Id> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.standing == Standing::Suspect)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in suspect {
+            self.forget(&key);
+        }
+    }
+
+    /// Drops the tombstones every replica has held for `max_absence`.
+    fn drop_settled_tombstones(&mut self, now: Time) {
+        let keep_for = self.config.max_absence;
+        let due: Vec<Id> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.settled.is_some_and(|t| t + keep_for <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.forget(&key);
+        }
+    }
+
+    /// Another replica, `from`, offered exactly the state held of `key`: for a tombstone,
+    /// once every other member of the replica set has, its retention starts.
+    pub(crate) fn seen_holding(&mut self, kbr: &dyn Kbr, now: Time, key: &Id, from: Id) {
+        let me = kbr.local_contact().id;
+        let others: Vec<Id> = kbr
+            .replica_set(key, self.config.k as usize)
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| *id != me)
+            .collect();
+        let Some(h) = self.held.get_mut(key) else {
+            return;
+        };
+        if !h.record.is_deleted() || h.settled.is_some() {
+            return;
+        }
+        h.seen.insert(from);
+        if others.iter().all(|id| h.seen.contains(id)) {
+            h.settled = Some(now);
+        }
+    }
+
+    /// Another replica holds `key` too: a suspect record of it is trusted again.
+    pub(crate) fn confirm(&mut self, key: &Id) {
+        if let Some(h) = self.held.get_mut(key) {
+            h.standing = Standing::Trusted;
+        }
+    }
+
+    /// Stops holding the record under `key` (and removes it from the store).
+    fn forget(&mut self, key: &Id) {
+        if let Some(h) = self.held.remove(key) {
+            self.used -= size(&h.record);
+            if let Some(store) = self.store.as_mut() {
+                // Should removing fail, the record comes back at the next start, where it is
+                // checked like any other.
+                let _ = store.remove(key);
+            }
+        }
     }
 
     /// How many replicas' answers end a read.
@@ -332,6 +512,17 @@ impl Records {
     /// does not verify, there is no room, a higher version is held, or another record of its
     /// version won the tie).
     fn keep_for_writer(&mut self, record: &Record) -> Result<(), RecordRefusal> {
+        // A suspect record says nothing about what the writer may write: it is replaced.
+        let key = record.key();
+        if self
+            .held
+            .get(&key)
+            .is_some_and(|h| h.standing == Standing::Suspect)
+        {
+            if let Some(h) = self.held.remove(&key) {
+                self.used -= size(&h.record);
+            }
+        }
         let held = self.keep(record.clone())?;
         if held.body.version > record.body.version {
             return Err(RecordRefusal::Stale(held.body.version));
@@ -364,11 +555,53 @@ impl Records {
         }
     }
 
-    /// Tells the writer what this replica holds for `key`.
-    fn ack(&self, kbr: &mut dyn Kbr, req: u64, client: Contact, key: &Id) {
-        if let Some(held) = self.held.get(key) {
-            let ack = RecordAck::issue(&self.identity, &held.record);
-            kbr.send_direct(client, encode(&RecordsMessage::Ack { req, ack }));
+    /// Tells the writer what this replica holds for `key`, once the store has it.
+    fn ack(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, key: &Id) {
+        let Some(held) = self.held.get(key) else {
+            return;
+        };
+        let ack = RecordAck::issue(&self.identity, &held.record);
+        let item = AfterWrite {
+            to: client,
+            msg: RecordsMessage::Ack { req, ack },
+            req: Some((req, client)),
+        };
+        let progress = self
+            .store
+            .as_ref()
+            .map(|s| s.progress())
+            .unwrap_or_default();
+        if let Some(a) = self.after_write.pass(progress, *key, item) {
+            kbr.send_direct(a.to, encode(&a.msg));
+        }
+    }
+
+    /// Sends the acknowledgements whose writes the store has finished; for a write that
+    /// failed, the writer is refused and the record forgotten (maintenance brings it back).
+    fn release_written(&mut self, kbr: &mut dyn Kbr) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        // Progress first: every failure reported next is at or below its `done`.
+        let done = store.progress().done;
+        let failed: BTreeMap<Id, u64> = store.take_failed().into_iter().collect();
+        for key in failed.keys() {
+            if let Some(h) = self.held.remove(key) {
+                self.used -= size(&h.record);
+            }
+        }
+        for (a, failed) in self.after_write.release(done, &failed) {
+            match (failed, a.req) {
+                (false, _) => kbr.send_direct(a.to, encode(&a.msg)),
+                (true, Some((req, client))) => {
+                    let key = match &a.msg {
+                        RecordsMessage::Ack { ack, .. } => ack.key,
+                        _ => continue,
+                    };
+                    refuse(kbr, client, req, key, RecordRefusal::Full);
+                }
+                (true, None) => {}
+            }
         }
     }
 
@@ -380,8 +613,10 @@ impl Records {
             return;
         }
         match req {
-            // Maintenance and read repair: keep it if it is newer.
+            // Maintenance and read repair: keep it if it is newer. Another replica's copy of
+            // a suspect record confirms it, whichever wins.
             None => {
+                self.confirm(&key);
                 let _ = self.keep(record);
             }
             Some((req, client)) => match self.keep_for_writer(&record) {
@@ -393,8 +628,8 @@ impl Records {
 
     fn on_get(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, key: Id, fan_out: bool) {
         let (record, conflict) = match self.held.get(&key) {
-            Some(h) => (Some(h.record.clone()), h.conflict),
-            None => (None, false),
+            Some(h) if h.standing == Standing::Trusted => (Some(h.record.clone()), h.conflict),
+            _ => (None, false),
         };
         let answer = RecordsMessage::Answer {
             req,
@@ -621,11 +856,12 @@ impl Service for Records {
     fn deliver(
         &mut self,
         kbr: &mut dyn Kbr,
-        _now: Time,
+        now: Time,
         _key: Id,
         msg: AppMessage,
         info: RouteInfo,
     ) {
+        self.release_written(kbr);
         let Ok(m) = postcard::from_bytes::<RecordsMessage>(&msg.body) else {
             return; // a malformed message from a peer is dropped
         };
@@ -663,29 +899,42 @@ impl Service for Records {
                 record,
                 conflict,
             } => self.on_answer(kbr, info.origin, req, key, (record, conflict)),
-            RecordsMessage::Offer { entries } => self.on_offer(kbr, info.origin, entries),
+            RecordsMessage::Offer { entries } => self.on_offer(kbr, now, info.origin, entries),
             RecordsMessage::Want { keys } => self.on_want(kbr, info.origin, keys),
         }
     }
 
     fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
         self.sync_soon(now);
+        // In the ring now: the other replicas get their rounds to confirm suspect records.
+        if self.recheck_at.is_none() && self.suspect() > 0 {
+            self.recheck_at = Some(now + RECHECK_PERIOD);
+        }
     }
 
     fn next_deadline(&self) -> Option<Time> {
         let late = self.late.values().map(|(_, _, t)| *t);
+        let done = self.store.as_ref().map(|s| s.progress().done);
         self.pending
             .values()
             .map(Pending::deadline)
             .chain(late)
             .chain(self.next_sync)
+            .chain(self.recheck_at)
+            .chain(done.and_then(|d| self.after_write.deadline(d)))
             .min()
     }
 
     fn handle_timeout(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        self.release_written(kbr);
         self.expire(kbr, now);
+        if self.recheck_at.is_some_and(|t| t <= now) {
+            self.recheck_at = None;
+            self.drop_suspects();
+        }
         if self.next_sync.is_some_and(|t| t <= now) {
             self.next_sync = Some(now + crate::maintenance::SYNC_INTERVAL);
+            self.drop_settled_tombstones(now);
             self.sync(kbr);
         }
     }

@@ -6,7 +6,12 @@ use ringvault_types::{Duration, Id, Identity, Record, RecordValue};
 
 use crate::message::RecordsMessage;
 use crate::records::encode;
-use crate::{ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, Written};
+use ringvault_overlay::Service;
+
+use crate::{
+    MemoryRecordStore, ReadResult, RecordStore, Records, RecordsConfig, RecordsError, RecordsEvent,
+    Written,
+};
 
 const N: usize = 16;
 
@@ -327,4 +332,253 @@ fn maintenance_settles_replicas_that_hold_different_records_of_one_version() {
         let held = ring.call::<Records, _>(i, |r, _, _, _| r.held(&key).cloned());
         assert_eq!(held.as_ref(), Some(&winner), "node {i}");
     }
+}
+
+/// A ring whose nodes keep their records in memory stores the test holds on to.
+fn ring_with_stores(config: RecordsConfig) -> (TestRing, Vec<MemoryRecordStore>) {
+    let stores: Vec<MemoryRecordStore> = (0..N).map(|_| MemoryRecordStore::default()).collect();
+    let s = stores.clone();
+    let ring = TestRing::new(N, Config::default(), move |i, identity, node| {
+        let key = Identity::from_secret_bytes(identity.secret_bytes());
+        let store = Box::new(s[i].clone());
+        let away = Some(Duration::ZERO);
+        node.add_service(Box::new(Records::with_store(
+            key,
+            config.clone(),
+            store,
+            away,
+        )));
+    });
+    (ring, stores)
+}
+
+/// A copy of what `store` holds now, apart from it.
+fn snapshot(store: &mut MemoryRecordStore) -> MemoryRecordStore {
+    let mut copy = MemoryRecordStore::default();
+    for (key, bytes) in store.load() {
+        copy.put(&key, bytes).unwrap();
+    }
+    copy
+}
+
+/// Node `i` restarts its records service from `store`, `away` from the ring for that long,
+/// and is back in its leaf set.
+fn restart(
+    ring: &mut TestRing,
+    i: usize,
+    config: RecordsConfig,
+    store: MemoryRecordStore,
+    away: Option<Duration>,
+) {
+    ring.call::<Records, _>(i, |r, kbr, now, identity| {
+        let key = Identity::from_secret_bytes(identity.secret_bytes());
+        *r = Records::with_store(key, config, Box::new(store), away);
+        let me = kbr.local_contact();
+        r.update(kbr, now, me, true);
+    });
+}
+
+#[test]
+fn records_survive_a_restart_through_their_store() {
+    let config = RecordsConfig::default();
+    let (mut ring, mut stores) = ring_with_stores(config.clone());
+    put(&mut ring, 2, rec(1, b"one"), None).unwrap();
+    put(&mut ring, 3, rec(2, b"two"), None).unwrap();
+    let key = rec(2, b"two").key();
+    let replica = ring.closest_live(&key, 3)[0];
+    assert_eq!(stores[replica].len(), 1, "the replica wrote it through");
+    let kept = snapshot(&mut stores[replica]);
+    restart(
+        &mut ring,
+        replica,
+        config,
+        kept,
+        Some(Duration::from_secs(600)),
+    );
+    assert_eq!(
+        held_version(&mut ring, replica, key),
+        Some(2),
+        "served at once after a short absence"
+    );
+}
+
+#[test]
+fn a_record_deleted_while_a_replica_was_away_long_does_not_come_back() {
+    let config = RecordsConfig {
+        max_absence: Duration::from_secs(600),
+        ..RecordsConfig::default()
+    };
+    let (mut ring, mut stores) = ring_with_stores(config.clone());
+    let kept = rec(1, b"kept");
+    // A replica of both: the root of `kept` and of a record found to share it.
+    let replica = ring.closest_live(&kept.key(), 3)[0];
+    let doomed = (0..)
+        .map(|n| {
+            let name = format!("doomed-{n}");
+            Record::sign(&owner(), &name, 1, 0, RecordValue::Inline(b"x".to_vec())).unwrap()
+        })
+        .find(|d| ring.closest_live(&d.key(), 3)[0] == replica)
+        .unwrap();
+    put(&mut ring, 1, kept.clone(), None).unwrap();
+    put(&mut ring, 1, doomed.clone(), None).unwrap();
+    let before = snapshot(&mut stores[replica]);
+    assert_eq!(before.len(), 2);
+    ring.kill(replica);
+    // The delete, while it is away; every replica holds the tombstone, then drops it once
+    // all have held it for max_absence.
+    let gone = Record::sign(
+        &owner(),
+        doomed.body.name.as_str(),
+        2,
+        0,
+        RecordValue::Deleted,
+    )
+    .unwrap();
+    put(&mut ring, 4, gone, Some(2)).unwrap();
+    ring.advance(Duration::from_secs(5 * 60));
+    let holders = ring.closest_live(&doomed.key(), 3);
+    for &i in &holders {
+        assert_eq!(
+            held_version(&mut ring, i, doomed.key()),
+            Some(2),
+            "tombstone kept"
+        );
+    }
+    ring.advance(Duration::from_secs(12 * 60));
+    for &i in &holders {
+        assert_eq!(
+            held_version(&mut ring, i, doomed.key()),
+            None,
+            "tombstone dropped"
+        );
+        assert!(stores[i].len() <= 1, "and removed from the store");
+    }
+
+    // Back after longer than max_absence: its records wait for the other replicas.
+    ring.members[replica].alive = true;
+    restart(
+        &mut ring,
+        replica,
+        config.clone(),
+        snapshot(&mut before.clone()),
+        None,
+    );
+    assert_eq!(
+        held_version(&mut ring, replica, kept.key()),
+        None,
+        "not served yet"
+    );
+    assert_eq!(held_version(&mut ring, replica, doomed.key()), None);
+    ring.advance(crate::RECHECK_PERIOD + Duration::from_secs(60));
+    assert_eq!(
+        held_version(&mut ring, replica, kept.key()),
+        Some(1),
+        "confirmed by the replicas that hold it"
+    );
+    assert_eq!(
+        ring.call::<Records, _>(replica, |r, _, _, _| r.suspect()),
+        0
+    );
+    ring.advance(Duration::from_secs(3 * 60));
+    assert_eq!(
+        get(&mut ring, 9, doomed.key()).unwrap().record,
+        None,
+        "not back to life"
+    );
+    assert_eq!(held_version(&mut ring, replica, doomed.key()), None);
+
+    // Negative control: trusted after a short absence, the old version does come back, which
+    // is what the re-check is for.
+    restart(
+        &mut ring,
+        replica,
+        config,
+        before,
+        Some(Duration::from_secs(60)),
+    );
+    ring.advance(Duration::from_secs(3 * 60));
+    assert_eq!(
+        get(&mut ring, 9, doomed.key()).unwrap().record,
+        Some(doomed),
+        "without the re-check the deleted record is back"
+    );
+}
+
+/// A store whose writes finish only when the test says, or fail.
+#[derive(Clone, Default)]
+struct SlowStore(std::sync::Arc<std::sync::Mutex<Slow>>);
+
+/// Writes taken, writes done, failures not yet reported, the last key written.
+type Slow = (u64, u64, Vec<(Id, u64)>, Option<Id>);
+
+impl RecordStore for SlowStore {
+    fn load(&mut self) -> Vec<(Id, Vec<u8>)> {
+        Vec::new()
+    }
+    fn put(&mut self, key: &Id, _: Vec<u8>) -> Result<(), ringvault_past::StoreError> {
+        let mut s = self.0.lock().unwrap();
+        s.0 += 1;
+        s.3 = Some(*key);
+        Ok(())
+    }
+    fn remove(&mut self, _: &Id) -> Result<(), ringvault_past::StoreError> {
+        Ok(())
+    }
+    fn progress(&self) -> ringvault_past::WriteProgress {
+        let s = self.0.lock().unwrap();
+        ringvault_past::WriteProgress {
+            taken: s.0,
+            done: s.1,
+        }
+    }
+    fn take_failed(&mut self) -> Vec<(Id, u64)> {
+        std::mem::take(&mut self.0.lock().unwrap().2)
+    }
+}
+
+impl SlowStore {
+    /// Finishes every write taken; `fail`: as failed.
+    fn finish(&self, fail: bool) {
+        let mut s = self.0.lock().unwrap();
+        s.1 = s.0;
+        if fail {
+            let (key, seq) = (s.3.unwrap(), s.0);
+            s.2.push((key, seq));
+        }
+    }
+}
+
+#[test]
+fn an_ack_waits_for_the_store_and_a_failed_write_is_refused() {
+    let stores: Vec<SlowStore> = (0..N).map(|_| SlowStore::default()).collect();
+    let s = stores.clone();
+    let mut ring = TestRing::new(N, Config::default(), move |i, identity, node| {
+        let key = Identity::from_secret_bytes(identity.secret_bytes());
+        let store = Box::new(s[i].clone());
+        let records = Records::with_store(key, RecordsConfig::default(), store, None);
+        node.add_service(Box::new(records));
+    });
+    let record = rec(1, b"one");
+    let replicas = ring.closest_live(&record.key(), 3);
+    let req = ring
+        .call::<Records, _>(0, |r, kbr, now, _| r.put(kbr, now, record.clone(), None))
+        .unwrap();
+    ring.advance(Duration::from_secs(2));
+    assert!(
+        events(&mut ring, 0).is_empty(),
+        "no ack before the stores finish"
+    );
+    for &i in &replicas[..2] {
+        stores[i].finish(false);
+    }
+    stores[replicas[2]].finish(true);
+    ring.advance(Duration::from_secs(2));
+    let ended = events(&mut ring, 0);
+    assert_eq!(
+        ended,
+        vec![RecordsEvent::Written(req, Err(RecordsError::NoSpace))],
+        "the replica whose write failed refuses"
+    );
+    assert_eq!(held_version(&mut ring, replicas[2], record.key()), None);
+    assert_eq!(held_version(&mut ring, replicas[0], record.key()), Some(1));
 }

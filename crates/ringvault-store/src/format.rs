@@ -35,6 +35,8 @@ pub(crate) struct Tables {
     content: String,
     /// id -> postcard(Contact): where a diverted replica lives.
     pointers: String,
+    /// record key -> an encoded signed mutable record (`ringvault_types::Record`).
+    mutable: String,
 }
 
 impl Tables {
@@ -48,6 +50,7 @@ impl Tables {
             records: name("records"),
             content: name("content"),
             pointers: name("pointers"),
+            mutable: name("mutable"),
         }
     }
 
@@ -61,6 +64,20 @@ impl Tables {
 
     pub(crate) fn pointers(&self) -> Table<'_> {
         TableDefinition::new(&self.pointers)
+    }
+
+    pub(crate) fn mutable(&self) -> Table<'_> {
+        TableDefinition::new(&self.mutable)
+    }
+
+    /// Every table of the store.
+    fn all(&self) -> [Table<'_>; 4] {
+        [
+            self.records(),
+            self.content(),
+            self.pointers(),
+            self.mutable(),
+        ]
     }
 }
 
@@ -78,6 +95,8 @@ pub(crate) struct Loaded {
     pub(crate) index: BTreeMap<Id, (Kind, u64)>,
     /// Where this node's diverted replicas live.
     pub(crate) pointers: BTreeMap<Id, Contact>,
+    /// The signed records held, encoded, by key: the records service checks them.
+    pub(crate) mutable: Vec<(Id, Vec<u8>)>,
 }
 
 /// Why a store could not be opened.
@@ -167,14 +186,12 @@ fn formatted(db: &Database, tables: &[&Tables]) -> bool {
         return false;
     };
     matches!(meta.get("format"), Ok(Some(v)) if v.value() == FORMAT_VERSION)
-        && tables.iter().all(|t| {
-            txn.open_table(t.records()).is_ok()
-                && txn.open_table(t.content()).is_ok()
-                && txn.open_table(t.pointers()).is_ok()
-        })
+        && tables
+            .iter()
+            .all(|t| t.all().into_iter().all(|t| txn.open_table(t).is_ok()))
 }
 
-/// Loads one store's index and pointers from a database in this build's format, reading only.
+/// Loads one store's index, pointers and signed records from a database in this build's format, reading only.
 fn load_index(db: &Database, path: &Path, tables: &Tables) -> Result<Loaded, OpenError> {
     let p = path.display().to_string();
     let dberr = |e: redb::Error| OpenError::Database {
@@ -205,7 +222,19 @@ fn load_index(db: &Database, path: &Path, tables: &Tables) -> Result<Loaded, Ope
             pointers.insert(Id::from_bytes(*k.value()), holder);
         }
     }
-    Ok(Loaded { index, pointers })
+    let table = txn
+        .open_table(tables.mutable())
+        .map_err(|e| dberr(e.into()))?;
+    let mut mutable = Vec::new();
+    for entry in table.iter().map_err(|e| dberr(e.into()))? {
+        let (k, v) = entry.map_err(|e| dberr(e.into()))?;
+        mutable.push((Id::from_bytes(*k.value()), v.value().to_vec()));
+    }
+    Ok(Loaded {
+        index,
+        pointers,
+        mutable,
+    })
 }
 
 /// Checks the format (writing it, and the tables, into a new database) and loads the index
@@ -236,10 +265,9 @@ pub(crate) fn load(
                 Some(v) if v == FORMAT_VERSION => {}
                 Some(found) => return Err(OpenError::Version { path: p, found }),
             }
-            for t in tables {
-                txn.open_table(t.records()).map_err(|e| dberr(e.into()))?;
-                txn.open_table(t.content()).map_err(|e| dberr(e.into()))?;
-                txn.open_table(t.pointers()).map_err(|e| dberr(e.into()))?;
+            // A file from before signed records lacks only their table: it is added here.
+            for t in tables.iter().flat_map(|t| t.all()) {
+                txn.open_table(t).map_err(|e| dberr(e.into()))?;
             }
         }
         txn.commit().map_err(|e| dberr(e.into()))?;

@@ -20,7 +20,7 @@ mod writer;
 pub use faulty::FaultyStore;
 pub use format::{OpenError, FORMAT_VERSION};
 pub use redb_store::{
-    Durability, RedbStore, StoreConfig, StoreFile, Waker, DEFAULT_CACHE_BYTES, DEFAULT_MAX_WAITING,
-    DISK_FULL_MARK, DISK_RESERVE,
+    Durability, RedbRecords, RedbStore, StoreConfig, StoreFile, Waker, DEFAULT_CACHE_BYTES,
+    DEFAULT_MAX_WAITING, DISK_FULL_MARK, DISK_RESERVE,
 };
 pub use writer::{MAX_BATCH_BYTES, SYNC_INTERVAL};

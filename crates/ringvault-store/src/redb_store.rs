@@ -17,6 +17,7 @@ use redb::Database;
 use ringvault_past::{
     Kind, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage, WriteProgress,
 };
+use ringvault_records::RecordStore;
 use ringvault_types::{Contact, Id};
 
 use crate::format::{self, OpenError, Record, Tables};
@@ -172,6 +173,35 @@ impl Shared {
         }
     }
 
+    /// Takes a write to store `space`, after checking the disk has room for it and
+    /// everything not yet committed.
+    fn take(&self, space: usize, op: Op) -> Result<(), StoreError> {
+        let bytes = op.bytes();
+        let free = if self.config.disk_check && bytes > 0 {
+            self.disk_free()
+        } else {
+            None
+        };
+        let mut st = self.lock();
+        let waiting = st.unwritten_bytes;
+        if bytes > 0 && waiting > 0 && waiting + bytes > self.config.max_waiting {
+            st.spaces[space].health.busy += 1;
+            return Err(StoreError::Busy { waiting });
+        }
+        if let Some(free) = free {
+            // redb's allocator rounds an object up to a power of two of pages: twice its size
+            // is asked for.
+            let free = free.saturating_sub(2 * st.unwritten_bytes);
+            if bytes.saturating_mul(2) > free {
+                return Err(self.disk_refused(&mut st.spaces[space], bytes, free));
+            }
+        }
+        st.take(space, op);
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
     /// A handle went away; the last one stops the writer once it has committed what is queued.
     fn release(&self) {
         if self.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
@@ -249,9 +279,10 @@ impl StoreFile {
                 detail: format!("the store of {node:?} is open already"),
             });
         }
-        let mut loaded = format::load(d, path, &[&tables])?;
+        let mut loaded = format::load(d, path, &[&tables])?.pop().unwrap_or_default();
         let mut space = Space::new(tables, self.shared.config.capacity);
-        space.load(loaded.pop().unwrap_or_default());
+        space.mutable = std::mem::take(&mut loaded.mutable);
+        space.load(loaded);
         st.spaces.push(space);
         let index = st.spaces.len() - 1;
         self.shared.handles.fetch_add(1, Ordering::AcqRel);
@@ -337,35 +368,18 @@ impl RedbStore {
         }
     }
 
-    /// Takes a write, after checking the disk has room for it and everything not yet
-    /// committed.
     fn take(&self, op: Op) -> Result<(), StoreError> {
-        let bytes = op.bytes();
-        let free = if self.shared.config.disk_check && bytes > 0 {
-            self.shared.disk_free()
-        } else {
-            None
-        };
-        let mut st = self.shared.lock();
-        let waiting = st.unwritten_bytes;
-        if bytes > 0 && waiting > 0 && waiting + bytes > self.shared.config.max_waiting {
-            st.spaces[self.space].health.busy += 1;
-            return Err(StoreError::Busy { waiting });
+        self.shared.take(self.space, op)
+    }
+
+    /// This store's signed records: a second handle on the same tables, for the records
+    /// service, whose writes are committed with the objects' (one batch, one sync).
+    pub fn records(&self) -> RedbRecords {
+        self.shared.handles.fetch_add(1, Ordering::AcqRel);
+        RedbRecords {
+            shared: self.shared.clone(),
+            space: self.space,
         }
-        if let Some(free) = free {
-            // redb's allocator rounds an object up to a power of two of pages: twice its size
-            // is asked for.
-            let free = free.saturating_sub(2 * st.unwritten_bytes);
-            if bytes.saturating_mul(2) > free {
-                return Err(self
-                    .shared
-                    .disk_refused(&mut st.spaces[self.space], bytes, free));
-            }
-        }
-        st.take(self.space, op);
-        drop(st);
-        self.shared.work.notify_one();
-        Ok(())
     }
 
     /// Reads and checks one committed object; `Ok(None)` when absent or damaged.
@@ -547,5 +561,44 @@ impl Store for RedbStore {
 
     fn take_failed(&mut self) -> Vec<(Id, u64)> {
         std::mem::take(&mut self.shared.lock().spaces[self.space].failed)
+    }
+}
+
+/// One node's signed records in its store file (`RedbStore::records`): written through the
+/// file's writer with the objects, read back once at open.
+pub struct RedbRecords {
+    shared: Arc<Shared>,
+    space: usize,
+}
+
+impl Drop for RedbRecords {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+impl RecordStore for RedbRecords {
+    fn load(&mut self) -> Vec<(Id, Vec<u8>)> {
+        std::mem::take(&mut self.shared.lock().spaces[self.space].mutable)
+    }
+
+    fn put(&mut self, key: &Id, record: Vec<u8>) -> Result<(), StoreError> {
+        self.shared.take(self.space, Op::PutRecord(*key, record))
+    }
+
+    fn remove(&mut self, key: &Id) -> Result<(), StoreError> {
+        self.shared.take(self.space, Op::DeleteRecord(*key))
+    }
+
+    fn progress(&self) -> WriteProgress {
+        let st = self.shared.lock();
+        WriteProgress {
+            taken: st.spaces[self.space].records_taken,
+            done: st.done,
+        }
+    }
+
+    fn take_failed(&mut self) -> Vec<(Id, u64)> {
+        std::mem::take(&mut self.shared.lock().spaces[self.space].failed_records)
     }
 }

@@ -18,6 +18,9 @@ pub(crate) enum Op {
     Delete(Id),
     Point(Id, Contact),
     Unpoint(Id),
+    /// A signed record (key, encoded).
+    PutRecord(Id, Vec<u8>),
+    DeleteRecord(Id),
 }
 
 impl Op {
@@ -26,14 +29,27 @@ impl Op {
         match self {
             Op::Put(o) => Some(o.cert.id()),
             Op::Delete(id) => Some(*id),
-            Op::SetKind(..) | Op::Point(..) | Op::Unpoint(_) => None,
+            Op::SetKind(..)
+            | Op::Point(..)
+            | Op::Unpoint(_)
+            | Op::PutRecord(..)
+            | Op::DeleteRecord(_) => None,
         }
     }
 
-    /// Bytes of content it writes.
+    /// The signed record it writes or deletes.
+    pub(crate) fn record(&self) -> Option<Id> {
+        match self {
+            Op::PutRecord(key, _) | Op::DeleteRecord(key) => Some(*key),
+            _ => None,
+        }
+    }
+
+    /// Bytes of content (or of a record) it writes.
     pub(crate) fn bytes(&self) -> u64 {
         match self {
             Op::Put(o) => o.content.len() as u64,
+            Op::PutRecord(_, r) => r.len() as u64,
             _ => 0,
         }
     }
@@ -75,8 +91,14 @@ pub(crate) struct Space {
     pub(crate) staged: HashMap<Id, Staged>,
     /// The number of this store's last write taken.
     pub(crate) taken: u64,
+    /// The number of this store's last write of a signed record taken.
+    pub(crate) records_taken: u64,
     /// Objects whose writes failed, not yet reported to PAST.
     pub(crate) failed: Vec<(Id, u64)>,
+    /// Signed records whose writes failed, not yet reported to the records service.
+    pub(crate) failed_records: Vec<(Id, u64)>,
+    /// The signed records found in the file at open, until the records service takes them.
+    pub(crate) mutable: Vec<(Id, Vec<u8>)>,
     /// The first failure since [`crate::RedbStore::sync`] last reported one.
     pub(crate) last_error: Option<StoreError>,
     /// Called when a batch holding this store's writes ends.
@@ -95,7 +117,10 @@ impl Space {
             disk_full: false,
             staged: HashMap::new(),
             taken: 0,
+            records_taken: 0,
             failed: Vec::new(),
+            failed_records: Vec::new(),
+            mutable: Vec::new(),
             last_error: None,
             waker: None,
         }
@@ -114,7 +139,8 @@ impl Space {
         self.index.insert(id, (kind, size));
     }
 
-    /// Replaces the index and pointers with what the file holds.
+    /// Replaces the index and pointers with what the file holds (the signed records are the
+    /// records service's, which keeps them in memory: they are handed over once, at open).
     pub(crate) fn load(&mut self, loaded: Loaded) {
         self.held = Held::default();
         for (kind, size) in loaded.index.values() {
@@ -142,6 +168,7 @@ impl Space {
             Op::Unpoint(id) => {
                 self.pointers.remove(id);
             }
+            Op::PutRecord(..) | Op::DeleteRecord(_) => {}
         }
     }
 }
@@ -175,6 +202,9 @@ impl State {
         let seq = self.taken;
         let s = &mut self.spaces[space];
         s.taken = seq;
+        if op.record().is_some() {
+            s.records_taken = seq;
+        }
         s.apply(&op);
         if let Some(id) = op.object() {
             let obj = match &op {

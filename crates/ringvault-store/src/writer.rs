@@ -149,7 +149,7 @@ fn apply(
     // Each store's tables, opened at its first write in the batch.
     let mut open = BTreeMap::new();
     for w in batch {
-        let (records, content, pointers) = match open.entry(w.space) {
+        let (records, content, pointers, mutable) = match open.entry(w.space) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let Some(t) = spaces.get(&w.space) else {
@@ -159,6 +159,7 @@ fn apply(
                     txn.open_table(t.records())?,
                     txn.open_table(t.content())?,
                     txn.open_table(t.pointers())?,
+                    txn.open_table(t.mutable())?,
                 ))
             }
         };
@@ -194,6 +195,12 @@ fn apply(
             Op::Unpoint(object) => {
                 pointers.remove(&id(object))?;
             }
+            Op::PutRecord(key, record) => {
+                mutable.insert(&id(key), record.as_slice())?;
+            }
+            Op::DeleteRecord(key) => {
+                mutable.remove(&id(key))?;
+            }
         }
     }
     drop(open);
@@ -222,8 +229,10 @@ fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb:
                 let error = shared.classify(&mut st, &spaces, &e);
                 for w in batch {
                     let s = &mut st.spaces[w.space];
-                    if let Op::Put(o) = &w.op {
-                        s.failed.push((o.cert.id(), w.seq));
+                    match &w.op {
+                        Op::Put(o) => s.failed.push((o.cert.id(), w.seq)),
+                        Op::PutRecord(key, _) => s.failed_records.push((*key, w.seq)),
+                        _ => {}
                     }
                     s.last_error.get_or_insert(error.clone());
                 }

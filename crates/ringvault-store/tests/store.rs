@@ -290,3 +290,64 @@ fn writes_beyond_what_may_wait_are_refused_as_busy_and_nothing_is_half_stored() 
     s.put(busy[0].clone())
         .expect("taken again once the writer caught up");
 }
+
+#[test]
+fn signed_records_are_committed_with_the_objects_and_survive_reopen() {
+    use ringvault_records::RecordStore;
+    use ringvault_store::{StoreConfig, StoreFile};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring.redb");
+    let (a_node, b_node) = (Id::hash(b"node a"), Id::hash(b"node b"));
+    let (k1, k2) = (Id::hash(b"record 1"), Id::hash(b"record 2"));
+    {
+        let file = StoreFile::open(&path, StoreConfig::new(CAPACITY)).unwrap();
+        let mut a = file.store(Some(a_node)).unwrap();
+        let b = file.store(Some(b_node)).unwrap();
+        let (mut ar, mut br) = (a.records(), b.records());
+        drop(file);
+        assert!(ar.load().is_empty());
+        ar.put(&k1, b"one".to_vec()).unwrap();
+        ar.put(&k2, b"two".to_vec()).unwrap();
+        ar.remove(&k2).unwrap();
+        br.put(&k2, b"b's".to_vec()).unwrap();
+        a.put(object(1, 700, Kind::Primary)).unwrap();
+        let p = ar.progress();
+        assert_eq!(p.taken, 3, "the records' own last write");
+        a.sync().unwrap();
+        b.sync().unwrap();
+        assert!(ar.progress().done >= p.taken, "finished with the objects' batch");
+        assert!(ar.take_failed().is_empty());
+    }
+    let file = StoreFile::open(&path, StoreConfig::new(CAPACITY)).unwrap();
+    let a = file.store(Some(a_node)).unwrap();
+    let b = file.store(Some(b_node)).unwrap();
+    assert_eq!(a.records().load(), vec![(k1, b"one".to_vec())]);
+    assert_eq!(b.records().load(), vec![(k2, b"b's".to_vec())]);
+    assert_eq!(a.list().unwrap().len(), 1, "the objects are there too");
+}
+
+#[test]
+fn a_store_from_before_signed_records_opens_and_gains_their_table() {
+    use ringvault_records::RecordStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.redb");
+    let one = object(1, 700, Kind::Primary);
+    {
+        let mut s = RedbStore::open(&path, CAPACITY).unwrap();
+        s.put(one.clone()).unwrap();
+        s.sync().unwrap();
+    }
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let table: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mutable");
+        assert!(txn.delete_table(table).unwrap(), "the table existed");
+        txn.commit().unwrap();
+    }
+    let s = RedbStore::open(&path, CAPACITY).unwrap();
+    assert_eq!(s.get(&one.cert.id()).unwrap(), Some(one));
+    let mut r = s.records();
+    assert!(r.load().is_empty());
+    r.put(&Id::hash(b"k"), b"v".to_vec()).unwrap();
+    s.sync().unwrap();
+}

@@ -186,9 +186,17 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         }
     };
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
+    let record_store = Box::new(objects.records());
     let (mut services, store) = objects::past_services(&identity, objects, a.mode.mode.past())?;
     let topic_client = topics::add_scribe(&mut services);
-    let record_client = records::add_records(&mut services, &identity, Some(topic_client.clone()));
+    let record_client = records::add_records(
+        &mut services,
+        &identity,
+        record_store,
+        records::time_away(&data_dir),
+        Some(topic_client.clone()),
+    );
+    records::keep_alive(data_dir.clone());
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
         header_timeout: a
@@ -331,8 +339,11 @@ pub async fn start_local_ring(
         let opened = file
             .store(Some(identity.id()))
             .map_err(anyhow::Error::from)
-            .and_then(|objects| objects::past_services(&identity, objects, mode.past()));
-        let (mut services, store) = match opened {
+            .and_then(|objects| {
+                let record_store = Box::new(objects.records());
+                objects::past_services(&identity, objects, mode.past()).map(|s| (s, record_store))
+            });
+        let ((mut services, store), record_store) = match opened {
             Ok(x) => x,
             Err(e) => {
                 stop_all(nodes).await;
@@ -340,8 +351,14 @@ pub async fn start_local_ring(
             }
         };
         let topic_client = topics::add_scribe(&mut services);
-        let record_client =
-            records::add_records(&mut services, &identity, Some(topic_client.clone()));
+        let record_client = records::add_records(
+            &mut services,
+            &identity,
+            record_store,
+            records::time_away(&node_dir),
+            Some(topic_client.clone()),
+        );
+        records::keep_alive(node_dir.clone());
         let http_listener = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();

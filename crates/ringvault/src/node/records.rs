@@ -4,14 +4,17 @@
 //! what this node writes). No protocol decision is made here.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_records::{
-    Notice, ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Watcher,
-    Written,
+    Notice, ReadResult, RecordStore, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId,
+    Watcher, Written,
 };
-use ringvault_types::{record_key, Id, Identity, PublicKey, Record, RecordError, RecordValue};
+use ringvault_types::{
+    record_key, Duration, Id, Identity, PublicKey, Record, RecordError, RecordValue,
+};
 use tokio::sync::oneshot;
 
 use crate::node::objects::unix_now;
@@ -50,19 +53,61 @@ pub fn record_topic(key: &Id) -> String {
     format!("record:{key}")
 }
 
+/// The file in a node's data dir that says when the node last ran (unix seconds), rewritten
+/// every [`HEARTBEAT`]: on a restart it tells the records service how long its records were
+/// away from the ring.
+pub const ALIVE_FILE: &str = "alive";
+/// How often [`ALIVE_FILE`] is rewritten.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long the node whose data dir is `dir` has been down: since [`ALIVE_FILE`] was last
+/// written, plus the heartbeat it may have missed. `None` when unknown (no file, or a clock
+/// that went back): its records are then re-checked before they are served.
+pub fn time_away(dir: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(dir.join(ALIVE_FILE)).ok()?;
+    let last: u64 = text.trim().parse().ok()?;
+    let away = unix_now().checked_sub(last)?;
+    Some(Duration::from_secs(away + HEARTBEAT.as_secs()))
+}
+
+/// Rewrites [`ALIVE_FILE`] in `dir` now and every [`HEARTBEAT`] while the runtime runs.
+pub fn keep_alive(dir: PathBuf) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let path = dir.join(ALIVE_FILE);
+            let tmp = dir.join(format!("{ALIVE_FILE}.tmp"));
+            let wrote = std::fs::write(&tmp, unix_now().to_string())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = wrote {
+                tracing::debug!("cannot write {}: {e}", path.display());
+            }
+        }
+    });
+}
+
 /// Registers the records service on a node with `identity` (it signs acknowledgements and,
-/// as the operator key, the records the node writes); with `topics`, every version written
-/// through this node is published to its record's topic for watchers.
+/// as the operator key, the records the node writes), keeping its records in `store`, which
+/// were `away` from the ring for that long (see [`time_away`]); with `topics`, every version
+/// written through this node is published to its record's topic for watchers.
 pub fn add_records(
     services: &mut Services,
     identity: &Identity,
+    store: Box<dyn RecordStore>,
+    away: Option<Duration>,
     topics: Option<TopicsClient>,
 ) -> RecordsClient {
     let waiters: Waiters = Arc::default();
     let key = Identity::from_secret_bytes(identity.secret_bytes());
-    services
-        .services
-        .push(Box::new(Records::new(key, RecordsConfig::default())));
+    let records = Records::with_store(key, RecordsConfig::default(), store, away);
+    if records.suspect() > 0 {
+        tracing::info!(
+            "{} records were away from the ring too long (or for an unknown time): each is served again once another replica shows it holds it",
+            records.suspect()
+        );
+    }
+    services.services.push(Box::new(records));
     let w = waiters.clone();
     let mut before = services.poller.take();
     let poller: Poller = Box::new(move |node, now| {
