@@ -139,11 +139,25 @@ enum Pending {
         /// Each answering replica, what it holds (answers that do not verify count as holding
         /// nothing) and whether it saw a conflict at that version.
         answers: BTreeMap<Id, (Contact, Option<Record>, bool)>,
+        /// When the read is routed once more if it has not ended: right after a failure the
+        /// first route may end at a node whose replica set still names the dead, so that only
+        /// nodes without the record answer.
+        again: Option<Time>,
         deadline: Time,
     },
 }
 
 impl Pending {
+    /// When something is next due: the deadline, or a read's second route.
+    fn wake(&self) -> Time {
+        match self {
+            Pending::Write { deadline, .. } => *deadline,
+            Pending::Read {
+                again, deadline, ..
+            } => again.map_or(*deadline, |a| a.min(*deadline)),
+        }
+    }
+
     fn deadline(&self) -> Time {
         match self {
             Pending::Write { deadline, .. } | Pending::Read { deadline, .. } => *deadline,
@@ -369,22 +383,14 @@ impl Records {
     /// Reads the record under `key` from its replicas. The result comes as
     /// [`RecordsEvent::Read`].
     pub fn get(&mut self, kbr: &mut dyn Kbr, now: Time, key: Id) -> RequestId {
+        let timeout = self.config.read_timeout;
         let req = self.new_request(Pending::Read {
             key,
             answers: BTreeMap::new(),
-            deadline: now + self.config.read_timeout,
+            again: Some(now + Duration::from_micros(timeout.as_micros() / 4)),
+            deadline: now + timeout,
         });
-        let client = kbr.local_contact();
-        kbr.route(
-            key,
-            encode(&RecordsMessage::Get {
-                req,
-                client,
-                key,
-                fan_out: true,
-            }),
-            None,
-        );
+        route_get(kbr, req, key);
         req
     }
 
@@ -715,7 +721,7 @@ impl Records {
             }
             return;
         }
-        let majority = self.majority();
+        let (majority, k) = (self.majority(), self.config.k as usize);
         let Some(Pending::Read {
             key: asked,
             answers,
@@ -729,7 +735,10 @@ impl Records {
         }
         let record = record.filter(|r| r.key() == key && r.verify().is_ok());
         answers.insert(from.id, (from, record, conflict));
-        if answers.len() >= majority {
+        // "Not held" from a majority ends a read only when k nodes said so: during churn the
+        // nodes that answer first may be new to the replica set and not have the record yet.
+        let found = answers.values().any(|(_, r, _)| r.is_some());
+        if (found && answers.len() >= majority) || answers.len() >= k {
             self.finish_read(kbr, req);
         }
     }
@@ -741,6 +750,7 @@ impl Records {
             key,
             answers,
             deadline,
+            ..
         }) = self.pending.remove(&req)
         else {
             return;
@@ -783,6 +793,23 @@ impl Records {
 
     fn expire(&mut self, kbr: &mut dyn Kbr, now: Time) {
         self.late.retain(|_, (_, _, deadline)| *deadline > now);
+        let mut again = Vec::new();
+        for (req, p) in &mut self.pending {
+            if let Pending::Read {
+                key,
+                again: a @ Some(_),
+                ..
+            } = p
+            {
+                if a.is_some_and(|t| t <= now) {
+                    *a = None;
+                    again.push((*req, *key));
+                }
+            }
+        }
+        for (req, key) in again {
+            route_get(kbr, req, key);
+        }
         let due: Vec<RequestId> = self
             .pending
             .iter()
@@ -826,6 +853,18 @@ fn repair(kbr: &mut dyn Kbr, to: Contact, best: &Record, held: Option<&Record>) 
         kbr.send_direct(to, encode(&m));
     }
     lags
+}
+
+/// Routes read `req` of `key` to the key's root, which answers and asks the other replicas to.
+fn route_get(kbr: &mut dyn Kbr, req: RequestId, key: Id) {
+    let client = kbr.local_contact();
+    let m = RecordsMessage::Get {
+        req,
+        client,
+        key,
+        fan_out: true,
+    };
+    kbr.route(key, encode(&m), None);
 }
 
 /// What a record costs to hold: its encoded size.
@@ -917,7 +956,7 @@ impl Service for Records {
         let done = self.store.as_ref().map(|s| s.progress().done);
         self.pending
             .values()
-            .map(Pending::deadline)
+            .map(Pending::wake)
             .chain(late)
             .chain(self.next_sync)
             .chain(self.recheck_at)

@@ -315,7 +315,10 @@ fn signed_records_are_committed_with_the_objects_and_survive_reopen() {
         assert_eq!(p.taken, 3, "the records' own last write");
         a.sync().unwrap();
         b.sync().unwrap();
-        assert!(ar.progress().done >= p.taken, "finished with the objects' batch");
+        assert!(
+            ar.progress().done >= p.taken,
+            "finished with the objects' batch"
+        );
         assert!(ar.take_failed().is_empty());
     }
     let file = StoreFile::open(&path, StoreConfig::new(CAPACITY)).unwrap();

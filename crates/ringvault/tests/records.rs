@@ -105,21 +105,100 @@ fn records_are_written_overwritten_deleted_and_read_through_other_nodes() {
     );
     assert_eq!((s, json(&b)["code"].as_str()), (404, Some("deleted")));
 
-    // The CLI: put from a file, get by OWNER/NAME through another node.
+    // The CLI: put from a file, signed with the user's own key, through one node; get by
+    // OWNER/NAME through another; again, and the version goes up. --operator: the node signs.
     let file = dir.join("value.txt");
     std::fs::write(&file, b"from the cli").unwrap();
     let f = file.display().to_string();
-    let (st, out, err) = run(&["record", "put", "cli", &f, "--node", writer]);
+    let key = dir.join("me.key").display().to_string();
+    let (st, out, err) = run(&[
+        "record", "put", "cli", &f, "--key", &key, "--node", writer, "--json",
+    ]);
     assert!(st.success(), "{out}{err}");
-    assert!(out.contains("version 1"), "{out}");
-    let who = format!("{owner}/cli");
-    let (st, out, err) = run(&["record", "get", &who, "--node", &urls[2]]);
+    let user = json(out.as_bytes())["owner"].as_str().unwrap().to_string();
+    assert_ne!(user, owner, "the user's key, not the node's");
+    assert_eq!(json(out.as_bytes())["version"], 1);
+    let (st, out, err) = run(&[
+        "record", "put", "cli", &f, "--key", &key, "--node", &urls[4],
+    ]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("version 2"), "{out}");
+    let (st, out, err) = run(&["record", "get", &format!("{user}/cli"), "--node", &urls[2]]);
     assert!(st.success(), "{out}{err}");
     assert_eq!(out, "from the cli");
-    assert!(err.contains("version 1"), "{err}");
+    assert!(err.contains("version 2"), "{err}");
+    let (st, out, err) = run(&["record", "put", "cli", &f, "--operator", "--node", writer]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains(&format!("{owner}/cli version 1")), "{out}");
     let (st, _, err) = run(&["record", "get", "no-slash", "--node", &urls[2]]);
     assert!(!st.success());
     assert!(err.contains("OWNER/NAME"), "{err}");
+
+    // A record signed elsewhere, through the API: a forged one (its value changed after
+    // signing, or claiming another owner's key) is refused with 400 and changes nothing.
+    let signer = ringvault_types::Identity::from_secret_bytes([9; 32]);
+    let hex = |r: &ringvault_types::Record| -> String {
+        r.encode().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let good = ringvault_types::Record::sign(
+        &signer,
+        "signed",
+        1,
+        0,
+        ringvault_types::RecordValue::Inline(b"genuine".to_vec()),
+    )
+    .unwrap();
+    let mut altered = good.clone();
+    altered.body.version = 2;
+    altered.body.value = ringvault_types::RecordValue::Inline(b"forged".to_vec());
+    let mut stolen = good.clone();
+    let node_key: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&owner[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    stolen.body.owner = ringvault_types::PublicKey(node_key.try_into().unwrap());
+    for forged in [&altered, &stolen] {
+        let (s, _, b) = http(
+            &urls[3],
+            "PUT",
+            "/v1/records/signed",
+            &[("x-record-signed", &hex(forged))],
+            b"",
+        );
+        assert_eq!(
+            (s, json(&b)["code"].as_str()),
+            (400, Some("invalid")),
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    let (s, _, b) = http(
+        &urls[3],
+        "PUT",
+        "/v1/records/signed",
+        &[("x-record-signed", &hex(&good))],
+        b"",
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let signer_hex: String = signer
+        .public_key()
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (s, _, body) = http(
+        &urls[5],
+        "GET",
+        &format!("/v1/records/{signer_hex}/signed"),
+        &[],
+        b"",
+    );
+    assert_eq!((s, body.as_slice()), (200, &b"genuine"[..]));
+    let (s, b) = request(&urls[5], "GET", &format!("/v1/records/{owner}/signed"), b"");
+    assert_eq!(
+        (s, json(&b)["code"].as_str()),
+        (404, Some("not_found")),
+        "nothing under the stolen owner"
+    );
 
     // Watch: the current version first, then every new one written elsewhere, in order.
     let (s, b) = request(writer, "PUT", "/v1/records/watched", b"first");

@@ -1,20 +1,25 @@
 //! The records half of the HTTP API: `PUT /v1/records/{name}` (the body is the value, at most
 //! 64 KiB; signed with this node's operator key; the version is `X-Record-Version` or one above
-//! the highest a replica holds), `GET /v1/records/{owner}/{name}` (the value; `X-Record-Version`,
-//! `X-Record-Timestamp` and `X-Record-Conflict` headers; `owner` is 64 hex digits or `self`) and
-//! `DELETE /v1/records/{name}` (a tombstone at the next version), and
+//! the highest a replica holds; or, with `X-Record-Signed`, a whole record the user signed with
+//! their own key, in hex, and no body), `GET /v1/records/{owner}/{name}` (the value;
+//! `X-Record-Version`, `X-Record-Timestamp` and `X-Record-Conflict` headers, also on the 404 of
+//! a deleted record, and `X-Record-Answers` and `X-Record-Repaired`: replicas that answered, and
+//! those sent the newest state because they lagged; `owner` is 64 hex digits or `self`; `?local=true`: only what this node holds
+//! as a replica, asking nobody) and `DELETE /v1/records/{name}` (a tombstone at the next version,
+//! or a signed one in `X-Record-Signed`); writes take `X-Record-Quorum` (acknowledgements to wait
+//! for, 1 to k; default k); and
 //! `GET /v1/records/{owner}/{name}/events`: Server-Sent Events, `event: version` with JSON
 //! `{version, timestamp, deleted, value, encoding}` for the current state and then each new
 //! version as it is published, every one verified (the owner's signature, higher than the last).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ringvault_records::RecordsError;
-use ringvault_types::{PublicKey, Record, RecordValue, MAX_RECORD_VALUE};
+use ringvault_types::{record_key, PublicKey, Record, RecordValue, MAX_RECORD_VALUE};
 use serde_json::json;
 
 use crate::api::http::{check_name_chars, ApiError, App};
@@ -77,21 +82,97 @@ fn name_of(name: &str) -> Result<(), ApiError> {
     check_name_chars("record", name)
 }
 
-fn version_header(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = headers.get("x-record-version") else {
+/// A whole-number header, if given.
+fn number_header<T: std::str::FromStr>(
+    headers: &HeaderMap,
+    name: &str,
+    code: &'static str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(v) = headers.get(name) else {
         return Ok(None);
     };
     v.to_str()
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_version",
-                "X-Record-Version is a whole number (the version to write)",
-            )
-        })
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, code, format!("{name} is {what}")))
+}
+
+/// How a write is made: `X-Record-Version`, `X-Record-Quorum`, and a record the user signed
+/// (`X-Record-Signed`) for `name` and this operation (`deleting`).
+struct WriteHeaders {
+    version: Option<u64>,
+    quorum: Option<u8>,
+    signed: Option<Record>,
+}
+
+fn write_headers(
+    headers: &HeaderMap,
+    name: &str,
+    deleting: bool,
+) -> Result<WriteHeaders, ApiError> {
+    let version = number_header(
+        headers,
+        "x-record-version",
+        "bad_version",
+        "a whole number (the version to write)",
+    )?;
+    let quorum = number_header(
+        headers,
+        "x-record-quorum",
+        "bad_quorum",
+        "a whole number (acknowledgements to wait for, 1 to k)",
+    )?;
+    let signed = match headers.get(SIGNED_HEADER) {
+        None => None,
+        Some(v) => Some(signed_record(v, name, deleting)?),
+    };
+    if signed.is_some() && version.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a signed record carries its version; drop X-Record-Version",
+        ));
+    }
+    Ok(WriteHeaders {
+        version,
+        quorum,
+        signed,
+    })
+}
+
+/// Request header: a whole record signed with the user's own key, lowercase hex of its
+/// encoding (`ringvault record put --key` makes one).
+pub const SIGNED_HEADER: &str = "x-record-signed";
+
+/// The record in `X-Record-Signed`, checked: it decodes, is named `name`, is a tombstone
+/// exactly when `deleting`, and its owner's signature verifies.
+fn signed_record(v: &HeaderValue, name: &str, deleting: bool) -> Result<Record, ApiError> {
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid", m);
+    let bytes = v
+        .to_str()
+        .ok()
+        .and_then(from_hex)
+        .ok_or_else(|| invalid(format!("{SIGNED_HEADER} is not hex")))?;
+    let r = Record::decode(&bytes).map_err(|e| invalid(format!("{SIGNED_HEADER}: {e}")))?;
+    if r.body.name != name {
+        return Err(invalid(format!(
+            "the signed record is named {:?}, not {name:?}",
+            r.body.name
+        )));
+    }
+    if r.is_deleted() != deleting {
+        let m = if deleting {
+            "DELETE takes a signed tombstone (a record with no value)"
+        } else {
+            "PUT takes a signed record with a value; delete with DELETE"
+        };
+        return Err(invalid(m.into()));
+    }
+    r.verify()
+        .map_err(|e| invalid(format!("the signed record does not verify: {e}")))?;
+    Ok(r)
 }
 
 /// `PUT /v1/records/{name}`.
@@ -112,16 +193,24 @@ pub async fn put(
             ),
         ));
     }
-    let version = version_header(&headers)?;
+    let h = write_headers(&headers, &name, false)?;
     let c = client(&app)?;
-    let w = c
-        .put(
-            &app.node,
-            &name,
-            RecordValue::Inline(body.to_vec()),
-            version,
-        )
-        .await?;
+    let w = match h.signed {
+        Some(record) => {
+            if !body.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "with X-Record-Signed the value is in the record; send no body",
+                ));
+            }
+            c.put_signed(&app.node, record, h.quorum).await?
+        }
+        None => {
+            let value = RecordValue::Inline(body.to_vec());
+            c.put(&app.node, &name, value, h.version, h.quorum).await?
+        }
+    };
     Ok(Json(written(&w)))
 }
 
@@ -132,11 +221,15 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     name_of(&name)?;
-    let version = version_header(&headers)?;
+    let h = write_headers(&headers, &name, true)?;
     let c = client(&app)?;
-    let w = c
-        .put(&app.node, &name, RecordValue::Deleted, version)
-        .await?;
+    let w = match h.signed {
+        Some(record) => c.put_signed(&app.node, record, h.quorum).await?,
+        None => {
+            c.put(&app.node, &name, RecordValue::Deleted, h.version, h.quorum)
+                .await?
+        }
+    };
     Ok(Json(written(&w)))
 }
 
@@ -177,9 +270,32 @@ fn parse_owner(s: &str, app: &App) -> Result<PublicKey, ApiError> {
 pub async fn get(
     State(app): State<App>,
     Path((owner, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     name_of(&name)?;
     let owner = parse_owner(&owner, &app)?;
+    let key = record_key(&owner, &name);
+    match query.as_deref() {
+        None | Some("") => {}
+        Some("local=true") => {
+            // What this node holds as a replica, asking nobody.
+            let held = client(&app)?.held(&app.node, key).await?;
+            return Ok(Json(json!({
+                "key": key.to_string(),
+                "this_node": app.node.contact().id.to_string(),
+                "version": held.as_ref().map(|r| r.body.version),
+                "deleted": held.as_ref().map(Record::is_deleted),
+            }))
+            .into_response());
+        }
+        Some(q) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown query {q:?}; the one known is local=true"),
+            ))
+        }
+    }
     let r = client(&app)?.get(&app.node, owner, &name).await?;
     let Some(record) = r.record else {
         return Err(ApiError::new(
@@ -193,17 +309,25 @@ pub async fn get(
         ("x-record-version", b.version.to_string()),
         ("x-record-timestamp", b.timestamp.to_string()),
         ("x-record-conflict", r.conflict.to_string()),
+        ("x-record-answers", r.answers.to_string()),
+        ("x-record-repaired", r.repaired.to_string()),
     ];
     match &b.value {
         RecordValue::Inline(v) => Ok((headers, v.clone()).into_response()),
         RecordValue::Object(id) => {
             Ok((headers, Json(json!({"object": id.to_string()}))).into_response())
         }
-        RecordValue::Deleted => Err(ApiError::new(
+        // The version goes along, so a writer can write above the tombstone.
+        RecordValue::Deleted => Ok((
             StatusCode::NOT_FOUND,
-            "deleted",
-            format!("the record was deleted at version {}", b.version),
-        )),
+            headers,
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "deleted",
+                format!("the record was deleted at version {}", b.version),
+            ),
+        )
+            .into_response()),
     }
 }
 

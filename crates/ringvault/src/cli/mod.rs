@@ -364,18 +364,16 @@ pub struct ClientArgs {
 /// `ringvault record ...`.
 #[derive(Subcommand)]
 pub enum RecordCommand {
-    /// Write FILE (or stdin, or `-`) as record NAME, signed by the node's operator key, at
-    /// --record-version or one above the highest version a replica holds.
+    /// Write FILE (or stdin, or `-`) as record NAME, signed here with your owner key (or by
+    /// the node, --operator), at --record-version or one above the highest version a replica
+    /// holds. Read it back as `record get OWNER/NAME` (`me/NAME` for your own).
     Put {
         /// The record's name (1 to 255 bytes).
         name: String,
         /// The value (at most 64 KiB) [default: read stdin].
         file: Option<PathBuf>,
-        /// The version to write (higher wins); omitted, one above the highest held.
-        #[arg(long, value_name = "N")]
-        record_version: Option<u64>,
         #[command(flatten)]
-        client: ClientArgs,
+        write: RecordWriteArgs,
     },
     /// Print record OWNER/NAME's value (OWNER: 64 hex digits, or `self` for the node's own);
     /// its version, and whether replicas saw a conflict, go to stderr.
@@ -400,12 +398,36 @@ pub enum RecordCommand {
     Delete {
         /// The record's name.
         name: String,
-        /// The version of the tombstone; omitted, one above the highest held.
-        #[arg(long, value_name = "N")]
-        record_version: Option<u64>,
         #[command(flatten)]
-        client: ClientArgs,
+        write: RecordWriteArgs,
     },
+}
+
+/// How a record is written.
+#[derive(Args)]
+pub struct RecordWriteArgs {
+    /// The version to write (higher wins); omitted, one above the highest held.
+    #[arg(long, value_name = "N")]
+    pub record_version: Option<u64>,
+    /// Done at this many replicas' acknowledgements (1 to k) [default: all k].
+    #[arg(long, value_name = "N")]
+    pub quorum: Option<u8>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl RecordWriteArgs {
+    fn how(&self) -> records::WriteArgs<'_> {
+        records::WriteArgs {
+            key: self.key.key.as_deref(),
+            operator: self.key.operator,
+            version: self.record_version,
+            quorum: self.quorum,
+            json: self.client.json,
+        }
+    }
 }
 
 /// Benchmarks.
@@ -500,13 +522,8 @@ pub fn run(cmd: NetCommand) -> Result<()> {
             }
             NetCommand::Record(cmd) => {
                 match cmd {
-                    RecordCommand::Put {
-                        name,
-                        file,
-                        record_version,
-                        client: c,
-                    } => one_line(
-                        records::put(&c.node, &name, file.as_deref(), record_version, c.json).await,
+                    RecordCommand::Put { name, file, write } => one_line(
+                        records::put(&write.client.node, &name, file.as_deref(), write.how()).await,
                     ),
                     RecordCommand::Get {
                         record,
@@ -516,11 +533,9 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                     RecordCommand::Watch { record, client: c } => {
                         one_line(records::watch(&c.node, &record, c.json).await)
                     }
-                    RecordCommand::Delete {
-                        name,
-                        record_version,
-                        client: c,
-                    } => one_line(records::delete(&c.node, &name, record_version, c.json).await),
+                    RecordCommand::Delete { name, write } => {
+                        one_line(records::delete(&write.client.node, &name, write.how()).await)
+                    }
                 }
                 Ok(())
             }

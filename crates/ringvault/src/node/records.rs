@@ -207,13 +207,14 @@ impl RecordsClient {
     }
 
     /// Writes `value` as record `name` of this node's operator, at `version`, or one above the
-    /// highest version the replicas hold.
+    /// highest version the replicas hold; done at `quorum` acknowledgements (`None`: k).
     pub async fn put(
         &self,
         node: &NodeHandle,
         name: &str,
         value: RecordValue,
         version: Option<u64>,
+        quorum: Option<u8>,
     ) -> Result<Written, RecordsRequestError> {
         let version = match version {
             Some(v) => v,
@@ -223,8 +224,31 @@ impl RecordsClient {
             }
         };
         let record = Record::sign(&self.owner, name, version, unix_now(), value)?;
+        self.put_signed(node, record, quorum).await
+    }
+
+    /// What this node holds of the record under `key` as a replica (and serves).
+    pub async fn held(
+        &self,
+        node: &NodeHandle,
+        key: Id,
+    ) -> Result<Option<Record>, RecordsRequestError> {
+        let held = node
+            .run(move |n, now| n.with_service::<Records, _>(now, |r, _| r.held(&key).cloned()))
+            .await?;
+        Ok(held.flatten())
+    }
+
+    /// Writes `record`, signed by its owner (any key), and announces it to its watchers;
+    /// done at `quorum` acknowledgements (`None`: k).
+    pub async fn put_signed(
+        &self,
+        node: &NodeHandle,
+        record: Record,
+        quorum: Option<u8>,
+    ) -> Result<Written, RecordsRequestError> {
         let written = match self
-            .request(node, move |r, kbr, now| r.put(kbr, now, record, None))
+            .request(node, move |r, kbr, now| r.put(kbr, now, record, quorum))
             .await?
         {
             RecordsEvent::Written(_, w) => w?,
