@@ -34,8 +34,8 @@ mod watch;
 pub use maintenance::{SYNC_DELAY, SYNC_INTERVAL};
 pub use message::{RecordAck, RecordRefusal};
 pub use records::{
-    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RequestId, Written,
-    DEFAULT_MAX_ABSENCE, RECHECK_PERIOD, RECORDS_APP,
+    ReadResult, Records, RecordsConfig, RecordsError, RecordsEvent, RecordsStats, RequestId,
+    Written, DEFAULT_MAX_ABSENCE, RECHECK_PERIOD, RECORDS_APP,
 };
 pub use store::{MemoryRecordStore, RecordStore};
 pub use watch::{Notice, Watcher};

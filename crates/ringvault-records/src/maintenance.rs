@@ -45,7 +45,7 @@ impl Records {
                 let m = RecordsMessage::Offer {
                     entries: chunk.to_vec(),
                 };
-                kbr.send_direct(member, encode(&m));
+                self.send_maintenance(kbr, member, &m);
             }
         }
     }
@@ -76,13 +76,13 @@ impl Records {
                     req: None,
                     record: mine.clone(),
                 };
-                kbr.send_direct(from, encode(&m));
+                self.send_maintenance(kbr, from, &m);
             } else {
                 want.push(key);
             }
         }
         if !want.is_empty() {
-            kbr.send_direct(from, encode(&RecordsMessage::Want { keys: want }));
+            self.send_maintenance(kbr, from, &RecordsMessage::Want { keys: want });
         }
     }
 
@@ -94,9 +94,16 @@ impl Records {
                     req: None,
                     record: r.clone(),
                 };
-                kbr.send_direct(from, encode(&m));
+                self.send_maintenance(kbr, from, &m);
             }
         }
+    }
+
+    /// Sends a maintenance message, counting its bytes.
+    fn send_maintenance(&mut self, kbr: &mut dyn Kbr, to: Contact, m: &RecordsMessage) {
+        let m = encode(m);
+        self.stats.maintenance_bytes += m.body.len() as u64;
+        kbr.send_direct(to, m);
     }
 
     /// When the next sync is due after a leaf set change at `now`.

@@ -36,6 +36,10 @@ pub struct RecordsConfig {
     pub read_timeout: Duration,
     /// Whether a read sends the newest state to the replicas that answered with less.
     pub read_repair: bool,
+    /// How many replicas' answers end a read, one of them holding the record (`None`: a
+    /// majority of k, which overlaps every write acknowledged by a majority). Fewer answers
+    /// sooner and risks an older version.
+    pub read_quorum: Option<u8>,
     /// Bytes of records this node holds at most (encoded); beyond it a new or larger record
     /// is refused, so nobody can fill a node's memory with records.
     pub capacity: u64,
@@ -54,6 +58,7 @@ impl Default for RecordsConfig {
             // Long enough for a route to find its way past dead replicas (hop timeouts).
             read_timeout: Duration::from_secs(10),
             read_repair: true,
+            read_quorum: None,
             capacity: DEFAULT_CAPACITY,
             max_absence: DEFAULT_MAX_ABSENCE,
         }
@@ -165,6 +170,39 @@ impl Pending {
     }
 }
 
+/// What the service has sent, by purpose, since it started (for operators and experiments).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordsStats {
+    /// Replicas sent a newer state by a read (read repair), and the bytes it took.
+    pub repairs: u64,
+    /// Bytes of read repair.
+    pub repair_bytes: u64,
+    /// Bytes of answers to reads.
+    pub answer_bytes: u64,
+    /// Bytes of maintenance (offers, wants and the records they move).
+    pub maintenance_bytes: u64,
+}
+
+impl RecordsStats {
+    fn repaired(&mut self, bytes: u64) {
+        if bytes > 0 {
+            self.repairs += 1;
+            self.repair_bytes += bytes;
+        }
+    }
+}
+
+/// A read answered before every replica did: what it knows until its deadline.
+#[derive(Debug)]
+struct Late {
+    key: Id,
+    /// The newest state any replica answered with.
+    best: Record,
+    /// Each replica that answered, and the state it holds now (after any repair).
+    answered: BTreeMap<Id, (Contact, Option<Record>)>,
+    deadline: Time,
+}
+
 /// Whether a held record may be served and offered to the other replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Standing {
@@ -225,9 +263,14 @@ pub struct Records {
     /// When suspect records still not confirmed are dropped (set once the node is in the
     /// ring, while any is held).
     recheck_at: Option<Time>,
+    pub(crate) stats: RecordsStats,
+    /// Experiments: this node loses every write sent to it (see [`Records::lose_writes`]).
+    #[cfg(feature = "forge")]
+    loses_writes: bool,
     /// Reads answered at a majority whose other replicas may still answer, until the read's
-    /// deadline: a late answer that lags is repaired too. The key and the newest state.
-    late: BTreeMap<RequestId, (Id, Record, Time)>,
+    /// deadline: a late answer that lags is repaired too, and one newer than what the read
+    /// returned is sent to those that answered with less.
+    late: BTreeMap<RequestId, Late>,
     /// When replicas next compare versions (`None` until the leaf set first changes).
     pub(crate) next_sync: Option<Time>,
     next_req: RequestId,
@@ -257,6 +300,9 @@ impl Records {
             store: None,
             after_write: WriteGate::default(),
             recheck_at: None,
+            stats: RecordsStats::default(),
+            #[cfg(feature = "forge")]
+            loses_writes: false,
             late: BTreeMap::new(),
             next_sync: None,
             next_req: 0,
@@ -301,6 +347,30 @@ impl Records {
             .get(key)
             .filter(|h| h.standing == Standing::Trusted)
             .map(|h| &h.record)
+    }
+
+    /// What the service has sent, by purpose.
+    pub fn stats(&self) -> RecordsStats {
+        self.stats
+    }
+
+    /// Experiments only (feature `forge`; a node never calls it): from now on this node keeps
+    /// and acknowledges no write that reaches it (as the root it still passes a write on to
+    /// the other replicas), so it serves an old version until maintenance or a read repairs it:
+    /// a replica that lags.
+    #[cfg(feature = "forge")]
+    pub fn lose_writes(&mut self) {
+        self.loses_writes = true;
+    }
+
+    #[cfg(feature = "forge")]
+    fn lost(&self) -> bool {
+        self.loses_writes
+    }
+
+    #[cfg(not(feature = "forge"))]
+    fn lost(&self) -> bool {
+        false
     }
 
     /// Records held that wait for the other replicas to confirm them (after a long absence).
@@ -501,9 +571,12 @@ impl Records {
         }
     }
 
-    /// How many replicas' answers end a read.
-    fn majority(&self) -> usize {
-        self.config.k as usize / 2 + 1
+    /// How many replicas' answers end a read (one of them holding the record).
+    fn read_quorum(&self) -> usize {
+        let k = self.config.k as usize;
+        self.config
+            .read_quorum
+            .map_or(k / 2 + 1, |q| (q as usize).clamp(1, k))
     }
 
     /// Whether this node is among the k closest to `key` (by its leaf set).
@@ -545,10 +618,13 @@ impl Records {
         if !self.is_member(kbr, &key) {
             return;
         }
-        if let Err(reason) = self.keep_for_writer(&record) {
-            return refuse(kbr, client, req, key, reason);
+        // A root that loses writes (experiments) still passes them on.
+        if !self.lost() {
+            if let Err(reason) = self.keep_for_writer(&record) {
+                return refuse(kbr, client, req, key, reason);
+            }
+            self.ack(kbr, req, client, &key);
         }
-        self.ack(kbr, req, client, &key);
         let me = kbr.local_contact().id;
         for member in kbr.replica_set(&key, self.config.k as usize) {
             if member.id != me {
@@ -612,6 +688,9 @@ impl Records {
     }
 
     fn on_store(&mut self, kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, record: Record) {
+        if req.is_some() && self.lost() {
+            return;
+        }
         let key = record.key();
         // A record is taken only by a member of its replica set: nobody can make a node hold
         // what is not its to hold.
@@ -637,13 +716,14 @@ impl Records {
             Some(h) if h.standing == Standing::Trusted => (Some(h.record.clone()), h.conflict),
             _ => (None, false),
         };
-        let answer = RecordsMessage::Answer {
+        let answer = encode(&RecordsMessage::Answer {
             req,
             key,
             record,
             conflict,
-        };
-        kbr.send_direct(client, encode(&answer));
+        });
+        self.stats.answer_bytes += answer.body.len() as u64;
+        kbr.send_direct(client, answer);
         if !fan_out {
             return;
         }
@@ -715,13 +795,11 @@ impl Records {
         key: Id,
         (record, conflict): (Option<Record>, bool),
     ) {
-        if let Some((asked, best, _)) = self.late.get(&req) {
-            if *asked == key {
-                repair(kbr, from, best, record.as_ref());
-            }
+        if self.late.contains_key(&req) {
+            self.late_answer(kbr, from, req, key, record);
             return;
         }
-        let (majority, k) = (self.majority(), self.config.k as usize);
+        let (majority, k) = (self.read_quorum(), self.config.k as usize);
         let Some(Pending::Read {
             key: asked,
             answers,
@@ -776,10 +854,29 @@ impl Records {
         let mut repaired = 0;
         if let (Some(b), true) = (&best, self.config.read_repair) {
             for (node, r, _) in answers.values() {
-                repaired += usize::from(repair(kbr, *node, b, r.as_ref()));
+                let bytes = repair(kbr, *node, b, r.as_ref());
+                self.stats.repaired(bytes);
+                repaired += usize::from(bytes > 0);
             }
             if answers.len() < self.config.k as usize {
-                self.late.insert(req, (key, b.clone(), deadline));
+                let answered = answers
+                    .values()
+                    .map(|(c, r, _)| {
+                        let newest = if repair_needed(b, r.as_ref()) {
+                            Some(b.clone())
+                        } else {
+                            r.clone()
+                        };
+                        (c.id, (*c, newest))
+                    })
+                    .collect();
+                let late = Late {
+                    key,
+                    best: b.clone(),
+                    answered,
+                    deadline,
+                };
+                self.late.insert(req, late);
             }
         }
         let result = ReadResult {
@@ -791,8 +888,47 @@ impl Records {
         self.events.push_back(RecordsEvent::Read(req, Ok(result)));
     }
 
+    /// An answer to a read that already returned: the replica is repaired if it lags, and if
+    /// it holds something newer, that goes to every replica that answered with less.
+    fn late_answer(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        from: Contact,
+        req: RequestId,
+        key: Id,
+        record: Option<Record>,
+    ) {
+        let Some(late) = self.late.get_mut(&req) else {
+            return;
+        };
+        let record = record.filter(|r| r.key() == key && r.verify().is_ok());
+        if late.key != key || late.answered.contains_key(&from.id) {
+            return;
+        }
+        let mut sent = Vec::new();
+        if let Some(newer) = record
+            .as_ref()
+            .filter(|r| r.precedence(&late.best).replaces())
+        {
+            late.best = newer.clone();
+            for (to, held) in late.answered.values_mut() {
+                if repair_needed(newer, held.as_ref()) {
+                    sent.push(repair(kbr, *to, newer, held.as_ref()));
+                    *held = Some(newer.clone());
+                }
+            }
+        } else {
+            sent.push(repair(kbr, from, &late.best, record.as_ref()));
+        }
+        let newest = Some(late.best.clone());
+        late.answered.insert(from.id, (from, newest));
+        for bytes in sent {
+            self.stats.repaired(bytes);
+        }
+    }
+
     fn expire(&mut self, kbr: &mut dyn Kbr, now: Time) {
-        self.late.retain(|_, (_, _, deadline)| *deadline > now);
+        self.late.retain(|_, l| l.deadline > now);
         let mut again = Vec::new();
         for (req, p) in &mut self.pending {
             if let Pending::Read {
@@ -823,7 +959,7 @@ impl Records {
                 }
                 Some(Pending::Read { .. }) => {
                     self.pending.remove(&req);
-                    let wanted = self.majority();
+                    let wanted = self.read_quorum();
                     let e = RecordsError::Timeout { got: 0, wanted };
                     self.events.push_back(RecordsEvent::Read(req, Err(e)));
                 }
@@ -841,18 +977,24 @@ impl Records {
     }
 }
 
+/// Whether a replica that holds `held` lags behind `best`.
+fn repair_needed(best: &Record, held: Option<&Record>) -> bool {
+    held.is_none_or(|r| best.precedence(r).replaces())
+}
+
 /// Read repair: sends `best` to replica `to` if what it answered (`held`) is older. Returns
-/// whether it did.
-fn repair(kbr: &mut dyn Kbr, to: Contact, best: &Record, held: Option<&Record>) -> bool {
-    let lags = held.is_none_or(|r| best.precedence(r).replaces());
-    if lags {
-        let m = RecordsMessage::Store {
-            req: None,
-            record: best.clone(),
-        };
-        kbr.send_direct(to, encode(&m));
+/// the bytes sent (0: it did not lag).
+fn repair(kbr: &mut dyn Kbr, to: Contact, best: &Record, held: Option<&Record>) -> u64 {
+    if !repair_needed(best, held) {
+        return 0;
     }
-    lags
+    let m = encode(&RecordsMessage::Store {
+        req: None,
+        record: best.clone(),
+    });
+    let bytes = m.body.len() as u64;
+    kbr.send_direct(to, m);
+    bytes
 }
 
 /// Routes read `req` of `key` to the key's root, which answers and asks the other replicas to.
@@ -952,7 +1094,7 @@ impl Service for Records {
     }
 
     fn next_deadline(&self) -> Option<Time> {
-        let late = self.late.values().map(|(_, _, t)| *t);
+        let late = self.late.values().map(|l| l.deadline);
         let done = self.store.as_ref().map(|s| s.progress().done);
         self.pending
             .values()

@@ -582,3 +582,39 @@ fn an_ack_waits_for_the_store_and_a_failed_write_is_refused() {
     assert_eq!(held_version(&mut ring, replicas[2], record.key()), None);
     assert_eq!(held_version(&mut ring, replicas[0], record.key()), Some(1));
 }
+
+#[test]
+fn a_newer_late_answer_is_sent_to_the_replicas_that_answered_with_less() {
+    let run = |read_repair: bool| -> (Option<u64>, Vec<Option<u64>>) {
+        let config = RecordsConfig {
+            read_quorum: Some(1),
+            read_repair,
+            ..RecordsConfig::default()
+        };
+        let mut ring = new_ring(config);
+        let key = rec(1, b"one").key();
+        put(&mut ring, 2, rec(1, b"one"), None).unwrap();
+        let replicas = ring.closest_live(&key, 3);
+        // The farthest replica alone got version 2 (the others missed the write).
+        let newer = rec(2, b"two");
+        ring.call::<Records, _>(replicas[2], |r, _, _, _| r.force_hold(newer));
+        let reader = (0..N).find(|i| !replicas.contains(i)).unwrap();
+        // The root answers first, so a read that ends at one answer returns version 1.
+        let read = get(&mut ring, reader, key).unwrap();
+        let held = replicas
+            .iter()
+            .map(|&i| held_version(&mut ring, i, key))
+            .collect();
+        (read.record.map(|r| r.body.version), held)
+    };
+    let (returned, held) = run(true);
+    assert_eq!(returned, Some(1), "the first answer ends the read");
+    assert_eq!(
+        held,
+        vec![Some(2); 3],
+        "the later, newer answer reached the others"
+    );
+    // Without read repair the replicas stay as they were: what the test checks can fail.
+    let (_, held) = run(false);
+    assert_eq!(held, vec![Some(1), Some(1), Some(2)]);
+}

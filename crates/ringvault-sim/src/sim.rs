@@ -221,8 +221,14 @@ impl Sim {
 
     /// Like [`Sim::add_node`], letting `setup` register services on the new node.
     pub fn add_node_with(&mut self, setup: impl FnOnce(&mut Node)) -> u32 {
-        let i = self.nodes.len() as u32;
         let id = Id::from_bytes(self.rng.gen());
+        self.add_node_with_id(id, setup)
+    }
+
+    /// Like [`Sim::add_node_with`], with id `id` (for services whose signatures name the node:
+    /// the id of the key they sign with).
+    pub fn add_node_with_id(&mut self, id: Id, setup: impl FnOnce(&mut Node)) -> u32 {
+        let i = self.nodes.len() as u32;
         let place = self.topology.place(&mut self.rng);
         let contact = Contact::new(id, addr_of(i));
         let mut node = Node::new(

@@ -22,6 +22,7 @@ mod churn;
 mod failure;
 mod locality;
 pub mod past;
+mod records;
 mod scribe;
 mod secure;
 mod secure_join;
@@ -30,7 +31,7 @@ mod static_net;
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 15] = [
+pub const EXPERIMENTS: [&str; 16] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -46,6 +47,7 @@ pub const EXPERIMENTS: [&str; 15] = [
     "secure-routing",
     "byzantine-storage",
     "secure-join",
+    "records",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -163,6 +165,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "secure-routing" => secure::secure_routing(&mut ctx),
             "byzantine-storage" => byzantine_storage::byzantine_storage(&mut ctx),
             "secure-join" => secure_join::secure_join(&mut ctx),
+            "records" => records::records(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);

@@ -84,9 +84,25 @@ pub(crate) fn build_global(
     mut setup: impl FnMut(u32, &mut Node),
 ) -> Sim {
     let cfg = Config {
+        secure: true,
+        ..cfg
+    };
+    build_global_with(ctx, cfg, n, |sim, i| {
+        sim.add_node_with(|node: &mut Node| setup(i, node));
+    })
+}
+
+/// Builds `n` nodes with correct state from global knowledge (keep-alives and table repair
+/// off: an experiment turns on what it needs), `add(sim, i)` adding node `i`.
+pub(crate) fn build_global_with(
+    ctx: &Ctx,
+    cfg: Config,
+    n: usize,
+    mut add: impl FnMut(&mut Sim, u32),
+) -> Sim {
+    let cfg = Config {
         keepalives: false,
         table_repair: false,
-        secure: true,
         ..cfg
     };
     let mut sim = Sim::new(SimConfig {
@@ -95,7 +111,7 @@ pub(crate) fn build_global(
     });
     let bar = ctx.params.bar(n as u64, &format!("building N={n}"));
     for i in 0..n as u32 {
-        sim.add_node_with(|node: &mut Node| setup(i, node));
+        add(&mut sim, i);
     }
     let mut sorted: Vec<(Id, u32)> = (0..n as u32).map(|i| (sim.id(i), i)).collect();
     sorted.sort();
