@@ -11,11 +11,12 @@ use ringvault_overlay::{Kbr, Redundancy, SecureRouteReport};
 use ringvault_types::{Contact, Id, Time};
 
 use crate::past::{encode, Past, Pending, RequestId};
-use crate::{PastError, StoreReceipt};
+use crate::PastError;
 
-/// Whose store receipts complete an insert.
+/// Whose replies count toward a request to a key's replica set: store receipts for a PAST
+/// insert, acknowledgements and answers for signed records.
 #[derive(Debug)]
-pub(crate) enum Witnesses {
+pub enum Witnesses {
     /// Open mode: every node whose receipt verifies.
     Anyone,
     /// Secure mode: the nodes closest to the key among the certified ones the client has
@@ -24,11 +25,17 @@ pub(crate) enum Witnesses {
     /// named one belongs in the set more than the named one does: when every answer left a
     /// correct member out, the receivers hand the replica on to it (secure routing's
     /// closure), and its receipt puts it in its place.
-    Closest { named: BTreeSet<Id>, reported: bool },
+    Closest {
+        /// The members the secure route reached.
+        named: BTreeSet<Id>,
+        /// Whether the secure route has reported (nothing counts before).
+        reported: bool,
+    },
 }
 
 impl Witnesses {
-    pub(crate) fn new(secure: bool) -> Self {
+    /// Anyone in open mode, the closest certified nodes heard of in secure mode.
+    pub fn new(secure: bool) -> Self {
         if secure {
             Witnesses::Closest {
                 named: BTreeSet::new(),
@@ -39,14 +46,19 @@ impl Witnesses {
         }
     }
 
-    /// The senders of `receipts` whose receipts count toward an insert of `key` that wants
-    /// them from its `r` closest nodes.
-    pub(crate) fn counted(
-        &self,
-        key: &Id,
-        r: usize,
-        receipts: &BTreeMap<Id, StoreReceipt>,
-    ) -> BTreeSet<Id> {
+    /// The secure route reported the nodes it reached (`members`, closest first): they are
+    /// named, and replies can count from now on.
+    pub fn report(&mut self, members: impl IntoIterator<Item = Id>) {
+        if let Witnesses::Closest { named, reported } = self {
+            named.extend(members);
+            *reported = true;
+        }
+    }
+
+    /// The senders of `replies` whose replies count toward a request to `key` that wants them
+    /// from its `r` closest nodes.
+    pub fn counted<T>(&self, key: &Id, r: usize, replies: &BTreeMap<Id, T>) -> BTreeSet<Id> {
+        let receipts = replies;
         match self {
             Witnesses::Anyone => receipts.keys().copied().collect(),
             Witnesses::Closest {
@@ -158,12 +170,8 @@ impl Past {
         let members = report.sent_to.iter().take(r as usize).map(|c| c.id);
         let wait = self.resend_interval();
         match self.pending.get_mut(&req) {
-            Some(Pending::Insert {
-                witnesses: Witnesses::Closest { named, reported },
-                ..
-            }) => {
-                named.extend(members);
-                *reported = true;
+            Some(Pending::Insert { witnesses, .. }) => {
+                witnesses.report(members);
                 self.complete_insert(now, req);
             }
             Some(Pending::Lookup {
@@ -291,7 +299,7 @@ mod tests {
 
     use super::*;
     use crate::message::{PastMessage, Refusal};
-    use crate::{Holding, MemoryStore, PastConfig, PastEvent};
+    use crate::{Holding, MemoryStore, PastConfig, PastEvent, StoreReceipt};
 
     fn contact(n: u8) -> Contact {
         Contact::new(

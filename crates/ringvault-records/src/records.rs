@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ringvault_overlay::{AppId, AppMessage, Kbr, RouteInfo, Service};
-use ringvault_past::WriteGate;
+use ringvault_overlay::{
+    AppId, AppMessage, Kbr, Redundancy, RouteInfo, SecureRouteReport, Service, Via,
+};
+use ringvault_past::{Witnesses, WriteGate};
 use ringvault_types::{Contact, Duration, Id, Identity, Precedence, Record, Time};
 
 use crate::message::{RecordAck, RecordRefusal, RecordsMessage};
@@ -48,6 +50,11 @@ pub struct RecordsConfig {
     /// within it learns of the delete; a node back after longer re-checks each record with the
     /// other replicas before it serves it (an old version must not come back to life).
     pub max_absence: Duration,
+    /// Secure mode: writes and reads reach the replica set through secure routing (each
+    /// member gets the request from the route, none passes it on), and acknowledgements,
+    /// refusals and answers count only from the k closest certified nodes the requester knows
+    /// (those the route reached, and those that replied).
+    pub secure: bool,
 }
 
 impl Default for RecordsConfig {
@@ -61,6 +68,7 @@ impl Default for RecordsConfig {
             read_quorum: None,
             capacity: DEFAULT_CAPACITY,
             max_absence: DEFAULT_MAX_ABSENCE,
+            secure: false,
         }
     }
 }
@@ -135,7 +143,9 @@ pub enum RecordsEvent {
 enum Pending {
     Write {
         record: Record,
-        acks: BTreeMap<Id, RecordAck>,
+        /// Each replying replica's acknowledgement or refusal.
+        replies: BTreeMap<Id, WriteReply>,
+        witnesses: Witnesses,
         quorum: usize,
         deadline: Time,
     },
@@ -144,6 +154,7 @@ enum Pending {
         /// Each answering replica, what it holds (answers that do not verify count as holding
         /// nothing) and whether it saw a conflict at that version.
         answers: BTreeMap<Id, (Contact, Option<Record>, bool)>,
+        witnesses: Witnesses,
         /// When the read is routed once more if it has not ended: right after a failure the
         /// first route may end at a node whose replica set still names the dead, so that only
         /// nodes without the record answer.
@@ -190,6 +201,13 @@ impl RecordsStats {
             self.repair_bytes += bytes;
         }
     }
+}
+
+/// A replica's reply to a write.
+#[derive(Debug)]
+enum WriteReply {
+    Ack(RecordAck),
+    Refused(RecordRefusal),
 }
 
 /// A read answered before every replica did: what it knows until its deadline.
@@ -267,6 +285,8 @@ pub struct Records {
     /// Experiments: this node loses every write sent to it (see [`Records::lose_writes`]).
     #[cfg(feature = "forge")]
     loses_writes: bool,
+    /// The requests sent through secure routing, by the route's id.
+    secure_routes: BTreeMap<u64, RequestId>,
     /// Reads answered at a majority whose other replicas may still answer, until the read's
     /// deadline: a late answer that lags is repaired too, and one newer than what the read
     /// returned is sent to those that answered with less.
@@ -297,6 +317,7 @@ impl Records {
             held: BTreeMap::new(),
             used: 0,
             pending: BTreeMap::new(),
+            secure_routes: BTreeMap::new(),
             store: None,
             after_write: WriteGate::default(),
             recheck_at: None,
@@ -432,22 +453,38 @@ impl Records {
         }
         let req = self.new_request(Pending::Write {
             record: record.clone(),
-            acks: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            witnesses: Witnesses::new(self.config.secure),
             quorum: quorum as usize,
             deadline: now + self.config.write_timeout,
         });
         let client = kbr.local_contact();
         let key = record.key();
-        kbr.route(
-            key,
-            encode(&RecordsMessage::Put {
-                req,
-                client,
-                record,
-            }),
-            None,
-        );
+        let m = encode(&RecordsMessage::Put {
+            req,
+            client,
+            record,
+        });
+        self.to_replica_set(kbr, key, m, req, Redundancy::OnFailure);
         Ok(req)
+    }
+
+    /// Sends `m` (for request `req`) to `key`'s replica set: routed to the root, which passes
+    /// it on, or in secure mode through secure routing to every member.
+    fn to_replica_set(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        key: Id,
+        m: AppMessage,
+        req: RequestId,
+        redundancy: Redundancy,
+    ) {
+        if self.config.secure {
+            let route = kbr.sec_route(key, m, self.config.k, redundancy);
+            self.secure_routes.insert(route, req);
+        } else {
+            kbr.route(key, m, None);
+        }
     }
 
     /// Reads the record under `key` from its replicas. The result comes as
@@ -457,11 +494,24 @@ impl Records {
         let req = self.new_request(Pending::Read {
             key,
             answers: BTreeMap::new(),
+            witnesses: Witnesses::new(self.config.secure),
             again: Some(now + Duration::from_micros(timeout.as_micros() / 4)),
             deadline: now + timeout,
         });
-        route_get(kbr, req, key);
+        self.send_get(kbr, req, key, Redundancy::OnFailure);
         req
+    }
+
+    /// Sends read `req` of `key` to the replica set: routed to the root, which answers and
+    /// asks the others to, or in secure mode to every member, each answering.
+    fn send_get(&mut self, kbr: &mut dyn Kbr, req: RequestId, key: Id, redundancy: Redundancy) {
+        let m = encode(&RecordsMessage::Get {
+            req,
+            client: kbr.local_contact(),
+            key,
+            fan_out: !self.config.secure,
+        });
+        self.to_replica_set(kbr, key, m, req, redundancy);
     }
 
     fn new_request(&mut self, p: Pending) -> RequestId {
@@ -612,7 +662,16 @@ impl Records {
         Ok(())
     }
 
-    fn on_put(&mut self, kbr: &mut dyn Kbr, req: u64, client: Contact, record: Record) {
+    /// A write reached this node: routed (it passes it on to the other replicas, `forward`)
+    /// or through secure routing (every member got it from the route).
+    fn on_put(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        req: u64,
+        client: Contact,
+        record: Record,
+        forward: bool,
+    ) {
         let key = record.key();
         // Only a member of the record's replica set holds it, however the Put came.
         if !self.is_member(kbr, &key) {
@@ -624,6 +683,9 @@ impl Records {
                 return refuse(kbr, client, req, key, reason);
             }
             self.ack(kbr, req, client, &key);
+        }
+        if !forward {
+            return;
         }
         let me = kbr.local_contact().id;
         for member in kbr.replica_set(&key, self.config.k as usize) {
@@ -744,10 +806,7 @@ impl Records {
 
     fn on_ack(&mut self, req: u64, ack: RecordAck) {
         let Some(Pending::Write {
-            record,
-            acks,
-            quorum,
-            ..
+            record, replies, ..
         }) = self.pending.get_mut(&req)
         else {
             return;
@@ -755,36 +814,70 @@ impl Records {
         if !ack.confirms(record) {
             return;
         }
-        acks.insert(ack.node(), ack);
-        if acks.len() >= *quorum {
-            if let Some(Pending::Write { record, acks, .. }) = self.pending.remove(&req) {
-                let done = Written {
-                    record,
-                    acks: acks.into_values().collect(),
-                };
-                self.events.push_back(RecordsEvent::Written(req, Ok(done)));
-            }
-        }
+        replies.insert(ack.node(), WriteReply::Ack(ack));
+        self.check_write(req);
     }
 
-    fn on_refused(&mut self, req: u64, key: Id, reason: RecordRefusal) {
-        let Some(Pending::Write { record, .. }) = self.pending.get(&req) else {
+    fn on_refused(&mut self, from: Id, req: u64, key: Id, reason: RecordRefusal) {
+        let Some(Pending::Write {
+            record, replies, ..
+        }) = self.pending.get_mut(&req)
+        else {
             return;
         };
         if record.key() != key {
             return;
         }
-        let e = match reason {
-            RecordRefusal::Invalid => RecordsError::Invalid("a replica refused it".into()),
-            RecordRefusal::Stale(held) => RecordsError::Stale {
-                version: record.body.version,
-                held,
-            },
-            RecordRefusal::Conflict => RecordsError::Conflict(record.body.version),
-            RecordRefusal::Full => RecordsError::NoSpace,
+        replies.insert(from, WriteReply::Refused(reason));
+        self.check_write(req);
+    }
+
+    /// Ends write `req` if the replies that count say so: a refusal fails it, `quorum`
+    /// acknowledgements complete it.
+    fn check_write(&mut self, req: RequestId) {
+        let Some(Pending::Write {
+            record,
+            replies,
+            witnesses,
+            quorum,
+            ..
+        }) = self.pending.get(&req)
+        else {
+            return;
+        };
+        let counted = witnesses.counted(&record.key(), self.config.k as usize, replies);
+        let refusal = counted.iter().find_map(|n| match replies.get(n) {
+            Some(WriteReply::Refused(r)) => Some(*r),
+            _ => None,
+        });
+        let result = if let Some(reason) = refusal {
+            Err(match reason {
+                RecordRefusal::Invalid => RecordsError::Invalid("a replica refused it".into()),
+                RecordRefusal::Stale(held) => RecordsError::Stale {
+                    version: record.body.version,
+                    held,
+                },
+                RecordRefusal::Conflict => RecordsError::Conflict(record.body.version),
+                RecordRefusal::Full => RecordsError::NoSpace,
+            })
+        } else {
+            let acks: Vec<RecordAck> = counted
+                .iter()
+                .filter_map(|n| match replies.get(n) {
+                    Some(WriteReply::Ack(a)) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect();
+            if acks.len() < *quorum {
+                return;
+            }
+            Ok(Written {
+                record: record.clone(),
+                acks,
+            })
         };
         self.pending.remove(&req);
-        self.events.push_back(RecordsEvent::Written(req, Err(e)));
+        self.events.push_back(RecordsEvent::Written(req, result));
     }
 
     fn on_answer(
@@ -799,7 +892,6 @@ impl Records {
             self.late_answer(kbr, from, req, key, record);
             return;
         }
-        let (majority, k) = (self.read_quorum(), self.config.k as usize);
         let Some(Pending::Read {
             key: asked,
             answers,
@@ -813,10 +905,29 @@ impl Records {
         }
         let record = record.filter(|r| r.key() == key && r.verify().is_ok());
         answers.insert(from.id, (from, record, conflict));
-        // "Not held" from a majority ends a read only when k nodes said so: during churn the
-        // nodes that answer first may be new to the replica set and not have the record yet.
-        let found = answers.values().any(|(_, r, _)| r.is_some());
-        if (found && answers.len() >= majority) || answers.len() >= k {
+        self.check_read(kbr, req);
+    }
+
+    /// Ends read `req` if the answers that count are enough: the read quorum with one of them
+    /// holding the record, or k. "Not held" from a majority ends a read only when k nodes said
+    /// so: during churn the nodes that answer first may be new to the replica set and not have
+    /// the record yet.
+    fn check_read(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+        let (quorum, k) = (self.read_quorum(), self.config.k as usize);
+        let Some(Pending::Read {
+            key,
+            answers,
+            witnesses,
+            ..
+        }) = self.pending.get(&req)
+        else {
+            return;
+        };
+        let counted = witnesses.counted(key, k, answers);
+        let found = counted
+            .iter()
+            .any(|n| answers.get(n).is_some_and(|(_, r, _)| r.is_some()));
+        if (found && counted.len() >= quorum) || counted.len() >= k {
             self.finish_read(kbr, req);
         }
     }
@@ -826,13 +937,22 @@ impl Records {
     fn finish_read(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
         let Some(Pending::Read {
             key,
-            answers,
+            mut answers,
+            witnesses,
             deadline,
             ..
         }) = self.pending.remove(&req)
         else {
             return;
         };
+        let counted = witnesses.counted(&key, self.config.k as usize, &answers);
+        answers.retain(|n, _| counted.contains(n));
+        if answers.is_empty() {
+            let wanted = self.read_quorum();
+            let e = RecordsError::Timeout { got: 0, wanted };
+            self.events.push_back(RecordsEvent::Read(req, Err(e)));
+            return;
+        }
         let mut best: Option<&Record> = None;
         for (_, r, _) in answers.values() {
             if let Some(r) = r {
@@ -944,7 +1064,8 @@ impl Records {
             }
         }
         for (req, key) in again {
-            route_get(kbr, req, key);
+            // In secure mode the second try sends copies along independent paths at once.
+            self.send_get(kbr, req, key, Redundancy::Always);
         }
         let due: Vec<RequestId> = self
             .pending
@@ -954,18 +1075,22 @@ impl Records {
             .collect();
         for req in due {
             match self.pending.get(&req) {
-                Some(Pending::Read { answers, .. }) if !answers.is_empty() => {
-                    self.finish_read(kbr, req)
-                }
-                Some(Pending::Read { .. }) => {
-                    self.pending.remove(&req);
-                    let wanted = self.read_quorum();
-                    let e = RecordsError::Timeout { got: 0, wanted };
-                    self.events.push_back(RecordsEvent::Read(req, Err(e)));
-                }
-                Some(Pending::Write { acks, quorum, .. }) => {
+                // With the answers that count, or a time-out when none does.
+                Some(Pending::Read { .. }) => self.finish_read(kbr, req),
+                Some(Pending::Write {
+                    record,
+                    replies,
+                    witnesses,
+                    quorum,
+                    ..
+                }) => {
+                    let counted = witnesses.counted(&record.key(), self.config.k as usize, replies);
+                    let got = counted
+                        .iter()
+                        .filter(|n| matches!(replies.get(n), Some(WriteReply::Ack(_))))
+                        .count();
                     let e = RecordsError::Timeout {
-                        got: acks.len(),
+                        got,
                         wanted: *quorum,
                     };
                     self.pending.remove(&req);
@@ -995,18 +1120,6 @@ fn repair(kbr: &mut dyn Kbr, to: Contact, best: &Record, held: Option<&Record>) 
     let bytes = m.body.len() as u64;
     kbr.send_direct(to, m);
     bytes
-}
-
-/// Routes read `req` of `key` to the key's root, which answers and asks the other replicas to.
-fn route_get(kbr: &mut dyn Kbr, req: RequestId, key: Id) {
-    let client = kbr.local_contact();
-    let m = RecordsMessage::Get {
-        req,
-        client,
-        key,
-        fan_out: true,
-    };
-    kbr.route(key, encode(&m), None);
 }
 
 /// What a record costs to hold: its encoded size.
@@ -1060,14 +1173,19 @@ impl Service for Records {
                 req,
                 client,
                 record,
-            } => self.on_put(kbr, req, client, record),
+            } => {
+                let forward = info.via != Via::Secure;
+                self.on_put(kbr, req, client, record, forward)
+            }
             RecordsMessage::Store { req, record } => self.on_store(kbr, req, record),
             // An ack counts only from the node that signed it.
             RecordsMessage::Ack { req, ack } if ack.node() == info.origin.id => {
                 self.on_ack(req, ack)
             }
             RecordsMessage::Ack { .. } => {}
-            RecordsMessage::Refused { req, key, reason } => self.on_refused(req, key, reason),
+            RecordsMessage::Refused { req, key, reason } => {
+                self.on_refused(info.origin.id, req, key, reason)
+            }
             RecordsMessage::Get {
                 req,
                 client,
@@ -1082,6 +1200,31 @@ impl Service for Records {
             } => self.on_answer(kbr, info.origin, req, key, (record, conflict)),
             RecordsMessage::Offer { entries } => self.on_offer(kbr, now, info.origin, entries),
             RecordsMessage::Want { keys } => self.on_want(kbr, info.origin, keys),
+        }
+    }
+
+    fn secure_routed(&mut self, kbr: &mut dyn Kbr, _now: Time, report: &SecureRouteReport) {
+        if report.app != RECORDS_APP {
+            return;
+        }
+        let Some(req) = self.secure_routes.remove(&report.id) else {
+            return;
+        };
+        let members = report
+            .sent_to
+            .iter()
+            .take(self.config.k as usize)
+            .map(|c| c.id);
+        match self.pending.get_mut(&req) {
+            Some(Pending::Write { witnesses, .. }) => {
+                witnesses.report(members);
+                self.check_write(req);
+            }
+            Some(Pending::Read { witnesses, .. }) => {
+                witnesses.report(members);
+                self.check_read(kbr, req);
+            }
+            None => {}
         }
     }
 

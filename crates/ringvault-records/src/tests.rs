@@ -618,3 +618,44 @@ fn a_newer_late_answer_is_sent_to_the_replicas_that_answered_with_less() {
     let (_, held) = run(false);
     assert_eq!(held, vec![Some(1), Some(1), Some(2)]);
 }
+
+#[test]
+fn in_secure_mode_writes_and_reads_reach_every_member_through_secure_routing() {
+    let config = RecordsConfig {
+        secure: true,
+        ..RecordsConfig::default()
+    };
+    let overlay = Config {
+        secure: true,
+        ..Config::default()
+    };
+    let mut ring = TestRing::new(N, overlay, |_, identity, node| {
+        let key = Identity::from_secret_bytes(identity.secret_bytes());
+        node.add_service(Box::new(Records::new(key, config.clone())));
+    });
+    let key = rec(1, b"one").key();
+    let closest = ring.closest_live(&key, 3);
+    let done = put(&mut ring, 2, rec(1, b"one"), None).unwrap();
+    let mut ackers: Vec<Id> = done.acks.iter().map(|a| a.node()).collect();
+    ackers.sort();
+    let mut want: Vec<Id> = closest.iter().map(|&i| ring.id(i)).collect();
+    want.sort();
+    assert_eq!(
+        ackers, want,
+        "acks from the 3 closest, each reached by the route"
+    );
+    put(&mut ring, 9, rec(2, b"two"), None).unwrap();
+    let read = get(&mut ring, 13, key).unwrap();
+    assert_eq!(read.record, Some(rec(2, b"two")));
+    assert!(
+        read.answers >= 2,
+        "a majority of members answered themselves"
+    );
+    assert_eq!(
+        put(&mut ring, 6, rec(1, b"old"), None),
+        Err(RecordsError::Stale {
+            version: 1,
+            held: 2
+        })
+    );
+}

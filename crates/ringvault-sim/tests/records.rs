@@ -35,7 +35,10 @@ fn majority_reads_see_the_latest_version_and_single_answer_reads_do_not() {
         assert!(num(majority, "reads_failed") < 0.01, "{majority}");
     }
     let (with, without) = (run(points, 1, true), run(points, 1, false));
-    assert!(num(without, "reads_stale") > 0.0, "the checker sees stale reads: {without}");
+    assert!(
+        num(without, "reads_stale") > 0.0,
+        "the checker sees stale reads: {without}"
+    );
     assert!(
         num(with, "reads_stale") <= num(without, "reads_stale"),
         "read repair: {with} vs {without}"

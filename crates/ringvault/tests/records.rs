@@ -9,7 +9,7 @@ mod daemons;
 
 use std::time::Duration;
 
-use common::{run, start_ring, tmp};
+use common::{run, start_ring, start_ring_with, tmp};
 use daemons::{http, json, request};
 
 #[test]
@@ -239,6 +239,35 @@ fn records_are_written_overwritten_deleted_and_read_through_other_nodes() {
     );
     drop(watcher);
 
+    ring.signal_and_wait("TERM", Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn in_a_secure_ring_records_go_through_secure_routing() {
+    let dir = tmp("records-secure");
+    let (mut ring, urls) = start_ring_with(6, &dir, &["--mode", "secure"]);
+    let (s, b) = request(&urls[1], "PUT", "/v1/records/profile", b"secure one");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v = json(&b);
+    assert_eq!(v["acks"].as_array().map(Vec::len), Some(3), "{v}");
+    let owner = v["owner"].as_str().unwrap().to_string();
+    let (s, b) = request(&urls[1], "PUT", "/v1/records/profile", b"secure two");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    for url in &urls {
+        let (s, _, body) = http(
+            url,
+            "GET",
+            &format!("/v1/records/{owner}/profile"),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            (s, body.as_slice()),
+            (200, &b"secure two"[..]),
+            "through {url}"
+        );
+    }
     ring.signal_and_wait("TERM", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,6 +70,10 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
     let rss0 = rss_bytes();
     let (mut sim, _) = build_static(&p, cfg, n, &format!("joining (median {median_min} min)"));
     sim.cfg.wire = true;
+    // Maintenance on, for the nodes there and for every newcomer (which takes the simulator's
+    // overlay configuration: the build's, with keep-alives off, until this).
+    sim.cfg.overlay.keepalives = true;
+    sim.cfg.overlay.table_repair = true;
     let now = sim.now;
     for i in sim.alive() {
         sim.with_node(i, |node, _| {

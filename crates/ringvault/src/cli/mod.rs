@@ -297,6 +297,15 @@ impl Mode {
             ..Default::default()
         }
     }
+
+    /// The records service's policy in this mode: secure mode writes and reads through
+    /// `sec_route`, counting replies only from the verified replica set.
+    pub fn records(self) -> ringvault_records::RecordsConfig {
+        ringvault_records::RecordsConfig {
+            secure: self == Mode::Secure,
+            ..Default::default()
+        }
+    }
 }
 
 /// `--durability`: when a node's write of a replica counts, and so when it sends the store

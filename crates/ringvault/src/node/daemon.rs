@@ -192,8 +192,11 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let record_client = records::add_records(
         &mut services,
         &identity,
-        record_store,
-        records::time_away(&data_dir),
+        records::RecordsSetup {
+            config: a.mode.mode.records(),
+            store: record_store,
+            away: records::time_away(&data_dir),
+        },
         Some(topic_client.clone()),
     );
     records::keep_alive(data_dir.clone());
@@ -354,8 +357,11 @@ pub async fn start_local_ring(
         let record_client = records::add_records(
             &mut services,
             &identity,
-            record_store,
-            records::time_away(&node_dir),
+            records::RecordsSetup {
+                config: mode.records(),
+                store: record_store,
+                away: records::time_away(&node_dir),
+            },
             Some(topic_client.clone()),
         );
         records::keep_alive(node_dir.clone());

@@ -87,20 +87,33 @@ pub fn keep_alive(dir: PathBuf) {
     });
 }
 
+/// How a node's records service starts.
+pub struct RecordsSetup {
+    /// Its policy (the mode's: `Mode::records`).
+    pub config: RecordsConfig,
+    /// Where its records are kept (the node's store file).
+    pub store: Box<dyn RecordStore>,
+    /// How long the records were away from the ring ([`time_away`]).
+    pub away: Option<Duration>,
+}
+
 /// Registers the records service on a node with `identity` (it signs acknowledgements and,
-/// as the operator key, the records the node writes), keeping its records in `store`, which
-/// were `away` from the ring for that long (see [`time_away`]); with `topics`, every version
-/// written through this node is published to its record's topic for watchers.
+/// as the operator key, the records the node writes), as `setup` says; with `topics`, every
+/// version written through this node is published to its record's topic for watchers.
 pub fn add_records(
     services: &mut Services,
     identity: &Identity,
-    store: Box<dyn RecordStore>,
-    away: Option<Duration>,
+    setup: RecordsSetup,
     topics: Option<TopicsClient>,
 ) -> RecordsClient {
+    let RecordsSetup {
+        config,
+        store,
+        away,
+    } = setup;
     let waiters: Waiters = Arc::default();
     let key = Identity::from_secret_bytes(identity.secret_bytes());
-    let records = Records::with_store(key, RecordsConfig::default(), store, away);
+    let records = Records::with_store(key, config, store, away);
     if records.suspect() > 0 {
         tracing::info!(
             "{} records were away from the ring too long (or for an unknown time): each is served again once another replica shows it holds it",

@@ -101,9 +101,14 @@ impl Drop for Proc {
 
 /// Starts `ringvault ring --nodes N` on free ports and returns it with the nodes' HTTP URLs.
 pub fn start_ring(n: usize, dir: &std::path::Path) -> (Proc, Vec<String>) {
+    start_ring_with(n, dir, &[])
+}
+
+/// [`start_ring`] with more arguments (`--mode secure`, ...).
+pub fn start_ring_with(n: usize, dir: &std::path::Path, extra: &[&str]) -> (Proc, Vec<String>) {
     let n_s = n.to_string();
     let dir_s = dir.display().to_string();
-    let ring = Proc::start(&[
+    let mut args = vec![
         "ring",
         "--nodes",
         &n_s,
@@ -113,7 +118,9 @@ pub fn start_ring(n: usize, dir: &std::path::Path) -> (Proc, Vec<String>) {
         "0",
         "--data-dir",
         &dir_s,
-    ]);
+    ];
+    args.extend(extra);
+    let ring = Proc::start(&args);
     let lines = ring.read_until("ring ready", Duration::from_secs(90));
     let urls: Vec<String> = lines
         .iter()
