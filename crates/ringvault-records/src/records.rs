@@ -465,13 +465,13 @@ impl Records {
             client,
             record,
         });
-        self.to_replica_set(kbr, key, m, req, Redundancy::OnFailure);
+        self.send_to_replica_set(kbr, key, m, req, Redundancy::OnFailure);
         Ok(req)
     }
 
     /// Sends `m` (for request `req`) to `key`'s replica set: routed to the root, which passes
     /// it on, or in secure mode through secure routing to every member.
-    fn to_replica_set(
+    fn send_to_replica_set(
         &mut self,
         kbr: &mut dyn Kbr,
         key: Id,
@@ -511,7 +511,7 @@ impl Records {
             key,
             fan_out: !self.config.secure,
         });
-        self.to_replica_set(kbr, key, m, req, redundancy);
+        self.send_to_replica_set(kbr, key, m, req, redundancy);
     }
 
     fn new_request(&mut self, p: Pending) -> RequestId {
