@@ -18,9 +18,12 @@
 //! its records until another replica shows it holds the key too, so a deleted record whose
 //! tombstone is gone cannot come back to life.
 //!
+//! In secure mode (`RecordsConfig::secure`) writes and reads reach every member through the
+//! overlay's `sec_route`, and replies count only from the verified replica set.
+//!
 //! Does not own: change notification (the daemon publishes versions over Scribe; [`Watcher`]
-//! judges what watchers receive), secure routing of writes and reads. The HTTP API and CLI are
-//! the binary's.
+//! judges what watchers receive), secure routing itself (the overlay's). The HTTP API and CLI
+//! are the binary's.
 #![deny(missing_docs)]
 
 mod maintenance;

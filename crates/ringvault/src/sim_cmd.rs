@@ -20,8 +20,9 @@ pub enum SimCommand {
     /// Byzantine and colluding), byzantine-storage (PAST inserts and lookups with f = 0 to 0.25
     /// colluding, lying about routes and storage; --routes sets the objects per point),
     /// secure-join (joiners' leaf sets and constrained tables with a quarter of the nodes
-    /// colluding, with and without the join check; --routes sets the joiners). Several names in
-    /// one run share their network builds.
+    /// colluding, with and without the join check; --routes sets the joiners), records (signed
+    /// records under churn with a tenth of the nodes losing writes, with and without read
+    /// repair; --routes sets the reads). Several names in one run share their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.
