@@ -370,6 +370,11 @@ impl Records {
             .map(|h| &h.record)
     }
 
+    /// How many records this node holds (suspect ones included).
+    pub fn count(&self) -> usize {
+        self.held.len()
+    }
+
     /// What the service has sent, by purpose.
     pub fn stats(&self) -> RecordsStats {
         self.stats

@@ -333,6 +333,55 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
             render_storage_metrics(&mut text, &s);
         }
     }
+    if let Some(records) = &app.records {
+        let r = records.state(&app.node).await?;
+        for (name, help, kind, v) in [
+            (
+                "ringvault_records_held",
+                "Signed records this node holds as a replica.",
+                "gauge",
+                r.held as u64,
+            ),
+            (
+                "ringvault_records_bytes",
+                "Encoded bytes of those records.",
+                "gauge",
+                r.bytes,
+            ),
+            (
+                "ringvault_records_suspect",
+                "Records back from a long absence, not served until another replica confirms them.",
+                "gauge",
+                r.suspect as u64,
+            ),
+            (
+                "ringvault_records_repairs_total",
+                "Replicas this node's reads sent a newer version (read repair).",
+                "counter",
+                r.stats.repairs,
+            ),
+            (
+                "ringvault_records_repair_bytes_total",
+                "Bytes of read repair sent.",
+                "counter",
+                r.stats.repair_bytes,
+            ),
+            (
+                "ringvault_records_answer_bytes_total",
+                "Bytes of answers to reads sent.",
+                "counter",
+                r.stats.answer_bytes,
+            ),
+            (
+                "ringvault_records_maintenance_bytes_total",
+                "Bytes of records maintenance sent (offers, wants, records moved).",
+                "counter",
+                r.stats.maintenance_bytes,
+            ),
+        ] {
+            counter(&mut text, name, help, kind, v);
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -240,6 +240,21 @@ impl RecordsClient {
         self.put_signed(node, record, quorum).await
     }
 
+    /// What this node's records service holds and has sent, for `/metrics`.
+    pub async fn state(&self, node: &NodeHandle) -> Result<RecordsState, RecordsRequestError> {
+        let state = node
+            .run(|n, now| {
+                n.with_service::<Records, _>(now, |r, _| RecordsState {
+                    held: r.count(),
+                    bytes: r.used(),
+                    suspect: r.suspect(),
+                    stats: r.stats(),
+                })
+            })
+            .await?;
+        state.ok_or(NetError::Stopped.into())
+    }
+
     /// What this node holds of the record under `key` as a replica (and serves).
     pub async fn held(
         &self,
@@ -307,6 +322,19 @@ impl RecordsClient {
             watcher: Watcher::new(key),
         })
     }
+}
+
+/// A node's records service in numbers.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordsState {
+    /// Records held (suspect ones included).
+    pub held: usize,
+    /// Their encoded bytes.
+    pub bytes: u64,
+    /// Records waiting for another replica to confirm them after a long absence.
+    pub suspect: usize,
+    /// What the service has sent, by purpose.
+    pub stats: ringvault_records::RecordsStats,
 }
 
 /// A record being watched (see [`RecordsClient::watch`]).
