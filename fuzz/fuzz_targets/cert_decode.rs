@@ -1,10 +1,12 @@
-//! The certificate, request, revocation-list and record decoders (and the text armor around
+//! The certificate, request, revocation-list, record and grant decoders (and the text armor around
 //! them) are total: any bytes give a value or an error, verifying a decoded value never panics,
 //! and a decoded value re-encodes to bytes that decode to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringvault_types::{unarmor, CertRequest, Identity, NodeCertificate, Record, RevocationList};
+use ringvault_types::{
+    unarmor, CertRequest, Grant, Identity, NodeCertificate, Record, RevocationList,
+};
 
 fuzz_target!(|data: &[u8]| {
     let ca = Identity::from_secret_bytes([1; 32]).public_key();
@@ -26,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = record.verify();
         let _ = record.precedence(&record);
         assert_eq!(Record::decode(&record.encode()), Ok(record));
+    }
+    if let Ok(grant) = Grant::decode(data) {
+        let _ = grant.verify(&[ca], 1_800_000_000);
+        assert_eq!(Grant::decode(&grant.encode()), Ok(grant));
     }
     let _ = unarmor("NODE CERTIFICATE", &String::from_utf8_lossy(data));
 });

@@ -10,6 +10,7 @@
 mod armor;
 mod cert;
 mod contact;
+mod grant;
 mod id;
 mod identity;
 mod record;
@@ -22,6 +23,7 @@ pub use cert::{
     CERT_VERSION, MAX_CERT_ADDRS, MAX_REVOKED,
 };
 pub use contact::Contact;
+pub use grant::{Grant, GrantBody, GrantError, Grantee, GRANT_VERSION};
 pub use id::{Id, ParseIdError, DEFAULT_B, ID_BITS, ID_BYTES};
 pub use identity::{Identity, PublicKey, Signature, SignatureError};
 pub use record::{

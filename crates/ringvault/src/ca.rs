@@ -169,13 +169,13 @@ pub fn parse_span(s: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("{s:?} is not a usable span"))
 }
 
-fn read_armored(path: &Path, label: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_armored(path: &Path, label: &str) -> Result<Vec<u8>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     unarmor(label, &text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -29,6 +29,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 
 mod api;
 mod bench;
+mod broker;
 mod ca;
 mod cli;
 mod identity_cmd;
@@ -55,6 +56,10 @@ enum Command {
     /// The ring's certificate authority, for secure mode: init, issue, revoke, list.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// A storage broker: signed quota grants for users and supply grants for storage nodes
+    /// (issued and checked; no ring enforces them yet).
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Sim(c) => sim_cmd::run(c),
         Command::Identity(c) => identity_cmd::run(c),
         Command::Ca(c) => ca::run(c),
+        Command::Broker(c) => broker::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -319,7 +319,7 @@ async fn run_phase(ctx: Arc<Ctx>, p: Phase) -> Row {
     ctx.bar.set_message(format!(
         "{} {} x{} ({} in flight)",
         p.op,
-        human(p.size),
+        crate::cli::output::human_size(p.size),
         p.count,
         p.in_flight
     ));
@@ -398,15 +398,6 @@ async fn peers_failed(handles: &[NodeHandle]) -> u64 {
     n
 }
 
-/// A size for people: 1 KiB, 1 MiB, 1500 B.
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} B"),
-    }
-}
-
 fn print_table(r: &Report) {
     out!(
         "bench storage: {} nodes on loopback QUIC in one process, k = {}, --durability {}, through each node's HTTP API (connections kept alive); {} CPUs",
@@ -427,7 +418,7 @@ fn print_table(r: &Report) {
     for x in &r.rows {
         out!(
             "  {:<8} {:<4} {:>9} {:>6} {:>9.2} {:>9.2} {:>9.1} {:>8.2} {:>7}",
-            human(x.size),
+            crate::cli::output::human_size(x.size),
             x.op,
             x.in_flight,
             x.ops,
@@ -613,12 +604,5 @@ mod tests {
         let small = Content::new(2, 1);
         assert_eq!(small.block(1, 0), vec![1, 0]);
         assert_eq!(Content::new(0, 1).blocks(), 0);
-    }
-
-    #[test]
-    fn sizes_print_in_the_largest_whole_unit() {
-        assert_eq!(human(1024), "1 KiB");
-        assert_eq!(human(1 << 20), "1 MiB");
-        assert_eq!(human(1500), "1500 B");
     }
 }

@@ -187,3 +187,26 @@ pub fn revocations(v: &Value, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// A size for people: 10 GiB, 1 KiB, 1 MiB, 1500 B (whole units only).
+pub fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_print_in_the_largest_whole_unit() {
+        assert_eq!(human_size(1024), "1 KiB");
+        assert_eq!(human_size(1 << 20), "1 MiB");
+        assert_eq!(human_size(10 << 30), "10 GiB");
+        assert_eq!(human_size(1500), "1500 B");
+    }
+}
