@@ -74,6 +74,15 @@ fn get(ring: &mut TestRing, i: usize, key: Id) -> Result<ReadResult, RecordsErro
         .expect("the read ended")
 }
 
+/// The write's acknowledgements came from exactly the nodes `closest`.
+fn assert_acked_by_closest(ring: &TestRing, done: &Written, closest: &[usize]) {
+    let mut ackers: Vec<Id> = done.acks.iter().map(|a| a.node()).collect();
+    ackers.sort();
+    let mut want: Vec<Id> = closest.iter().map(|&i| ring.id(i)).collect();
+    want.sort();
+    assert_eq!(ackers, want, "acks come from the {} closest", closest.len());
+}
+
 fn held_version(ring: &mut TestRing, i: usize, key: Id) -> Option<u64> {
     ring.call::<Records, _>(i, |r, _, _, _| r.held(&key).map(|h| h.body.version))
 }
@@ -84,11 +93,7 @@ fn writes_reach_the_k_closest_with_signed_acks_and_reads_return_the_highest_vers
     let key = rec(1, b"one").key();
     let closest = ring.closest_live(&key, 3);
     let done = put(&mut ring, 2, rec(1, b"one"), None).unwrap();
-    let mut ackers: Vec<Id> = done.acks.iter().map(|a| a.node()).collect();
-    ackers.sort();
-    let mut want: Vec<Id> = closest.iter().map(|&i| ring.id(i)).collect();
-    want.sort();
-    assert_eq!(ackers, want, "acks come from the 3 closest");
+    assert_acked_by_closest(&ring, &done, &closest);
     for &i in &closest {
         assert_eq!(held_version(&mut ring, i, key), Some(1));
     }
@@ -636,14 +641,7 @@ fn in_secure_mode_writes_and_reads_reach_every_member_through_secure_routing() {
     let key = rec(1, b"one").key();
     let closest = ring.closest_live(&key, 3);
     let done = put(&mut ring, 2, rec(1, b"one"), None).unwrap();
-    let mut ackers: Vec<Id> = done.acks.iter().map(|a| a.node()).collect();
-    ackers.sort();
-    let mut want: Vec<Id> = closest.iter().map(|&i| ring.id(i)).collect();
-    want.sort();
-    assert_eq!(
-        ackers, want,
-        "acks from the 3 closest, each reached by the route"
-    );
+    assert_acked_by_closest(&ring, &done, &closest);
     put(&mut ring, 9, rec(2, b"two"), None).unwrap();
     let read = get(&mut ring, 13, key).unwrap();
     assert_eq!(read.record, Some(rec(2, b"two")));

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ringvault_types::{armor, Grant, Grantee, Id, Identity, PublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -51,15 +51,8 @@ pub enum BrokerCommand {
         /// The user's owner key: 64 hex digits.
         #[arg(long, value_name = "KEY")]
         user: String,
-        /// Bytes granted: 10GiB, 500MB, a byte count.
-        #[arg(long)]
-        bytes: String,
-        /// How long it is valid: 90s, 45m, 12h, 90d.
-        #[arg(long, default_value = "90d")]
-        valid: String,
-        /// Where to write it [default: DIR/grants/SERIAL.grant]. It is also kept in DIR/grants.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        grant: GrantArgs,
     },
     /// Grant a storage node (its node key: `ringvault identity show`) a supply: the most
     /// capacity it may advertise.
@@ -70,15 +63,8 @@ pub enum BrokerCommand {
         /// The node's public key: 64 hex digits.
         #[arg(long, value_name = "KEY")]
         node: String,
-        /// Bytes of capacity: 1TiB, 500GB, a byte count.
-        #[arg(long)]
-        bytes: String,
-        /// How long it is valid: 90s, 45m, 12h, 90d.
-        #[arg(long, default_value = "90d")]
-        valid: String,
-        /// Where to write it [default: DIR/grants/SERIAL.grant].
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        grant: GrantArgs,
     },
     /// Print a grant; with --broker, check it (the broker's signature, the validity window)
     /// and exit 1 if it does not hold.
@@ -89,6 +75,20 @@ pub enum BrokerCommand {
         #[arg(long, value_name = "FILE|KEY")]
         broker: Option<String>,
     },
+}
+
+/// What a grant gives, and for how long.
+#[derive(Args)]
+pub struct GrantArgs {
+    /// Bytes granted: 10GiB, 500MB, a byte count.
+    #[arg(long)]
+    bytes: String,
+    /// How long it is valid: 90s, 45m, 12h, 90d.
+    #[arg(long, default_value = "90d")]
+    valid: String,
+    /// Where to write it [default: DIR/grants/SERIAL.grant]. It is also kept in DIR/grants.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -220,6 +220,16 @@ fn describe(g: &Grant) -> String {
     )
 }
 
+/// `grant` and `supply`: issues the grant `args` describe from the broker in `dir` and says
+/// where it went.
+fn issue(dir: &Path, grantee: Grantee, args: &GrantArgs) -> Result<()> {
+    let bytes = parse_size(&args.bytes).context("--bytes")?;
+    let valid = parse_span(&args.valid).context("--valid")?;
+    let (g, path) = Broker::open(dir)?.issue(grantee, bytes, valid, args.out.as_deref())?;
+    out!("{}\nwrote {}", describe(&g), path.display());
+    Ok(())
+}
+
 pub fn run(cmd: BrokerCommand) -> Result<()> {
     match cmd {
         BrokerCommand::Init { dir } => {
@@ -232,33 +242,13 @@ pub fn run(cmd: BrokerCommand) -> Result<()> {
                 dir.join(BROKER_PUB).display()
             );
         }
-        BrokerCommand::Grant {
-            dir,
-            user,
-            bytes,
-            valid,
-            out,
-        } => {
+        BrokerCommand::Grant { dir, user, grant } => {
             let user = public_key("--user", &user, "OWNER PUBLIC KEY")?;
-            let bytes = parse_size(&bytes).context("--bytes")?;
-            let valid = parse_span(&valid).context("--valid")?;
-            let (g, path) =
-                Broker::open(&dir)?.issue(Grantee::Quota(user), bytes, valid, out.as_deref())?;
-            out!("{}\nwrote {}", describe(&g), path.display());
+            issue(&dir, Grantee::Quota(user), &grant)?;
         }
-        BrokerCommand::Supply {
-            dir,
-            node,
-            bytes,
-            valid,
-            out,
-        } => {
+        BrokerCommand::Supply { dir, node, grant } => {
             let node = public_key("--node", &node, "NODE PUBLIC KEY")?;
-            let bytes = parse_size(&bytes).context("--bytes")?;
-            let valid = parse_span(&valid).context("--valid")?;
-            let (g, path) =
-                Broker::open(&dir)?.issue(Grantee::Supply(node), bytes, valid, out.as_deref())?;
-            out!("{}\nwrote {}", describe(&g), path.display());
+            issue(&dir, Grantee::Supply(node), &grant)?;
         }
         BrokerCommand::Show { file, broker } => {
             let g = load_grant(&file)?;

@@ -58,7 +58,7 @@ fn maintenance(sim: &Sim) -> (u64, u64) {
 }
 
 /// Exponential session with the given median.
-fn session(sim: &mut Sim, median: Duration) -> Duration {
+pub(crate) fn session(sim: &mut Sim, median: Duration) -> Duration {
     let u: f64 = sim.rng.gen_range(f64::EPSILON..1.0);
     let mean = median.as_secs_f64() / std::f64::consts::LN_2;
     Duration::from_micros((-u.ln() * mean * 1e6) as u64)

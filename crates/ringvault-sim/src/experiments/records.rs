@@ -27,6 +27,7 @@ use ringvault_types::{Duration, Identity, Record, RecordValue, Time};
 use serde::Serialize;
 use serde_json::json;
 
+use super::churn::session;
 use super::past::node_identity;
 use super::secure::build_global_with;
 use super::{percentile, r6, Ctx};
@@ -127,13 +128,6 @@ fn total_stats(sim: &mut Sim) -> RecordsStats {
         t.maintenance_bytes += s.maintenance_bytes;
     }
     t
-}
-
-/// Exponential session with the given median.
-fn session(sim: &mut Sim, median: Duration) -> Duration {
-    let u: f64 = sim.rng.gen_range(f64::EPSILON..1.0);
-    let mean = median.as_secs_f64() / std::f64::consts::LN_2;
-    Duration::from_micros((-u.ln() * mean * 1e6) as u64)
 }
 
 /// What a request in flight is for.
