@@ -85,6 +85,18 @@ impl<T> WriteGate<T> {
         out
     }
 
+    /// The failed writes a store reported (key, write number), as [`WriteGate::release`] takes
+    /// them: the first failure of each key, since every item made after it failed.
+    pub fn failures(reported: Vec<(Id, u64)>) -> BTreeMap<Id, u64> {
+        let mut out: BTreeMap<Id, u64> = BTreeMap::new();
+        for (key, seq) in reported {
+            out.entry(key)
+                .and_modify(|s| *s = (*s).min(seq))
+                .or_insert(seq);
+        }
+        out
+    }
+
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.waiting.len()
@@ -134,7 +146,7 @@ impl Past {
     pub(crate) fn release_written(&mut self, kbr: &mut dyn Kbr) {
         // Progress first: every failure reported next is at or below its `done`.
         let done = self.store.progress().done;
-        let failed: BTreeMap<Id, u64> = self.store.take_failed().into_iter().collect();
+        let failed = WriteGate::<AfterWrite>::failures(self.store.take_failed());
         for id in failed.keys() {
             // Undone: the store holds what it held before the write, if anything.
             if matches!(

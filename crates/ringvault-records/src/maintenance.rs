@@ -59,16 +59,31 @@ impl Records {
         from: Contact,
         entries: Vec<Offered>,
     ) {
-        let mut want = Vec::new();
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        if self.rechecking() {
+            self.offered_by.insert(from.id);
+        }
         for (key, version, tie) in entries.into_iter().take(MAX_OFFER) {
-            self.confirm(&key);
+            let from_member = self.is_member_id(kbr, &key, from.id);
+            // A member holding the same state or a newer one confirms a suspect record.
+            if from_member {
+                if let Some(s) = self.suspect_state(&key) {
+                    if (version, tie) == s || wins((version, tie), s) {
+                        self.confirm(&key);
+                    }
+                }
+            }
             let Some(mine) = self.held(&key) else {
                 want.push(key);
                 continue;
             };
             let held = (mine.body.version, mine.tie_hash());
             if held == (version, tie) {
-                self.seen_holding(kbr, now, &key, from.id);
+                if from_member {
+                    self.seen_holding(kbr, now, &key, from.id);
+                } else {
+                    have.push(key);
+                }
                 continue;
             }
             if wins(held, (version, tie)) {
@@ -83,6 +98,23 @@ impl Records {
         }
         if !want.is_empty() {
             self.send_maintenance(kbr, from, &RecordsMessage::Want { keys: want });
+        }
+        if !have.is_empty() {
+            self.send_maintenance(kbr, from, &RecordsMessage::Have { keys: have });
+        }
+    }
+
+    /// Members hold what this node offered them: a copy this node keeps though it is outside
+    /// the key's replica set goes once a majority of the members said so.
+    pub(crate) fn on_have(&mut self, kbr: &mut dyn Kbr, from: Contact, keys: Vec<Id>) {
+        let majority = self.config().k as usize / 2 + 1;
+        for key in keys.into_iter().take(MAX_OFFER) {
+            if self.is_member(kbr, &key) || !self.is_member_id(kbr, &key, from.id) {
+                continue;
+            }
+            if self.handed_to(&key, from.id) >= majority {
+                self.forget(&key);
+            }
         }
     }
 

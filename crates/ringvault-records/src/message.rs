@@ -116,6 +116,10 @@ pub(crate) enum RecordsMessage {
     Offer { entries: Vec<(Id, u64, Id)> },
     /// Maintenance: the offered records the receiver holds older or not at all.
     Want { keys: Vec<Id> },
+    /// Maintenance, from a member of the records' replica sets to a node outside them that
+    /// offered them: the member holds these states, or newer ones; the outsider lets its copy
+    /// go once a majority of the members said so.
+    Have { keys: Vec<Id> },
     /// A replica's answer to a read: what it holds for the key, and whether it has seen
     /// another record of the same version.
     Answer {

@@ -245,6 +245,9 @@ struct Held {
     /// since when every one of them has; the tombstone goes `max_absence` after that.
     seen: BTreeSet<Id>,
     settled: Option<Time>,
+    /// Held outside the key's replica set (the set moved): the members that said they hold
+    /// this state or a newer one.
+    handed: BTreeSet<Id>,
 }
 
 impl Held {
@@ -255,6 +258,7 @@ impl Held {
             standing,
             seen: BTreeSet::new(),
             settled: None,
+            handed: BTreeSet::new(),
         }
     }
 }
@@ -278,9 +282,13 @@ pub struct Records {
     /// Where the records are kept between restarts (`None`: in memory only).
     store: Option<Box<dyn RecordStore>>,
     after_write: WriteGate<AfterWrite>,
-    /// When suspect records still not confirmed are dropped (set once the node is in the
-    /// ring, while any is held).
+    /// When the re-check of suspect records ends (set once the node is in the ring, while any
+    /// is held).
     recheck_at: Option<Time>,
+    /// During the re-check: the nodes that offered this node their records.
+    pub(crate) offered_by: BTreeSet<Id>,
+    /// Suspect records were loaded; the re-check starts once the node is in the ring.
+    recheck_pending: bool,
     pub(crate) stats: RecordsStats,
     /// Experiments: this node loses every write sent to it (see [`Records::lose_writes`]).
     #[cfg(feature = "forge")]
@@ -321,6 +329,8 @@ impl Records {
             store: None,
             after_write: WriteGate::default(),
             recheck_at: None,
+            offered_by: BTreeSet::new(),
+            recheck_pending: false,
             stats: RecordsStats::default(),
             #[cfg(feature = "forge")]
             loses_writes: false,
@@ -358,6 +368,7 @@ impl Records {
                 }
             }
         }
+        r.recheck_pending = r.suspect() > 0;
         r.store = Some(store);
         r
     }
@@ -557,18 +568,30 @@ impl Records {
         Ok(&self.held.entry(key).insert_entry(held).into_mut().record)
     }
 
-    /// Ends the re-check after a long absence: records no other replica showed it holds are
-    /// dropped (deleted meanwhile, their tombstones gone).
-    fn drop_suspects(&mut self) {
+    /// Ends the re-check after a long absence. A record no member showed it holds is dropped
+    /// if a member of its replica set offered this node anything meanwhile (it would have
+    /// offered this record too: it was deleted, and its tombstone is gone). If none did (the
+    /// whole ring was down as long, say), nobody can say otherwise, and it is served again.
+    fn end_recheck(&mut self, kbr: &dyn Kbr) {
         let suspect: Vec<Id> = self
             .held
             .iter()
             .filter(|(_, h)| h.standing == Standing::Suspect)
             .map(|(k, _)| *k)
             .collect();
+        let k = self.config.k as usize;
         for key in suspect {
-            self.forget(&key);
+            let answered = kbr
+                .replica_set(&key, k)
+                .iter()
+                .any(|c| self.offered_by.contains(&c.id));
+            if answered {
+                self.forget(&key);
+            } else {
+                self.confirm(&key);
+            }
         }
+        self.offered_by.clear();
     }
 
     /// Drops the tombstones every replica has held for `max_absence`.
@@ -615,7 +638,7 @@ impl Records {
     }
 
     /// Stops holding the record under `key` (and removes it from the store).
-    fn forget(&mut self, key: &Id) {
+    pub(crate) fn forget(&mut self, key: &Id) {
         if let Some(h) = self.held.remove(key) {
             self.used -= size(&h.record);
             if let Some(store) = self.store.as_mut() {
@@ -628,24 +651,56 @@ impl Records {
 
     /// How many replicas' answers end a read (one of them holding the record).
     fn read_quorum(&self) -> usize {
-        let k = self.config.k as usize;
+        let k = (self.config.k as usize).max(1);
         self.config
             .read_quorum
             .map_or(k / 2 + 1, |q| (q as usize).clamp(1, k))
     }
 
     /// Whether this node is among the k closest to `key` (by its leaf set).
-    fn is_member(&self, kbr: &dyn Kbr, key: &Id) -> bool {
-        let me = kbr.local_contact().id;
+    pub(crate) fn is_member(&self, kbr: &dyn Kbr, key: &Id) -> bool {
+        self.is_member_id(kbr, key, kbr.local_contact().id)
+    }
+
+    /// Whether node `id` is among the k closest to `key`, as this node sees them.
+    pub(crate) fn is_member_id(&self, kbr: &dyn Kbr, key: &Id, id: Id) -> bool {
         kbr.replica_set(key, self.config.k as usize)
             .iter()
-            .any(|c| c.id == me)
+            .any(|c| c.id == id)
+    }
+
+    /// Whether suspect records are being re-checked.
+    pub(crate) fn rechecking(&self) -> bool {
+        self.recheck_at.is_some()
+    }
+
+    /// The state (version, tie hash) of the suspect record under `key`, if it is one.
+    pub(crate) fn suspect_state(&self, key: &Id) -> Option<(u64, Id)> {
+        self.held
+            .get(key)
+            .filter(|h| h.standing == Standing::Suspect)
+            .map(|h| (h.record.body.version, h.record.tie_hash()))
+    }
+
+    /// Member `member` said it holds the state of `key` held here (outside the replica set),
+    /// or a newer one: how many members have said so.
+    pub(crate) fn handed_to(&mut self, key: &Id, member: Id) -> usize {
+        match self.held.get_mut(key) {
+            Some(h) => {
+                h.handed.insert(member);
+                h.handed.len()
+            }
+            None => 0,
+        }
     }
 
     /// Keeps `record` for a writer: the refusal to send it when it is not kept as it is (it
     /// does not verify, there is no room, a higher version is held, or another record of its
     /// version won the tie).
     fn keep_for_writer(&mut self, record: &Record) -> Result<(), RecordRefusal> {
+        if record.verify().is_err() {
+            return Err(RecordRefusal::Invalid);
+        }
         // A suspect record says nothing about what the writer may write: it is replaced.
         let key = record.key();
         if self
@@ -733,10 +788,15 @@ impl Records {
         };
         // Progress first: every failure reported next is at or below its `done`.
         let done = store.progress().done;
-        let failed: BTreeMap<Id, u64> = store.take_failed().into_iter().collect();
+        let failed = WriteGate::<AfterWrite>::failures(store.take_failed());
         for key in failed.keys() {
-            if let Some(h) = self.held.remove(key) {
-                self.used -= size(&h.record);
+            match self.held.remove(key) {
+                Some(h) => self.used -= size(&h.record),
+                // A removal that failed: removed again, or the record would come back at the
+                // next start.
+                None => {
+                    let _ = store.remove(key);
+                }
             }
         }
         for (a, failed) in self.after_write.release(done, &failed) {
@@ -754,21 +814,41 @@ impl Records {
         }
     }
 
-    fn on_store(&mut self, kbr: &mut dyn Kbr, req: Option<(u64, Contact)>, record: Record) {
+    fn on_store(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        from: Contact,
+        req: Option<(u64, Contact)>,
+        record: Record,
+    ) {
         if req.is_some() && self.lost() {
             return;
         }
         let key = record.key();
-        // A record is taken only by a member of its replica set: nobody can make a node hold
-        // what is not its to hold.
+        // A new record is taken only by a member of its replica set: nobody can make a node
+        // hold what is not its to hold. A node the set moved away from still takes newer
+        // states of what it holds (a delete above all), or it would offer the old one back
+        // to the members once they dropped the tombstone.
         if !self.is_member(kbr, &key) {
+            if req.is_none() && self.held.contains_key(&key) {
+                let _ = self.keep(record);
+            }
             return;
         }
         match req {
-            // Maintenance and read repair: keep it if it is newer. Another replica's copy of
-            // a suspect record confirms it, whichever wins.
+            // Maintenance and read repair: keep it if it is newer. A member's copy of the same
+            // state or a newer one confirms a suspect record.
             None => {
-                self.confirm(&key);
+                if record.verify().is_err() {
+                    return;
+                }
+                let confirms = self.held.get(&key).is_some_and(|h| {
+                    h.standing == Standing::Suspect
+                        && (record == h.record || record.precedence(&h.record).replaces())
+                });
+                if confirms && self.is_member_id(kbr, &key, from.id) {
+                    self.confirm(&key);
+                }
                 let _ = self.keep(record);
             }
             Some((req, client)) => match self.keep_for_writer(&record) {
@@ -952,10 +1032,16 @@ impl Records {
         };
         let counted = witnesses.counted(&key, self.config.k as usize, &answers);
         answers.retain(|n, _| counted.contains(n));
-        if answers.is_empty() {
-            let wanted = self.read_quorum();
-            let e = RecordsError::Timeout { got: 0, wanted };
-            self.events.push_back(RecordsEvent::Read(req, Err(e)));
+        // "Nobody holds it" takes a quorum saying so: fewer (at the deadline) is a time-out,
+        // as the few that answered may be new to the replica set.
+        let found = answers.values().any(|(_, r, _)| r.is_some());
+        let wanted = self.read_quorum();
+        if !found && answers.len() < wanted {
+            let got = answers.len();
+            self.events.push_back(RecordsEvent::Read(
+                req,
+                Err(RecordsError::Timeout { got, wanted }),
+            ));
             return;
         }
         let mut best: Option<&Record> = None;
@@ -1182,7 +1268,7 @@ impl Service for Records {
                 let forward = info.via != Via::Secure;
                 self.on_put(kbr, req, client, record, forward)
             }
-            RecordsMessage::Store { req, record } => self.on_store(kbr, req, record),
+            RecordsMessage::Store { req, record } => self.on_store(kbr, info.origin, req, record),
             // An ack counts only from the node that signed it.
             RecordsMessage::Ack { req, ack } if ack.node() == info.origin.id => {
                 self.on_ack(req, ack)
@@ -1205,6 +1291,7 @@ impl Service for Records {
             } => self.on_answer(kbr, info.origin, req, key, (record, conflict)),
             RecordsMessage::Offer { entries } => self.on_offer(kbr, now, info.origin, entries),
             RecordsMessage::Want { keys } => self.on_want(kbr, info.origin, keys),
+            RecordsMessage::Have { keys } => self.on_have(kbr, info.origin, keys),
         }
     }
 
@@ -1236,7 +1323,7 @@ impl Service for Records {
     fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
         self.sync_soon(now);
         // In the ring now: the other replicas get their rounds to confirm suspect records.
-        if self.recheck_at.is_none() && self.suspect() > 0 {
+        if std::mem::take(&mut self.recheck_pending) {
             self.recheck_at = Some(now + RECHECK_PERIOD);
         }
     }
@@ -1259,7 +1346,7 @@ impl Service for Records {
         self.expire(kbr, now);
         if self.recheck_at.is_some_and(|t| t <= now) {
             self.recheck_at = None;
-            self.drop_suspects();
+            self.end_recheck(kbr);
         }
         if self.next_sync.is_some_and(|t| t <= now) {
             self.next_sync = Some(now + crate::maintenance::SYNC_INTERVAL);

@@ -28,7 +28,8 @@ pub trait RecordStore: Send {
         WriteProgress::default()
     }
 
-    /// The records whose taken writes failed since the last call, with the write's number.
+    /// The records whose taken writes (puts and removals) failed since the last call, with the
+    /// write's number.
     fn take_failed(&mut self) -> Vec<(Id, u64)> {
         Vec::new()
     }

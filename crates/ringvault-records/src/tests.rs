@@ -657,3 +657,47 @@ fn in_secure_mode_writes_and_reads_reach_every_member_through_secure_routing() {
         })
     );
 }
+
+#[test]
+fn a_ring_down_as_a_whole_longer_than_max_absence_keeps_its_records() {
+    let config = RecordsConfig::default();
+    let (mut ring, mut stores) = ring_with_stores(config.clone());
+    let record = rec(1, b"one");
+    put(&mut ring, 2, record.clone(), None).unwrap();
+    // Every replica comes back after an unknown time: nobody can vouch for anything.
+    let replicas = ring.closest_live(&record.key(), 3);
+    for &i in &replicas {
+        let kept = snapshot(&mut stores[i]);
+        restart(&mut ring, i, config.clone(), kept, None);
+        assert_eq!(held_version(&mut ring, i, record.key()), None, "suspect");
+    }
+    ring.advance(crate::RECHECK_PERIOD + Duration::from_secs(60));
+    for &i in &replicas {
+        assert_eq!(
+            held_version(&mut ring, i, record.key()),
+            Some(1),
+            "no member could contradict it: served again"
+        );
+    }
+}
+
+#[test]
+fn a_node_the_replica_set_moved_away_from_takes_the_delete_and_lets_its_copy_go() {
+    let (mut ring, _stores) = ring_with_stores(RecordsConfig::default());
+    let record = rec(1, b"one");
+    put(&mut ring, 2, record.clone(), None).unwrap();
+    let key = record.key();
+    // A node outside the set still holding version 1 (it was a member before the set moved).
+    let members = ring.closest_live(&key, 3);
+    let outsider = ring.closest_live(&key, 4)[3];
+    ring.call::<Records, _>(outsider, |r, _, _, _| r.force_hold(record.clone()));
+    let gone = Record::sign(&owner(), "profile", 2, 0, RecordValue::Deleted).unwrap();
+    put(&mut ring, 5, gone, None).unwrap();
+    // Its offers get the delete back; then the members say they hold it, and it lets go.
+    ring.advance(Duration::from_secs(3 * 60));
+    for &i in &members {
+        assert_eq!(held_version(&mut ring, i, key), Some(2));
+    }
+    let left = ring.call::<Records, _>(outsider, |r, _, _, _| r.count());
+    assert_eq!(left, 0, "the outsider's copy is gone, not offered back");
+}

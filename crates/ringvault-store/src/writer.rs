@@ -231,7 +231,9 @@ fn finish(shared: &Shared, batch: &[Write], sync: bool, result: Result<(), redb:
                     let s = &mut st.spaces[w.space];
                     match &w.op {
                         Op::Put(o) => s.failed.push((o.cert.id(), w.seq)),
-                        Op::PutRecord(key, _) => s.failed_records.push((*key, w.seq)),
+                        Op::PutRecord(key, _) | Op::DeleteRecord(key) => {
+                            s.failed_records.push((*key, w.seq))
+                        }
                         _ => {}
                     }
                     s.last_error.get_or_insert(error.clone());

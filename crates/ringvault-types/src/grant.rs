@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cert::{decode, signed_bytes};
-use crate::{Identity, PublicKey, Signature};
+use crate::{Id, Identity, PublicKey, Signature};
 
 /// The format version a grant carries.
 pub const GRANT_VERSION: u8 = 1;
@@ -19,8 +19,9 @@ const GRANT_DOMAIN: &[u8] = b"ringvault grant v1\0";
 pub enum Grantee {
     /// A user (their owner key): how many bytes their objects may occupy on the ring.
     Quota(PublicKey),
-    /// A storage node (its node key): how many bytes of capacity it may advertise.
-    Supply(PublicKey),
+    /// A storage node (its id, the hash of its key, as its certificate names it): how many
+    /// bytes of capacity it may advertise.
+    Supply(Id),
 }
 
 /// What the broker signs.
@@ -163,7 +164,7 @@ mod tests {
         other.body.grantee = Grantee::Quota(key(4).public_key());
         assert_eq!(other.verify(&trusted, 1_500), Err(GrantError::Signature));
         let mut supply = g;
-        supply.body.grantee = Grantee::Supply(user.public_key());
+        supply.body.grantee = Grantee::Supply(user.public_key().id());
         assert_eq!(
             supply.verify(&trusted, 1_500),
             Err(GrantError::Signature),

@@ -25,6 +25,9 @@ const BROKER_PUB: &str = "broker.pub";
 const BROKER_STATE: &str = "broker.json";
 const GRANTS: &str = "grants";
 
+/// How far back a grant's validity starts (seconds).
+const CLOCK_SLACK: u64 = 300;
+
 const LABEL_SECRET: &str = "BROKER SECRET KEY";
 const LABEL_PUBLIC: &str = "BROKER PUBLIC KEY";
 /// The armor label of a grant file.
@@ -54,14 +57,14 @@ pub enum BrokerCommand {
         #[command(flatten)]
         grant: GrantArgs,
     },
-    /// Grant a storage node (its node key: `ringvault identity show`) a supply: the most
+    /// Grant a storage node (its node id, as `ringvault node` prints it) a supply: the most
     /// capacity it may advertise.
     Supply {
         /// The broker directory.
         #[arg(long)]
         dir: PathBuf,
-        /// The node's public key: 64 hex digits.
-        #[arg(long, value_name = "KEY")]
+        /// The node's id: 64 hex digits.
+        #[arg(long, value_name = "ID")]
         node: String,
         #[command(flatten)]
         grant: GrantArgs,
@@ -160,11 +163,12 @@ impl Broker {
     ) -> Result<(Grant, PathBuf)> {
         let now = unix_now();
         let serial = self.state.next_serial;
+        // Valid from a few minutes back, so a checker whose clock lags a little takes it.
         let grant = Grant::issue(
             &self.key,
             grantee,
             bytes,
-            (now, now.saturating_add(valid)),
+            (now.saturating_sub(CLOCK_SLACK), now.saturating_add(valid)),
             serial,
         );
         self.state.next_serial += 1;
@@ -205,12 +209,12 @@ pub fn load_grant(path: &Path) -> Result<Grant> {
 fn describe(g: &Grant) -> String {
     let b = &g.body;
     let (kind, who) = match b.grantee {
-        Grantee::Quota(k) => ("quota for user", k),
-        Grantee::Supply(k) => ("supply for node", k),
+        Grantee::Quota(k) => ("quota for the user with owner key", Id::from_bytes(k.0)),
+        Grantee::Supply(id) => ("supply for node", id),
     };
     format!(
         "{kind} {}\n  bytes      {} ({})\n  valid      {} to {}\n  broker     {}\n  serial     {}",
-        Id::from_bytes(who.0),
+        who,
         b.bytes,
         crate::cli::output::human_size(b.bytes),
         utc(b.not_before),
@@ -247,7 +251,10 @@ pub fn run(cmd: BrokerCommand) -> Result<()> {
             issue(&dir, Grantee::Quota(user), &grant)?;
         }
         BrokerCommand::Supply { dir, node, grant } => {
-            let node = public_key("--node", &node, "NODE PUBLIC KEY")?;
+            let node: Id = node
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--node: {node:?} is not a node id (64 hex digits)"))?;
             issue(&dir, Grantee::Supply(node), &grant)?;
         }
         BrokerCommand::Show { file, broker } => {

@@ -25,7 +25,7 @@ fn a_broker_issues_grants_that_check_and_forged_ones_do_not() {
     ]);
     assert!(st.success(), "{out}{err}");
     assert!(
-        out.contains("quota for user") && out.contains("10 MiB"),
+        out.contains("quota for the user") && out.contains("10 MiB"),
         "{out}"
     );
     let public = format!("{b}/broker.pub");
@@ -33,7 +33,7 @@ fn a_broker_issues_grants_that_check_and_forged_ones_do_not() {
     assert!(st.success(), "{out}{err}");
     assert!(out.contains("valid: signed by that broker"), "{out}");
 
-    let node = "7a".repeat(32);
+    let node = "7a".repeat(32); // a node id
     let (st, out, err) = run(&[
         "broker", "supply", "--dir", &b, "--node", &node, "--bytes", "1GiB",
     ]);

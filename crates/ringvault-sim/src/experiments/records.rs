@@ -75,7 +75,11 @@ struct Point {
     writes: usize,
     writes_completed: f64,
     reads: usize,
-    /// Reads that returned at least the latest version completed before they started.
+    /// Reads of a record none of whose writes had completed yet: left out of the shares below
+    /// (they would count as "latest" whatever they returned).
+    reads_unwritten: usize,
+    /// Of the other reads: those that returned at least the latest version completed before
+    /// they started.
     reads_latest: f64,
     /// Reads that returned an older version.
     reads_stale: f64,
@@ -136,6 +140,60 @@ enum Flight {
     Read { want: u64, started: Time },
 }
 
+/// What the finished requests came to.
+#[derive(Default)]
+struct Tally {
+    writes_ok: usize,
+    /// Reads that returned at least the latest completed version, an older one, or failed.
+    latest: usize,
+    stale: usize,
+    failed: usize,
+    /// Reads of a record none of whose writes had completed when they started: they say
+    /// nothing about staleness and are left out of the shares.
+    unwritten: usize,
+    read_ms: Vec<u64>,
+}
+
+/// Takes the finished requests of every node with requests in flight.
+fn collect(
+    sim: &mut Sim,
+    flying: &mut BTreeMap<(u32, RequestId), Flight>,
+    completed: &mut [u64],
+    tally: &mut Tally,
+    measuring: bool,
+) {
+    let busy: BTreeSet<u32> = flying.keys().map(|k| k.0).collect();
+    for i in busy {
+        let events: Vec<RecordsEvent> =
+            records_of(sim, i, |r| std::iter::from_fn(|| r.poll_event()).collect());
+        for e in events {
+            let req = match &e {
+                RecordsEvent::Written(q, _) | RecordsEvent::Read(q, _) => *q,
+            };
+            match (flying.remove(&(i, req)), e) {
+                (Some(Flight::Write { r, version }), RecordsEvent::Written(_, Ok(_))) => {
+                    completed[r] = completed[r].max(version);
+                    tally.writes_ok += usize::from(measuring);
+                }
+                (Some(Flight::Read { want, started }), RecordsEvent::Read(_, res)) => {
+                    tally
+                        .read_ms
+                        .push(sim.now.saturating_since(started).as_micros() / 1_000);
+                    match res {
+                        _ if want == 0 => tally.unwritten += 1,
+                        Ok(res) if res.record.as_ref().map_or(0, |r| r.body.version) >= want => {
+                            tally.latest += 1
+                        }
+                        Ok(_) => tally.stale += 1,
+                        Err(_) => tally.failed += 1,
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Adds a node (the `i`th ever) running records; it loses writes with probability STALE
 /// (answered with its index).
 fn add_node(sim: &mut Sim, seed: u64, i: u32, config: &RecordsConfig) -> (u32, bool) {
@@ -187,9 +245,9 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
     let mut flying: BTreeMap<(u32, RequestId), Flight> = BTreeMap::new();
     let mut version = vec![0u64; RECORDS];
     let mut completed = vec![0u64; RECORDS];
-    let (mut writes, mut writes_ok) = (0usize, 0usize);
-    let (mut reads, mut latest, mut stale, mut failed) = (0usize, 0usize, 0usize, 0usize);
-    let mut read_ms: Vec<u64> = Vec::new();
+    let mut writes = 0usize;
+    let mut reads = 0usize;
+    let mut tally = Tally::default();
     let mut measuring = false;
 
     let write = |sim: &mut Sim,
@@ -230,7 +288,7 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
         None => READ_EVERY,
     };
     let (mut next_write, mut next_read, mut next_poll) = (start, start, sim.now + POLL);
-    let mut base: Option<RecordsStats> = None;
+    let (mut base, mut ended): (Option<RecordsStats>, Option<RecordsStats>) = (None, None);
     let (mut node_secs, mut failures) = (0f64, 0usize);
     let mut added = n as u32;
     let bar = ctx.params.bar(
@@ -257,6 +315,9 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
             measuring = true;
             base = Some(total_stats(&mut sim));
         }
+        if ended.is_none() && sim.now >= end {
+            ended = Some(total_stats(&mut sim));
+        }
         bar.set_position(sim.now.saturating_since(t0).as_micros() / 1_000_000);
         if t >= drain_end {
             break;
@@ -267,7 +328,7 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
             failures += usize::from(measuring);
             flying.retain(|(node, _), f| {
                 if *node == v && matches!(f, Flight::Read { .. }) {
-                    failed += 1;
+                    tally.failed += 1;
                 }
                 *node != v
             });
@@ -295,6 +356,8 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
             } else {
                 Time::NEVER
             };
+            // What completed up to now counts: finished writes are taken first.
+            collect(&mut sim, &mut flying, &mut completed, &mut tally, measuring);
             let r = sim.rng.gen_range(0..RECORDS);
             let key = record_of(&owners, r, 1).key();
             let from = sim.random_alive();
@@ -311,52 +374,26 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
             }
         } else {
             next_poll = t + POLL;
-            let busy: BTreeSet<u32> = flying.keys().map(|k| k.0).collect();
-            for i in busy {
-                let events: Vec<RecordsEvent> = records_of(&mut sim, i, |r| {
-                    std::iter::from_fn(|| r.poll_event()).collect()
-                });
-                for e in events {
-                    let req = match &e {
-                        RecordsEvent::Written(q, _) | RecordsEvent::Read(q, _) => *q,
-                    };
-                    match (flying.remove(&(i, req)), e) {
-                        (Some(Flight::Write { r, version }), RecordsEvent::Written(_, Ok(_))) => {
-                            completed[r] = completed[r].max(version);
-                            writes_ok += usize::from(measuring);
-                        }
-                        (Some(Flight::Read { want, started }), RecordsEvent::Read(_, res)) => {
-                            read_ms.push(sim.now.saturating_since(started).as_micros() / 1_000);
-                            match res {
-                                Ok(res) => {
-                                    let got = res.record.map_or(0, |r| r.body.version);
-                                    if got >= want {
-                                        latest += 1;
-                                    } else {
-                                        stale += 1;
-                                    }
-                                }
-                                Err(_) => failed += 1,
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            collect(&mut sim, &mut flying, &mut completed, &mut tally, measuring);
         }
     }
     bar.finish_and_clear();
     // Reads still in flight at the very end failed.
-    failed += flying
+    tally.failed += flying
         .values()
         .filter(|f| matches!(f, Flight::Read { .. }))
         .count();
     let base = base.unwrap_or_default();
+    // Reads' bytes over every read (their repairs may come after the window); maintenance's
+    // over the window only, as the node-seconds are.
     let total = total_stats(&mut sim);
+    let at_end = ended.unwrap_or(total);
     let up_to_date = up_to_date(&mut sim, &owners, &completed);
     ctx.account(&sim, rss0);
     let per_read = |x: u64| r6(x as f64 / reads.max(1) as f64);
-    let share = |x: usize| r6(x as f64 / reads.max(1) as f64);
+    let judged = reads - tally.unwritten;
+    let share = |x: usize| r6(x as f64 / judged.max(1) as f64);
+    let mut read_ms = std::mem::take(&mut tally.read_ms);
     Point {
         read_repair,
         read_quorum,
@@ -364,17 +401,18 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
         records: RECORDS,
         stale_nodes,
         writes,
-        writes_completed: r6(writes_ok as f64 / writes.max(1) as f64),
+        writes_completed: r6(tally.writes_ok as f64 / writes.max(1) as f64),
         reads,
-        reads_latest: share(latest),
-        reads_stale: share(stale),
-        reads_failed: share(failed),
+        reads_unwritten: tally.unwritten,
+        reads_latest: share(tally.latest),
+        reads_stale: share(tally.stale),
+        reads_failed: share(tally.failed),
         read_ms_p50: percentile(&mut read_ms, 50.0),
         read_ms_p99: percentile(&mut read_ms, 99.0),
         repairs_per_read: per_read(total.repairs - base.repairs),
         repair_bytes_per_read: per_read(total.repair_bytes - base.repair_bytes),
         answer_bytes_per_read: per_read(total.answer_bytes - base.answer_bytes),
-        maintenance_bytes_per_node_sec: r6((total.maintenance_bytes - base.maintenance_bytes)
+        maintenance_bytes_per_node_sec: r6((at_end.maintenance_bytes - base.maintenance_bytes)
             as f64
             / node_secs.max(1e-9)),
         replicas_up_to_date_at_end: up_to_date,
@@ -382,12 +420,13 @@ fn measure(ctx: &mut Ctx, read_repair: bool, read_quorum: u8) -> Point {
     }
 }
 
-/// Of each record's k closest live nodes, the share that holds its latest completed version.
+/// Of each record's k closest live nodes, the share that holds its latest completed version
+/// (records with no completed write left out).
 fn up_to_date(sim: &mut Sim, owners: &[Identity], completed: &[u64]) -> f64 {
     let ring = Ring::of(sim);
     let index: BTreeMap<_, u32> = sim.alive().into_iter().map(|i| (sim.id(i), i)).collect();
     let (mut held, mut all) = (0usize, 0usize);
-    for (r, &want) in completed.iter().enumerate() {
+    for (r, &want) in completed.iter().enumerate().filter(|(_, &w)| w > 0) {
         let key = record_of(owners, r, 1).key();
         for id in ring.closest(&key, K as usize) {
             let Some(&i) = index.get(&id) else {
@@ -414,6 +453,7 @@ pub(crate) fn records(ctx: &mut Ctx) -> Report {
             "read_quorum",
             "read_repair",
             "reads",
+            "reads_unwritten",
             "reads_latest",
             "reads_stale",
             "reads_failed",
@@ -431,6 +471,7 @@ pub(crate) fn records(ctx: &mut Ctx) -> Report {
             json!(p.read_quorum),
             json!(p.read_repair),
             json!(p.reads),
+            json!(p.reads_unwritten),
             json!(p.reads_latest),
             json!(p.reads_stale),
             json!(p.reads_failed),

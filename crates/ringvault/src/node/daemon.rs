@@ -199,7 +199,6 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         },
         Some(topic_client.clone()),
     );
-    records::keep_alive(data_dir.clone());
     let defaults = HttpLimits::default();
     let limits = HttpLimits {
         header_timeout: a
@@ -238,6 +237,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     if let (Some(files), Some(ca)) = (secure_files, ca_key) {
         files.watch(running.handle(), ca);
     }
+    records::keep_alive(data_dir.clone(), running.handle());
     let (stop_tx, stop_rx) = watch::channel(false);
     let served = serve_http(
         http_listener,
@@ -364,7 +364,6 @@ pub async fn start_local_ring(
             },
             Some(topic_client.clone()),
         );
-        records::keep_alive(node_dir.clone());
         let http_listener = match http_base {
             Some(b) => {
                 let addr: SocketAddr = ([127, 0, 0, 1], port(b, i, "--http-base-port")?).into();
@@ -402,6 +401,7 @@ pub async fn start_local_ring(
             stop_all(nodes).await;
             bail!("node {i} on {listen}: {e}");
         }
+        records::keep_alive(node_dir.clone(), node.handle());
         let http = match http_listener {
             Some(listener) => {
                 match serve_http(

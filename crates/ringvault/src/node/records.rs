@@ -70,18 +70,29 @@ pub fn time_away(dir: &Path) -> Option<Duration> {
     Some(Duration::from_secs(away + HEARTBEAT.as_secs()))
 }
 
-/// Rewrites [`ALIVE_FILE`] in `dir` now and every [`HEARTBEAT`] while the runtime runs.
-pub fn keep_alive(dir: PathBuf) {
+/// Rewrites [`ALIVE_FILE`] in `dir` every [`HEARTBEAT`] while `node` is in the ring (a node
+/// that runs cut off from it is away as much as one that is down). A heartbeat that cannot be
+/// written is logged as a warning once: after a restart the records would be re-checked.
+pub fn keep_alive(dir: PathBuf, node: NodeHandle) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut warned = false;
         loop {
             tick.tick().await;
+            if !node.is_ready() {
+                continue;
+            }
             let path = dir.join(ALIVE_FILE);
             let tmp = dir.join(format!("{ALIVE_FILE}.tmp"));
             let wrote = std::fs::write(&tmp, unix_now().to_string())
                 .and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = wrote {
-                tracing::debug!("cannot write {}: {e}", path.display());
+            match wrote {
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!("cannot write {}: {e}; after a restart this node's records are re-checked with the other replicas before they are served", path.display());
+                }
+                Err(_) => {}
+                Ok(()) => warned = false,
             }
         }
     });
