@@ -70,16 +70,17 @@ pub fn time_away(dir: &Path) -> Option<Duration> {
     Some(Duration::from_secs(away + HEARTBEAT.as_secs()))
 }
 
-/// Rewrites [`ALIVE_FILE`] in `dir` every [`HEARTBEAT`] while `node` is in the ring (a node
-/// that runs cut off from it is away as much as one that is down). A heartbeat that cannot be
-/// written is logged as a warning once: after a restart the records would be re-checked.
+/// Writes [`ALIVE_FILE`] in `dir` once `node` is in the ring, then every [`HEARTBEAT`] while it
+/// is. A heartbeat that cannot be written is logged as a warning once: after a restart the
+/// records would be re-checked. (A node that runs cut off from the ring still writes it: only
+/// being down is measured.)
 pub fn keep_alive(dir: PathBuf, node: NodeHandle) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT);
         let mut warned = false;
         loop {
-            tick.tick().await;
+            // Written as soon as the node is in the ring, then every heartbeat.
             if !node.is_ready() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
             let path = dir.join(ALIVE_FILE);
@@ -94,6 +95,7 @@ pub fn keep_alive(dir: PathBuf, node: NodeHandle) {
                 Err(_) => {}
                 Ok(()) => warned = false,
             }
+            tokio::time::sleep(HEARTBEAT).await;
         }
     });
 }
