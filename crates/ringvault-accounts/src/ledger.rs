@@ -120,9 +120,14 @@ impl Entry {
         change: Change,
         limit: u64,
     ) -> Result<Entry, LedgerError> {
-        let (seq, prev, balance) = head.map_or((1, Id::ZERO, 0), |h| {
-            (h.seq.saturating_add(1), h.hash(), h.balance)
-        });
+        let (seq, prev, balance) = match head {
+            None => (1, Id::ZERO, 0),
+            Some(h) => (
+                h.seq.checked_add(1).ok_or(LedgerError::Foreign)?,
+                h.hash(),
+                h.balance,
+            ),
+        };
         let balance = apply(balance, &change, limit)?;
         Ok(Entry {
             format: LEDGER_VERSION,
@@ -209,13 +214,23 @@ impl Committed {
 
 /// One manager's view of one user's ledger: the newest committed entry it knows and the entry
 /// it voted for after it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Account {
+    user: PublicKey,
     head: Option<Committed>,
     voted: Option<(u64, Id)>,
 }
 
 impl Account {
+    /// The ledger of `user`, empty.
+    pub fn new(user: PublicKey) -> Self {
+        Account {
+            user,
+            head: None,
+            voted: None,
+        }
+    }
+
     /// The newest committed entry known here.
     pub fn head(&self) -> Option<&Committed> {
         self.head.as_ref()
@@ -229,6 +244,9 @@ impl Account {
     /// Takes `c` as the newest committed entry if it verifies and is newer than the head.
     /// Answers whether it did.
     pub fn learn(&mut self, c: Committed, managers: &[PublicKey]) -> Result<bool, LedgerError> {
+        if c.entry.user != self.user || c.entry.format != LEDGER_VERSION {
+            return Err(LedgerError::Foreign);
+        }
         c.verify(managers)?;
         if self
             .head
@@ -250,7 +268,7 @@ impl Account {
         limit: u64,
     ) -> Result<Vote, LedgerError> {
         let head = self.head.as_ref().map(|c| &c.entry);
-        if proposal.format != LEDGER_VERSION || head.is_some_and(|h| h.user != proposal.user) {
+        if proposal.format != LEDGER_VERSION || proposal.user != self.user {
             return Err(LedgerError::Foreign);
         }
         let expected = Entry::after(proposal.user, head, proposal.change.clone(), limit)?;

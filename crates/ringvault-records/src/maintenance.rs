@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Duration, Id, Time};
 
-use crate::message::RecordsMessage;
+use crate::message::{CheckAnswer, RecordsMessage};
 use crate::records::{encode, Records};
 
 /// How often replicas compare versions when nothing changed.
@@ -60,19 +60,10 @@ impl Records {
         entries: Vec<Offered>,
     ) {
         let (mut want, mut have) = (Vec::new(), Vec::new());
-        if self.rechecking() {
-            self.offered_by.insert(from.id);
-        }
         for (key, version, tie) in entries.into_iter().take(MAX_OFFER) {
             let from_member = self.is_member_id(kbr, &key, from.id);
-            // A member holding the same state or a newer one confirms a suspect record.
-            if from_member {
-                if let Some(s) = self.suspect_state(&key) {
-                    if (version, tie) == s || wins((version, tie), s) {
-                        self.confirm(&key);
-                    }
-                }
-            }
+            // A suspect record is not served: the key is wanted, and the member's copy, once
+            // its signature checks, confirms it (`on_store`).
             let Some(mine) = self.held(&key) else {
                 want.push(key);
                 continue;
@@ -151,4 +142,77 @@ impl Records {
 /// version and the lower tie hash, as `Record::precedence` decides.
 fn wins(a: (u64, Id), b: (u64, Id)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+impl Records {
+    /// Asks the members of each suspect record's replica set what they hold of it.
+    pub(crate) fn send_checks(&mut self, kbr: &mut dyn Kbr) {
+        let me = kbr.local_contact().id;
+        let k = self.config().k as usize;
+        let mut asks: BTreeMap<Id, (Contact, Vec<Id>)> = BTreeMap::new();
+        for key in self.suspects() {
+            for member in kbr.replica_set(&key, k) {
+                if member.id != me {
+                    asks.entry(member.id)
+                        .or_insert_with(|| (member, Vec::new()))
+                        .1
+                        .push(key);
+                }
+            }
+        }
+        for (member, keys) in asks.into_values() {
+            for chunk in keys.chunks(MAX_OFFER) {
+                let m = RecordsMessage::Check {
+                    keys: chunk.to_vec(),
+                };
+                self.send_maintenance(kbr, member, &m);
+            }
+        }
+    }
+
+    /// A re-checking node asks what this node holds of `keys`.
+    pub(crate) fn on_check(&mut self, kbr: &mut dyn Kbr, from: Contact, keys: Vec<Id>) {
+        let unsure = self.rechecking();
+        let entries: Vec<(Id, CheckAnswer)> = keys
+            .into_iter()
+            .take(MAX_OFFER)
+            .map(|key| {
+                let answer = match (self.held(&key), self.suspect_state(&key)) {
+                    _ if unsure => CheckAnswer::Unsure,
+                    (Some(r), _) => CheckAnswer::Holds(r.clone()),
+                    (None, Some(_)) => CheckAnswer::Unsure,
+                    (None, None) => CheckAnswer::Nothing,
+                };
+                (key, answer)
+            })
+            .collect();
+        self.send_maintenance(kbr, from, &RecordsMessage::Checked { entries });
+    }
+
+    /// What a member holds of suspect records: a record of the key (its signature checked)
+    /// confirms the suspect, and replaces it if newer; "nothing" from a majority of the
+    /// members drops it (deleted while this node was away, the tombstone gone).
+    pub(crate) fn on_checked(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        from: Contact,
+        entries: Vec<(Id, CheckAnswer)>,
+    ) {
+        let majority = self.config().k as usize / 2 + 1;
+        for (key, answer) in entries.into_iter().take(MAX_OFFER) {
+            if self.suspect_state(&key).is_none() || !self.is_member_id(kbr, &key, from.id) {
+                continue;
+            }
+            match answer {
+                CheckAnswer::Holds(r) if r.key() == key && r.verify().is_ok() => {
+                    self.confirm(&key);
+                    let _ = self.keep(r);
+                }
+                CheckAnswer::Nothing if self.absent_at(&key, from.id) >= majority => {
+                    self.forget(&key);
+                }
+                _ => {}
+            }
+        }
+    }
 }

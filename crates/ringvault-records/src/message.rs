@@ -80,6 +80,17 @@ pub enum RecordRefusal {
     Full,
 }
 
+/// What a member holds of a key a re-checking node asked about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CheckAnswer {
+    /// This record, trusted here (signed by its owner: it proves itself).
+    Holds(Record),
+    /// Nothing, and this node is not re-checking its own records.
+    Nothing,
+    /// It cannot say: it holds the key suspect, or is re-checking its own records.
+    Unsure,
+}
+
 /// One records message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RecordsMessage {
@@ -116,6 +127,10 @@ pub(crate) enum RecordsMessage {
     Offer { entries: Vec<(Id, u64, Id)> },
     /// Maintenance: the offered records the receiver holds older or not at all.
     Want { keys: Vec<Id> },
+    /// A node back from a long absence asks the members what they hold of its suspect records.
+    Check { keys: Vec<Id> },
+    /// The answer to a [`RecordsMessage::Check`], key by key.
+    Checked { entries: Vec<(Id, CheckAnswer)> },
     /// Maintenance, from a member of the records' replica sets to a node outside them that
     /// offered them: the member holds these states, or newer ones; the outsider lets its copy
     /// go once a majority of the members said so.

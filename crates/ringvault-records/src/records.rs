@@ -285,8 +285,8 @@ pub struct Records {
     /// When the re-check of suspect records ends (set once the node is in the ring, while any
     /// is held).
     recheck_at: Option<Time>,
-    /// During the re-check: the nodes that offered this node their records.
-    pub(crate) offered_by: BTreeSet<Id>,
+    /// During the re-check: the members that said they hold nothing of a suspect key.
+    absent: BTreeMap<Id, BTreeSet<Id>>,
     /// Suspect records were loaded; the re-check starts once the node is in the ring.
     recheck_pending: bool,
     pub(crate) stats: RecordsStats,
@@ -329,7 +329,7 @@ impl Records {
             store: None,
             after_write: WriteGate::default(),
             recheck_at: None,
-            offered_by: BTreeSet::new(),
+            absent: BTreeMap::new(),
             recheck_pending: false,
             stats: RecordsStats::default(),
             #[cfg(feature = "forge")]
@@ -538,7 +538,7 @@ impl Records {
 
     /// Keeps `record` if it verifies and supersedes what is held (and stores it). Returns
     /// what is held after.
-    fn keep(&mut self, record: Record) -> Result<&Record, RecordRefusal> {
+    pub(crate) fn keep(&mut self, record: Record) -> Result<&Record, RecordRefusal> {
         if record.verify().is_err() {
             return Err(RecordRefusal::Invalid);
         }
@@ -568,30 +568,40 @@ impl Records {
         Ok(&self.held.entry(key).insert_entry(held).into_mut().record)
     }
 
-    /// Ends the re-check after a long absence. A record no member showed it holds is dropped
-    /// if a member of its replica set offered this node anything meanwhile (it would have
-    /// offered this record too: it was deleted, and its tombstone is gone). If none did (the
-    /// whole ring was down as long, say), nobody can say otherwise, and it is served again.
-    fn end_recheck(&mut self, kbr: &dyn Kbr) {
-        let suspect: Vec<Id> = self
-            .held
+    /// The keys of the suspect records.
+    pub(crate) fn suspects(&self) -> Vec<Id> {
+        self.held
             .iter()
             .filter(|(_, h)| h.standing == Standing::Suspect)
             .map(|(k, _)| *k)
-            .collect();
-        let k = self.config.k as usize;
-        for key in suspect {
-            let answered = kbr
-                .replica_set(&key, k)
-                .iter()
-                .any(|c| self.offered_by.contains(&c.id));
-            if answered {
-                self.forget(&key);
+            .collect()
+    }
+
+    /// Member `member` said it holds nothing of suspect `key`: how many members have.
+    pub(crate) fn absent_at(&mut self, key: &Id, member: Id) -> usize {
+        let said = self.absent.entry(*key).or_default();
+        said.insert(member);
+        said.len()
+    }
+
+    /// Ends a re-check period. A suspect no member said anything definite about (every member
+    /// re-checking too, as after the whole ring was down that long, or none reachable) is
+    /// served again: nobody can say otherwise. One that some member said it lacks, short of a
+    /// majority, stays suspect for another period, and is asked about again.
+    fn end_recheck(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        let mut again = false;
+        for key in self.suspects() {
+            if self.absent.get(&key).is_some_and(|s| !s.is_empty()) {
+                again = true;
             } else {
                 self.confirm(&key);
             }
         }
-        self.offered_by.clear();
+        self.absent.clear();
+        if again {
+            self.recheck_at = Some(now + RECHECK_PERIOD);
+            self.send_checks(kbr);
+        }
     }
 
     /// Drops the tombstones every replica has held for `max_absence`.
@@ -739,10 +749,15 @@ impl Records {
         }
         // A root that loses writes (experiments) still passes them on.
         if !self.lost() {
-            if let Err(reason) = self.keep_for_writer(&record) {
-                return refuse(kbr, client, req, key, reason);
+            match self.keep_for_writer(&record) {
+                Ok(()) => self.ack(kbr, req, client, &key),
+                // A conflict goes on to the other replicas all the same: each remembers it, so
+                // a read reports it whichever replicas answer.
+                Err(RecordRefusal::Conflict) => {
+                    refuse(kbr, client, req, key, RecordRefusal::Conflict)
+                }
+                Err(reason) => return refuse(kbr, client, req, key, reason),
             }
-            self.ack(kbr, req, client, &key);
         }
         if !forward {
             return;
@@ -1292,6 +1307,8 @@ impl Service for Records {
             RecordsMessage::Offer { entries } => self.on_offer(kbr, now, info.origin, entries),
             RecordsMessage::Want { keys } => self.on_want(kbr, info.origin, keys),
             RecordsMessage::Have { keys } => self.on_have(kbr, info.origin, keys),
+            RecordsMessage::Check { keys } => self.on_check(kbr, info.origin, keys),
+            RecordsMessage::Checked { entries } => self.on_checked(kbr, info.origin, entries),
         }
     }
 
@@ -1320,11 +1337,12 @@ impl Service for Records {
         }
     }
 
-    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
+    fn update(&mut self, kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
         self.sync_soon(now);
         // In the ring now: the other replicas get their rounds to confirm suspect records.
         if std::mem::take(&mut self.recheck_pending) {
             self.recheck_at = Some(now + RECHECK_PERIOD);
+            self.send_checks(kbr);
         }
     }
 
@@ -1346,7 +1364,7 @@ impl Service for Records {
         self.expire(kbr, now);
         if self.recheck_at.is_some_and(|t| t <= now) {
             self.recheck_at = None;
-            self.end_recheck(kbr);
+            self.end_recheck(kbr, now);
         }
         if self.next_sync.is_some_and(|t| t <= now) {
             self.next_sync = Some(now + crate::maintenance::SYNC_INTERVAL);

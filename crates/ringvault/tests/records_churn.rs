@@ -484,19 +484,24 @@ fn records_on_sixteen_daemons_survive_overwrites_forgeries_and_two_of_three_repl
             });
         }
     });
-    // /metrics: the live nodes hold at least k copies of every record between them.
-    let held: u64 = nodes
-        .iter()
-        .filter(|d| d.proc.is_some())
-        .map(|d| {
-            let (_, b) = request(&d.http, "GET", "/metrics", b"");
-            let text = String::from_utf8_lossy(&b).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("ringvault_records_held "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no ringvault_records_held in\n{text}"))
-        })
-        .sum();
-    assert!(held >= (K * RECORDS) as u64, "{held} copies held");
+    // /metrics: the live nodes hold at least k copies of every record between them (once the
+    // copies the returning node displaced have been handed back).
+    let held = || -> u64 {
+        nodes
+            .iter()
+            .filter(|d| d.proc.is_some())
+            .map(|d| {
+                let (_, b) = request(&d.http, "GET", "/metrics", b"");
+                let text = String::from_utf8_lossy(&b).into_owned();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("ringvault_records_held "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no ringvault_records_held in\n{text}"))
+            })
+            .sum()
+    };
+    wait_for(Duration::from_secs(30), "k copies of every record", || {
+        held() >= (K * RECORDS) as u64
+    });
     drop(nodes);
 }

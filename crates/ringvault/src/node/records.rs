@@ -71,15 +71,22 @@ pub fn time_away(dir: &Path) -> Option<Duration> {
 }
 
 /// Writes [`ALIVE_FILE`] in `dir` once `node` is in the ring, then every [`HEARTBEAT`] while it
-/// is. A heartbeat that cannot be written is logged as a warning once: after a restart the
-/// records would be re-checked. (A node that runs cut off from the ring still writes it: only
+/// is and holds no suspect records. A heartbeat that cannot be written is logged as a warning
+/// once: after a restart the records would be re-checked. (A node that runs cut off from the ring still writes it: only
 /// being down is measured.)
 pub fn keep_alive(dir: PathBuf, node: NodeHandle) {
     tokio::spawn(async move {
         let mut warned = false;
         loop {
-            // Written as soon as the node is in the ring, then every heartbeat.
-            if !node.is_ready() {
+            // Written as soon as the node is in the ring, then every heartbeat; not while
+            // suspect records are re-checked (a restart then must re-check them again).
+            let suspect = node
+                .run(|n, now| n.with_service::<Records, _>(now, |r, _| r.suspect()))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if !node.is_ready() || suspect > 0 {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
