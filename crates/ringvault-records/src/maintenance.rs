@@ -98,7 +98,7 @@ impl Records {
     /// Members hold what this node offered them: a copy this node keeps though it is outside
     /// the key's replica set goes once a majority of the members said so.
     pub(crate) fn on_have(&mut self, kbr: &mut dyn Kbr, from: Contact, keys: Vec<Id>) {
-        let majority = self.config().k as usize / 2 + 1;
+        let majority = self.majority();
         for key in keys.into_iter().take(MAX_OFFER) {
             if self.is_member(kbr, &key) || !self.is_member_id(kbr, &key, from.id) {
                 continue;
@@ -198,7 +198,7 @@ impl Records {
         from: Contact,
         entries: Vec<(Id, CheckAnswer)>,
     ) {
-        let majority = self.config().k as usize / 2 + 1;
+        let majority = self.majority();
         for (key, answer) in entries.into_iter().take(MAX_OFFER) {
             if self.suspect_state(&key).is_none() || !self.is_member_id(kbr, &key, from.id) {
                 continue;

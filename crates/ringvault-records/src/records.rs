@@ -20,8 +20,8 @@ pub const DEFAULT_CAPACITY: u64 = 256 << 20;
 /// How long a node may be away and keep its records trusted, when not told otherwise.
 pub const DEFAULT_MAX_ABSENCE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long a node back from a long absence waits for the other replicas to show they hold
-/// each of its records before dropping it: three rounds of maintenance.
+/// How long a node back from a long absence asks the members about its records before it
+/// serves those nobody could answer for: three rounds of maintenance.
 pub const RECHECK_PERIOD: Duration = Duration::from_secs(3 * 60);
 
 /// Identifies a client request on the node that made it.
@@ -228,8 +228,8 @@ enum Standing {
     Trusted,
     /// Loaded after this node was away longer than `max_absence` (or for an unknown time):
     /// its record may have been deleted meanwhile and the tombstone dropped, so it is neither
-    /// served nor offered until another replica shows it holds the key too, and it is dropped
-    /// when the re-check ends otherwise.
+    /// served nor offered until a member holds the key too; "nothing" from a majority of the
+    /// members drops it.
     Suspect,
 }
 
@@ -621,21 +621,21 @@ impl Records {
     /// Another replica, `from`, offered exactly the state held of `key`: for a tombstone,
     /// once every other member of the replica set has, its retention starts.
     pub(crate) fn seen_holding(&mut self, kbr: &dyn Kbr, now: Time, key: &Id, from: Id) {
-        let me = kbr.local_contact().id;
-        let others: Vec<Id> = kbr
-            .replica_set(key, self.config.k as usize)
-            .iter()
-            .map(|c| c.id)
-            .filter(|id| *id != me)
-            .collect();
+        let k = self.config.k as usize;
         let Some(h) = self.held.get_mut(key) else {
             return;
         };
+        // Only an unsettled tombstone cares (and only it asks for the replica set).
         if !h.record.is_deleted() || h.settled.is_some() {
             return;
         }
         h.seen.insert(from);
-        if others.iter().all(|id| h.seen.contains(id)) {
+        let me = kbr.local_contact().id;
+        let settled = kbr
+            .replica_set(key, k)
+            .iter()
+            .all(|c| c.id == me || h.seen.contains(&c.id));
+        if settled {
             h.settled = Some(now);
         }
     }
@@ -652,11 +652,15 @@ impl Records {
         if let Some(h) = self.held.remove(key) {
             self.used -= size(&h.record);
             if let Some(store) = self.store.as_mut() {
-                // Should removing fail, the record comes back at the next start, where it is
-                // checked like any other.
+                // A removal that fails is reported and redone (`release_written`).
                 let _ = store.remove(key);
             }
         }
+    }
+
+    /// A majority of the k replicas.
+    pub(crate) fn majority(&self) -> usize {
+        self.config.k as usize / 2 + 1
     }
 
     /// How many replicas' answers end a read (one of them holding the record).
@@ -664,7 +668,7 @@ impl Records {
         let k = (self.config.k as usize).max(1);
         self.config
             .read_quorum
-            .map_or(k / 2 + 1, |q| (q as usize).clamp(1, k))
+            .map_or(self.majority(), |q| (q as usize).clamp(1, k))
     }
 
     /// Whether this node is among the k closest to `key` (by its leaf set).
@@ -945,11 +949,7 @@ impl Records {
         else {
             return;
         };
-        let counted = witnesses.counted(&record.key(), self.config.k as usize, replies);
-        let refusal = counted.iter().find_map(|n| match replies.get(n) {
-            Some(WriteReply::Refused(r)) => Some(*r),
-            _ => None,
-        });
+        let (refusal, acks) = counted_replies(self.config.k, record, replies, witnesses);
         let result = if let Some(reason) = refusal {
             Err(match reason {
                 RecordRefusal::Invalid => RecordsError::Invalid("a replica refused it".into()),
@@ -961,13 +961,6 @@ impl Records {
                 RecordRefusal::Full => RecordsError::NoSpace,
             })
         } else {
-            let acks: Vec<RecordAck> = counted
-                .iter()
-                .filter_map(|n| match replies.get(n) {
-                    Some(WriteReply::Ack(a)) => Some(a.clone()),
-                    _ => None,
-                })
-                .collect();
             if acks.len() < *quorum {
                 return;
             }
@@ -1138,8 +1131,9 @@ impl Records {
         {
             late.best = newer.clone();
             for (to, held) in late.answered.values_mut() {
-                if repair_needed(newer, held.as_ref()) {
-                    sent.push(repair(kbr, *to, newer, held.as_ref()));
+                let bytes = repair(kbr, *to, newer, held.as_ref());
+                if bytes > 0 {
+                    sent.push(bytes);
                     *held = Some(newer.clone());
                 }
             }
@@ -1190,13 +1184,9 @@ impl Records {
                     quorum,
                     ..
                 }) => {
-                    let counted = witnesses.counted(&record.key(), self.config.k as usize, replies);
-                    let got = counted
-                        .iter()
-                        .filter(|n| matches!(replies.get(n), Some(WriteReply::Ack(_))))
-                        .count();
+                    let (_, acks) = counted_replies(self.config.k, record, replies, witnesses);
                     let e = RecordsError::Timeout {
-                        got,
+                        got: acks.len(),
                         wanted: *quorum,
                     };
                     self.pending.remove(&req);
@@ -1206,6 +1196,29 @@ impl Records {
             }
         }
     }
+}
+
+/// The replies to a write of `record` that count (see [`Witnesses`]): the first refusal among
+/// them, and the acknowledgements.
+fn counted_replies(
+    k: u8,
+    record: &Record,
+    replies: &BTreeMap<Id, WriteReply>,
+    witnesses: &Witnesses,
+) -> (Option<RecordRefusal>, Vec<RecordAck>) {
+    let counted = witnesses.counted(&record.key(), k as usize, replies);
+    let mut refusal = None;
+    let mut acks = Vec::new();
+    for n in &counted {
+        match replies.get(n) {
+            Some(WriteReply::Refused(r)) => {
+                refusal.get_or_insert(*r);
+            }
+            Some(WriteReply::Ack(a)) => acks.push(a.clone()),
+            None => {}
+        }
+    }
+    (refusal, acks)
 }
 
 /// Whether a replica that holds `held` lags behind `best`.
