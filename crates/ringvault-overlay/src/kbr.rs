@@ -46,6 +46,14 @@ pub trait Kbr {
     /// The range of keys `[from, to)` (clockwise) for which `node` is among the `rank + 1`
     /// closest nodes, if this node knows enough neighbours of `node` to tell.
     fn range(&self, node: &Id, rank: usize) -> Option<(Id, Id)>;
+
+    /// The mean gap between neighbouring node ids as this node estimates it (a fraction of the
+    /// ring), `None` when it knows no other node. Lets a service judge whether a node could be
+    /// among the few closest to a key it does not route to (the nodes that signed something
+    /// for that key).
+    fn id_gap(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// What a service decides when a message passes through this node.

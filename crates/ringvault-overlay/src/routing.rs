@@ -331,6 +331,10 @@ impl Kbr for Overlay {
         self.me
     }
 
+    fn id_gap(&self) -> Option<f64> {
+        self.density().gap()
+    }
+
     fn route(&mut self, key: Id, msg: AppMessage, hint: Option<Contact>) {
         self.local_routes.push_back(LocalRoute {
             key,

@@ -96,12 +96,27 @@ impl Past {
         certs: Vec<FileCertificate>,
         content: Vec<u8>,
     ) -> Result<RequestId, PastError> {
+        self.insert_approved(kbr, now, certs, content, None)
+    }
+
+    /// [`Past::insert_signed`] in a ring that enforces quotas: `approval` is the owner's
+    /// debit for it (from the owner's account managers), carried to every replica, each of
+    /// which checks it before storing. Its ids must be the certificates' ids, in order
+    /// ([`Past::salted_ids`]).
+    pub fn insert_approved(
+        &mut self,
+        kbr: &mut dyn Kbr,
+        now: Time,
+        certs: Vec<FileCertificate>,
+        content: Vec<u8>,
+        approval: Option<ringvault_accounts::Committed>,
+    ) -> Result<RequestId, PastError> {
         check_presigned(&certs, &content)?;
         let mut rest: VecDeque<FileCertificate> = certs.into();
         let Some(cert) = rest.pop_front() else {
             return Err(PastError::Invalid("no certificate".into()));
         };
-        self.start_insert(kbr, now, Signer::Presigned(rest), cert, content)
+        self.start_insert(kbr, now, Signer::Presigned(rest), cert, content, approval)
     }
 
     /// Records a new insert (its first attempt under `cert`) and sends it.
@@ -112,6 +127,7 @@ impl Past {
         signer: Signer,
         cert: FileCertificate,
         content: Vec<u8>,
+        approval: Option<ringvault_accounts::Committed>,
     ) -> Result<RequestId, PastError> {
         // A ring smaller than the leaf set is known whole: asking it for more replicas than it
         // has nodes could only time out.
@@ -129,6 +145,7 @@ impl Past {
             holders: Vec::new(),
             all_already: true,
             resalts: 0,
+            approval,
             started: now,
             resend: self.first_resend(now),
             deadline: now + REQUEST_TIMEOUT,
@@ -306,6 +323,7 @@ impl Past {
             resalts,
             holders,
             started,
+            approval,
             ..
         }) = self.pending.remove(&req)
         else {
@@ -349,6 +367,7 @@ impl Past {
                     holders: Vec::new(),
                     all_already: true,
                     resalts: resalts + 1,
+                    approval,
                     started,
                     resend,
                     deadline: now + REQUEST_TIMEOUT,
@@ -364,6 +383,7 @@ impl Past {
             Refusal::NotFound => PastError::NotFound,
             Refusal::NotOwner => PastError::NotOwner,
             Refusal::Busy => PastError::Busy,
+            Refusal::Unapproved => PastError::Unapproved,
         };
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use ringvault_accounts::Committed;
 use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id};
 
@@ -123,6 +124,7 @@ impl Past {
         cert: FileCertificate,
         content: Vec<u8>,
         spare: bool,
+        approval: Option<Committed>,
     ) {
         let id = cert.id();
         let refuse = |kbr: &mut dyn Kbr, reason| {
@@ -186,7 +188,7 @@ impl Past {
         candidates.sort_by_key(|c| std::cmp::Reverse(self.neighbour_free.get(&c.id).copied()));
         candidates.truncate(MAX_DIVERSION_CANDIDATES);
         let primary = kbr.local_contact();
-        self.pass_divert(kbr, req, primary, cert, content, candidates);
+        self.pass_divert(kbr, req, primary, (cert, content, approval), candidates);
     }
 
     /// Sends a diversion request to the first remaining candidate, or tells the client there
@@ -196,8 +198,7 @@ impl Past {
         kbr: &mut dyn Kbr,
         req: Option<(u64, Contact)>,
         primary: Contact,
-        cert: FileCertificate,
-        content: Vec<u8>,
+        (cert, content, approval): (FileCertificate, Vec<u8>, Option<Committed>),
         mut candidates: Vec<Contact>,
     ) {
         if candidates.is_empty() {
@@ -211,10 +212,12 @@ impl Past {
             cert,
             content,
             candidates,
+            approval,
         };
         send(kbr, next, &msg);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn root_insert(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -223,6 +226,7 @@ impl Past {
         cert: FileCertificate,
         content: Vec<u8>,
         widen: u8,
+        approval: Option<Committed>,
     ) {
         let id = cert.id();
         if cert.verify_content(&content).is_err() {
@@ -239,20 +243,22 @@ impl Past {
         for (rank, member) in kbr.replica_set(&id, members).into_iter().enumerate() {
             let spare = rank >= k;
             if member.id == me.id {
-                let (c, bytes) = (cert.clone(), content.clone());
-                self.replicate_here(kbr, Some((req, client)), c, bytes, spare);
+                let (c, bytes, a) = (cert.clone(), content.clone(), approval.clone());
+                self.replicate_here(kbr, Some((req, client)), c, bytes, spare, a);
             } else {
                 let msg = PastMessage::Replicate {
                     req: Some((req, client)),
                     cert: cert.clone(),
                     content: content.clone(),
                     spare,
+                    approval: approval.clone(),
                 };
                 send(kbr, member, &msg);
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_divert(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -261,6 +267,7 @@ impl Past {
         cert: FileCertificate,
         content: Vec<u8>,
         candidates: Vec<Contact>,
+        approval: Option<Committed>,
     ) {
         let id = cert.id();
         if cert.verify_content(&content).is_err() {
@@ -290,7 +297,7 @@ impl Past {
                 .into_iter()
                 .take(MAX_DIVERSION_CANDIDATES)
                 .collect();
-            self.pass_divert(kbr, req, primary, cert, content, candidates);
+            self.pass_divert(kbr, req, primary, (cert, content, approval), candidates);
         }
     }
 

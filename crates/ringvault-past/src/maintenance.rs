@@ -207,6 +207,7 @@ impl Past {
                         cert: o.cert,
                         content: o.content,
                         spare: false,
+                        approval: None,
                     };
                     send(kbr, from, &msg);
                 }

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use ringvault_types::{Contact, Id};
 
+use ringvault_accounts::Committed;
+
 use crate::{
     AbandonCertificate, FileCertificate, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
 };
@@ -23,6 +25,9 @@ pub enum Refusal {
     NotOwner,
     /// The node's store has too much waiting to be written; try again shortly.
     Busy,
+    /// The ring enforces quotas and the insert's approval is missing, expired, for another
+    /// insert, or not signed by a majority of the owner's account managers.
+    Unapproved,
 }
 
 /// One PAST message.
@@ -37,6 +42,8 @@ pub(crate) enum PastMessage {
         cert: FileCertificate,
         content: Vec<u8>,
         widen: u8,
+        /// The owner's debit for it, in a ring that enforces quotas.
+        approval: Option<Committed>,
     },
     /// Sent by the root (or a holder, in maintenance) to a replica-set member. `spare` marks a
     /// node beyond the k closest, asked by a re-sent insert to stand in for a member that does
@@ -47,6 +54,8 @@ pub(crate) enum PastMessage {
         cert: FileCertificate,
         content: Vec<u8>,
         spare: bool,
+        /// The insert's approval (none for maintenance).
+        approval: Option<Committed>,
     },
     /// A primary without space asks a leaf set node to hold the replica for it; a node that
     /// cannot passes it to the next of `candidates`.
@@ -56,6 +65,8 @@ pub(crate) enum PastMessage {
         cert: FileCertificate,
         content: Vec<u8>,
         candidates: Vec<Contact>,
+        /// The insert's approval (none for maintenance).
+        approval: Option<Committed>,
     },
     /// The diverted holder tells the primary it holds the replica.
     Diverted { id: Id, k: u8, holder: Contact },

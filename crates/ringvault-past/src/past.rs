@@ -82,6 +82,9 @@ pub enum PastError {
     /// The local store failed.
     #[error("local storage failed: {0}")]
     Storage(String),
+    /// The ring enforces quotas and a replica refused the insert's approval.
+    #[error("a replica refused the insert's quota approval (missing, expired or not the owner's managers')")]
+    Unapproved,
 }
 
 /// A finished insert.
@@ -171,6 +174,8 @@ pub(crate) enum Pending {
         /// Whether every receipt so far said the node held the object already.
         all_already: bool,
         resalts: u32,
+        /// The owner's debit for it (quotas), carried to every replica.
+        approval: Option<ringvault_accounts::Committed>,
         /// When the request started (for the insert latency that paces re-sends).
         started: Time,
         /// When the current attempt is sent again, wider, if it has not completed.
@@ -239,6 +244,9 @@ pub struct PastConfig {
     /// How many of an object's closest nodes a secure lookup asks: at least the largest
     /// replication factor objects are stored with, so every replica is asked.
     pub secure_lookup_width: u8,
+    /// Storage quotas: when set, a node stores an insert only with an approval of the
+    /// owner's account managers that fits it (`quota.rs`).
+    pub quota: Option<crate::Quota>,
 }
 
 impl Default for PastConfig {
@@ -251,6 +259,7 @@ impl Default for PastConfig {
             cache: CachePolicy::GreedyDualSize,
             secure: false,
             secure_lookup_width: 5,
+            quota: None,
         }
     }
 }
@@ -455,7 +464,7 @@ impl Past {
         cert.verify()
             .map_err(|e| PastError::Invalid(e.to_string()))?;
         let signer = crate::client::Signer::Key(owner.secret_bytes());
-        self.start_insert(kbr, now, signer, cert, content)
+        self.start_insert(kbr, now, signer, cert, content, None)
     }
 
     /// Sends an insert attempt: routed to the object's root, which replicates it (open
@@ -471,6 +480,10 @@ impl Past {
     ) {
         let id = cert.id();
         let client = kbr.local_contact();
+        let approval = match self.pending.get(&req) {
+            Some(Pending::Insert { approval, .. }) => approval.clone(),
+            _ => None,
+        };
         if self.config.secure {
             let r = cert.body.replicas.saturating_add(widen);
             let msg = PastMessage::Replicate {
@@ -478,6 +491,7 @@ impl Past {
                 cert,
                 content,
                 spare: false,
+                approval,
             };
             // A re-sent insert's last answer may have been a lie that passed the test: this
             // time copies go along independent paths at once.
@@ -497,6 +511,7 @@ impl Past {
                 cert,
                 content,
                 widen,
+                approval,
             }),
             None,
         );
@@ -751,14 +766,29 @@ impl Past {
                 cert,
                 content,
                 widen,
-            } => self.root_insert(kbr, req, client, cert, content, widen),
+                approval,
+            } => {
+                if !self.approved(kbr, now, &cert, approval.as_ref()) {
+                    let req = Some((req, client));
+                    refuse(kbr, req, cert.id(), Refusal::Unapproved);
+                    return;
+                }
+                self.root_insert(kbr, req, client, cert, content, widen, approval)
+            }
             PastMessage::Replicate {
                 req,
                 cert,
                 content,
                 spare,
+                approval,
             } => {
                 let id = cert.id();
+                if req.is_some() && !self.approved(kbr, now, &cert, approval.as_ref()) {
+                    if !spare {
+                        refuse(kbr, req, id, Refusal::Unapproved);
+                    }
+                    return;
+                }
                 if req.is_none() {
                     // Maintenance transfer: only take it if we belong to its replica set.
                     let me = kbr.local_contact().id;
@@ -774,7 +804,7 @@ impl Past {
                     }
                     return;
                 }
-                self.replicate_here(kbr, req, cert, content, spare);
+                self.replicate_here(kbr, req, cert, content, spare, approval);
                 if req.is_none() && self.held.contains_key(&id) {
                     // Tell the sender this node holds it now: it stops counting the object
                     // as short of a replica.
@@ -792,7 +822,14 @@ impl Past {
                 cert,
                 content,
                 candidates,
-            } => self.on_divert(kbr, req, primary, cert, content, candidates),
+                approval,
+            } => {
+                if req.is_some() && !self.approved(kbr, now, &cert, approval.as_ref()) {
+                    refuse(kbr, req, cert.id(), Refusal::Unapproved);
+                    return;
+                }
+                self.on_divert(kbr, req, primary, cert, content, candidates, approval)
+            }
             PastMessage::Diverted { id, k, holder } => {
                 if self.store.put_pointer(&id, holder).is_ok() {
                     // The second pointer goes to the (k+1)-th closest node.

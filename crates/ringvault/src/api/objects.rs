@@ -117,6 +117,11 @@ fn past_error(e: PastError) -> ApiError {
             "storage",
             "the node's disk failed; check its logs",
         ),
+        PastError::Unapproved => (
+            StatusCode::FORBIDDEN,
+            "unapproved",
+            "the ring enforces quotas and a replica refused the approval; retry, and if it persists check the node's clock and its grant; nothing was stored",
+        ),
     };
     ApiError::new(status, code, format!("{e}; {hint}"))
 }
