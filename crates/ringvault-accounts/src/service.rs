@@ -684,9 +684,17 @@ impl Accounts {
                 }
                 _ => continue,
             };
+            // An object charged already comes first (over quota or not, it is no new charge).
+            let charged = match &change {
+                Change::Debit(d) => d.ids.iter().find_map(|id| account.charged(id)),
+                Change::Credit { .. } => None,
+            };
             let head = account.head().map(|c| &c.entry);
-            let entry = Entry::after(user, head, change, limit)
-                .and_then(|e| account.check(&e, limit).map(|()| e));
+            let entry = match charged {
+                Some(c) => Err(LedgerError::AlreadyDebited { seq: c.entry.seq }),
+                None => Entry::after(user, head, change, limit)
+                    .and_then(|e| account.check(&e, limit).map(|()| e)),
+            };
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

@@ -171,6 +171,19 @@ impl TestRing {
         i: usize,
         f: impl FnOnce(&mut S, &mut dyn Kbr, Time, &Identity) -> R,
     ) -> R {
+        let r = self.start(i, f);
+        self.settle();
+        r
+    }
+
+    /// Calls service `S` on node `i` like [`TestRing::call`], but only queues what follows:
+    /// requests started on several nodes this way are in flight together until
+    /// [`TestRing::settle`].
+    pub fn start<S: Service, R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut S, &mut dyn Kbr, Time, &Identity) -> R,
+    ) -> R {
         let now = self.now;
         let m = &mut self.members[i];
         let identity = &m.identity;
@@ -179,7 +192,6 @@ impl TestRing {
             .with_service::<S, R>(now, |s, kbr| f(s, kbr, now, identity))
             .expect("service registered on this node");
         self.pump(i);
-        self.settle();
         r
     }
 
