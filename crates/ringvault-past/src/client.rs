@@ -49,7 +49,7 @@ pub(crate) enum Signer {
 /// Checks certificates an owner signed in advance for `content`: 1 to `MAX_RESALTS + 1` of
 /// them, each valid for the content, all for one name, owner and replication factor, no salt
 /// twice.
-pub(crate) fn check_presigned(certs: &[FileCertificate], content: &[u8]) -> Result<(), PastError> {
+pub fn check_certificates(certs: &[FileCertificate], content: &[u8]) -> Result<(), PastError> {
     let invalid = |m: String| Err(PastError::Invalid(m));
     let Some(first) = certs.first() else {
         return invalid("no certificate; sign one for salt 0".into());
@@ -111,7 +111,7 @@ impl Past {
         content: Vec<u8>,
         approval: Option<ringvault_accounts::Committed>,
     ) -> Result<RequestId, PastError> {
-        check_presigned(&certs, &content)?;
+        check_certificates(&certs, &content)?;
         let mut rest: VecDeque<FileCertificate> = certs.into();
         let Some(cert) = rest.pop_front() else {
             return Err(PastError::Invalid("no certificate".into()));

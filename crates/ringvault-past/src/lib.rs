@@ -40,6 +40,7 @@ pub use chunks::{
     ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload, CHUNK_SIZE,
     DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS, UPLOAD_WINDOW,
 };
+pub use client::check_certificates;
 pub use durable::WriteGate;
 pub use message::Refusal;
 pub use past::{

@@ -200,6 +200,11 @@ fn public_key(what: &str, s: &str, label: &str) -> Result<PublicKey> {
     Ok(PublicKey(key))
 }
 
+/// A broker's public key: its broker.pub, or 64 hex digits.
+pub fn load_broker_public(path: &Path) -> Result<PublicKey> {
+    public_key("--broker", &path.to_string_lossy(), LABEL_PUBLIC)
+}
+
 /// Reads the grant in `path`.
 pub fn load_grant(path: &Path) -> Result<Grant> {
     let bytes = read_armored(path, LABEL_GRANT)?;

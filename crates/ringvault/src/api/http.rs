@@ -93,6 +93,31 @@ pub struct App {
     pub conns: Arc<ConnCounters>,
 }
 
+/// An owner key in a path: 64 hex digits, or `self` for the node's operator key (`operator`).
+pub fn parse_owner(
+    s: &str,
+    operator: impl FnOnce() -> Result<ringvault_types::PublicKey, ApiError>,
+) -> Result<ringvault_types::PublicKey, ApiError> {
+    if s == "self" {
+        return operator();
+    }
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_owner",
+            format!("{s:?} is not an owner key; give 64 hex digits (or `self`)"),
+        )
+    };
+    // Hex digits only: `from_str_radix` alone would take a sign ("+f").
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let key: [u8; 32] = crate::api::objects::from_hex(s)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(bad)?;
+    Ok(ringvault_types::PublicKey(key))
+}
+
 /// The router for `node`, whose API listens on `http`.
 fn router(
     node: NodeHandle,
@@ -111,6 +136,7 @@ fn router(
             get(objects::get).delete(objects::delete),
         )
         .route("/v1/objects/{id}/replicas", get(objects::replicas))
+        .route("/v1/quota/{owner}", get(objects::quota))
         .route("/v1/topics", get(topics::list))
         .route("/v1/topics/{name}/messages", post(topics::publish))
         .route("/v1/topics/{name}/events", get(topics::events))

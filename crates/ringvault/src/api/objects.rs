@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 use crate::api::http::{ApiError, App};
 use crate::api::stream::ChannelBody;
 use crate::node::objects::{ObjectsClient, RequestError};
+use crate::node::quota::QuotaError;
+use ringvault_accounts::AccountsError;
 
 /// Largest upload accepted. Uploads above [`CHUNK_SIZE`] are stored as chunks plus a
 /// manifest, streamed: the node holds one chunk of an upload at a time.
@@ -41,6 +43,10 @@ pub const CERTIFICATES_HEADER: &str = "x-ringvault-certificates";
 /// DELETE request header: a reclaim certificate the owner signed, lowercase hex of
 /// `ReclaimCertificate::to_bytes`. Without it the node's operator key must own the object.
 pub const RECLAIM_HEADER: &str = "x-ringvault-reclaim";
+/// PUT request header, in a ring that enforces storage quotas: the owner's quota grant,
+/// lowercase hex of `Grant::encode` (`ringvault put --grant FILE` sends it). Without it, a PUT
+/// with client-signed certificates is refused with 403 `no_grant`.
+pub const GRANT_HEADER: &str = "x-ringvault-grant";
 /// GET response header: the id (64 hex digits) of the node that served the copy.
 pub const SERVED_BY_HEADER: &str = "x-ringvault-served-by";
 /// GET response header: that node's QUIC address.
@@ -74,8 +80,76 @@ impl From<RequestError> for ApiError {
         match e {
             RequestError::Net(e) => e.into(),
             RequestError::Refused(e) => past_error(e),
+            RequestError::Quota(e) => quota_error(e),
         }
     }
+}
+
+/// `GET /v1/quota/{owner}`: what the owner's objects occupy on the ring (size × k), as their
+/// account managers say. 404 `no_quotas` in a ring that does not enforce quotas.
+pub async fn quota(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = client(&app)?;
+    let user = crate::api::http::parse_owner(&owner, || Ok(store.owner().public_key()))?;
+    match store.balance(&app.node, user).await.map_err(quota_error)? {
+        Some(b) => Ok(Json(json!({
+            "owner": Id::from_bytes(user.0).to_string(),
+            "used": b.used,
+            "entries": b.entries,
+        }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_quotas",
+            "this ring does not enforce storage quotas (its nodes run without --broker)",
+        )),
+    }
+}
+
+/// Why an insert got no approval, or a reclaim no credit: over quota is 403 `quota_exceeded`
+/// with the balance in the message.
+fn quota_error(e: QuotaError) -> ApiError {
+    let e = match e {
+        QuotaError::Net(n) => return n.into(),
+        e => e,
+    };
+    let (status, code, hint) = match &e {
+        QuotaError::Net(_) => (StatusCode::BAD_GATEWAY, "net", ""),
+        QuotaError::NoGrant => (StatusCode::FORBIDDEN, "no_grant", "nothing was stored"),
+        QuotaError::BadGrant(_) => (StatusCode::BAD_REQUEST, "bad_grant", "nothing was stored"),
+        QuotaError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", "nothing was stored"),
+        QuotaError::Accounts(a) => match a {
+            AccountsError::OverQuota { .. } => (
+                StatusCode::FORBIDDEN,
+                "quota_exceeded",
+                "nothing was stored; reclaim objects or ask the broker for a larger grant",
+            ),
+            AccountsError::Grant(_) => (
+                StatusCode::FORBIDDEN,
+                "grant_refused",
+                "nothing was stored; check the grant's broker, user and dates (`ringvault broker show FILE`)",
+            ),
+            AccountsError::Duplicate => (StatusCode::CONFLICT, "duplicate", "nothing was changed"),
+            AccountsError::NoCredit(_) => (
+                StatusCode::CONFLICT,
+                "no_credit",
+                "the balance was not changed",
+            ),
+            AccountsError::Timeout | AccountsError::NotJoined => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the account managers did not answer; retry",
+            ),
+            AccountsError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", "retry shortly"),
+            AccountsError::BadAnswer(_) => (
+                StatusCode::BAD_GATEWAY,
+                "bad_answer",
+                "retry; if it persists, some account managers may be faulty",
+            ),
+        },
+    };
+    ApiError::new(status, code, format!("{e}; {hint}"))
 }
 
 fn past_error(e: PastError) -> ApiError {
@@ -235,6 +309,25 @@ fn header_certificates(v: &HeaderValue) -> Result<Vec<FileCertificate>, ApiError
         ));
     }
     Ok(certs)
+}
+
+/// The grant of [`GRANT_HEADER`], if there is one.
+fn header_grant(headers: &HeaderMap) -> Result<Option<ringvault_types::Grant>, ApiError> {
+    let Some(v) = headers.get(GRANT_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(from_hex)
+        .and_then(|b| ringvault_types::Grant::decode(&b).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_grant",
+                format!("{GRANT_HEADER} is not hex of an encoded grant (as `ringvault put --grant` sends it); nothing was stored"),
+            )
+        })
 }
 
 /// The certificate of [`RECLAIM_HEADER`].
@@ -523,7 +616,7 @@ async fn put_signed(
     app: &App,
     store: &ObjectsClient,
     query: Option<&str>,
-    certs: Vec<FileCertificate>,
+    (certs, grant): (Vec<FileCertificate>, Option<ringvault_types::Grant>),
     body: Body,
 ) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
@@ -557,7 +650,10 @@ async fn put_signed(
         ))
     })
     .await?;
-    match store.insert_signed(&app.node, certs, content).await? {
+    match store
+        .insert_signed(&app.node, certs, content, grant)
+        .await?
+    {
         PastEvent::Inserted(_, Ok(ins)) => Ok(created(&ins, size, 0)),
         PastEvent::Inserted(_, Err(e)) => Err(past_error(e)),
         _ => Err(unexpected()),
@@ -609,7 +705,8 @@ pub async fn put(
     refuse_oversized(&headers)?;
     if let Some(v) = headers.get(CERTIFICATES_HEADER) {
         let certs = header_certificates(v)?;
-        return put_signed(&app, store, query.as_deref(), certs, body).await;
+        let grant = header_grant(&headers)?;
+        return put_signed(&app, store, query.as_deref(), (certs, grant), body).await;
     }
     let (name, replicas) = put_params(query.as_deref())?;
     check_replicas(&app, replicas).await?;

@@ -245,24 +245,7 @@ fn written(w: &ringvault_records::Written) -> serde_json::Value {
 }
 
 fn parse_owner(s: &str, app: &App) -> Result<PublicKey, ApiError> {
-    if s == "self" {
-        return Ok(client(app)?.owner());
-    }
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_owner",
-            format!("{s:?} is not an owner key; give 64 hex digits (or `self`)"),
-        )
-    };
-    // Hex digits only: `from_str_radix` alone would take a sign ("+f").
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let key: [u8; 32] = from_hex(s)
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(bad)?;
-    Ok(PublicKey(key))
+    crate::api::http::parse_owner(s, || Ok(client(app)?.owner()))
 }
 
 /// `GET /v1/records/{owner}/{name}`.

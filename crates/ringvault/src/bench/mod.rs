@@ -35,6 +35,7 @@ pub async fn start_bench_ring(
         overlay: Config::default(),
         store: store_config,
         mode,
+        quota: None,
     };
     let started = start_local_ring(spec, &dir, stop).await;
     let nodes = match started {

@@ -55,6 +55,11 @@ pub enum NetCommand {
         replicas: u8,
         #[command(flatten)]
         key: KeyArgs,
+        /// Your quota grant (`ringvault broker grant --user YOUR_KEY`), for a ring that
+        /// enforces storage quotas: the object's size × replicas is charged to it, and a put
+        /// over it is refused (403 quota_exceeded) with nothing stored.
+        #[arg(long, value_name = "FILE")]
+        grant: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -79,6 +84,17 @@ pub enum NetCommand {
     Reclaim {
         /// The object id (64 hex digits).
         id: String,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show what your objects occupy on the ring (size × replicas), as your account managers
+    /// say, in a ring that enforces storage quotas (`--broker`). With --operator, the node's
+    /// operator key's; with OWNER (64 hex digits), anyone's.
+    Quota {
+        /// Whose balance [default: yours].
+        owner: Option<String>,
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
@@ -202,6 +218,8 @@ pub struct NodeArgs {
     pub http_host: Vec<String>,
     #[command(flatten)]
     pub mode: ModeArg,
+    #[command(flatten)]
+    pub quota: crate::node::quota::QuotaArg,
     /// The ring CA's public key (its ca.pub, or 64 hex digits); required in secure mode.
     #[arg(long, value_name = "FILE", required_if_eq("mode", "secure"))]
     pub ca: Option<PathBuf>,
@@ -256,6 +274,8 @@ pub struct RingArgs {
     pub durability: DurabilityArg,
     #[command(flatten)]
     pub mode: ModeArg,
+    #[command(flatten)]
+    pub quota: crate::node::quota::QuotaArg,
 }
 
 /// `--mode`: who may join the ring.
@@ -485,6 +505,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 name,
                 replicas,
                 key: k,
+                grant,
                 client: c,
             } => {
                 let put = objects::put(
@@ -494,6 +515,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                     replicas,
                     k.key.as_deref(),
                     k.operator,
+                    grant.as_deref(),
                     c.json,
                 );
                 one_line(put.await);
@@ -516,6 +538,28 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 let r = objects::reclaim(&c.node, &id, k.key.as_deref(), k.operator, c.json);
                 one_line(r.await);
                 Ok(())
+            }
+            NetCommand::Quota {
+                owner,
+                key: k,
+                client: c,
+            } => {
+                let owner = match (owner, k.operator) {
+                    (Some(o), _) => o,
+                    (None, true) => "self".to_string(),
+                    (None, false) => {
+                        let path = owner_key::path_or_default(k.key.as_deref())?;
+                        let key = owner_key::load(&path)?.with_context(|| {
+                            format!(
+                                "no owner key at {} yet: you have stored nothing",
+                                path.display()
+                            )
+                        })?;
+                        ringvault_types::Id::from_bytes(key.public_key().0).to_string()
+                    }
+                };
+                let v = one_line(client::get_ok(&c.node, &format!("/v1/quota/{owner}")).await);
+                output::quota(&v, c.json)
             }
             NetCommand::Stat { id, client: c } => {
                 one_line(objects::stat(&c.node, &id, c.json).await);

@@ -18,15 +18,15 @@ use hyper::body::Bytes;
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringvault_past::{
-    encode_certificates, object_id, ChunkedUpload, FileCertificate, ReclaimCertificate, Upload,
-    CHUNK_SIZE, MAX_RESALTS, UPLOAD_WINDOW,
+    encode_certificates, object_id, sign_salts, ChunkedUpload, FileCertificate, ReclaimCertificate,
+    Upload, CHUNK_SIZE, UPLOAD_WINDOW,
 };
 use ringvault_types::{Id, Identity};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::objects::{
-    to_hex, CERTIFICATES_HEADER, HOPS_HEADER, RECLAIM_HEADER, SERVED_BY_ADDR_HEADER,
+    to_hex, CERTIFICATES_HEADER, GRANT_HEADER, HOPS_HEADER, RECLAIM_HEADER, SERVED_BY_ADDR_HEADER,
     SERVED_BY_HEADER,
 };
 use crate::api::stream::ChannelBody;
@@ -71,19 +71,11 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// The certificates for `content` as `name`: salts `first..first + MAX_RESALTS`, the ones file
-/// diversion may move on to.
-fn sign(
-    owner: &Identity,
-    name: &str,
-    first: u64,
-    content: &[u8],
-    replicas: u8,
-) -> Vec<FileCertificate> {
-    let date = unix_now();
-    (first..=first + u64::from(MAX_RESALTS))
-        .map(|salt| FileCertificate::issue(owner, name, salt, content, replicas, date))
-        .collect()
+/// Who signs what `put` stores, and the grant that pays for it in a ring that enforces
+/// quotas (hex, for [`GRANT_HEADER`]).
+struct Signer {
+    key: Identity,
+    grant: Option<String>,
 }
 
 /// The answer to a signed PUT: (status, JSON).
@@ -91,9 +83,13 @@ async fn put_signed(
     node: &str,
     certs: &[FileCertificate],
     content: Vec<u8>,
+    grant: Option<&str>,
 ) -> Result<(u16, Value)> {
     let path = "/v1/objects";
-    let header = [(CERTIFICATES_HEADER, to_hex(&encode_certificates(certs)))];
+    let mut header = vec![(CERTIFICATES_HEADER, to_hex(&encode_certificates(certs)))];
+    if let Some(g) = grant {
+        header.push((GRANT_HEADER, g.to_string()));
+    }
     // Storing takes k round trips after the upload: allow time in proportion to the size.
     let within = STALL + Duration::from_secs(content.len() as u64 / (1 << 20));
     let r = client::send_with(node, Method::PUT, path, &header, content, within).await?;
@@ -109,15 +105,16 @@ const PUT_ATTEMPTS: u32 = 3;
 /// completes it (201) or finds it complete (200), never a duplicate.
 async fn put_signed_retrying(
     node: &str,
-    owner: &Identity,
+    owner: &Signer,
     name: &str,
     content: &[u8],
     replicas: u8,
 ) -> Result<Value> {
     let mut attempt = 1;
     loop {
-        let certs = sign(owner, name, 0, content, replicas);
-        let e = match put_signed(node, &certs, content.to_vec()).await {
+        let certs = sign_salts(&owner.key, name, content, replicas, unix_now());
+        let grant = owner.grant.as_deref();
+        let e = match put_signed(node, &certs, content.to_vec(), grant).await {
             Ok((status, v)) if status < 500 => {
                 client::check(node, status, &v)?;
                 return Ok(v);
@@ -168,7 +165,7 @@ async fn same_file(file: &mut tokio::fs::File, len: u64, info: &Value) -> Result
 /// Stores one chunk, `name` (as the plan named it), and returns its id.
 async fn put_chunk(
     node: &str,
-    owner: &Identity,
+    owner: &Signer,
     name: &str,
     bytes: &[u8],
     replicas: u8,
@@ -224,6 +221,7 @@ pub async fn put(
     replicas: u8,
     key: Option<&Path>,
     operator: bool,
+    grant: Option<&Path>,
     json: bool,
 ) -> Result<()> {
     let name = match name {
@@ -233,11 +231,18 @@ pub async fn put(
             .map(|n| n.to_string_lossy().into_owned())
             .context("give the object a name with --name")?,
     };
+    let grant = match grant {
+        Some(p) => Some(to_hex(&crate::broker::load_grant(p)?.encode())),
+        None => None,
+    };
     let v = if operator {
+        if grant.is_some() {
+            bail!("--grant pays for puts signed with your own key; what the node signs with its operator key is paid by the node's own grant (`ringvault node --grant FILE`)");
+        }
         put_operator(node, file, &name, replicas).await?
     } else {
-        let owner = owner_key::load_or_create(&owner_key::path_or_default(key)?)?;
-        put_owned(node, file, &name, replicas, &owner).await?
+        let key = owner_key::load_or_create(&owner_key::path_or_default(key)?)?;
+        put_owned(node, file, &name, replicas, &Signer { key, grant }).await?
     };
     if json {
         out!("{}", serde_json::to_string_pretty(&v)?);
@@ -254,7 +259,7 @@ async fn put_owned(
     file: &Path,
     name: &str,
     replicas: u8,
-    owner: &Identity,
+    owner: &Signer,
 ) -> Result<Value> {
     let shown = file.display().to_string();
     let mut f = tokio::fs::File::open(file)
@@ -274,7 +279,7 @@ async fn put_owned(
     }
     // A taken name, decided before any chunk is stored: the same file again is the one
     // stored (a retried put), another file is refused.
-    let id0 = object_id(name, &owner.public_key(), 0).to_string();
+    let id0 = object_id(name, &owner.key.public_key(), 0).to_string();
     if let Some(info) = stored_info(node, &id0).await? {
         if same_file(&mut f, len, &info).await? {
             eprintln!("{shown} is already stored as {name:?}");
@@ -300,7 +305,7 @@ async fn put_owned(
         Err(e) => {
             // Nothing is stored under the name: take back the chunks this upload stored.
             let ids: Vec<String> = plan.stored().iter().map(Id::to_string).collect();
-            let left = release_chunks(node, owner, &ids).await;
+            let left = release_chunks(node, &owner.key, &ids).await;
             if left.is_empty() {
                 Err(e.context(format!(
                     "nothing named {name:?} was stored (the {} chunks already stored were reclaimed)",
@@ -327,7 +332,7 @@ async fn store_chunks(
     node: &str,
     f: &mut tokio::fs::File,
     len: u64,
-    owner: &Identity,
+    owner: &Signer,
     replicas: u8,
     plan: &mut ChunkedUpload,
 ) -> Result<u64> {
@@ -405,7 +410,7 @@ async fn store_chunks(
 async fn store_manifest(
     node: &str,
     name: &str,
-    owner: &Identity,
+    owner: &Signer,
     replicas: u8,
     plan: &ChunkedUpload,
 ) -> Result<Value> {

@@ -171,6 +171,21 @@ pub fn route(v: &Value, json: bool) -> Result<()> {
     Ok(())
 }
 
+pub fn quota(v: &Value, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let used = v["used"].as_u64().unwrap_or(0);
+    out!("owner    {}", v["owner"].as_str().unwrap_or("?"));
+    out!(
+        "used     {} ({used} bytes, size × replicas)",
+        human_size(used)
+    );
+    out!("entries  {}", v["entries"].as_u64().unwrap_or(0));
+    Ok(())
+}
+
 pub fn revocations(v: &Value, json: bool) -> Result<()> {
     if json {
         out!("{}", serde_json::to_string_pretty(v)?);

@@ -19,6 +19,7 @@ use crate::api::http::{self, Clients};
 use crate::cli::{Mode, NodeArgs, RingArgs};
 use crate::node::config::FileConfig;
 use crate::node::objects;
+use crate::node::quota;
 use crate::node::records;
 use crate::node::secure::{self, LocalCa, SecureFiles};
 use crate::node::topics;
@@ -185,9 +186,19 @@ pub async fn node(a: NodeArgs) -> Result<()> {
             (Security::Secure(Box::new(ring)), Some(ca))
         }
     };
+    let quota = a.quota.setup()?;
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
     let record_store = Box::new(objects.records());
-    let (mut services, store) = objects::past_services(&identity, objects, a.mode.mode.past())?;
+    let mut past = a.mode.mode.past();
+    past.quota = quota.as_ref().map(|q| q.past_quota(ca_key));
+    let (mut services, mut store) = objects::past_services(&identity, objects, past)?;
+    if let Some(q) = &quota {
+        let secure = match &security {
+            Security::Secure(s) => Some((s.ca, s.cert.clone())),
+            Security::Open => None,
+        };
+        store.set_quota(quota::add_accounts(&mut services, &identity, q, secure));
+    }
     let topic_client = topics::add_scribe(&mut services);
     let record_client = records::add_records(
         &mut services,
@@ -270,6 +281,15 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The quotas of `ringvault ring`: its nodes' operator keys are made with the ring, so no
+/// operator grant can be given for them (users' puts bring their own).
+fn ring_quota(q: &quota::QuotaArg) -> Result<Option<quota::QuotaSetup>> {
+    if q.grant.is_some() {
+        bail!("--grant is for `ringvault node`: a local ring's operator keys are new, so users' puts bring their own grants (`ringvault put --grant FILE`)");
+    }
+    q.setup()
+}
+
 /// One node of a local ring.
 pub struct LocalNode {
     pub node: RunningNode,
@@ -298,6 +318,8 @@ pub struct LocalRing {
     pub store: StoreConfig,
     /// Open, or secure with a CA in the ring's directory.
     pub mode: Mode,
+    /// Storage quotas, if the ring enforces them.
+    pub quota: Option<quota::QuotaSetup>,
 }
 
 /// Starts a local ring's nodes on loopback under `dir`, one after another, each joining
@@ -316,6 +338,7 @@ pub async fn start_local_ring(
         overlay: cfg,
         store: store_config,
         mode,
+        quota,
     } = ring;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut ca = match mode {
@@ -323,6 +346,10 @@ pub async fn start_local_ring(
         Mode::Secure => Some(LocalCa::open_or_init(dir)?),
     };
     let cfg = mode.overlay(cfg);
+    let mut past = mode.past();
+    past.quota = quota
+        .as_ref()
+        .map(|q| q.past_quota(ca.as_ref().map(|c| c.public_key())));
     let file = StoreFile::open(&dir.join(objects::STORE_FILE), store_config)?;
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
@@ -344,15 +371,22 @@ pub async fn start_local_ring(
             .map_err(anyhow::Error::from)
             .and_then(|objects| {
                 let record_store = Box::new(objects.records());
-                objects::past_services(&identity, objects, mode.past()).map(|s| (s, record_store))
+                objects::past_services(&identity, objects, past.clone()).map(|s| (s, record_store))
             });
-        let ((mut services, store), record_store) = match opened {
+        let ((mut services, mut store), record_store) = match opened {
             Ok(x) => x,
             Err(e) => {
                 stop_all(nodes).await;
                 return Err(e.context(format!("node {i}")));
             }
         };
+        if let Some(q) = &quota {
+            let secure = match &security {
+                Security::Secure(s) => Some((s.ca, s.cert.clone())),
+                Security::Open => None,
+            };
+            store.set_quota(quota::add_accounts(&mut services, &identity, q, secure));
+        }
         let topic_client = topics::add_scribe(&mut services);
         let record_client = records::add_records(
             &mut services,
@@ -488,6 +522,7 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         overlay: Config::default(),
         store: store_config,
         mode: a.mode.mode,
+        quota: ring_quota(&a.quota)?,
     };
     let result = start_local_ring(spec, &dir, &stop_rx).await;
     let nodes = match result {

@@ -16,6 +16,7 @@ macro_rules! say {
 pub mod config;
 pub mod daemon;
 pub mod objects;
+pub mod quota;
 pub mod records;
 pub mod secure;
 pub mod topics;

@@ -8,13 +8,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
+use ringvault_accounts::Committed;
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
+use ringvault_past::{check_certificates, sign_salts};
 use ringvault_past::{
     FileCertificate, Kind, Past, PastConfig, PastError, PastEvent, ReclaimCertificate, RequestId,
     StoreError, StoreHealth, Usage, MAX_PENDING,
 };
 use ringvault_store::{RedbStore, StoreConfig};
-use ringvault_types::{Contact, Id, Identity};
+use ringvault_types::{Contact, Grant, Id, Identity, PublicKey};
+
+use crate::node::quota::{Balance, QuotaClient, QuotaError};
 use tokio::sync::oneshot;
 
 /// The store's file in a node's data dir.
@@ -144,6 +148,7 @@ pub fn past_services(
         ObjectsClient {
             waiters,
             owner: Arc::new(Identity::from_secret_bytes(identity.secret_bytes())),
+            quota: None,
         },
     ))
 }
@@ -177,6 +182,10 @@ pub enum RequestError {
     /// replicas than the ring has nodes) or too many requests in flight. Nothing was sent.
     #[error(transparent)]
     Refused(PastError),
+    /// The ring enforces quotas and the owner's managers gave no approval (over quota, no
+    /// grant, ...). Nothing was stored.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
 }
 
 /// The node's storage as `/v1/status` and `/metrics` report it.
@@ -205,12 +214,59 @@ pub struct ObjectsClient {
     waiters: Waiters,
     /// The operator key: owner of what this node inserts.
     owner: Arc<Identity>,
+    /// In a ring that enforces quotas: where inserts get their approvals.
+    quota: Option<QuotaClient>,
 }
 
 impl ObjectsClient {
     /// The owner's public key, as file certificates carry it.
     pub fn owner(&self) -> &Identity {
         &self.owner
+    }
+
+    /// Inserts get a debit approval from `quota` first, and reclaims give it back after.
+    pub fn set_quota(&mut self, quota: QuotaClient) {
+        self.quota = Some(quota);
+    }
+
+    /// In a ring that enforces quotas, the approval for storing `certs`' object, charged to
+    /// `grant` (the operator's when none); `None` in a ring without quotas. The certificates
+    /// are checked first, so a malformed insert is not charged.
+    async fn approval(
+        &self,
+        node: &NodeHandle,
+        certs: &[FileCertificate],
+        content: &[u8],
+        grant: Option<Grant>,
+    ) -> Result<Option<Committed>, RequestError> {
+        let Some(q) = &self.quota else {
+            return Ok(None);
+        };
+        check_certificates(certs, content).map_err(RequestError::Refused)?;
+        Ok(Some(q.debit(node, grant, certs).await?))
+    }
+
+    /// What `user` occupies as their account managers say; `None` in a ring without quotas.
+    pub async fn balance(
+        &self,
+        node: &NodeHandle,
+        user: PublicKey,
+    ) -> Result<Option<Balance>, QuotaError> {
+        match &self.quota {
+            Some(q) => q.balance(node, user).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// After a reclaim of `id` by `owner`: gives its charge back (a ring with quotas). A
+    /// credit that fails leaves the owner charged (never the reverse); it is logged.
+    async fn give_back(&self, node: &NodeHandle, owner: PublicKey, id: Id, event: &PastEvent) {
+        let (Some(q), PastEvent::Reclaimed(_, Ok(receipts))) = (&self.quota, event) else {
+            return;
+        };
+        if let Err(e) = q.credit(node, owner, id, receipts).await {
+            tracing::warn!("object {id} was reclaimed but its charge was not given back: {e}");
+        }
     }
 
     /// Runs `call` on the node's PAST and waits for the event of the request it started.
@@ -279,6 +335,10 @@ impl ObjectsClient {
     ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
         let date = unix_now();
+        if self.quota.is_some() {
+            let certs = sign_salts(&owner, &name, &content, replicas, date);
+            return self.insert_signed(node, certs, content, None).await;
+        }
         self.request(node, move |p, kbr, now| {
             p.insert(kbr, now, &owner, &name, content, replicas, date)
         })
@@ -286,15 +346,18 @@ impl ObjectsClient {
     }
 
     /// Inserts `content` under certificates its owner signed (the owner's key is not here):
-    /// file diversion moves on to the next certificate instead of signing one.
+    /// file diversion moves on to the next certificate instead of signing one. In a ring that
+    /// enforces quotas it is charged to `grant` first (the operator's grant when none).
     pub async fn insert_signed(
         &self,
         node: &NodeHandle,
         certs: Vec<FileCertificate>,
         content: Vec<u8>,
+        grant: Option<Grant>,
     ) -> Result<PastEvent, RequestError> {
+        let approval = self.approval(node, &certs, &content, grant).await?;
         self.request(node, move |p, kbr, now| {
-            p.insert_signed(kbr, now, certs, content)
+            p.insert_approved(kbr, now, certs, content, approval)
         })
         .await
     }
@@ -335,10 +398,8 @@ impl ObjectsClient {
     ) -> Result<PastEvent, RequestError> {
         let owner = self.owner.clone();
         let date = unix_now();
-        self.request(node, move |p, kbr, now| {
-            p.reclaim(kbr, now, ReclaimCertificate::issue(&owner, id, date), k)
-        })
-        .await
+        let cert = ReclaimCertificate::issue(&owner, id, date);
+        self.reclaim_signed(node, cert, k).await
     }
 
     /// Reclaims an object (k replicas) with a reclaim certificate its owner signed.
@@ -348,8 +409,12 @@ impl ObjectsClient {
         cert: ReclaimCertificate,
         k: u8,
     ) -> Result<PastEvent, RequestError> {
-        self.request(node, move |p, kbr, now| p.reclaim(kbr, now, cert, k))
-            .await
+        let (owner, id) = (cert.owner, cert.object);
+        let event = self
+            .request(node, move |p, kbr, now| p.reclaim(kbr, now, cert, k))
+            .await?;
+        self.give_back(node, owner, id, &event).await;
+        Ok(event)
     }
 
     /// The node's storage accounting.

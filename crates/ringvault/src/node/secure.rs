@@ -152,6 +152,11 @@ impl LocalCa {
 
     /// A certificate for `identity` at `addr`, and the ring settings that go with it. Every
     /// node of a local ring is on 127.0.0.1, so the one-per-address rule is waived here.
+    /// The CA's public key.
+    pub fn public_key(&self) -> ringvault_types::PublicKey {
+        self.0.public_key()
+    }
+
     pub fn certify(&mut self, identity: &Identity, addr: SocketAddr) -> Result<Security> {
         let req = CertRequest::new(identity, vec![addr])?;
         let cert = self
