@@ -1,11 +1,13 @@
-//! The certificate, request, revocation-list, record and grant decoders (and the text armor around
+//! The certificate, request, revocation-list, record, grant and quota-approval decoders (and the text armor around
 //! them) are total: any bytes give a value or an error, verifying a decoded value never panics,
 //! and a decoded value re-encodes to bytes that decode to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringvault_accounts::{check, Account, Committed, Electorate, Insert, Vantage};
+use ringvault_past::reclaim_proven;
 use ringvault_types::{
-    unarmor, CertRequest, Grant, Identity, NodeCertificate, Record, RevocationList,
+    unarmor, CertRequest, Grant, Id, Identity, NodeCertificate, Record, RevocationList,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -33,5 +35,26 @@ fuzz_target!(|data: &[u8]| {
         let _ = grant.verify(&[ca], 1_800_000_000);
         assert_eq!(Grant::decode(&grant.encode()), Ok(grant));
     }
+    let user = Identity::from_secret_bytes([2; 32]).public_key();
+    let at = Vantage {
+        me: Id::ZERO,
+        gap: Some(1e-3),
+        unix: 1_800_000_000,
+        revoked: &revoked,
+    };
+    let electorate = Electorate { m: 7, ca: Some(ca) };
+    if let Ok(c) = Committed::decode(data) {
+        let insert = Insert {
+            id: Id::hash(data),
+            owner: &user,
+            content_hash: &[0; 32],
+            size: 10,
+            replicas: 3,
+        };
+        let _ = check(&electorate, &c, &insert, &at);
+        let _ = Account::new(user).learn(c.clone(), |c| electorate.verify(&user, c, &at));
+        assert_eq!(Committed::decode(&c.encode()), Ok(c));
+    }
+    let _ = reclaim_proven(&user, &Id::hash(data), data, &at, 3);
     let _ = unarmor("NODE CERTIFICATE", &String::from_utf8_lossy(data));
 });

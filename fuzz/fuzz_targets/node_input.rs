@@ -1,4 +1,5 @@
-//! A ready node with storage, records and multicast services never panics on what a peer sends: the
+//! A ready node with storage (enforcing quotas), account managers, records and multicast
+//! services never panics on what a peer sends: the
 //! input is split into messages from a few peers (some known, some not), each decoded and
 //! handled, with time moving and every action drained.
 #![no_main]
@@ -9,7 +10,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use ringvault_node::Node;
 use ringvault_overlay::{Config, Peer};
-use ringvault_past::{MemoryStore, Past};
+use ringvault_accounts::{Accounts, AccountsConfig, Electorate};
+use ringvault_past::{reclaim_proven, MemoryStore, Past, PastConfig, Quota};
 use ringvault_records::{Records, RecordsConfig};
 use ringvault_scribe::Scribe;
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
@@ -30,9 +32,28 @@ fn contact(n: u8) -> Contact {
 fuzz_target!(|data: &[u8]| {
     let me = Identity::from_secret_bytes([0; 32]);
     let mut node = Node::new(contact(0), Config::default(), 1).unwrap();
+    let electorate = Electorate { m: 5, ca: None };
+    let quota = Quota {
+        electorate: electorate.clone(),
+        unix_at_zero: 1_800_000_000,
+    };
+    let config = PastConfig {
+        quota: Some(quota),
+        ..PastConfig::default()
+    };
     node.add_service(Box::new(
-        Past::new(me, Box::new(MemoryStore::new(1 << 20))).unwrap(),
+        Past::with_config(me, Box::new(MemoryStore::new(1 << 20)), config).unwrap(),
     ));
+    let accounts = AccountsConfig {
+        electorate,
+        brokers: vec![Identity::from_secret_bytes([9; 32]).public_key()],
+        cert: None,
+        unix_at_zero: 1_800_000_000,
+        secure: false,
+        reclaimed: Box::new(reclaim_proven),
+    };
+    let key = Identity::from_secret_bytes([0; 32]);
+    node.add_service(Box::new(Accounts::new(key, accounts)));
     node.add_service(Box::new(Scribe::new()));
     let key = Identity::from_secret_bytes([0; 32]);
     node.add_service(Box::new(Records::new(key, RecordsConfig::default())));

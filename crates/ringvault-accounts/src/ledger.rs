@@ -283,6 +283,20 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// Its bytes (postcard), as approvals travel.
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain structs of keys and integers always encode.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// A committed entry from its bytes; nothing is verified (see [`Committed::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match postcard::take_from_bytes(bytes)? {
+            (c, []) => Ok(c),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
+    }
+
     /// Whether votes under its ballot of a majority of `m` distinct managers, each of which
     /// `plausible` takes for one of the user's managers, sign it.
     pub fn verify(

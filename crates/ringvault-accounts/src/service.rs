@@ -125,6 +125,8 @@ struct Waiting {
     warrant: Option<Warrant>,
 }
 
+// One per account a node proposes for; boxing the entry buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Phase {
     Preparing {
         promises: BTreeMap<Id, Promised>,

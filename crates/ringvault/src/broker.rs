@@ -6,9 +6,8 @@
 //! bytes of the ring; a **supply** grant caps the capacity a storage node may advertise. Both
 //! are `ringvault_types::Grant`s, checked offline by anyone holding `broker.pub`.
 //!
-//! Issuing and checking grants is what is built. Enforcing them on a ring (`--broker` on the
-//! nodes, account managers keeping each user's balance, debit approvals checked by storage
-//! nodes) is not built yet: no node reads a grant today.
+//! A ring whose nodes run with `--broker broker.pub` enforces quota grants (`node/quota.rs`,
+//! `ringvault_accounts`); supply grants are issued and checked here, not enforced by nodes yet.
 
 use std::path::{Path, PathBuf};
 

@@ -15,9 +15,19 @@ pub enum IdentityCommand {
     },
     /// Show the node id of an ed25519 secret key given as 64 hex digits (id = BLAKE3 of the
     /// public key), or of a fresh random key when none is given.
+    ///
+    /// With --owner, show the public half of your owner key (the one `put` signs with; created
+    /// if missing): what a broker needs to grant you a quota (`ringvault broker grant --user`).
     Key {
         /// A secret key in hex; omit to generate one.
+        #[arg(conflicts_with = "owner")]
         secret: Option<String>,
+        /// Show your owner key's public half instead (from --key FILE, else the default path).
+        #[arg(long)]
+        owner: bool,
+        /// Your owner key file [default: owner.key in the CLI's config dir].
+        #[arg(long, env = "RINGVAULT_KEY", value_name = "FILE", requires = "owner")]
+        key: Option<std::path::PathBuf>,
     },
 }
 
@@ -26,7 +36,15 @@ pub fn run(cmd: IdentityCommand) -> Result<()> {
         IdentityCommand::Id { name } => {
             out!("{}", Id::hash(name.as_bytes()));
         }
-        IdentityCommand::Key { secret } => {
+        IdentityCommand::Key {
+            owner: true, key, ..
+        } => {
+            let path = crate::cli::owner_key::path_or_default(key.as_deref())?;
+            let ident = crate::cli::owner_key::load_or_create(&path)?;
+            out!("owner key {}", path.display());
+            out!("public    {}", Id::from_bytes(ident.public_key().0));
+        }
+        IdentityCommand::Key { secret, .. } => {
             let bytes: [u8; 32] = match secret {
                 Some(hex) => {
                     let id: Id = hex

@@ -56,8 +56,8 @@ enum Command {
     /// The ring's certificate authority, for secure mode: init, issue, revoke, list.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// A storage broker: signed quota grants for users and supply grants for storage nodes
-    /// (issued and checked; no ring enforces them yet).
+    /// A storage broker: signed quota grants for users (a ring started with `--broker`
+    /// enforces them) and supply grants for storage nodes (issued and checked, not enforced yet).
     #[command(subcommand)]
     Broker(broker::BrokerCommand),
 }

@@ -79,6 +79,19 @@ fn a_ten_mib_grant_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
             assert_eq!(st, 404, "the refused object is stored");
         }
     }
+    // The proposer counted the refusal on /metrics.
+    let refused: u64 = urls
+        .iter()
+        .map(|u| {
+            let (_, body) = request(u, "GET", "/metrics", b"");
+            let text = String::from_utf8_lossy(&body).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix("ringvault_accounts_over_quota_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .expect("the accounts counters on /metrics")
+        })
+        .sum();
+    assert_eq!(refused, 1);
     let (st, out, err) = run(&["quota", "--key", &key_s, "--node", &urls[6], "--json"]);
     assert!(st.success(), "{out}{err}");
     let v = json(out.as_bytes());

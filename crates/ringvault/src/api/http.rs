@@ -358,6 +358,42 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         if let Some(s) = store.usage(&app.node).await? {
             render_storage_metrics(&mut text, &s);
         }
+        if let Some((managed, s)) = store.accounts(&app.node).await? {
+            for (name, help, kind, v) in [
+                (
+                    "ringvault_accounts_managed",
+                    "User accounts whose ledger this node keeps as an account manager.",
+                    "gauge",
+                    managed as u64,
+                ),
+                (
+                    "ringvault_accounts_committed_total",
+                    "Ledger entries this node committed as the accounts' proposer.",
+                    "counter",
+                    s.committed,
+                ),
+                (
+                    "ringvault_accounts_over_quota_total",
+                    "Debits refused as over the user's grant.",
+                    "counter",
+                    s.over_quota,
+                ),
+                (
+                    "ringvault_accounts_bad_grants_total",
+                    "Requests refused for a forged, expired, foreign or unknown-broker grant.",
+                    "counter",
+                    s.bad_grants,
+                ),
+                (
+                    "ringvault_accounts_rounds_total",
+                    "Agreement rounds restarted under a higher ballot.",
+                    "counter",
+                    s.rounds,
+                ),
+            ] {
+                counter(&mut text, name, help, kind, v);
+            }
+        }
     }
     if let Some(records) = &app.records {
         let r = records.state(&app.node).await?;

@@ -513,9 +513,7 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                     &file,
                     name,
                     replicas,
-                    k.key.as_deref(),
-                    k.operator,
-                    grant.as_deref(),
+                    (&k, grant.as_deref()),
                     c.json,
                 );
                 one_line(put.await);

@@ -219,11 +219,10 @@ pub async fn put(
     file: &Path,
     name: Option<String>,
     replicas: u8,
-    key: Option<&Path>,
-    operator: bool,
-    grant: Option<&Path>,
+    (keys, grant): (&crate::cli::KeyArgs, Option<&Path>),
     json: bool,
 ) -> Result<()> {
+    let (key, operator) = (keys.key.as_deref(), keys.operator);
     let name = match name {
         Some(n) => n,
         None => file

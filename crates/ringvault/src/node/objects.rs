@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ringvault_accounts::Committed;
+use ringvault_accounts::{Accounts, AccountsStats, Committed};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
 use ringvault_past::{check_certificates, sign_salts};
 use ringvault_past::{
@@ -256,6 +256,19 @@ impl ObjectsClient {
             Some(q) => q.balance(node, user).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The accounts this node manages and the service's counters; `None` in a ring without
+    /// quotas.
+    pub async fn accounts(
+        &self,
+        node: &NodeHandle,
+    ) -> Result<Option<(usize, AccountsStats)>, NetError> {
+        if self.quota.is_none() {
+            return Ok(None);
+        }
+        node.run(|n, now| n.with_service::<Accounts, _>(now, |a, _| (a.accounts(), a.stats())))
+            .await
     }
 
     /// After a reclaim of `id` by `owner`: gives its charge back (a ring with quotas). A
