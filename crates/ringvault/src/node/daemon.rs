@@ -187,6 +187,8 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         }
     };
     let quota = a.quota.setup()?;
+    let mut store_config = store_config;
+    store_config.capacity = a.quota.supplied(identity.id(), store_config.capacity)?;
     let objects = objects::open_store(&data_dir, store_config, on_damage)?;
     let record_store = Box::new(objects.records());
     let mut past = a.mode.mode.past();
@@ -284,8 +286,8 @@ pub async fn node(a: NodeArgs) -> Result<()> {
 /// The quotas of `ringvault ring`: its nodes' operator keys are made with the ring, so no
 /// operator grant can be given for them (users' puts bring their own).
 fn ring_quota(q: &quota::QuotaArg) -> Result<Option<quota::QuotaSetup>> {
-    if q.grant.is_some() {
-        bail!("--grant is for `ringvault node`: a local ring's operator keys are new, so users' puts bring their own grants (`ringvault put --grant FILE`)");
+    if q.grant.is_some() || q.supply.is_some() {
+        bail!("--grant and --supply are for `ringvault node`: a local ring's node keys are new, so users' puts bring their own grants (`ringvault put --grant FILE`)");
     }
     q.setup()
 }

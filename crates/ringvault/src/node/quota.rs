@@ -45,6 +45,11 @@ pub struct QuotaArg {
     /// ring at least m nodes.
     #[arg(long, value_name = "M", default_value_t = DEFAULT_MANAGERS, requires = "broker")]
     pub managers: usize,
+    /// This node's supply grant (`ringvault broker supply --node NODE_ID`): the storage it
+    /// offers (--capacity) is capped at the grant's bytes. Checked at start against --broker;
+    /// other nodes do not check it yet.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    pub supply: Option<PathBuf>,
 }
 
 /// What a node needs to run quotas, read from [`QuotaArg`].
@@ -82,6 +87,38 @@ impl QuotaArg {
             managers: self.managers,
             operator_grant,
         }))
+    }
+}
+
+impl QuotaArg {
+    /// The capacity node `node` may offer under its `--supply` grant, `capacity` without one.
+    pub fn supplied(&self, node: Id, capacity: u64) -> Result<u64> {
+        let Some(path) = &self.supply else {
+            return Ok(capacity);
+        };
+        let grant = crate::broker::load_grant(path).context("--supply")?;
+        let brokers = self
+            .broker
+            .iter()
+            .map(|p| crate::broker::load_broker_public(p))
+            .collect::<Result<Vec<_>>>()
+            .context("--broker")?;
+        grant
+            .verify(&brokers, unix_now())
+            .with_context(|| format!("--supply {}", path.display()))?;
+        if grant.body.grantee != ringvault_types::Grantee::Supply(node) {
+            anyhow::bail!(
+                "--supply {}: not a supply grant for this node ({node}); ask the broker for `ringvault broker supply --node {node}`",
+                path.display()
+            );
+        }
+        if grant.body.bytes < capacity {
+            tracing::info!(
+                "offering {} bytes: the supply grant caps the {capacity} bytes of --capacity",
+                grant.body.bytes
+            );
+        }
+        Ok(capacity.min(grant.body.bytes))
     }
 }
 
@@ -321,4 +358,56 @@ fn rand_nonce() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     t ^ n.rotate_left(48)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringvault_types::Grantee;
+
+    #[test]
+    fn a_supply_grant_caps_the_capacity_only_for_its_node_and_broker() {
+        let dir = std::env::temp_dir().join(format!("ringvault-supply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let broker = Identity::from_secret_bytes([3; 32]);
+        let rogue = Identity::from_secret_bytes([4; 32]);
+        let node = Id::hash(b"node");
+        let now = unix_now();
+        let write = |name: &str, by: &Identity, for_node: Id| {
+            let g = Grant::issue(
+                by,
+                Grantee::Supply(for_node),
+                1 << 30,
+                (now - 60, now + 60),
+                1,
+            );
+            let path = dir.join(name);
+            let text = ringvault_types::armor(crate::broker::LABEL_GRANT, &g.encode());
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let arg = |supply: Option<PathBuf>| QuotaArg {
+            broker: vec![PathBuf::from(
+                Id::from_bytes(broker.public_key().0).to_string(),
+            )],
+            grant: None,
+            managers: 3,
+            supply,
+        };
+        let ten = 10 << 30;
+        assert_eq!(arg(None).supplied(node, ten).unwrap(), ten);
+        let good = write("good", &broker, node);
+        assert_eq!(arg(Some(good)).supplied(node, ten).unwrap(), 1 << 30);
+        // The control above passes; another node's grant, or another broker's, does not.
+        let other = write("other", &broker, Id::hash(b"another node"));
+        let e = arg(Some(other)).supplied(node, ten).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a supply grant for this node"),
+            "{e:#}"
+        );
+        let forged = write("forged", &rogue, node);
+        let e = arg(Some(forged)).supplied(node, ten).unwrap_err();
+        assert!(format!("{e:#}").contains("does not trust"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
