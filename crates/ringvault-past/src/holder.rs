@@ -240,7 +240,11 @@ impl Past {
         let me = kbr.local_contact();
         let k = cert.body.replicas as usize;
         let members = k + usize::from(widen.min(MAX_WIDEN));
-        for (rank, member) in kbr.replica_set(&id, members).into_iter().enumerate() {
+        for (rank, member) in self
+            .live_replica_set(kbr, &id, members)
+            .into_iter()
+            .enumerate()
+        {
             let spare = rank >= k;
             if member.id == me.id {
                 let (c, bytes, a) = (cert.clone(), content.clone(), approval.clone());

@@ -14,6 +14,7 @@
 //! or I/O of any kind.
 #![deny(missing_docs)]
 
+mod audit;
 mod cache;
 mod cert;
 mod chunks;
@@ -30,6 +31,7 @@ mod quota;
 mod secure;
 mod store;
 
+pub use audit::{AuditConfig, AuditStats, Challenge, Proof};
 pub use cache::{Cache, CachePolicy, GreedyDualSize, Lru};
 pub use cert::{
     decode_certificates, encode_certificates, object_id, AbandonCertificate, CertError, FileBody,

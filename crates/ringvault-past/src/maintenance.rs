@@ -23,7 +23,12 @@ impl Past {
         self.promote_cached(kbr);
         let me = kbr.local_contact().id;
         // Nodes that left the leaf set no longer count as holders.
-        let members: BTreeSet<Id> = kbr.neighbor_set(usize::MAX).iter().map(|c| c.id).collect();
+        let members: BTreeSet<Id> = kbr
+            .neighbor_set(usize::MAX)
+            .iter()
+            .map(|c| c.id)
+            .filter(|m| !self.suspects(m))
+            .collect();
         let held = &self.held;
         self.known.retain(|id, holders| {
             holders.retain(|m| members.contains(m));
@@ -32,7 +37,7 @@ impl Past {
         let mut offers: BTreeMap<Contact, Vec<Id>> = BTreeMap::new();
         let held: Vec<(Id, u8)> = self.held.iter().map(|(i, k)| (*i, *k)).collect();
         for (id, k) in held {
-            let set = kbr.replica_set(&id, k as usize);
+            let set = self.live_replica_set(kbr, &id, k as usize);
             let kind = self.store.meta(&id).ok().flatten().map(|(kind, _)| kind);
             if kind.is_none() {
                 // The copy is gone (found damaged and discarded): fetch it again from the
@@ -77,7 +82,7 @@ impl Past {
             let Some(&k) = self.held.get(&id) else {
                 continue;
             };
-            for c in kbr.replica_set(&id, k as usize) {
+            for c in self.live_replica_set(kbr, &id, k as usize) {
                 if c.id != me {
                     offers.entry(c).or_default().push(id);
                 }
@@ -128,7 +133,10 @@ impl Past {
                 continue;
             };
             let k = o.cert.body.replicas as usize;
-            if kbr.replica_set(&id, k).iter().any(|c| c.id == me)
+            if self
+                .live_replica_set(kbr, &id, k)
+                .iter()
+                .any(|c| c.id == me)
                 && self.store.set_kind(&id, Kind::Primary).is_ok()
             {
                 self.cache.remove(&id);
@@ -141,8 +149,8 @@ impl Past {
         let me = kbr.local_contact().id;
         let mut want = Vec::new();
         for id in ids.into_iter().take(MAX_IDS_PER_MESSAGE) {
-            // `from` holds it.
-            if self.held.contains_key(&id) {
+            // `from` holds it (a suspect's word is not taken).
+            if self.held.contains_key(&id) && !self.suspects(&from.id) {
                 let holders = self.known.entry(id).or_default();
                 if holders.len() < 2 * crate::MAX_REPLICAS as usize {
                     holders.insert(from.id);
@@ -160,7 +168,10 @@ impl Past {
             // A cached copy becomes a replica at once if we are in its replica set.
             if let Ok(Some(o)) = self.store.get(&id) {
                 let k = o.cert.body.replicas as usize;
-                if kbr.replica_set(&id, k).iter().any(|c| c.id == me)
+                if self
+                    .live_replica_set(kbr, &id, k)
+                    .iter()
+                    .any(|c| c.id == me)
                     && self.store.set_kind(&id, Kind::Primary).is_ok()
                 {
                     self.cache.remove(&id);

@@ -6,6 +6,8 @@ use ringvault_types::{Contact, Id};
 
 use ringvault_accounts::Committed;
 
+use crate::audit::{Challenge, Proof};
+
 use crate::{
     AbandonCertificate, FileCertificate, ReclaimCertificate, ReclaimReceipt, StoreReceipt,
 };
@@ -141,6 +143,19 @@ pub(crate) enum PastMessage {
         cert: FileCertificate,
         /// The content, when it is a manifest.
         manifest: Option<Vec<u8>>,
+    },
+    /// An audit: prove holding an object (`audit.rs`).
+    AuditChallenge { challenge: Challenge },
+    /// The audited node's signed answer.
+    AuditProof { proof: Proof },
+    /// The sender's audits of `target` on `cert`'s object (`content`, so any receiver can
+    /// audit the target itself) went unanswered twice, or (with `evidence`, the target's
+    /// signed wrong answer) were answered wrongly.
+    Accuse {
+        target: Id,
+        cert: FileCertificate,
+        content: Vec<u8>,
+        evidence: Option<Proof>,
     },
 }
 

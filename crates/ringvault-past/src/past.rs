@@ -247,6 +247,8 @@ pub struct PastConfig {
     /// Storage quotas: when set, a node stores an insert only with an approval of the
     /// owner's account managers that fits it (`quota.rs`).
     pub quota: Option<crate::Quota>,
+    /// Storage audits among leaf set members (`audit.rs`); off in the paper's PAST.
+    pub audit: Option<crate::AuditConfig>,
 }
 
 impl Default for PastConfig {
@@ -260,6 +262,7 @@ impl Default for PastConfig {
             secure: false,
             secure_lookup_width: 5,
             quota: None,
+            audit: None,
         }
     }
 }
@@ -300,6 +303,8 @@ pub struct Past {
     pub(crate) secure_lookups: u64,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
+    /// Audits of leaf set members, when on.
+    pub(crate) audits: Option<crate::audit::Audits>,
 }
 
 impl std::fmt::Debug for Past {
@@ -348,7 +353,12 @@ impl Past {
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
             under_count: std::cell::Cell::new(None),
+            audits: None,
         };
+        past.audits = past
+            .config
+            .audit
+            .map(|c| crate::audit::Audits::new(c, &past.identity));
         let list = past
             .store
             .list()
@@ -416,7 +426,7 @@ impl Past {
             .held
             .iter()
             .filter(|(id, k)| {
-                let set = kbr.replica_set(id, **k as usize);
+                let set = self.live_replica_set(kbr, id, **k as usize);
                 let known = self.known.get(id);
                 set.len() < **k as usize
                     || set.iter().any(|c| {
@@ -718,6 +728,7 @@ impl Service for Past {
             pending,
             self.announce_at,
             self.written_deadline(),
+            self.audits.as_ref().and_then(|a| a.deadline()),
         ]
         .into_iter()
         .flatten()
@@ -737,6 +748,9 @@ impl Service for Past {
             self.next_maintenance = now + ANTI_ENTROPY_INTERVAL;
             self.maintain(kbr);
         }
+        if self.started {
+            self.audit_tick(kbr, now);
+        }
     }
 }
 
@@ -755,6 +769,9 @@ impl Past {
                 | PastMessage::Reclaimed { .. }
                 | PastMessage::Offer { .. }
                 | PastMessage::Want { .. }
+                | PastMessage::AuditChallenge { .. }
+                | PastMessage::AuditProof { .. }
+                | PastMessage::Accuse { .. }
         );
         if reply && !info.via.authenticated() {
             return;
@@ -793,7 +810,11 @@ impl Past {
                     // Maintenance transfer: only take it if we belong to its replica set.
                     let me = kbr.local_contact().id;
                     let k = cert.body.replicas as usize;
-                    if !kbr.replica_set(&id, k).iter().any(|c| c.id == me) {
+                    if !self
+                        .live_replica_set(kbr, &id, k)
+                        .iter()
+                        .any(|c| c.id == me)
+                    {
                         self.keep_early_transfer(&cert, &content);
                         return;
                     }
@@ -929,6 +950,16 @@ impl Past {
                 self.note_free(info.origin.id, free);
                 self.on_want(kbr, info.origin, ids)
             }
+            PastMessage::AuditChallenge { challenge } => {
+                self.on_challenge(kbr, now, info.origin, challenge)
+            }
+            PastMessage::AuditProof { proof } => self.on_proof(kbr, now, info.origin, proof),
+            PastMessage::Accuse {
+                target,
+                cert,
+                content,
+                evidence,
+            } => self.on_accuse(kbr, now, info.origin, (target, cert, content, evidence)),
         }
     }
 }
