@@ -1,4 +1,5 @@
-//! A ready node with storage (enforcing quotas), account managers, records and multicast
+//! A ready node with storage (enforcing quotas, auditing its neighbours), account managers,
+//! records and multicast
 //! services never panics on what a peer sends: the
 //! input is split into messages from a few peers (some known, some not), each decoded and
 //! handled, with time moving and every action drained.

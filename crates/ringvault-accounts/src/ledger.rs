@@ -47,13 +47,15 @@ impl Default for Ballot {
     }
 }
 
+/// The highest round a manager takes: a ballot pushed there (by a faulty manager) would leave
+/// no room above it, so managers ignore higher ones.
+pub const MAX_ROUND: u64 = 1 << 48;
+
 impl Ballot {
-    /// The first ballot of `proposer` above `seen`.
-    pub fn above(seen: Ballot, proposer: Id) -> Ballot {
-        Ballot {
-            round: seen.round.saturating_add(1),
-            proposer,
-        }
+    /// The first ballot of `proposer` above `seen` (`None` past [`MAX_ROUND`]).
+    pub fn above(seen: Ballot, proposer: Id) -> Option<Ballot> {
+        let round = seen.round.checked_add(1).filter(|r| *r <= MAX_ROUND)?;
+        Some(Ballot { round, proposer })
     }
 }
 
@@ -70,6 +72,9 @@ pub struct Debit {
     pub bytes: u64,
     /// Its replication factor k (how many reclaim receipts giving it back takes).
     pub replicas: u8,
+    /// The insertion date its certificates carry (the owner's clock): the reclaim receipts
+    /// that give it back must name it.
+    pub date: u64,
     /// Storage nodes refuse the approval after this (Unix seconds).
     pub expiry: u64,
     /// Chosen by the client.
@@ -331,8 +336,15 @@ impl Committed {
 /// new proposer carrying an accepted entry forward passes it on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Warrant {
-    /// A debit: the user's quota grant.
-    Grant(ringvault_types::Grant),
+    /// A debit: the user's quota grant, and the owner-signed certificates of the object
+    /// (encoded by the storage layer, checked by the closure the service is given), so that
+    /// nobody who sees the grant can charge it for objects the owner did not sign.
+    Grant {
+        /// The grant.
+        grant: ringvault_types::Grant,
+        /// The certificates.
+        certs: Vec<u8>,
+    },
     /// A credit: the storage nodes' receipts for the reclaim of `object` (encoded by the
     /// storage layer, checked by the closure the service is given).
     Reclaimed {
@@ -489,6 +501,9 @@ impl Account {
     /// Answers with the entry accepted for the next sequence number, which the proposer must
     /// carry forward.
     pub fn promise(&mut self, ballot: Ballot) -> Result<Option<&Accepted>, LedgerError> {
+        if ballot.round > MAX_ROUND {
+            return Err(LedgerError::Foreign);
+        }
         if ballot < self.promised {
             return Err(LedgerError::Promised(self.promised));
         }
@@ -510,6 +525,13 @@ impl Account {
     ) -> Result<Vote, LedgerError> {
         if ballot < self.promised {
             return Err(LedgerError::Promised(self.promised));
+        }
+        // One entry per sequence number and ballot: a proposer that sends another has lost
+        // track of its own log.
+        if let Some(a) = &self.accepted {
+            if a.ballot == ballot && a.entry.seq == entry.seq && a.entry != *entry {
+                return Err(LedgerError::Fork(entry.seq));
+            }
         }
         self.check(entry, limit)?;
         self.promised = ballot;

@@ -27,7 +27,7 @@ pub use approval::{
 };
 pub use ledger::{
     quorum, Accepted, Account, Ballot, Change, Committed, Debit, Entry, LedgerError, Vote, Warrant,
-    LEDGER_VERSION,
+    LEDGER_VERSION, MAX_ROUND,
 };
 pub use message::{Ask, Refusal};
 pub use service::{

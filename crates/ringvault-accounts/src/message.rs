@@ -20,6 +20,8 @@ pub enum Ask {
         bytes: u64,
         /// k.
         replicas: u8,
+        /// The certificates' insertion date.
+        date: u64,
         /// Chosen by the client.
         nonce: u64,
     },

@@ -2,6 +2,12 @@
 //! insert or give back a reclaimed object; the manager closest to the account key proposes the
 //! change and the managers agree on it (`ledger.rs`); the client gets the committed entry,
 //! which is the approval storage nodes check.
+//!
+//! Who may take part: a proposer takes promises and votes only from the managers it counts
+//! (the m closest to the account key in its leaf set); a manager takes prepares and accepts
+//! only from a node plausibly among the m closest (`approval::near`), and keeps accounts only
+//! for keys it is plausibly a manager of. A client takes a refusal only from a plausible
+//! manager, and an approval only when a majority of plausible managers signed it.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -11,7 +17,7 @@ use ringvault_types::{
     Time,
 };
 
-use crate::approval::{account_key, Electorate, Vantage};
+use crate::approval::{account_key, near, Electorate, Vantage};
 use crate::message::{AcceptRefusal, AccountsMessage, Ask, Promised, Refusal};
 use crate::{quorum, Account, Ballot, Change, Committed, Debit, Entry, LedgerError, Vote, Warrant};
 
@@ -24,18 +30,26 @@ pub const DEFAULT_MANAGERS: usize = 7;
 pub const APPROVAL_LIFETIME: Duration = Duration::from_secs(600);
 /// A client gives up on its managers after this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A proposer that has not got a majority of promises or votes after this tries a higher
-/// ballot (managers died, or another proposer competes).
+/// A proposer that has not got a majority of promises or votes after this (plus up to half
+/// of it again, so competing proposers fall out of step) tries a higher ballot.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Entries a promise carries at most: a proposer further behind asks again.
 const PAGE: usize = 64;
 /// Requests a proposer queues per user, and clients wait for, at most.
 const MAX_QUEUED: usize = 256;
+/// Accounts one manager keeps at most.
+const MAX_ACCOUNTS: usize = 1 << 20;
+/// How far a ledger entry's creation may lie ahead of a manager's clock.
+const CLOCK_SLACK: u64 = 300;
 
 /// Checks the proof that a reclaimed object's copies were released: `(user, object, proof,
-/// vantage, replicas)`. Given by the node that composes the services (the storage layer knows
-/// its receipts).
-pub type ReclaimCheck = Box<dyn Fn(&PublicKey, &Id, &[u8], &Vantage<'_>, u8) -> bool + Send>;
+/// vantage, (replicas, insertion date))`. Given by the node that composes the services (the
+/// storage layer knows its receipts).
+pub type ReclaimCheck = Box<dyn Fn(&PublicKey, &Id, &[u8], &Vantage<'_>, (u8, u64)) -> bool + Send>;
+
+/// Checks that encoded certificates are the owner's and certify exactly what a debit charges:
+/// `(user, certificates, debit)`. Given by the node that composes the services.
+pub type InsertCheck = Box<dyn Fn(&PublicKey, &[u8], &Debit) -> bool + Send>;
 
 /// How the accounts service runs.
 pub struct AccountsConfig {
@@ -51,6 +65,8 @@ pub struct AccountsConfig {
     pub secure: bool,
     /// The check of reclaim proofs.
     pub reclaimed: ReclaimCheck,
+    /// The check of a debit's certificates.
+    pub inserted: InsertCheck,
 }
 
 /// Why an accounts request failed.
@@ -112,7 +128,8 @@ pub struct AccountsStats {
     pub committed: u64,
     /// Requests refused as over quota.
     pub over_quota: u64,
-    /// Grants refused (forged, expired, another user's, unknown broker).
+    /// Grants refused (forged, expired, foreign or unknown broker) or certificates that do
+    /// not match the debit.
     pub bad_grants: u64,
     /// Rounds restarted under a higher ballot.
     pub rounds: u64,
@@ -123,16 +140,21 @@ struct Waiting {
     client: Contact,
     ask: Ask,
     warrant: Option<Warrant>,
+    /// The client has given up by then.
+    deadline: Time,
 }
 
 // One per account a node proposes for; boxing the entry buys nothing.
 #[allow(clippy::large_enum_variant)]
 enum Phase {
+    /// Phase 1 under the proposer's ballot.
     Preparing {
         promises: BTreeMap<Id, Promised>,
         nacks: usize,
     },
+    /// Prepared: entries go straight to phase 2.
     Ready,
+    /// Phase 2 of one entry.
     Accepting {
         entry: Entry,
         warrant: Warrant,
@@ -141,15 +163,22 @@ enum Phase {
         /// The client it answers; none for an entry carried forward from an older ballot.
         for_client: Option<Waiting>,
     },
+    /// Refused or unanswered: a new round starts at the round time-out.
+    Stalled,
 }
 
 struct Proposer {
     ballot: Ballot,
+    /// The highest ballot seen in refusals: the next one goes above it.
+    seen: Ballot,
     phase: Phase,
     queue: VecDeque<Waiting>,
     /// Managers' log lengths, as their promises said.
     lens: BTreeMap<Id, u64>,
     since: Time,
+    /// Whether the round under way started at once after a refusal: the next refusal waits
+    /// for the round time-out (two proposers do not chase each other's ballots).
+    retried: bool,
 }
 
 struct Pending {
@@ -232,17 +261,22 @@ impl Accounts {
         self.config.unix_at_zero + now.as_micros() / 1_000_000
     }
 
-    /// Asks `user`'s managers to charge an insert, justified by `grant`.
+    fn m(&self) -> usize {
+        self.config.electorate.m
+    }
+
+    /// Asks `user`'s managers to charge an insert: `certs` are the object's certificates as
+    /// the owner signed them (encoded by the storage layer), under `grant`.
     #[allow(clippy::too_many_arguments)]
     pub fn debit(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         user: PublicKey,
-        grant: Grant,
+        (grant, certs): (Grant, Vec<u8>),
         ids: Vec<Id>,
         binding: Id,
-        (size, replicas): (u64, u8),
+        (size, replicas, date): (u64, u8, u64),
         nonce: u64,
     ) -> Result<RequestId, AccountsError> {
         let ask = Ask::Debit {
@@ -250,9 +284,10 @@ impl Accounts {
             binding,
             bytes: size.saturating_mul(u64::from(replicas)),
             replicas,
+            date,
             nonce,
         };
-        self.request(kbr, now, user, ask, Some(Warrant::Grant(grant)))
+        self.request(kbr, now, user, ask, Some(Warrant::Grant { grant, certs }))
     }
 
     /// Asks `user`'s managers to give back the debit under which `object` was stored, with
@@ -309,7 +344,7 @@ impl Accounts {
         });
         let key = account_key(&user);
         if self.config.secure {
-            let m = u8::try_from(self.config.electorate.m).unwrap_or(u8::MAX);
+            let m = u8::try_from(self.m()).unwrap_or(u8::MAX);
             kbr.sec_route(key, msg, m, Redundancy::OnFailure);
         } else {
             kbr.route(key, msg, None);
@@ -323,9 +358,9 @@ impl Accounts {
         &mut self,
         kbr: &dyn Kbr,
         now: Time,
+        from: Id,
         req: u64,
-        result: Result<Option<Committed>, Refusal>,
-        limit: u64,
+        (result, limit): (Result<Option<Committed>, Refusal>, u64),
     ) {
         let Some(p) = self.pending.get(&req) else {
             return;
@@ -336,21 +371,28 @@ impl Accounts {
                 // A forged or wrong answer is dropped: the true one may still come.
                 Err(_) => return,
             },
-            Err(r) => Err(match r {
-                Refusal::OverQuota {
-                    balance,
-                    limit,
-                    asked,
-                } => AccountsError::OverQuota {
-                    balance,
-                    limit,
-                    asked,
-                },
-                Refusal::Grant(e) => AccountsError::Grant(e),
-                Refusal::NoCredit(e) => AccountsError::NoCredit(e),
-                Refusal::Duplicate => AccountsError::Duplicate,
-                Refusal::Unavailable => AccountsError::Timeout,
-            }),
+            Err(r) => {
+                // A refusal proves nothing: it counts only from a plausible manager.
+                let at = self.vantage(kbr, now);
+                if !near(&account_key(&p.user), &from, self.m(), &at) {
+                    return;
+                }
+                Err(match r {
+                    Refusal::OverQuota {
+                        balance,
+                        limit,
+                        asked,
+                    } => AccountsError::OverQuota {
+                        balance,
+                        limit,
+                        asked,
+                    },
+                    Refusal::Grant(e) => AccountsError::Grant(e),
+                    Refusal::NoCredit(e) => AccountsError::NoCredit(e),
+                    Refusal::Duplicate => AccountsError::Duplicate,
+                    Refusal::Unavailable => AccountsError::Timeout,
+                })
+            }
         };
         self.pending.remove(&req);
         self.answered.push_back(Answered {
@@ -410,22 +452,38 @@ impl Accounts {
         if kbr.replica_set(&key, 1).first().map(|c| c.id) != Some(me) {
             return;
         }
-        if let Err(r) = self.check_warrant(kbr, now, &user, &w) {
-            let limit = self.limit_of(&w);
-            send(kbr, w.client, &answer(w.req, Err(r), limit));
-            return;
+        // A debit's grant and certificates are checked at once; a credit's proof needs the
+        // log, so after phase 1 (`drive`).
+        if let (Ask::Debit { .. }, Some(Warrant::Grant { grant, certs })) = (&w.ask, &w.warrant) {
+            let debit = debit_of(&w.ask, self.unix(now));
+            let r = self
+                .grant_holds(self.unix(now), &user, grant)
+                .and_then(|()| self.certs_hold(&user, certs, debit.as_ref()));
+            if let Err(r) = r {
+                self.stats.bad_grants += 1;
+                send(kbr, w.client, &answer(w.req, Err(r), grant.body.bytes));
+                return;
+            }
         }
-        if let Ask::Balance = w.ask {
-            let head = self.accounts.get(&user).and_then(|a| a.head().cloned());
-            send(kbr, w.client, &answer(w.req, Ok(head), 0));
+        let shaped = matches!(
+            (&w.ask, &w.warrant),
+            (Ask::Debit { .. }, Some(Warrant::Grant { .. }))
+                | (Ask::Credit, Some(Warrant::Reclaimed { .. }))
+                | (Ask::Balance, _)
+        );
+        if !shaped {
+            let r = Refusal::Grant("no grant or proof given".into());
+            send(kbr, w.client, &answer(w.req, Err(r), 0));
             return;
         }
         let p = self.proposers.entry(user).or_insert_with(|| Proposer {
             ballot: Ballot::default(),
-            phase: Phase::Ready,
+            seen: Ballot::default(),
+            phase: Phase::Stalled,
             queue: VecDeque::new(),
             lens: BTreeMap::new(),
             since: now,
+            retried: false,
         });
         if p.queue.len() >= MAX_QUEUED {
             send(kbr, w.client, &answer(w.req, Err(Refusal::Unavailable), 0));
@@ -439,51 +497,36 @@ impl Accounts {
         {
             p.queue.push_back(w);
         }
-        if p.ballot == Ballot::default() {
-            self.prepare(kbr, now, user, Ballot::default());
-        } else {
-            self.drive(kbr, now, user);
+        match p.phase {
+            Phase::Ready => self.drive(kbr, now, user),
+            // A first request, or one after a stall: start a round now.
+            Phase::Stalled => self.prepare(kbr, now, user),
+            Phase::Preparing { .. } | Phase::Accepting { .. } => {}
         }
     }
 
-    fn limit_of(&self, w: &Waiting) -> u64 {
-        match &w.warrant {
-            Some(Warrant::Grant(g)) => g.body.bytes,
-            _ => 0,
-        }
-    }
-
-    /// Whether a request's warrant justifies it: a debit's grant is the user's, from a
-    /// trusted broker, valid now; a credit's proof holds.
-    fn check_warrant(
-        &mut self,
-        kbr: &dyn Kbr,
-        now: Time,
-        user: &PublicKey,
-        w: &Waiting,
-    ) -> Result<(), Refusal> {
-        match (&w.ask, &w.warrant) {
-            (Ask::Balance, _) => Ok(()),
-            (Ask::Debit { .. }, Some(Warrant::Grant(g))) => {
-                let r = self.grant_holds(now, user, g);
-                if r.is_err() {
-                    self.stats.bad_grants += 1;
-                }
-                r
-            }
-            (Ask::Credit, Some(warrant @ Warrant::Reclaimed { .. })) => {
-                self.reclaim_holds(kbr, now, user, warrant)
-            }
-            _ => Err(Refusal::Grant("no grant or proof given".into())),
-        }
-    }
-
-    fn grant_holds(&self, now: Time, user: &PublicKey, g: &Grant) -> Result<(), Refusal> {
+    /// Whether `g` is `user`'s quota from a trusted broker, valid at `unix`.
+    fn grant_holds(&self, unix: u64, user: &PublicKey, g: &Grant) -> Result<(), Refusal> {
         if g.body.grantee != Grantee::Quota(*user) {
             return Err(Refusal::Grant("the grant is not this user's quota".into()));
         }
-        g.verify(&self.config.brokers, self.unix(now))
+        g.verify(&self.config.brokers, unix)
             .map_err(|e| Refusal::Grant(e.to_string()))
+    }
+
+    /// Whether `certs` are the owner's and certify what `debit` charges.
+    fn certs_hold(
+        &self,
+        user: &PublicKey,
+        certs: &[u8],
+        debit: Option<&Debit>,
+    ) -> Result<(), Refusal> {
+        match debit {
+            Some(d) if (self.config.inserted)(user, certs, d) => Ok(()),
+            _ => Err(Refusal::Grant(
+                "the certificates are not the owner's for this object, size and k".into(),
+            )),
+        }
     }
 
     /// Whether a credit's proof holds for a debit charged in this node's log.
@@ -493,61 +536,79 @@ impl Accounts {
         now: Time,
         user: &PublicKey,
         warrant: &Warrant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Debit, Refusal> {
         let Warrant::Reclaimed { object, proof } = warrant else {
             return Err(Refusal::NoCredit("no proof".into()));
         };
-        let Some(debit) = self.accounts.get(user).and_then(|a| a.charged(object)) else {
+        let charged = self.accounts.get(user).and_then(|a| a.charged(object));
+        let Some(Change::Debit(d)) = charged.map(|c| &c.entry.change) else {
             return Err(Refusal::NoCredit(format!(
                 "nothing is charged for {}",
                 object.short()
             )));
         };
-        let Change::Debit(d) = &debit.entry.change else {
-            return Err(Refusal::NoCredit("not a debit".into()));
-        };
-        if (self.config.reclaimed)(user, object, proof, &self.vantage(kbr, now), d.replicas) {
-            Ok(())
+        let at = self.vantage(kbr, now);
+        if (self.config.reclaimed)(user, object, proof, &at, (d.replicas, d.date)) {
+            Ok(d.clone())
         } else {
             Err(Refusal::NoCredit(
-                "the reclaim receipts do not prove the copies were released".into(),
+                "the reclaim receipts do not prove this insert's copies were released".into(),
             ))
         }
     }
 
     /// The managers of `user`'s account as this node sees them.
     fn managers(&self, kbr: &dyn Kbr, user: &PublicKey) -> Vec<Contact> {
-        kbr.replica_set(&account_key(user), self.config.electorate.m)
+        kbr.replica_set(&account_key(user), self.m())
     }
 
-    fn prepare(&mut self, kbr: &mut dyn Kbr, now: Time, user: PublicKey, seen: Ballot) {
+    /// Starts phase 1 under a ballot above every one seen.
+    fn prepare(&mut self, kbr: &mut dyn Kbr, now: Time, user: PublicKey) {
         let me = kbr.local_contact().id;
         let have = self.accounts.get(&user).map_or(0, Account::len);
         let managers = self.managers(kbr, &user);
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
-        let ballot = Ballot::above(seen.max(p.ballot), me);
-        if p.ballot != Ballot::default() {
-            self.stats.rounds += 1;
-        }
-        p.ballot = ballot;
+        p.since = now;
         // An entry in flight for a client goes back to the head of the queue.
         if let Phase::Accepting {
             for_client: Some(w),
             ..
-        } = std::mem::replace(
-            &mut p.phase,
-            Phase::Preparing {
-                promises: BTreeMap::new(),
-                nacks: 0,
-            },
-        ) {
+        } = std::mem::replace(&mut p.phase, Phase::Stalled)
+        {
             p.queue.push_front(w);
         }
-        p.since = now;
+        let Some(ballot) = Ballot::above(p.seen.max(p.ballot), me) else {
+            return; // rounds used up by a faulty manager: stalled for good
+        };
+        if p.ballot != Ballot::default() {
+            self.stats.rounds += 1;
+        }
+        p.ballot = ballot;
+        p.phase = Phase::Preparing {
+            promises: BTreeMap::new(),
+            nacks: 0,
+        };
         for c in managers {
             send(kbr, c, &AccountsMessage::Prepare { user, ballot, have });
+        }
+    }
+
+    /// Stops the current round (refused, or rounds compete): a new one starts at the round
+    /// time-out.
+    fn stall(&mut self, now: Time, user: &PublicKey, seen: Ballot) {
+        let Some(p) = self.proposers.get_mut(user) else {
+            return;
+        };
+        p.seen = p.seen.max(seen);
+        p.since = now;
+        if let Phase::Accepting {
+            for_client: Some(w),
+            ..
+        } = std::mem::replace(&mut p.phase, Phase::Stalled)
+        {
+            p.queue.push_front(w);
         }
     }
 
@@ -557,10 +618,12 @@ impl Accounts {
         now: Time,
         from: Id,
         user: PublicKey,
-        ballot: Ballot,
-        result: Result<Promised, Ballot>,
+        (ballot, result): (Ballot, Result<Promised, Ballot>),
     ) {
-        let m = self.config.electorate.m;
+        let m = self.m();
+        if !self.managers(kbr, &user).iter().any(|c| c.id == from) {
+            return;
+        }
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
@@ -575,7 +638,14 @@ impl Accounts {
             Err(higher) => {
                 *nacks += 1;
                 if *nacks > m - quorum(m) {
-                    self.prepare(kbr, now, user, higher);
+                    // A new proposer learns the ballot to beat from its first refusals: it
+                    // tries once more at once, then waits.
+                    let again = !p.retried;
+                    p.retried = again;
+                    self.stall(now, &user, higher);
+                    if again {
+                        self.prepare(kbr, now, user);
+                    }
                 }
                 return;
             }
@@ -586,53 +656,57 @@ impl Accounts {
             return;
         }
         let promises = std::mem::take(promises);
+        p.retried = false;
         // Take the entries this node lacks, in order, from whoever has them.
-        let vantage_gap = kbr.id_gap();
-        let me = kbr.local_contact().id;
-        let unix = self.unix(now);
+        let at = Vantage {
+            me: kbr.local_contact().id,
+            gap: kbr.id_gap(),
+            unix: self.unix(now),
+            revoked: &self.revoked,
+        };
+        let electorate = &self.config.electorate;
         let account = self
             .accounts
             .entry(user)
             .or_insert_with(|| Account::new(user));
-        let at = Vantage {
-            me,
-            gap: vantage_gap,
-            unix,
-            revoked: &self.revoked,
-        };
-        let electorate = &self.config.electorate;
+        let before = account.len();
         let mut entries: Vec<&Committed> = promises.values().flat_map(|p| &p.entries).collect();
         entries.sort_by_key(|c| c.entry.seq);
         for c in entries {
             let _ = account.learn(c.clone(), |c| electorate.verify(&user, c, &at));
         }
+        let grew = account.len() > before;
         let longest = promises.values().map(|p| p.len).max().unwrap_or(0);
-        if longest > account.len() {
-            // A page at a time: ask again from where the log now ends.
-            let seen = ballot;
-            let p = self.proposers.get_mut(&user).expect("present above");
-            p.ballot = Ballot::default();
-            self.prepare(kbr, now, user, seen);
+        let next = account.len() + 1;
+        if longest >= next {
+            // Behind the managers: a page at a time while the log grows; if it cannot (the
+            // entries do not verify here), wait for the round time-out.
+            if grew {
+                self.prepare(kbr, now, user);
+            } else {
+                self.stall(now, &user, ballot);
+            }
             return;
         }
-        let next = account.len() + 1;
         let carried = promises
             .values()
             .filter_map(|p| p.accepted.as_ref())
             .filter(|a| a.entry.seq == next)
             .max_by_key(|a| a.ballot)
             .cloned();
-        let p = self.proposers.get_mut(&user).expect("present above");
-        p.phase = Phase::Ready;
+        if let Some(p) = self.proposers.get_mut(&user) {
+            p.phase = Phase::Ready;
+        }
         if let Some(a) = carried {
             // An entry some manager accepted may have been committed: it goes first.
-            self.start_accept(kbr, now, user, a.entry, a.warrant, None);
+            self.start_accept(kbr, now, user, (a.entry, a.warrant), None);
         } else {
             self.drive(kbr, now, user);
         }
     }
 
-    /// Proposes the next queued request, if the proposer is ready.
+    /// Proposes the next queued request, if the proposer is prepared; answers balances and
+    /// refusals from the log, which phase 1 brought up to date.
     fn drive(&mut self, kbr: &mut dyn Kbr, now: Time, user: PublicKey) {
         loop {
             let Some(p) = self.proposers.get_mut(&user) else {
@@ -644,41 +718,54 @@ impl Accounts {
             let Some(w) = p.queue.pop_front() else {
                 return;
             };
+            if w.deadline <= now {
+                continue; // its client has given up
+            }
+            let unix = self.unix(now);
             let account = self
                 .accounts
                 .entry(user)
                 .or_insert_with(|| Account::new(user));
-            let limit = match &w.warrant {
-                Some(Warrant::Grant(g)) => g.body.bytes,
-                _ => u64::MAX,
-            };
-            let change = match (&w.ask, &w.warrant) {
-                (
-                    Ask::Debit {
-                        ids,
-                        binding,
-                        bytes,
-                        replicas,
-                        nonce,
-                    },
-                    _,
-                ) => Change::Debit(Debit {
-                    ids: ids.clone(),
-                    binding: *binding,
-                    bytes: *bytes,
-                    replicas: *replicas,
-                    expiry: self.config.unix_at_zero
-                        + (now + APPROVAL_LIFETIME).as_micros() / 1_000_000,
-                    nonce: *nonce,
-                }),
-                (Ask::Credit, Some(Warrant::Reclaimed { object, .. })) => {
-                    match account.charged(object).map(|c| &c.entry.change) {
-                        Some(Change::Debit(d)) => Change::Credit {
-                            object: d.object().unwrap_or(*object),
-                            bytes: d.bytes,
-                        },
-                        _ => {
-                            let r = Refusal::NoCredit("nothing is charged for it".into());
+            let (change, limit) = match (&w.ask, &w.warrant) {
+                (Ask::Balance, _) => {
+                    let head = account.head().cloned();
+                    send(kbr, w.client, &answer(w.req, Ok(head), 0));
+                    continue;
+                }
+                (Ask::Debit { .. }, Some(Warrant::Grant { grant, .. })) => {
+                    let Some(d) = debit_of(&w.ask, unix) else {
+                        continue;
+                    };
+                    // An object charged already comes first (over quota or not, it is no new
+                    // charge): the same content is answered with its charge, while that
+                    // approval is still good; other content is a duplicate.
+                    let charged = d.ids.iter().find_map(|id| account.charged(id)).cloned();
+                    if let Some(c) = charged {
+                        let reply = match &c.entry.change {
+                            Change::Debit(old)
+                                if old.binding == d.binding
+                                    && old.ids == d.ids
+                                    && old.expiry > unix + 60 =>
+                            {
+                                Ok(Some(c.clone()))
+                            }
+                            _ => Err(Refusal::Duplicate),
+                        };
+                        send(kbr, w.client, &answer(w.req, reply, grant.body.bytes));
+                        continue;
+                    }
+                    (Change::Debit(d), grant.body.bytes)
+                }
+                (Ask::Credit, Some(warrant @ Warrant::Reclaimed { .. })) => {
+                    match self.reclaim_holds(kbr, now, &user, warrant) {
+                        Ok(d) => (
+                            Change::Credit {
+                                object: d.object().unwrap_or(Id::ZERO),
+                                bytes: d.bytes,
+                            },
+                            u64::MAX,
+                        ),
+                        Err(r) => {
                             send(kbr, w.client, &answer(w.req, Err(r), 0));
                             continue;
                         }
@@ -686,57 +773,28 @@ impl Accounts {
                 }
                 _ => continue,
             };
-            // An object charged already comes first (over quota or not, it is no new charge).
-            let charged = match &change {
-                Change::Debit(d) => d.ids.iter().find_map(|id| account.charged(id)),
-                Change::Credit { .. } => None,
+            let Some(account) = self.accounts.get(&user) else {
+                return;
             };
             let head = account.head().map(|c| &c.entry);
-            let entry = match charged {
-                Some(c) => Err(LedgerError::AlreadyDebited { seq: c.entry.seq }),
-                None => Entry::after(user, head, change, limit)
-                    .and_then(|e| account.check(&e, limit).map(|()| e)),
-            };
+            let entry = Entry::after(user, head, change, limit)
+                .and_then(|e| account.check(&e, limit).map(|()| e));
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let refusal = self.refusal(&user, &w, e);
+                    let refusal = refusal(account.balance(), &w, e);
                     if let Refusal::OverQuota { .. } = refusal {
                         self.stats.over_quota += 1;
                     }
-                    // An object charged already for the same content: the charge is the
-                    // approval (a client that re-sends, or stores the same object again).
-                    if let Ok(c) = refusal_or_approval(&refusal, &self.accounts, &user, &w) {
-                        send(kbr, w.client, &answer(w.req, Ok(Some(c.clone())), limit));
-                    } else {
-                        send(kbr, w.client, &answer(w.req, Err(refusal), limit));
-                    }
+                    send(kbr, w.client, &answer(w.req, Err(refusal), limit));
                     continue;
                 }
             };
-            let warrant = w.warrant.clone().unwrap_or(Warrant::Reclaimed {
-                object: Id::ZERO,
-                proof: Vec::new(),
-            });
-            self.start_accept(kbr, now, user, entry, warrant, Some(w));
+            let Some(warrant) = w.warrant.clone() else {
+                continue;
+            };
+            self.start_accept(kbr, now, user, (entry, warrant), Some(w));
             return;
-        }
-    }
-
-    fn refusal(&self, user: &PublicKey, w: &Waiting, e: LedgerError) -> Refusal {
-        let balance = self.accounts.get(user).map_or(0, Account::balance);
-        match e {
-            LedgerError::OverQuota { limit, .. } => Refusal::OverQuota {
-                balance,
-                limit,
-                asked: match &w.ask {
-                    Ask::Debit { bytes, .. } => *bytes,
-                    _ => 0,
-                },
-            },
-            LedgerError::AlreadyDebited { .. } => Refusal::Duplicate,
-            LedgerError::NothingToCredit(_) => Refusal::NoCredit(e.to_string()),
-            _ => Refusal::Unavailable,
         }
     }
 
@@ -745,8 +803,7 @@ impl Accounts {
         kbr: &mut dyn Kbr,
         now: Time,
         user: PublicKey,
-        entry: Entry,
-        warrant: Warrant,
+        (entry, warrant): (Entry, Warrant),
         for_client: Option<Waiting>,
     ) {
         let managers = self.managers(kbr, &user);
@@ -783,18 +840,18 @@ impl Accounts {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_accepted(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         from: Id,
         user: PublicKey,
-        ballot: Ballot,
-        seq: u64,
-        result: Result<Vote, AcceptRefusal>,
+        (ballot, seq, result): (Ballot, u64, Result<Vote, AcceptRefusal>),
     ) {
-        let m = self.config.electorate.m;
+        let m = self.m();
+        if !self.managers(kbr, &user).iter().any(|c| c.id == from) {
+            return;
+        }
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
@@ -818,24 +875,22 @@ impl Accounts {
                 votes.insert(from, v);
             }
             Err(AcceptRefusal::Promised(higher)) => {
-                self.prepare(kbr, now, user, higher);
+                self.stall(now, &user, higher);
                 return;
             }
             Err(AcceptRefusal::Behind(len)) => {
-                // Its catch-up is sent again with the next round.
+                // Its catch-up goes with the next round's accept.
                 p.lens.insert(from, len);
                 *refused += 1;
             }
             _ => *refused += 1,
         }
-        let Phase::Accepting { votes, refused, .. } = &p.phase else {
-            return;
-        };
-        if *refused > m - quorum(m) {
-            self.prepare(kbr, now, user, ballot);
+        let (refused, voted) = (*refused, votes.len());
+        if refused > m - quorum(m) {
+            self.stall(now, &user, ballot);
             return;
         }
-        if votes.len() < quorum(m) {
+        if voted < quorum(m) {
             return;
         }
         let Phase::Accepting {
@@ -854,6 +909,10 @@ impl Accounts {
             votes: votes.into_values().collect(),
         };
         self.stats.committed += 1;
+        // Into this node's own log first: the next entry is built on it.
+        if let Some(account) = self.accounts.get_mut(&user) {
+            let _ = account.learn(committed.clone(), |_| Ok(()));
+        }
         for c in self.managers(kbr, &user) {
             send(
                 kbr,
@@ -865,7 +924,7 @@ impl Accounts {
         }
         if let Some(w) = for_client {
             let limit = match warrant {
-                Warrant::Grant(g) => g.body.bytes,
+                Warrant::Grant { grant, .. } => grant.body.bytes,
                 Warrant::Reclaimed { .. } => 0,
             };
             send(kbr, w.client, &answer(w.req, Ok(Some(committed)), limit));
@@ -875,21 +934,39 @@ impl Accounts {
 
     // ---- the manager's (acceptor's) side ----
 
+    /// Whether `from` may propose for `user`'s account to this node: both plausibly among its
+    /// m closest. Makes room for the account if it is new.
+    fn may_manage(&mut self, kbr: &dyn Kbr, now: Time, from: Id, user: &PublicKey) -> bool {
+        let account = account_key(user);
+        let at = self.vantage(kbr, now);
+        let plausible =
+            near(&account, &from, self.m(), &at) && near(&account, &at.me, self.m(), &at);
+        if !plausible {
+            return false;
+        }
+        if !self.accounts.contains_key(user) {
+            if self.accounts.len() >= MAX_ACCOUNTS {
+                return false;
+            }
+            self.accounts.insert(*user, Account::new(*user));
+        }
+        true
+    }
+
     fn on_prepare(
         &mut self,
         kbr: &mut dyn Kbr,
+        now: Time,
         from: Contact,
         user: PublicKey,
-        ballot: Ballot,
-        have: u64,
+        (ballot, have): (Ballot, u64),
     ) {
-        if ballot.proposer != from.id {
+        if ballot.proposer != from.id || !self.may_manage(kbr, now, from.id, &user) {
             return;
         }
-        let account = self
-            .accounts
-            .entry(user)
-            .or_insert_with(|| Account::new(user));
+        let Some(account) = self.accounts.get_mut(&user) else {
+            return;
+        };
         let len = account.len();
         let entries: Vec<Committed> = account.after(have).iter().take(PAGE).cloned().collect();
         let result = match account.promise(ballot) {
@@ -912,74 +989,87 @@ impl Accounts {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         from: Contact,
         user: PublicKey,
-        ballot: Ballot,
-        entry: Entry,
-        warrant: Warrant,
-        catchup: Vec<Committed>,
+        (ballot, entry, warrant, catchup): (Ballot, Entry, Warrant, Vec<Committed>),
     ) {
-        if ballot.proposer != from.id || entry.user != user {
+        if ballot.proposer != from.id
+            || entry.user != user
+            || !self.may_manage(kbr, now, from.id, &user)
+        {
             return;
         }
         let (me, gap, unix) = (kbr.local_contact().id, kbr.id_gap(), self.unix(now));
         self.learn_all(me, gap, unix, user, catchup);
         let seq = entry.seq;
-        let limit = match &warrant {
-            Warrant::Grant(g) => {
-                if let Err(r) = self.grant_holds(now, &user, g) {
-                    self.reply_accepted(kbr, from, user, ballot, seq, Err(invalid(r)));
-                    return;
-                }
-                g.body.bytes
-            }
-            Warrant::Reclaimed { .. } => {
-                if let Err(r) = self.reclaim_holds(kbr, now, &user, &warrant) {
-                    self.reply_accepted(kbr, from, user, ballot, seq, Err(invalid(r)));
-                    return;
-                }
-                u64::MAX
+        let len = self.accounts.get(&user).map_or(0, Account::len);
+        if seq > len + 1 {
+            let msg = accepted(user, ballot, seq, Err(AcceptRefusal::Behind(len)));
+            send(kbr, from, &msg);
+            return;
+        }
+        let limit = match self.warrant_holds(kbr, now, &user, &entry, &warrant) {
+            Ok(limit) => limit,
+            Err(r) => {
+                let msg = accepted(
+                    user,
+                    ballot,
+                    seq,
+                    Err(AcceptRefusal::Invalid(format!("{r:?}"))),
+                );
+                send(kbr, from, &msg);
+                return;
             }
         };
         let cert = self.config.cert.clone();
-        let account = self
-            .accounts
-            .entry(user)
-            .or_insert_with(|| Account::new(user));
-        let result = if seq > account.len() + 1 {
-            Err(AcceptRefusal::Behind(account.len()))
-        } else {
-            account
-                .accept(&self.identity, cert, ballot, &entry, limit, warrant)
-                .map_err(|e| match e {
-                    LedgerError::Promised(b) => AcceptRefusal::Promised(b),
-                    e => AcceptRefusal::Invalid(e.to_string()),
-                })
+        let Some(account) = self.accounts.get_mut(&user) else {
+            return;
         };
-        self.reply_accepted(kbr, from, user, ballot, seq, result);
+        let result = account
+            .accept(&self.identity, cert, ballot, &entry, limit, warrant)
+            .map_err(|e| match e {
+                LedgerError::Promised(b) => AcceptRefusal::Promised(b),
+                e => AcceptRefusal::Invalid(e.to_string()),
+            });
+        send(kbr, from, &accepted(user, ballot, seq, result));
     }
 
-    fn reply_accepted(
+    /// Whether `warrant` justifies `entry`, and the limit it sets. A debit's grant is judged
+    /// as of the debit's creation (its expiry less the approval's lifetime), so an entry
+    /// carried forward to a later round is judged as when it was first proposed.
+    fn warrant_holds(
         &self,
-        kbr: &mut dyn Kbr,
-        to: Contact,
-        user: PublicKey,
-        ballot: Ballot,
-        seq: u64,
-        result: Result<Vote, AcceptRefusal>,
-    ) {
-        let msg = AccountsMessage::Accepted {
-            user,
-            ballot,
-            seq,
-            result,
-        };
-        send(kbr, to, &msg);
+        kbr: &dyn Kbr,
+        now: Time,
+        user: &PublicKey,
+        entry: &Entry,
+        warrant: &Warrant,
+    ) -> Result<u64, Refusal> {
+        match (&entry.change, warrant) {
+            (Change::Debit(d), Warrant::Grant { grant, certs }) => {
+                let created = d
+                    .expiry
+                    .saturating_sub(APPROVAL_LIFETIME.as_micros() / 1_000_000);
+                if created > self.unix(now) + CLOCK_SLACK {
+                    return Err(Refusal::Grant("a debit created in the future".into()));
+                }
+                self.grant_holds(created, user, grant)?;
+                self.certs_hold(user, certs, Some(d))?;
+                Ok(grant.body.bytes)
+            }
+            (Change::Credit { object, .. }, w @ Warrant::Reclaimed { object: o, .. }) => {
+                let debit = self.reclaim_holds(kbr, now, user, w)?;
+                if debit.object() != Some(*object) || !debit.ids.contains(o) {
+                    return Err(Refusal::NoCredit("the proof is for another object".into()));
+                }
+                Ok(u64::MAX)
+            }
+            _ => Err(Refusal::Grant("the warrant does not fit the change".into())),
+        }
     }
 
     /// Takes committed entries into `user`'s log, in order, each checked.
@@ -998,10 +1088,9 @@ impl Accounts {
             revoked: &self.revoked,
         };
         let electorate = &self.config.electorate;
-        let account = self
-            .accounts
-            .entry(user)
-            .or_insert_with(|| Account::new(user));
+        let Some(account) = self.accounts.get_mut(&user) else {
+            return;
+        };
         for c in cs {
             if account
                 .learn(c, |c| electorate.verify(&user, c, &at))
@@ -1013,31 +1102,63 @@ impl Accounts {
     }
 }
 
-fn invalid(r: Refusal) -> AcceptRefusal {
-    AcceptRefusal::Invalid(format!("{r:?}"))
+/// The debit a request asks for, created at `unix` (its approval expires a lifetime later).
+fn debit_of(ask: &Ask, unix: u64) -> Option<Debit> {
+    let Ask::Debit {
+        ids,
+        binding,
+        bytes,
+        replicas,
+        date,
+        nonce,
+    } = ask
+    else {
+        return None;
+    };
+    Some(Debit {
+        ids: ids.clone(),
+        binding: *binding,
+        bytes: *bytes,
+        replicas: *replicas,
+        date: *date,
+        expiry: unix + APPROVAL_LIFETIME.as_micros() / 1_000_000,
+        nonce: *nonce,
+    })
 }
 
-/// For a debit of an object charged already: the charge, when it is for the same content
-/// (the client may use it as its approval).
-fn refusal_or_approval<'a>(
-    refusal: &Refusal,
-    accounts: &'a BTreeMap<PublicKey, Account>,
-    user: &PublicKey,
-    w: &Waiting,
-) -> Result<&'a Committed, ()> {
-    let (Refusal::Duplicate, Ask::Debit { ids, binding, .. }) = (refusal, &w.ask) else {
-        return Err(());
-    };
-    let account = accounts.get(user).ok_or(())?;
-    let c = ids.iter().find_map(|id| account.charged(id)).ok_or(())?;
-    match &c.entry.change {
-        Change::Debit(d) if d.binding == *binding && d.ids == *ids => Ok(c),
-        _ => Err(()),
+/// What the client is told when its change cannot follow the log.
+fn refusal(balance: u64, w: &Waiting, e: LedgerError) -> Refusal {
+    match e {
+        LedgerError::OverQuota { limit, .. } => Refusal::OverQuota {
+            balance,
+            limit,
+            asked: match &w.ask {
+                Ask::Debit { bytes, .. } => *bytes,
+                _ => 0,
+            },
+        },
+        LedgerError::AlreadyDebited { .. } => Refusal::Duplicate,
+        LedgerError::NothingToCredit(_) => Refusal::NoCredit(e.to_string()),
+        _ => Refusal::Unavailable,
     }
 }
 
 fn answer(req: u64, result: Result<Option<Committed>, Refusal>, limit: u64) -> AccountsMessage {
     AccountsMessage::Answer { req, result, limit }
+}
+
+fn accepted(
+    user: PublicKey,
+    ballot: Ballot,
+    seq: u64,
+    result: Result<Vote, AcceptRefusal>,
+) -> AccountsMessage {
+    AccountsMessage::Accepted {
+        user,
+        ballot,
+        seq,
+        result,
+    }
 }
 
 fn encode(m: &AccountsMessage) -> AppMessage {
@@ -1050,6 +1171,15 @@ fn encode(m: &AccountsMessage) -> AppMessage {
 
 fn send(kbr: &mut dyn Kbr, to: Contact, m: &AccountsMessage) {
     kbr.send_direct(to, encode(m));
+}
+
+/// Up to half a round time-out, different for each proposer and round: competing proposers
+/// retry out of step.
+fn jitter(me: &Id, round: u64) -> Duration {
+    let h = Id::hash_parts(&[me.as_bytes(), &round.to_le_bytes()]);
+    let half = ROUND_TIMEOUT.as_micros() / 2;
+    let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    Duration::from_micros(v % half.max(1))
 }
 
 impl Service for Accounts {
@@ -1088,33 +1218,34 @@ impl Service for Accounts {
                     client,
                     ask,
                     warrant,
+                    deadline: now + REQUEST_TIMEOUT,
                 };
                 self.on_request(kbr, now, user, w);
             }
             AccountsMessage::Answer { req, result, limit } => {
-                self.on_answer(kbr, now, req, result, limit)
+                self.on_answer(kbr, now, from.id, req, (result, limit))
             }
             AccountsMessage::Prepare { user, ballot, have } => {
-                self.on_prepare(kbr, from, user, ballot, have)
+                self.on_prepare(kbr, now, from, user, (ballot, have))
             }
             AccountsMessage::Promise {
                 user,
                 ballot,
                 result,
-            } => self.on_promise(kbr, now, from.id, user, ballot, result),
+            } => self.on_promise(kbr, now, from.id, user, (ballot, result)),
             AccountsMessage::Accept {
                 user,
                 ballot,
                 entry,
                 warrant,
                 catchup,
-            } => self.on_accept(kbr, now, from, user, ballot, entry, warrant, catchup),
+            } => self.on_accept(kbr, now, from, user, (ballot, entry, warrant, catchup)),
             AccountsMessage::Accepted {
                 user,
                 ballot,
                 seq,
                 result,
-            } => self.on_accepted(kbr, now, from.id, user, ballot, seq, result),
+            } => self.on_accepted(kbr, now, from.id, user, (ballot, seq, result)),
             AccountsMessage::Commit { committed } => {
                 let user = committed.entry.user;
                 let (me, gap, unix) = (kbr.local_contact().id, kbr.id_gap(), self.unix(now));
@@ -1125,11 +1256,15 @@ impl Service for Accounts {
 
     fn next_deadline(&self) -> Option<Time> {
         let clients = self.pending.values().map(|p| p.deadline);
+        let me = self.identity.id();
         let rounds = self
             .proposers
             .values()
-            .filter(|p| !matches!(p.phase, Phase::Ready) || !p.queue.is_empty())
-            .map(|p| p.since + ROUND_TIMEOUT);
+            .filter(|p| {
+                !matches!(p.phase, Phase::Ready) && !p.queue.is_empty()
+                    || matches!(p.phase, Phase::Preparing { .. } | Phase::Accepting { .. })
+            })
+            .map(|p| p.since + ROUND_TIMEOUT + jitter(&me, p.ballot.round));
         clients.chain(rounds).min()
     }
 
@@ -1148,17 +1283,20 @@ impl Service for Accounts {
                 limit: 0,
             });
         }
-        let stuck: Vec<(PublicKey, Ballot)> = self
-            .proposers
-            .iter()
-            .filter(|(_, p)| {
-                (!matches!(p.phase, Phase::Ready) || !p.queue.is_empty())
-                    && p.since + ROUND_TIMEOUT <= now
-            })
-            .map(|(u, p)| (*u, p.ballot))
-            .collect();
-        for (user, ballot) in stuck {
-            self.prepare(kbr, now, user, ballot);
+        let me = kbr.local_contact().id;
+        // Requests whose clients gave up leave the queues; a round that is stuck, or a stall
+        // with work left, starts over.
+        let mut stuck = Vec::new();
+        for (user, p) in self.proposers.iter_mut() {
+            p.queue.retain(|w| w.deadline > now);
+            let busy = matches!(p.phase, Phase::Preparing { .. } | Phase::Accepting { .. });
+            let waiting = matches!(p.phase, Phase::Stalled) && !p.queue.is_empty();
+            if (busy || waiting) && p.since + ROUND_TIMEOUT + jitter(&me, p.ballot.round) <= now {
+                stuck.push(*user);
+            }
+        }
+        for user in stuck {
+            self.prepare(kbr, now, user);
         }
     }
 }

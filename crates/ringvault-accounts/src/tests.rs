@@ -19,13 +19,16 @@ fn user_key() -> Identity {
 
 fn warrant(limit: u64) -> Warrant {
     let broker = Identity::from_secret_bytes([201; 32]);
-    Warrant::Grant(Grant::issue(
-        &broker,
-        Grantee::Quota(user_key().public_key()),
-        limit,
-        (0, u64::MAX),
-        1,
-    ))
+    Warrant::Grant {
+        grant: Grant::issue(
+            &broker,
+            Grantee::Quota(user_key().public_key()),
+            limit,
+            (0, u64::MAX),
+            1,
+        ),
+        certs: Vec::new(),
+    }
 }
 
 fn debit(tag: u64, bytes: u64) -> Change {
@@ -34,6 +37,7 @@ fn debit(tag: u64, bytes: u64) -> Change {
         binding: Id::hash(b"content"),
         bytes,
         replicas: 3,
+        date: 0,
         expiry: u64::MAX,
         nonce: tag,
     })
@@ -182,7 +186,8 @@ impl Model {
                 proposer: Id::ZERO,
             }),
             pr.id,
-        );
+        )
+        .expect("rounds stay small");
         pr.phase = Phase::Preparing {
             promises: 0,
             carried: None,
@@ -463,7 +468,7 @@ fn a_grant_is_used_up_and_then_refused() {
     let me = Identity::from_secret_bytes([1; 32]);
     let user = user_key().public_key();
     let mut a = Account::new(user);
-    let ballot = Ballot::above(Ballot::default(), me.id());
+    let ballot = Ballot::above(Ballot::default(), me.id()).unwrap();
     let mut head: Option<Entry> = None;
     for tag in 0..3 {
         let e = Entry::after(user, head.as_ref(), debit(tag, 30), 100).unwrap();
@@ -514,8 +519,8 @@ fn a_lower_ballot_is_refused_after_a_promise() {
     let me = Identity::from_secret_bytes([1; 32]);
     let user = user_key().public_key();
     let mut a = Account::new(user);
-    let low = Ballot::above(Ballot::default(), Id::hash(b"a"));
-    let high = Ballot::above(low, Id::hash(b"b"));
+    let low = Ballot::above(Ballot::default(), Id::hash(b"a")).unwrap();
+    let high = Ballot::above(low, Id::hash(b"b")).unwrap();
     a.promise(high).unwrap();
     assert_eq!(a.promise(low), Err(LedgerError::Promised(high)));
     let e = Entry::after(user, None, debit(0, 10), 100).unwrap();
@@ -525,7 +530,7 @@ fn a_lower_ballot_is_refused_after_a_promise() {
     );
     // What was accepted is reported to the next proposer.
     a.accept(&me, None, high, &e, 100, warrant(100)).unwrap();
-    let top = Ballot::above(high, Id::hash(b"c"));
+    let top = Ballot::above(high, Id::hash(b"c")).unwrap();
     assert_eq!(a.promise(top).unwrap().map(|x| x.entry.clone()), Some(e));
 }
 
@@ -569,11 +574,12 @@ fn an_approval_must_fit_its_insert_and_come_from_plausible_managers() {
         binding: binding(&content_hash, 10, 3),
         bytes: 30,
         replicas: 3,
+        date: 0,
         expiry: 2_000,
         nonce: 1,
     });
     let entry = Entry::after(user, None, change, 100).unwrap();
-    let ballot = Ballot::above(Ballot::default(), near[0].id());
+    let ballot = Ballot::above(Ballot::default(), near[0].id()).unwrap();
     let sign = |keys: &[Identity]| Committed {
         entry: entry.clone(),
         ballot,

@@ -49,20 +49,26 @@ pub struct AuditConfig {
     /// Mean time between two audits this node starts.
     pub interval: Duration,
     /// Time allowed beyond the audited node's round-trip time (reading and hashing a range).
+    /// The second try, after a first one went unanswered, allows four times as much: a node
+    /// slowed by load gets a second chance before it is accused.
     pub slack: Duration,
     /// How long an accusation counts.
     pub window: Duration,
     /// The longest byte range asked for.
     pub max_range: u32,
+    /// Only objects up to this size are audited: an accusation carries the object to every
+    /// leaf set member, so each can audit the accused itself.
+    pub max_object: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             interval: Duration::from_secs(60),
-            slack: Duration::from_millis(50),
+            slack: Duration::from_millis(250),
             window: Duration::from_secs(3600),
             max_range: 1024,
+            max_object: 64 << 10,
         }
     }
 }
@@ -353,9 +359,13 @@ impl Past {
         if a.outstanding.len() >= MAX_OUTSTANDING {
             return;
         }
+        let store = &self.store;
+        let small =
+            |id: &Id| matches!(store.meta(id), Ok(Some((_, size))) if size <= a.config.max_object);
         let pairs: Vec<(Id, Id)> = self
             .known
             .iter()
+            .filter(|(id, _)| small(id))
             .flat_map(|(id, holders)| holders.iter().map(move |h| (*id, *h)))
             .filter(|(_, h)| !a.suspects.contains(h))
             .collect();
@@ -413,7 +423,7 @@ impl Past {
                 challenge,
                 target,
                 k,
-                deadline: now + rtt + a.config.slack,
+                deadline: now + rtt + a.config.slack.mul(if retry { 4 } else { 1 }),
                 retry,
             },
         );
@@ -470,12 +480,14 @@ impl Past {
         }
         *n += 1;
         a.stats.answered += 1;
+        // The store checks what it reads against the certificate (a damaged copy is not
+        // served); a copy of the wrong length is not held either.
         let copy = self
             .store
             .get(&challenge.object)
             .ok()
             .flatten()
-            .filter(|o| o.cert.matches_content(&o.content));
+            .filter(|o| o.content.len() as u64 == o.cert.body.size);
         let proof = Proof::issue(
             &self.identity,
             challenge,
@@ -603,7 +615,12 @@ impl Past {
         };
         let k = cert.body.replicas;
         let object = cert.id();
-        if target == me
+        let too_big = self
+            .audits
+            .as_ref()
+            .is_none_or(|a| content.len() as u64 > a.config.max_object);
+        if too_big
+            || target == me
             || !members.iter().any(|c| c.id == from.id)
             || cert.verify_content(&content).is_err()
             || !self

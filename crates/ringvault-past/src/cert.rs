@@ -10,7 +10,7 @@ use ringvault_types::{Id, Identity, PublicKey, Signature};
 const FILE_CERT_DOMAIN: &[u8] = b"ringvault/past/file-certificate/v1";
 const STORE_RECEIPT_DOMAIN: &[u8] = b"ringvault/past/store-receipt/v1";
 const RECLAIM_CERT_DOMAIN: &[u8] = b"ringvault/past/reclaim-certificate/v1";
-const RECLAIM_RECEIPT_DOMAIN: &[u8] = b"ringvault/past/reclaim-receipt/v1";
+const RECLAIM_RECEIPT_DOMAIN: &[u8] = b"ringvault/past/reclaim-receipt/v2";
 const ABANDON_CERT_DOMAIN: &[u8] = b"ringvault/past/abandon-certificate/v1";
 const OBJECT_ID_DOMAIN: &[u8] = b"ringvault/past/object-id/v1";
 
@@ -361,22 +361,26 @@ pub struct ReclaimReceipt {
     pub node_key: PublicKey,
     /// Bytes freed.
     pub freed: u64,
+    /// The insertion date of the copy released (its certificate's): names which insert of
+    /// the object this releases, so a receipt cannot be replayed for a later one.
+    pub inserted: u64,
     /// The node's signature.
     pub signature: Signature,
 }
 
 impl ReclaimReceipt {
-    /// `node` acknowledges releasing `object`.
-    pub fn issue(node: &Identity, object: Id, freed: u64) -> Self {
+    /// `node` acknowledges releasing its copy of `object` inserted at `inserted`.
+    pub fn issue(node: &Identity, object: Id, freed: u64, inserted: u64) -> Self {
         let signature = node.sign(&signed_bytes(
             RECLAIM_RECEIPT_DOMAIN,
-            &(object, node.id(), freed),
+            &(object, node.id(), freed, inserted),
         ));
         ReclaimReceipt {
             object,
             node: node.id(),
             node_key: node.public_key(),
             freed,
+            inserted,
             signature,
         }
     }
@@ -389,7 +393,7 @@ impl ReclaimReceipt {
         if self.node_key.id() != self.node {
             return Err(CertError::WrongNode);
         }
-        let body = (self.object, self.node, self.freed);
+        let body = (self.object, self.node, self.freed, self.inserted);
         check_signature(
             &self.node_key,
             RECLAIM_RECEIPT_DOMAIN,
@@ -497,7 +501,7 @@ mod tests {
         assert_eq!(rc.verify(&cert), Ok(()));
         let stranger = ReclaimCertificate::issue(&who(7), cert.id(), 9);
         assert_eq!(stranger.verify(&cert), Err(CertError::BadSignature));
-        let rr = ReclaimReceipt::issue(&node, cert.id(), 4);
+        let rr = ReclaimReceipt::issue(&node, cert.id(), 4, 9);
         assert_eq!(rr.verify(&cert.id()), Ok(()));
         let mut lie = rr.clone();
         lie.freed = 400;

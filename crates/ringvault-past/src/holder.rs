@@ -420,11 +420,12 @@ impl Past {
         if cert.date < stored.cert.body.date {
             return Some(Refusal::NotFound);
         }
-        let freed = match self.release(id, stored.cert.body.date.max(cert.date)) {
+        let inserted = stored.cert.body.date;
+        let freed = match self.release(id, inserted.max(cert.date)) {
             Ok(f) => f,
             Err(refusal) => return Some(refusal),
         };
-        let receipt = ReclaimReceipt::issue(&self.identity, id, freed);
+        let receipt = ReclaimReceipt::issue(&self.identity, id, freed, inserted);
         send(kbr, client, &PastMessage::Reclaimed { req, receipt });
         None
     }

@@ -50,7 +50,7 @@ pub use past::{
     ANTI_ENTROPY_INTERVAL, MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS,
     MAX_TOMBSTONES, PAST_APP, REQUEST_TIMEOUT,
 };
-pub use quota::{reclaim_proof, reclaim_proven, sign_salts, Quota};
+pub use quota::{insert_proven, reclaim_proof, reclaim_proven, sign_salts, Quota};
 pub use secure::Witnesses;
 pub use store::{
     Held, Kind, MemoryStore, SpaceLimit, Store, StoreError, StoreHealth, StoredObject, Usage,

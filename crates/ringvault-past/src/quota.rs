@@ -7,7 +7,7 @@
 //! Maintenance copies need no new debit: they carry no approval and are taken, as in any ring,
 //! only by members of the object's replica set.
 
-use ringvault_accounts::{check, quorum, Committed, Electorate, Insert, Vantage};
+use ringvault_accounts::{check, quorum, Committed, Debit, Electorate, Insert, Vantage};
 use ringvault_overlay::Kbr;
 use ringvault_types::{Id, Identity, PublicKey, RevocationList, Time};
 
@@ -87,6 +87,35 @@ pub fn sign_salts(
         .collect()
 }
 
+/// Whether `certs` (as [`crate::encode_certificates`] wrote them) are `user`'s signed
+/// certificates of one object under the salts `debit` names, in order, certifying the content,
+/// size, k and date it charges for: so a debit can only be made for what the owner signed.
+pub fn insert_proven(user: &PublicKey, certs: &[u8], debit: &Debit) -> bool {
+    let Ok(certs) = crate::decode_certificates(certs) else {
+        return false;
+    };
+    let Some(first) = certs.first() else {
+        return false;
+    };
+    let b = &first.body;
+    let same = |c: &FileCertificate| {
+        let o = &c.body;
+        o.owner == *user
+            && o.name == b.name
+            && o.content_hash == b.content_hash
+            && (o.size, o.replicas, o.date) == (b.size, b.replicas, b.date)
+            && c.verify().is_ok()
+    };
+    certs.len() == debit.ids.len()
+        && certs
+            .iter()
+            .zip(&debit.ids)
+            .all(|(c, id)| c.id() == *id && same(c))
+        && debit.binding == ringvault_accounts::binding(&b.content_hash, b.size, b.replicas)
+        && b.size.checked_mul(u64::from(b.replicas)) == Some(debit.bytes)
+        && (debit.replicas, debit.date) == (b.replicas, b.date)
+}
+
 /// The proof of a reclaim the account managers take to give its debit back: the storage
 /// nodes' reclaim receipts.
 pub fn reclaim_proof(receipts: &[ReclaimReceipt]) -> Vec<u8> {
@@ -94,16 +123,16 @@ pub fn reclaim_proof(receipts: &[ReclaimReceipt]) -> Vec<u8> {
     postcard::to_allocvec(receipts).unwrap_or_default()
 }
 
-/// Whether `proof` shows `object` released by a majority of its `replicas` holders: receipts
-/// for it that verify, from distinct nodes plausibly among its closest (the density rule of
-/// the account managers' votes). The user is the managers' concern: their log says whose
-/// object it is.
+/// Whether `proof` shows `object`, as inserted at `date`, released by a majority of its
+/// `replicas` holders: receipts for that insert that verify, from distinct nodes plausibly among
+/// its closest (the density rule of the account managers' votes). The user is the managers'
+/// concern: their log says whose object it is.
 pub fn reclaim_proven(
     _user: &PublicKey,
     object: &Id,
     proof: &[u8],
     at: &Vantage<'_>,
-    replicas: u8,
+    (replicas, date): (u8, u64),
 ) -> bool {
     let Ok(receipts) = postcard::from_bytes::<Vec<ReclaimReceipt>>(proof) else {
         return false;
@@ -111,7 +140,7 @@ pub fn reclaim_proven(
     let k = usize::from(replicas.max(1));
     let mut nodes: Vec<Id> = receipts
         .iter()
-        .filter(|r| r.verify(object).is_ok())
+        .filter(|r| r.inserted == date && r.verify(object).is_ok())
         .filter(|r| ringvault_accounts::near(object, &r.node, k, at))
         .map(|r| r.node)
         .collect();

@@ -9,8 +9,8 @@ use ringvault_accounts::{
 };
 use ringvault_overlay::Config;
 use ringvault_past::{
-    reclaim_proof, reclaim_proven, sign_salts, FileCertificate, Inserted, MemoryStore, Past,
-    PastConfig, PastError, PastEvent, Quota, ReclaimCertificate,
+    encode_certificates, insert_proven, reclaim_proof, reclaim_proven, sign_salts, FileCertificate,
+    Inserted, MemoryStore, Past, PastConfig, PastError, PastEvent, Quota, ReclaimCertificate,
 };
 use ringvault_testkit::TestRing;
 use ringvault_types::{Duration, Grant, Grantee, Id, Identity};
@@ -46,6 +46,7 @@ fn ring(n: usize, m: usize) -> TestRing {
                 unix_at_zero: UNIX_AT_ZERO,
                 secure: false,
                 reclaimed: Box::new(reclaim_proven),
+                inserted: Box::new(insert_proven),
             },
         );
         node.add_service(Box::new(accounts));
@@ -100,9 +101,20 @@ fn start_debit(
     let b = &certs[0].body;
     let ids = certs.iter().map(|c| c.id()).collect();
     let bind = binding(&b.content_hash, b.size, b.replicas);
-    let (user, grant, size, k) = (user.public_key(), grant.clone(), b.size, b.replicas);
+    let (user, grant, size, k, date) =
+        (user.public_key(), grant.clone(), b.size, b.replicas, b.date);
+    let encoded = encode_certificates(certs);
     ring.start::<Accounts, _>(i, |s, kbr, now, _| {
-        s.debit(kbr, now, user, grant, ids, bind, (size, k), nonce)
+        s.debit(
+            kbr,
+            now,
+            user,
+            (grant, encoded),
+            ids,
+            bind,
+            (size, k, date),
+            nonce,
+        )
     })
     .expect("the request starts")
 }
@@ -170,9 +182,16 @@ fn holders(ring: &mut TestRing, id: &Id) -> usize {
         .count()
 }
 
-/// Reclaims `id` for `user` through node `i` and gives its debit back.
-fn reclaim(ring: &mut TestRing, i: usize, user: &Identity, id: Id, k: u8) -> Committed {
-    let cert = ReclaimCertificate::issue(user, id, UNIX_AT_ZERO);
+/// Reclaims `id` for `user` through node `i` and gives its debit back; answers the credit and
+/// the reclaim's receipts.
+fn reclaim(
+    ring: &mut TestRing,
+    i: usize,
+    user: &Identity,
+    id: Id,
+    k: u8,
+) -> (Committed, Vec<ringvault_past::ReclaimReceipt>) {
+    let cert = ReclaimCertificate::issue(user, id, UNIX_AT_ZERO + 30);
     let req = ring
         .call::<Past, _>(i, |p, kbr, now, _| p.reclaim(kbr, now, cert, k))
         .expect("the reclaim starts");
@@ -185,7 +204,8 @@ fn reclaim(ring: &mut TestRing, i: usize, user: &Identity, id: Id, k: u8) -> Com
     let req = ring
         .call::<Accounts, _>(i, |s, kbr, now, _| s.credit(kbr, now, owner, id, proof))
         .expect("the credit starts");
-    answer(ring, i, req).expect("the credit is committed")
+    let credit = answer(ring, i, req).expect("the credit is committed");
+    (credit, receipts)
 }
 
 #[test]
@@ -242,7 +262,7 @@ fn a_grant_of_ten_mib_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
     assert_eq!(holders(&mut ring, &certs[0].id()), 0);
 
     // Reclaiming one object gives its 2 MiB back, once; then the sixth fits.
-    let credit = reclaim(&mut ring, 11, &user, stored[2], 2);
+    let (credit, receipts) = reclaim(&mut ring, 11, &user, stored[2], 2);
     assert_eq!(credit.entry.balance, 8 * MIB);
     let owner = user.public_key();
     let again = reclaim_proof(&[]);
@@ -256,6 +276,24 @@ fn a_grant_of_ten_mib_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
         Err(AccountsError::NoCredit(_))
     ));
     put(&mut ring, 9, &user, &grant, "file-5", (MIB, 2)).expect("fits after the reclaim");
+
+    // The same object stored again (a later insert, charged again, once another reclaim made
+    // room) cannot be given back with the receipts of the earlier reclaim: they name the
+    // earlier insert.
+    reclaim(&mut ring, 12, &user, stored[3], 2);
+    let content = vec!["file-2".len() as u8; MIB as usize];
+    let later = sign_salts(&user, "file-2", &content, 2, UNIX_AT_ZERO + 60);
+    let approval = debit(&mut ring, 4, &user, &grant, &later).expect("fits: 10 MiB again");
+    insert(&mut ring, 4, &later, &content, Some(approval)).expect("stored again");
+    let req = ring
+        .call::<Accounts, _>(11, |s, kbr, now, _| {
+            s.credit(kbr, now, owner, stored[2], reclaim_proof(&receipts))
+        })
+        .unwrap();
+    assert!(matches!(
+        answer(&mut ring, 11, req),
+        Err(AccountsError::NoCredit(_))
+    ));
 }
 
 #[test]
@@ -343,6 +381,8 @@ fn the_managers_still_approve_with_one_of_three_killed_even_the_proposer() {
     let client = (0..16).find(|i| !managers.contains(i)).unwrap();
     let content = vec![3u8; MIB as usize];
     let certs = sign_salts(&user, "after", &content, 2, UNIX_AT_ZERO);
+    // At once: the new proposer's first ballot is refused (the old one's was higher), and it
+    // tries again above it without waiting for a round time-out.
     let approval = debit(&mut ring, client, &user, &grant, &certs).expect("approved");
     // Signed by a majority of live managers, none of them the dead one.
     let dead = ring.members[managers[0]].identity.public_key();
@@ -395,6 +435,37 @@ fn forged_grants_and_approvals_are_refused() {
         let r = debit(&mut ring, 1, &user, g, &certs);
         assert!(matches!(r, Err(AccountsError::Grant(_))), "{g:?}: {r:?}");
     }
+    // The genuine grant, seen by someone who is not the owner (a routing hop, a node the
+    // owner used), cannot charge it for objects the owner did not sign.
+    let thief = Identity::from_secret_bytes([11; 32]);
+    let theirs = sign_salts(&thief, "not-yours", &content, 3, UNIX_AT_ZERO);
+    let b = &theirs[0].body;
+    let ids = theirs.iter().map(|c| c.id()).collect();
+    let bind = binding(&b.content_hash, b.size, b.replicas);
+    let (owner, grant, encoded) = (
+        user.public_key(),
+        grant_for(&user, MIB),
+        encode_certificates(&theirs),
+    );
+    let size = b.size;
+    let req = ring
+        .call::<Accounts, _>(1, |s, kbr, now, _| {
+            s.debit(
+                kbr,
+                now,
+                owner,
+                (grant, encoded),
+                ids,
+                bind,
+                (size, 3, UNIX_AT_ZERO),
+                5,
+            )
+        })
+        .unwrap();
+    assert!(matches!(
+        answer(&mut ring, 1, req),
+        Err(AccountsError::Grant(_))
+    ));
     // Approvals the replicas must refuse: none, one signed by keys made up for it, and a
     // genuine one for other content.
     assert_eq!(
@@ -407,6 +478,7 @@ fn forged_grants_and_approvals_are_refused() {
         binding: binding(&b.content_hash, b.size, b.replicas),
         bytes: b.size * 3,
         replicas: 3,
+        date: UNIX_AT_ZERO,
         expiry: u64::MAX,
         nonce: 1,
     });

@@ -206,8 +206,21 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
             usage: u,
             health: h,
             under_replicated,
+            audits,
         }) = store.usage(&app.node).await?
         {
+            if let Some((a, suspects)) = audits {
+                v["audits"] = json!({
+                    "sent": a.sent,
+                    "passed": a.passed,
+                    "failed": a.failed,
+                    "missed": a.missed,
+                    "answered": a.answered,
+                    "accusations": a.accusations,
+                    "bytes": a.bytes,
+                    "suspects": suspects.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                });
+            }
             v["storage"] = json!({
                 "under_replicated": under_replicated,
                 "capacity": u.capacity,
@@ -493,7 +506,65 @@ pub fn check_name_chars(what: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// The store's space and faults, in Prometheus text.
+fn render_audit_metrics(out: &mut String, (a, suspects): &(ringvault_past::AuditStats, Vec<Id>)) {
+    for (name, help, kind, v) in [
+        (
+            "ringvault_audits_sent_total",
+            "Audit challenges this node sent (first and second tries).",
+            "counter",
+            a.sent,
+        ),
+        (
+            "ringvault_audits_passed_total",
+            "Audits answered correctly.",
+            "counter",
+            a.passed,
+        ),
+        (
+            "ringvault_audits_failed_total",
+            "Audits answered wrongly (signed evidence of dropped data).",
+            "counter",
+            a.failed,
+        ),
+        (
+            "ringvault_audits_missed_total",
+            "Audits unanswered twice in a row (accusations made).",
+            "counter",
+            a.missed,
+        ),
+        (
+            "ringvault_audits_answered_total",
+            "Challenges this node answered.",
+            "counter",
+            a.answered,
+        ),
+        (
+            "ringvault_audits_accusations_total",
+            "Accusations received from leaf set members.",
+            "counter",
+            a.accusations,
+        ),
+        (
+            "ringvault_audits_bytes_total",
+            "Bytes of audit messages sent.",
+            "counter",
+            a.bytes,
+        ),
+        (
+            "ringvault_audits_suspects",
+            "Leaf set members this node suspects of dropping data.",
+            "gauge",
+            suspects.len() as u64,
+        ),
+    ] {
+        counter(out, name, help, kind, v);
+    }
+}
+
 fn render_storage_metrics(out: &mut String, s: &StorageState) {
+    if let Some(a) = &s.audits {
+        render_audit_metrics(out, a);
+    }
     let (u, h) = (&s.usage, &s.health);
     for (name, help, kind, v) in [
         (

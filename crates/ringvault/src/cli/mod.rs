@@ -310,10 +310,12 @@ impl Mode {
         }
     }
 
-    /// PAST's policy in this mode: secure mode stores and looks up through `sec_route`.
+    /// PAST's policy in this mode: secure mode stores and looks up through `sec_route`; in
+    /// every mode leaf set members audit each other's storage.
     pub fn past(self) -> ringvault_past::PastConfig {
         ringvault_past::PastConfig {
             secure: self == Mode::Secure,
+            audit: Some(ringvault_past::AuditConfig::default()),
             ..Default::default()
         }
     }

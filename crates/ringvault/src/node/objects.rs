@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_accounts::{Accounts, AccountsStats, Committed};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
-use ringvault_past::{check_certificates, sign_salts};
+use ringvault_past::{check_certificates, sign_salts, AuditStats};
 use ringvault_past::{
     FileCertificate, Kind, Past, PastConfig, PastError, PastEvent, ReclaimCertificate, RequestId,
     StoreError, StoreHealth, Usage, MAX_PENDING,
@@ -189,7 +189,7 @@ pub enum RequestError {
 }
 
 /// The node's storage as `/v1/status` and `/metrics` report it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StorageState {
     /// Space.
     pub usage: Usage,
@@ -197,6 +197,9 @@ pub struct StorageState {
     pub health: StoreHealth,
     /// Replicas held here whose object is known to be on fewer than k nodes.
     pub under_replicated: usize,
+    /// What audits of the leaf set counted, and the nodes this node suspects of dropping data
+    /// (`None` with audits off).
+    pub audits: Option<(AuditStats, Vec<Id>)>,
 }
 
 /// What this node holds of an object.
@@ -437,6 +440,7 @@ impl ObjectsClient {
                 usage: p.store().usage(),
                 health: p.store().health(),
                 under_replicated: p.under_replicated(kbr, now),
+                audits: p.audit_report(),
             })
         })
         .await

@@ -14,7 +14,10 @@ use ringvault_accounts::{
     DEFAULT_MANAGERS,
 };
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
-use ringvault_past::{reclaim_proof, reclaim_proven, FileCertificate, Quota, ReclaimReceipt};
+use ringvault_past::{
+    encode_certificates, insert_proven, reclaim_proof, reclaim_proven, FileCertificate, Quota,
+    ReclaimReceipt,
+};
 use ringvault_types::{Grant, Id, Identity, NodeCertificate, PublicKey};
 use tokio::sync::oneshot;
 
@@ -181,6 +184,7 @@ pub fn add_accounts(
             unix_at_zero: unix_now(),
             secure: ca.is_some(),
             reclaimed: Box::new(reclaim_proven),
+            inserted: Box::new(insert_proven),
         },
     );
     services.services.push(Box::new(accounts));
@@ -298,17 +302,10 @@ impl QuotaClient {
         let ids: Vec<Id> = certs.iter().map(|c| c.id()).collect();
         let bind = binding(&b.content_hash, b.size, b.replicas);
         let nonce = rand_nonce();
+        let encoded = encode_certificates(certs);
         self.change(node, move |a, kbr, now| {
-            a.debit(
-                kbr,
-                now,
-                b.owner,
-                grant,
-                ids,
-                bind,
-                (b.size, b.replicas),
-                nonce,
-            )
+            let size = (b.size, b.replicas, b.date);
+            a.debit(kbr, now, b.owner, (grant, encoded), ids, bind, size, nonce)
         })
         .await
     }
