@@ -714,6 +714,14 @@ impl Past {
             .map(|a| (a.stats, a.suspects().iter().copied().collect()))
     }
 
+    /// The nodes this node itself reported (accused) within the window.
+    pub fn audit_accused(&self) -> Vec<Id> {
+        self.audits
+            .as_ref()
+            .map(|a| a.reported.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether this node suspects `node` of dropping data.
     pub fn suspects(&self, node: &Id) -> bool {
         self.audits.as_ref().is_some_and(|a| a.is_suspect(node))

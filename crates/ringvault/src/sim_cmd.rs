@@ -22,7 +22,9 @@ pub enum SimCommand {
     /// secure-join (joiners' leaf sets and constrained tables with a quarter of the nodes
     /// colluding, with and without the join check; --routes sets the joiners), records (signed
     /// records under churn with a tenth of the nodes losing writes, with and without read
-    /// repair; --routes sets the reads). Several names in one run share their network builds.
+    /// repair; --routes sets the reads), audits (storage audits under churn with 5, 10 and
+    /// 25% of the nodes keeping receipts and dropping data, with and without audits; --hours
+    /// sets the simulated time). Several names in one run share their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.
@@ -59,6 +61,9 @@ pub struct SimArgs {
     /// Routes or lookups per measurement (default: the experiment's).
     #[arg(long)]
     routes: Option<usize>,
+    /// Simulated hours of experiments that run for a time (audits; default 24).
+    #[arg(long)]
+    hours: Option<f64>,
     /// secure-routing's failure test threshold gamma: an answer more than gamma times sparser
     /// than the origin's own neighbourhood fails [default: the protocol's].
     #[arg(long)]
@@ -101,6 +106,7 @@ pub fn run(cmd: SimCommand) -> Result<()> {
         leaf_set: a.leaf_set,
         neighbourhood: a.neighbourhood,
         routes: a.routes,
+        hours: a.hours,
         gamma: a.gamma,
         no_failure_test: a.no_failure_test,
         sweep_nodes: a.sweep_nodes,

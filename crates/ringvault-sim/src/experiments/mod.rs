@@ -17,6 +17,7 @@ use crate::perf::{rss_bytes, PerfReport};
 use crate::report::Report;
 use crate::{Sim, SimConfig, TopologyKind};
 
+mod audits;
 mod byzantine_storage;
 mod churn;
 mod failure;
@@ -31,7 +32,7 @@ mod static_net;
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 16] = [
+pub const EXPERIMENTS: [&str; 17] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -48,6 +49,7 @@ pub const EXPERIMENTS: [&str; 16] = [
     "byzantine-storage",
     "secure-join",
     "records",
+    "audits",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -68,6 +70,9 @@ pub struct Params {
     pub neighbourhood: Option<usize>,
     /// Routes or lookups per measurement.
     pub routes: Option<usize>,
+    /// Simulated hours of the experiments that run for a time (`audits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours: Option<f64>,
     /// The secure routing failure test's threshold (`secure-routing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
@@ -94,6 +99,7 @@ impl Params {
             leaf_set: None,
             neighbourhood: None,
             routes: None,
+            hours: None,
             gamma: None,
             no_failure_test: false,
             sweep_nodes: None,
@@ -166,6 +172,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "byzantine-storage" => byzantine_storage::byzantine_storage(&mut ctx),
             "secure-join" => secure_join::secure_join(&mut ctx),
             "records" => records::records(&mut ctx),
+            "audits" => audits::audits(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);
