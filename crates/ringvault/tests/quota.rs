@@ -2,7 +2,7 @@
 //! the HTTP API: a user with a 10 MiB grant stores 10 MiB (size × replicas) and no more (the
 //! next put is refused with 403 quota_exceeded and the balance, and nothing of it is stored);
 //! a reclaim gives the balance back; a put without a grant, with a forged grant, or through the
-//! operator key of a node without one is refused.
+//! operator key of a node without one is refused. The daemons' audit counters are on /metrics.
 
 mod common;
 mod daemons;
@@ -85,6 +85,8 @@ fn a_ten_mib_grant_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
         .map(|u| {
             let (_, body) = request(u, "GET", "/metrics", b"");
             let text = String::from_utf8_lossy(&body).into_owned();
+            // Every daemon audits its leaf set: the counters are there (zero or more).
+            assert!(text.contains("ringvault_audits_suspects "), "{text}");
             text.lines()
                 .find_map(|l| l.strip_prefix("ringvault_accounts_over_quota_total "))
                 .and_then(|v| v.trim().parse::<u64>().ok())
