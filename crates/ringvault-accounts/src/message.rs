@@ -102,6 +102,12 @@ pub(crate) enum AccountsMessage {
     },
     /// A committed entry, for every manager's log.
     Commit { committed: Committed },
+    /// A page of a user's log, from a manager to a node that has just become one of the
+    /// user's managers (a leaf set change), so the log outlives the managers it started on.
+    Log {
+        user: PublicKey,
+        entries: Vec<Committed>,
+    },
 }
 
 /// A manager's promise.

@@ -9,7 +9,7 @@
 //! for keys it is plausibly a manager of. A client takes a refusal only from a plausible
 //! manager, and an approval only when a majority of plausible managers signed it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ringvault_overlay::{AppId, AppMessage, Kbr, Redundancy, RouteInfo, Service};
 use ringvault_types::{
@@ -199,6 +199,8 @@ pub struct Accounts {
     next_req: u64,
     answered: VecDeque<Answered>,
     stats: AccountsStats,
+    /// Per account, the managers this node last counted (its log went to each newcomer).
+    handed: BTreeMap<PublicKey, BTreeSet<Id>>,
 }
 
 impl Accounts {
@@ -214,6 +216,7 @@ impl Accounts {
             next_req: 1,
             answered: VecDeque::new(),
             stats: AccountsStats::default(),
+            handed: BTreeMap::new(),
         }
     }
 
@@ -1251,6 +1254,41 @@ impl Service for Accounts {
                 let (me, gap, unix) = (kbr.local_contact().id, kbr.id_gap(), self.unix(now));
                 self.learn_all(me, gap, unix, user, vec![committed]);
             }
+            AccountsMessage::Log { user, entries } => {
+                if self.may_manage(kbr, now, from.id, &user) {
+                    let (me, gap, unix) = (kbr.local_contact().id, kbr.id_gap(), self.unix(now));
+                    self.learn_all(me, gap, unix, user, entries);
+                }
+            }
+        }
+    }
+
+    /// The leaf set changed: each account's log goes to the nodes that have become its
+    /// managers since this node last looked (each entry verified on arrival), so a log is not
+    /// lost when its managers are replaced one by one with no write in between.
+    fn update(&mut self, kbr: &mut dyn Kbr, _now: Time, _node: Contact, _joined: bool) {
+        let m = self.m();
+        let me = kbr.local_contact().id;
+        for (user, account) in &self.accounts {
+            if account.is_empty() {
+                continue;
+            }
+            let managers: BTreeSet<Contact> =
+                kbr.replica_set(&account_key(user), m).into_iter().collect();
+            if !managers.iter().any(|c| c.id == me) {
+                continue; // no longer a manager: the others hand the log on
+            }
+            let known = self.handed.entry(*user).or_default();
+            for c in managers.iter().filter(|c| c.id != me && !known.contains(&c.id)) {
+                for page in account.after(0).chunks(PAGE) {
+                    let msg = AccountsMessage::Log {
+                        user: *user,
+                        entries: page.to_vec(),
+                    };
+                    send(kbr, *c, &msg);
+                }
+            }
+            *known = managers.iter().map(|c| c.id).collect();
         }
     }
 

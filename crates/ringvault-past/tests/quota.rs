@@ -511,3 +511,26 @@ fn forged_grants_and_approvals_are_refused() {
     // The control: the genuine approval stores its own object.
     insert(&mut ring, 2, &small_certs, &small, Some(approval)).expect("the genuine approval");
 }
+
+#[test]
+fn the_balance_survives_its_managers_replaced_one_by_one_with_no_write_between() {
+    let mut ring = ring(16, 3);
+    let user = Identity::from_secret_bytes([12; 32]);
+    let grant = grant_for(&user, 10 * MIB);
+    put(&mut ring, 0, &user, &grant, "first", (MIB, 2)).unwrap();
+    let key = account_key(&user.public_key());
+    let original = ring.closest_live(&key, 3);
+    // Each original manager dies in turn; the leaf sets repair in between, and the newcomer
+    // to the set is sent the log.
+    for &m in &original {
+        ring.kill(m);
+        ring.advance(Duration::from_secs(60));
+    }
+    let client = (0..16).find(|i| !original.contains(i)).unwrap();
+    let content = vec![4u8; MIB as usize];
+    let certs = sign_salts(&user, "second", &content, 2, UNIX_AT_ZERO);
+    let approval = debit(&mut ring, client, &user, &grant, &certs).expect("approved");
+    // Built on the first charge: none of the managers that approved it is left.
+    assert_eq!(approval.entry.seq, 2);
+    assert_eq!(approval.entry.balance, 4 * MIB);
+}
