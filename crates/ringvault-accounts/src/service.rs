@@ -565,6 +565,13 @@ impl Accounts {
         kbr.replica_set(&account_key(user), self.m())
     }
 
+    /// Whether an answer from `from` under `ballot` counts toward the round under way for
+    /// `user`: from a manager this node counts, under the round's ballot.
+    fn counts(&self, kbr: &dyn Kbr, user: &PublicKey, from: Id, ballot: Ballot) -> bool {
+        self.proposers.get(user).is_some_and(|p| p.ballot == ballot)
+            && self.managers(kbr, user).iter().any(|c| c.id == from)
+    }
+
     /// Starts phase 1 under a ballot above every one seen.
     fn prepare(&mut self, kbr: &mut dyn Kbr, now: Time, user: PublicKey) {
         let me = kbr.local_contact().id;
@@ -624,15 +631,12 @@ impl Accounts {
         (ballot, result): (Ballot, Result<Promised, Ballot>),
     ) {
         let m = self.m();
-        if !self.managers(kbr, &user).iter().any(|c| c.id == from) {
+        if !self.counts(kbr, &user, from, ballot) {
             return;
         }
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
-        if p.ballot != ballot {
-            return;
-        }
         let Phase::Preparing { promises, nacks } = &mut p.phase else {
             return;
         };
@@ -852,15 +856,12 @@ impl Accounts {
         (ballot, seq, result): (Ballot, u64, Result<Vote, AcceptRefusal>),
     ) {
         let m = self.m();
-        if !self.managers(kbr, &user).iter().any(|c| c.id == from) {
+        if !self.counts(kbr, &user, from, ballot) {
             return;
         }
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
-        if p.ballot != ballot {
-            return;
-        }
         let Phase::Accepting {
             entry,
             votes,
@@ -1279,7 +1280,10 @@ impl Service for Accounts {
                 continue; // no longer a manager: the others hand the log on
             }
             let known = self.handed.entry(*user).or_default();
-            for c in managers.iter().filter(|c| c.id != me && !known.contains(&c.id)) {
+            for c in managers
+                .iter()
+                .filter(|c| c.id != me && !known.contains(&c.id))
+            {
                 for page in account.after(0).chunks(PAGE) {
                     let msg = AccountsMessage::Log {
                         user: *user,

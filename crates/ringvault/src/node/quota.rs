@@ -222,6 +222,29 @@ pub struct Balance {
 }
 
 /// Asks a running node's accounts service for approvals, credits and balances.
+/// A request started inside the node on its accounts service.
+trait AccountsCall:
+    FnOnce(
+        &mut Accounts,
+        &mut dyn ringvault_overlay::Kbr,
+        ringvault_types::Time,
+    ) -> Result<RequestId, AccountsError>
+    + Send
+    + 'static
+{
+}
+
+impl<F> AccountsCall for F where
+    F: FnOnce(
+            &mut Accounts,
+            &mut dyn ringvault_overlay::Kbr,
+            ringvault_types::Time,
+        ) -> Result<RequestId, AccountsError>
+        + Send
+        + 'static
+{
+}
+
 #[derive(Clone)]
 pub struct QuotaClient {
     waiters: Waiters,
@@ -232,13 +255,7 @@ impl QuotaClient {
     async fn ask(
         &self,
         node: &NodeHandle,
-        call: impl FnOnce(
-                &mut Accounts,
-                &mut dyn ringvault_overlay::Kbr,
-                ringvault_types::Time,
-            ) -> Result<RequestId, AccountsError>
-            + Send
-            + 'static,
+        call: impl AccountsCall,
     ) -> Result<Option<Committed>, QuotaError> {
         let (tx, rx) = oneshot::channel();
         let waiters = self.waiters.clone();
@@ -271,13 +288,7 @@ impl QuotaClient {
     async fn change(
         &self,
         node: &NodeHandle,
-        call: impl FnOnce(
-                &mut Accounts,
-                &mut dyn ringvault_overlay::Kbr,
-                ringvault_types::Time,
-            ) -> Result<RequestId, AccountsError>
-            + Send
-            + 'static,
+        call: impl AccountsCall,
     ) -> Result<Committed, QuotaError> {
         self.ask(node, call)
             .await?
