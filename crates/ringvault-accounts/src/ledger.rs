@@ -47,9 +47,11 @@ impl Default for Ballot {
     }
 }
 
-/// The highest round a manager takes: a ballot pushed there (by a faulty manager) would leave
-/// no room above it, so managers ignore higher ones.
+/// The highest round a manager takes at all.
 pub const MAX_ROUND: u64 = 1 << 48;
+/// How far above the ballot it promised a manager takes a new one: a faulty proposer cannot
+/// push the rounds to the top in one message (correct proposers step one above what they saw).
+pub const MAX_ROUND_STEP: u64 = 1 << 10;
 
 impl Ballot {
     /// The first ballot of `proposer` above `seen` (`None` past [`MAX_ROUND`]).
@@ -501,7 +503,9 @@ impl Account {
     /// Answers with the entry accepted for the next sequence number, which the proposer must
     /// carry forward.
     pub fn promise(&mut self, ballot: Ballot) -> Result<Option<&Accepted>, LedgerError> {
-        if ballot.round > MAX_ROUND {
+        if ballot.round > MAX_ROUND
+            || ballot.round > self.promised.round.saturating_add(MAX_ROUND_STEP)
+        {
             return Err(LedgerError::Foreign);
         }
         if ballot < self.promised {
@@ -525,6 +529,9 @@ impl Account {
     ) -> Result<Vote, LedgerError> {
         if ballot < self.promised {
             return Err(LedgerError::Promised(self.promised));
+        }
+        if ballot.round > self.promised.round.saturating_add(MAX_ROUND_STEP) {
+            return Err(LedgerError::Foreign);
         }
         // One entry per sequence number and ballot: a proposer that sends another has lost
         // track of its own log.

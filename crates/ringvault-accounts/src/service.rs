@@ -39,6 +39,8 @@ const PAGE: usize = 64;
 const MAX_QUEUED: usize = 256;
 /// Accounts one manager keeps at most.
 const MAX_ACCOUNTS: usize = 1 << 20;
+/// A proposer with nothing to do for this long is forgotten.
+const IDLE_PROPOSER: Duration = Duration::from_secs(600);
 /// How far a ledger entry's creation may lie ahead of a manager's clock.
 const CLOCK_SLACK: u64 = 300;
 
@@ -150,7 +152,8 @@ enum Phase {
     /// Phase 1 under the proposer's ballot.
     Preparing {
         promises: BTreeMap<Id, Promised>,
-        nacks: usize,
+        /// Higher ballots managers said they promised (refusals).
+        nacks: Vec<Ballot>,
     },
     /// Prepared: entries go straight to phase 2.
     Ready,
@@ -160,6 +163,8 @@ enum Phase {
         warrant: Warrant,
         votes: BTreeMap<Id, Vote>,
         refused: usize,
+        /// Higher ballots managers said they promised.
+        higher: Vec<Ballot>,
         /// The client it answers; none for an entry carried forward from an older ballot.
         for_client: Option<Waiting>,
     },
@@ -598,7 +603,7 @@ impl Accounts {
         p.ballot = ballot;
         p.phase = Phase::Preparing {
             promises: BTreeMap::new(),
-            nacks: 0,
+            nacks: Vec::new(),
         };
         for c in managers {
             send(kbr, c, &AccountsMessage::Prepare { user, ballot, have });
@@ -643,8 +648,9 @@ impl Accounts {
         let promised = match result {
             Ok(promised) => promised,
             Err(higher) => {
-                *nacks += 1;
-                if *nacks > m - quorum(m) {
+                nacks.push(higher);
+                if nacks.len() > m - quorum(m) {
+                    let higher = credible(nacks, m);
                     // A new proposer learns the ballot to beat from its first refusals: it
                     // tries once more at once, then waits.
                     let again = !p.retried;
@@ -683,7 +689,19 @@ impl Accounts {
             let _ = account.learn(c.clone(), |c| electorate.verify(&user, c, &at));
         }
         let grew = account.len() > before;
-        let longest = promises.values().map(|p| p.len).max().unwrap_or(0);
+        // A length counts as far as the promise's entries show it, or as claimed when they
+        // fill a page (more follow): a made-up length alone cannot keep the proposer paging.
+        let longest = promises
+            .values()
+            .map(|p| {
+                if p.entries.len() >= PAGE {
+                    p.len
+                } else {
+                    p.entries.last().map_or(0, |c| c.entry.seq)
+                }
+            })
+            .max()
+            .unwrap_or(0);
         let next = account.len() + 1;
         if longest >= next {
             // Behind the managers: a page at a time while the log grows; if it cannot (the
@@ -729,16 +747,16 @@ impl Accounts {
                 continue; // its client has given up
             }
             let unix = self.unix(now);
+            if let Ask::Balance = w.ask {
+                let head = self.accounts.get(&user).and_then(|a| a.head().cloned());
+                send(kbr, w.client, &answer(w.req, Ok(head), 0));
+                continue;
+            }
             let account = self
                 .accounts
                 .entry(user)
                 .or_insert_with(|| Account::new(user));
             let (change, limit) = match (&w.ask, &w.warrant) {
-                (Ask::Balance, _) => {
-                    let head = account.head().cloned();
-                    send(kbr, w.client, &answer(w.req, Ok(head), 0));
-                    continue;
-                }
                 (Ask::Debit { .. }, Some(Warrant::Grant { grant, .. })) => {
                     let Some(d) = debit_of(&w.ask, unix) else {
                         continue;
@@ -825,6 +843,7 @@ impl Accounts {
             warrant: warrant.clone(),
             votes: BTreeMap::new(),
             refused: 0,
+            higher: Vec::new(),
             for_client,
         };
         let account = self.accounts.get(&user);
@@ -866,6 +885,7 @@ impl Accounts {
             entry,
             votes,
             refused,
+            higher,
             ..
         } = &mut p.phase
         else {
@@ -878,9 +898,11 @@ impl Accounts {
             Ok(v) if v.manager.id() == from && v.ballot == ballot && v.signs(&entry.hash()) => {
                 votes.insert(from, v);
             }
-            Err(AcceptRefusal::Promised(higher)) => {
-                self.stall(now, &user, higher);
-                return;
+            // One manager's word does not stop a round (a faulty one would stop them all):
+            // a refusal like the others.
+            Err(AcceptRefusal::Promised(b)) => {
+                higher.push(b);
+                *refused += 1;
             }
             Err(AcceptRefusal::Behind(len)) => {
                 // Its catch-up goes with the next round's accept.
@@ -891,7 +913,8 @@ impl Accounts {
         }
         let (refused, voted) = (*refused, votes.len());
         if refused > m - quorum(m) {
-            self.stall(now, &user, ballot);
+            let seen = credible(higher, m).max(ballot);
+            self.stall(now, &user, seen);
             return;
         }
         if voted < quorum(m) {
@@ -1177,6 +1200,13 @@ fn send(kbr: &mut dyn Kbr, to: Contact, m: &AccountsMessage) {
     kbr.send_direct(to, encode(m));
 }
 
+/// The highest ballot that more than `m - quorum(m)` managers report promising, at or above
+/// which a faulty minority cannot push the next round: the (m - q + 1)-th highest.
+fn credible(ballots: &mut [Ballot], m: usize) -> Ballot {
+    ballots.sort_by(|a, b| b.cmp(a));
+    ballots.get(m - quorum(m)).copied().unwrap_or_default()
+}
+
 /// Up to half a round time-out, different for each proposer and round: competing proposers
 /// retry out of step.
 fn jitter(me: &Id, round: u64) -> Duration {
@@ -1325,9 +1355,14 @@ impl Service for Accounts {
                 limit: 0,
             });
         }
-        let me = kbr.local_contact().id;
+        let me = self.identity.id();
         // Requests whose clients gave up leave the queues; a round that is stuck, or a stall
-        // with work left, starts over.
+        // with work left, starts over; a proposer idle for long is forgotten (its next request
+        // costs one more round).
+        self.proposers.retain(|_, p| {
+            let idle = matches!(p.phase, Phase::Ready | Phase::Stalled) && p.queue.is_empty();
+            !(idle && p.since + IDLE_PROPOSER <= now)
+        });
         let mut stuck = Vec::new();
         for (user, p) in self.proposers.iter_mut() {
             p.queue.retain(|w| w.deadline > now);

@@ -639,3 +639,22 @@ fn an_approval_must_fit_its_insert_and_come_from_plausible_managers() {
     };
     assert!(check(&secure, &good, &insert, &at).is_err());
 }
+
+#[test]
+fn a_manager_takes_no_ballot_far_above_its_promise() {
+    let user = user_key().public_key();
+    let mut a = Account::new(user);
+    let far = Ballot {
+        round: crate::MAX_ROUND,
+        proposer: Id::hash(b"faulty"),
+    };
+    // A faulty proposer cannot push the rounds to the top in one message...
+    assert_eq!(
+        a.promise(far).map(|x| x.cloned()),
+        Err(LedgerError::Foreign)
+    );
+    // ...while the next proposer's step above is taken (the control).
+    let next = Ballot::above(Ballot::default(), Id::hash(b"correct")).unwrap();
+    assert!(a.promise(next).is_ok());
+    assert_eq!(a.promised(), next);
+}

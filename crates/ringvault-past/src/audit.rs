@@ -39,7 +39,11 @@ const PROOF_DOMAIN: &[u8] = b"ringvault audit proof v1\0";
 const DIGEST_DOMAIN: &[u8] = b"ringvault audit digest v1\0";
 /// Challenges one node answers per challenger per interval; more are dropped (they bound what
 /// an auditor can make a node read and hash).
-const MAX_ANSWERS: u32 = 4;
+const MAX_ANSWERS: u32 = 8;
+/// Challenges one auditor sends one node per interval (first tries, second tries and
+/// re-audits): with both intervals out of step, at most twice this reaches one answering
+/// interval, under [`MAX_ANSWERS`], so a correct node never drops a correct auditor's challenge.
+const MAX_CHALLENGES: u32 = 3;
 /// Audits in flight at once per auditor.
 const MAX_OUTSTANDING: usize = 8;
 
@@ -80,6 +84,10 @@ pub struct Challenge {
     pub nonce: Id,
     /// The object.
     pub object: Id,
+    /// The content it is asked about (an object id does not fix its content: an owner can
+    /// certify two): a node holding other content answers "not held", and evidence against
+    /// it counts only with this content.
+    pub content_hash: [u8; 32],
     /// Where the range starts.
     pub offset: u64,
     /// How long it is.
@@ -219,6 +227,8 @@ pub(crate) struct Audits {
     reported: BTreeMap<Id, Time>,
     /// Accusations checked per accuser in the current interval (reset with `answered`).
     rechecks: BTreeMap<Id, u32>,
+    /// Challenges sent per node in the current interval (reset with `answered`).
+    challenged: BTreeMap<Id, u32>,
     pub(crate) stats: AuditStats,
     /// Experiments only: accuse a random neighbour at every audit instead of auditing.
     #[cfg(feature = "forge")]
@@ -243,6 +253,7 @@ impl Audits {
             borrowed: BTreeMap::new(),
             reported: BTreeMap::new(),
             rechecks: BTreeMap::new(),
+            challenged: BTreeMap::new(),
             stats: AuditStats::default(),
             #[cfg(feature = "forge")]
             false_auditor: false,
@@ -259,8 +270,8 @@ impl Audits {
         u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
     }
 
-    /// When the next audit starts: exponentially distributed around the interval (uniform
-    /// from a half to one and a half intervals is enough to keep nodes out of step).
+    /// When the next audit starts: uniform from a half to one and a half intervals, which keeps
+    /// nodes out of step.
     fn schedule(&mut self, now: Time) {
         let i = self.config.interval.as_micros();
         let jitter = self.draw_u64() % i.max(1);
@@ -282,13 +293,26 @@ impl Audits {
         &self.suspects
     }
 
+    /// Starts a new counting interval when the last one ended.
+    fn roll(&mut self, now: Time) {
+        if now >= self.answered_until {
+            self.answered.clear();
+            self.rechecks.clear();
+            self.challenged.clear();
+            self.answered_until = now + self.config.interval;
+        }
+    }
+
     /// Recomputes the suspects at `now`: convicted ones, and those accused within the window by
-    /// a majority of a leaf set of `leaf` members.
-    fn judge(&mut self, now: Time, leaf: usize) {
+    /// a majority of the leaf set `members` (this node included); accusers that have left the
+    /// leaf set no longer count, or churn would add up reports from more nodes than a leaf set
+    /// ever holds.
+    fn judge(&mut self, now: Time, me: Id, members: &BTreeSet<Id>) {
         let window = self.config.window;
         for accusers in self.accusers.values_mut() {
-            accusers.retain(|_, at| *at + window > now);
+            accusers.retain(|a, at| *at + window > now && (*a == me || members.contains(a)));
         }
+        let leaf = members.len();
         self.accusers.retain(|_, a| !a.is_empty());
         self.convicted.retain(|_, at| *at + window.mul(24) > now);
         self.reported.retain(|_, at| *at + window > now);
@@ -311,15 +335,22 @@ impl Audits {
     }
 }
 
+/// This node's id and its leaf set's.
+fn leaf_members(kbr: &dyn Kbr) -> (Id, BTreeSet<Id>) {
+    let members = kbr.neighbor_set(usize::MAX).iter().map(|c| c.id).collect();
+    (kbr.local_contact().id, members)
+}
+
 impl Past {
     /// The audit timer: starts a new audit when one is due, and handles the answers that did
     /// not come in time.
     pub(crate) fn audit_tick(&mut self, kbr: &mut dyn Kbr, now: Time) {
-        let leaf = kbr.neighbor_set(usize::MAX).len();
+        let (me, members) = leaf_members(kbr);
         let Some(a) = self.audits.as_mut() else {
             return;
         };
-        a.judge(now, leaf);
+        a.roll(now);
+        a.judge(now, me, &members);
         let late: Vec<Id> = a
             .outstanding
             .iter()
@@ -389,7 +420,8 @@ impl Past {
         self.challenge(kbr, now, target, (object, size, k), false);
     }
 
-    /// Challenges `target` on `object` (`size` bytes, `k` replicas).
+    /// Challenges `target` on `object` (`size` bytes, `k` replicas), on the copy this node
+    /// holds or borrowed, within this node's bound per target.
     fn challenge(
         &mut self,
         kbr: &mut dyn Kbr,
@@ -401,9 +433,17 @@ impl Past {
         let Some(rtt) = kbr.proximity(&target.id) else {
             return;
         };
+        let Some((cert, _)) = self.audit_copy(&object) else {
+            return;
+        };
         let Some(a) = self.audits.as_mut() else {
             return;
         };
+        let sent = a.challenged.entry(target.id).or_insert(0);
+        if *sent >= MAX_CHALLENGES {
+            return;
+        }
+        *sent += 1;
         let nonce = a.draw();
         let len = a
             .config
@@ -414,6 +454,7 @@ impl Past {
         let challenge = Challenge {
             nonce,
             object,
+            content_hash: cert.body.content_hash,
             offset,
             len,
         };
@@ -465,14 +506,15 @@ impl Past {
         from: Contact,
         challenge: Challenge,
     ) {
+        // Only leaf set members audit this node.
+        if !kbr.neighbor_set(usize::MAX).iter().any(|c| c.id == from.id) {
+            return;
+        }
         let Some(a) = self.audits.as_mut() else {
             return;
         };
-        if now >= a.answered_until {
-            a.answered.clear();
-            a.rechecks.clear();
-            a.answered_until = now + a.config.interval;
-        }
+        a.roll(now);
+        let max_object = a.config.max_object;
         let n = a.answered.entry(from.id).or_insert(0);
         if *n >= MAX_ANSWERS {
             a.stats.dropped += 1;
@@ -481,13 +523,20 @@ impl Past {
         *n += 1;
         a.stats.answered += 1;
         // The store checks what it reads against the certificate (a damaged copy is not
-        // served); a copy of the wrong length is not held either.
-        let copy = self
-            .store
-            .get(&challenge.object)
-            .ok()
-            .flatten()
-            .filter(|o| o.content.len() as u64 == o.cert.body.size);
+        // served); a copy of the wrong length, of other content, or larger than audits ask
+        // about (nobody correct asks: it is not read) is not held either.
+        let small = matches!(
+            self.store.meta(&challenge.object),
+            Ok(Some((_, size))) if size <= max_object
+        );
+        let copy = match small {
+            true => self.store.get(&challenge.object).ok().flatten(),
+            false => None,
+        }
+        .filter(|o| {
+            o.content.len() as u64 == o.cert.body.size
+                && o.cert.body.content_hash == challenge.content_hash
+        });
         let proof = Proof::issue(
             &self.identity,
             challenge,
@@ -567,14 +616,13 @@ impl Past {
         object: Id,
         evidence: Option<Proof>,
     ) {
-        let me = kbr.local_contact().id;
-        let leaf = kbr.neighbor_set(usize::MAX).len();
+        let (me, members) = leaf_members(kbr);
         let copy = self.audit_copy(&object);
         let Some(a) = self.audits.as_mut() else {
             return;
         };
         a.accusers.entry(target).or_default().insert(me, now);
-        a.judge(now, leaf);
+        a.judge(now, me, &members);
         if a.reported.contains_key(&target) {
             return;
         }
@@ -631,9 +679,12 @@ impl Past {
             return;
         }
         let proven = evidence.as_ref().is_some_and(|p| {
-            p.node() == target && p.challenge.object == object && p.refuted_by(&content)
+            p.node() == target
+                && p.challenge.object == object
+                && p.challenge.content_hash == cert.body.content_hash
+                && p.refuted_by(&content)
         });
-        let leaf = members.len();
+        let ids: BTreeSet<Id> = members.iter().map(|c| c.id).collect();
         let Some(a) = self.audits.as_mut() else {
             return;
         };
@@ -642,7 +693,7 @@ impl Past {
         if proven {
             a.convicted.insert(target, now);
         }
-        a.judge(now, leaf);
+        a.judge(now, me, &ids);
         let checking = a.outstanding.values().any(|o| o.target.id == target);
         let checks = a.rechecks.entry(from.id).or_insert(0);
         if a.suspects.contains(&target)
