@@ -197,6 +197,10 @@ struct Outstanding {
     deadline: Time,
     /// The second try (after a first one went unanswered).
     retry: bool,
+    /// Whether this node saw the target claim the object (offer it in maintenance): only then
+    /// is "not held" a failure. A node asked about an object it never claimed (one an
+    /// accusation names, which a faulty accuser may have made up) may truly not hold it.
+    claimed: bool,
 }
 
 /// Copies of objects this node does not hold, taken from accusations to audit the accused.
@@ -325,12 +329,16 @@ impl Audits {
         self.borrowed
             .retain(|id, (_, _, at)| outstanding.contains(id) || *at + keep > now);
         let majority = leaf / 2 + 1;
+        // A node this node itself saw fail is a suspect here too: it only changes where this
+        // node counts replicas, which a correct node's own failed audit (or two lost
+        // messages in a row) may do without a majority.
         self.suspects = self
             .accusers
             .iter()
             .filter(|(_, a)| a.len() >= majority)
             .map(|(n, _)| *n)
             .chain(self.convicted.keys().copied())
+            .chain(self.reported.keys().copied())
             .collect();
     }
 }
@@ -417,18 +425,19 @@ impl Past {
         let Ok(Some((_, size))) = self.store.meta(&object) else {
             return;
         };
-        self.challenge(kbr, now, target, (object, size, k), false);
+        self.challenge(kbr, now, target, (object, size, k), (false, false));
     }
 
     /// Challenges `target` on `object` (`size` bytes, `k` replicas), on the copy this node
-    /// holds or borrowed, within this node's bound per target.
+    /// holds or borrowed, within this node's bound per target. `retry`: a second try;
+    /// `vouched`: "not held" is a failure even if this node never saw the target claim it.
     fn challenge(
         &mut self,
         kbr: &mut dyn Kbr,
         now: Time,
         target: Contact,
         (object, size, k): (Id, u64, u8),
-        retry: bool,
+        (retry, vouched): (bool, bool),
     ) {
         let Some(rtt) = kbr.proximity(&target.id) else {
             return;
@@ -436,6 +445,11 @@ impl Past {
         let Some((cert, _)) = self.audit_copy(&object) else {
             return;
         };
+        let claimed = vouched
+            || self
+                .known
+                .get(&object)
+                .is_some_and(|h| h.contains(&target.id));
         let Some(a) = self.audits.as_mut() else {
             return;
         };
@@ -466,6 +480,7 @@ impl Past {
                 k,
                 deadline: now + rtt + a.config.slack.mul(if retry { 4 } else { 1 }),
                 retry,
+                claimed,
             },
         );
         a.stats.sent += 1;
@@ -560,6 +575,9 @@ impl Past {
         let Some(o) = a.outstanding.remove(&nonce) else {
             return;
         };
+        if proof.digest.is_none() && !o.claimed && now <= o.deadline {
+            return; // not held, and never claimed to this node: nothing to hold against it
+        }
         if now > o.deadline || proof.digest.is_none() {
             self.missed(kbr, now, o);
             return;
@@ -596,7 +614,7 @@ impl Past {
         }
         if !o.retry {
             let size = self.audit_copy(&object).map_or(0, |(_, c)| c.len() as u64);
-            self.challenge(kbr, now, o.target, (object, size, o.k), true);
+            self.challenge(kbr, now, o.target, (object, size, o.k), (true, o.claimed));
             return;
         }
         if let Some(a) = self.audits.as_mut() {
@@ -622,11 +640,14 @@ impl Past {
             return;
         };
         a.accusers.entry(target).or_default().insert(me, now);
+        let told = a.reported.contains_key(&target);
+        if !told {
+            a.reported.insert(target, now);
+        }
         a.judge(now, me, &members);
-        if a.reported.contains_key(&target) {
+        if told {
             return;
         }
-        a.reported.insert(target, now);
         let Some((cert, content)) = copy else {
             return;
         };
@@ -720,7 +741,15 @@ impl Past {
                 a.borrowed.insert(object, (cert, content, now));
             }
         }
-        self.challenge(kbr, now, accused, (object, size, k), false);
+        // This node would hold the object if the accused failed (among its k + 1 closest):
+        // then "not held" is a failure to it, as to a node that saw the claim. A made-up
+        // object can so make the few nodes nearest it pass over a correct node (extra
+        // replicas, no loss), never a majority of its leaf set.
+        let next_in_line = kbr
+            .replica_set(&object, usize::from(k) + 1)
+            .iter()
+            .any(|c| c.id == me);
+        self.challenge(kbr, now, accused, (object, size, k), (false, next_in_line));
     }
 
     /// Experiments only: a false auditor accuses a leaf set member of dropping an object it

@@ -147,6 +147,11 @@ struct Point {
     /// Minutes from joining to being caught, for the caught ones.
     catch_min_p50: f64,
     catch_min_p99: f64,
+    /// Droppers some correct node suspected (its own failed audit: it stops counting the
+    /// dropper as a holder), and minutes from joining to that.
+    droppers_excluded: usize,
+    exclude_min_p50: f64,
+    exclude_min_p99: f64,
     /// Correct nodes a majority of their leaf set suspected at some check.
     correct_framed: usize,
     /// Distinct (correct accuser, correct target) reports seen at the checks.
@@ -262,6 +267,7 @@ struct Watch {
     droppers: usize,
     auditable: BTreeSet<u32>,
     caught: BTreeMap<u32, Duration>,
+    excluded: BTreeMap<u32, Duration>,
     framed: BTreeSet<u32>,
     false_reports: BTreeSet<(u32, Id)>,
     reports: BTreeSet<(u32, Id)>,
@@ -312,8 +318,12 @@ fn check(sim: &mut Sim, watch: &mut Watch, objects: &[Id]) {
             .count();
         let majority = votes > leaf.len() / 2;
         if droppers.contains(&id) {
+            let joined = watch.joined.get(&i).copied().unwrap_or(Time::ZERO);
+            let by_correct = by.is_some_and(|b| b.iter().any(|s| !droppers.contains(s)));
+            if by_correct && !watch.excluded.contains_key(&i) {
+                watch.excluded.insert(i, now.saturating_since(joined));
+            }
             if majority && !watch.caught.contains_key(&i) {
-                let joined = watch.joined.get(&i).copied().unwrap_or(Time::ZERO);
                 watch.caught.insert(i, now.saturating_since(joined));
             }
         } else if majority {
@@ -485,6 +495,13 @@ fn measure(ctx: &mut Ctx, run: Run) -> Point {
         .collect();
     let p50 = percentile(&mut minutes, 50.0) as f64 / 60_000.0;
     let p99 = percentile(&mut minutes, 99.0) as f64 / 60_000.0;
+    let mut ex: Vec<u64> = watch
+        .excluded
+        .values()
+        .map(|d| d.as_micros() / 1_000)
+        .collect();
+    let ex50 = percentile(&mut ex, 50.0) as f64 / 60_000.0;
+    let ex99 = percentile(&mut ex, 99.0) as f64 / 60_000.0;
     let mut rtts: Vec<u64> = nearest.iter().map(|d| d.as_micros()).collect();
     Point {
         run,
@@ -497,6 +514,9 @@ fn measure(ctx: &mut Ctx, run: Run) -> Point {
         droppers_caught: watch.caught.len(),
         catch_min_p50: r6(p50),
         catch_min_p99: r6(p99),
+        droppers_excluded: watch.excluded.len(),
+        exclude_min_p50: r6(ex50),
+        exclude_min_p99: r6(ex99),
         correct_framed: watch.framed.len(),
         false_accusations: watch.false_reports.len(),
         false_accusation_share: r6(
@@ -527,6 +547,8 @@ pub(crate) fn audits(ctx: &mut Ctx) -> Report {
             "caught",
             "catch_min_p50",
             "catch_min_p99",
+            "excluded",
+            "exclude_min_p50",
             "correct_framed",
             "false_accusations",
             "false_accusation_share",
@@ -547,6 +569,8 @@ pub(crate) fn audits(ctx: &mut Ctx) -> Report {
             json!(p.droppers_caught),
             json!(p.catch_min_p50),
             json!(p.catch_min_p99),
+            json!(p.droppers_excluded),
+            json!(p.exclude_min_p50),
             json!(p.correct_framed),
             json!(p.false_accusations),
             json!(p.false_accusation_share),
