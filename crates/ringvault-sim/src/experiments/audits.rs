@@ -8,9 +8,11 @@
 //! affordable), then 2 objects per node (2 KiB, k = 3) are inserted through random nodes, and
 //! every node's session lasts an exponentially distributed time (median 30 minutes); a node
 //! that fails is replaced by a newcomer, a dropper with the same probability. Every minute
-//! the experiment looks from outside: a dropper is caught once a majority of its true leaf set
-//! (the 8 live nodes on each side) suspects it; a correct node is framed once a majority of its
-//! leaf set suspects it; an accusation is false when a correct node reported a correct one. At
+//! the experiment looks from outside: a dropper is passed over once some correct node suspects
+//! it, and caught once a majority of its true leaf set (the 8 live nodes on each side) does; a
+//! correct node is framed once a majority of its leaf set does (only correct nodes' suspicions
+//! count: a faulty node's change only its own view); an accusation is false when a correct node
+//! reported a correct one. At
 //! the end it counts the objects that still have k correct replicas (live correct nodes holding
 //! a good copy), and how close the other holders of each object lie to a holder: a node that
 //! dropped a range and fetches it from the nearest other holder needs that round trip, which
@@ -288,8 +290,12 @@ fn check(sim: &mut Sim, watch: &mut Watch, objects: &[Id]) {
             let s = p.audit_report().map(|r| r.1).unwrap_or_default();
             (s, p.audit_accused())
         });
-        for s in suspects {
-            suspected_by.entry(s).or_default().insert(id);
+        // Only correct nodes' suspicions count: a faulty node's change nothing but its own
+        // view.
+        if !droppers.contains(&id) {
+            for s in suspects {
+                suspected_by.entry(s).or_default().insert(id);
+            }
         }
         if !droppers.contains(&id) {
             for t in accused {
@@ -319,8 +325,7 @@ fn check(sim: &mut Sim, watch: &mut Watch, objects: &[Id]) {
         let majority = votes > leaf.len() / 2;
         if droppers.contains(&id) {
             let joined = watch.joined.get(&i).copied().unwrap_or(Time::ZERO);
-            let by_correct = by.is_some_and(|b| b.iter().any(|s| !droppers.contains(s)));
-            if by_correct && !watch.excluded.contains_key(&i) {
+            if by.is_some_and(|b| !b.is_empty()) && !watch.excluded.contains_key(&i) {
                 watch.excluded.insert(i, now.saturating_since(joined));
             }
             if majority && !watch.caught.contains_key(&i) {
