@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringvault_accounts::{check, Account, Committed, Electorate, Insert, Vantage};
-use ringvault_past::reclaim_proven;
+use ringvault_accounts::{check, Account, Committed, Debit, Electorate, Insert, Vantage};
+use ringvault_past::{insert_proven, reclaim_proven};
 use ringvault_types::{
     unarmor, CertRequest, Grant, Id, Identity, NodeCertificate, Record, RevocationList,
 };
@@ -55,6 +55,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = Account::new(user).learn(c.clone(), |c| electorate.verify(&user, c, &at));
         assert_eq!(Committed::decode(&c.encode()), Ok(c));
     }
-    let _ = reclaim_proven(&user, &Id::hash(data), data, &at, 3);
+    let _ = reclaim_proven(&user, &Id::hash(data), data, &at, (3, 7));
+    let debit = Debit {
+        ids: vec![Id::hash(data)],
+        binding: Id::ZERO,
+        bytes: 30,
+        replicas: 3,
+        date: 0,
+        expiry: 1,
+        nonce: 0,
+    };
+    let _ = insert_proven(&user, data, &debit);
     let _ = unarmor("NODE CERTIFICATE", &String::from_utf8_lossy(data));
 });

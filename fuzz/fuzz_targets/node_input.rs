@@ -1,8 +1,7 @@
 //! A ready node with storage (enforcing quotas, auditing its neighbours), account managers,
-//! records and multicast
-//! services never panics on what a peer sends: the
-//! input is split into messages from a few peers (some known, some not), each decoded and
-//! handled, with time moving and every action drained.
+//! records and multicast services never panics on what a peer sends: the input is split into
+//! messages from a few peers (some known, some not), each decoded and handled, with time moving
+//! and every action drained.
 #![no_main]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use ringvault_node::Node;
 use ringvault_overlay::{Config, Peer};
 use ringvault_accounts::{Accounts, AccountsConfig, Electorate};
-use ringvault_past::{reclaim_proven, MemoryStore, Past, PastConfig, Quota};
+use ringvault_past::{
+    insert_proven, reclaim_proven, AuditConfig, MemoryStore, Past, PastConfig, Quota,
+};
 use ringvault_records::{Records, RecordsConfig};
 use ringvault_scribe::Scribe;
 use ringvault_types::{Contact, Duration, Id, Identity, Time};
@@ -40,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let config = PastConfig {
         quota: Some(quota),
+        audit: Some(AuditConfig::default()),
         ..PastConfig::default()
     };
     node.add_service(Box::new(
@@ -52,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
         unix_at_zero: 1_800_000_000,
         secure: false,
         reclaimed: Box::new(reclaim_proven),
+        inserted: Box::new(insert_proven),
     };
     let key = Identity::from_secret_bytes([0; 32]);
     node.add_service(Box::new(Accounts::new(key, accounts)));
