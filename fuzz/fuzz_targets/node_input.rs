@@ -8,9 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use ringvault_accounts::{Accounts, AccountsConfig, Electorate};
 use ringvault_node::Node;
 use ringvault_overlay::{Config, Peer};
-use ringvault_accounts::{Accounts, AccountsConfig, Electorate};
 use ringvault_past::{
     insert_proven, reclaim_proven, AuditConfig, MemoryStore, Past, PastConfig, Quota,
 };
