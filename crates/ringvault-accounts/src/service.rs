@@ -505,7 +505,17 @@ impl Accounts {
         {
             p.queue.push_back(w);
         }
+        let balance = matches!(
+            p.queue.back(),
+            Some(Waiting {
+                ask: Ask::Balance,
+                ..
+            })
+        );
         match p.phase {
+            // A balance is read after a phase 1 of its own: another proposer (a root that
+            // changed and back) may have committed since this one last did.
+            Phase::Ready if balance => self.prepare(kbr, now, user),
             Phase::Ready => self.drive(kbr, now, user),
             // A first request, or one after a stall: start a round now.
             Phase::Stalled => self.prepare(kbr, now, user),

@@ -123,10 +123,12 @@ pub fn reclaim_proof(receipts: &[ReclaimReceipt]) -> Vec<u8> {
     postcard::to_allocvec(receipts).unwrap_or_default()
 }
 
-/// Whether `proof` shows `object`, as inserted at `date`, released by a majority of its
+/// Whether `proof` shows `object`, as inserted at `date` or later, released by a majority of its
 /// `replicas` holders: receipts for that insert that verify, from distinct nodes plausibly among
-/// its closest (the density rule of the account managers' votes). The user is the managers'
-/// concern: their log says whose object it is.
+/// its closest (the density rule of the account managers' votes). Later: a put the client sent
+/// again under a newer certificate reuses the first one's charge, and holders keep the newer
+/// certificate; earlier receipts (a reclaim before this insert) never count. The user is the
+/// managers' concern: their log says whose object it is.
 pub fn reclaim_proven(
     _user: &PublicKey,
     object: &Id,
@@ -140,7 +142,7 @@ pub fn reclaim_proven(
     let k = usize::from(replicas.max(1));
     let mut nodes: Vec<Id> = receipts
         .iter()
-        .filter(|r| r.inserted == date && r.verify(object).is_ok())
+        .filter(|r| r.inserted >= date && r.verify(object).is_ok())
         .filter(|r| ringvault_accounts::near(object, &r.node, k, at))
         .map(|r| r.node)
         .collect();
