@@ -47,15 +47,11 @@ fn a_ten_mib_grant_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
     );
     let node = &urls[2];
     let key_s = s(&key);
-
-    // Five files of 1,000,000 bytes, two copies each: 10,000,000 of the 10,485,760 granted.
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        let file = dir.join(format!("file-{n}"));
-        std::fs::write(&file, vec![n as u8; 1_000_000]).unwrap();
-        let (st, out, err) = run(&[
+    // A put of FILE, two copies, with the user's key and grant, through `node`.
+    let put = |file: &str| {
+        run(&[
             "put",
-            &s(&file),
+            file,
             "--replicas",
             "2",
             "--key",
@@ -64,7 +60,15 @@ fn a_ten_mib_grant_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
             &grant,
             "--node",
             node,
-        ]);
+        ])
+    };
+
+    // Five files of 1,000,000 bytes, two copies each: 10,000,000 of the 10,485,760 granted.
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let file = dir.join(format!("file-{n}"));
+        std::fs::write(&file, vec![n as u8; 1_000_000]).unwrap();
+        let (st, out, err) = put(&s(&file));
         if n < 5 {
             assert!(st.success(), "put {n}: {out}{err}");
             ids.push(out.trim().to_string());
@@ -137,18 +141,7 @@ fn a_ten_mib_grant_stores_ten_mib_and_no_more_and_a_reclaim_gives_it_back() {
     assert!(st.success(), "{out}{err}");
     assert_eq!(json(out.as_bytes())["used"], 8_000_000);
     let file = s(&dir.join("file-5"));
-    let (st, out, err) = run(&[
-        "put",
-        &file,
-        "--replicas",
-        "2",
-        "--key",
-        &key_s,
-        "--grant",
-        &grant,
-        "--node",
-        node,
-    ]);
+    let (st, out, err) = put(&file);
     assert!(st.success(), "after the reclaim: {out}{err}");
 
     drop(ring);

@@ -75,12 +75,7 @@ impl QuotaArg {
         if self.managers == 0 || self.managers > 64 {
             anyhow::bail!("--managers must be 1 to 64");
         }
-        let brokers = self
-            .broker
-            .iter()
-            .map(|p| crate::broker::load_broker_public(p))
-            .collect::<Result<Vec<_>>>()
-            .context("--broker")?;
+        let brokers = self.brokers()?;
         let operator_grant = match &self.grant {
             Some(p) => Some(crate::broker::load_grant(p).context("--grant")?),
             None => None,
@@ -91,21 +86,23 @@ impl QuotaArg {
             operator_grant,
         }))
     }
-}
 
-impl QuotaArg {
+    /// The brokers `--broker` names.
+    fn brokers(&self) -> Result<Vec<PublicKey>> {
+        self.broker
+            .iter()
+            .map(|p| crate::broker::load_broker_public(p))
+            .collect::<Result<Vec<_>>>()
+            .context("--broker")
+    }
+
     /// The capacity node `node` may offer under its `--supply` grant, `capacity` without one.
     pub fn supplied(&self, node: Id, capacity: u64) -> Result<u64> {
         let Some(path) = &self.supply else {
             return Ok(capacity);
         };
         let grant = crate::broker::load_grant(path).context("--supply")?;
-        let brokers = self
-            .broker
-            .iter()
-            .map(|p| crate::broker::load_broker_public(p))
-            .collect::<Result<Vec<_>>>()
-            .context("--broker")?;
+        let brokers = self.brokers()?;
         grant
             .verify(&brokers, unix_now())
             .with_context(|| format!("--supply {}", path.display()))?;
