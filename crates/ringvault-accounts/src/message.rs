@@ -69,8 +69,6 @@ pub(crate) enum AccountsMessage {
     Answer {
         req: u64,
         result: Result<Option<Committed>, Refusal>,
-        /// Bytes granted, as the grant the answer was checked against says (0 if none).
-        limit: u64,
     },
     /// Phase 1: promise `ballot`; `have` is how many entries the proposer's log holds.
     Prepare {

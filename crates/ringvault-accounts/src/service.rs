@@ -119,8 +119,26 @@ pub struct Answered {
     /// The committed entry (the approval of a debit, the entry of a credit, the head for a
     /// balance: none for an empty ledger), or why not.
     pub result: Result<Option<Committed>, AccountsError>,
-    /// Bytes granted, as the managers read the grant (0 if unknown).
-    pub limit: u64,
+}
+
+impl From<Refusal> for AccountsError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::OverQuota {
+                balance,
+                limit,
+                asked,
+            } => AccountsError::OverQuota {
+                balance,
+                limit,
+                asked,
+            },
+            Refusal::Grant(e) => AccountsError::Grant(e),
+            Refusal::NoCredit(e) => AccountsError::NoCredit(e),
+            Refusal::Duplicate => AccountsError::Duplicate,
+            Refusal::Unavailable => AccountsError::Timeout,
+        }
+    }
 }
 
 /// What a manager counted.
@@ -160,7 +178,6 @@ enum Phase {
     /// Phase 2 of one entry.
     Accepting {
         entry: Entry,
-        warrant: Warrant,
         votes: BTreeMap<Id, Vote>,
         refused: usize,
         /// Higher ballots managers said they promised.
@@ -184,6 +201,19 @@ struct Proposer {
     /// Whether the round under way started at once after a refusal: the next refusal waits
     /// for the round time-out (two proposers do not chase each other's ballots).
     retried: bool,
+}
+
+impl Proposer {
+    /// When a new round starts if nothing answers first: for a round under way, or a stall
+    /// with work left (`me`: this node's id, for the jitter).
+    fn retry_at(&self, me: &Id) -> Option<Time> {
+        let busy = matches!(
+            self.phase,
+            Phase::Preparing { .. } | Phase::Accepting { .. }
+        );
+        let waiting = matches!(self.phase, Phase::Stalled) && !self.queue.is_empty();
+        (busy || waiting).then(|| self.since + ROUND_TIMEOUT + jitter(me, self.ballot.round))
+    }
 }
 
 struct Pending {
@@ -368,7 +398,7 @@ impl Accounts {
         now: Time,
         from: Id,
         req: u64,
-        (result, limit): (Result<Option<Committed>, Refusal>, u64),
+        result: Result<Option<Committed>, Refusal>,
     ) {
         let Some(p) = self.pending.get(&req) else {
             return;
@@ -385,28 +415,13 @@ impl Accounts {
                 if !near(&account_key(&p.user), &from, self.m(), &at) {
                     return;
                 }
-                Err(match r {
-                    Refusal::OverQuota {
-                        balance,
-                        limit,
-                        asked,
-                    } => AccountsError::OverQuota {
-                        balance,
-                        limit,
-                        asked,
-                    },
-                    Refusal::Grant(e) => AccountsError::Grant(e),
-                    Refusal::NoCredit(e) => AccountsError::NoCredit(e),
-                    Refusal::Duplicate => AccountsError::Duplicate,
-                    Refusal::Unavailable => AccountsError::Timeout,
-                })
+                Err(r.into())
             }
         };
         self.pending.remove(&req);
         self.answered.push_back(Answered {
             req: RequestId(req),
             result,
-            limit,
         });
     }
 
@@ -469,7 +484,7 @@ impl Accounts {
                 .and_then(|()| self.certs_hold(&user, certs, debit.as_ref()));
             if let Err(r) = r {
                 self.stats.bad_grants += 1;
-                send(kbr, w.client, &answer(w.req, Err(r), grant.body.bytes));
+                send(kbr, w.client, &answer(w.req, Err(r)));
                 return;
             }
         }
@@ -481,7 +496,7 @@ impl Accounts {
         );
         if !shaped {
             let r = Refusal::Grant("no grant or proof given".into());
-            send(kbr, w.client, &answer(w.req, Err(r), 0));
+            send(kbr, w.client, &answer(w.req, Err(r)));
             return;
         }
         let p = self.proposers.entry(user).or_insert_with(|| Proposer {
@@ -494,7 +509,7 @@ impl Accounts {
             retried: false,
         });
         if p.queue.len() >= MAX_QUEUED {
-            send(kbr, w.client, &answer(w.req, Err(Refusal::Unavailable), 0));
+            send(kbr, w.client, &answer(w.req, Err(Refusal::Unavailable)));
             return;
         }
         // A re-sent request is queued once.
@@ -592,18 +607,11 @@ impl Accounts {
         let me = kbr.local_contact().id;
         let have = self.accounts.get(&user).map_or(0, Account::len);
         let managers = self.managers(kbr, &user);
+        // The round under way ends (its client goes back to the head of the queue).
+        self.stall(now, &user, Ballot::default());
         let Some(p) = self.proposers.get_mut(&user) else {
             return;
         };
-        p.since = now;
-        // An entry in flight for a client goes back to the head of the queue.
-        if let Phase::Accepting {
-            for_client: Some(w),
-            ..
-        } = std::mem::replace(&mut p.phase, Phase::Stalled)
-        {
-            p.queue.push_front(w);
-        }
         let Some(ballot) = Ballot::above(p.seen.max(p.ballot), me) else {
             return; // rounds used up by a faulty manager: stalled for good
         };
@@ -620,8 +628,8 @@ impl Accounts {
         }
     }
 
-    /// Stops the current round (refused, or rounds compete): a new one starts at the round
-    /// time-out.
+    /// Stops the current round (refused, or rounds compete; an entry in flight for a client
+    /// goes back to the head of the queue): a new one starts at the round time-out.
     fn stall(&mut self, now: Time, user: &PublicKey, seen: Ballot) {
         let Some(p) = self.proposers.get_mut(user) else {
             return;
@@ -759,7 +767,7 @@ impl Accounts {
             let unix = self.unix(now);
             if let Ask::Balance = w.ask {
                 let head = self.accounts.get(&user).and_then(|a| a.head().cloned());
-                send(kbr, w.client, &answer(w.req, Ok(head), 0));
+                send(kbr, w.client, &answer(w.req, Ok(head)));
                 continue;
             }
             let account = self
@@ -786,7 +794,7 @@ impl Accounts {
                             }
                             _ => Err(Refusal::Duplicate),
                         };
-                        send(kbr, w.client, &answer(w.req, reply, grant.body.bytes));
+                        send(kbr, w.client, &answer(w.req, reply));
                         continue;
                     }
                     (Change::Debit(d), grant.body.bytes)
@@ -801,7 +809,7 @@ impl Accounts {
                             u64::MAX,
                         ),
                         Err(r) => {
-                            send(kbr, w.client, &answer(w.req, Err(r), 0));
+                            send(kbr, w.client, &answer(w.req, Err(r)));
                             continue;
                         }
                     }
@@ -821,7 +829,7 @@ impl Accounts {
                     if let Refusal::OverQuota { .. } = refusal {
                         self.stats.over_quota += 1;
                     }
-                    send(kbr, w.client, &answer(w.req, Err(refusal), limit));
+                    send(kbr, w.client, &answer(w.req, Err(refusal)));
                     continue;
                 }
             };
@@ -850,7 +858,6 @@ impl Accounts {
         let lens = p.lens.clone();
         p.phase = Phase::Accepting {
             entry: entry.clone(),
-            warrant: warrant.clone(),
             votes: BTreeMap::new(),
             refused: 0,
             higher: Vec::new(),
@@ -934,7 +941,6 @@ impl Accounts {
             entry,
             votes,
             for_client,
-            warrant,
             ..
         } = std::mem::replace(&mut p.phase, Phase::Ready)
         else {
@@ -960,11 +966,7 @@ impl Accounts {
             );
         }
         if let Some(w) = for_client {
-            let limit = match warrant {
-                Warrant::Grant { grant, .. } => grant.body.bytes,
-                Warrant::Reclaimed { .. } => 0,
-            };
-            send(kbr, w.client, &answer(w.req, Ok(Some(committed)), limit));
+            send(kbr, w.client, &answer(w.req, Ok(Some(committed))));
         }
         self.drive(kbr, now, user);
     }
@@ -1180,8 +1182,8 @@ fn refusal(balance: u64, w: &Waiting, e: LedgerError) -> Refusal {
     }
 }
 
-fn answer(req: u64, result: Result<Option<Committed>, Refusal>, limit: u64) -> AccountsMessage {
-    AccountsMessage::Answer { req, result, limit }
+fn answer(req: u64, result: Result<Option<Committed>, Refusal>) -> AccountsMessage {
+    AccountsMessage::Answer { req, result }
 }
 
 fn accepted(
@@ -1266,8 +1268,8 @@ impl Service for Accounts {
                 };
                 self.on_request(kbr, now, user, w);
             }
-            AccountsMessage::Answer { req, result, limit } => {
-                self.on_answer(kbr, now, from.id, req, (result, limit))
+            AccountsMessage::Answer { req, result } => {
+                self.on_answer(kbr, now, from.id, req, result)
             }
             AccountsMessage::Prepare { user, ballot, have } => {
                 self.on_prepare(kbr, now, from, user, (ballot, have))
@@ -1339,14 +1341,7 @@ impl Service for Accounts {
     fn next_deadline(&self) -> Option<Time> {
         let clients = self.pending.values().map(|p| p.deadline);
         let me = self.identity.id();
-        let rounds = self
-            .proposers
-            .values()
-            .filter(|p| {
-                !matches!(p.phase, Phase::Ready) && !p.queue.is_empty()
-                    || matches!(p.phase, Phase::Preparing { .. } | Phase::Accepting { .. })
-            })
-            .map(|p| p.since + ROUND_TIMEOUT + jitter(&me, p.ballot.round));
+        let rounds = self.proposers.values().filter_map(|p| p.retry_at(&me));
         clients.chain(rounds).min()
     }
 
@@ -1362,7 +1357,6 @@ impl Service for Accounts {
             self.answered.push_back(Answered {
                 req: RequestId(req),
                 result: Err(AccountsError::Timeout),
-                limit: 0,
             });
         }
         let me = self.identity.id();
@@ -1376,9 +1370,7 @@ impl Service for Accounts {
         let mut stuck = Vec::new();
         for (user, p) in self.proposers.iter_mut() {
             p.queue.retain(|w| w.deadline > now);
-            let busy = matches!(p.phase, Phase::Preparing { .. } | Phase::Accepting { .. });
-            let waiting = matches!(p.phase, Phase::Stalled) && !p.queue.is_empty();
-            if (busy || waiting) && p.since + ROUND_TIMEOUT + jitter(&me, p.ballot.round) <= now {
+            if p.retry_at(&me).is_some_and(|t| t <= now) {
                 stuck.push(*user);
             }
         }

@@ -46,6 +46,8 @@ const MAX_ANSWERS: u32 = 8;
 const MAX_CHALLENGES: u32 = 3;
 /// Audits in flight at once per auditor.
 const MAX_OUTSTANDING: usize = 8;
+/// Random draws for an object small enough to audit before an audit is skipped.
+const SMALL_DRAWS: usize = 8;
 
 /// How audits run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,6 +355,15 @@ impl Past {
     /// The audit timer: starts a new audit when one is due, and handles the answers that did
     /// not come in time.
     pub(crate) fn audit_tick(&mut self, kbr: &mut dyn Kbr, now: Time) {
+        // PAST's timer fires for much else (maintenance, requests, writes): audits' work waits
+        // for audits' own deadline.
+        if self
+            .audits
+            .as_ref()
+            .is_none_or(|a| a.deadline().is_some_and(|t| t > now))
+        {
+            return;
+        }
         let (me, members) = leaf_members(kbr);
         let Some(a) = self.audits.as_mut() else {
             return;
@@ -398,20 +409,25 @@ impl Past {
         if a.outstanding.len() >= MAX_OUTSTANDING {
             return;
         }
-        let store = &self.store;
-        let small =
-            |id: &Id| matches!(store.meta(id), Ok(Some((_, size))) if size <= a.config.max_object);
         let pairs: Vec<(Id, Id)> = self
             .known
             .iter()
-            .filter(|(id, _)| small(id))
             .flat_map(|(id, holders)| holders.iter().map(move |h| (*id, *h)))
             .filter(|(_, h)| !a.suspects.contains(h))
             .collect();
-        if pairs.is_empty() {
+        // A few random draws for an object small enough to audit, each one store lookup
+        // (not one per object held: the store may be on disk).
+        let max_object = a.config.max_object;
+        let pick = (0..SMALL_DRAWS).find_map(|_| {
+            let (object, node) = *pairs.get((a.draw_u64() % pairs.len().max(1) as u64) as usize)?;
+            match self.store.meta(&object) {
+                Ok(Some((_, size))) if size <= max_object => Some((object, node, size)),
+                _ => None,
+            }
+        });
+        let Some((object, node, size)) = pick else {
             return;
-        }
-        let (object, node) = pairs[(a.draw_u64() % pairs.len() as u64) as usize];
+        };
         let Some(target) = kbr
             .neighbor_set(usize::MAX)
             .into_iter()
@@ -420,9 +436,6 @@ impl Past {
             return;
         };
         let Some(&k) = self.held.get(&object) else {
-            return;
-        };
-        let Ok(Some((_, size))) = self.store.meta(&object) else {
             return;
         };
         self.challenge(kbr, now, target, (object, size, k), (false, false));
