@@ -1,16 +1,39 @@
-//! Server mode's membership service.
+//! Server mode's membership service (`server-mode.md`).
 //!
-//! Owns: one single-shot Tendermint instance per epoch among the committee (`consensus.rs`,
-//! model-checked in `model.rs`).
+//! Owns: certified configurations and the checks anyone can run on a chain of them
+//! ([`Config`], [`ConfigCert`], [`Genesis`], `config.rs`), one-hop replica groups
+//! ([`Config::replica_group`]), the validity predicate a committee member checks before it
+//! prevotes ([`check_delta`], `delta.rs`), one single-shot Tendermint instance per epoch
+//! ([`Tendermint`], `consensus.rs`, model-checked in `model.rs`), and the service that runs it
+//! on each server: requests, evictions after f + 1 confirms, sign-once persistence,
+//! dissemination and pull ([`Membership`], `membership.rs`).
+//!
+//! Does not own: sockets, disks or clocks (the driver performs [`Action`]s), the KBR
+//! implementation over a configuration and the quorum storage above it (not built yet).
 #![deny(missing_docs)]
 
+mod config;
 mod consensus;
+mod delta;
+mod membership;
+mod message;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;
 
+pub use config::{
+    confirm_bytes, join_bytes, leave_bytes, verify_chain, vote_bytes, Change, Config, ConfigCert,
+    ConfigError, Confirm, Delta, Epoch, Genesis, JoinRequest, LeaveRequest, Member, Params,
+    CONFIG_VERSION, MAX_MEMBERS, PRECOMMIT,
+};
 pub use consensus::{
     Ignored, Output, Proposal, Round, Rules, Step, Tendermint, Thresholds, Timeout, Vote, VoteKind,
     MAX_ROUND, ROUNDS_AHEAD,
 };
+pub use delta::{check_change, check_delta, InvalidDelta, Judge, MAX_LEASE_SKEW_MS};
+pub use membership::{
+    Action, Membership, MembershipConfig, MembershipError, MembershipEvent, MembershipStats,
+    Refused, SignOnce, GOSSIP_EVERY, HISTORY, MAX_PENDING, MAX_VALUES, TIMEOUT_BASE, TIMEOUT_STEP,
+};
+pub use message::{kind_tag, proposal_bytes, BftMessage, SignedProposal, SignedVote};

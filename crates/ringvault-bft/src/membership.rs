@@ -1,0 +1,928 @@
+//! The membership service of one server (`server-mode.md` §2-§4): it holds the certified
+//! configuration, collects join, leave and eviction requests, and, while it sits on the
+//! committee, runs the [`Tendermint`] instance that decides the next epoch's configuration,
+//! signing what the instance asks for only after its sign-once record is persisted. Decided
+//! configurations go to every member with their certificate; a server that missed some pulls
+//! them.
+//!
+//! Sans-IO like the rest of the core: time is an argument, actions come out of
+//! [`Membership::poll_action`] and are performed in order (a [`Action::PersistSignOnce`]
+//! completes before the actions after it).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use ringvault_types::{Duration, Id, Identity, NodeCertificate, PublicKey, RevocationList, Time};
+
+use crate::config::{Change, Config, ConfigCert, Confirm, Delta, Epoch, JoinRequest, LeaveRequest};
+use crate::consensus::{Output, Proposal, Round, Rules, Step, Tendermint, Timeout, Vote, VoteKind};
+use crate::delta::{check_change, check_delta, Judge};
+use crate::message::{proposal_bytes, BftMessage, SignedProposal, SignedVote};
+
+/// Requests a committee member holds for the next epochs; more are refused.
+pub const MAX_PENDING: usize = 1_024;
+
+/// Certified configurations kept to answer pulls.
+pub const HISTORY: usize = 64;
+
+/// Proposed values an instance remembers (by hash); further ones are dropped.
+pub const MAX_VALUES: usize = 16;
+
+/// The first round's timeouts; each round adds [`TIMEOUT_STEP`].
+pub const TIMEOUT_BASE: Duration = Duration::from_millis(1_000);
+
+/// What each round adds to the timeouts, so that rounds grow until they fit the network.
+pub const TIMEOUT_STEP: Duration = Duration::from_millis(500);
+
+/// How often a committee member sends its current round's messages again (Tendermint's
+/// liveness needs every message a correct member received to reach the others).
+pub const GOSSIP_EVERY: Duration = Duration::from_millis(1_000);
+
+/// A server's membership settings.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// The ring's CA key.
+    pub ca: PublicKey,
+    /// Revoked certificates.
+    pub revoked: RevocationList,
+    /// Unix milliseconds at `Time::ZERO` (leases are wall-clock times).
+    pub unix_ms_at_zero: u64,
+}
+
+/// What a committee member persists before it signs: its instance's control state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignOnce {
+    /// The epoch the instance decides.
+    pub epoch: Epoch,
+    /// The instance's rules (round, step, locks).
+    pub rules: Rules<Id>,
+}
+
+/// What the driver does for the service.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send `msg` to server `to` (its address is in its certificate).
+    Send {
+        /// The server.
+        to: Id,
+        /// The message.
+        msg: BftMessage,
+    },
+    /// Persist this record, and finish, before performing any later action.
+    PersistSignOnce(SignOnce),
+    /// Persist the newest certified configuration (what a restart resumes from).
+    PersistConfig(Arc<Config>, Option<ConfigCert>),
+    /// Check whether `suspect` answers; call [`Membership::confirm`] if it does not.
+    Probe(Id),
+    /// Something happened.
+    Event(MembershipEvent),
+}
+
+/// What the service reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A new configuration is in force.
+    Adopted {
+        /// Its epoch.
+        epoch: Epoch,
+        /// Members.
+        members: usize,
+    },
+    /// This member's instance decided (it signed the certificate's precommits).
+    Decided {
+        /// The epoch decided.
+        epoch: Epoch,
+        /// The round that decided it.
+        round: Round,
+    },
+}
+
+/// Why a message was not taken; counted, never fatal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The sender is not on the committee the message needs.
+    #[error("sender is not on the committee")]
+    NotCommittee,
+    /// A signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// For an epoch this server is not deciding.
+    #[error("for another epoch")]
+    OtherEpoch,
+    /// A configuration or certificate that does not verify.
+    #[error("configuration refused: {0}")]
+    Config(#[from] crate::ConfigError),
+    /// A request whose proof does not verify.
+    #[error("request refused: {0}")]
+    Request(#[from] crate::InvalidDelta),
+    /// The consensus instance ignored it (duplicate, too far ahead, equivocation, ...).
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::Ignored),
+    /// More requests pending than [`MAX_PENDING`].
+    #[error("too many pending requests")]
+    Full,
+}
+
+/// Caller mistakes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only a member can leave.
+    #[error("this server is not a member of epoch {0}")]
+    NotMember(Epoch),
+    /// Already a member: nothing to join.
+    #[error("this server is already a member")]
+    AlreadyMember,
+    /// Only committee members confirm.
+    #[error("this server is not on the committee")]
+    NotCommittee,
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Configurations adopted.
+    pub adopted: u64,
+    /// Instances this member decided.
+    pub decisions: u64,
+    /// Rounds started beyond round 0 (view changes).
+    pub view_changes: u64,
+    /// Members evicted by configurations this server adopted.
+    pub evictions: u64,
+    /// Proposals judged invalid.
+    pub invalid_proposals: u64,
+    /// Messages refused (bad signature, wrong committee, forged configuration, ...).
+    pub refused: u64,
+    /// Equivocations seen (a second, different signed message for one round and step).
+    pub equivocations: u64,
+}
+
+/// The instance deciding the next epoch, on a committee member.
+struct Instance {
+    epoch: Epoch,
+    tendermint: Tendermint<Id>,
+    /// The deltas proposed, by the hash of the configuration they make.
+    values: BTreeMap<Id, Delta>,
+    /// Signed votes taken into the instance's log, first per (round, kind, voter).
+    votes: BTreeMap<(Round, VoteKind, Id), SignedVote>,
+    /// The proposals taken, per round.
+    proposals: BTreeMap<Round, SignedProposal>,
+    timers: BTreeMap<Timeout, Time>,
+    /// Whether it may sign (a member restarted without its sign-once record may not).
+    signing: bool,
+}
+
+/// One server's membership service.
+pub struct Membership {
+    identity: Identity,
+    config: MembershipConfig,
+    current: Arc<Config>,
+    cert: Option<ConfigCert>,
+    history: BTreeMap<Epoch, (Arc<Config>, Delta, ConfigCert)>,
+    /// When the current configuration was adopted.
+    adopted_at: Time,
+    pending: BTreeMap<Id, Change>,
+    confirms: BTreeMap<Id, BTreeMap<Id, Confirm>>,
+    instance: Option<Instance>,
+    /// Set on a restart without a sign-once record: sign nothing for instances up to this
+    /// epoch, which it may have signed in before losing its disk.
+    abstain_through: Option<Epoch>,
+    wiped: bool,
+    restored: Option<SignOnce>,
+    next_gossip: Time,
+    next_pull: Time,
+    /// Pulls sent, which picks whom the next one goes to.
+    pulls: u64,
+    actions: VecDeque<Action>,
+    stats: MembershipStats,
+}
+
+impl Membership {
+    /// A server starting from `current` (genesis, or the newest configuration it persisted)
+    /// with `sign_once`, the record it persisted before its last signature, if any. `wiped`
+    /// says its data dir was lost: it then signs nothing in the instances it could have signed
+    /// in before (see [`Membership::abstaining`]).
+    pub fn new(
+        identity: Identity,
+        config: MembershipConfig,
+        current: Arc<Config>,
+        cert: Option<ConfigCert>,
+        sign_once: Option<SignOnce>,
+        wiped: bool,
+        now: Time,
+    ) -> Self {
+        let mut m = Membership {
+            identity,
+            config,
+            current,
+            cert,
+            history: BTreeMap::new(),
+            adopted_at: now,
+            pending: BTreeMap::new(),
+            confirms: BTreeMap::new(),
+            instance: None,
+            abstain_through: None,
+            wiped,
+            restored: sign_once,
+            next_gossip: now,
+            next_pull: now,
+            pulls: 0,
+            actions: VecDeque::new(),
+            stats: MembershipStats::default(),
+        };
+        if wiped {
+            m.abstain_through = Some(m.abstain_horizon());
+        }
+        m
+    }
+
+    /// A server whose disk was lost may have signed in any instance up to the newest epoch
+    /// plus one; a live server serves a configuration at most `lease_epochs` old, so the
+    /// newest is at most that far ahead of what it adopts first.
+    fn abstain_horizon(&self) -> Epoch {
+        self.current.epoch + self.current.params.lease_epochs as u64 + 1
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> &Arc<Config> {
+        &self.current
+    }
+
+    /// Its certificate (`None` for genesis).
+    pub fn cert(&self) -> Option<&ConfigCert> {
+        self.cert.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MembershipStats {
+        &self.stats
+    }
+
+    /// Requests waiting for the next configuration.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The round the instance deciding the next epoch is in, if this server sits on the
+    /// committee.
+    pub fn round(&self) -> Option<Round> {
+        self.instance.as_ref().map(|i| i.tendermint.rules().round())
+    }
+
+    /// Whether this server refrains from signing in the instance for `epoch` (it lost its
+    /// disk and may have signed there before).
+    pub fn abstaining(&self, epoch: Epoch) -> bool {
+        self.abstain_through.is_some_and(|e| epoch <= e)
+    }
+
+    /// Whether the configuration's lease still runs at `now`: a server serves key ranges only
+    /// while it does.
+    pub fn serving(&self, now: Time) -> bool {
+        self.unix_ms(now) < self.current.valid_until
+    }
+
+    fn unix_ms(&self, now: Time) -> u64 {
+        self.config.unix_ms_at_zero + now.as_micros() / 1_000
+    }
+
+    fn me(&self) -> Id {
+        self.identity.id()
+    }
+
+    fn send(&mut self, to: Id, msg: BftMessage) {
+        if to != self.me() {
+            self.actions.push_back(Action::Send { to, msg });
+        }
+    }
+
+    fn tell_committee(&mut self, msg: BftMessage) {
+        for to in self.current.committee.clone() {
+            self.send(to, msg.clone());
+        }
+    }
+
+    /// The next action to perform, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When to call [`Membership::handle_timeout`].
+    pub fn next_deadline(&self) -> Option<Time> {
+        let mut at = self.next_pull;
+        if self.instance.is_none() && self.current.seat(&self.me()).is_some() {
+            at = at.min(self.epoch_end());
+        }
+        if let Some(i) = &self.instance {
+            at = at.min(self.next_gossip);
+            if let Some(t) = i.timers.values().min() {
+                at = at.min(*t);
+            }
+        }
+        Some(at)
+    }
+
+    fn epoch_end(&self) -> Time {
+        self.adopted_at + Duration::from_millis(self.current.params.epoch_ms)
+    }
+
+    /// Asks the committee to admit this server (signed with its key; `cert` from the CA).
+    pub fn join(&mut self, cert: NodeCertificate) -> Result<(), MembershipError> {
+        if self.current.member(&self.me()).is_some() {
+            return Err(MembershipError::AlreadyMember);
+        }
+        let request = JoinRequest::new(&self.identity, cert);
+        self.tell_committee(BftMessage::Request(Box::new(Change::Join(request))));
+        Ok(())
+    }
+
+    /// Asks the committee to let this server leave after the current epoch.
+    pub fn leave(&mut self) -> Result<(), MembershipError> {
+        if self.current.member(&self.me()).is_none() {
+            return Err(MembershipError::NotMember(self.current.epoch));
+        }
+        let request = LeaveRequest::new(&self.identity, self.current.epoch);
+        self.tell_committee(BftMessage::Request(Box::new(Change::Leave(request))));
+        Ok(())
+    }
+
+    /// This server found `suspect` silent past the failure timeout: committee members confirm
+    /// (they probed it themselves), others tell the committee, which probes.
+    pub fn suspect(&mut self, suspect: Id) {
+        if self.current.member(&suspect).is_none() || suspect == self.me() {
+            return;
+        }
+        if self.current.seat(&self.me()).is_some() {
+            let _ = self.confirm(suspect);
+        } else {
+            let epoch = self.current.epoch;
+            self.tell_committee(BftMessage::Suspect { epoch, suspect });
+        }
+    }
+
+    /// A committee member probed `suspect` and it did not answer: sign a confirm and share it.
+    pub fn confirm(&mut self, suspect: Id) -> Result<(), MembershipError> {
+        if self.current.seat(&self.me()).is_none() {
+            return Err(MembershipError::NotCommittee);
+        }
+        let confirm = Confirm::new(&self.identity, self.current.epoch, suspect);
+        self.take_confirm(confirm.clone());
+        self.tell_committee(BftMessage::Confirm(confirm));
+        Ok(())
+    }
+
+    fn take_confirm(&mut self, confirm: Confirm) {
+        let suspect = confirm.suspect;
+        let known = self.confirms.len() < MAX_PENDING || self.confirms.contains_key(&suspect);
+        if known {
+            self.confirms
+                .entry(suspect)
+                .or_default()
+                .insert(confirm.by, confirm);
+        }
+    }
+
+    fn judge(&self, now: Time) -> (PublicKey, RevocationList, u64) {
+        (
+            self.config.ca,
+            self.config.revoked.clone(),
+            self.unix_ms(now),
+        )
+    }
+
+    /// A message from server `from` (authenticated by the transport).
+    pub fn handle_message(&mut self, now: Time, from: Id, msg: BftMessage) -> Result<(), Refused> {
+        let result = self.dispatch(now, from, msg);
+        if let Err(e) = &result {
+            self.stats.refused += 1;
+            if matches!(e, Refused::Consensus(crate::Ignored::Equivocation)) {
+                self.stats.equivocations += 1;
+            }
+        }
+        result
+    }
+
+    fn dispatch(&mut self, now: Time, from: Id, msg: BftMessage) -> Result<(), Refused> {
+        match msg {
+            BftMessage::Propose(p) => self.take_proposal(now, from, *p),
+            BftMessage::Vote(v) => self.take_vote(now, v),
+            BftMessage::Request(change) => self.take_request(now, *change),
+            BftMessage::Confirm(c) => {
+                if self.current.seat(&c.by).is_none() || c.epoch != self.current.epoch {
+                    return Err(Refused::NotCommittee);
+                }
+                let key = self.current.member(&c.by).map(|m| m.key());
+                let signed = crate::config::confirm_bytes(c.epoch, c.suspect);
+                if key.is_none_or(|k| k.verify(&signed, &c.signature).is_err()) {
+                    return Err(Refused::BadSignature);
+                }
+                self.take_confirm(c);
+                Ok(())
+            }
+            BftMessage::Suspect { suspect, .. } => {
+                if self.current.seat(&self.me()).is_some()
+                    && self.current.member(&suspect).is_some()
+                    && self.current.member(&from).is_some()
+                {
+                    self.actions.push_back(Action::Probe(suspect));
+                }
+                Ok(())
+            }
+            BftMessage::Decided { delta, cert } => self.take_decided(now, from, *delta, cert),
+            BftMessage::Pull { have } => {
+                let later: Vec<_> = self
+                    .history
+                    .range(have + 1..)
+                    .map(|(_, (_, d, c))| (d.clone(), c.clone()))
+                    .collect();
+                for (delta, cert) in later {
+                    self.send(
+                        from,
+                        BftMessage::Decided {
+                            delta: Box::new(delta),
+                            cert,
+                        },
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn take_request(&mut self, now: Time, change: Change) -> Result<(), Refused> {
+        if self.current.seat(&self.me()).is_none() {
+            return Err(Refused::NotCommittee);
+        }
+        let (ca, revoked, now_ms) = self.judge(now);
+        let judge = Judge {
+            ca: &ca,
+            revoked: &revoked,
+            now_ms,
+        };
+        check_change(&self.current, &change, &judge)?;
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&change.subject()) {
+            return Err(Refused::Full);
+        }
+        self.pending.insert(change.subject(), change);
+        Ok(())
+    }
+
+    /// The delta this member would propose: pending requests and evictions with enough
+    /// confirms that still hold against the current configuration, in id order, capped.
+    fn candidate(&self, now: Time) -> Delta {
+        let (ca, revoked, now_ms) = self.judge(now);
+        let judge = Judge {
+            ca: &ca,
+            revoked: &revoked,
+            now_ms,
+        };
+        let mut changes: BTreeMap<Id, Change> = BTreeMap::new();
+        for (suspect, confirms) in &self.confirms {
+            let change = Change::Evict {
+                suspect: *suspect,
+                confirms: confirms.values().cloned().collect(),
+            };
+            if check_change(&self.current, &change, &judge).is_ok() {
+                changes.insert(*suspect, change);
+            }
+        }
+        for (id, change) in &self.pending {
+            if !changes.contains_key(id) && check_change(&self.current, change, &judge).is_ok() {
+                changes.insert(*id, change.clone());
+            }
+        }
+        let mut changes: Vec<Change> = changes.into_values().collect();
+        changes.truncate(self.current.params.max_changes as usize);
+        // Never propose removing every member.
+        while changes.len() >= self.current.members.len()
+            && changes.iter().all(|c| !matches!(c, Change::Join(_)))
+            && !changes.is_empty()
+        {
+            changes.pop();
+        }
+        Delta {
+            epoch: self.current.epoch + 1,
+            prev: self.current.hash(),
+            changes,
+            valid_until: now_ms + self.current.params.lease_ms(),
+        }
+    }
+
+    /// Time passed: start the instance at the epoch's end, fire consensus timeouts, gossip,
+    /// and pull when the next configuration is overdue.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.instance.is_none()
+            && now >= self.epoch_end()
+            && self.current.seat(&self.me()).is_some()
+        {
+            self.start_instance(now);
+        }
+        let due: Vec<Timeout> = self
+            .instance
+            .as_ref()
+            .map(|i| {
+                i.timers
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(t, _)| *t)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for timeout in due {
+            if let Some(i) = &mut self.instance {
+                i.timers.remove(&timeout);
+                i.tendermint.handle_timeout(timeout);
+            }
+            self.drain(now);
+        }
+        if self.instance.is_some() && now >= self.next_gossip {
+            self.next_gossip = now + GOSSIP_EVERY;
+            self.gossip();
+        }
+        if now >= self.next_pull {
+            let overdue =
+                now >= self.epoch_end() + Duration::from_millis(self.current.params.epoch_ms);
+            self.next_pull = now + GOSSIP_EVERY.mul(2);
+            if overdue || self.current.member(&self.me()).is_none() {
+                let have = self.current.epoch;
+                // Ask one member, a different one each time.
+                let members = &self.current.members;
+                if !members.is_empty() {
+                    let to = members[(self.pulls % members.len() as u64) as usize].id();
+                    self.pulls += 1;
+                    self.send(to, BftMessage::Pull { have });
+                }
+            }
+        }
+    }
+
+    fn start_instance(&mut self, now: Time) {
+        let epoch = self.current.epoch + 1;
+        let Some(me) = self.current.seat(&self.me()) else {
+            return;
+        };
+        let candidate = self.candidate(now);
+        let value = self.current.apply(&candidate).hash();
+        let thresholds = crate::Thresholds::bft(self.current.committee.len());
+        let first = ((epoch) % self.current.committee.len() as u64) as usize;
+        let restored = self
+            .restored
+            .take()
+            .filter(|s| s.epoch == epoch && s.rules.me() == me);
+        let resumed = restored.is_some();
+        let mut tendermint = match restored {
+            Some(s) => Tendermint::restore(s.rules),
+            None => Tendermint::new(me, thresholds, first, value),
+        };
+        tendermint.set_candidate(value);
+        let mut values = BTreeMap::new();
+        values.insert(value, candidate);
+        self.instance = Some(Instance {
+            epoch,
+            tendermint,
+            values,
+            votes: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            signing: !self.abstaining(epoch),
+        });
+        if !resumed {
+            if let Some(i) = &mut self.instance {
+                i.tendermint.start();
+            }
+        }
+        self.drain(now);
+    }
+
+    fn timeout_length(timeout: Timeout) -> Duration {
+        TIMEOUT_BASE + TIMEOUT_STEP.mul(timeout.round.min(64) as u64)
+    }
+
+    /// Performs what the instance asked for.
+    fn drain(&mut self, now: Time) {
+        loop {
+            let Some(instance) = &mut self.instance else {
+                return;
+            };
+            let Some(output) = instance.tendermint.poll_output() else {
+                return;
+            };
+            match output {
+                Output::Schedule(t) => {
+                    instance.timers.insert(t, now + Self::timeout_length(t));
+                    if t.step == Step::Propose && t.round > 0 {
+                        self.stats.view_changes += 1;
+                    }
+                }
+                Output::Propose(p) => self.sign_proposal(p),
+                Output::Vote(v) => self.sign_vote(v),
+                Output::Decide { round, value } => self.decided(now, round, value),
+            }
+        }
+    }
+
+    fn sign_once(&mut self) -> bool {
+        let Some(i) = &self.instance else {
+            return false;
+        };
+        if !i.signing {
+            return false;
+        }
+        let record = SignOnce {
+            epoch: i.epoch,
+            rules: i.tendermint.rules().clone(),
+        };
+        self.actions.push_back(Action::PersistSignOnce(record));
+        true
+    }
+
+    fn sign_proposal(&mut self, p: Proposal<Id>) {
+        if !self.sign_once() {
+            return;
+        }
+        let me = self.me();
+        let Some(i) = &mut self.instance else {
+            return;
+        };
+        let Some(delta) = i.values.get(&p.value).cloned() else {
+            return;
+        };
+        let polka: Vec<SignedVote> = match p.valid_round {
+            Some(vr) => i
+                .votes
+                .range((vr, VoteKind::Prevote, Id::ZERO)..=(vr, VoteKind::Prevote, Id::MAX))
+                .map(|(_, v)| v.clone())
+                .filter(|v| v.value == Some(p.value))
+                .collect(),
+            None => Vec::new(),
+        };
+        let signature =
+            self.identity
+                .sign(&proposal_bytes(i.epoch, p.round, p.value, p.valid_round));
+        let signed = SignedProposal {
+            round: p.round,
+            delta,
+            valid_round: p.valid_round,
+            polka,
+            proposer: me,
+            signature,
+        };
+        i.proposals.insert(p.round, signed.clone());
+        self.tell_committee(BftMessage::Propose(Box::new(signed)));
+    }
+
+    fn sign_vote(&mut self, v: Vote<Id>) {
+        if !self.sign_once() {
+            return;
+        }
+        let me = self.me();
+        let Some(i) = &mut self.instance else {
+            return;
+        };
+        let mut signed = SignedVote {
+            epoch: i.epoch,
+            round: v.round,
+            kind: v.kind,
+            value: v.value,
+            voter: me,
+            signature: ringvault_types::Signature([0; 64]),
+        };
+        signed.signature = self.identity.sign(&signed.bytes());
+        i.votes.insert((v.round, v.kind, me), signed.clone());
+        self.tell_committee(BftMessage::Vote(signed));
+    }
+
+    /// Sends the current round's messages again (own and relayed), and the last decision.
+    fn gossip(&mut self) {
+        let Some(i) = &self.instance else {
+            return;
+        };
+        let round = i.tendermint.rules().round();
+        let from = round.saturating_sub(1);
+        let mut msgs: Vec<BftMessage> = i
+            .proposals
+            .range(from..)
+            .map(|(_, p)| BftMessage::Propose(Box::new(p.clone())))
+            .collect();
+        msgs.extend(
+            i.votes
+                .range((from, VoteKind::Prevote, Id::ZERO)..)
+                .map(|(_, v)| BftMessage::Vote(v.clone())),
+        );
+        for msg in msgs {
+            self.tell_committee(msg);
+        }
+    }
+
+    fn verify_vote(&self, v: &SignedVote) -> Result<usize, Refused> {
+        let seat = self.current.seat(&v.voter).ok_or(Refused::NotCommittee)?;
+        let key = self
+            .current
+            .member(&v.voter)
+            .ok_or(Refused::NotCommittee)?
+            .key();
+        key.verify(&v.bytes(), &v.signature)
+            .map_err(|_| Refused::BadSignature)?;
+        Ok(seat)
+    }
+
+    fn take_vote(&mut self, now: Time, v: SignedVote) -> Result<(), Refused> {
+        if self.instance.as_ref().is_none_or(|i| i.epoch != v.epoch) {
+            return Err(Refused::OtherEpoch);
+        }
+        let seat = self.verify_vote(&v)?;
+        let Some(i) = &mut self.instance else {
+            return Ok(());
+        };
+        let vote = Vote {
+            round: v.round,
+            kind: v.kind,
+            value: v.value,
+        };
+        let taken = i.tendermint.handle_vote(seat, vote);
+        if taken.is_ok() {
+            i.votes.insert((v.round, v.kind, v.voter), v);
+        }
+        self.drain(now);
+        Ok(taken?)
+    }
+
+    fn take_proposal(&mut self, now: Time, from: Id, p: SignedProposal) -> Result<(), Refused> {
+        let epoch = p.delta.epoch;
+        if self.instance.as_ref().is_none_or(|i| i.epoch != epoch) {
+            return Err(Refused::OtherEpoch);
+        }
+        let _ = from;
+        let seat = self
+            .current
+            .seat(&p.proposer)
+            .ok_or(Refused::NotCommittee)?;
+        let key = self
+            .current
+            .member(&p.proposer)
+            .ok_or(Refused::NotCommittee)?
+            .key();
+        let value = self.current.apply(&p.delta).hash();
+        key.verify(
+            &proposal_bytes(epoch, p.round, value, p.valid_round),
+            &p.signature,
+        )
+        .map_err(|_| Refused::BadSignature)?;
+        let (ca, revoked, now_ms) = self.judge(now);
+        let judge = Judge {
+            ca: &ca,
+            revoked: &revoked,
+            now_ms,
+        };
+        let valid = check_delta(&self.current, &p.delta, &judge).is_ok();
+        if !valid {
+            self.stats.invalid_proposals += 1;
+        }
+        // A re-proposal's quorum of prevotes, checked vote by vote.
+        let polka = match p.valid_round {
+            Some(vr) => {
+                let voters: BTreeSet<Id> = p
+                    .polka
+                    .iter()
+                    .filter(|v| {
+                        v.epoch == epoch
+                            && v.round == vr
+                            && v.kind == VoteKind::Prevote
+                            && v.value == Some(value)
+                            && self.verify_vote(v).is_ok()
+                    })
+                    .map(|v| v.voter)
+                    .collect();
+                (voters.len() >= self.current.quorum()).then_some(vr)
+            }
+            None => None,
+        };
+        let Some(i) = &mut self.instance else {
+            return Ok(());
+        };
+        if i.values.len() < MAX_VALUES {
+            i.values.entry(value).or_insert_with(|| p.delta.clone());
+        }
+        if let Some(vr) = polka {
+            let _ = i.tendermint.handle_polka(vr, value);
+        }
+        let proposal = Proposal {
+            round: p.round,
+            value,
+            valid_round: p.valid_round,
+        };
+        let round = p.round;
+        let taken = i.tendermint.handle_proposal(seat, proposal, valid);
+        if taken.is_ok() {
+            i.proposals.insert(round, p);
+        }
+        self.drain(now);
+        Ok(taken?)
+    }
+
+    /// The instance decided `value` in `round`: build the certificate from the precommits
+    /// this member holds, adopt the configuration and send it to every member.
+    fn decided(&mut self, now: Time, round: Round, value: Id) {
+        let Some(i) = &self.instance else {
+            return;
+        };
+        let Some(delta) = i.values.get(&value).cloned() else {
+            return;
+        };
+        let sigs = i
+            .votes
+            .range((round, VoteKind::Precommit, Id::ZERO)..=(round, VoteKind::Precommit, Id::MAX))
+            .filter(|(_, v)| v.value == Some(value))
+            .map(|(_, v)| (v.voter, v.signature))
+            .collect();
+        let cert = ConfigCert {
+            epoch: i.epoch,
+            round,
+            config_hash: value,
+            sigs,
+        };
+        let epoch = i.epoch;
+        self.stats.decisions += 1;
+        self.actions
+            .push_back(Action::Event(MembershipEvent::Decided { epoch, round }));
+        let next = self.current.apply(&delta);
+        if self.current.verify_next(&next, &cert).is_err() {
+            // Decided through a certificate received (handle_commit): adopting waits for it.
+            return;
+        }
+        let msg = BftMessage::Decided {
+            delta: Box::new(delta.clone()),
+            cert: cert.clone(),
+        };
+        let mut to: BTreeSet<Id> = self.current.members.iter().map(|m| m.id()).collect();
+        to.extend(next.members.iter().map(|m| m.id()));
+        for id in to {
+            self.send(id, msg.clone());
+        }
+        self.adopt(now, Arc::new(next), delta, cert);
+    }
+
+    fn take_decided(
+        &mut self,
+        now: Time,
+        from: Id,
+        delta: Delta,
+        cert: ConfigCert,
+    ) -> Result<(), Refused> {
+        if delta.epoch <= self.current.epoch {
+            return Ok(());
+        }
+        if delta.epoch > self.current.epoch + 1 {
+            let have = self.current.epoch;
+            self.send(from, BftMessage::Pull { have });
+            return Err(Refused::OtherEpoch);
+        }
+        if delta.prev != self.current.hash() {
+            return Err(Refused::Config(crate::ConfigError::WrongPrev));
+        }
+        let next = self.current.apply(&delta);
+        self.current.verify_next(&next, &cert)?;
+        self.adopt(now, Arc::new(next), delta, cert);
+        Ok(())
+    }
+
+    fn adopt(&mut self, now: Time, next: Arc<Config>, delta: Delta, cert: ConfigCert) {
+        let evicted = delta
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Evict { .. }))
+            .count();
+        self.stats.evictions += evicted as u64;
+        self.stats.adopted += 1;
+        for change in &delta.changes {
+            self.pending.remove(&change.subject());
+            self.confirms.remove(&change.subject());
+        }
+        // Confirms were for the old epoch; requests are checked again at the next proposal.
+        self.confirms.clear();
+        self.history
+            .insert(next.epoch, (next.clone(), delta, cert.clone()));
+        while self.history.len() > HISTORY {
+            self.history.pop_first();
+        }
+        self.current = next.clone();
+        if self.wiped && self.serving(now) {
+            // The first configuration adopted after a wipe whose lease still runs is at most
+            // `lease_epochs` behind the newest (epochs are an epoch apart), so any instance
+            // this server may have signed in before is at most one past that.
+            self.wiped = false;
+            self.abstain_through = Some(self.abstain_horizon());
+        }
+        self.cert = Some(cert.clone());
+        self.adopted_at = now;
+        self.instance = None;
+        self.next_pull = now + Duration::from_millis(self.current.params.epoch_ms);
+        self.actions
+            .push_back(Action::PersistConfig(next.clone(), Some(cert)));
+        self.actions
+            .push_back(Action::Event(MembershipEvent::Adopted {
+                epoch: next.epoch,
+                members: next.members.len(),
+            }));
+    }
+}
