@@ -8,8 +8,12 @@
 //! on each server: requests, evictions after f + 1 confirms, sign-once persistence,
 //! dissemination and pull ([`Membership`], `membership.rs`).
 //!
-//! Does not own: sockets, disks or clocks (the driver performs [`Action`]s), the KBR
-//! implementation over a configuration and the quorum storage above it (not built yet).
+//! Byzantine quorum storage of self-verifying items on each key's group of 3 f_r + 1
+//! ([`Replica`], [`QuorumClient`], `quorum/`) is here too.
+//!
+//! Does not own: sockets, disks or clocks (the driver performs [`Action`]s and
+//! [`ReplicaAction`]s), nor yet a `Kbr` implementation over a configuration (services reach
+//! replica groups through [`Config::replica_group`]).
 #![deny(missing_docs)]
 
 mod config;
@@ -19,6 +23,7 @@ mod membership;
 mod message;
 #[cfg(test)]
 mod model;
+mod quorum;
 #[cfg(test)]
 mod tests;
 
@@ -37,3 +42,8 @@ pub use membership::{
     Refused, SignOnce, GOSSIP_EVERY, HISTORY, MAX_PENDING, MAX_VALUES, TIMEOUT_BASE, TIMEOUT_STEP,
 };
 pub use message::{kind_tag, proposal_bytes, BftMessage, SignedProposal, SignedVote};
+pub use quorum::{
+    in_range, owned_range, Ack, ClientStats, Item, ItemError, OpId, QuorumClient, QuorumError,
+    QuorumEvent, Refusal, Replica, ReplicaAction, ReplicaStats, StoreMessage, MAX_DIGEST,
+    MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
+};
