@@ -1,13 +1,16 @@
 //! The wire decoders are total: any bytes give a message or an error, and a decoded message
 //! re-encodes to bytes that decode to the same message (open mode's framing, and secure mode's,
-//! which carries certificates, and server mode's membership messages, which a server's
-//! membership service then takes without panicking).
+//! which carries certificates, and server mode's membership and quorum storage messages, which
+//! a server's membership service, replica and quorum client then take without panicking).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use ringvault_bft::{BftMessage, Config, Member, Membership, MembershipConfig, Params};
+use ringvault_bft::{
+    BftMessage, Config, Member, Membership, MembershipConfig, Params, QuorumClient, Replica,
+    StoreMessage,
+};
 use ringvault_types::{CertBody, Identity, NodeCertificate, RevocationList, Time, CERT_VERSION};
 
 fn identity(i: u8) -> Identity {
@@ -42,6 +45,21 @@ fn genesis() -> &'static Arc<Config> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(msg) = StoreMessage::decode(data) {
+        assert_eq!(
+            StoreMessage::decode(&msg.encode()).expect("re-encoded decodes"),
+            msg
+        );
+        let config = genesis().clone();
+        let mut replica = Replica::new(identity(0), config.clone(), 0, Vec::new());
+        let mut client = QuorumClient::new(config);
+        let _ = client.get_record(Time::ZERO, ringvault_types::Id::ZERO);
+        let from = identity(1).id();
+        replica.handle_message(Time::ZERO, from, msg.clone());
+        client.handle_message(Time::ZERO, from, msg);
+        while replica.poll_action().is_some() {}
+        while client.poll_send().is_some() {}
+    }
     if let Ok(msg) = BftMessage::decode(data) {
         assert_eq!(
             BftMessage::decode(&msg.encode()).expect("re-encoded decodes"),
