@@ -16,6 +16,9 @@ pub type Epoch = u64;
 /// Format version of configurations and their signatures.
 pub const CONFIG_VERSION: u8 = 1;
 
+/// Children per node in a dissemination tree.
+pub const FAN_OUT: usize = 16;
+
 /// The most members a configuration may hold; what a forged snapshot can make a node decode.
 pub const MAX_MEMBERS: usize = 1_000_000;
 
@@ -337,6 +340,51 @@ impl Config {
         let start = self.members.partition_point(|m| m.id() < *key);
         (0..self.params.group_size().min(n))
             .map(|i| &self.members[(start + i) % n])
+            .collect()
+    }
+
+    /// Where tree `tree` of `trees` starts in the sorted member list. The trees spreading this
+    /// configuration are the member list rotated to start at evenly spaced points after
+    /// BLAKE3(epoch), each node forwarding to the [`FAN_OUT`] nodes at positions 16p + 1 ..
+    /// 16p + 16 after its own position p: so the interiors (the first N / 16 positions) of up
+    /// to 16 trees are disjoint, and any server computes its children in O(log N).
+    fn tree_start(&self, tree: usize, trees: usize) -> usize {
+        let n = self.members.len().max(1);
+        let offset = Id::hash_parts(&[b"trees", &self.epoch.to_be_bytes()]);
+        let first = self.members.partition_point(|m| m.id() < offset);
+        (first + tree * n / trees.max(1)) % n
+    }
+
+    /// The root of each of `trees` dissemination trees.
+    pub fn tree_roots(&self, trees: usize) -> Vec<Id> {
+        if self.members.is_empty() {
+            return Vec::new();
+        }
+        (0..trees)
+            .map(|t| self.members[self.tree_start(t, trees)].id())
+            .collect()
+    }
+
+    /// The interior nodes (those with children) of tree `tree` of `trees`, root first.
+    pub fn tree_interior(&self, tree: usize, trees: usize) -> Vec<Id> {
+        let n = self.members.len();
+        let start = self.tree_start(tree, trees);
+        (0..n.saturating_sub(1).div_ceil(FAN_OUT).max(1).min(n))
+            .map(|p| self.members[(start + p) % n].id())
+            .collect()
+    }
+
+    /// `me`'s children in tree `tree` of `trees` (empty for leaves and non-members).
+    pub fn tree_children(&self, tree: usize, trees: usize, me: &Id) -> Vec<Id> {
+        let n = self.members.len();
+        let Ok(j) = self.members.binary_search_by(|m| m.id().cmp(me)) else {
+            return Vec::new();
+        };
+        let start = self.tree_start(tree, trees);
+        let p = (j + n - start) % n;
+        (FAN_OUT * p + 1..=FAN_OUT * p + FAN_OUT)
+            .take_while(|q| *q < n)
+            .map(|q| self.members[(start + q) % n].id())
             .collect()
     }
 

@@ -30,7 +30,7 @@ mod tests;
 pub use config::{
     confirm_bytes, join_bytes, leave_bytes, verify_chain, vote_bytes, Change, Config, ConfigCert,
     ConfigError, Confirm, Delta, Epoch, Genesis, JoinRequest, LeaveRequest, Member, Params,
-    CONFIG_VERSION, MAX_MEMBERS, PRECOMMIT,
+    CONFIG_VERSION, FAN_OUT, MAX_MEMBERS, PRECOMMIT,
 };
 pub use consensus::{
     Ignored, Output, Proposal, Round, Rules, Step, Tendermint, Thresholds, Timeout, Vote, VoteKind,

@@ -545,10 +545,13 @@ impl Membership {
             self.next_pull = now + GOSSIP_EVERY.mul(2);
             if overdue || self.current.member(&self.me()).is_none() {
                 let have = self.current.epoch;
-                // Ask one member, a different one each time.
-                let members = &self.current.members;
-                if !members.is_empty() {
-                    let to = members[(self.pulls % members.len() as u64) as usize].id();
+                // Ask a committee member (they decide every configuration, so they hold it), a
+                // different one each time, starting at a seat that depends on who asks so that
+                // laggards spread over the committee.
+                let seats = &self.current.committee;
+                if !seats.is_empty() {
+                    let first = self.me().as_bytes()[0] as u64;
+                    let to = seats[((first + self.pulls) % seats.len() as u64) as usize];
                     self.pulls += 1;
                     self.send(to, BftMessage::Pull { have });
                 }
@@ -854,12 +857,37 @@ impl Membership {
             delta: Box::new(delta.clone()),
             cert: cert.clone(),
         };
-        let mut to: BTreeSet<Id> = self.current.members.iter().map(|m| m.id()).collect();
-        to.extend(next.members.iter().map(|m| m.id()));
-        for id in to {
+        // To every interior node of the new configuration's trees, which pass it on to their
+        // leaves: a faulty interior node then costs only its own children one tree (they have
+        // a parent in each), and every committee member that decides sends, so a silent one
+        // withholds nothing. (N / 16 sends per tree and epoch.)
+        let trees = self.trees();
+        let interior: BTreeSet<Id> = (0..trees)
+            .flat_map(|t| next.tree_interior(t, trees))
+            .collect();
+        for id in interior {
             self.send(id, msg.clone());
         }
         self.adopt(now, Arc::new(next), delta, cert);
+        self.forward(msg);
+    }
+
+    /// Dissemination trees per configuration: f_ms + 1, so that a Byzantine interior node of
+    /// one tree (interiors are disjoint) leaves the others whole; pulls cover the rest.
+    fn trees(&self) -> usize {
+        (self.current.params.f_ms as usize + 1).min(crate::config::FAN_OUT)
+    }
+
+    /// Sends a configuration this server just adopted on to its children in every tree.
+    fn forward(&mut self, msg: BftMessage) {
+        let trees = self.trees();
+        let me = self.me();
+        let children: BTreeSet<Id> = (0..trees)
+            .flat_map(|t| self.current.tree_children(t, trees, &me))
+            .collect();
+        for child in children {
+            self.send(child, msg.clone());
+        }
     }
 
     fn take_decided(
@@ -882,7 +910,13 @@ impl Membership {
         }
         let next = self.current.apply(&delta);
         self.current.verify_next(&next, &cert)?;
+        let msg = BftMessage::Decided {
+            delta: Box::new(delta.clone()),
+            cert: cert.clone(),
+        };
         self.adopt(now, Arc::new(next), delta, cert);
+        // Verified before it goes on: a relay can withhold a configuration, never forge one.
+        self.forward(msg);
         Ok(())
     }
 

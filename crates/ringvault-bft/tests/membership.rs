@@ -65,6 +65,12 @@ struct Net {
     seq: u64,
     crashed: BTreeSet<Id>,
     byzantine: BTreeMap<Id, Fault>,
+    /// Relays that withhold (true) or forge (false) the configurations they pass on.
+    relays: BTreeMap<Id, bool>,
+    /// Servers cut off from everyone.
+    isolated: BTreeSet<Id>,
+    /// Decided messages refused by correct servers (forgeries caught).
+    refused_configs: usize,
     /// Sign-once records and configurations persisted, per server (its "disk").
     disk: BTreeMap<Id, Disk>,
     /// Every signed vote sent: (voter, epoch, round, kind) -> values.
@@ -97,6 +103,9 @@ impl Net {
             seq: 0,
             crashed: BTreeSet::new(),
             byzantine: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            isolated: BTreeSet::new(),
+            refused_configs: 0,
             disk: BTreeMap::new(),
             votes: BTreeMap::new(),
             adopted: BTreeMap::new(),
@@ -178,6 +187,19 @@ impl Net {
             self.record(v);
         }
         let mut msg = msg;
+        if let (Some(&withhold), BftMessage::Decided { delta, cert }) =
+            (self.relays.get(&from), &msg)
+        {
+            if withhold {
+                return;
+            }
+            let mut delta = delta.clone();
+            delta.valid_until += 1; // no longer the certified configuration
+            msg = BftMessage::Decided {
+                delta,
+                cert: cert.clone(),
+            };
+        }
         if let (Some(fault), BftMessage::Propose(p)) = (self.byzantine.get(&from).copied(), &msg) {
             let who = dup(&self.ids[self.index(from)]);
             let current = self.servers[&from].current().clone();
@@ -231,11 +253,16 @@ impl Net {
             if next_msg == Some(at) {
                 let (key, (from, to, msg)) = self.queue.pop_first().unwrap();
                 let _ = key;
-                if self.crashed.contains(&to) || self.crashed.contains(&from) {
+                let cut = |id: &Id| self.crashed.contains(id) || self.isolated.contains(id);
+                if cut(&to) || cut(&from) {
                     continue;
                 }
+                let decided = matches!(msg, BftMessage::Decided { .. });
                 if let Some(m) = self.servers.get_mut(&to) {
-                    let _ = m.handle_message(self.now, from, msg);
+                    let taken = m.handle_message(self.now, from, msg);
+                    if decided && matches!(taken, Err(ringvault_bft::Refused::Config(_))) {
+                        self.refused_configs += 1;
+                    }
                     self.flush(to);
                 }
             } else if let Some((_, id)) = next_timer {
@@ -500,4 +527,71 @@ fn forged_configurations_are_refused() {
 
 fn dup(identity: &Identity) -> Identity {
     Identity::from_secret_bytes(identity.secret_bytes())
+}
+
+#[test]
+fn configurations_spread_down_trees_past_withholding_and_forging_relays() {
+    let mut net = Net::new(64, params());
+    let genesis = net.genesis.clone();
+    // Every interior node of the first tree of the next epochs withholds, a few others forge.
+    let trees = 2;
+    let mut interior = BTreeSet::new();
+    for epoch_config in [&genesis] {
+        let root = epoch_config.tree_roots(trees)[0];
+        interior.insert(root);
+        interior.extend(epoch_config.tree_children(0, trees, &root));
+    }
+    let committee: BTreeSet<Id> = genesis.committee.iter().copied().collect();
+    for id in interior.iter().filter(|id| !committee.contains(id)).take(4) {
+        net.relays.insert(*id, true);
+    }
+    let forgers: Vec<Id> = genesis
+        .members
+        .iter()
+        .map(|m| m.id())
+        .filter(|id| !committee.contains(id) && !net.relays.contains_key(id))
+        .take(3)
+        .collect();
+    for id in &forgers {
+        net.relays.insert(*id, false);
+    }
+    // One server is cut off, after it adopted epoch 1, for longer than a lease.
+    let loner = genesis
+        .members
+        .iter()
+        .map(|m| m.id())
+        .find(|id| !committee.contains(id) && !net.relays.contains_key(id))
+        .unwrap();
+    net.run(secs(3));
+    assert!(net.servers[&loner].current().epoch >= 1);
+    net.isolated.insert(loner);
+    net.run(secs(12));
+    let newest = net.epochs().values().copied().max().unwrap();
+    assert!(newest >= 4, "epochs did not advance: {newest}");
+    let lagging: Vec<_> = net
+        .epochs()
+        .into_iter()
+        .filter(|(id, e)| *id != loner && *e + 1 < newest)
+        .collect();
+    assert!(lagging.is_empty(), "servers left behind: {lagging:?}");
+    assert!(
+        net.refused_configs > 0,
+        "no forged configuration was refused"
+    );
+    assert!(net.forks().is_empty());
+    // The loner's lease ran out: it must not serve.
+    assert!(
+        !net.servers[&loner].serving(net.now),
+        "an isolated server still serves"
+    );
+    assert!(net.servers[&loner].current().epoch < newest);
+    // Healed, it catches up by pulling and serves again.
+    net.isolated.clear();
+    net.run(net.now + Duration::from_secs(8));
+    let newest = net.epochs().values().copied().max().unwrap();
+    assert!(
+        net.servers[&loner].current().epoch + 1 >= newest,
+        "the loner did not catch up"
+    );
+    assert!(net.servers[&loner].serving(net.now));
 }
