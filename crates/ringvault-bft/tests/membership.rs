@@ -535,12 +535,9 @@ fn configurations_spread_down_trees_past_withholding_and_forging_relays() {
     let genesis = net.genesis.clone();
     // Every interior node of the first tree of the next epochs withholds, a few others forge.
     let trees = 2;
-    let mut interior = BTreeSet::new();
-    for epoch_config in [&genesis] {
-        let root = epoch_config.tree_roots(trees)[0];
-        interior.insert(root);
-        interior.extend(epoch_config.tree_children(0, trees, &root));
-    }
+    let root = genesis.tree_roots(trees)[0];
+    let mut interior = BTreeSet::from([root]);
+    interior.extend(genesis.tree_children(0, trees, &root));
     let committee: BTreeSet<Id> = genesis.committee.iter().copied().collect();
     for id in interior.iter().filter(|id| !committee.contains(id)).take(4) {
         net.relays.insert(*id, true);
