@@ -9,7 +9,9 @@
 //! dissemination and pull ([`Membership`], `membership.rs`).
 //!
 //! Byzantine quorum storage of self-verifying items on each key's group of 3 f_r + 1
-//! ([`Replica`], [`QuorumClient`], `quorum/`) is here too.
+//! ([`Replica`], [`QuorumClient`], `quorum/`) is here too, and [`Server`] (`server.rs`), the one
+//! state machine a driver runs: membership, replica and client, with each new configuration
+//! handed from the first to the other two.
 //!
 //! Does not own: sockets, disks or clocks (the driver performs [`Action`]s and
 //! [`ReplicaAction`]s), nor yet a `Kbr` implementation over a configuration (services reach
@@ -24,6 +26,7 @@ mod message;
 #[cfg(test)]
 mod model;
 mod quorum;
+mod server;
 #[cfg(test)]
 mod tests;
 
@@ -47,3 +50,4 @@ pub use quorum::{
     QuorumEvent, Refusal, Replica, ReplicaAction, ReplicaStats, StoreMessage, MAX_DIGEST,
     MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
 };
+pub use server::{Server, ServerAction, ServerEvent, ServerMessage, ServerStart};

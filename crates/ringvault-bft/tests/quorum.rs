@@ -3,14 +3,14 @@
 //! says not-found, stays silent, equivocates or crashes; two crashed in one group (operations
 //! fail, never with a wrong value); an epoch change under load; and the negative control, two
 //! colluders in one group, which the history checker must catch.
-//!
-//! The checker: every value returned verifies and was written; a read that starts after a write
-//! completed returns that version or a later one; a read that starts after another read
-//! completed returns at least what that one returned (atomic reads); every completed object
-//! write is read back byte for byte.
+//! The history checker is in `common/mod.rs`.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use common::{dup, identity, History, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,23 +20,11 @@ use ringvault_bft::{
     QuorumClient, QuorumError, QuorumEvent, Replica, ReplicaAction, StoreMessage,
 };
 use ringvault_types::{
-    CertBody, Duration, Id, Identity, NodeCertificate, Record, RecordValue, Signature, Time,
-    CERT_VERSION,
+    CertBody, Duration, Id, Identity, NodeCertificate, RecordValue, Signature, Time, CERT_VERSION,
 };
 
 const UNIX_MS: u64 = 1_800_000_000_000;
 const SERVERS: usize = 7;
-
-fn identity(i: u64) -> Identity {
-    let mut secret = [0u8; 32];
-    secret[..8].copy_from_slice(&(i + 1).to_le_bytes());
-    secret[8] = 0x51;
-    Identity::from_secret_bytes(secret)
-}
-
-fn dup(identity: &Identity) -> Identity {
-    Identity::from_secret_bytes(identity.secret_bytes())
-}
 
 fn member(ca: &Identity, who: &Identity, serial: u64) -> Member {
     Member {
@@ -75,17 +63,6 @@ enum Fault {
     Collude,
 }
 
-/// One operation's record in the history.
-#[derive(Clone, Debug)]
-struct Done {
-    key: usize,
-    write: bool,
-    /// Version written, or read (0: not found).
-    version: u64,
-    start: Time,
-    end: Time,
-}
-
 struct Sim {
     ids: Vec<Identity>,
     config: Arc<Config>,
@@ -100,17 +77,10 @@ struct Sim {
     seq: u64,
     now: Time,
     rng: ChaCha8Rng,
-    owners: Vec<Identity>,
-    /// Operations in flight: (client, op) -> (key index or object index, write?, version, start).
+    workload: Workload,
+    /// Operations in flight: (client, op) -> (key, write?, version, start).
     flight: BTreeMap<(Id, OpId), (usize, bool, u64, Time)>,
-    history: Vec<Done>,
-    failures: Vec<QuorumError>,
-    objects: Vec<Vec<u8>>,
-    /// Objects written, with the time the first write completed.
-    objects_written: BTreeMap<usize, Time>,
-    /// Object reads: (object, what came back, when the read started).
-    object_reads: Vec<(usize, Option<Item>, Time)>,
-    wrong_values: usize,
+    history: History,
 }
 
 impl Sim {
@@ -135,14 +105,9 @@ impl Sim {
             seq: 0,
             now: Time::ZERO,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            owners: (0..12).map(|i| identity(5_000 + i)).collect(),
+            workload: Workload::default(),
             flight: BTreeMap::new(),
-            history: Vec::new(),
-            failures: Vec::new(),
-            objects: (0..10u8).map(|i| vec![i; 100 + i as usize]).collect(),
-            objects_written: BTreeMap::new(),
-            object_reads: Vec::new(),
-            wrong_values: 0,
+            history: History::default(),
         };
         for who in &sim.ids[..SERVERS] {
             sim.replicas.insert(
@@ -157,15 +122,6 @@ impl Sim {
 
     fn server(&self, i: usize) -> Id {
         self.ids[i].id()
-    }
-
-    fn record_key(&self, key: usize) -> Id {
-        ringvault_types::record_key(&self.owners[key].public_key(), "r")
-    }
-
-    fn record(&self, key: usize, version: u64) -> Item {
-        let value = RecordValue::Inline(format!("k{key}v{version}").into_bytes());
-        Item::Record(Record::sign(&self.owners[key], "r", version, 0, value).unwrap())
     }
 
     fn post(&mut self, from: Id, to: Id, msg: StoreMessage) {
@@ -326,51 +282,12 @@ impl Sim {
     }
 
     fn finished(&mut self, client: Id, event: QuorumEvent) {
-        let (op, result) = match event {
-            QuorumEvent::Put { op, result } => (op, result.map(|_| None)),
-            QuorumEvent::Got { op, result } => (op, result),
+        let op = match &event {
+            QuorumEvent::Put { op, .. } | QuorumEvent::Got { op, .. } => *op,
         };
-        let Some((key, write, version, start)) = self.flight.remove(&(client, op)) else {
-            return;
-        };
-        let end = self.now;
-        let is_object = key >= 1_000;
-        match result {
-            Err(e) => self.failures.push(e),
-            Ok(_) if write && is_object => {
-                self.objects_written.entry(key - 1_000).or_insert(end);
-            }
-            Ok(_) if write => self.history.push(Done {
-                key,
-                write,
-                version,
-                start,
-                end,
-            }),
-            Ok(item) if is_object => self.object_reads.push((key - 1_000, item, start)),
-            Ok(item) => {
-                let version = match &item {
-                    Some(Item::Record(r)) => {
-                        let want = self.record(key, r.body.version);
-                        if item.as_ref() != Some(&want) {
-                            self.wrong_values += 1;
-                        }
-                        r.body.version
-                    }
-                    Some(Item::Object(_)) => {
-                        self.wrong_values += 1;
-                        0
-                    }
-                    None => 0,
-                };
-                self.history.push(Done {
-                    key,
-                    write,
-                    version,
-                    start,
-                    end,
-                });
-            }
+        if let Some(started) = self.flight.remove(&(client, op)) {
+            self.history
+                .finish(&self.workload, started, self.now, event);
         }
     }
 
@@ -380,17 +297,17 @@ impl Sim {
             Object(Id),
             Record(Id),
         }
-        let ask = if key >= 1_000 {
-            let bytes = self.objects[key - 1_000].clone();
+        let ask = if key >= OBJECT_BASE {
+            let object = self.workload.object(key - OBJECT_BASE);
             if write {
-                Ask::Put(Item::Object(bytes))
+                Ask::Put(object)
             } else {
-                Ask::Object(Id::hash(&bytes))
+                Ask::Object(object.key())
             }
         } else if write {
-            Ask::Put(self.record(key, version))
+            Ask::Put(self.workload.record(key, version))
         } else {
-            Ask::Record(self.record_key(key))
+            Ask::Record(self.workload.record_key(key))
         };
         let now = self.now;
         let c = self.clients.get_mut(&client).unwrap();
@@ -451,7 +368,7 @@ impl Sim {
 
     /// As [`Sim::workload`], with every write issued from `writer` when given.
     fn workload_from(&mut self, ops: usize, writer: Option<Id>) {
-        let mut versions = [0u64; 12];
+        let mut versions = [0u64; RECORDS];
         let correct: Vec<Id> = self
             .ids
             .iter()
@@ -462,9 +379,9 @@ impl Sim {
         for _ in 0..ops {
             let client = correct[self.rng.gen_range(0..correct.len())];
             if self.rng.gen_bool(0.15) {
-                let o = self.rng.gen_range(0..self.objects.len());
-                let write = !self.objects_written.contains_key(&o) && self.rng.gen_bool(0.5);
-                self.issue(client, 1_000 + o, write, 0);
+                let o = self.rng.gen_range(0..OBJECTS);
+                let write = !self.history.object_written(o) && self.rng.gen_bool(0.5);
+                self.issue(client, OBJECT_BASE + o, write, 0);
             } else {
                 let key = self.rng.gen_range(0..versions.len());
                 let write = self.rng.gen_bool(0.4);
@@ -482,45 +399,6 @@ impl Sim {
         }
         let t = self.now + Duration::from_secs(30);
         self.run(t);
-    }
-
-    /// The checker: returns the violations found.
-    fn violations(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        if self.wrong_values > 0 {
-            found.push(format!(
-                "{} reads returned a value never written",
-                self.wrong_values
-            ));
-        }
-        for r in self.history.iter().filter(|d| !d.write) {
-            for w in self.history.iter().filter(|d| d.write && d.key == r.key) {
-                if w.end < r.start && r.version < w.version {
-                    found.push(format!(
-                        "key {}: read got v{} after v{} was written",
-                        r.key, r.version, w.version
-                    ));
-                }
-            }
-            for r0 in self.history.iter().filter(|d| !d.write && d.key == r.key) {
-                if r0.end < r.start && r.version < r0.version {
-                    found.push(format!(
-                        "key {}: read got v{} after a read got v{}",
-                        r.key, r.version, r0.version
-                    ));
-                }
-            }
-        }
-        for (o, item, start) in &self.object_reads {
-            let bytes = &self.objects[*o];
-            let written_before = self.objects_written.get(o).is_some_and(|end| end < start);
-            match item {
-                Some(Item::Object(b)) if b == bytes => {}
-                None if !written_before => {}
-                other => found.push(format!("object {o}: read {other:?}")),
-            }
-        }
-        found
     }
 
     /// A replica group: two of its members, the other two, and a server outside it.
@@ -568,21 +446,17 @@ fn one_faulty_replica_per_group_loses_nothing_and_returns_nothing_wrong() {
         Fault::Crashed,
     ] {
         let sim = run_with(Some(fault), 7);
-        let v = sim.violations();
+        let v = sim.history.violations(&sim.workload);
         assert!(v.is_empty(), "{fault:?}: {v:?}");
         assert!(
-            sim.failures.is_empty(),
+            sim.history.failures.is_empty(),
             "{fault:?}: operations failed: {:?}",
-            &sim.failures[..sim.failures.len().min(3)]
+            &sim.history.failures[..sim.history.failures.len().min(3)]
         );
-        let reads = sim
-            .history
-            .iter()
-            .filter(|d| !d.write && d.version > 0)
-            .count();
+        let reads = sim.history.found();
         assert!(reads > 100, "{fault:?}: only {reads} reads found something");
         assert!(
-            sim.object_reads.len() > 10,
+            sim.history.object_reads() > 10,
             "{fault:?}: too few object reads"
         );
     }
@@ -596,13 +470,14 @@ fn two_crashed_in_one_group_fail_clearly_and_never_return_a_wrong_value() {
     sim.faults.insert(b, Fault::Crashed);
     sim.workload(400);
     assert!(
-        sim.failures
+        sim.history
+            .failures
             .iter()
             .any(|e| matches!(e, QuorumError::Unavailable { .. })),
         "no operation failed with two of a group down"
     );
-    assert_eq!(sim.wrong_values, 0);
-    let v = sim.violations();
+
+    let v = sim.history.violations(&sim.workload);
     assert!(v.is_empty(), "{v:?}");
 }
 
@@ -617,7 +492,7 @@ fn reads_stay_atomic_while_writes_reach_most_of_a_group_late() {
         sim.slow_link(outsider, r);
     }
     sim.workload_from(600, Some(outsider));
-    let v = sim.violations();
+    let v = sim.history.violations(&sim.workload);
     assert!(v.is_empty(), "{v:?}");
     let written_back: u64 = sim.clients.values().map(|c| c.stats().written_back).sum();
     assert!(
@@ -637,7 +512,7 @@ fn colluders(how_many: usize) -> Vec<String> {
     }
     sim.slow_link(outsider, c);
     sim.workload_from(600, Some(outsider));
-    sim.violations()
+    sim.history.violations(&sim.workload)
 }
 
 #[test]
@@ -693,7 +568,7 @@ fn an_epoch_change_under_load_moves_key_ranges_without_losing_a_write() {
     // The leaver stops serving and taking requests.
     sim.faults.insert(leaver.id(), Fault::Crashed);
     sim.workload(300);
-    let v = sim.violations();
+    let v = sim.history.violations(&sim.workload);
     assert!(v.is_empty(), "{v:?}");
     let syncing: Vec<bool> = sim.replicas.values().map(|r| r.syncing()).collect();
     assert!(
@@ -714,8 +589,8 @@ fn an_epoch_change_under_load_moves_key_ranges_without_losing_a_write() {
     );
     // Every record written before the change reads back at its latest version.
     assert!(
-        sim.failures.is_empty(),
+        sim.history.failures.is_empty(),
         "{:?}",
-        &sim.failures[..sim.failures.len().min(3)]
+        &sim.history.failures[..sim.history.failures.len().min(3)]
     );
 }
