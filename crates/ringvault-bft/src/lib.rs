@@ -13,14 +13,16 @@
 //! state machine a driver runs: membership, replica and client, with each new configuration
 //! handed from the first to the other two.
 //!
+//! [`OneHop`] (`kbr.rs`) is the KBR API over the configuration, for services.
+//!
 //! Does not own: sockets, disks or clocks (the driver performs [`Action`]s and
-//! [`ReplicaAction`]s), nor yet a `Kbr` implementation over a configuration (services reach
-//! replica groups through [`Config::replica_group`]).
+//! [`ReplicaAction`]s).
 #![deny(missing_docs)]
 
 mod config;
 mod consensus;
 mod delta;
+mod kbr;
 mod membership;
 mod message;
 #[cfg(test)]
@@ -40,6 +42,7 @@ pub use consensus::{
     MAX_ROUND, ROUNDS_AHEAD,
 };
 pub use delta::{check_change, check_delta, InvalidDelta, Judge, MAX_LEASE_SKEW_MS};
+pub use kbr::{OneHop, OneHopSend};
 pub use membership::{
     Action, Membership, MembershipConfig, MembershipError, MembershipEvent, MembershipStats,
     Refused, SignOnce, GOSSIP_EVERY, HISTORY, MAX_PENDING, MAX_VALUES, TIMEOUT_BASE, TIMEOUT_STEP,
