@@ -27,8 +27,9 @@ pub const MAX_PENDING: usize = 1_024;
 /// Certified configurations kept to answer pulls.
 pub const HISTORY: usize = 64;
 
-/// Proposed values an instance remembers (by hash); further ones are dropped.
-pub const MAX_VALUES: usize = 16;
+/// Proposed values an instance remembers (by hash, one per round from its proposer); further
+/// ones are dropped.
+pub const MAX_VALUES: usize = 128;
 
 /// The first round's timeouts; each round adds [`TIMEOUT_STEP`].
 pub const TIMEOUT_BASE: Duration = Duration::from_millis(1_000);
@@ -58,6 +59,9 @@ pub struct SignOnce {
     pub epoch: Epoch,
     /// The instance's rules (round, step, locks).
     pub rules: Rules<Id>,
+    /// What this member signed in the current and previous round, which it sends again after
+    /// a restart (peers that missed it could otherwise wait forever).
+    pub signed: Vec<BftMessage>,
 }
 
 /// What the driver does for the service.
@@ -169,6 +173,8 @@ struct Instance {
     /// The proposals taken, per round.
     proposals: BTreeMap<Round, SignedProposal>,
     timers: BTreeMap<Timeout, Time>,
+    /// What this member signed in this instance, recent rounds only (see [`SignOnce`]).
+    signed: Vec<BftMessage>,
     /// Whether it may sign (a member restarted without its sign-once record may not).
     signing: bool,
 }
@@ -194,6 +200,8 @@ pub struct Membership {
     next_pull: Time,
     /// Pulls sent, which picks whom the next one goes to.
     pulls: u64,
+    /// When this server last pulled because a configuration from ahead arrived.
+    last_ahead_pull: Time,
     actions: VecDeque<Action>,
     stats: MembershipStats,
 }
@@ -228,6 +236,7 @@ impl Membership {
             next_gossip: now,
             next_pull: now,
             pulls: 0,
+            last_ahead_pull: Time::ZERO,
             actions: VecDeque::new(),
             stats: MembershipStats::default(),
         };
@@ -238,10 +247,12 @@ impl Membership {
     }
 
     /// A server whose disk was lost may have signed in any instance up to the newest epoch
-    /// plus one; a live server serves a configuration at most `lease_epochs` old, so the
-    /// newest is at most that far ahead of what it adopts first.
+    /// plus one. Epochs begin at least an epoch apart, so while a configuration's lease runs
+    /// (lease plus the skew a proposer may add) at most that many epochs can follow it.
     fn abstain_horizon(&self) -> Epoch {
-        self.current.epoch + self.current.params.lease_epochs as u64 + 1
+        let params = &self.current.params;
+        let span = params.lease_ms() + crate::delta::MAX_LEASE_SKEW_MS;
+        self.current.epoch + span.div_ceil(params.epoch_ms.max(1)) + 1
     }
 
     /// The configuration in force.
@@ -432,7 +443,7 @@ impl Membership {
             BftMessage::Pull { have } => {
                 let later: Vec<_> = self
                     .history
-                    .range(have + 1..)
+                    .range(have.saturating_add(1)..)
                     .map(|(_, (_, d, c))| (d.clone(), c.clone()))
                     .collect();
                 for (delta, cert) in later {
@@ -543,7 +554,9 @@ impl Membership {
             let overdue =
                 now >= self.epoch_end() + Duration::from_millis(self.current.params.epoch_ms);
             self.next_pull = now + GOSSIP_EVERY.mul(2);
-            if overdue || self.current.member(&self.me()).is_none() {
+            // A server just started does not know how far behind it is: it asks once.
+            let starting = self.pulls == 0;
+            if overdue || starting || self.current.member(&self.me()).is_none() {
                 let have = self.current.epoch;
                 // Ask a committee member (they decide every configuration, so they hold it), a
                 // different one each time, starting at a seat that depends on who asks so that
@@ -573,9 +586,9 @@ impl Membership {
             .take()
             .filter(|s| s.epoch == epoch && s.rules.me() == me);
         let resumed = restored.is_some();
-        let mut tendermint = match restored {
-            Some(s) => Tendermint::restore(s.rules),
-            None => Tendermint::new(me, thresholds, first, value),
+        let (mut tendermint, signed_before) = match restored {
+            Some(s) => (Tendermint::restore(s.rules), s.signed),
+            None => (Tendermint::new(me, thresholds, first, value), Vec::new()),
         };
         tendermint.set_candidate(value);
         let mut values = BTreeMap::new();
@@ -587,10 +600,40 @@ impl Membership {
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
             timers: BTreeMap::new(),
+            signed: Vec::new(),
             signing: !self.abstaining(epoch),
         });
-        if !resumed {
-            if let Some(i) = &mut self.instance {
+        if let Some(i) = &mut self.instance {
+            if resumed {
+                // Take back what it signed before the crash, and gossip will send it again.
+                for msg in signed_before {
+                    match msg {
+                        BftMessage::Vote(v) => {
+                            let vote = Vote {
+                                round: v.round,
+                                kind: v.kind,
+                                value: v.value,
+                            };
+                            let _ = i.tendermint.handle_vote(me, vote);
+                            i.votes.insert((v.round, v.kind, v.voter), v.clone());
+                            i.signed.push(BftMessage::Vote(v));
+                        }
+                        BftMessage::Propose(p) => {
+                            let value = self.current.apply(&p.delta).hash();
+                            i.values.entry(value).or_insert_with(|| p.delta.clone());
+                            let proposal = Proposal {
+                                round: p.round,
+                                value,
+                                valid_round: p.valid_round,
+                            };
+                            let _ = i.tendermint.handle_proposal(me, proposal, true);
+                            i.proposals.insert(p.round, (*p).clone());
+                            i.signed.push(BftMessage::Propose(p));
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
                 i.tendermint.start();
             }
         }
@@ -624,29 +667,36 @@ impl Membership {
         }
     }
 
-    fn sign_once(&mut self) -> bool {
-        let Some(i) = &self.instance else {
-            return false;
+    /// Records `msg`, which this member just signed, persists the sign-once record with it,
+    /// and only then lets it go to the committee.
+    fn persist_and_send(&mut self, msg: BftMessage) {
+        let Some(i) = &mut self.instance else {
+            return;
         };
-        if !i.signing {
-            return false;
-        }
+        let round = i.tendermint.rules().round().saturating_sub(1);
+        i.signed.retain(|m| match m {
+            BftMessage::Vote(v) => v.round >= round,
+            BftMessage::Propose(p) => p.round >= round,
+            _ => false,
+        });
+        i.signed.push(msg.clone());
         let record = SignOnce {
             epoch: i.epoch,
             rules: i.tendermint.rules().clone(),
+            signed: i.signed.clone(),
         };
         self.actions.push_back(Action::PersistSignOnce(record));
-        true
+        self.tell_committee(msg);
     }
 
     fn sign_proposal(&mut self, p: Proposal<Id>) {
-        if !self.sign_once() {
-            return;
-        }
         let me = self.me();
         let Some(i) = &mut self.instance else {
             return;
         };
+        if !i.signing {
+            return;
+        }
         let Some(delta) = i.values.get(&p.value).cloned() else {
             return;
         };
@@ -671,17 +721,17 @@ impl Membership {
             signature,
         };
         i.proposals.insert(p.round, signed.clone());
-        self.tell_committee(BftMessage::Propose(Box::new(signed)));
+        self.persist_and_send(BftMessage::Propose(Box::new(signed)));
     }
 
     fn sign_vote(&mut self, v: Vote<Id>) {
-        if !self.sign_once() {
-            return;
-        }
         let me = self.me();
         let Some(i) = &mut self.instance else {
             return;
         };
+        if !i.signing {
+            return;
+        }
         let mut signed = SignedVote {
             epoch: i.epoch,
             round: v.round,
@@ -692,7 +742,7 @@ impl Membership {
         };
         signed.signature = self.identity.sign(&signed.bytes());
         i.votes.insert((v.round, v.kind, me), signed.clone());
-        self.tell_committee(BftMessage::Vote(signed));
+        self.persist_and_send(BftMessage::Vote(signed));
     }
 
     /// Sends the current round's messages again (own and relayed), and the last decision.
@@ -782,31 +832,38 @@ impl Membership {
             self.stats.invalid_proposals += 1;
         }
         // A re-proposal's quorum of prevotes, checked vote by vote.
-        let polka = match p.valid_round {
-            Some(vr) => {
-                let voters: BTreeSet<Id> = p
-                    .polka
-                    .iter()
-                    .filter(|v| {
-                        v.epoch == epoch
-                            && v.round == vr
-                            && v.kind == VoteKind::Prevote
-                            && v.value == Some(value)
-                            && self.verify_vote(v).is_ok()
-                    })
-                    .map(|v| v.voter)
-                    .collect();
-                (voters.len() >= self.current.quorum()).then_some(vr)
-            }
-            None => None,
+        let polka: Vec<SignedVote> = match p.valid_round {
+            Some(vr) => p
+                .polka
+                .iter()
+                .filter(|v| {
+                    v.epoch == epoch
+                        && v.round == vr
+                        && v.kind == VoteKind::Prevote
+                        && v.value == Some(value)
+                        && self.verify_vote(v).is_ok()
+                })
+                .cloned()
+                .collect(),
+            None => Vec::new(),
         };
+        let voters: BTreeSet<Id> = polka.iter().map(|v| v.voter).collect();
+        let proven = voters.len() >= self.current.quorum();
         let Some(i) = &mut self.instance else {
             return Ok(());
         };
-        if i.values.len() < MAX_VALUES {
+        // Values are kept only from the round's proposer, one per round, so a Byzantine member
+        // cannot crowd out the ones that matter.
+        let first_of_round =
+            i.tendermint.rules().proposer(p.round) == seat && !i.proposals.contains_key(&p.round);
+        if first_of_round && i.values.len() < MAX_VALUES {
             i.values.entry(value).or_insert_with(|| p.delta.clone());
         }
-        if let Some(vr) = polka {
+        if let (true, Some(vr)) = (proven, p.valid_round) {
+            // Kept, so that this member can forward the proof when it re-proposes the value.
+            for v in polka {
+                i.votes.entry((v.round, v.kind, v.voter)).or_insert(v);
+            }
             let _ = i.tendermint.handle_polka(vr, value);
         }
         let proposal = Proposal {
@@ -901,8 +958,13 @@ impl Membership {
             return Ok(());
         }
         if delta.epoch > self.current.epoch + 1 {
-            let have = self.current.epoch;
-            self.send(from, BftMessage::Pull { have });
+            // Behind: ask the sender for what is missing, at most once per gossip period (each
+            // answer to a pull brings several configurations, and each could trigger another).
+            if now >= self.last_ahead_pull + GOSSIP_EVERY {
+                self.last_ahead_pull = now;
+                let have = self.current.epoch;
+                self.send(from, BftMessage::Pull { have });
+            }
             return Err(Refused::OtherEpoch);
         }
         if delta.prev != self.current.hash() {
@@ -940,13 +1002,26 @@ impl Membership {
             self.history.pop_first();
         }
         self.current = next.clone();
-        if self.wiped && self.serving(now) {
-            // The first configuration adopted after a wipe whose lease still runs is at most
-            // `lease_epochs` behind the newest (epochs are an epoch apart), so any instance
-            // this server may have signed in before is at most one past that.
-            self.wiped = false;
-            self.abstain_through = Some(self.abstain_horizon());
+        if self.wiped {
+            // Each configuration adopted after a wipe moves the horizon on; the first whose
+            // lease still runs bounds how far behind the newest it can be, and ends the wipe.
+            let horizon = self.abstain_horizon();
+            self.abstain_through = Some(self.abstain_through.unwrap_or(0).max(horizon));
+            if self.serving(now) {
+                self.wiped = false;
+            }
         }
+        // Requests that no longer hold (the joiner got in, the leaver left, a certificate
+        // expired) would otherwise fill the pending set.
+        let (ca, revoked, now_ms) = self.judge(now);
+        let judge = Judge {
+            ca: &ca,
+            revoked: &revoked,
+            now_ms,
+        };
+        let current = self.current.clone();
+        self.pending
+            .retain(|_, c| check_change(&current, c, &judge).is_ok());
         self.cert = Some(cert.clone());
         self.adopted_at = now;
         self.instance = None;

@@ -112,7 +112,7 @@ impl Server {
         let unix = start.settings.unix_ms_at_zero;
         let epoch = start.config.epoch;
         Server {
-            replica: Replica::new(twin, start.config.clone(), unix, start.items),
+            replica: Replica::new(twin, start.config.clone(), unix, start.items, now),
             client: QuorumClient::new(start.config.clone()),
             membership: Membership::new(
                 start.identity,

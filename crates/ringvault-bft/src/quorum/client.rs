@@ -127,9 +127,32 @@ impl QuorumClient {
         &self.stats
     }
 
-    /// A new configuration is in force; operations in flight go on under it.
+    /// A new configuration is in force; operations in flight go on under it, keeping only
+    /// the answers of servers in the key's new group (a quorum must come from one group).
     pub fn handle_config(&mut self, config: Arc<Config>) {
         self.config = config;
+        let groups: Vec<(OpId, BTreeSet<Id>)> = self
+            .ops
+            .iter()
+            .map(|(id, o)| {
+                (
+                    *id,
+                    self.group(&waiting_key(&o.waiting)).into_iter().collect(),
+                )
+            })
+            .collect();
+        for (id, group) in groups {
+            let Some(o) = self.ops.get_mut(&id) else {
+                continue;
+            };
+            match &mut o.waiting {
+                Waiting::Acks { acked, .. } | Waiting::WriteBack { holders: acked, .. } => {
+                    acked.retain(|m| group.contains(m))
+                }
+                Waiting::Object { not_found, .. } => not_found.retain(|m| group.contains(m)),
+                Waiting::Replies { replies, .. } => replies.retain(|m, _| group.contains(m)),
+            }
+        }
     }
 
     /// The next message to send.

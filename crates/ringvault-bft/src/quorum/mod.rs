@@ -109,21 +109,29 @@ pub enum StoreMessage {
         /// Why.
         reason: Refusal,
     },
-    /// A new owner asks an old one what it holds in the range (from, to] (new owner to old).
+    /// A new owner asks an old one what it holds in the range (from, to], after key `after`
+    /// when given (new owner to old). Answered only once the old owner is in `epoch` too, so it
+    /// no longer takes writes of the epoch before.
     Digest {
         /// The new owner's operation.
         op: u64,
+        /// The new owner's epoch.
+        epoch: Epoch,
         /// Exclusive start of the range.
         from: Id,
         /// Inclusive end.
         to: Id,
+        /// Resume after this key (the previous reply had more).
+        after: Option<Id>,
     },
     /// Keys and item hashes held in the range (old owner to new).
     DigestReply {
         /// The operation.
         op: u64,
-        /// (key, hash) pairs, at most [`MAX_DIGEST`].
+        /// (key, hash) pairs in key order, at most [`MAX_DIGEST`].
         entries: Vec<(Id, Id)>,
+        /// Whether more follow (ask again after the last key).
+        more: bool,
     },
     /// Send the item under `key` if you hold it (new owner to old, no ownership check).
     Fetch {
