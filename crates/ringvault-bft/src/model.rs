@@ -1,7 +1,8 @@
 //! A `stateright` model of one consensus instance at n = 4, f = 1: three correct processes run
 //! the real [`Rules`]; the fourth is Byzantine and has sent every message it could (proposals of
-//! a valid value A, a valid value B and an invalid value C in the rounds it proposes, prevotes and
-//! precommits for A, B, C and nil in every round). Every message any process sent stays in the
+//! a valid value A, a valid value B and an invalid value C, fresh or claiming any earlier valid
+//! round, in the round it proposes, round 1; prevotes and precommits for A, B, C and nil in
+//! every round). Every message any process sent stays in the
 //! network forever, and a process may fire a rule whenever the messages the rule needs have been
 //! sent (it may have received any subset of them, in any order), so the search covers every
 //! delivery order, loss, duplication and delay. A timeout fires at any moment of its step, even
@@ -87,24 +88,27 @@ pub(crate) enum Action {
 pub(crate) struct TendermintModel {
     thresholds: Thresholds,
     max_round: Round,
-    /// Round 0's proposer: the Byzantine process, so that it equivocates in the first round.
+    /// Round 0's proposer: a correct process, so that the Byzantine one proposes in round 1,
+    /// where it can re-propose a value "from round 0" (lines 28-33) as well as equivocate.
     first_proposer: usize,
     byzantine: BTreeSet<Msg>,
 }
 
 impl TendermintModel {
     pub(crate) fn new(thresholds: Thresholds, max_round: Round) -> Self {
-        let first_proposer = BYZANTINE;
+        let first_proposer = (BYZANTINE + N - 1) % N;
         let mut byzantine = BTreeSet::new();
         for round in 0..=max_round {
             if (first_proposer + round as usize) % N == BYZANTINE {
                 for value in VALUES {
-                    byzantine.insert(Msg::Proposal {
-                        from: BYZANTINE,
-                        round,
-                        value,
-                        valid_round: None,
-                    });
+                    for valid_round in std::iter::once(None).chain((0..round).map(Some)) {
+                        byzantine.insert(Msg::Proposal {
+                            from: BYZANTINE,
+                            round,
+                            value,
+                            valid_round,
+                        });
+                    }
                 }
             }
             for kind in [VoteKind::Prevote, VoteKind::Precommit] {
