@@ -290,6 +290,14 @@ pub fn vote_bytes(epoch: Epoch, round: u32, kind: u8, value: Option<Id>) -> Vec<
 /// The precommit kind in [`vote_bytes`].
 pub const PRECOMMIT: u8 = 2;
 
+impl Delta {
+    /// The delta's hash (what a proposer signs, so that a receiver checks the signature before
+    /// it spends anything on applying the delta).
+    pub fn hash(&self) -> Id {
+        Id::hash(&tagged("delta", self))
+    }
+}
+
 impl Config {
     /// The genesis configuration of `members` (the committee: the first seats by the committee
     /// rule), valid until `valid_until`.

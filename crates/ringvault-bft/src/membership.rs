@@ -709,9 +709,12 @@ impl Membership {
                 .collect(),
             None => Vec::new(),
         };
-        let signature =
-            self.identity
-                .sign(&proposal_bytes(i.epoch, p.round, p.value, p.valid_round));
+        let signature = self.identity.sign(&proposal_bytes(
+            i.epoch,
+            p.round,
+            delta.hash(),
+            p.valid_round,
+        ));
         let signed = SignedProposal {
             round: p.round,
             delta,
@@ -815,12 +818,12 @@ impl Membership {
             .member(&p.proposer)
             .ok_or(Refused::NotCommittee)?
             .key();
-        let value = self.current.apply(&p.delta).hash();
         key.verify(
-            &proposal_bytes(epoch, p.round, value, p.valid_round),
+            &proposal_bytes(epoch, p.round, p.delta.hash(), p.valid_round),
             &p.signature,
         )
         .map_err(|_| Refused::BadSignature)?;
+        let value = self.current.apply(&p.delta).hash();
         let (ca, revoked, now_ms) = self.judge(now);
         let judge = Judge {
             ca: &ca,

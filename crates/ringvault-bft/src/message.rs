@@ -69,6 +69,19 @@ pub fn proposal_bytes(
     bytes
 }
 
+/// A message's bytes: postcard.
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(msg).unwrap_or_default()
+}
+
+/// Decodes a message of at most [`MAX_MESSAGE_SIZE`] bytes; total on any input.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
 /// A membership message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BftMessage {
@@ -104,14 +117,11 @@ pub enum BftMessage {
 impl BftMessage {
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::message::encode(self)
     }
 
     /// Decodes a message; total on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_MESSAGE_SIZE {
-            return Err(DecodeError::TooLarge(bytes.len()));
-        }
-        postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+        crate::message::decode(bytes)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use ringvault_types::{DecodeError, Id, Identity, NodeCertificate, Time, MAX_MESSAGE_SIZE};
+use ringvault_types::{DecodeError, Id, Identity, NodeCertificate, Time};
 
 use crate::config::{Config, ConfigCert};
 use crate::membership::{
@@ -30,15 +30,12 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::message::encode(self)
     }
 
     /// Decodes a message; total on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_MESSAGE_SIZE {
-            return Err(DecodeError::TooLarge(bytes.len()));
-        }
-        postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+        crate::message::decode(bytes)
     }
 }
 

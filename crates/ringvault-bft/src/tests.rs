@@ -40,6 +40,9 @@ struct Run {
     /// After the heal, what has been relayed already (each message once).
     relayed: std::collections::BTreeSet<(usize, String)>,
     healed: bool,
+    /// Every precommit signed, by anyone: (round, value) -> signers. Two values with a quorum
+    /// each would be two valid certificates, whatever the processes decided.
+    precommits: BTreeMap<(Round, u8), std::collections::BTreeSet<usize>>,
 }
 
 impl Run {
@@ -66,12 +69,36 @@ impl Run {
     }
 
     fn broadcast(&mut self, from: usize, msg: Msg) {
+        self.sign(from, &msg);
         self.seen.push((from, msg.clone()));
         for to in 0..N - 1 {
             if to != from {
                 self.flight.push((to, from, msg.clone()));
             }
         }
+    }
+
+    fn sign(&mut self, from: usize, msg: &Msg) {
+        if let Msg::Vote(Vote {
+            round,
+            kind: VoteKind::Precommit,
+            value: Some(v),
+        }) = msg
+        {
+            self.precommits
+                .entry((*round, *v))
+                .or_default()
+                .insert(from);
+        }
+    }
+
+    /// The values that have a certificate (a quorum of precommits in some round).
+    fn certified(&self, quorum: usize) -> std::collections::BTreeSet<u8> {
+        self.precommits
+            .iter()
+            .filter(|(_, by)| by.len() >= quorum)
+            .map(|((_, v), _)| *v)
+            .collect()
     }
 
     fn deliver(&mut self, to: usize, from: usize, msg: Msg) {
@@ -120,8 +147,8 @@ fn byzantine_message(rng: &mut ChaCha8Rng, max_round: Round) -> Msg {
     }
 }
 
-/// One run; returns the correct processes' decisions.
-fn run(seed: u64, thresholds: Thresholds) -> BTreeMap<usize, u8> {
+/// One run; returns the correct processes' decisions and the values that got a certificate.
+fn run(seed: u64, thresholds: Thresholds) -> (BTreeMap<usize, u8>, std::collections::BTreeSet<u8>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let nodes = (0..N - 1)
         .map(|i| Tendermint::new(i, thresholds, BYZANTINE, if i % 2 == 0 { 1 } else { 2 }))
@@ -134,6 +161,7 @@ fn run(seed: u64, thresholds: Thresholds) -> BTreeMap<usize, u8> {
         seen: Vec::new(),
         relayed: Default::default(),
         healed: false,
+        precommits: BTreeMap::new(),
     };
     for i in 0..N - 1 {
         run.nodes[i].start();
@@ -157,6 +185,7 @@ fn run(seed: u64, thresholds: Thresholds) -> BTreeMap<usize, u8> {
         if stormy && rng.gen_bool(0.3) {
             let to = rng.gen_range(0..N - 1);
             let msg = byzantine_message(&mut rng, 4);
+            run.sign(BYZANTINE, &msg);
             run.deliver(to, BYZANTINE, msg);
             continue;
         }
@@ -182,15 +211,22 @@ fn run(seed: u64, thresholds: Thresholds) -> BTreeMap<usize, u8> {
             break;
         }
     }
-    run.decisions
+    let certified = run.certified(thresholds.quorum());
+    (run.decisions, certified)
 }
 
 #[test]
 fn random_schedules_with_a_byzantine_process_agree_and_decide() {
     for seed in 0..300 {
-        let decisions = run(seed, Thresholds::bft(N));
+        let (decisions, certified) = run(seed, Thresholds::bft(N));
         let values: std::collections::BTreeSet<u8> = decisions.values().copied().collect();
         assert!(values.len() <= 1, "seed {seed}: disagreement {decisions:?}");
+        // Decisions spread as certificates; two certified values would be a violation even if
+        // every process had adopted the first.
+        assert!(
+            certified.len() <= 1,
+            "seed {seed}: certificates for {certified:?}"
+        );
         assert!(
             !values.contains(&3),
             "seed {seed}: decided an invalid value"
@@ -207,12 +243,9 @@ fn random_schedules_with_a_byzantine_process_agree_and_decide() {
 fn random_schedules_with_a_quorum_of_f_plus_1_disagree_sometimes() {
     let disagreements = (0..300)
         .filter(|&seed| {
-            let decisions = run(seed, Thresholds::with_quorum(N, 2));
-            decisions
-                .values()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-                > 1
+            let (decisions, certified) = run(seed, Thresholds::with_quorum(N, 2));
+            let decided: std::collections::BTreeSet<_> = decisions.values().collect();
+            decided.len() > 1 || certified.len() > 1
         })
         .count();
     assert!(disagreements > 0, "the checker never caught a disagreement");

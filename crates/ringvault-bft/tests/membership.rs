@@ -202,7 +202,6 @@ impl Net {
         }
         if let (Some(fault), BftMessage::Propose(p)) = (self.byzantine.get(&from).copied(), &msg) {
             let who = dup(&self.ids[self.index(from)]);
-            let current = self.servers[&from].current().clone();
             let mut delta = p.delta.clone();
             match fault {
                 Fault::Equivocate if to.as_bytes()[0].is_multiple_of(2) => {
@@ -217,8 +216,12 @@ impl Net {
                     ))];
                 }
             }
-            let value = current.apply(&delta).hash();
-            let signature = who.sign(&proposal_bytes(delta.epoch, p.round, value, p.valid_round));
+            let signature = who.sign(&proposal_bytes(
+                delta.epoch,
+                p.round,
+                delta.hash(),
+                p.valid_round,
+            ));
             msg = BftMessage::Propose(Box::new(SignedProposal {
                 delta,
                 signature,

@@ -14,7 +14,7 @@ mod replica;
 
 use serde::{Deserialize, Serialize};
 
-use ringvault_types::{DecodeError, Id, Signature, MAX_MESSAGE_SIZE};
+use ringvault_types::{DecodeError, Id, Signature};
 
 use crate::config::Epoch;
 
@@ -154,15 +154,12 @@ pub enum StoreMessage {
 impl StoreMessage {
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::message::encode(self)
     }
 
     /// Decodes a message; total on any input.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_MESSAGE_SIZE {
-            return Err(DecodeError::TooLarge(bytes.len()));
-        }
-        postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+        crate::message::decode(bytes)
     }
 }
 
