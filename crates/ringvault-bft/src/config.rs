@@ -567,3 +567,44 @@ pub fn verify_chain<'a>(
     }
     Ok(at)
 }
+
+/// A configuration of `n` servers with deterministic keys, for tests: the CA, the servers'
+/// identities (sorted as the members are) and the configuration.
+#[cfg(test)]
+pub(crate) fn test_config(n: u64, params: Params) -> (Identity, Vec<Identity>, Config) {
+    let ca = Identity::from_secret_bytes([9; 32]);
+    let mut ids: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&(i + 1).to_le_bytes());
+            Identity::from_secret_bytes(s)
+        })
+        .collect();
+    ids.sort_by_key(|i| i.id());
+    let members = ids
+        .iter()
+        .enumerate()
+        .map(|(i, who)| Member {
+            cert: NodeCertificate::issue(&ca, test_cert_body(who, i as u64)),
+            admitted: 0,
+        })
+        .collect();
+    (ca, ids, Config::genesis(members, params, u64::MAX / 2))
+}
+
+/// A certificate body for `who`, valid for a long time, for tests.
+#[cfg(test)]
+pub(crate) fn test_cert_body(who: &Identity, serial: u64) -> ringvault_types::CertBody {
+    ringvault_types::CertBody {
+        version: ringvault_types::CERT_VERSION,
+        serial,
+        node_id: who.id(),
+        public_key: who.public_key(),
+        addrs: vec![std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            7000 + serial as u16,
+        ))],
+        not_before: 0,
+        not_after: u64::MAX / 2,
+    }
+}

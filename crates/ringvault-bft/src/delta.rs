@@ -43,7 +43,8 @@ pub enum InvalidDelta {
     /// An eviction without f_ms + 1 valid confirms of distinct committee members this epoch.
     #[error("eviction has {0} valid confirms, needs f_ms + 1")]
     Evict(usize),
-    /// The lease end lies further than now + lease + [`MAX_LEASE_SKEW_MS`].
+    /// The lease end lies further than now + lease + [`MAX_LEASE_SKEW_MS`], or not after the
+    /// current configuration's.
     #[error("lease end out of bounds")]
     Lease,
     /// Applying it would leave no member.
@@ -63,19 +64,27 @@ pub fn check_delta(current: &Config, delta: &Delta, judge: &Judge) -> Result<(),
     if subjects.len() != delta.changes.len() {
         return Err(InvalidDelta::Repeated);
     }
-    // Only an upper bound: a judgement that later time cannot reverse, or a value locked in
-    // one round could turn invalid in a later one and never be decided. A Byzantine proposer
-    // can shorten a lease (servers then stop serving early until the next epoch), not stretch
-    // it past what this member's clock allows.
+    // Every judgement here must stay true as time passes, or a value locked in one round could
+    // turn invalid in a later one and never be decided. So the lease end has an upper bound
+    // from this member's clock (later time only relaxes it) and a lower bound from the current
+    // configuration (leases never move back, so a Byzantine proposer cannot cut one short);
+    // and joins' certificates are judged at the proposal's own time (lease end minus lease),
+    // which those bounds keep between the last configuration's and this member's now.
+    let lease = current.params.lease_ms();
     let latest = judge
         .now_ms
-        .saturating_add(current.params.lease_ms())
+        .saturating_add(lease)
         .saturating_add(MAX_LEASE_SKEW_MS);
-    if delta.valid_until > latest {
+    if delta.valid_until > latest || (current.epoch > 0 && delta.valid_until <= current.valid_until)
+    {
         return Err(InvalidDelta::Lease);
     }
+    let at = Judge {
+        now_ms: delta.valid_until.saturating_sub(lease),
+        ..*judge
+    };
     for change in &delta.changes {
-        check_change(current, change, judge)?;
+        check_change(current, change, &at)?;
     }
     let leaving = delta
         .changes
@@ -138,4 +147,89 @@ pub fn check_change(current: &Config, change: &Change, judge: &Judge) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{test_cert_body, test_config, JoinRequest, Params};
+    use ringvault_types::{Identity, NodeCertificate};
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn the_validity_predicate_refuses_bad_deltas_and_does_not_change_its_mind_later() {
+        let (ca, _, genesis) = test_config(7, Params::DEFAULT);
+        // Epoch 1, with its lease, as the committee would have made it.
+        let lease = genesis.params.lease_ms();
+        let first = Delta {
+            epoch: 1,
+            prev: genesis.hash(),
+            changes: Vec::new(),
+            valid_until: NOW + lease,
+        };
+        let current = genesis.apply(&first);
+        let revoked = RevocationList::empty();
+        let key = ca.public_key();
+        let judge = |now_ms| Judge {
+            ca: &key,
+            revoked: &revoked,
+            now_ms,
+        };
+        let newcomer = Identity::from_secret_bytes([77; 32]);
+        let join = |ca: &Identity, not_after: u64| {
+            let mut body = test_cert_body(&newcomer, 99);
+            body.not_after = not_after;
+            Change::Join(JoinRequest::new(
+                &newcomer,
+                NodeCertificate::issue(ca, body),
+            ))
+        };
+        let now = NOW + genesis.params.epoch_ms;
+        let delta = |changes, valid_until| Delta {
+            epoch: 2,
+            prev: current.hash(),
+            changes,
+            valid_until,
+        };
+        // The certificate runs out a minute after the proposal.
+        let good = delta(vec![join(&ca, now / 1000 + 60)], now + lease);
+        assert_eq!(check_delta(&current, &good, &judge(now)), Ok(()));
+        // An hour later (the instance stalled, the certificate expired) it is still valid:
+        // a value locked in an early round stays decidable.
+        assert_eq!(
+            check_delta(&current, &good, &judge(now + 3_600_000)),
+            Ok(())
+        );
+        // A lease end too far ahead, or not after the current one, is refused.
+        let far = delta(Vec::new(), now + lease + MAX_LEASE_SKEW_MS + 1);
+        assert_eq!(
+            check_delta(&current, &far, &judge(now)),
+            Err(InvalidDelta::Lease)
+        );
+        let short = delta(Vec::new(), current.valid_until);
+        assert_eq!(
+            check_delta(&current, &short, &judge(now)),
+            Err(InvalidDelta::Lease)
+        );
+        // A join signed by another CA, or expired at the proposal's time, is refused.
+        let stranger = Identity::from_secret_bytes([78; 32]);
+        let forged = delta(vec![join(&stranger, u64::MAX / 2)], now + lease);
+        assert!(matches!(
+            check_delta(&current, &forged, &judge(now)),
+            Err(InvalidDelta::Join(_))
+        ));
+        let expired = delta(vec![join(&ca, now / 1000 - 1)], now + lease);
+        assert!(matches!(
+            check_delta(&current, &expired, &judge(now)),
+            Err(InvalidDelta::Join(_))
+        ));
+        // Not on top of the current configuration.
+        let mut stale = good.clone();
+        stale.prev = genesis.hash();
+        assert_eq!(
+            check_delta(&current, &stale, &judge(now)),
+            Err(InvalidDelta::NotNext)
+        );
+    }
 }

@@ -175,32 +175,10 @@ impl Kbr for OneHop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Member, Params};
-    use ringvault_types::{CertBody, Identity, NodeCertificate, CERT_VERSION};
+    use crate::config::Params;
 
     fn config(n: u64) -> Arc<Config> {
-        let ca = Identity::from_secret_bytes([9; 32]);
-        let members = (0..n)
-            .map(|i| {
-                let mut s = [0u8; 32];
-                s[..8].copy_from_slice(&(i + 1).to_le_bytes());
-                let who = Identity::from_secret_bytes(s);
-                let body = CertBody {
-                    version: CERT_VERSION,
-                    serial: i,
-                    node_id: who.id(),
-                    public_key: who.public_key(),
-                    addrs: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16))],
-                    not_before: 0,
-                    not_after: u64::MAX / 2,
-                };
-                Member {
-                    cert: NodeCertificate::issue(&ca, body),
-                    admitted: 0,
-                }
-            })
-            .collect();
-        Arc::new(Config::genesis(members, Params::DEFAULT, u64::MAX))
+        Arc::new(crate::config::test_config(n, Params::DEFAULT).2)
     }
 
     /// Whether `key` lies in the half-open clockwise range [from, to).

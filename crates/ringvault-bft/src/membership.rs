@@ -515,7 +515,18 @@ impl Membership {
             epoch: self.current.epoch + 1,
             prev: self.current.hash(),
             changes,
-            valid_until: now_ms + self.current.params.lease_ms(),
+            valid_until: self.lease_end(now_ms),
+        }
+    }
+
+    /// The lease end this member proposes: a lease from now, and never before the current
+    /// configuration's (leases only move forward; genesis is the operator's to set).
+    fn lease_end(&self, now_ms: u64) -> u64 {
+        let end = now_ms + self.current.params.lease_ms();
+        if self.current.epoch > 0 {
+            end.max(self.current.valid_until + 1)
+        } else {
+            end
         }
     }
 
