@@ -6,7 +6,11 @@
 //! configuration per epoch; no correct member signs twice) are shown to catch the Byzantine
 //! member's own double signing (negative control).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Flight, Next};
 use std::sync::Arc;
 
 use ringvault_bft::{
@@ -61,8 +65,7 @@ struct Net {
     ids: Vec<Identity>,
     servers: BTreeMap<Id, Membership>,
     now: Time,
-    queue: BTreeMap<(Time, u64), (Id, Id, BftMessage)>,
-    seq: u64,
+    wire: Flight<BftMessage>,
     crashed: BTreeSet<Id>,
     byzantine: BTreeMap<Id, Fault>,
     /// Relays that withhold (true) or forge (false) the configurations they pass on.
@@ -99,8 +102,7 @@ impl Net {
             ids,
             servers: BTreeMap::new(),
             now: Time::ZERO,
-            queue: BTreeMap::new(),
-            seq: 0,
+            wire: Flight::default(),
             crashed: BTreeSet::new(),
             byzantine: BTreeMap::new(),
             relays: BTreeMap::new(),
@@ -228,49 +230,38 @@ impl Net {
                 ..(**p).clone()
             }));
         }
-        self.seq += 1;
-        self.queue
-            .insert((self.now + LATENCY, self.seq), (from, to, msg));
+        self.wire.post(self.now + LATENCY, from, to, msg);
     }
 
     /// Runs the network until `until`.
     fn run(&mut self, until: Time) {
         loop {
-            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
-            let next_timer = self
+            let timers: Vec<(Id, Time)> = self
                 .servers
                 .iter()
                 .filter(|(id, _)| !self.crashed.contains(id))
-                .filter_map(|(id, m)| m.next_deadline().map(|t| (t, *id)))
-                .min();
-            let at = match (next_msg, next_timer) {
-                (Some(m), Some((t, _))) => m.min(t),
-                (Some(m), None) => m,
-                (None, Some((t, _))) => t,
-                (None, None) => break,
-            };
-            if at > until {
-                break;
-            }
-            self.now = self.now.max(at);
-            if next_msg == Some(at) {
-                let (key, (from, to, msg)) = self.queue.pop_first().unwrap();
-                let _ = key;
-                let cut = |id: &Id| self.crashed.contains(id) || self.isolated.contains(id);
-                if cut(&to) || cut(&from) {
-                    continue;
-                }
-                let decided = matches!(msg, BftMessage::Decided { .. });
-                if let Some(m) = self.servers.get_mut(&to) {
-                    let taken = m.handle_message(self.now, from, msg);
-                    if decided && matches!(taken, Err(ringvault_bft::Refused::Config(_))) {
-                        self.refused_configs += 1;
+                .filter_map(|(id, m)| m.next_deadline().map(|t| (*id, t)))
+                .collect();
+            match self.wire.next(&mut self.now, until, timers.into_iter()) {
+                None => break,
+                Some(Next::Deliver { from, to, msg }) => {
+                    let cut = |id: &Id| self.crashed.contains(id) || self.isolated.contains(id);
+                    if cut(&to) || cut(&from) {
+                        continue;
                     }
-                    self.flush(to);
+                    let decided = matches!(msg, BftMessage::Decided { .. });
+                    if let Some(m) = self.servers.get_mut(&to) {
+                        let taken = m.handle_message(self.now, from, msg);
+                        if decided && matches!(taken, Err(ringvault_bft::Refused::Config(_))) {
+                            self.refused_configs += 1;
+                        }
+                        self.flush(to);
+                    }
                 }
-            } else if let Some((_, id)) = next_timer {
-                self.servers.get_mut(&id).unwrap().handle_timeout(self.now);
-                self.flush(id);
+                Some(Next::Timer(id)) => {
+                    self.servers.get_mut(&id).unwrap().handle_timeout(self.now);
+                    self.flush(id);
+                }
             }
         }
         self.now = until;

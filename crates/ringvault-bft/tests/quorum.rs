@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::{dup, identity, History, Workload, OBJECTS, OBJECT_BASE, RECORDS};
+use common::{dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -73,8 +73,7 @@ struct Sim {
     slow: BTreeSet<(Id, Id)>,
     /// The first item each faulty server was given, per key (what a stale one serves).
     first: BTreeMap<(Id, Id), Item>,
-    queue: BTreeMap<(Time, u64), (Id, Id, StoreMessage)>,
-    seq: u64,
+    wire: Flight<StoreMessage>,
     now: Time,
     rng: ChaCha8Rng,
     workload: Workload,
@@ -103,8 +102,7 @@ impl Sim {
             faults: BTreeMap::new(),
             slow: BTreeSet::new(),
             first: BTreeMap::new(),
-            queue: BTreeMap::new(),
-            seq: 0,
+            wire: Flight::default(),
             now: Time::ZERO,
             rng: ChaCha8Rng::seed_from_u64(seed),
             workload: Workload::default(),
@@ -132,9 +130,7 @@ impl Sim {
         if self.slow.contains(&(from, to)) {
             delay = delay + Duration::from_millis(50);
         }
-        self.seq += 1;
-        self.queue
-            .insert((self.now + delay, self.seq), (from, to, msg));
+        self.wire.post(self.now + delay, from, to, msg);
     }
 
     /// What a faulty server sends instead of `msg` (None: nothing).
@@ -326,38 +322,28 @@ impl Sim {
     /// Runs until `until`, processing messages and timers.
     fn run(&mut self, until: Time) {
         loop {
-            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
-            let next_timer = self
+            let timers: Vec<(Id, Time)> = self
                 .replicas
                 .iter()
-                .filter_map(|(id, r)| r.next_deadline().map(|t| (t, *id)))
+                .filter_map(|(id, r)| r.next_deadline().map(|t| (*id, t)))
                 .chain(
                     self.clients
                         .iter()
-                        .filter_map(|(id, c)| c.next_deadline().map(|t| (t, *id))),
+                        .filter_map(|(id, c)| c.next_deadline().map(|t| (*id, t))),
                 )
-                .min();
-            let at = match (next_msg, next_timer) {
-                (Some(m), Some((t, _))) => m.min(t),
-                (Some(m), None) => m,
-                (None, Some((t, _))) => t,
-                (None, None) => break,
-            };
-            if at > until {
-                break;
-            }
-            self.now = self.now.max(at);
-            if next_msg == Some(at) {
-                let (_, (from, to, msg)) = self.queue.pop_first().unwrap();
-                self.deliver(from, to, msg);
-            } else if let Some((_, id)) = next_timer {
-                if let Some(r) = self.replicas.get_mut(&id) {
-                    r.handle_timeout(self.now);
+                .collect();
+            match self.wire.next(&mut self.now, until, timers.into_iter()) {
+                None => break,
+                Some(Next::Deliver { from, to, msg }) => self.deliver(from, to, msg),
+                Some(Next::Timer(id)) => {
+                    if let Some(r) = self.replicas.get_mut(&id) {
+                        r.handle_timeout(self.now);
+                    }
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.handle_timeout(self.now);
+                    }
+                    self.flush(id);
                 }
-                if let Some(c) = self.clients.get_mut(&id) {
-                    c.handle_timeout(self.now);
-                }
-                self.flush(id);
             }
         }
         self.now = self.now.max(until);

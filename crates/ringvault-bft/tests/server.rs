@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use common::{dup, identity, History, Workload, OBJECTS, OBJECT_BASE, RECORDS};
+use common::{dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 use ringvault_bft::{
     Config, ConfigCert, Genesis, Item, Member, MembershipConfig, OpId, Params, QuorumEvent, Server,
     ServerAction, ServerEvent, ServerMessage, ServerStart, SignOnce, StoreMessage,
@@ -59,8 +59,7 @@ struct Net {
     disks: BTreeMap<Id, Disk>,
     down: BTreeSet<Id>,
     byzantine: BTreeSet<Id>,
-    queue: BTreeMap<(Time, u64), (Id, Id, ServerMessage)>,
-    seq: u64,
+    wire: Flight<ServerMessage>,
     now: Time,
     rng: ChaCha8Rng,
     workload: Workload,
@@ -97,8 +96,7 @@ impl Net {
             disks: BTreeMap::new(),
             down: BTreeSet::new(),
             byzantine: BTreeSet::new(),
-            queue: BTreeMap::new(),
-            seq: 0,
+            wire: Flight::default(),
             now: Time::ZERO,
             rng: ChaCha8Rng::seed_from_u64(seed),
             workload: Workload::default(),
@@ -217,42 +215,32 @@ impl Net {
             }
         }
         let delay = Duration::from_micros(self.rng.gen_range(500..5_000));
-        self.seq += 1;
-        self.queue
-            .insert((self.now + delay, self.seq), (from, to, msg));
+        self.wire.post(self.now + delay, from, to, msg);
     }
 
     fn run(&mut self, until: Time) {
         loop {
-            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
-            let next_timer = self
+            let timers: Vec<(Id, Time)> = self
                 .servers
                 .iter()
                 .filter(|(id, _)| !self.down.contains(id))
-                .filter_map(|(id, s)| s.next_deadline().map(|t| (t, *id)))
-                .min();
-            let at = match (next_msg, next_timer) {
-                (Some(m), Some((t, _))) => m.min(t),
-                (Some(m), None) => m,
-                (None, Some((t, _))) => t,
-                (None, None) => break,
-            };
-            if at > until {
-                break;
-            }
-            self.now = self.now.max(at);
-            if next_msg == Some(at) {
-                let (_, (from, to, msg)) = self.queue.pop_first().unwrap();
-                if self.down.contains(&from) || self.down.contains(&to) {
-                    continue;
+                .filter_map(|(id, s)| s.next_deadline().map(|t| (*id, t)))
+                .collect();
+            match self.wire.next(&mut self.now, until, timers.into_iter()) {
+                None => break,
+                Some(Next::Deliver { from, to, msg }) => {
+                    if self.down.contains(&from) || self.down.contains(&to) {
+                        continue;
+                    }
+                    if let Some(s) = self.servers.get_mut(&to) {
+                        s.handle_message(self.now, from, msg);
+                        self.flush(to);
+                    }
                 }
-                if let Some(s) = self.servers.get_mut(&to) {
-                    s.handle_message(self.now, from, msg);
-                    self.flush(to);
+                Some(Next::Timer(id)) => {
+                    self.servers.get_mut(&id).unwrap().handle_timeout(self.now);
+                    self.flush(id);
                 }
-            } else if let Some((_, id)) = next_timer {
-                self.servers.get_mut(&id).unwrap().handle_timeout(self.now);
-                self.flush(id);
             }
         }
         self.now = self.now.max(until);

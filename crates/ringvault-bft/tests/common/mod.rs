@@ -1,9 +1,12 @@
-//! What the storage tests share: the workload's records and objects, and the history checker.
+//! What the server-mode tests share: a simulated network's flight of messages, the storage
+//! workload's records and objects, and the history checker.
 //!
 //! The checker: every value returned verifies and was written; a read that starts after a
 //! write completed returns that version or a later one; a read that starts after another read
 //! completed returns at least what that one returned (atomic reads); every object written
 //! before a read started is read back byte for byte.
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
@@ -191,5 +194,71 @@ impl History {
             }
         }
         found
+    }
+}
+
+/// What a simulated network does next.
+pub enum Next<M> {
+    /// Deliver `msg` from `from` to `to`.
+    Deliver {
+        /// The sender.
+        from: Id,
+        /// The receiver.
+        to: Id,
+        /// The message.
+        msg: M,
+    },
+    /// Fire server `id`'s timer.
+    Timer(Id),
+}
+
+/// Messages in flight, by delivery time, and the step that decides what happens next.
+pub struct Flight<M> {
+    queue: BTreeMap<(Time, u64), (Id, Id, M)>,
+    seq: u64,
+}
+
+impl<M> Default for Flight<M> {
+    fn default() -> Self {
+        Flight {
+            queue: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<M> Flight<M> {
+    /// Sends `msg` to arrive at `at`.
+    pub fn post(&mut self, at: Time, from: Id, to: Id, msg: M) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), (from, to, msg));
+    }
+
+    /// The next event no later than `until`, the earlier of the first message and the first
+    /// of `timers` (server, deadline); `None` when nothing happens by then. Moves `now`.
+    pub fn next(
+        &mut self,
+        now: &mut Time,
+        until: Time,
+        timers: impl Iterator<Item = (Id, Time)>,
+    ) -> Option<Next<M>> {
+        let message = self.queue.keys().next().map(|(t, _)| *t);
+        let timer = timers.map(|(id, t)| (t, id)).min();
+        let at = match (message, timer) {
+            (Some(m), Some((t, _))) => m.min(t),
+            (Some(m), None) => m,
+            (None, Some((t, _))) => t,
+            (None, None) => return None,
+        };
+        if at > until {
+            return None;
+        }
+        *now = (*now).max(at);
+        if message == Some(at) {
+            let (_, (from, to, msg)) = self.queue.pop_first()?;
+            Some(Next::Deliver { from, to, msg })
+        } else {
+            timer.map(|(_, id)| Next::Timer(id))
+        }
     }
 }
