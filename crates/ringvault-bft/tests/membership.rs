@@ -10,16 +10,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Flight, Next};
+use common::{cert, Flight, Next};
 use std::sync::Arc;
 
 use ringvault_bft::{
     proposal_bytes, Action, BftMessage, Change, Config, Delta, Epoch, Genesis, Member, Membership,
     MembershipConfig, Params, SignOnce, SignedProposal, SignedVote, VoteKind,
 };
-use ringvault_types::{
-    CertBody, Duration, Id, Identity, NodeCertificate, RevocationList, Time, CERT_VERSION,
-};
+use ringvault_types::{Duration, Id, Identity, RevocationList, Time};
 
 const UNIX_MS: u64 = 1_800_000_000_000;
 const LATENCY: Duration = Duration::from_millis(5);
@@ -28,21 +26,6 @@ fn identity(i: u64) -> Identity {
     let mut secret = [0u8; 32];
     secret[..8].copy_from_slice(&(i + 1).to_le_bytes());
     Identity::from_secret_bytes(secret)
-}
-
-fn cert(ca: &Identity, who: &Identity, serial: u64) -> NodeCertificate {
-    NodeCertificate::issue(
-        ca,
-        CertBody {
-            version: CERT_VERSION,
-            serial,
-            node_id: who.id(),
-            public_key: who.public_key(),
-            addrs: vec![format!("127.0.0.1:{}", 7000 + serial).parse().unwrap()],
-            not_before: 0,
-            not_after: u64::MAX / 2,
-        },
-    )
 }
 
 /// What a server persisted: its sign-once record and its newest configuration.

@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::{dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
+use common::{cert, dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,27 +19,14 @@ use ringvault_bft::{
     Ack, Change, Config, Delta, Item, JoinRequest, LeaveRequest, Member, OpId, Params,
     QuorumClient, QuorumError, QuorumEvent, Replica, ReplicaAction, StoreMessage,
 };
-use ringvault_types::{
-    CertBody, Duration, Id, Identity, NodeCertificate, RecordValue, Signature, Time, CERT_VERSION,
-};
+use ringvault_types::{Duration, Id, Identity, RecordValue, Signature, Time};
 
 const UNIX_MS: u64 = 1_800_000_000_000;
 const SERVERS: usize = 7;
 
 fn member(ca: &Identity, who: &Identity, serial: u64) -> Member {
     Member {
-        cert: NodeCertificate::issue(
-            ca,
-            CertBody {
-                version: CERT_VERSION,
-                serial,
-                node_id: who.id(),
-                public_key: who.public_key(),
-                addrs: vec![format!("127.0.0.1:{}", 7000 + serial).parse().unwrap()],
-                not_before: 0,
-                not_after: u64::MAX / 2,
-            },
-        ),
+        cert: cert(ca, who, serial),
         admitted: 0,
     }
 }

@@ -15,33 +15,15 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use common::{dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
+use common::{cert, dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 use ringvault_bft::{
     Config, ConfigCert, Genesis, Item, Member, MembershipConfig, OpId, Params, QuorumEvent, Server,
     ServerAction, ServerEvent, ServerMessage, ServerStart, SignOnce, StoreMessage,
 };
-use ringvault_types::{
-    CertBody, Duration, Id, Identity, NodeCertificate, RecordValue, RevocationList, Time,
-    CERT_VERSION,
-};
+use ringvault_types::{Duration, Id, Identity, RecordValue, RevocationList, Time};
 
 const UNIX_MS: u64 = 1_800_000_000_000;
 const SERVERS: usize = 7;
-
-fn cert(ca: &Identity, who: &Identity, serial: u64) -> NodeCertificate {
-    NodeCertificate::issue(
-        ca,
-        CertBody {
-            version: CERT_VERSION,
-            serial,
-            node_id: who.id(),
-            public_key: who.public_key(),
-            addrs: vec![format!("127.0.0.1:{}", 7000 + serial).parse().unwrap()],
-            not_before: 0,
-            not_after: u64::MAX / 2,
-        },
-    )
-}
 
 /// What a server persisted.
 #[derive(Default)]

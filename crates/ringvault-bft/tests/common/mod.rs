@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 use ringvault_bft::{Item, QuorumError, QuorumEvent};
-use ringvault_types::{Id, Identity, Record, RecordValue, Time};
+use ringvault_types::{
+    CertBody, Id, Identity, NodeCertificate, Record, RecordValue, Time, CERT_VERSION,
+};
 
 /// Record keys are 0..RECORDS; objects are OBJECT_BASE + 0..OBJECTS.
 pub const RECORDS: usize = 12;
@@ -31,6 +33,23 @@ pub fn identity(i: u64) -> Identity {
 /// The same identity again (identities are not `Clone`).
 pub fn dup(identity: &Identity) -> Identity {
     Identity::from_secret_bytes(identity.secret_bytes())
+}
+
+/// A certificate from `ca` for `who`, valid for a long time, with address 127.0.0.1:7000 +
+/// `serial`.
+pub fn cert(ca: &Identity, who: &Identity, serial: u64) -> NodeCertificate {
+    NodeCertificate::issue(
+        ca,
+        CertBody {
+            version: CERT_VERSION,
+            serial,
+            node_id: who.id(),
+            public_key: who.public_key(),
+            addrs: vec![format!("127.0.0.1:{}", 7000 + serial).parse().unwrap()],
+            not_before: 0,
+            not_after: u64::MAX / 2,
+        },
+    )
 }
 
 /// The records' owners and the objects' bytes.
