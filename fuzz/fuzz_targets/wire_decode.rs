@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             msg
         );
         let config = genesis().clone();
-        let mut replica = Replica::new(identity(0), config.clone(), 0, Vec::new(), Time::ZERO);
+        let mut replica = Replica::new(identity(0), config.clone(), 0, Vec::new(), &[], Time::ZERO);
         let mut client = QuorumClient::new(config);
         let _ = client.get_record(Time::ZERO, ringvault_types::Id::ZERO);
         let from = identity(1).id();

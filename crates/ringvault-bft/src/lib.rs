@@ -51,6 +51,6 @@ pub use message::{kind_tag, proposal_bytes, BftMessage, SignedProposal, SignedVo
 pub use quorum::{
     in_range, owned_range, Ack, ClientStats, Item, ItemError, OpId, QuorumClient, QuorumError,
     QuorumEvent, Refusal, Replica, ReplicaAction, ReplicaStats, StoreMessage, MAX_DIGEST,
-    MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
+    MAX_DIGEST_PAGES, MAX_FETCH_TRIES, MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
 };
 pub use server::{Server, ServerAction, ServerEvent, ServerMessage, ServerStart};

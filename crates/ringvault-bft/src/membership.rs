@@ -422,6 +422,11 @@ impl Membership {
                 if self.current.seat(&c.by).is_none() || c.epoch != self.current.epoch {
                     return Err(Refused::NotCommittee);
                 }
+                if self.current.member(&c.suspect).is_none() {
+                    // Confirms name members only, or one member could fill the table with
+                    // made-up ids and crowd out real evictions.
+                    return Err(Refused::OtherEpoch);
+                }
                 let key = self.current.member(&c.by).map(|m| m.key());
                 let signed = crate::config::confirm_bytes(c.epoch, c.suspect);
                 if key.is_none_or(|k| k.verify(&signed, &c.signature).is_err()) {
@@ -592,10 +597,18 @@ impl Membership {
         let value = self.current.apply(&candidate).hash();
         let thresholds = crate::Thresholds::bft(self.current.committee.len());
         let first = ((epoch) % self.current.committee.len() as u64) as usize;
-        let restored = self
-            .restored
-            .take()
-            .filter(|s| s.epoch == epoch && s.rules.me() == me);
+        // A record for this instance resumes it; one for a later instance (the configuration
+        // persisted lagged behind the record) is kept for then, and this member signs nothing
+        // until it gets there: it may have signed here too, in a record since overwritten.
+        let restored = match self.restored.take() {
+            Some(s) if s.epoch == epoch && s.rules.me() == me => Some(s),
+            Some(s) if s.epoch > epoch => {
+                self.restored = Some(s);
+                None
+            }
+            _ => None,
+        };
+        let later_record = self.restored.as_ref().is_some_and(|s| s.epoch > epoch);
         let resumed = restored.is_some();
         let (mut tendermint, signed_before) = match restored {
             Some(s) => (Tendermint::restore(s.rules), s.signed),
@@ -612,7 +625,7 @@ impl Membership {
             proposals: BTreeMap::new(),
             timers: BTreeMap::new(),
             signed: Vec::new(),
-            signing: !self.abstaining(epoch),
+            signing: !self.abstaining(epoch) && !later_record,
         });
         if let Some(i) = &mut self.instance {
             if resumed {
@@ -868,8 +881,10 @@ impl Membership {
         };
         // Values are kept only from the round's proposer, one per round, so a Byzantine member
         // cannot crowd out the ones that matter.
-        let first_of_round =
-            i.tendermint.rules().proposer(p.round) == seat && !i.proposals.contains_key(&p.round);
+        let rules = i.tendermint.rules();
+        let first_of_round = rules.proposer(p.round) == seat
+            && p.round <= rules.round().saturating_add(crate::consensus::ROUNDS_AHEAD)
+            && !i.proposals.contains_key(&p.round);
         if first_of_round && i.values.len() < MAX_VALUES {
             i.values.entry(value).or_insert_with(|| p.delta.clone());
         }
@@ -933,10 +948,18 @@ impl Membership {
         // a parent in each), and every committee member that decides sends, so a silent one
         // withholds nothing. (N / 16 sends per tree and epoch.)
         let trees = self.trees();
-        let interior: BTreeSet<Id> = (0..trees)
+        let mut to: BTreeSet<Id> = (0..trees)
             .flat_map(|t| next.tree_interior(t, trees))
             .collect();
-        for id in interior {
+        // Servers leaving are in no tree of the new configuration; they hear it from here.
+        to.extend(
+            self.current
+                .members
+                .iter()
+                .map(|m| m.id())
+                .filter(|id| next.member(id).is_none()),
+        );
+        for id in to {
             self.send(id, msg.clone());
         }
         self.adopt(now, Arc::new(next), delta, cert);

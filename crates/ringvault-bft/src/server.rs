@@ -53,6 +53,8 @@ pub enum ServerAction {
     PersistSignOnce(SignOnce),
     /// Persist the newest certified configuration.
     PersistConfig(Arc<Config>, Option<ConfigCert>),
+    /// Persist the key ranges not yet taken over (for [`ServerStart::unsynced`]).
+    PersistUnsynced(Vec<(Id, Id)>),
     /// Write `item` durably, then call [`Server::handle_stored`] with `token`.
     Store {
         /// Echoed on completion.
@@ -91,6 +93,8 @@ pub struct ServerStart {
     pub wiped: bool,
     /// The items its store holds.
     pub items: Vec<Item>,
+    /// The key ranges it had persisted as not yet taken over.
+    pub unsynced: Vec<(Id, Id)>,
 }
 
 /// One server.
@@ -109,7 +113,14 @@ impl Server {
         let unix = start.settings.unix_ms_at_zero;
         let epoch = start.config.epoch;
         Server {
-            replica: Replica::new(twin, start.config.clone(), unix, start.items, now),
+            replica: Replica::new(
+                twin,
+                start.config.clone(),
+                unix,
+                start.items,
+                &start.unsynced,
+                now,
+            ),
             client: QuorumClient::new(start.config.clone()),
             membership: Membership::new(
                 start.identity,
@@ -284,6 +295,7 @@ impl Server {
                         msg: ServerMessage::Store(msg),
                     },
                     ReplicaAction::Store { token, item } => ServerAction::Store { token, item },
+                    ReplicaAction::PersistUnsynced(r) => ServerAction::PersistUnsynced(r),
                 });
             }
             while let Some((to, msg)) = self.client.poll_send() {

@@ -53,6 +53,9 @@ struct Net {
     byzantine: BTreeMap<Id, Fault>,
     /// Relays that withhold (true) or forge (false) the configurations they pass on.
     relays: BTreeMap<Id, bool>,
+    /// Interior nodes of the first dissemination tree withhold the configuration they would
+    /// pass on (the trees change every epoch, so who withholds does too).
+    withhold_tree0: bool,
     /// Servers cut off from everyone.
     isolated: BTreeSet<Id>,
     /// Decided messages refused by correct servers (forgeries caught).
@@ -93,6 +96,7 @@ impl Net {
             crashed: BTreeSet::new(),
             byzantine: BTreeMap::new(),
             relays: BTreeMap::new(),
+            withhold_tree0: false,
             isolated: BTreeSet::new(),
             refused_configs: 0,
             adoption: BTreeMap::new(),
@@ -180,6 +184,17 @@ impl Net {
         }
         self.bytes += msg.encode().len() as u64;
         let mut msg = msg;
+        if let (true, BftMessage::Decided { delta, .. }) = (self.withhold_tree0, &msg) {
+            // The members do not change in this test: the trees of epoch e are genesis's
+            // member list under epoch e.
+            let mut config = Config::clone(&self.genesis);
+            config.epoch = delta.epoch;
+            let interior = config.tree_interior(0, 2);
+            let committee = &self.genesis.committee;
+            if interior.contains(&from) && !committee.contains(&from) {
+                return;
+            }
+        }
         if let (Some(&withhold), BftMessage::Decided { delta, cert }) =
             (self.relays.get(&from), &msg)
         {
@@ -522,15 +537,10 @@ fn dup(identity: &Identity) -> Identity {
 fn configurations_spread_down_trees_past_withholding_and_forging_relays() {
     let mut net = Net::new(64, params());
     let genesis = net.genesis.clone();
-    // Every interior node of the first tree of the next epochs withholds, a few others forge.
-    let trees = 2;
-    let root = genesis.tree_roots(trees)[0];
-    let mut interior = BTreeSet::from([root]);
-    interior.extend(genesis.tree_children(0, trees, &root));
+    // Every interior node of each epoch's first tree withholds (committee members aside), and
+    // a few others forge.
+    net.withhold_tree0 = true;
     let committee: BTreeSet<Id> = genesis.committee.iter().copied().collect();
-    for id in interior.iter().filter(|id| !committee.contains(id)).take(4) {
-        net.relays.insert(*id, true);
-    }
     let forgers: Vec<Id> = genesis
         .members
         .iter()

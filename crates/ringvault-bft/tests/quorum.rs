@@ -100,7 +100,14 @@ impl Sim {
         for who in &sim.ids[..SERVERS] {
             sim.replicas.insert(
                 who.id(),
-                Replica::new(dup(who), config.clone(), UNIX_MS, Vec::new(), Time::ZERO),
+                Replica::new(
+                    dup(who),
+                    config.clone(),
+                    UNIX_MS,
+                    Vec::new(),
+                    &[],
+                    Time::ZERO,
+                ),
             );
             sim.clients
                 .insert(who.id(), QuorumClient::new(config.clone()));
@@ -245,6 +252,7 @@ impl Sim {
                     ReplicaAction::Send { to, msg } => sends.push((to, msg)),
                     // The store completes at once here (durability is the driver's).
                     ReplicaAction::Store { token, .. } => r.handle_stored(token),
+                    ReplicaAction::PersistUnsynced(_) => {}
                 }
             }
         }
@@ -529,7 +537,7 @@ fn an_epoch_change_under_load_moves_key_ranges_without_losing_a_write() {
     // The newcomer starts from the old configuration, in which it owned nothing.
     sim.replicas.insert(
         newcomer.id(),
-        Replica::new(dup(&newcomer), old, UNIX_MS, Vec::new(), sim.now),
+        Replica::new(dup(&newcomer), old, UNIX_MS, Vec::new(), &[], sim.now),
     );
     sim.clients
         .insert(newcomer.id(), QuorumClient::new(next.clone()));

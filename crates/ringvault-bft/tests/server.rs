@@ -31,6 +31,7 @@ struct Disk {
     items: BTreeMap<Id, Item>,
     sign_once: Option<SignOnce>,
     config: Option<(Arc<Config>, Option<ConfigCert>)>,
+    unsynced: Vec<(Id, Id)>,
 }
 
 struct Net {
@@ -111,6 +112,7 @@ impl Net {
             sign_once: disk.sign_once.clone(),
             wiped: false,
             items: disk.items.values().cloned().collect(),
+            unsynced: disk.unsynced.clone(),
         };
         self.servers.insert(id, Server::new(start, self.now));
         self.down.remove(&id);
@@ -133,6 +135,7 @@ impl Net {
                 ServerAction::PersistConfig(c, cert) => {
                     self.disks.entry(id).or_default().config = Some((c, cert))
                 }
+                ServerAction::PersistUnsynced(r) => self.disks.entry(id).or_default().unsynced = r,
                 ServerAction::Store { token, item } => {
                     let disk = self.disks.entry(id).or_default();
                     let key = item.key();
@@ -377,4 +380,14 @@ fn servers_keep_every_write_through_a_crash_a_byzantine_replica_and_an_epoch_cha
     net.run(t);
     let v = net.history.violations(&net.workload);
     assert!(v.is_empty(), "{v:?}");
+    assert!(
+        net.flight.is_empty(),
+        "reads still unanswered: {}",
+        net.flight.len()
+    );
+    assert!(
+        net.history.failures.is_empty(),
+        "{:?}",
+        net.history.failures
+    );
 }

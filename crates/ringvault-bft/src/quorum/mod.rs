@@ -22,7 +22,10 @@ pub use client::{
     ClientStats, OpId, QuorumClient, QuorumError, QuorumEvent, OP_TIMEOUT, RETRY_EVERY,
 };
 pub use item::{Item, ItemError, MAX_OBJECT};
-pub use replica::{owned_range, Replica, ReplicaAction, ReplicaStats, MAX_DIGEST, SYNC_TIMEOUT};
+pub use replica::{
+    owned_range, Replica, ReplicaAction, ReplicaStats, MAX_DIGEST, MAX_DIGEST_PAGES,
+    MAX_FETCH_TRIES, SYNC_TIMEOUT,
+};
 
 /// A replica's signed statement that it holds `hash` (or a newer version) under `key`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +120,10 @@ pub enum StoreMessage {
         op: u64,
         /// The new owner's epoch.
         epoch: Epoch,
+        /// The epoch whose owners are asked: the one before for a hand-over, the current one
+        /// for a check after a restart. An owner that had not finished taking over part of the
+        /// range by then does not answer for it.
+        source: Epoch,
         /// Exclusive start of the range.
         from: Id,
         /// Inclusive end.

@@ -1,8 +1,11 @@
 //! The replica side of quorum storage: takes writes and reads for the keys whose group it is in
-//! during the current epoch and acks only once the store has the item. It takes over key
-//! ranges it did not own (after an epoch change) and checks its own range again after a
-//! restart: digests from a quorum of every old group over the range, then the items it lacks,
-//! verified, before it serves that range.
+//! during the current epoch, answers reads and digests only from what is on disk, and acks a
+//! write only once the store has it. It takes over key ranges it did not own (after an epoch
+//! change) and checks its own range again after a restart: digests from a quorum of every
+//! group over the range in the epoch the data comes from, then the items it lacks, verified,
+//! before it serves that range. A hand-over that has not finished when the next configuration
+//! comes goes on beside the new one, and the ranges not yet taken over are persisted, so that a
+//! restart does not mistake them for data it holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -10,11 +13,18 @@ use std::sync::Arc;
 use ringvault_types::{Duration, Id, Identity, Signature, Time};
 
 use super::{in_range, Ack, Item, Refusal, StoreMessage};
-use crate::config::Config;
+use crate::config::{Config, Epoch};
 
 /// The most entries one digest reply carries (64 bytes each, well under a message's cap);
 /// larger ranges come in several replies.
 pub const MAX_DIGEST: usize = 50_000;
+
+/// The most digest pages taken from one owner for one hand-over (3.2 million keys); beyond it
+/// the owner counts as done, so a lying one cannot keep a hand-over open.
+pub const MAX_DIGEST_PAGES: u32 = 64;
+
+/// How many times each reporter of an item is asked for it before the item is given up.
+pub const MAX_FETCH_TRIES: u32 = 3;
 
 /// How long a replica waits for digests and fetches before it asks again.
 pub const SYNC_TIMEOUT: Duration = Duration::from_millis(2_000);
@@ -70,6 +80,9 @@ pub enum ReplicaAction {
         /// The item.
         item: Item,
     },
+    /// Persist the key ranges this replica owns but has not taken over yet (give them to
+    /// [`Replica::new`] after a restart).
+    PersistUnsynced(Vec<(Id, Id)>),
 }
 
 /// Counters.
@@ -83,6 +96,8 @@ pub struct ReplicaStats {
     pub taken_over: u64,
     /// Items from old owners that did not verify (forged items in a hand-over).
     pub forged: u64,
+    /// Items reported by old owners and given up (no reporter produced them).
+    pub given_up: u64,
     /// Microseconds spent not ready after epoch changes and restarts.
     pub not_ready_micros: u64,
 }
@@ -95,16 +110,28 @@ struct Owed {
 }
 
 /// A write waiting for the store, and every ack that waits on it.
-struct Storing {
-    key: Id,
+struct Staged {
+    item: Item,
     owed: Vec<Owed>,
 }
 
+/// An item being fetched from the owners that reported it, in turn.
+struct Fetching {
+    reporters: Vec<Id>,
+    next: usize,
+    tries: u32,
+}
+
+impl Fetching {
+    fn asked(&self) -> Id {
+        self.reporters[self.next % self.reporters.len()]
+    }
+}
+
 /// Why a range is being synced.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Why {
-    /// Keys this replica did not own before: it holds none of them yet, and its digests of the
-    /// range would be incomplete.
+    /// Keys this replica did not own (or may not have finished receiving) in the source epoch.
     Takeover,
     /// Its own range again after a restart: what it holds is what it acked.
     Restart,
@@ -114,18 +141,20 @@ enum Why {
 struct Sync {
     why: Why,
     range: (Id, Id),
-    epoch: u64,
-    /// The groups over the range in the configuration the data comes from.
+    /// The epoch in which this replica owns the range.
+    target: Epoch,
+    /// The epoch whose owners are asked.
+    source: Epoch,
     groups: Vec<Vec<Id>>,
     quorum: usize,
     /// Owners whose digest is complete.
     replied: BTreeSet<Id>,
-    /// Owners whose digest continues after a key.
+    /// Owners whose digest continues after a key, and the pages taken from each.
     cursors: BTreeMap<Id, Id>,
+    pages: BTreeMap<Id, u32>,
     /// Reported (key, hash) -> reporters.
     reported: BTreeMap<(Id, Id), BTreeSet<Id>>,
-    /// Items being fetched: (key, hash) -> (asked now, reporters not yet tried).
-    fetching: BTreeMap<(Id, Id), (Id, Vec<Id>)>,
+    fetching: BTreeMap<(Id, Id), Fetching>,
     op: u64,
     started: Time,
     retry_at: Time,
@@ -149,26 +178,27 @@ pub struct Replica {
     identity: Identity,
     config: Arc<Config>,
     unix_ms_at_zero: u64,
+    /// What is on disk: all that reads and digests answer from.
     items: BTreeMap<Id, Item>,
-    storing: BTreeMap<u64, Storing>,
+    staged: BTreeMap<u64, Staged>,
     next_token: u64,
-    sync: Option<Sync>,
-    /// Keys of a hand-over dropped unfinished when the next configuration came: this replica
-    /// does not vouch for them until a sync completes.
-    gap: Option<(Id, Id)>,
+    syncs: Vec<Sync>,
     actions: VecDeque<ReplicaAction>,
     stats: ReplicaStats,
 }
 
 impl Replica {
-    /// A replica holding `items` (what its store had) under `config`, started at `now`. One
-    /// that holds items checks its range against its group first (it may have missed writes
-    /// while it was down, or stopped halfway through a hand-over).
+    /// A replica holding `items` (what its store had) under `config`, started at `now`, with
+    /// `unsynced` the ranges it had persisted as not yet taken over. One that holds items, or
+    /// runs in a later epoch than genesis, checks its range against its group before it
+    /// serves it (it may have missed writes while it was down); its own digest counts only if
+    /// no hand-over was left unfinished.
     pub fn new(
         identity: Identity,
         config: Arc<Config>,
         unix_ms_at_zero: u64,
         items: impl IntoIterator<Item = Item>,
+        unsynced: &[(Id, Id)],
         now: Time,
     ) -> Self {
         let mut r = Replica {
@@ -176,16 +206,20 @@ impl Replica {
             config: config.clone(),
             unix_ms_at_zero,
             items: items.into_iter().map(|i| (i.key(), i)).collect(),
-            storing: BTreeMap::new(),
+            staged: BTreeMap::new(),
             next_token: 1,
-            sync: None,
-            gap: None,
+            syncs: Vec::new(),
             actions: VecDeque::new(),
             stats: ReplicaStats::default(),
         };
-        if !r.items.is_empty() || config.epoch > 0 {
+        if !r.items.is_empty() || config.epoch > 0 || !unsynced.is_empty() {
             if let Some(range) = owned_range(&config, &r.me()) {
-                r.start_sync(now, Why::Restart, &config, range, true);
+                let why = if unsynced.is_empty() {
+                    Why::Restart
+                } else {
+                    Why::Takeover
+                };
+                r.start_sync(now, why, &config, range, unsynced.is_empty());
             }
         }
         r
@@ -196,14 +230,14 @@ impl Replica {
         &self.stats
     }
 
-    /// The item held under `key`.
+    /// The item on disk under `key`.
     pub fn get(&self, key: &Id) -> Option<&Item> {
         self.items.get(key)
     }
 
     /// Whether this replica is still taking over or checking a range.
     pub fn syncing(&self) -> bool {
-        self.sync.is_some()
+        !self.syncs.is_empty()
     }
 
     /// The next action.
@@ -213,7 +247,7 @@ impl Replica {
 
     /// When to call [`Replica::handle_timeout`].
     pub fn next_deadline(&self) -> Option<Time> {
-        self.sync.as_ref().map(|s| s.retry_at)
+        self.syncs.iter().map(|s| s.retry_at).min()
     }
 
     fn me(&self) -> Id {
@@ -230,9 +264,10 @@ impl Replica {
     }
 
     fn ready(&self, key: &Id) -> bool {
-        self.sync
-            .as_ref()
-            .is_none_or(|s| !in_range(key, &s.range.0, &s.range.1))
+        !self
+            .syncs
+            .iter()
+            .any(|s| in_range(key, &s.range.0, &s.range.1))
     }
 
     fn refuse(&mut self, to: Id, op: u64, reason: Refusal) {
@@ -257,12 +292,25 @@ impl Replica {
         Ok(())
     }
 
-    fn store(&mut self, item: Item, owed: Vec<Owed>) {
+    /// The newest version of `key` this replica has, on disk or on its way there, and the
+    /// token of the newest write on its way.
+    fn newest(&self, key: &Id) -> (Option<&Item>, Option<u64>) {
+        match self.staged.iter().rev().find(|(_, s)| s.item.key() == *key) {
+            Some((token, s)) => (Some(&s.item), Some(*token)),
+            None => (self.items.get(key), None),
+        }
+    }
+
+    fn stage(&mut self, item: Item, owed: Vec<Owed>) {
         let token = self.next_token;
         self.next_token += 1;
-        let key = item.key();
-        self.items.insert(key, item.clone());
-        self.storing.insert(token, Storing { key, owed });
+        self.staged.insert(
+            token,
+            Staged {
+                item: item.clone(),
+                owed,
+            },
+        );
         self.actions.push_back(ReplicaAction::Store { token, item });
     }
 
@@ -283,14 +331,18 @@ impl Replica {
                     op,
                     hash: item.hash(),
                 };
-                if self.items.get(&key).is_none_or(|held| item.replaces(held)) {
-                    self.store(item, vec![owed]);
-                } else if let Some(pending) = self.storing.values_mut().find(|s| s.key == key) {
-                    // It holds this item or a newer version, not yet on disk: ack once it is.
-                    pending.owed.push(owed);
-                } else {
-                    // It holds this item or a newer version already: the write is subsumed.
-                    self.ack(owed, key);
+                match self.newest(&key) {
+                    (held, _) if held.is_none_or(|h| item.replaces(h)) => {
+                        self.stage(item, vec![owed])
+                    }
+                    // It has this item or a newer version on its way to disk: ack once there.
+                    (_, Some(token)) => {
+                        if let Some(s) = self.staged.get_mut(&token) {
+                            s.owed.push(owed);
+                        }
+                    }
+                    // It has this item or a newer version on disk: the write is subsumed.
+                    (_, None) => self.ack(owed, key),
                 }
             }
             StoreMessage::Read { op, epoch, key } => {
@@ -303,29 +355,11 @@ impl Replica {
             StoreMessage::Digest {
                 op,
                 epoch,
+                source,
                 from: a,
                 to: b,
                 after,
-            } => {
-                // Only to members, once this replica has left the epoch before (so it takes no
-                // more writes the new owner would miss), and not for keys of a hand-over it
-                // never finished (its digest would be incomplete there). An old owner of a key
-                // held it in the epoch before, so a hand-over in progress does not matter.
-                let gap = self.gap.is_some_and(|g| overlaps(g, (a, b)));
-                if self.config.epoch < epoch || self.config.member(&from).is_none() || gap {
-                    return;
-                }
-                let mut entries: Vec<(Id, Id)> = self
-                    .items
-                    .iter()
-                    .filter(|(k, _)| in_range(k, &a, &b) && after.is_none_or(|x| **k > x))
-                    .take(MAX_DIGEST + 1)
-                    .map(|(k, i)| (*k, i.hash()))
-                    .collect();
-                let more = entries.len() > MAX_DIGEST;
-                entries.truncate(MAX_DIGEST);
-                self.send(from, StoreMessage::DigestReply { op, entries, more });
-            }
+            } => self.answer_digest(from, op, epoch, source, (a, b), after),
             StoreMessage::Fetch { op, key } => {
                 if self.config.member(&from).is_none() {
                     return;
@@ -341,12 +375,70 @@ impl Replica {
         }
     }
 
-    /// The store finished the write `token`: send the acks that waited on it.
+    /// Answers a new owner that asks this replica as an owner in epoch `source`: only members,
+    /// only once this replica is in `epoch` too (so it takes no more writes of the epoch
+    /// before), and not at all if the range overlaps a hand-over it had not finished by
+    /// `source` (it would vouch for data it never received). Keys of hand-overs that began
+    /// later were not this replica's in `source`; they are left out.
+    fn answer_digest(
+        &mut self,
+        from: Id,
+        op: u64,
+        epoch: Epoch,
+        source: Epoch,
+        range: (Id, Id),
+        after: Option<Id>,
+    ) {
+        if self.config.epoch < epoch || self.config.member(&from).is_none() {
+            return;
+        }
+        let unfinished = |s: &&Sync| s.why == Why::Takeover && overlaps(s.range, range);
+        if self
+            .syncs
+            .iter()
+            .filter(unfinished)
+            .any(|s| s.target <= source)
+        {
+            return;
+        }
+        let later: Vec<(Id, Id)> = self
+            .syncs
+            .iter()
+            .filter(|s| s.why == Why::Takeover && s.target > source)
+            .map(|s| s.range)
+            .collect();
+        let mut entries: Vec<(Id, Id)> = self
+            .items
+            .iter()
+            .filter(|(k, _)| {
+                in_range(k, &range.0, &range.1)
+                    && after.is_none_or(|x| **k > x)
+                    && !later.iter().any(|r| in_range(k, &r.0, &r.1))
+            })
+            .take(MAX_DIGEST + 1)
+            .map(|(k, i)| (*k, i.hash()))
+            .collect();
+        let more = entries.len() > MAX_DIGEST;
+        entries.truncate(MAX_DIGEST);
+        self.send(from, StoreMessage::DigestReply { op, entries, more });
+    }
+
+    /// The store finished the write `token`: it is on disk (unless a newer version already
+    /// is), and the acks that waited on it go out.
     pub fn handle_stored(&mut self, token: u64) {
-        if let Some(s) = self.storing.remove(&token) {
-            for owed in s.owed {
-                self.ack(owed, s.key);
-            }
+        let Some(s) = self.staged.remove(&token) else {
+            return;
+        };
+        let key = s.item.key();
+        if self
+            .items
+            .get(&key)
+            .is_none_or(|held| s.item.replaces(held))
+        {
+            self.items.insert(key, s.item);
+        }
+        for owed in s.owed {
+            self.ack(owed, key);
         }
     }
 
@@ -365,38 +457,38 @@ impl Replica {
     }
 
     /// A new configuration is in force: take over the part of this replica's new range it did
-    /// not own (all of it if an earlier hand-over had not finished).
+    /// not own. Hand-overs still running go on beside it (their sources still hold the data).
     pub fn handle_config(&mut self, now: Time, config: Arc<Config>) {
         if config.epoch <= self.config.epoch {
             return;
         }
         let previous = std::mem::replace(&mut self.config, config.clone());
-        let unfinished = match self.sync.take() {
-            Some(s) if s.why == Why::Takeover => {
-                // Two unfinished hand-overs in a row: vouch for nothing until one completes.
-                self.gap = Some(match self.gap {
-                    Some(_) => (s.range.1, s.range.1),
-                    None => s.range,
-                });
-                true
-            }
-            Some(_) => true,
-            None => false,
-        };
         let me = self.me();
         let Some(range) = owned_range(&config, &me) else {
             return;
         };
-        let old = owned_range(&previous, &me).filter(|_| !unfinished);
-        if old.is_some_and(|old| covers(old, range)) {
+        if owned_range(&previous, &me).is_some_and(|old| covers(old, range)) {
             return;
         }
-        self.start_sync(now, Why::Takeover, &previous, range, !unfinished);
+        let clean = !self
+            .syncs
+            .iter()
+            .any(|s| s.why == Why::Takeover && overlaps(s.range, range));
+        self.start_sync(now, Why::Takeover, &previous, range, clean);
+    }
+
+    /// The ranges not yet taken over, as persisted.
+    fn unsynced(&self) -> Vec<(Id, Id)> {
+        self.syncs
+            .iter()
+            .filter(|s| s.why == Why::Takeover)
+            .map(|s| s.range)
+            .collect()
     }
 
     /// Starts syncing `range` from its groups in `source`. With `complete_here`, what this
     /// replica holds is complete for the groups of `source` it was in (it acked only what it
-    /// stored): its own digest counts.
+    /// stored, and left no hand-over unfinished): its own digest counts.
     fn start_sync(
         &mut self,
         now: Time,
@@ -413,11 +505,13 @@ impl Replica {
         let mut sync = Sync {
             why,
             range,
-            epoch: self.config.epoch,
+            target: self.config.epoch,
+            source: source.epoch,
             groups,
             quorum: crate::Thresholds::bft(g).quorum(),
             replied: BTreeSet::new(),
             cursors: BTreeMap::new(),
+            pages: BTreeMap::new(),
             reported: BTreeMap::new(),
             fetching: BTreeMap::new(),
             op,
@@ -427,15 +521,26 @@ impl Replica {
         if complete_here && sync.asked().contains(&me) {
             sync.replied.insert(me);
         }
-        self.sync = Some(sync);
-        self.ask_digests();
-        self.maybe_done(now);
+        self.syncs.push(sync);
+        if why == Why::Takeover {
+            let unsynced = self.unsynced();
+            self.actions
+                .push_back(ReplicaAction::PersistUnsynced(unsynced));
+        }
+        self.ask_digests(op);
+        self.maybe_done(now, op);
     }
 
-    fn ask_digests(&mut self) {
-        let Some(s) = &self.sync else { return };
-        let (op, epoch, (from, to)) = (s.op, s.epoch, s.range);
+    fn sync_mut(&mut self, op: u64) -> Option<&mut Sync> {
+        self.syncs.iter_mut().find(|s| s.op == op)
+    }
+
+    fn ask_digests(&mut self, op: u64) {
         let me = self.me();
+        let Some(s) = self.syncs.iter().find(|s| s.op == op) else {
+            return;
+        };
+        let (epoch, source, (from, to)) = (self.config.epoch, s.source, s.range);
         let asks: Vec<(Id, Option<Id>)> = s
             .asked()
             .into_iter()
@@ -448,6 +553,7 @@ impl Replica {
                 StoreMessage::Digest {
                     op,
                     epoch,
+                    source,
                     from,
                     to,
                     after,
@@ -457,13 +563,18 @@ impl Replica {
     }
 
     fn take_digest(&mut self, now: Time, from: Id, op: u64, entries: Vec<(Id, Id)>, more: bool) {
-        let Some(s) = &mut self.sync else { return };
-        if s.op != op || !s.asked().contains(&from) || s.replied.contains(&from) {
+        let epoch = self.config.epoch;
+        let Some(s) = self.sync_mut(op) else { return };
+        if !s.asked().contains(&from) || s.replied.contains(&from) {
             return;
         }
+        let page = s.pages.entry(from).or_insert(0);
+        *page += 1;
+        let last_page = *page >= MAX_DIGEST_PAGES;
         let mut last = None;
         for (key, hash) in entries.into_iter().take(MAX_DIGEST) {
-            if s.cursors.get(&from).is_some_and(|c| key <= *c) {
+            // Keys come in order, each page after the last: anything else is not counted.
+            if s.cursors.get(&from).is_some_and(|c| key <= *c) || last.is_some_and(|l| key <= l) {
                 continue;
             }
             last = Some(key);
@@ -471,15 +582,16 @@ impl Replica {
                 s.reported.entry((key, hash)).or_default().insert(from);
             }
         }
-        match (more, last) {
+        match (more && !last_page, last) {
             (true, Some(last)) => {
                 s.cursors.insert(from, last);
-                let (epoch, range) = (s.epoch, s.range);
+                let (source, range) = (s.source, s.range);
                 self.send(
                     from,
                     StoreMessage::Digest {
                         op,
                         epoch,
+                        source,
                         from: range.0,
                         to: range.1,
                         after: Some(last),
@@ -491,119 +603,131 @@ impl Replica {
                 s.cursors.remove(&from);
             }
         }
-        self.maybe_done(now);
+        self.maybe_done(now, op);
     }
 
-    fn maybe_done(&mut self, now: Time) {
-        let Some(s) = &mut self.sync else { return };
-        if !s.digests_complete() {
+    fn maybe_done(&mut self, now: Time, op: u64) {
+        let Some(i) = self.syncs.iter().position(|s| s.op == op) else {
+            return;
+        };
+        if !self.syncs[i].digests_complete() {
             return;
         }
-        if !s.reported.is_empty() {
+        if !self.syncs[i].reported.is_empty() {
             // Fetch each reported item this replica lacks, from its reporters in turn.
-            let reported = std::mem::take(&mut s.reported);
+            let reported = std::mem::take(&mut self.syncs[i].reported);
             let mut asks = Vec::new();
             for ((key, hash), by) in reported {
-                if self.items.get(&key).map(Item::hash) == Some(hash) {
+                if self.newest(&key).0.map(Item::hash) == Some(hash) {
                     continue;
                 }
-                let mut by: Vec<Id> = by.into_iter().collect();
-                if let Some(first) = by.pop() {
-                    asks.push((first, key));
-                    s.fetching.insert((key, hash), (first, by));
-                }
+                let f = Fetching {
+                    reporters: by.into_iter().collect(),
+                    next: 0,
+                    tries: 1,
+                };
+                asks.push((f.asked(), key));
+                self.syncs[i].fetching.insert((key, hash), f);
             }
-            let op = s.op;
             for (to, key) in asks {
                 self.send(to, StoreMessage::Fetch { op, key });
             }
         }
-        let Some(s) = &self.sync else { return };
-        if s.fetching.is_empty() {
+        if self.syncs[i].fetching.is_empty() {
+            let s = self.syncs.remove(i);
             self.stats.not_ready_micros += now.saturating_since(s.started).as_micros();
-            self.sync = None;
-            self.gap = None;
+            if s.why == Why::Takeover {
+                let unsynced = self.unsynced();
+                self.actions
+                    .push_back(ReplicaAction::PersistUnsynced(unsynced));
+            }
         }
     }
 
     fn take_fetched(&mut self, now: Time, from: Id, op: u64, key: Id, item: Option<Item>) {
-        let Some(s) = &mut self.sync else { return };
-        // Only answers from the owner asked, for a key asked.
+        let Some(s) = self.sync_mut(op) else { return };
+        // Only answers from an owner that reported the key (a late answer from one asked
+        // before is as good as any).
         let wanted: Vec<(Id, Id)> = s
             .fetching
             .iter()
-            .filter(|((k, _), (asked, _))| *k == key && *asked == from)
+            .filter(|((k, _), f)| *k == key && f.reporters.contains(&from))
             .map(|(w, _)| *w)
             .collect();
-        if s.op != op || wanted.is_empty() {
+        if wanted.is_empty() {
             return;
         }
         let good = item.filter(|i| i.verify_for(&key).is_ok());
         let mut asks = Vec::new();
-        let mut keep = None;
+        let mut forged = 0;
+        let mut given_up = 0;
         for w in wanted {
-            match &good {
-                Some(i) if i.hash() == w.1 => {
-                    s.fetching.remove(&w);
-                }
-                _ => {
-                    // Not what it reported: ask the next reporter, or give up on a hash only
-                    // liars reported.
-                    self.stats.forged += 1;
-                    if let Some((asked, rest)) = s.fetching.get_mut(&w) {
-                        match rest.pop() {
-                            Some(next) => {
-                                *asked = next;
-                                asks.push(next);
-                            }
-                            None => {
-                                s.fetching.remove(&w);
-                            }
-                        }
-                    }
-                }
+            if good.as_ref().is_some_and(|i| i.hash() == w.1) {
+                s.fetching.remove(&w);
+                continue;
+            }
+            // It answered without the item it reported: strike it off and ask the next.
+            forged += 1;
+            let Some(f) = s.fetching.get_mut(&w) else {
+                continue;
+            };
+            let was_asked = f.asked() == from;
+            f.reporters.retain(|r| *r != from);
+            if f.reporters.is_empty() {
+                s.fetching.remove(&w);
+                given_up += 1;
+            } else if was_asked {
+                asks.push(f.asked());
             }
         }
+        self.stats.forged += forged;
+        self.stats.given_up += given_up;
         if let Some(item) = good {
-            if self.items.get(&key).is_none_or(|held| item.replaces(held)) {
-                keep = Some(item);
+            if self.newest(&key).0.is_none_or(|held| item.replaces(held)) {
+                self.stats.taken_over += 1;
+                self.stage(item, Vec::new());
             }
         }
         for to in asks {
             self.send(to, StoreMessage::Fetch { op, key });
         }
-        if let Some(item) = keep {
-            self.stats.taken_over += 1;
-            self.store(item, Vec::new());
-        }
-        self.maybe_done(now);
+        self.maybe_done(now, op);
     }
 
-    /// Asks again the owners that have not answered.
+    /// Asks again the owners that have not answered: digests, and fetches (the next reporter
+    /// of each item, each reporter at most [`MAX_FETCH_TRIES`] times).
     pub fn handle_timeout(&mut self, now: Time) {
-        let Some(s) = &mut self.sync else { return };
-        if now < s.retry_at {
-            return;
-        }
-        s.retry_at = now + SYNC_TIMEOUT;
-        // An unanswered fetch goes to the next reporter; one with none left is given up (only
-        // silent servers reported it).
-        let op = s.op;
-        let mut asks = Vec::new();
-        s.fetching
-            .retain(|(key, _), (asked, rest)| match rest.pop() {
-                Some(next) => {
-                    *asked = next;
-                    asks.push((next, *key));
+        let due: Vec<u64> = self
+            .syncs
+            .iter()
+            .filter(|s| s.retry_at <= now)
+            .map(|s| s.op)
+            .collect();
+        for op in due {
+            let mut asks = Vec::new();
+            let mut given_up = 0;
+            if let Some(s) = self.sync_mut(op) {
+                s.retry_at = now + SYNC_TIMEOUT;
+                s.fetching.retain(|(key, _), f| {
+                    f.next += 1;
+                    if f.next % f.reporters.len() == 0 {
+                        f.tries += 1;
+                    }
+                    if f.tries > MAX_FETCH_TRIES {
+                        given_up += 1;
+                        return false;
+                    }
+                    asks.push((f.asked(), *key));
                     true
-                }
-                None => false,
-            });
-        for (to, key) in asks {
-            self.send(to, StoreMessage::Fetch { op, key });
+                });
+            }
+            self.stats.given_up += given_up;
+            for (to, key) in asks {
+                self.send(to, StoreMessage::Fetch { op, key });
+            }
+            self.ask_digests(op);
+            self.maybe_done(now, op);
         }
-        self.ask_digests();
-        self.maybe_done(now);
     }
 }
 
@@ -623,4 +747,92 @@ fn covers(outer: (Id, Id), inner: (Id, Id)) -> bool {
         a.cw_distance(&inner.1),
     );
     start <= stop && stop <= end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{test_config, Params};
+    use ringvault_types::{Record, RecordValue};
+
+    fn record(owner: &Identity, version: u64) -> Item {
+        let value = RecordValue::Inline(vec![version as u8]);
+        Item::Record(Record::sign(owner, "r", version, 0, value).unwrap())
+    }
+
+    fn sends(r: &mut Replica) -> (Vec<StoreMessage>, Vec<u64>) {
+        let (mut msgs, mut stores) = (Vec::new(), Vec::new());
+        while let Some(a) = r.poll_action() {
+            match a {
+                ReplicaAction::Send { msg, .. } => msgs.push(msg),
+                ReplicaAction::Store { token, .. } => stores.push(token),
+                ReplicaAction::PersistUnsynced(_) => {}
+            }
+        }
+        (msgs, stores)
+    }
+
+    #[test]
+    fn reads_see_only_what_is_on_disk_and_acks_wait_for_the_right_write() {
+        let (_, ids, config) = test_config(4, Params::DEFAULT);
+        let config = Arc::new(config);
+        let me = Identity::from_secret_bytes(ids[0].secret_bytes());
+        let mut r = Replica::new(me, config.clone(), 0, Vec::new(), &[], Time::ZERO);
+        let owner = Identity::from_secret_bytes([5; 32]);
+        let (v2, v3) = (record(&owner, 2), record(&owner, 3));
+        let key = v2.key();
+        let client = ids[1].id();
+        let now = Time::from_micros(1);
+        let write = |op, item: &Item| StoreMessage::Write {
+            op,
+            epoch: 0,
+            item: item.clone(),
+        };
+        r.handle_message(now, client, write(1, &v2));
+        r.handle_message(now, client, write(2, &v3));
+        let (acks, stores) = sends(&mut r);
+        assert!(acks.is_empty(), "acked before anything was on disk");
+        assert_eq!(stores.len(), 2);
+        // Not on disk yet: a read finds nothing.
+        r.handle_message(
+            now,
+            client,
+            StoreMessage::Read {
+                op: 3,
+                epoch: 0,
+                key,
+            },
+        );
+        let (replies, _) = sends(&mut r);
+        assert!(matches!(
+            &replies[..],
+            [StoreMessage::Reply { item: None, .. }]
+        ));
+        // v3 again (a retry): its ack waits for v3's store, not v2's.
+        r.handle_message(now, client, write(4, &v3));
+        r.handle_stored(stores[0]);
+        let (acks, _) = sends(&mut r);
+        let acked: Vec<u64> = acks
+            .iter()
+            .filter_map(|m| match m {
+                StoreMessage::Ack(a) => Some(a.op),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acked, vec![1], "only v2's write is on disk");
+        r.handle_stored(stores[1]);
+        let (acks, _) = sends(&mut r);
+        assert_eq!(acks.len(), 2, "v3's write and its retry");
+        r.handle_message(
+            now,
+            client,
+            StoreMessage::Read {
+                op: 5,
+                epoch: 0,
+                key,
+            },
+        );
+        let (replies, _) = sends(&mut r);
+        assert!(matches!(&replies[..], [StoreMessage::Reply { item: Some(i), .. }] if *i == v3));
+    }
 }
