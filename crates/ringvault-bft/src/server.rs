@@ -209,7 +209,7 @@ impl Server {
 
     /// The store finished writing `token`.
     pub fn handle_stored(&mut self, now: Time, token: u64) {
-        self.replica.handle_stored(token);
+        self.replica.handle_stored(now, token);
         self.pump(now);
     }
 

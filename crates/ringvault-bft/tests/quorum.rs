@@ -251,7 +251,7 @@ impl Sim {
                 match a {
                     ReplicaAction::Send { to, msg } => sends.push((to, msg)),
                     // The store completes at once here (durability is the driver's).
-                    ReplicaAction::Store { token, .. } => r.handle_stored(token),
+                    ReplicaAction::Store { token, .. } => r.handle_stored(self.now, token),
                     ReplicaAction::PersistUnsynced(_) => {}
                 }
             }

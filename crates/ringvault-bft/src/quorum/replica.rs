@@ -425,7 +425,7 @@ impl Replica {
 
     /// The store finished the write `token`: it is on disk (unless a newer version already
     /// is), and the acks that waited on it go out.
-    pub fn handle_stored(&mut self, token: u64) {
+    pub fn handle_stored(&mut self, now: Time, token: u64) {
         let Some(s) = self.staged.remove(&token) else {
             return;
         };
@@ -439,6 +439,16 @@ impl Replica {
         }
         for owed in s.owed {
             self.ack(owed, key);
+        }
+        // A hand-over may have been waiting for this write to finish.
+        let ops: Vec<u64> = self
+            .syncs
+            .iter()
+            .filter(|s| s.fetching.is_empty() && s.reported.is_empty() && s.digests_complete())
+            .map(|s| s.op)
+            .collect();
+        for op in ops {
+            self.maybe_done(now, op);
         }
     }
 
@@ -633,7 +643,14 @@ impl Replica {
                 self.send(to, StoreMessage::Fetch { op, key });
             }
         }
-        if self.syncs[i].fetching.is_empty() {
+        // Done once nothing is being fetched and what was fetched is on disk (a restart must
+        // not find the range marked taken over with its items lost).
+        let range = self.syncs[i].range;
+        let storing = self
+            .staged
+            .values()
+            .any(|s| in_range(&s.item.key(), &range.0, &range.1));
+        if self.syncs[i].fetching.is_empty() && !storing {
             let s = self.syncs.remove(i);
             self.stats.not_ready_micros += now.saturating_since(s.started).as_micros();
             if s.why == Why::Takeover {
@@ -810,7 +827,7 @@ mod tests {
         ));
         // v3 again (a retry): its ack waits for v3's store, not v2's.
         r.handle_message(now, client, write(4, &v3));
-        r.handle_stored(stores[0]);
+        r.handle_stored(now, stores[0]);
         let (acks, _) = sends(&mut r);
         let acked: Vec<u64> = acks
             .iter()
@@ -820,7 +837,7 @@ mod tests {
             })
             .collect();
         assert_eq!(acked, vec![1], "only v2's write is on disk");
-        r.handle_stored(stores[1]);
+        r.handle_stored(now, stores[1]);
         let (acks, _) = sends(&mut r);
         assert_eq!(acks.len(), 2, "v3's write and its retry");
         r.handle_message(
