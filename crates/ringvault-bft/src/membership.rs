@@ -393,12 +393,13 @@ impl Membership {
         }
     }
 
-    fn judge(&self, now: Time) -> (PublicKey, RevocationList, u64) {
-        (
-            self.config.ca,
-            self.config.revoked.clone(),
-            self.unix_ms(now),
-        )
+    /// What deltas and requests are judged against at `now`.
+    fn judge(&self, now: Time) -> Judge<'_> {
+        Judge {
+            ca: &self.config.ca,
+            revoked: &self.config.revoked,
+            now_ms: self.unix_ms(now),
+        }
     }
 
     /// A message from server `from` (authenticated by the transport).
@@ -469,12 +470,7 @@ impl Membership {
         if self.current.seat(&self.me()).is_none() {
             return Err(Refused::NotCommittee);
         }
-        let (ca, revoked, now_ms) = self.judge(now);
-        let judge = Judge {
-            ca: &ca,
-            revoked: &revoked,
-            now_ms,
-        };
+        let judge = self.judge(now);
         check_change(&self.current, &change, &judge)?;
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&change.subject()) {
             return Err(Refused::Full);
@@ -486,12 +482,7 @@ impl Membership {
     /// The delta this member would propose: pending requests and evictions with enough
     /// confirms that still hold against the current configuration, in id order, capped.
     fn candidate(&self, now: Time) -> Delta {
-        let (ca, revoked, now_ms) = self.judge(now);
-        let judge = Judge {
-            ca: &ca,
-            revoked: &revoked,
-            now_ms,
-        };
+        let judge = self.judge(now);
         let mut changes: BTreeMap<Id, Change> = BTreeMap::new();
         for (suspect, confirms) in &self.confirms {
             let change = Change::Evict {
@@ -520,7 +511,7 @@ impl Membership {
             epoch: self.current.epoch + 1,
             prev: self.current.hash(),
             changes,
-            valid_until: self.lease_end(now_ms),
+            valid_until: self.lease_end(judge.now_ms),
         }
     }
 
@@ -848,12 +839,7 @@ impl Membership {
         )
         .map_err(|_| Refused::BadSignature)?;
         let value = self.current.apply(&p.delta).hash();
-        let (ca, revoked, now_ms) = self.judge(now);
-        let judge = Judge {
-            ca: &ca,
-            revoked: &revoked,
-            now_ms,
-        };
+        let judge = self.judge(now);
         let valid = check_delta(&self.current, &p.delta, &judge).is_ok();
         if !valid {
             self.stats.invalid_proposals += 1;
@@ -1050,15 +1036,14 @@ impl Membership {
         }
         // Requests that no longer hold (the joiner got in, the leaver left, a certificate
         // expired) would otherwise fill the pending set.
-        let (ca, revoked, now_ms) = self.judge(now);
         let judge = Judge {
-            ca: &ca,
-            revoked: &revoked,
-            now_ms,
+            ca: &self.config.ca,
+            revoked: &self.config.revoked,
+            now_ms: self.unix_ms(now),
         };
-        let current = self.current.clone();
+        let current = &self.current;
         self.pending
-            .retain(|_, c| check_change(&current, c, &judge).is_ok());
+            .retain(|_, c| check_change(current, c, &judge).is_ok());
         self.cert = Some(cert.clone());
         self.adopted_at = now;
         self.instance = None;
