@@ -53,4 +53,4 @@ pub use quorum::{
     QuorumEvent, Refusal, Replica, ReplicaAction, ReplicaStats, StoreMessage, MAX_DIGEST,
     MAX_DIGEST_PAGES, MAX_FETCH_TRIES, MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
 };
-pub use server::{Server, ServerAction, ServerEvent, ServerMessage, ServerStart};
+pub use server::{Server, ServerAction, ServerEvent, ServerMessage, ServerStart, ServerSummary};

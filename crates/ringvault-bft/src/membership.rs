@@ -101,6 +101,23 @@ pub enum MembershipEvent {
         /// The round that decided it.
         round: Round,
     },
+    /// This server asked to leave, and a configuration without it is in force.
+    Left {
+        /// That configuration's epoch.
+        epoch: Epoch,
+    },
+}
+
+/// What this server asks of the membership; it keeps asking until it holds.
+#[derive(Clone, Debug)]
+enum Intent {
+    /// Nothing: it serves while it is a member (genesis members start so).
+    Serve,
+    /// To be a member: its join request, sent again whenever it is not one (at start, after
+    /// an eviction).
+    Member(JoinRequest),
+    /// To leave.
+    Leave,
 }
 
 /// Why a message was not taken; counted, never fatal.
@@ -135,9 +152,6 @@ pub enum MembershipError {
     /// Only a member can leave.
     #[error("this server is not a member of epoch {0}")]
     NotMember(Epoch),
-    /// Already a member: nothing to join.
-    #[error("this server is already a member")]
-    AlreadyMember,
     /// Only committee members confirm.
     #[error("this server is not on the committee")]
     NotCommittee,
@@ -202,6 +216,7 @@ pub struct Membership {
     pulls: u64,
     /// When this server last pulled because a configuration from ahead arrived.
     last_ahead_pull: Time,
+    intent: Intent,
     actions: VecDeque<Action>,
     stats: MembershipStats,
 }
@@ -237,6 +252,7 @@ impl Membership {
             next_pull: now,
             pulls: 0,
             last_ahead_pull: Time::ZERO,
+            intent: Intent::Serve,
             actions: VecDeque::new(),
             stats: MembershipStats::default(),
         };
@@ -337,14 +353,34 @@ impl Membership {
         self.adopted_at + Duration::from_millis(self.current.params.epoch_ms)
     }
 
-    /// Asks the committee to admit this server (signed with its key; `cert` from the CA).
-    pub fn join(&mut self, cert: NodeCertificate) -> Result<(), MembershipError> {
-        if self.current.member(&self.me()).is_some() {
-            return Err(MembershipError::AlreadyMember);
-        }
+    /// Asks to be a member from now on (signed with its key; `cert` from the CA): the request
+    /// goes to the committee now unless this server is a member, and again at each pull while
+    /// it is not one (a server evicted while it was unreachable comes back by itself), until
+    /// [`Membership::leave`].
+    pub fn join(&mut self, cert: NodeCertificate) {
         let request = JoinRequest::new(&self.identity, cert);
-        self.tell_committee(BftMessage::Request(Box::new(Change::Join(request))));
-        Ok(())
+        self.intent = Intent::Member(request);
+        self.ask();
+    }
+
+    /// Sends the request this server's intent needs under the current configuration, if any:
+    /// a join while it is not a member, a leave while it still is one (a request can be lost,
+    /// or dropped when a configuration fills up with changes).
+    fn ask(&mut self) {
+        let member = self.current.member(&self.me()).is_some();
+        let change = match &self.intent {
+            Intent::Member(request) if !member => Change::Join(request.clone()),
+            Intent::Leave if member => {
+                Change::Leave(LeaveRequest::new(&self.identity, self.current.epoch))
+            }
+            _ => return,
+        };
+        self.tell_committee(BftMessage::Request(Box::new(change)));
+    }
+
+    /// Whether this server asked to leave.
+    pub fn leaving(&self) -> bool {
+        matches!(self.intent, Intent::Leave)
     }
 
     /// Asks the committee to let this server leave after the current epoch.
@@ -352,8 +388,8 @@ impl Membership {
         if self.current.member(&self.me()).is_none() {
             return Err(MembershipError::NotMember(self.current.epoch));
         }
-        let request = LeaveRequest::new(&self.identity, self.current.epoch);
-        self.tell_committee(BftMessage::Request(Box::new(Change::Leave(request))));
+        self.intent = Intent::Leave;
+        self.ask();
         Ok(())
     }
 
@@ -575,6 +611,7 @@ impl Membership {
                     self.pulls += 1;
                     self.send(to, BftMessage::Pull { have });
                 }
+                self.ask();
             }
         }
     }
@@ -1055,5 +1092,10 @@ impl Membership {
                 epoch: next.epoch,
                 members: next.members.len(),
             }));
+        if self.leaving() && next.member(&self.me()).is_none() {
+            self.actions
+                .push_back(Action::Event(MembershipEvent::Left { epoch: next.epoch }));
+        }
+        self.ask();
     }
 }

@@ -11,11 +11,13 @@ use ringvault_types::{DecodeError, Id, Identity, NodeCertificate, Time};
 
 use crate::config::{Config, ConfigCert};
 use crate::membership::{
-    Action, Membership, MembershipConfig, MembershipError, MembershipEvent, SignOnce,
+    Action, Membership, MembershipConfig, MembershipError, MembershipEvent, MembershipStats,
+    SignOnce,
 };
 use crate::message::BftMessage;
 use crate::quorum::{
-    Item, OpId, QuorumClient, QuorumError, QuorumEvent, Replica, ReplicaAction, StoreMessage,
+    ClientStats, Item, OpId, QuorumClient, QuorumError, QuorumEvent, Replica, ReplicaAction,
+    ReplicaStats, StoreMessage,
 };
 
 /// What servers send each other.
@@ -97,6 +99,37 @@ pub struct ServerStart {
     pub unsynced: Vec<(Id, Id)>,
 }
 
+/// What a server says about itself, for status pages and metrics.
+#[derive(Clone, Debug)]
+pub struct ServerSummary {
+    /// Its id.
+    pub id: Id,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Whether it is a member of that configuration.
+    pub member: bool,
+    /// Whether the configuration's lease still runs (it serves only while it does).
+    pub serving: bool,
+    /// The round of the instance deciding the next epoch, on a committee member.
+    pub round: Option<crate::Round>,
+    /// Requests its committee seat holds for the next epochs.
+    pub pending: usize,
+    /// Whether it asked to leave.
+    pub leaving: bool,
+    /// The key range (from, to] its replica group covers.
+    pub range: Option<(Id, Id)>,
+    /// Whether its replica is still taking over a range (it answers NotReady meanwhile).
+    pub syncing: bool,
+    /// Items its replica holds.
+    pub items: usize,
+    /// Membership counters.
+    pub membership: MembershipStats,
+    /// Replica counters.
+    pub replica: ReplicaStats,
+    /// Quorum client counters.
+    pub client: ClientStats,
+}
+
 /// One server.
 pub struct Server {
     membership: Membership,
@@ -149,6 +182,27 @@ impl Server {
     /// The quorum client's counters.
     pub fn client(&self) -> &QuorumClient {
         &self.client
+    }
+
+    /// What it says about itself at `now`.
+    pub fn summary(&self, now: Time) -> ServerSummary {
+        let config = self.membership.current().clone();
+        let id = self.replica.id();
+        ServerSummary {
+            id,
+            member: config.member(&id).is_some(),
+            serving: self.membership.serving(now),
+            round: self.membership.round(),
+            pending: self.membership.pending(),
+            leaving: self.membership.leaving(),
+            range: crate::owned_range(&config, &id),
+            syncing: self.replica.syncing(),
+            items: self.replica.len(),
+            membership: self.membership.stats().clone(),
+            replica: self.replica.stats().clone(),
+            client: self.client.stats().clone(),
+            config,
+        }
     }
 
     /// The next action.
@@ -234,11 +288,10 @@ impl Server {
         op
     }
 
-    /// Asks the committee to admit this server.
-    pub fn join(&mut self, now: Time, cert: NodeCertificate) -> Result<(), MembershipError> {
-        self.membership.join(cert)?;
+    /// Asks to be a member from now on (see [`Membership::join`]).
+    pub fn join(&mut self, now: Time, cert: NodeCertificate) {
+        self.membership.join(cert);
         self.pump(now);
-        Ok(())
     }
 
     /// Asks the committee to let this server leave after the current epoch.

@@ -32,6 +32,8 @@ pub const MAX_KNOWN_CERTIFICATES: usize = 65_536;
 pub const ALPN: &[u8] = b"ringvault/1";
 /// The ALPN string of secure mode.
 pub const ALPN_SECURE: &[u8] = b"ringvault/1+secure";
+/// The ALPN string of server mode (certificates as in secure mode, another protocol on top).
+pub const ALPN_SERVER: &[u8] = b"ringvault/1+server";
 
 /// How a node admits peers.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +94,8 @@ impl std::fmt::Display for Refusal {
 pub(crate) struct Admission {
     /// `None` in open mode.
     ca: Option<PublicKey>,
+    /// The mode's ALPN string.
+    alpn: &'static [u8],
     revocations: RwLock<RevocationList>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Certificates that passed, by node id: from handshakes and from messages.
@@ -100,11 +104,15 @@ pub(crate) struct Admission {
 
 impl Admission {
     pub(crate) fn new(security: &Security) -> Self {
-        let (ca, revocations) = match security {
-            Security::Open => (None, RevocationList::empty()),
-            Security::Secure(s) => (Some(s.ca), s.revocations.clone()),
-        };
+        match security {
+            Security::Open => Admission::with(None, RevocationList::empty(), ALPN),
+            Security::Secure(s) => Admission::with(Some(s.ca), s.revocations.clone(), ALPN_SECURE),
+        }
+    }
+
+    fn with(ca: Option<PublicKey>, revocations: RevocationList, alpn: &'static [u8]) -> Self {
         Admission {
+            alpn,
             ca,
             revocations: RwLock::new(revocations),
             refused: Mutex::new(BTreeMap::new()),
@@ -117,12 +125,22 @@ impl Admission {
         self.ca.is_some()
     }
 
+    /// Server mode's admission: certificates from `ca`, as in secure mode.
+    pub(crate) fn servers(ca: PublicKey, revocations: RevocationList) -> Self {
+        Admission::with(Some(ca), revocations, ALPN_SERVER)
+    }
+
     /// The ALPN string this node speaks.
     pub(crate) fn alpn(&self) -> &'static [u8] {
-        if self.is_secure() {
-            ALPN_SECURE
-        } else {
-            ALPN
+        self.alpn
+    }
+
+    /// The mode's name, for messages to operators.
+    pub(crate) fn mode_name(&self) -> &'static str {
+        match self.alpn {
+            ALPN_SERVER => "server",
+            ALPN_SECURE => "secure",
+            _ => "open",
         }
     }
 

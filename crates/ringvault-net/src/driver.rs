@@ -57,7 +57,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Why this node's own certificate cannot be used with `identity` under `ca`, if it cannot.
-fn check_own_certificate(
+pub(crate) fn check_own_certificate(
     identity: &Identity,
     ca: &ringvault_types::PublicKey,
     cert: &NodeCertificate,
@@ -77,7 +77,10 @@ fn check_own_certificate(
 
 /// The address this node tells peers to dial, given the address its socket is `bound` to and
 /// the one the operator asked to advertise.
-fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>) -> Result<SocketAddr, NetError> {
+pub(crate) fn advertised(
+    bound: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> Result<SocketAddr, NetError> {
     if let Some(mut a) = advertise {
         if a.ip().is_unspecified() {
             return Err(NetError::UnspecifiedAdvertise(a));
@@ -115,14 +118,14 @@ fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>) -> Result<Socket
 
 /// The node's clock: time since the driver started, as the core's [`Time`].
 #[derive(Clone, Copy)]
-struct Clock(Instant);
+pub(crate) struct Clock(pub(crate) Instant);
 
 impl Clock {
-    fn now(&self) -> Time {
+    pub(crate) fn now(&self) -> Time {
         Time::from_micros(self.0.elapsed().as_micros() as u64)
     }
 
-    fn instant(&self, t: Time) -> Instant {
+    pub(crate) fn instant(&self, t: Time) -> Instant {
         // A deadline far in the future (or NEVER) sleeps a day; a spurious timeout is harmless.
         let cap = StdDuration::from_secs(86_400);
         let d = StdDuration::from_micros(t.as_micros()).min(self.0.elapsed() + cap);

@@ -6,6 +6,9 @@
 //! connections and send queues, admission of peers by ring certificate in secure mode with connection reuse and idle close, RTT measurement fed to the
 //! core as proximity, the clock (read here and only here), and the node's identity file.
 //!
+//! Server mode runs on the same transport (`server.rs`): one actor per server around
+//! `ringvault_bft::Server`, its writes on a disk thread of their own.
+//!
 //! Does not own: any protocol decision (the node and overlay make them), the HTTP API and the
 //! CLI (the `ringvault` binary).
 #![deny(missing_docs)]
@@ -13,16 +16,22 @@
 mod admission;
 mod driver;
 mod keyfile;
+mod server;
 mod status;
 mod tls;
 mod transport;
 
-pub use admission::{Refusal, SecureRing, Security, ALPN, ALPN_SECURE};
+pub use admission::{Refusal, SecureRing, Security, ALPN, ALPN_SECURE, ALPN_SERVER};
 pub use driver::{
     start, start_with, Intercept, NetConfig, NodeHandle, Poller, RunningNode, Services,
     CONTROL_QUEUE, NET_QUEUE,
 };
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
+pub use server::{
+    start_server, ClientCounters, MemberView, MembershipCounters, Phase, ReadKind, ReplicaCounters,
+    RunningServer, ServerBoot, ServerDisk, ServerHandle, ServerIntercept, ServerMetrics,
+    ServerNetConfig, ServerOpError, ServerStatus,
+};
 pub use status::{Histogram, Metrics, OverlayStats, PeerView, SecurityStatus, Status, TableEntry};
 pub use tls::{client_config, server_name_for};
 pub use transport::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, PEER_QUEUE, WRITE_TIMEOUT};

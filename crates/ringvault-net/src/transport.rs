@@ -270,6 +270,31 @@ impl Transport {
         Ok((id, conn))
     }
 
+    /// Whether `id` answers a fresh handshake at `addr` within [`CONNECT_TIMEOUT`]: a probe
+    /// of a suspect. A fresh one, because the connection to a peer killed without closing it
+    /// stays open until its idle timeout. The probe's connection is closed at once.
+    pub(crate) async fn answers(&self, addr: SocketAddr, id: Id) -> bool {
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Ok(connecting) = self
+            .endpoint
+            .connect_with(client, addr, &server_name_for(Some(id)))
+        else {
+            return false;
+        };
+        match timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => {
+                let alive = peer_id(&conn) == Some(id);
+                conn.close(0u32.into(), b"probe");
+                alive
+            }
+            _ => false,
+        }
+    }
+
     /// The smoothed RTT of the (possibly new) connection to `peer`; `None` when unreachable.
     pub(crate) async fn rtt(self: &Arc<Self>, peer: Contact) -> Option<StdDuration> {
         let (_, conn) = self.connection(peer.addr, Some(peer.id)).await.ok()?;
@@ -431,11 +456,7 @@ enum Refused {
 /// nodes (another mode, or a certificate the other side refused); `None` for other failures.
 fn handshake_refusal(e: &quinn::ConnectionError, admission: &Admission) -> Option<Refused> {
     let text = e.to_string();
-    let ours = if admission.is_secure() {
-        "secure"
-    } else {
-        "open"
-    };
+    let ours = admission.mode_name();
     let lower = text.to_lowercase();
     if lower.contains("no application protocol")
         || lower.contains("noapplicationprotocol")
@@ -443,7 +464,7 @@ fn handshake_refusal(e: &quinn::ConnectionError, admission: &Admission) -> Optio
         || lower.contains("doesn't support any known protocol")
     {
         return Some(Refused::Mode(format!(
-            "the peer runs in another mode or protocol version (this node runs in {ours} mode; a ring is all open or all secure)"
+            "the peer runs in another mode or protocol version (this node runs in {ours} mode; a ring is all open, all secure or all server)"
         )));
     }
     let peer_refused_ours = [

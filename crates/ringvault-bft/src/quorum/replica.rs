@@ -213,7 +213,7 @@ impl Replica {
             stats: ReplicaStats::default(),
         };
         if !r.items.is_empty() || config.epoch > 0 || !unsynced.is_empty() {
-            if let Some(range) = owned_range(&config, &r.me()) {
+            if let Some(range) = owned_range(&config, &r.id()) {
                 let why = if unsynced.is_empty() {
                     Why::Restart
                 } else {
@@ -235,6 +235,21 @@ impl Replica {
         self.items.get(key)
     }
 
+    /// Items on disk.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether it holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// This replica's server.
+    pub fn id(&self) -> Id {
+        self.identity.id()
+    }
+
     /// Whether this replica is still taking over or checking a range.
     pub fn syncing(&self) -> bool {
         !self.syncs.is_empty()
@@ -250,16 +265,12 @@ impl Replica {
         self.syncs.iter().map(|s| s.retry_at).min()
     }
 
-    fn me(&self) -> Id {
-        self.identity.id()
-    }
-
     fn send(&mut self, to: Id, msg: StoreMessage) {
         self.actions.push_back(ReplicaAction::Send { to, msg });
     }
 
     fn owns(&self, key: &Id) -> bool {
-        let me = self.me();
+        let me = self.id();
         self.config.replica_group(key).iter().any(|m| m.id() == me)
     }
 
@@ -458,7 +469,7 @@ impl Replica {
             epoch: self.config.epoch,
             key,
             hash: owed.hash,
-            replica: self.me(),
+            replica: self.id(),
             signature: Signature([0; 64]),
         };
         ack.signature = self.identity.sign(&ack.bytes());
@@ -473,7 +484,7 @@ impl Replica {
             return;
         }
         let previous = std::mem::replace(&mut self.config, config.clone());
-        let me = self.me();
+        let me = self.id();
         let Some(range) = owned_range(&config, &me) else {
             return;
         };
@@ -511,7 +522,7 @@ impl Replica {
         let g = source.params.group_size().min(source.members.len());
         let op = self.next_token;
         self.next_token += 1;
-        let me = self.me();
+        let me = self.id();
         let mut sync = Sync {
             why,
             range,
@@ -546,7 +557,7 @@ impl Replica {
     }
 
     fn ask_digests(&mut self, op: u64) {
-        let me = self.me();
+        let me = self.id();
         let Some(s) = self.syncs.iter().find(|s| s.op == op) else {
             return;
         };
