@@ -543,6 +543,16 @@ impl Genesis {
         Genesis { config, signature }
     }
 
+    /// Its bytes (the genesis file's content).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::message::encode(self)
+    }
+
+    /// Decodes genesis bytes; total on any input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ringvault_types::DecodeError> {
+        crate::message::decode(bytes)
+    }
+
     /// Checks the CA's signature and the configuration's shape.
     pub fn verify(&self, ca: &PublicKey) -> Result<&Config, ConfigError> {
         if self.config.epoch != 0 {

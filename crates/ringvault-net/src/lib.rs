@@ -29,8 +29,8 @@ pub use driver::{
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
 pub use server::{
     start_server, ClientCounters, MemberView, MembershipCounters, Phase, ReadKind, ReplicaCounters,
-    RunningServer, ServerBoot, ServerDisk, ServerHandle, ServerIntercept, ServerMetrics,
-    ServerNetConfig, ServerOpError, ServerStatus,
+    RunningServer, ServerBoot, ServerDisk, ServerHandle, ServerHooks, ServerIntercept,
+    ServerMetrics, ServerNetConfig, ServerObserver, ServerOpError, ServerStatus,
 };
 pub use status::{Histogram, Metrics, OverlayStats, PeerView, SecurityStatus, Status, TableEntry};
 pub use tls::{client_config, server_name_for};

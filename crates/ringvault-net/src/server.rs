@@ -81,6 +81,18 @@ pub trait ServerDisk: Send + 'static {
 /// server out of a correct one.
 pub type ServerIntercept = Box<dyn FnMut(Id, ServerMessage) -> Vec<(Id, ServerMessage)> + Send>;
 
+/// Sees every message a server receives (that decodes), before the server does.
+pub type ServerObserver = Box<dyn FnMut(Id, &ServerMessage) + Send>;
+
+/// Test hooks of a server; none in production.
+#[derive(Default)]
+pub struct ServerHooks {
+    /// Rewrites what it sends.
+    pub outbound: Option<ServerIntercept>,
+    /// Watches what it receives.
+    pub inbound: Option<ServerObserver>,
+}
+
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerOpError {
@@ -440,7 +452,7 @@ pub async fn start_server(
     cfg: ServerNetConfig,
     boot: ServerBoot,
     disk: Box<dyn ServerDisk>,
-    intercept: Option<ServerIntercept>,
+    hooks: ServerHooks,
 ) -> Result<RunningServer, NetError> {
     check_own_certificate(&identity, &cfg.ca, &cfg.cert, &cfg.revocations)?;
     let admission = Arc::new(Admission::servers(cfg.ca, cfg.revocations.clone()));
@@ -503,7 +515,7 @@ pub async fn start_server(
         disk,
         ctl: ctl_tx.downgrade(),
         phase: phase_tx,
-        intercept,
+        hooks,
     };
     let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, stored_rx, ctl_rx));
     info!(id = %contact.id, %addr, "server started");
@@ -634,7 +646,7 @@ struct Actor {
     disk: DiskThread,
     ctl: mpsc::WeakSender<Control>,
     phase: watch::Sender<Phase>,
-    intercept: Option<ServerIntercept>,
+    hooks: ServerHooks,
 }
 
 impl Actor {
@@ -677,6 +689,9 @@ impl Actor {
     fn on_message(&mut self, m: Inbound) {
         match ServerMessage::decode(&m.bytes) {
             Ok(msg) => {
+                if let Some(f) = self.hooks.inbound.as_mut() {
+                    f(m.from.id, &msg);
+                }
                 if self.member_addr(&m.from.id).is_none() {
                     self.addrs.insert(m.from.id, m.from.addr);
                 }
@@ -769,7 +784,7 @@ impl Actor {
     }
 
     fn send(&mut self, to: Id, msg: ServerMessage) {
-        let out = match self.intercept.as_mut() {
+        let out = match self.hooks.outbound.as_mut() {
             Some(f) => f(to, msg),
             None => vec![(to, msg)],
         };

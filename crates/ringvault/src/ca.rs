@@ -28,6 +28,7 @@ const LABEL_PUBLIC: &str = "CA PUBLIC KEY";
 const LABEL_CERT: &str = "NODE CERTIFICATE";
 const LABEL_REQUEST: &str = "CERT REQUEST";
 const LABEL_REVOCATIONS: &str = "REVOCATION LIST";
+const LABEL_GENESIS: &str = "GENESIS CONFIGURATION";
 
 /// How long a revocation list is promised to be the newest, unless `--next-update` says.
 const DEFAULT_NEXT_UPDATE: &str = "7d";
@@ -88,6 +89,38 @@ pub enum CaCommand {
         /// Also write the list here.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Sign the genesis configuration of a server-mode ring: its first members (their
+    /// certificates from this CA), the committee (picked from them by the committee rule) and
+    /// the parameters fixed for the ring's life. Every server starts with it (`ringvault node
+    /// --mode server --genesis FILE`); servers that come later join through the committee.
+    #[command(after_help = "Example:\n  \
+        ringvault ca genesis --dir ca --member s1.cert --member s2.cert --member s3.cert \\\n      \
+        --member s4.cert --epoch 60s --out genesis.conf")]
+    Genesis {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A first member's certificate (repeatable; 3f + 1 or more for a full committee and
+        /// full replica groups).
+        #[arg(long = "member", value_name = "CERT", required = true)]
+        members: Vec<PathBuf>,
+        /// Epoch length: how often the committee decides a new configuration (90s, 10m).
+        #[arg(long, default_value = "60s")]
+        epoch: String,
+        /// How many epochs a configuration may be served after it starts (its lease).
+        #[arg(long, default_value_t = 3)]
+        lease_epochs: u32,
+        /// Byzantine servers tolerated in each replica group and on the committee (both are
+        /// 3f + 1 servers; quorums 2f + 1).
+        #[arg(long, default_value_t = 1)]
+        f: u8,
+        /// How long genesis itself may be served before the first decided epoch replaces it.
+        #[arg(long, default_value = "1d")]
+        valid: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the certificates this CA issued.
     List {
@@ -239,6 +272,39 @@ pub fn write_certificate(cert: &NodeCertificate, path: &Path) -> Result<()> {
     write_file(path, &armor(LABEL_CERT, &cert.encode()), false)
 }
 
+/// Server mode's parameters: epochs of `epoch_ms`, leases of `lease_epochs`, `f` Byzantine
+/// servers per group and committee; the rest the design's defaults.
+pub fn server_params(epoch_ms: u64, lease_epochs: u32, f: u8) -> Result<ringvault_bft::Params> {
+    if f == 0 {
+        bail!("--f must be at least 1: with f = 0 one lying server decides what is stored");
+    }
+    if lease_epochs < 2 {
+        bail!("--lease-epochs must be at least 2, or a server stops serving whenever one epoch change runs late");
+    }
+    Ok(ringvault_bft::Params {
+        f_r: f,
+        f_ms: f,
+        epoch_ms,
+        lease_epochs,
+        ..ringvault_bft::Params::DEFAULT
+    })
+}
+
+/// Writes `genesis` to `path`.
+pub fn write_genesis(genesis: &ringvault_bft::Genesis, path: &Path) -> Result<()> {
+    write_file(path, &armor(LABEL_GENESIS, &genesis.encode()), false)
+}
+
+/// The genesis configuration in `path`, checked against `ca`.
+pub fn load_genesis(path: &Path, ca: &PublicKey) -> Result<ringvault_bft::Config> {
+    let genesis = ringvault_bft::Genesis::decode(&read_armored(path, LABEL_GENESIS)?)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let config = genesis
+        .verify(ca)
+        .map_err(|e| anyhow!("{}: not this ring's CA's genesis: {e}", path.display()))?;
+    Ok(config.clone())
+}
+
 /// The network an address counts against for one-certificate-per-address: the IPv4 address,
 /// or the IPv6 /64.
 fn address_block(ip: IpAddr) -> IpAddr {
@@ -304,6 +370,28 @@ impl Ca {
     fn save(&self) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.state)?;
         write_file(&self.dir.join(CA_STATE), &text, false)
+    }
+
+    /// Signs the genesis configuration of `certs` (each must be this CA's and valid now),
+    /// its lease ending `valid_secs` from now.
+    pub fn genesis(
+        &self,
+        certs: Vec<NodeCertificate>,
+        params: ringvault_bft::Params,
+        valid_secs: u64,
+    ) -> Result<ringvault_bft::Genesis> {
+        let now = unix_now();
+        let members = certs
+            .into_iter()
+            .map(|cert| {
+                cert.verify(&self.key.public_key(), now, &RevocationList::empty())
+                    .map_err(|e| anyhow!("the certificate of {}: {e}", cert.node_id()))?;
+                Ok(ringvault_bft::Member { cert, admitted: 0 })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let valid_until = now.saturating_add(valid_secs).saturating_mul(1_000);
+        let config = ringvault_bft::Config::genesis(members, params, valid_until);
+        Ok(ringvault_bft::Genesis::sign(&self.key, config))
     }
 
     /// The CA's public key.
@@ -490,6 +578,32 @@ pub fn run(cmd: CaCommand) -> Result<()> {
                     .unwrap_or_default()
             );
             out!("hand it to any node: ringvault push-revocations FILE --node URL (it spreads from there)");
+        }
+        CaCommand::Genesis {
+            dir,
+            members,
+            epoch,
+            lease_epochs,
+            f,
+            valid,
+            out,
+        } => {
+            let ca = Ca::open(&dir)?;
+            let certs = members
+                .iter()
+                .map(|p| load_certificate(p))
+                .collect::<Result<Vec<_>>>()?;
+            let params = server_params(parse_span(&epoch)? * 1_000, lease_epochs, f)?;
+            let genesis = ca.genesis(certs, params, parse_span(&valid)?)?;
+            write_genesis(&genesis, &out)?;
+            let c = &genesis.config;
+            out!(
+                "genesis of {} servers, committee of {} (f = {f}), epochs of {epoch}, hash {}; wrote {}",
+                c.members.len(),
+                c.committee.len(),
+                c.hash(),
+                out.display()
+            );
         }
         CaCommand::List { dir } => {
             let ca = Ca::open(&dir)?;

@@ -467,14 +467,20 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-fn counter(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
+pub(crate) fn counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    v: impl std::fmt::Display,
+) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
     );
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
+pub(crate) fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut acc = 0;
     for (b, c) in h.bounds.iter().zip(&h.counts) {

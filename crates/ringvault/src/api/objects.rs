@@ -210,7 +210,7 @@ fn client(app: &App) -> Result<&ObjectsClient, ApiError> {
     })
 }
 
-fn object_id(id: Result<Path<String>, PathRejection>) -> Result<Id, ApiError> {
+pub(crate) fn object_id(id: Result<Path<String>, PathRejection>) -> Result<Id, ApiError> {
     let Path(s) = id.map_err(|e| {
         let msg = format!("{}; an object id is 64 hex digits", e.body_text());
         ApiError::new(StatusCode::BAD_REQUEST, "bad_id", msg)

@@ -71,7 +71,7 @@ impl From<RecordsRequestError> for ApiError {
     }
 }
 
-fn name_of(name: &str) -> Result<(), ApiError> {
+pub(crate) fn name_of(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > ringvault_types::MAX_RECORD_NAME {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -101,13 +101,13 @@ fn number_header<T: std::str::FromStr>(
 
 /// How a write is made: `X-Record-Version`, `X-Record-Quorum`, and a record the user signed
 /// (`X-Record-Signed`) for `name` and this operation (`deleting`).
-struct WriteHeaders {
-    version: Option<u64>,
-    quorum: Option<u8>,
-    signed: Option<Record>,
+pub(crate) struct WriteHeaders {
+    pub(crate) version: Option<u64>,
+    pub(crate) quorum: Option<u8>,
+    pub(crate) signed: Option<Record>,
 }
 
-fn write_headers(
+pub(crate) fn write_headers(
     headers: &HeaderMap,
     name: &str,
     deleting: bool,
@@ -286,21 +286,36 @@ pub async fn get(
             "no replica holds this record",
         ));
     };
+    Ok(record_response(
+        &record,
+        [
+            ("x-record-conflict", r.conflict.to_string()),
+            ("x-record-answers", r.answers.to_string()),
+            ("x-record-repaired", r.repaired.to_string()),
+        ],
+    ))
+}
+
+/// A record as `GET` answers it: the value (an object's id as JSON; a tombstone as a 404
+/// `deleted`), with its version and timestamp and `extra` in headers.
+pub(crate) fn record_response<const N: usize>(
+    record: &Record,
+    extra: [(&'static str, String); N],
+) -> Response {
     let b = &record.body;
-    let headers = [
+    let mut headers = vec![
         ("x-record-version", b.version.to_string()),
         ("x-record-timestamp", b.timestamp.to_string()),
-        ("x-record-conflict", r.conflict.to_string()),
-        ("x-record-answers", r.answers.to_string()),
-        ("x-record-repaired", r.repaired.to_string()),
     ];
+    headers.extend(extra);
+    let headers = axum::response::AppendHeaders(headers);
     match &b.value {
-        RecordValue::Inline(v) => Ok((headers, v.clone()).into_response()),
+        RecordValue::Inline(v) => (headers, v.clone()).into_response(),
         RecordValue::Object(id) => {
-            Ok((headers, Json(json!({"object": id.to_string()}))).into_response())
+            (headers, Json(json!({"object": id.to_string()}))).into_response()
         }
         // The version goes along, so a writer can write above the tombstone.
-        RecordValue::Deleted => Ok((
+        RecordValue::Deleted => (
             StatusCode::NOT_FOUND,
             headers,
             ApiError::new(
@@ -309,7 +324,7 @@ pub async fn get(
                 format!("the record was deleted at version {}", b.version),
             ),
         )
-            .into_response()),
+            .into_response(),
     }
 }
 

@@ -151,6 +151,20 @@ pub enum NetCommand {
     /// Benchmarks on a local ring.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Server mode: a server's configuration and committee, and leaving the ring.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+/// `ringvault server ...`.
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Show a server's epoch, configuration hash, committee, members, its key range, pending
+    /// requests and counters.
+    Status(ClientArgs),
+    /// Ask the committee to let the server leave: it stays until the next epoch change, its
+    /// key ranges move to the servers after it, and then its daemon exits.
+    Leave(ClientArgs),
 }
 
 /// Options of `ringvault node`.
@@ -220,13 +234,19 @@ pub struct NodeArgs {
     pub mode: ModeArg,
     #[command(flatten)]
     pub quota: crate::node::quota::QuotaArg,
-    /// The ring CA's public key (its ca.pub, or 64 hex digits); required in secure mode.
+    /// The ring CA's public key (its ca.pub, or 64 hex digits); required in secure and server
+    /// mode.
     #[arg(long, value_name = "FILE", required_if_eq("mode", "secure"))]
     pub ca: Option<PathBuf>,
-    /// This node's certificate from the ring's CA; required in secure mode. The node reloads
-    /// it when the file changes (renewal without a restart) and warns a week before it expires.
+    /// This node's certificate from the ring's CA; required in secure and server mode. In
+    /// secure mode the node reloads it when the file changes (renewal without a restart) and
+    /// warns a week before it expires.
     #[arg(long, value_name = "FILE", required_if_eq("mode", "secure"))]
     pub cert: Option<PathBuf>,
+    /// Server mode: the ring's genesis configuration (`ringvault ca genesis` signs it). A
+    /// server in it starts as a member; any other server asks the committee to join.
+    #[arg(long, value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
     /// A revocation list from the ring's CA: loaded at start and whenever the file changes, and
     /// passed on to the ring (secure mode).
     #[arg(long, value_name = "FILE", requires = "ca")]
@@ -276,6 +296,10 @@ pub struct RingArgs {
     pub mode: ModeArg,
     #[command(flatten)]
     pub quota: crate::node::quota::QuotaArg,
+    /// Server mode: the epoch length of the ring's genesis (how often the committee decides a
+    /// configuration), e.g. 10s or 1m.
+    #[arg(long, default_value = "10s")]
+    pub epoch: String,
 }
 
 /// `--mode`: who may join the ring.
@@ -283,9 +307,11 @@ pub struct RingArgs {
 pub struct ModeArg {
     /// `open`: any node may join (ids are the hash of each node's key, so they cannot be
     /// chosen, but keys are free). `secure`: only nodes with a certificate from the ring's CA
-    /// (--ca, --cert); every connection checks it, and revoked nodes are shut out. A ring is
-    /// all open or all secure. (`server`, dedicated servers under a BFT membership service,
-    /// is not built yet.)
+    /// (--ca, --cert); every connection checks it, and revoked nodes are shut out. `server`:
+    /// dedicated servers under a committee that decides each epoch's membership by Byzantine
+    /// agreement (--genesis, --ca, --cert); every server knows every other, reaches a key's
+    /// replica group of 3f + 1 in one hop, and stores with quorums of 2f + 1 signed acks. A
+    /// ring is all open, all secure or all server.
     #[arg(long, value_enum, default_value_t = Mode::Open)]
     pub mode: Mode,
 }
@@ -298,6 +324,8 @@ pub enum Mode {
     Open,
     /// Only nodes certified by the ring's CA.
     Secure,
+    /// Dedicated servers under a BFT membership service.
+    Server,
 }
 
 impl Mode {
@@ -494,6 +522,17 @@ pub fn run(cmd: NetCommand) -> Result<()> {
         match cmd {
             NetCommand::Node(a) => crate::node::daemon::node(*a).await,
             NetCommand::Ring(a) => crate::node::daemon::ring(a).await,
+            NetCommand::Server(ServerCommand::Status(c)) => {
+                let v = one_line(client::get_ok(&c.node, "/v1/status").await);
+                output::server_status(&v, c.json)
+            }
+            NetCommand::Server(ServerCommand::Leave(c)) => {
+                let v = one_line(
+                    client::send_ok(&c.node, hyper::Method::POST, "/v1/server/leave", Vec::new())
+                        .await,
+                );
+                output::server_left(&v, c.json)
+            }
             NetCommand::Status(c) => {
                 let v = one_line(client::get_ok(&c.node, "/v1/status").await);
                 output::status(&v, c.json)

@@ -21,6 +21,111 @@ fn sum(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// `ringvault server status`.
+pub fn server_status(v: &Value, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    if v["mode"].as_str() != Some("server") {
+        anyhow::bail!("this node does not run in server mode; `ringvault status` shows it");
+    }
+    let short = |x: &Value| x.as_str().map(|s| s[..16.min(s.len())].to_string());
+    let id = v["id"].as_str().unwrap_or("?");
+    out!("server     {id}");
+    out!("quic       {}", v["addr"].as_str().unwrap_or("?"));
+    out!("http       {}", v["http"].as_str().unwrap_or("?"));
+    out!(
+        "epoch      {}   configuration {}   lease until {}{}",
+        v["epoch"],
+        v["config_hash"].as_str().unwrap_or("?"),
+        crate::ca::utc(v["valid_until_ms"].as_u64().unwrap_or(0) / 1_000),
+        if v["serving"].as_bool() == Some(true) {
+            ""
+        } else {
+            "   NOT SERVING (lease over: this server missed the newer configurations)"
+        }
+    );
+    let p = &v["params"];
+    out!(
+        "params     f = {}, groups of {}, committee of {}, epochs of {} ms, lease {} epochs",
+        p["f_r"],
+        3 * p["f_r"].as_u64().unwrap_or(0) + 1,
+        v["committee"].as_array().map_or(0, Vec::len),
+        p["epoch_ms"],
+        p["lease_epochs"]
+    );
+    let state = match (v["member"].as_bool(), v["leaving"].as_bool()) {
+        (Some(true), Some(true)) => "member, leaving at the next epoch change",
+        (Some(true), _) => "member",
+        _ => "not a member (asking the committee to join)",
+    };
+    out!(
+        "state      {state}{}",
+        if v["syncing"].as_bool() == Some(true) {
+            ", taking a key range over"
+        } else {
+            ""
+        }
+    );
+    match &v["range"] {
+        Value::Array(r) if r.len() == 2 => out!(
+            "range      ({} .. {}]   {} items held",
+            short(&r[0]).unwrap_or_default(),
+            short(&r[1]).unwrap_or_default(),
+            v["items"]
+        ),
+        _ => out!("range      none"),
+    }
+    if !v["round"].is_null() {
+        out!(
+            "committee  this server decides epoch {} (round {}), {} requests pending",
+            v["epoch"].as_u64().unwrap_or(0) + 1,
+            v["round"],
+            v["pending"]
+        );
+    }
+    let m = &v["membership"];
+    out!(
+        "counters   {} decisions, {} view changes, {} evictions, {} messages refused, {} forged replies refused",
+        m["decisions"],
+        m["view_changes"],
+        m["evictions"],
+        m["refused"],
+        v["replica"]["forged"].as_u64().unwrap_or(0) + v["client"]["forged"].as_u64().unwrap_or(0)
+    );
+    out!();
+    out!("{:<18} {:<22} SEAT", "MEMBER", "ADDRESS");
+    for member in v["members"].as_array().into_iter().flatten() {
+        let mid = member["id"].as_str().unwrap_or("?");
+        out!(
+            "{:<18} {:<22} {}{}",
+            &mid[..16.min(mid.len())],
+            member["addr"].as_str().unwrap_or(""),
+            member["seat"]
+                .as_u64()
+                .map(|s| format!("committee seat {s}"))
+                .unwrap_or_default(),
+            if mid == id { "  (this server)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// `ringvault server leave`.
+pub fn server_left(v: &Value, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        out!(
+            "leaving: {} (epoch now {})",
+            v["message"].as_str().unwrap_or(""),
+            v["epoch"]
+        );
+    }
+    Ok(())
+}
+
 pub fn status(v: &Value, json: bool) -> Result<()> {
     if json {
         out!("{}", serde_json::to_string_pretty(v)?);

@@ -22,7 +22,9 @@ use crate::node::objects;
 use crate::node::quota;
 use crate::node::records;
 use crate::node::secure::{self, LocalCa, SecureFiles};
+use crate::node::server::{LocalServers, ServerApi, ServerSetup};
 use crate::node::topics;
+use ringvault_net::Phase;
 
 /// How long a node of a local ring may take to join.
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
@@ -114,7 +116,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let data_dir = a.data_dir.or(file.data_dir).ok_or_else(|| {
+    let data_dir = a.data_dir.clone().or(file.data_dir).ok_or_else(|| {
         anyhow!("no data directory; pass --data-dir DIR (or data_dir in --config)")
     })?;
     let listen = a
@@ -144,7 +146,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         objects::OnDamage::Refuse
     };
 
-    let advertise = match a.advertise.or(file.advertise) {
+    let advertise = match a.advertise.clone().or(file.advertise) {
         Some(a) => Some(
             tokio::net::lookup_host(a.as_str())
                 .await
@@ -154,7 +156,11 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let identity = load_or_create_identity(&data_dir)?;
+    let identity = if a.mode.mode == Mode::Server {
+        crate::node::server::load_key(&data_dir)?.0
+    } else {
+        load_or_create_identity(&data_dir)?
+    };
     if let Some(path) = &a.cert_request {
         let addr = advertise.unwrap_or(listen);
         secure::write_request(&identity, addr, path)?;
@@ -166,6 +172,26 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let (limits, auth) = http_settings(&a, http_addr)?;
+    if a.mode.mode == Mode::Server {
+        if a.capacity.is_some()
+            || a.store_cache.is_some()
+            || a.quota.setup()?.is_some()
+            || a.recover_store
+            || !bootstrap.is_empty()
+        {
+            bail!("--capacity, --store-cache, --broker, --recover-store and --bootstrap are classic-mode settings: a server finds the others in its configuration (--genesis), and server mode has no quotas yet");
+        }
+        let setup = ServerSetup {
+            listen,
+            advertise,
+            ..server_files(&a)?
+        };
+        return server_node(data_dir, identity, setup, http_addr, limits, auth).await;
+    }
+    if a.genesis.is_some() {
+        bail!("--genesis is for --mode server");
+    }
     let secure_files = match a.mode.mode {
         Mode::Open => {
             if a.ca.is_some() || a.cert.is_some() || a.revocations.is_some() {
@@ -173,6 +199,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
             }
             None
         }
+        Mode::Server => unreachable!("server mode returned above"),
         Mode::Secure => Some(SecureFiles {
             ca: a.ca.clone().context("--mode secure needs --ca FILE")?,
             cert: a.cert.clone().context("--mode secure needs --cert FILE")?,
@@ -212,28 +239,6 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         },
         Some(topic_client.clone()),
     );
-    let defaults = HttpLimits::default();
-    let limits = HttpLimits {
-        header_timeout: a
-            .http_header_timeout_ms
-            .map_or(defaults.header_timeout, Duration::from_millis),
-        max_connections: a.http_max_connections.unwrap_or(defaults.max_connections),
-    };
-    if limits.max_connections == 0 || limits.header_timeout.is_zero() {
-        bail!("--http-max-connections and --http-header-timeout-ms must be at least 1");
-    }
-    let auth = HttpAuth::new(a.http_token.as_deref(), a.http_token_reads, &a.http_host)?;
-    if !http_addr.ip().is_loopback() {
-        if auth.has_token() {
-            warn!(
-                "the HTTP API on {http_addr} is reachable off this machine over plain HTTP: its token crosses the network in clear; put a TLS proxy in front (docs/operating.md)"
-            );
-        } else {
-            warn!(
-                "the HTTP API on {http_addr} is reachable off this machine and has no token: anyone who reaches it can store, read and reclaim as this node (--http-token FILE)"
-            );
-        }
-    }
     let http_listener = bind_http(http_addr).await?;
     let running = start_with(
         identity,
@@ -280,6 +285,214 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     running.shutdown().await;
     stop_tx.send_replace(true);
     let _ = http_task.await;
+    Ok(())
+}
+
+/// The HTTP API's connection limits and authentication from the flags, with a warning when
+/// the API is reachable off this machine.
+fn http_settings(a: &NodeArgs, http_addr: SocketAddr) -> Result<(HttpLimits, HttpAuth)> {
+    let defaults = HttpLimits::default();
+    let limits = HttpLimits {
+        header_timeout: a
+            .http_header_timeout_ms
+            .map_or(defaults.header_timeout, Duration::from_millis),
+        max_connections: a.http_max_connections.unwrap_or(defaults.max_connections),
+    };
+    if limits.max_connections == 0 || limits.header_timeout.is_zero() {
+        bail!("--http-max-connections and --http-header-timeout-ms must be at least 1");
+    }
+    let auth = HttpAuth::new(a.http_token.as_deref(), a.http_token_reads, &a.http_host)?;
+    if !http_addr.ip().is_loopback() {
+        if auth.has_token() {
+            warn!(
+                "the HTTP API on {http_addr} is reachable off this machine over plain HTTP: its token crosses the network in clear; put a TLS proxy in front (docs/operating.md)"
+            );
+        } else {
+            warn!(
+                "the HTTP API on {http_addr} is reachable off this machine and has no token: anyone who reaches it can store, read and reclaim as this node (--http-token FILE)"
+            );
+        }
+    }
+    Ok((limits, auth))
+}
+
+/// Server mode's files from the flags: the CA key, the certificate, the revocation list and
+/// the genesis (checked against the CA). The addresses are the caller's to fill in.
+fn server_files(a: &NodeArgs) -> Result<ServerSetup> {
+    let files = SecureFiles {
+        ca: a.ca.clone().context("--mode server needs --ca FILE")?,
+        cert: a.cert.clone().context("--mode server needs --cert FILE")?,
+        revocations: a.revocations.clone(),
+    };
+    let (ca, ring) = files.load()?;
+    let genesis = a
+        .genesis
+        .as_deref()
+        .context("--mode server needs --genesis FILE (`ringvault ca genesis` signs one)")?;
+    Ok(ServerSetup {
+        listen: ([127, 0, 0, 1], 0).into(),
+        advertise: None,
+        ca,
+        cert: ring.cert,
+        revocations: ring.revocations,
+        genesis: crate::ca::load_genesis(genesis, &ca)?,
+    })
+}
+
+/// `ringvault node --mode server`: the server and its HTTP API, until Ctrl-C or until it has
+/// left the ring (`ringvault server leave`).
+async fn server_node(
+    data_dir: PathBuf,
+    identity: ringvault_types::Identity,
+    setup: ServerSetup,
+    http_addr: SocketAddr,
+    limits: HttpLimits,
+    auth: HttpAuth,
+) -> Result<()> {
+    let http_listener = bind_http(http_addr).await?;
+    let api_identity = ringvault_types::Identity::from_secret_bytes(identity.secret_bytes());
+    let running = crate::node::server::start(&data_dir, identity, setup).await?;
+    let handle = running.handle();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_bound, http_task) = serve_server_http(
+        http_listener,
+        ServerApi::new(handle.clone(), &api_identity),
+        limits,
+        auth,
+        stop_rx,
+    )?;
+    let c = handle.contact();
+    let stop = stop_signal();
+    say!("server {} quic {} http http://{http_bound}/", c.id, c.addr);
+    info!(id = %c.id, quic = %c.addr, http = %format!("http://{http_bound}"), "serving; Ctrl-C to stop");
+    tokio::select! {
+        () = stop => info!("stopping"),
+        phase = handle.wait_left() => match phase {
+            Phase::Left => say!("left the ring; exiting"),
+            _ => {
+                running.stop().await;
+                stop_tx.send_replace(true);
+                let _ = http_task.await;
+                bail!("the server stopped on an error (see the log above)");
+            }
+        },
+    }
+    running.stop().await;
+    stop_tx.send_replace(true);
+    let _ = http_task.await;
+    Ok(())
+}
+
+/// A server-mode HTTP API on `listener`; stops when `stop` flips.
+fn serve_server_http(
+    listener: tokio::net::TcpListener,
+    api: ServerApi,
+    limits: HttpLimits,
+    auth: HttpAuth,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::api::server::serve(listener, api, limits, auth, shutdown).await {
+            tracing::error!("HTTP server on {bound} failed: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// `ringvault ring --mode server`: a CA, a genesis of `a.nodes` servers (committee of 4,
+/// f = 1) and the servers with their HTTP APIs, until Ctrl-C.
+async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
+    let epoch_ms = crate::ca::parse_span(&a.epoch)? * 1_000;
+    let local = LocalServers::prepare(dir, a.nodes, a.base_port, epoch_ms)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut running = Vec::new();
+    let mut rows = Vec::new();
+    for (i, (server_dir, identity, listen, cert)) in local.servers.into_iter().enumerate() {
+        let http_addr: SocketAddr = (
+            [127, 0, 0, 1],
+            port(a.http_base_port, i as u16, "--http-base-port")?,
+        )
+            .into();
+        let started = async {
+            let listener = bind_http(http_addr).await?;
+            let api_identity =
+                ringvault_types::Identity::from_secret_bytes(identity.secret_bytes());
+            let setup = ServerSetup {
+                listen,
+                advertise: None,
+                ca: local.ca,
+                cert,
+                revocations: ringvault_types::RevocationList::empty(),
+                genesis: local.genesis.clone(),
+            };
+            let server = crate::node::server::start(&server_dir, identity, setup).await?;
+            let api = ServerApi::new(server.handle(), &api_identity);
+            let http = serve_server_http(
+                listener,
+                api,
+                HttpLimits::default(),
+                HttpAuth::default(),
+                stop_rx.clone(),
+            )?;
+            anyhow::Ok((server, http))
+        };
+        match started.await {
+            Ok((server, http)) => {
+                let c = server.handle().contact();
+                let seat = local.genesis.seat(&c.id);
+                rows.push((c, http.0, seat));
+                running.push((server, http.1));
+            }
+            Err(e) => {
+                stop_tx.send_replace(true);
+                for (s, t) in running {
+                    s.stop().await;
+                    let _ = t.await;
+                }
+                return Err(e.context(format!("server {i}")));
+            }
+        }
+    }
+    say!();
+    say!(
+        "{:<5} {:<18} {:<22} {:<27} COMMITTEE",
+        "NODE",
+        "ID",
+        "QUIC",
+        "HTTP"
+    );
+    for (i, (c, http, seat)) in rows.iter().enumerate() {
+        say!(
+            "{i:<5} {:<18} {:<22} {:<27} {}",
+            c.id.short(),
+            c.addr.to_string(),
+            format!("http://{http}/"),
+            seat.map(|s| format!("seat {s}")).unwrap_or_default()
+        );
+    }
+    if let Some((_, first, _)) = rows.first() {
+        say!();
+        say!(
+            "server mode: f = 1, replica groups of 4, committee of {}, epochs of {}",
+            local.genesis.committee.len(),
+            a.epoch
+        );
+        say!("dashboard: http://{first}/");
+        say!("try:       ringvault server status --node http://{first}");
+        say!("           curl -T FILE http://{first}/v1/objects");
+    }
+    say!("ring ready; press Ctrl-C to stop");
+    stop_signal().await;
+    say!("stopping {} servers ...", running.len());
+    stop_tx.send_replace(true);
+    for (s, t) in running {
+        s.stop().await;
+        let _ = t.await;
+    }
     Ok(())
 }
 
@@ -346,6 +559,7 @@ pub async fn start_local_ring(
     let mut ca = match mode {
         Mode::Open => None,
         Mode::Secure => Some(LocalCa::open_or_init(dir)?),
+        Mode::Server => bail!("a local ring of servers is started by server_ring"),
     };
     let cfg = mode.overlay(cfg);
     let mut past = mode.past();
@@ -505,6 +719,25 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         Some(d) => (d.clone(), false),
         None => (temp_dir("ringvault-ring")?, true),
     };
+    if a.mode.mode == Mode::Server {
+        if a.capacity.is_some() || a.store_cache.is_some() || a.quota.setup()?.is_some() {
+            bail!("--capacity, --store-cache and --broker are classic-mode settings (server mode has no quotas yet)");
+        }
+        say!(
+            "starting {} servers on 127.0.0.1 (data in {}) ...",
+            a.nodes,
+            dir.display()
+        );
+        let keep = a.keep;
+        let result = server_ring(a, &dir).await;
+        if temporary && !keep {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        } else {
+            say!("data kept in {}", dir.display());
+        }
+        return result;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     say!(
         "starting {} nodes on 127.0.0.1 (data in {}) ...",

@@ -19,4 +19,5 @@ pub mod objects;
 pub mod quota;
 pub mod records;
 pub mod secure;
+pub mod server;
 pub mod topics;
