@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod byzantine;
+pub mod server_byzantine;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
