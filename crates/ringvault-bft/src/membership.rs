@@ -115,7 +115,7 @@ enum Intent {
     Serve,
     /// To be a member: its join request, sent again whenever it is not one (at start, after
     /// an eviction).
-    Member(JoinRequest),
+    Member(Box<JoinRequest>),
     /// To leave.
     Leave,
 }
@@ -359,7 +359,7 @@ impl Membership {
     /// [`Membership::leave`].
     pub fn join(&mut self, cert: NodeCertificate) {
         let request = JoinRequest::new(&self.identity, cert);
-        self.intent = Intent::Member(request);
+        self.intent = Intent::Member(Box::new(request));
         self.ask();
     }
 
@@ -369,7 +369,7 @@ impl Membership {
     fn ask(&mut self) {
         let member = self.current.member(&self.me()).is_some();
         let change = match &self.intent {
-            Intent::Member(request) if !member => Change::Join(request.clone()),
+            Intent::Member(request) if !member => Change::Join((**request).clone()),
             Intent::Leave if member => {
                 Change::Leave(LeaveRequest::new(&self.identity, self.current.epoch))
             }

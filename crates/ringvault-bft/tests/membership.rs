@@ -386,6 +386,21 @@ fn epochs_advance_and_servers_join_leave_and_are_evicted() {
             > 0,
         "no eviction counted"
     );
+
+    // The evicted server comes back (as a daemon does: asking to be a member) and is admitted
+    // again; the leaver, which asked to leave, stays out.
+    let v = net.index(victim);
+    net.start(v, None, false);
+    let c = cert(&net.ca, &net.ids[v], 8);
+    net.servers.get_mut(&victim).unwrap().join(c);
+    net.flush(victim);
+    net.run(net.now + Duration::from_secs(10));
+    let back = net.servers[&newcomer_id].current().clone();
+    assert!(
+        back.member(&victim).is_some(),
+        "the evicted server was not admitted again"
+    );
+    assert!(back.member(&leaver).is_none(), "the leaver came back");
     assert!(
         net.forks().is_empty(),
         "two configurations for epochs {:?}",

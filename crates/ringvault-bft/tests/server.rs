@@ -17,8 +17,9 @@ use rand_chacha::ChaCha8Rng;
 
 use common::{cert, dup, identity, Flight, History, Next, Workload, OBJECTS, OBJECT_BASE, RECORDS};
 use ringvault_bft::{
-    Config, ConfigCert, Genesis, Item, Member, MembershipConfig, OpId, Params, QuorumEvent, Server,
-    ServerAction, ServerEvent, ServerMessage, ServerStart, SignOnce, StoreMessage,
+    Config, ConfigCert, Genesis, Item, Member, MembershipConfig, MembershipEvent, OpId, Params,
+    QuorumEvent, Server, ServerAction, ServerEvent, ServerMessage, ServerStart, SignOnce,
+    StoreMessage,
 };
 use ringvault_types::{Duration, Id, Identity, RecordValue, RevocationList, Time};
 
@@ -51,6 +52,8 @@ struct Net {
     versions: [u64; RECORDS],
     /// The first item the Byzantine server saw per key (what it serves as stale).
     first: BTreeMap<Id, Item>,
+    /// Servers that reported having left.
+    left: BTreeSet<Id>,
 }
 
 impl Net {
@@ -87,6 +90,7 @@ impl Net {
             history: History::default(),
             versions: [0; RECORDS],
             first: BTreeMap::new(),
+            left: BTreeSet::new(),
         };
         for i in 0..SERVERS {
             net.start(i);
@@ -159,6 +163,9 @@ impl Net {
                     }
                 }
                 ServerAction::Event(ServerEvent::Quorum(e)) => self.finished(id, e),
+                ServerAction::Event(ServerEvent::Membership(MembershipEvent::Left { .. })) => {
+                    self.left.insert(id);
+                }
                 ServerAction::Event(ServerEvent::Membership(_)) => {}
             }
         }
@@ -339,6 +346,11 @@ fn servers_keep_every_write_through_a_crash_a_byzantine_replica_and_an_epoch_cha
         "the newcomer did not join"
     );
     assert!(config.member(&leaver).is_none(), "the leaver did not leave");
+    assert_eq!(
+        net.left,
+        BTreeSet::from([leaver]),
+        "only the leaver reports having left"
+    );
     let epochs = net.epochs();
     let newest = epochs.values().max().copied().unwrap();
     assert!(newest >= 8, "epochs did not advance: {epochs:?}");

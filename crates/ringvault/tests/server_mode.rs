@@ -34,6 +34,9 @@ const OBJECTS: usize = 1_000;
 const RECORDS: usize = 200;
 const CLIENTS: usize = 4;
 
+/// An HTTP answer: status, headers (lower-cased names), body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// An HTTP/1.1 request that may fail (a server killed mid-request): (status, headers, body).
 fn try_http(
     base: &str,
@@ -41,7 +44,7 @@ fn try_http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> Option<Answer> {
     use std::io::{Read, Write};
     let hostport = base.trim_start_matches("http://");
     let addr: std::net::SocketAddr = hostport.parse().ok()?;
@@ -68,13 +71,7 @@ fn try_http(
 }
 
 /// [`try_http`] for the clients: a request that got no answer counts as status 0.
-fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn call(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
     try_http(base, method, path, headers, body).unwrap_or((0, Vec::new(), Vec::new()))
 }
 
