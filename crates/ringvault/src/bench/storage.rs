@@ -55,6 +55,12 @@ pub struct StorageArgs {
     pub replicas: u8,
     #[command(flatten)]
     pub durability: crate::cli::DurabilityArg,
+    /// `open` (the default) or `secure`: a classic ring; `server`: a ring of servers from one
+    /// genesis (committee of 4, replica groups of 3f + 1 = 4, objects of at most 4 MiB; --replicas
+    /// and --durability do not apply: every write waits for 2f + 1 signed acks, each after its
+    /// replica synced it).
+    #[arg(long, value_enum, default_value_t = crate::cli::Mode::Open)]
+    pub mode: crate::cli::Mode,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -78,6 +84,7 @@ struct Row {
 
 #[derive(Serialize)]
 struct Report {
+    mode: &'static str,
     nodes: u16,
     replicas: u8,
     durability: &'static str,
@@ -85,8 +92,8 @@ struct Report {
     cpus: usize,
     rows: Vec<Row>,
     /// Peers any node declared failed while measuring (none fails; one declared failed means
-    /// a node answered too late, for example while busy storing).
-    peers_declared_failed: u64,
+    /// a node answered too late, for example while busy storing); classic mode only.
+    peers_declared_failed: Option<u64>,
     /// The most memory this process (the ring and the client) held at once, from the kernel
     /// (VmHWM); `None` where /proc is not there.
     peak_rss_bytes: Option<u64>,
@@ -205,6 +212,8 @@ struct Phase {
 /// Shared by the workers of a phase.
 struct Ctx {
     urls: Vec<String>,
+    /// Server mode: objects are content-addressed, put without a name.
+    servers: bool,
     content: Arc<Content>,
     replicas: u8,
     /// Ids of the objects put, by phase tag and index (None: the put failed).
@@ -245,7 +254,11 @@ async fn put_one(
 ) -> (Outcome, Option<String>) {
     let n = i % ctx.urls.len();
     let node = &ctx.urls[n];
-    let path = format!("/v1/objects?name={tag}-{i}&replicas={}", ctx.replicas);
+    let path = if ctx.servers {
+        "/v1/objects".to_string()
+    } else {
+        format!("/v1/objects?name={tag}-{i}&replicas={}", ctx.replicas)
+    };
     let body = client::any_body(ctx.content.body(i));
     let t0 = Instant::now();
     let conn = connection(conns, ctx, n);
@@ -400,8 +413,8 @@ async fn peers_failed(handles: &[NodeHandle]) -> u64 {
 
 fn print_table(r: &Report) {
     out!(
-        "bench storage: {} nodes on loopback QUIC in one process, k = {}, --durability {}, through each node's HTTP API (connections kept alive); {} CPUs",
-        r.nodes, r.replicas, r.durability, r.cpus
+        "bench storage: {} mode, {} nodes on loopback QUIC in one process, k = {}, --durability {}, through each node's HTTP API (connections kept alive); {} CPUs",
+        r.mode, r.nodes, r.replicas, r.durability, r.cpus
     );
     out!(
         "  {:<8} {:<4} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7}",
@@ -433,10 +446,9 @@ fn print_table(r: &Report) {
     out!(
         "  wrong bytes returned: {wrong}   (MB = 10^6 bytes of object data; a put stores k copies)"
     );
-    out!(
-        "  peers declared failed while measuring: {}",
-        r.peers_declared_failed
-    );
+    if let Some(n) = r.peers_declared_failed {
+        out!("  peers declared failed while measuring: {n}");
+    }
     if let Some(b) = r.peak_rss_bytes {
         out!(
             "  peak memory of this process (the ring and the client): {} MiB",
@@ -470,6 +482,21 @@ pub async fn run(a: StorageArgs) -> Result<()> {
             sizes.len()
         ),
     };
+    let servers = a.mode == crate::cli::Mode::Server;
+    if servers {
+        if let Some(s) = sizes
+            .iter()
+            .find(|s| **s > ringvault_bft::MAX_OBJECT as u64)
+        {
+            bail!(
+                "--sizes: server mode stores objects of at most {} bytes, not {s}",
+                ringvault_bft::MAX_OBJECT
+            );
+        }
+        if a.nodes < 4 {
+            bail!("--nodes must be at least 4 in server mode (a replica group is 4 servers)");
+        }
+    }
     let max_k = Config::default().leaf_set_size / 2 + 1;
     if a.replicas == 0 || a.replicas as usize > max_k || a.replicas as usize > a.nodes as usize {
         bail!(
@@ -494,18 +521,48 @@ pub async fn run(a: StorageArgs) -> Result<()> {
         out!("starting a {}-node ring on loopback QUIC ...", a.nodes);
     }
     let t0 = Instant::now();
-    let config = StoreConfig {
-        capacity,
-        ..objects::store_config(None, None, a.durability.durability, a.nodes)?
+    let report = if servers {
+        let dir = daemon::temp_dir("ringvault-bench")?;
+        let started = daemon::start_local_servers(&dir, a.nodes, 0, 0, 10_000, &stop_rx).await;
+        let result = match started {
+            Ok((genesis, ring)) => {
+                let urls = ring.iter().map(|s| format!("http://{}", s.http)).collect();
+                let k = genesis.params.group_size() as u8;
+                let r = measure(&a, &sizes, &counts, urls, &[], k, t0).await;
+                stop_tx.send_replace(true);
+                daemon::stop_servers(ring).await;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        result?
+    } else {
+        let config = StoreConfig {
+            capacity,
+            ..objects::store_config(None, None, a.durability.durability, a.nodes)?
+        };
+        let (dir, nodes) = super::start_bench_ring(a.nodes, true, config, a.mode, &stop_rx).await?;
+        let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
+        let urls = nodes
+            .iter()
+            .map(|n| {
+                n.http
+                    .as_ref()
+                    .map(|(addr, _)| format!("http://{addr}"))
+                    .ok_or_else(|| anyhow!("a node of the ring serves no HTTP API"))
+            })
+            .collect::<Result<Vec<String>>>();
+        let result = match urls {
+            Ok(urls) => measure(&a, &sizes, &counts, urls, &handles, a.replicas, t0).await,
+            Err(e) => Err(e),
+        };
+        // The HTTP servers stop when this flips; stop_all waits for them.
+        stop_tx.send_replace(true);
+        daemon::stop_all(nodes).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result?
     };
-    let (dir, nodes) =
-        super::start_bench_ring(a.nodes, true, config, crate::cli::Mode::Open, &stop_rx).await?;
-    let result = measure(&a, &sizes, &counts, &nodes, t0).await;
-    // The HTTP servers stop when this flips; stop_all waits for them.
-    stop_tx.send_replace(true);
-    daemon::stop_all(nodes).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let report = result?;
     if a.json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -515,24 +572,18 @@ pub async fn run(a: StorageArgs) -> Result<()> {
     Ok(())
 }
 
+/// Measures through the HTTP APIs at `urls`, objects kept on `k` nodes each; `handles` are a
+/// classic ring's nodes (for the count of peers declared failed), empty for servers.
 async fn measure(
     a: &StorageArgs,
     sizes: &[u64],
     counts: &[usize],
-    nodes: &[daemon::LocalNode],
+    urls: Vec<String>,
+    handles: &[NodeHandle],
+    k: u8,
     t0: Instant,
 ) -> Result<Report> {
-    let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();
-    let failed_before = peers_failed(&handles).await;
-    let urls = nodes
-        .iter()
-        .map(|n| {
-            n.http
-                .as_ref()
-                .map(|(addr, _)| format!("http://{addr}"))
-                .ok_or_else(|| anyhow!("a node of the ring serves no HTTP API"))
-        })
-        .collect::<Result<Vec<String>>>()?;
+    let failed_before = peers_failed(handles).await;
     if !a.json {
         out!("ring up in {:.1} s", t0.elapsed().as_secs_f64());
     }
@@ -548,6 +599,7 @@ async fn measure(
     for (s, (&size, &count)) in sizes.iter().zip(counts).enumerate() {
         let ctx = Arc::new(Ctx {
             urls: urls.clone(),
+            servers: a.mode == crate::cli::Mode::Server,
             content: Arc::new(Content::new(size, s as u64 + 1)),
             replicas: a.replicas,
             ids: Mutex::default(),
@@ -573,14 +625,22 @@ async fn measure(
         }
     }
     bar.finish_and_clear();
-    let peers_declared_failed = peers_failed(&handles).await.saturating_sub(failed_before);
+    let servers = a.mode == crate::cli::Mode::Server;
+    let peers_declared_failed =
+        (!servers).then_some(peers_failed(handles).await.saturating_sub(failed_before));
     Ok(Report {
+        mode: match a.mode {
+            crate::cli::Mode::Open => "open",
+            crate::cli::Mode::Secure => "secure",
+            crate::cli::Mode::Server => "server",
+        },
         peers_declared_failed,
         nodes: a.nodes,
-        replicas: a.replicas,
-        durability: match a.durability.durability {
-            crate::cli::Durability::Sync => "sync",
-            crate::cli::Durability::Replicated => "replicated",
+        replicas: k,
+        durability: match (servers, a.durability.durability) {
+            (true, _) => "sync (server mode)",
+            (false, crate::cli::Durability::Sync) => "sync",
+            (false, crate::cli::Durability::Replicated) => "replicated",
         },
         concurrency: a.concurrency.clone(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

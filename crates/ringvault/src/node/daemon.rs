@@ -403,18 +403,30 @@ fn serve_server_http(
     Ok((bound, task))
 }
 
-/// `ringvault ring --mode server`: a CA, a genesis of `a.nodes` servers (committee of 4,
-/// f = 1) and the servers with their HTTP APIs, until Ctrl-C.
-async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
-    let epoch_ms = crate::ca::parse_span(&a.epoch)? * 1_000;
-    let local = LocalServers::prepare(dir, a.nodes, a.base_port, epoch_ms)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// One server of a local ring.
+pub struct LocalServer {
+    pub server: ringvault_net::RunningServer,
+    pub http: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a local ring of `n` servers under `dir` (QUIC on 127.0.0.1:(base_port + i), HTTP on
+/// 127.0.0.1:(http_base + i); 0: free ports), with its CA and genesis made on first use; their
+/// HTTP servers stop when `stop` flips. Answers the genesis and the servers.
+pub async fn start_local_servers(
+    dir: &Path,
+    n: u16,
+    base_port: u16,
+    http_base: u16,
+    epoch_ms: u64,
+    stop: &watch::Receiver<bool>,
+) -> Result<(ringvault_bft::Config, Vec<LocalServer>)> {
+    let local = LocalServers::prepare(dir, n, base_port, epoch_ms)?;
     let mut running = Vec::new();
-    let mut rows = Vec::new();
     for (i, (server_dir, identity, listen, cert)) in local.servers.into_iter().enumerate() {
         let http_addr: SocketAddr = (
             [127, 0, 0, 1],
-            port(a.http_base_port, i as u16, "--http-base-port")?,
+            port(http_base, i as u16, "--http-base-port")?,
         )
             .into();
         let started = async {
@@ -431,32 +443,48 @@ async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
             };
             let server = crate::node::server::start(&server_dir, identity, setup).await?;
             let api = ServerApi::new(server.handle(), &api_identity);
-            let http = serve_server_http(
+            let (http, task) = serve_server_http(
                 listener,
                 api,
                 HttpLimits::default(),
                 HttpAuth::default(),
-                stop_rx.clone(),
+                stop.clone(),
             )?;
-            anyhow::Ok((server, http))
+            anyhow::Ok(LocalServer { server, http, task })
         };
         match started.await {
-            Ok((server, http)) => {
-                let c = server.handle().contact();
-                let seat = local.genesis.seat(&c.id);
-                rows.push((c, http.0, seat));
-                running.push((server, http.1));
-            }
+            Ok(s) => running.push(s),
             Err(e) => {
-                stop_tx.send_replace(true);
-                for (s, t) in running {
-                    s.stop().await;
-                    let _ = t.await;
-                }
+                stop_servers(running).await;
                 return Err(e.context(format!("server {i}")));
             }
         }
     }
+    Ok((local.genesis, running))
+}
+
+/// Stops a local ring's servers and their HTTP servers.
+pub async fn stop_servers(servers: Vec<LocalServer>) {
+    for s in servers {
+        s.server.stop().await;
+        s.task.abort();
+    }
+}
+
+/// `ringvault ring --mode server`: a CA, a genesis of `a.nodes` servers (committee of 4,
+/// f = 1) and the servers with their HTTP APIs, until Ctrl-C.
+async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
+    let epoch_ms = crate::ca::parse_span(&a.epoch)? * 1_000;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (genesis, running) = start_local_servers(
+        dir,
+        a.nodes,
+        a.base_port,
+        a.http_base_port,
+        epoch_ms,
+        &stop_rx,
+    )
+    .await?;
     say!();
     say!(
         "{:<5} {:<18} {:<22} {:<27} COMMITTEE",
@@ -465,20 +493,24 @@ async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
         "QUIC",
         "HTTP"
     );
-    for (i, (c, http, seat)) in rows.iter().enumerate() {
+    for (i, s) in running.iter().enumerate() {
+        let c = s.server.handle().contact();
         say!(
             "{i:<5} {:<18} {:<22} {:<27} {}",
             c.id.short(),
             c.addr.to_string(),
-            format!("http://{http}/"),
-            seat.map(|s| format!("seat {s}")).unwrap_or_default()
+            format!("http://{}/", s.http),
+            genesis
+                .seat(&c.id)
+                .map(|s| format!("seat {s}"))
+                .unwrap_or_default()
         );
     }
-    if let Some((_, first, _)) = rows.first() {
+    if let Some(first) = running.first().map(|s| s.http) {
         say!();
         say!(
             "server mode: f = 1, replica groups of 4, committee of {}, epochs of {}",
-            local.genesis.committee.len(),
+            genesis.committee.len(),
             a.epoch
         );
         say!("dashboard: http://{first}/");
@@ -489,10 +521,7 @@ async fn server_ring(a: RingArgs, dir: &Path) -> Result<()> {
     stop_signal().await;
     say!("stopping {} servers ...", running.len());
     stop_tx.send_replace(true);
-    for (s, t) in running {
-        s.stop().await;
-        let _ = t.await;
-    }
+    stop_servers(running).await;
     Ok(())
 }
 
