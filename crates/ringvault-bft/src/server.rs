@@ -154,7 +154,7 @@ impl Server {
                 &start.unsynced,
                 now,
             ),
-            client: QuorumClient::new(start.config.clone()),
+            client: QuorumClient::new(start.identity.id(), start.config.clone()),
             membership: Membership::new(
                 start.identity,
                 start.settings,

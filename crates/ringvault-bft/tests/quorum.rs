@@ -110,7 +110,7 @@ impl Sim {
                 ),
             );
             sim.clients
-                .insert(who.id(), QuorumClient::new(config.clone()));
+                .insert(who.id(), QuorumClient::new(who.id(), config.clone()));
         }
         sim
     }
@@ -539,8 +539,10 @@ fn an_epoch_change_under_load_moves_key_ranges_without_losing_a_write() {
         newcomer.id(),
         Replica::new(dup(&newcomer), old, UNIX_MS, Vec::new(), &[], sim.now),
     );
-    sim.clients
-        .insert(newcomer.id(), QuorumClient::new(next.clone()));
+    sim.clients.insert(
+        newcomer.id(),
+        QuorumClient::new(newcomer.id(), next.clone()),
+    );
     // Servers adopt it one after the other while operations go on (the leaver last), so old
     // owners still in the old epoch meet new owners already in the new one.
     let mut ids: Vec<Id> = sim.replicas.keys().copied().collect();

@@ -509,6 +509,8 @@ pub async fn start_server(
         transport: transport.clone(),
         clock,
         addr,
+        me: contact.id,
+        loopback: std::collections::VecDeque::new(),
         addrs: HashMap::new(),
         waiting: HashMap::new(),
         metrics: ServerMetrics::default(),
@@ -639,6 +641,9 @@ struct Actor {
     transport: Arc<Transport>,
     clock: Clock,
     addr: SocketAddr,
+    me: Id,
+    /// Messages the server sent itself, not yet delivered.
+    loopback: std::collections::VecDeque<ServerMessage>,
     /// Addresses of servers that are not (or not yet) members, from their connections.
     addrs: HashMap<Id, SocketAddr>,
     waiting: HashMap<OpId, Waiting>,
@@ -789,6 +794,11 @@ impl Actor {
             None => vec![(to, msg)],
         };
         for (to, msg) in out {
+            if to == self.me {
+                // To itself (a replica of the key it reads or writes): no network.
+                self.loopback.push_back(msg);
+                continue;
+            }
             match self.address(&to) {
                 Some(addr) => {
                     self.metrics.sent += 1;
@@ -802,8 +812,21 @@ impl Actor {
         }
     }
 
-    /// Carries out everything the server asked, in order. False when the server must stop.
+    /// Carries out everything the server asked, in order, delivering what it sent itself as it
+    /// goes. False when the server must stop.
     async fn perform(&mut self) -> bool {
+        loop {
+            if !self.perform_actions().await {
+                return false;
+            }
+            let Some(msg) = self.loopback.pop_front() else {
+                return true;
+            };
+            self.server.handle_message(self.clock.now(), self.me, msg);
+        }
+    }
+
+    async fn perform_actions(&mut self) -> bool {
         while let Some(action) = self.server.poll_action() {
             match action {
                 ServerAction::Send { to, msg } => self.send(to, msg),

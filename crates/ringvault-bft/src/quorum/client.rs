@@ -18,6 +18,10 @@ pub const OP_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// How often replicas that have not answered are asked again.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 
+/// An object read asks one replica first (itself when it is one); the rest are asked when that
+/// one has not answered with the object within this long, or at once when it answers without.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(100);
+
 /// An operation's id, echoed by its event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);
@@ -68,8 +72,13 @@ enum Waiting {
         hash: Id,
         acked: BTreeSet<Id>,
     },
-    /// The first object that verifies.
-    Object { key: Id, not_found: BTreeSet<Id> },
+    /// The first object that verifies; `only` is the one replica asked so far, until the read
+    /// widens to the whole group.
+    Object {
+        key: Id,
+        not_found: BTreeSet<Id>,
+        only: Option<Id>,
+    },
     /// A quorum of record replies.
     Replies {
         key: Id,
@@ -101,6 +110,7 @@ pub struct ClientStats {
 
 /// Runs quorum operations from one server.
 pub struct QuorumClient {
+    me: Id,
     config: Arc<Config>,
     ops: BTreeMap<OpId, Op>,
     next_op: u64,
@@ -110,9 +120,10 @@ pub struct QuorumClient {
 }
 
 impl QuorumClient {
-    /// A client under `config`.
-    pub fn new(config: Arc<Config>) -> Self {
+    /// Server `me`'s client under `config`.
+    pub fn new(me: Id, config: Arc<Config>) -> Self {
         QuorumClient {
+            me,
             config,
             ops: BTreeMap::new(),
             next_op: 1,
@@ -185,12 +196,16 @@ impl QuorumClient {
     fn start(&mut self, now: Time, waiting: Waiting) -> OpId {
         let op = OpId(self.next_op);
         self.next_op += 1;
+        let retry = match waiting {
+            Waiting::Object { only: Some(_), .. } => HEDGE_AFTER,
+            _ => RETRY_EVERY,
+        };
         self.ops.insert(
             op,
             Op {
                 waiting,
                 deadline: now + OP_TIMEOUT,
-                retry_at: now + RETRY_EVERY,
+                retry_at: now + retry,
                 newer_epoch: None,
             },
         );
@@ -212,15 +227,41 @@ impl QuorumClient {
         ))
     }
 
-    /// Reads the immutable object stored under `key`.
+    /// Reads the immutable object stored under `key`: from one replica first (this server
+    /// when it is one; otherwise one picked by the key and this server's id, so a server's
+    /// reads spread over each group), from the whole group if that one does not produce it.
     pub fn get_object(&mut self, now: Time, key: Id) -> OpId {
+        let group = self.group(&key);
+        let only = if group.contains(&self.me) {
+            Some(self.me)
+        } else if group.is_empty() {
+            None
+        } else {
+            let pick = Id::hash_parts(&[self.me.as_bytes(), key.as_bytes()]);
+            let at = u64::from_le_bytes(pick.as_bytes()[..8].try_into().unwrap_or_default());
+            Some(group[(at % group.len() as u64) as usize])
+        };
         self.start(
             now,
             Waiting::Object {
                 key,
                 not_found: BTreeSet::new(),
+                only,
             },
         )
+    }
+
+    /// Asks the rest of the group for an object read that asked one replica so far.
+    fn widen(&mut self, op: OpId) {
+        if let Some(Op {
+            waiting: Waiting::Object { only, .. },
+            ..
+        }) = self.ops.get_mut(&op)
+        {
+            if only.take().is_some() {
+                self.ask(op);
+            }
+        }
     }
 
     /// Reads the record stored under `key` (atomically: see the module's doc).
@@ -253,7 +294,20 @@ impl QuorumClient {
                     item: item.clone(),
                 },
             ),
-            Waiting::Object { key, not_found } => (
+            Waiting::Object {
+                key,
+                only: Some(first),
+                ..
+            } => {
+                let msg = StoreMessage::Read {
+                    op: op.0,
+                    epoch,
+                    key: *key,
+                };
+                self.sends.push_back((*first, msg));
+                return;
+            }
+            Waiting::Object { key, not_found, .. } => (
                 *key,
                 not_found.clone(),
                 StoreMessage::Read {
@@ -306,10 +360,13 @@ impl QuorumClient {
         let Some(o) = self.ops.get_mut(&op) else {
             return;
         };
+        // An object read whose first replica answered without the object asks the others.
+        let mut widen = false;
         match (answer, &mut o.waiting) {
             (Answer::Refused(Refusal::WrongEpoch(e)), _) if e > self.config.epoch => {
                 o.newer_epoch = Some(o.newer_epoch.unwrap_or(0).max(e));
             }
+            (Answer::Refused(_), Waiting::Object { .. }) => widen = true,
             (Answer::Refused(_), _) => {}
             (
                 Answer::Ack(ack),
@@ -350,13 +407,15 @@ impl QuorumClient {
                 Waiting::Object {
                     key: want,
                     not_found,
+                    ..
                 },
             ) => {
                 if key != *want {
                     self.stats.forged += 1;
-                    return;
+                    widen = true;
                 }
                 match item {
+                    _ if widen => {}
                     Some(item) if item.verify_for(want).is_ok() => {
                         self.finish(
                             op,
@@ -366,10 +425,15 @@ impl QuorumClient {
                             },
                         );
                     }
-                    Some(_) => self.stats.forged += 1,
+                    Some(_) => {
+                        self.stats.forged += 1;
+                        widen = true;
+                    }
                     None => {
                         not_found.insert(from);
-                        if not_found.len() >= quorum {
+                        if not_found.len() < quorum {
+                            widen = true;
+                        } else {
                             self.finish(
                                 op,
                                 QuorumEvent::Got {
@@ -394,6 +458,9 @@ impl QuorumClient {
                 }
             }
             _ => {}
+        }
+        if widen {
+            self.widen(op);
         }
     }
 
@@ -492,6 +559,10 @@ impl QuorumClient {
                 self.finish(op, event);
             } else {
                 o.retry_at = now + RETRY_EVERY;
+                if let Waiting::Object { only, .. } = &mut o.waiting {
+                    // The one replica asked first did not answer in time: ask them all.
+                    *only = None;
+                }
                 self.ask(op);
             }
         }
@@ -508,5 +579,56 @@ fn waiting_key(w: &Waiting) -> Id {
     match w {
         Waiting::Acks { item, .. } | Waiting::WriteBack { item, .. } => item.key(),
         Waiting::Object { key, .. } | Waiting::Replies { key, .. } => *key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{test_config, Params};
+
+    fn sends(c: &mut QuorumClient) -> Vec<Id> {
+        std::iter::from_fn(|| c.poll_send())
+            .map(|(to, _)| to)
+            .collect()
+    }
+
+    #[test]
+    fn an_object_read_asks_one_replica_then_the_group_when_it_lacks_the_object_or_is_slow() {
+        let (_, ids, config) = test_config(7, Params::DEFAULT);
+        let config = Arc::new(config);
+        let key = Id::hash(b"some object");
+        let group: Vec<Id> = config.replica_group(&key).iter().map(|m| m.id()).collect();
+        let outsider = ids.iter().map(|i| i.id()).find(|id| !group.contains(id));
+        let mut c = QuorumClient::new(outsider.unwrap(), config.clone());
+
+        // Not found at the first: the others are asked at once.
+        let op = c.get_object(Time::ZERO, key);
+        let first = sends(&mut c);
+        assert_eq!(first.len(), 1);
+        assert!(group.contains(&first[0]));
+        let msg = StoreMessage::Reply {
+            op: op.0,
+            key,
+            item: None,
+        };
+        c.handle_message(Time::ZERO, first[0], msg);
+        let rest = sends(&mut c);
+        assert_eq!(rest.len(), group.len() - 1);
+        assert!(!rest.contains(&first[0]));
+
+        // Silent first: the others are asked after HEDGE_AFTER, not before.
+        let mut c = QuorumClient::new(outsider.unwrap(), config.clone());
+        let _ = c.get_object(Time::ZERO, key);
+        assert_eq!(sends(&mut c).len(), 1);
+        c.handle_timeout(Time::ZERO + Duration::from_millis(HEDGE_AFTER.as_micros() / 2_000));
+        assert!(sends(&mut c).is_empty());
+        c.handle_timeout(Time::ZERO + HEDGE_AFTER);
+        assert_eq!(sends(&mut c).len(), group.len());
+
+        // A replica of the key asks itself first.
+        let mut own = QuorumClient::new(group[1], config);
+        let _ = own.get_object(Time::ZERO, key);
+        assert_eq!(sends(&mut own), vec![group[1]]);
     }
 }
