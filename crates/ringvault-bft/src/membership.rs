@@ -303,6 +303,13 @@ impl Membership {
         self.abstain_through.is_some_and(|e| epoch <= e)
     }
 
+    /// Whether this server is still recovering from a lost disk: it abstains from the next
+    /// instance, or has not yet adopted a configuration whose lease runs. Until this turns
+    /// false a driver must remember the loss across restarts.
+    pub fn recovering(&self) -> bool {
+        self.wiped || self.abstaining(self.current.epoch + 1)
+    }
+
     /// Whether the configuration's lease still runs at `now`: a server serves key ranges only
     /// while it does.
     pub fn serving(&self, now: Time) -> bool {

@@ -116,6 +116,8 @@ pub struct ServerSummary {
     pub pending: usize,
     /// Whether it asked to leave.
     pub leaving: bool,
+    /// Whether it is still recovering from a lost disk (see [`Membership::recovering`]).
+    pub recovering: bool,
     /// The key range (from, to] its replica group covers.
     pub range: Option<(Id, Id)>,
     /// Whether its replica is still taking over a range (it answers NotReady meanwhile).
@@ -195,6 +197,7 @@ impl Server {
             round: self.membership.round(),
             pending: self.membership.pending(),
             leaving: self.membership.leaving(),
+            recovering: self.membership.recovering(),
             range: crate::owned_range(&config, &id),
             syncing: self.replica.syncing(),
             items: self.replica.len(),
@@ -314,6 +317,23 @@ impl Server {
         Ok(())
     }
 
+    /// Moves what the replica asked for into the action queue; whether there was any.
+    fn drain_replica(&mut self) -> bool {
+        let mut any = false;
+        while let Some(a) = self.replica.poll_action() {
+            any = true;
+            self.actions.push_back(match a {
+                ReplicaAction::Send { to, msg } => ServerAction::Send {
+                    to,
+                    msg: ServerMessage::Store(msg),
+                },
+                ReplicaAction::Store { token, item } => ServerAction::Store { token, item },
+                ReplicaAction::PersistUnsynced(r) => ServerAction::PersistUnsynced(r),
+            });
+        }
+        any
+    }
+
     /// Moves what the parts asked for into the action queue, handing each new configuration
     /// from the membership service to the replica and the client.
     fn pump(&mut self, now: Time) {
@@ -332,6 +352,11 @@ impl Server {
                             self.epoch = config.epoch;
                             self.replica.handle_config(now, config.clone());
                             self.client.handle_config(config.clone());
+                            // The ranges the new configuration leaves to take over are on disk
+                            // before the configuration: a restart between the two then starts
+                            // from the old configuration and only distrusts more of its range,
+                            // never trusts a range it has not taken over.
+                            self.drain_replica();
                         }
                         ServerAction::PersistConfig(config, cert)
                     }
@@ -340,17 +365,7 @@ impl Server {
                 };
                 self.actions.push_back(action);
             }
-            while let Some(a) = self.replica.poll_action() {
-                progressed = true;
-                self.actions.push_back(match a {
-                    ReplicaAction::Send { to, msg } => ServerAction::Send {
-                        to,
-                        msg: ServerMessage::Store(msg),
-                    },
-                    ReplicaAction::Store { token, item } => ServerAction::Store { token, item },
-                    ReplicaAction::PersistUnsynced(r) => ServerAction::PersistUnsynced(r),
-                });
-            }
+            progressed |= self.drain_replica();
             while let Some((to, msg)) = self.client.poll_send() {
                 progressed = true;
                 self.actions.push_back(ServerAction::Send {

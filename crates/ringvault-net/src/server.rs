@@ -21,7 +21,7 @@ use ringvault_types::{Contact, Id, Identity, NodeCertificate, PublicKey, Revocat
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::admission::Admission;
 use crate::driver::{advertised, check_own_certificate, Clock};
@@ -56,7 +56,9 @@ pub struct ServerBoot {
     pub cert: Option<ConfigCert>,
     /// The sign-once record persisted.
     pub sign_once: Option<SignOnce>,
-    /// The data dir was lost (the key kept, the server's store gone).
+    /// The server lost its data (the key kept, its store gone), now or at an earlier start
+    /// from which it has not recovered; the disk forgets it only when told
+    /// ([`ServerDisk::recovered`]).
     pub wiped: bool,
     /// The items persisted.
     pub items: Vec<Item>,
@@ -75,6 +77,9 @@ pub trait ServerDisk: Send + 'static {
     fn unsynced(&self, ranges: &[(Id, Id)]) -> Result<(), String>;
     /// Items, in one transaction (an item replaces a held one only if it takes precedence).
     fn items(&self, items: &[Item]) -> Result<(), String>;
+    /// The server recovered from a lost disk: forget the loss (see
+    /// [`ServerBoot::wiped`]).
+    fn recovered(&self) -> Result<(), String>;
 }
 
 /// Rewrites (or drops, with an empty list) what a server sends: how tests make a Byzantine
@@ -150,8 +155,6 @@ pub struct ServerMetrics {
     pub put_latency_ms: Histogram,
     /// Latency of completed reads, milliseconds.
     pub get_latency_ms: Histogram,
-    /// Disk writes that failed (their items were not acked).
-    pub disk_errors: u64,
     /// Items written to disk.
     pub items_written: u64,
     /// Probes sent to suspects, and those the suspect did not answer.
@@ -173,7 +176,6 @@ impl Default for ServerMetrics {
             gets_failed: 0,
             put_latency_ms: Histogram::new(&ms),
             get_latency_ms: Histogram::new(&ms),
-            disk_errors: 0,
             items_written: 0,
             probes: 0,
             probes_failed: 0,
@@ -472,6 +474,17 @@ pub async fn start_server(
         source,
     })?;
     let addr = advertised(bound, cfg.advertise)?;
+    if cfg.cert.body.addrs.first() != Some(&addr) {
+        return Err(NetError::Certificate(format!(
+            "names {:?} first, but this server is reached at {addr}: the others dial the first address of each member's certificate; have the CA issue one for {addr} (or give --advertise {})",
+            cfg.cert.body.addrs,
+            cfg.cert
+                .body
+                .addrs
+                .first()
+                .map_or("HOST:PORT".to_string(), |a| a.to_string())
+        )));
+    }
     let contact = Contact::new(identity.id(), addr);
 
     let clock = Clock(Instant::now());
@@ -479,6 +492,7 @@ pub async fn start_server(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let boot_wiped = boot.wiped;
     let start = ServerStart {
         identity,
         settings: MembershipConfig {
@@ -501,8 +515,9 @@ pub async fn start_server(
     let transport = Transport::new(endpoint, client_tls, admission, net_tx, unreachable_tx);
     let accept = tokio::spawn(transport.clone().accept_loop());
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (stored_tx, stored_rx) = mpsc::unbounded_channel();
-    let disk = DiskThread::start(disk, stored_tx)?;
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let disk = DiskThread::start(disk, report_tx)?;
+    let recovering = boot_wiped;
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let actor = Actor {
         server,
@@ -515,11 +530,12 @@ pub async fn start_server(
         waiting: HashMap::new(),
         metrics: ServerMetrics::default(),
         disk,
+        recovering,
         ctl: ctl_tx.downgrade(),
         phase: phase_tx,
         hooks,
     };
-    let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, stored_rx, ctl_rx));
+    let actor = tokio::spawn(actor.run(net_rx, unreachable_rx, report_rx, ctl_rx));
     info!(id = %contact.id, %addr, "server started");
     Ok(RunningServer {
         handle: ServerHandle {
@@ -537,70 +553,87 @@ enum DiskJob {
     SignOnce(SignOnce, oneshot::Sender<Result<(), String>>),
     Config(Arc<Config>, Option<ConfigCert>),
     Unsynced(Vec<(Id, Id)>),
-    Item(u64, Item),
+    Recovered,
+    /// An item write, holding its share of [`DISK_BYTES`] until it is committed.
+    Item(u64, Item, tokio::sync::OwnedSemaphorePermit),
 }
 
-/// What the disk thread reports: tokens written, or tokens whose write failed.
-type Stored = Result<Vec<u64>, (Vec<u64>, String)>;
+/// What the disk thread reports.
+enum DiskReport {
+    /// These item writes are durable.
+    Stored(Vec<u64>),
+    /// A write failed: the server stops (a disk that refuses writes cannot hold replicas, and
+    /// a configuration or hand-over state it cannot persist could mislead it after a restart).
+    Failed(String),
+}
 
-/// The thread that performs a server's writes, in the order asked, with consecutive item
-/// writes committed together.
+/// Item bytes that may wait for the disk thread; beyond it the event loop waits (back-pressure
+/// on the peers sending writes).
+const DISK_BYTES: usize = 64 << 20;
+
+/// The thread that performs a server's writes. Whatever is queued when it looks is done in
+/// two steps: first the sign-once record, configuration and hand-over state in the order
+/// asked (the event loop waits for a sign-once record, so nothing it asked later is queued
+/// behind one), then every queued item write in one transaction (group commit). No write
+/// depends on an item write queued before it: acks follow completions, and the hand-over
+/// state is persisted only after the items it counts are on disk.
 struct DiskThread {
     tx: std::sync::mpsc::SyncSender<DiskJob>,
+    bytes: Arc<tokio::sync::Semaphore>,
 }
 
 impl DiskThread {
     fn start(
         disk: Box<dyn ServerDisk>,
-        stored: mpsc::UnboundedSender<Stored>,
+        report: mpsc::UnboundedSender<DiskReport>,
     ) -> Result<DiskThread, NetError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<DiskJob>(DISK_QUEUE);
         std::thread::Builder::new()
             .name("server-disk".into())
             .spawn(move || {
-                let mut next = rx.recv().ok();
-                while let Some(job) = next.take() {
-                    match job {
-                        DiskJob::SignOnce(record, done) => {
-                            let _ = done.send(disk.sign_once(&record));
-                        }
-                        DiskJob::Config(config, cert) => {
-                            if let Err(e) = disk.config(&config, cert.as_ref()) {
-                                error!("cannot persist configuration {}: {e}", config.epoch);
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    jobs.extend(rx.try_iter());
+                    let mut items = Vec::new();
+                    for job in jobs {
+                        let failed = match job {
+                            DiskJob::SignOnce(record, done) => {
+                                let _ = done.send(disk.sign_once(&record));
+                                None
                             }
-                        }
-                        DiskJob::Unsynced(ranges) => {
-                            if let Err(e) = disk.unsynced(&ranges) {
-                                error!("cannot persist the ranges not yet taken over: {e}");
+                            DiskJob::Config(config, cert) => disk
+                                .config(&config, cert.as_ref())
+                                .err()
+                                .map(|e| format!("configuration {}: {e}", config.epoch)),
+                            DiskJob::Unsynced(ranges) => disk
+                                .unsynced(&ranges)
+                                .err()
+                                .map(|e| format!("the ranges not yet taken over: {e}")),
+                            DiskJob::Recovered => disk
+                                .recovered()
+                                .err()
+                                .map(|e| format!("the end of the recovery: {e}")),
+                            DiskJob::Item(token, item, permit) => {
+                                items.push((token, item, permit));
+                                None
                             }
-                        }
-                        DiskJob::Item(token, item) => {
-                            let (mut tokens, mut items) = (vec![token], vec![item]);
-                            // Group commit: every item write queued behind this one.
-                            loop {
-                                match rx.try_recv() {
-                                    Ok(DiskJob::Item(t, i)) => {
-                                        tokens.push(t);
-                                        items.push(i);
-                                    }
-                                    Ok(other) => {
-                                        next = Some(other);
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            let report = match disk.items(&items) {
-                                Ok(()) => Ok(tokens),
-                                Err(e) => Err((tokens, e)),
-                            };
-                            if stored.send(report).is_err() {
-                                return;
-                            }
+                        };
+                        if let Some(why) = failed {
+                            let _ = report.send(DiskReport::Failed(why));
+                            return;
                         }
                     }
-                    if next.is_none() {
-                        next = rx.recv().ok();
+                    if items.is_empty() {
+                        continue;
+                    }
+                    let batch: Vec<Item> = items.iter().map(|(_, i, _)| i.clone()).collect();
+                    let done = match disk.items(&batch) {
+                        Ok(()) => DiskReport::Stored(items.iter().map(|(t, _, _)| *t).collect()),
+                        Err(e) => DiskReport::Failed(format!("{} items: {e}", batch.len())),
+                    };
+                    let failed = matches!(done, DiskReport::Failed(_));
+                    if report.send(done).is_err() || failed {
+                        return;
                     }
                 }
             })
@@ -608,10 +641,27 @@ impl DiskThread {
                 what: "cannot start the server's disk thread".into(),
                 source: e,
             })?;
-        Ok(DiskThread { tx })
+        Ok(DiskThread {
+            tx,
+            bytes: Arc::new(tokio::sync::Semaphore::new(DISK_BYTES)),
+        })
     }
 
-    /// Queues `job`; waits (off the runtime's worker) when the queue is full.
+    /// Queues a write of `item`, waiting while [`DISK_BYTES`] of item writes are queued.
+    async fn store(&self, token: u64, item: Item) -> bool {
+        let size = match &item {
+            Item::Object(bytes) => bytes.len(),
+            Item::Record(r) => r.encode().len(),
+        };
+        let permits = size.clamp(1, DISK_BYTES) as u32;
+        let Ok(permit) = self.bytes.clone().acquire_many_owned(permits).await else {
+            return false;
+        };
+        self.send(DiskJob::Item(token, item, permit)).await
+    }
+
+    /// Queues `job`; waits (off the runtime's worker) when the queue is full. False when the
+    /// disk thread has stopped.
     async fn send(&self, job: DiskJob) -> bool {
         match self.tx.try_send(job) {
             Ok(()) => true,
@@ -649,6 +699,8 @@ struct Actor {
     waiting: HashMap<OpId, Waiting>,
     metrics: ServerMetrics,
     disk: DiskThread,
+    /// Whether the disk still records a data loss the server has not recovered from.
+    recovering: bool,
     ctl: mpsc::WeakSender<Control>,
     phase: watch::Sender<Phase>,
     hooks: ServerHooks,
@@ -659,11 +711,12 @@ impl Actor {
         mut self,
         mut net: mpsc::Receiver<Inbound>,
         mut unreachable: mpsc::Receiver<Contact>,
-        mut stored: mpsc::UnboundedReceiver<Stored>,
+        mut disk: mpsc::UnboundedReceiver<DiskReport>,
         mut ctl: mpsc::Receiver<Control>,
     ) {
         loop {
-            if !self.perform().await {
+            if let Err(why) = self.perform().await {
+                error!("stopping the server: {why}");
                 self.phase.send_replace(Phase::Failed);
                 return;
             }
@@ -681,7 +734,14 @@ impl Actor {
                     debug!(peer = %peer.id.short(), "dial failed: suspecting the server");
                     self.server.suspect(now(), peer.id);
                 }
-                Some(report) = stored.recv() => self.on_stored(report),
+                Some(report) = disk.recv() => match report {
+                    DiskReport::Stored(tokens) => self.on_stored(tokens),
+                    DiskReport::Failed(why) => {
+                        error!("stopping the server: the disk refused a write ({why}); its replicas are on the other servers of each group");
+                        self.phase.send_replace(Phase::Failed);
+                        return;
+                    }
+                },
                 c = ctl.recv() => match c {
                     Some(c) => self.on_control(c),
                     None => return,
@@ -709,20 +769,11 @@ impl Actor {
         }
     }
 
-    fn on_stored(&mut self, report: Stored) {
+    fn on_stored(&mut self, tokens: Vec<u64>) {
         let now = self.clock.now();
-        match report {
-            Ok(tokens) => {
-                self.metrics.items_written += tokens.len() as u64;
-                for t in tokens {
-                    self.server.handle_stored(now, t);
-                }
-            }
-            Err((tokens, e)) => {
-                // Not acked: the writers' quorum goes on without this replica.
-                self.metrics.disk_errors += tokens.len() as u64;
-                warn!("{} item writes failed: {e}", tokens.len());
-            }
+        self.metrics.items_written += tokens.len() as u64;
+        for t in tokens {
+            self.server.handle_stored(now, t);
         }
     }
 
@@ -813,52 +864,59 @@ impl Actor {
     }
 
     /// Carries out everything the server asked, in order, delivering what it sent itself as it
-    /// goes. False when the server must stop.
-    async fn perform(&mut self) -> bool {
+    /// goes. An error when the server must stop.
+    async fn perform(&mut self) -> Result<(), String> {
         loop {
-            if !self.perform_actions().await {
-                return false;
-            }
+            self.perform_actions().await?;
             let Some(msg) = self.loopback.pop_front() else {
-                return true;
+                return Ok(());
             };
             self.server.handle_message(self.clock.now(), self.me, msg);
         }
     }
 
-    async fn perform_actions(&mut self) -> bool {
+    async fn perform_actions(&mut self) -> Result<(), String> {
+        const STOPPED: &str = "the disk thread stopped";
         while let Some(action) = self.server.poll_action() {
             match action {
                 ServerAction::Send { to, msg } => self.send(to, msg),
                 ServerAction::PersistSignOnce(record) => {
                     let (done, rx) = oneshot::channel();
                     let result = if self.disk.send(DiskJob::SignOnce(record, done)).await {
-                        rx.await
-                            .unwrap_or_else(|_| Err("the disk thread stopped".into()))
+                        rx.await.unwrap_or_else(|_| Err(STOPPED.into()))
                     } else {
-                        Err("the disk thread stopped".into())
+                        Err(STOPPED.into())
                     };
-                    if let Err(e) = result {
-                        error!(
-                            "cannot persist the sign-once record ({e}); stopping rather than risk signing twice"
-                        );
-                        return false;
-                    }
+                    result.map_err(|e| {
+                        format!("cannot persist the sign-once record ({e}); it must not sign without it")
+                    })?;
                 }
                 ServerAction::PersistConfig(config, cert) => {
-                    self.disk.send(DiskJob::Config(config, cert)).await;
+                    if !self.disk.send(DiskJob::Config(config, cert)).await {
+                        return Err(STOPPED.into());
+                    }
+                    if self.recovering && !self.server.membership().recovering() {
+                        self.recovering = false;
+                        if !self.disk.send(DiskJob::Recovered).await {
+                            return Err(STOPPED.into());
+                        }
+                    }
                 }
                 ServerAction::PersistUnsynced(ranges) => {
-                    self.disk.send(DiskJob::Unsynced(ranges)).await;
+                    if !self.disk.send(DiskJob::Unsynced(ranges)).await {
+                        return Err(STOPPED.into());
+                    }
                 }
                 ServerAction::Store { token, item } => {
-                    self.disk.send(DiskJob::Item(token, item)).await;
+                    if !self.disk.store(token, item).await {
+                        return Err(STOPPED.into());
+                    }
                 }
                 ServerAction::Probe(suspect) => self.probe(suspect),
                 ServerAction::Event(e) => self.on_event(e),
             }
         }
-        true
+        Ok(())
     }
 
     fn probe(&mut self, suspect: Id) {

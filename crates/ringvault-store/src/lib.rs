@@ -25,5 +25,5 @@ pub use redb_store::{
     Durability, RedbRecords, RedbStore, StoreConfig, StoreFile, Waker, DEFAULT_CACHE_BYTES,
     DEFAULT_MAX_WAITING, DISK_FULL_MARK, DISK_RESERVE,
 };
-pub use server_db::{ServerDb, ServerState, ServerWriteError, SERVER_FORMAT};
+pub use server_db::{NewFile, ServerDb, ServerState, ServerWriteError, SERVER_FORMAT};
 pub use writer::{MAX_BATCH_BYTES, SYNC_INTERVAL};

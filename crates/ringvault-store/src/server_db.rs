@@ -19,6 +19,8 @@ const CONFIG: &str = "config";
 const SIGN_ONCE: &str = "sign_once";
 const UNSYNCED: &str = "unsynced";
 const FORMAT: &str = "format";
+const WIPED: &str = "wiped";
+const GENESIS: &str = "genesis";
 
 /// The format of `server.redb`; bumped on any incompatible change.
 pub const SERVER_FORMAT: u32 = 1;
@@ -34,6 +36,21 @@ pub struct ServerState {
     pub unsynced: Vec<(Id, Id)>,
     /// The items its replica holds.
     pub items: Vec<Item>,
+    /// The server lost its data before and has not finished recovering (see
+    /// [`ServerDb::recovered`]).
+    pub wiped: bool,
+    /// The hash of the genesis this state grew from ([`ServerDb::put_genesis`]).
+    pub genesis: Option<Id>,
+}
+
+/// What a database file that does not exist yet stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewFile {
+    /// A new server: nothing was lost.
+    Fresh,
+    /// A server whose earlier file is gone: it is marked as having lost its data in the same
+    /// transaction that creates the file, so a crash right after cannot forget the loss.
+    AfterLoss,
 }
 
 /// Why a write failed; nothing of it is on disk.
@@ -54,7 +71,7 @@ impl ServerDb {
     /// Opens (or creates) the database at `path` and reads back everything in it. A file of
     /// another format, or one whose entries do not decode, is refused rather than half read:
     /// a server that starts with less than it persisted could sign twice or lose data.
-    pub fn open(path: &Path) -> Result<(ServerDb, ServerState), OpenError> {
+    pub fn open(path: &Path, new: NewFile) -> Result<(ServerDb, ServerState), OpenError> {
         let p = path.display().to_string();
         let db = open_db(path, 16 << 20)?;
         let damaged = |detail: String| OpenError::Damaged {
@@ -77,6 +94,10 @@ impl ServerDb {
                 None => {
                     meta.insert(FORMAT, SERVER_FORMAT.to_le_bytes().as_slice())
                         .map_err(|e| wrapped(e.into()))?;
+                    if new == NewFile::AfterLoss {
+                        meta.insert(WIPED, [1u8].as_slice())
+                            .map_err(|e| wrapped(e.into()))?;
+                    }
                 }
                 Some(v) => {
                     let found = <[u8; 4]>::try_from(v.as_slice())
@@ -111,6 +132,12 @@ impl ServerDb {
                     .map_err(|e| damaged(format!("the sign-once record does not decode: {e}")))?,
             );
         }
+        state.wiped = read(WIPED)?.is_some();
+        if let Some(bytes) = read(GENESIS)? {
+            let hash = <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| damaged("the genesis entry is not 32 bytes".into()))?;
+            state.genesis = Some(Id::from_bytes(hash));
+        }
         if let Some(bytes) = read(UNSYNCED)? {
             state.unsynced = postcard::from_bytes(&bytes)
                 .map_err(|e| damaged(format!("the unsynced ranges do not decode: {e}")))?;
@@ -141,6 +168,23 @@ impl ServerDb {
             .insert(key, bytes)
             .map_err(write_error)?;
         tx.commit().map_err(write_error)
+    }
+
+    /// Forgets the data loss: the server has recovered (it no longer abstains and adopted a
+    /// configuration whose lease runs).
+    pub fn recovered(&self) -> Result<(), ServerWriteError> {
+        let tx = self.db.begin_write().map_err(write_error)?;
+        tx.open_table(META)
+            .map_err(write_error)?
+            .remove(WIPED)
+            .map_err(write_error)?;
+        tx.commit().map_err(write_error)
+    }
+
+    /// Records the hash of the genesis the server runs from, so that a later start with
+    /// another ring's genesis is refused.
+    pub fn put_genesis(&self, hash: &Id) -> Result<(), ServerWriteError> {
+        self.put_meta(GENESIS, hash.as_bytes())
     }
 
     /// Persists the sign-once record (synced when this returns).
@@ -212,18 +256,33 @@ mod tests {
         let path = dir.path().join("server.redb");
         let owner = Identity::from_secret_bytes([7; 32]);
         {
-            let (db, state) = ServerDb::open(&path).unwrap();
-            assert!(state.items.is_empty() && state.config.is_none());
+            let (db, state) = ServerDb::open(&path, NewFile::Fresh).unwrap();
+            assert!(state.items.is_empty() && state.config.is_none() && !state.wiped);
             db.put_items(&[record(&owner, 2, b"two"), Item::Object(b"obj".to_vec())])
                 .unwrap();
             db.put_items(&[record(&owner, 1, b"one")]).unwrap();
             db.put_unsynced(&[(Id::from_bytes([1; 32]), Id::from_bytes([2; 32]))])
                 .unwrap();
         }
-        let (_db, state) = ServerDb::open(&path).unwrap();
+        let (_db, state) = ServerDb::open(&path, NewFile::AfterLoss).unwrap();
+        assert!(!state.wiped, "an existing file is not marked");
         assert_eq!(state.items.len(), 2);
         assert!(state.items.contains(&record(&owner, 2, b"two")));
         assert!(state.items.contains(&Item::Object(b"obj".to_vec())));
         assert_eq!(state.unsynced.len(), 1);
+    }
+
+    #[test]
+    fn a_loss_is_remembered_until_the_server_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.redb");
+        let (db, state) = ServerDb::open(&path, NewFile::AfterLoss).unwrap();
+        assert!(state.wiped);
+        drop(db);
+        let (db, state) = ServerDb::open(&path, NewFile::Fresh).unwrap();
+        assert!(state.wiped, "a restart before recovering still knows");
+        db.recovered().unwrap();
+        drop(db);
+        assert!(!ServerDb::open(&path, NewFile::Fresh).unwrap().1.wiped);
     }
 }

@@ -389,6 +389,14 @@ impl Ca {
                 Ok(ringvault_bft::Member { cert, admitted: 0 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let full = params.group_size().max(params.committee_size());
+        if members.len() < full {
+            bail!(
+                "a genesis with f = {} needs at least {full} members (groups and committee of 3f + 1), got {}; with fewer, one lying server could decide what is stored",
+                params.f_r,
+                members.len()
+            );
+        }
         let valid_until = now.saturating_add(valid_secs).saturating_mul(1_000);
         let config = ringvault_bft::Config::genesis(members, params, valid_until);
         Ok(ringvault_bft::Genesis::sign(&self.key, config))

@@ -233,9 +233,13 @@ impl ServerDisk for MemDisk {
     fn items(&self, _: &[Item]) -> Result<(), String> {
         Ok(())
     }
+    fn recovered(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// Signed votes seen: per (epoch, round, kind, voter), the values signed.
+/// Signed proposals (kind 0, by the hash of the delta) and votes (kind 1 prevote, 2
+/// precommit) seen: per (epoch, round, kind, signer), the values signed.
 type Votes = BTreeMap<(u64, u32, u8, Id), BTreeSet<Option<Id>>>;
 
 /// Voters that signed two values for one (epoch, round, kind).
@@ -612,14 +616,18 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
     let hooks = ServerHooks {
         outbound: Some(Box::new(move |to, msg| lying.outbound(to, msg))),
         inbound: Some(Box::new(move |_, msg: &ServerMessage| {
-            if let ServerMessage::Membership(BftMessage::Vote(v)) = msg {
-                let kind = ringvault_bft::kind_tag(v.kind);
-                seen.lock()
-                    .unwrap()
-                    .entry((v.epoch, v.round, kind, v.voter))
-                    .or_default()
-                    .insert(v.value);
-            }
+            let (key, value) = match msg {
+                ServerMessage::Membership(BftMessage::Vote(v)) => (
+                    (v.epoch, v.round, ringvault_bft::kind_tag(v.kind), v.voter),
+                    v.value,
+                ),
+                ServerMessage::Membership(BftMessage::Propose(p)) => (
+                    (p.delta.epoch, p.round, 0, p.proposer),
+                    Some(p.delta.hash()),
+                ),
+                _ => return,
+            };
+            seen.lock().unwrap().entry(key).or_default().insert(value);
         })),
     };
     let liar_slot = &lay.slots[liar];
@@ -722,8 +730,21 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
     ops_after(400);
     phase("load running");
 
-    // 1. SIGKILL a committee member, then restart it from its data dir.
+    // 1. SIGKILL a committee member near the end of an epoch, when the committee's instance for
+    // the next one starts, and restart it from its data dir at once: it comes back into an
+    // instance it may have signed in (the others decide it without it) and must sign nothing
+    // that contradicts what it signed before. Then kill it again and keep it down for two
+    // epoch changes.
     let killed_url = lay.slots[killed].http.clone();
+    let killed_id = lay.slots[killed].id;
+    let voted_last = |votes: &Votes| {
+        votes
+            .keys()
+            .filter(|k| k.3 == killed_id)
+            .map(|k| k.0)
+            .max()
+            .unwrap_or(0)
+    };
     live(
         honest
             .iter()
@@ -731,7 +752,6 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
             .cloned()
             .collect(),
     );
-    // Near the end of an epoch, when the committee's instance for the next one starts.
     let e = epoch_of(&killed_url);
     wait_for(Duration::from_secs(30), "an epoch change", || {
         epoch_of(&killed_url) > e
@@ -740,7 +760,17 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
     let mut victim = procs.remove(&killed).unwrap();
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
-    phase("killed a committee member");
+    let voted_before_first_kill = voted_last(&votes.lock().unwrap());
+    procs.insert(killed, lay.start(killed));
+    wait_for(Duration::from_secs(90), "the killed member back", || {
+        status(&killed_url)
+            .is_some_and(|s| s["member"] == true && s["serving"] == true && s["syncing"] == false)
+    });
+    phase("killed a committee member at an epoch's end and restarted it at once");
+    let mut victim = procs.remove(&killed).unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    phase("killed it again");
     let others: Vec<String> = honest
         .iter()
         .filter(|u| **u != killed_url)
@@ -753,16 +783,7 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
         "two epoch changes without the killed member",
         || others.iter().all(|u| epoch_of(u) > before + 1),
     );
-    let killed_id = lay.slots[killed].id;
-    let voted_before = |votes: &Votes| {
-        votes
-            .keys()
-            .filter(|k| k.3 == killed_id)
-            .map(|k| k.0)
-            .max()
-            .unwrap_or(0)
-    };
-    let last_vote_before_kill = voted_before(&votes.lock().unwrap());
+    let last_vote_before_kill = voted_last(&votes.lock().unwrap());
     shared
         .object_budget
         .store(OBJECTS as u64 / 2, Ordering::Relaxed);
@@ -845,6 +866,29 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
         c.join().unwrap();
     }
     phase("load stopped");
+
+    // An object near the 4 MiB limit goes through the API, and one over it is refused.
+    let big = content(7_777, 3 << 20);
+    let (code, _, body) = http(&final_urls[0], "PUT", "/v1/objects", &[], &big);
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    let (code, _, got) = http(
+        &final_urls[1],
+        "GET",
+        &format!("/v1/objects/{id}"),
+        &[],
+        b"",
+    );
+    assert!(code == 200 && got == big, "the 3 MiB object reads back");
+    let (code, _, body) = http(
+        &final_urls[0],
+        "PUT",
+        "/v1/objects",
+        &[],
+        &vec![1u8; (4 << 20) + 1],
+    );
+    assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["code"], "too_large");
 
     // Everything acknowledged reads back, from two servers each, the liar still lying.
     let objects = shared.objects.lock().unwrap().clone();
@@ -931,8 +975,11 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
     // The killed member signed after its restart, and nobody signed twice in one round.
     let votes = votes.lock().unwrap().clone();
     assert!(
-        voted_before(&votes) > last_vote_before_kill,
+        voted_last(&votes) > last_vote_before_kill,
         "no vote of the killed member after its restart (last before: epoch {last_vote_before_kill})"
+    );
+    eprintln!(
+        "server mode test: the killed member had last voted in the instance for epoch {voted_before_first_kill} at its first kill"
     );
     assert!(
         double_signers(&votes).is_empty(),

@@ -93,6 +93,11 @@ pub async fn serve(
         .route("/v1/server/leave", post(leave))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // Room for the largest object; the handlers give the size error (axum's default cap
+        // is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_OBJECT + (64 << 10),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
             auth::guard,
@@ -327,7 +332,7 @@ pub fn render_metrics(st: &ServerStatus) -> String {
     for (name, help, v) in gauges {
         counter(&mut out, name, help, "gauge", v);
     }
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 17] = [
         (
             "ringvault_server_configs_adopted_total",
             "Configurations adopted.",
@@ -407,11 +412,6 @@ pub fn render_metrics(st: &ServerStatus) -> String {
             "ringvault_server_get_failures_total",
             "Reads that failed.",
             d.gets_failed,
-        ),
-        (
-            "ringvault_server_disk_errors_total",
-            "Item writes the disk refused.",
-            d.disk_errors,
         ),
         (
             "ringvault_server_decode_errors_total",

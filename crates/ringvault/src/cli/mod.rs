@@ -247,8 +247,8 @@ pub struct NodeArgs {
     /// server in it starts as a member; any other server asks the committee to join.
     #[arg(long, value_name = "FILE")]
     pub genesis: Option<PathBuf>,
-    /// A revocation list from the ring's CA: loaded at start and whenever the file changes, and
-    /// passed on to the ring (secure mode).
+    /// A revocation list from the ring's CA: in secure mode loaded at start and whenever the
+    /// file changes, and passed on to the ring; in server mode loaded at start.
     #[arg(long, value_name = "FILE", requires = "ca")]
     pub revocations: Option<PathBuf>,
     /// Write a certificate signing request for this node's key (from --data-dir) and its

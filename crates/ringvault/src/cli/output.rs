@@ -58,6 +58,7 @@ pub fn server_status(v: &Value, json: bool) -> Result<()> {
     let state = match (v["member"].as_bool(), v["leaving"].as_bool()) {
         (Some(true), Some(true)) => "member, leaving at the next epoch change",
         (Some(true), _) => "member",
+        (_, Some(true)) => "left the ring (serving the hand-over of its ranges, then exiting)",
         _ => "not a member (asking the committee to join)",
     };
     out!(

@@ -368,7 +368,22 @@ async fn server_node(
     tokio::select! {
         () = stop => info!("stopping"),
         phase = handle.wait_left() => match phase {
-            Phase::Left => say!("left the ring; exiting"),
+            Phase::Left => {
+                // The new owners of its ranges take them over from the old owners, this one
+                // included: it answers them for one lease before it goes.
+                let lease = handle
+                    .status()
+                    .await
+                    .map_or(Duration::ZERO, |s| Duration::from_millis(s.params.lease_ms()));
+                say!(
+                    "left the ring; serving the hand-over of its ranges for {} s, then exiting",
+                    lease.as_secs()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(lease) => {}
+                    () = stop_signal() => {}
+                }
+            }
             _ => {
                 running.stop().await;
                 stop_tx.send_replace(true);

@@ -13,7 +13,7 @@ use ringvault_net::{
     load_or_create_identity, start_server, ReadKind, RunningServer, ServerBoot, ServerDisk,
     ServerHandle, ServerNetConfig, ServerOpError, IDENTITY_FILE,
 };
-use ringvault_store::ServerDb;
+use ringvault_store::{NewFile, ServerDb};
 use ringvault_types::{
     record_key, CertRequest, Id, Identity, NodeCertificate, PublicKey, Record, RecordError,
     RecordValue, RevocationList,
@@ -49,6 +49,10 @@ impl ServerDisk for Disk {
     fn items(&self, items: &[Item]) -> Result<(), String> {
         self.0.put_items(items).map_err(|e| e.to_string())
     }
+
+    fn recovered(&self) -> Result<(), String> {
+        self.0.recovered().map_err(|e| e.to_string())
+    }
 }
 
 /// What a server runs with besides its data dir.
@@ -70,14 +74,21 @@ pub struct ServerSetup {
 /// Creates `dir`'s server database beside a new key, so that a database missing later, with
 /// the key still there, means the server lost its data (see [`start`]).
 pub fn create_db(dir: &Path) -> Result<()> {
-    ServerDb::open(&dir.join(SERVER_DB))
+    ServerDb::open(&dir.join(SERVER_DB), NewFile::Fresh)
         .map(drop)
         .map_err(anyhow::Error::from)
 }
 
-/// Loads (or makes) the key in `dir`; true when it was made now.
+/// Loads (or makes) the key in `dir`; true when it was made now. A database without its key
+/// is refused: a new key must not inherit another server's sign-once record and items.
 pub fn load_key(dir: &Path) -> Result<(Identity, bool)> {
     let fresh = !dir.join(IDENTITY_FILE).exists();
+    if fresh && dir.join(SERVER_DB).exists() {
+        bail!(
+            "{} holds a server's state but its key ({IDENTITY_FILE}) is gone; restore the key, or move the data dir aside to start a new server",
+            dir.display()
+        );
+    }
     let identity = load_or_create_identity(dir)?;
     if fresh {
         create_db(dir)?;
@@ -90,21 +101,31 @@ pub fn load_key(dir: &Path) -> Result<(Identity, bool)> {
 /// signs nothing in the epochs it could have signed in before (`Membership`'s wiped rule).
 pub async fn start(dir: &Path, identity: Identity, setup: ServerSetup) -> Result<RunningServer> {
     let path = dir.join(SERVER_DB);
-    let wiped = !path.exists();
-    if wiped {
+    let new = if path.exists() {
+        NewFile::Fresh
+    } else {
         warn!(
             "{} is missing but this server's key is in {}: treating the server as one that lost its data (it signs nothing in the epochs it may have signed in before, and takes its key ranges over from the other replicas)",
             path.display(),
             dir.display()
         );
-    }
-    let (db, state) = ServerDb::open(&path)?;
-    let (config, cert) = match state.config {
-        Some((c, cert)) if c.params == setup.genesis.params => (Arc::new(c), cert),
-        Some(_) => bail!(
-            "{} holds the state of a ring with other parameters than this genesis; give this ring's genesis, or a fresh data dir",
-            path.display()
+        NewFile::AfterLoss
+    };
+    let (db, state) = ServerDb::open(&path, new)?;
+    let genesis = setup.genesis.hash();
+    match state.genesis {
+        Some(g) if g != genesis => bail!(
+            "{} holds the state of the ring whose genesis is {}, not {} (--genesis); give that ring's genesis, or a fresh data dir",
+            path.display(),
+            g.short(),
+            genesis.short()
         ),
+        Some(_) => {}
+        None => db.put_genesis(&genesis)?,
+    }
+    let wiped = state.wiped;
+    let (config, cert) = match state.config {
+        Some((c, cert)) => (Arc::new(c), cert),
         None => (Arc::new(setup.genesis), None),
     };
     let boot = ServerBoot {
@@ -253,8 +274,8 @@ impl LocalServers {
     /// Prepares `n` servers on 127.0.0.1:(base_port + i) under `dir` with epochs of
     /// `epoch_ms`; a genesis already in `dir` is reused (a restarted local ring).
     pub fn prepare(dir: &Path, n: u16, base_port: u16, epoch_ms: u64) -> Result<LocalServers> {
-        if n == 0 {
-            bail!("--nodes must be at least 1");
+        if n < 4 {
+            bail!("--nodes must be at least 4 in server mode: a replica group and the committee are 3f + 1 = 4 servers");
         }
         let ca_dir = dir.join("ca");
         let mut ca = if ca_dir.join("ca.key").exists() {
