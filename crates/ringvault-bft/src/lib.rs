@@ -29,6 +29,7 @@ mod message;
 mod model;
 mod quorum;
 mod server;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -54,3 +55,4 @@ pub use quorum::{
     MAX_DIGEST_PAGES, MAX_FETCH_TRIES, MAX_OBJECT, OP_TIMEOUT, RETRY_EVERY, SYNC_TIMEOUT,
 };
 pub use server::{Server, ServerAction, ServerEvent, ServerMessage, ServerStart, ServerSummary};
+pub use shared::SharedConfigs;

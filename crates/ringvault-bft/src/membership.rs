@@ -50,6 +50,9 @@ pub struct MembershipConfig {
     pub revoked: RevocationList,
     /// Unix milliseconds at `Time::ZERO` (leases are wall-clock times).
     pub unix_ms_at_zero: u64,
+    /// Configurations shared with the other servers of this process (a simulation); `None`:
+    /// this server derives and checks each one itself.
+    pub shared: Option<crate::SharedConfigs>,
 }
 
 /// What a committee member persists before it signs: its instance's control state.
@@ -1034,16 +1037,27 @@ impl Membership {
             }
             return Err(Refused::OtherEpoch);
         }
-        if delta.prev != self.current.hash() {
-            return Err(Refused::Config(crate::ConfigError::WrongPrev));
-        }
-        let next = self.current.apply(&delta);
-        self.current.verify_next(&next, &cert)?;
+        let next = match &self.config.shared {
+            Some(shared) => {
+                if delta.prev != shared.hash(&self.current) {
+                    return Err(Refused::Config(crate::ConfigError::WrongPrev));
+                }
+                shared.next(&self.current, &delta, &cert)?
+            }
+            None => {
+                if delta.prev != self.current.hash() {
+                    return Err(Refused::Config(crate::ConfigError::WrongPrev));
+                }
+                let next = self.current.apply(&delta);
+                self.current.verify_next(&next, &cert)?;
+                Arc::new(next)
+            }
+        };
         let msg = BftMessage::Decided {
             delta: Box::new(delta.clone()),
             cert: cert.clone(),
         };
-        self.adopt(now, Arc::new(next), delta, cert);
+        self.adopt(now, next, delta, cert);
         // Verified before it goes on: a relay can withhold a configuration, never forge one.
         self.forward(msg);
         Ok(())

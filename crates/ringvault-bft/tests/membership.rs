@@ -50,6 +50,7 @@ struct Net {
     now: Time,
     wire: Flight<BftMessage>,
     crashed: BTreeSet<Id>,
+    shared: ringvault_bft::SharedConfigs,
     byzantine: BTreeMap<Id, Fault>,
     /// Relays that withhold (true) or forge (false) the configurations they pass on.
     relays: BTreeMap<Id, bool>,
@@ -94,6 +95,7 @@ impl Net {
             now: Time::ZERO,
             wire: Flight::default(),
             crashed: BTreeSet::new(),
+            shared: ringvault_bft::SharedConfigs::new(),
             byzantine: BTreeMap::new(),
             relays: BTreeMap::new(),
             withhold_tree0: false,
@@ -117,6 +119,9 @@ impl Net {
             ca: self.ca.public_key(),
             revoked: RevocationList::empty(),
             unix_ms_at_zero: UNIX_MS,
+            // Every server of the test network shares the configurations it derives, so the
+            // tests check the shared path against the same forgeries and withholdings.
+            shared: Some(self.shared.clone()),
         }
     }
 

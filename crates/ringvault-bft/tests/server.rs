@@ -110,6 +110,7 @@ impl Net {
                 ca: self.ca.public_key(),
                 revoked: RevocationList::empty(),
                 unix_ms_at_zero: UNIX_MS,
+                shared: None,
             },
             config,
             cert,

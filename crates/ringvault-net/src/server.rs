@@ -499,6 +499,7 @@ pub async fn start_server(
             ca: cfg.ca,
             revoked: cfg.revocations,
             unix_ms_at_zero,
+            shared: None,
         },
         config: boot.config,
         cert: boot.cert,
