@@ -202,7 +202,7 @@ pub struct Membership {
     config: MembershipConfig,
     current: Arc<Config>,
     cert: Option<ConfigCert>,
-    history: BTreeMap<Epoch, (Arc<Config>, Delta, ConfigCert)>,
+    history: BTreeMap<Epoch, (Arc<Config>, Arc<Delta>, ConfigCert)>,
     /// When the current configuration was adopted.
     adopted_at: Time,
     pending: BTreeMap<Id, Change>,
@@ -491,7 +491,7 @@ impl Membership {
                 }
                 Ok(())
             }
-            BftMessage::Decided { delta, cert } => self.take_decided(now, from, *delta, cert),
+            BftMessage::Decided { delta, cert } => self.take_decided(now, from, delta, cert),
             BftMessage::Pull { have } => {
                 let later: Vec<_> = self
                     .history
@@ -499,13 +499,7 @@ impl Membership {
                     .map(|(_, (_, d, c))| (d.clone(), c.clone()))
                     .collect();
                 for (delta, cert) in later {
-                    self.send(
-                        from,
-                        BftMessage::Decided {
-                            delta: Box::new(delta),
-                            cert,
-                        },
-                    );
+                    self.send(from, BftMessage::Decided { delta, cert });
                 }
                 Ok(())
             }
@@ -972,8 +966,9 @@ impl Membership {
             // Decided through a certificate received (handle_commit): adopting waits for it.
             return;
         }
+        let delta = Arc::new(delta);
         let msg = BftMessage::Decided {
-            delta: Box::new(delta.clone()),
+            delta: delta.clone(),
             cert: cert.clone(),
         };
         // To every interior node of the new configuration's trees, which pass it on to their
@@ -1021,7 +1016,7 @@ impl Membership {
         &mut self,
         now: Time,
         from: Id,
-        delta: Delta,
+        delta: Arc<Delta>,
         cert: ConfigCert,
     ) -> Result<(), Refused> {
         if delta.epoch <= self.current.epoch {
@@ -1054,7 +1049,7 @@ impl Membership {
             }
         };
         let msg = BftMessage::Decided {
-            delta: Box::new(delta.clone()),
+            delta: delta.clone(),
             cert: cert.clone(),
         };
         self.adopt(now, next, delta, cert);
@@ -1063,7 +1058,7 @@ impl Membership {
         Ok(())
     }
 
-    fn adopt(&mut self, now: Time, next: Arc<Config>, delta: Delta, cert: ConfigCert) {
+    fn adopt(&mut self, now: Time, next: Arc<Config>, delta: Arc<Delta>, cert: ConfigCert) {
         let evicted = delta
             .changes
             .iter()

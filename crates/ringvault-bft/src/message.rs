@@ -102,8 +102,8 @@ pub enum BftMessage {
     },
     /// A decided configuration: the delta on top of the one before, and its certificate.
     Decided {
-        /// The changes.
-        delta: Box<Delta>,
+        /// The changes (shared: a relay passes the same one on to its children).
+        delta: std::sync::Arc<Delta>,
         /// The committee's precommits.
         cert: ConfigCert,
     },

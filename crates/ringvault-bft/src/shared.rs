@@ -30,9 +30,12 @@ struct Inner {
     /// Every configuration seen, by address, with its hash. Kept alive here, so an address
     /// names one configuration for as long as the cache lives.
     known: HashMap<usize, (Arc<Config>, Id)>,
-    /// Checked successors: (the current configuration's address, the delta's hash, the
+    /// The one copy of each configuration, by hash: the same configuration reached with
+    /// different certificates (each deciding member assembles its own) is shared too.
+    copies: HashMap<Id, Arc<Config>>,
+    /// Checked successors: (the current configuration's hash, the delta's hash, the
     /// certificate's hash) -> the next configuration, or why it was refused.
-    next: HashMap<(usize, Id, Id), Result<Arc<Config>, ConfigError>>,
+    next: HashMap<(Id, Id, Id), Result<Arc<Config>, ConfigError>>,
 }
 
 fn address(config: &Arc<Config>) -> usize {
@@ -41,10 +44,13 @@ fn address(config: &Arc<Config>) -> usize {
 
 impl Inner {
     fn hash(&mut self, config: &Arc<Config>) -> Id {
-        self.known
+        let hash = self
+            .known
             .entry(address(config))
             .or_insert_with(|| (config.clone(), config.hash()))
-            .1
+            .1;
+        self.copies.entry(hash).or_insert_with(|| config.clone());
+        hash
     }
 }
 
@@ -70,17 +76,23 @@ impl SharedConfigs {
         cert: &ConfigCert,
     ) -> Result<Arc<Config>, ConfigError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.hash(current);
+        let current_hash = inner.hash(current);
         let cert_hash = Id::hash(&postcard::to_allocvec(cert).unwrap_or_default());
-        let key = (address(current), delta.hash(), cert_hash);
+        let key = (current_hash, delta.hash(), cert_hash);
         if let Some(r) = inner.next.get(&key) {
             return r.clone();
         }
         let next = current.apply(delta);
-        let result = current.verify_next(&next, cert).map(|()| Arc::new(next));
-        if let Ok(next) = &result {
-            inner.hash(next);
-        }
+        let result = current.verify_next(&next, cert).map(|()| {
+            let hash = next.hash();
+            let copy = inner
+                .copies
+                .entry(hash)
+                .or_insert_with(|| Arc::new(next))
+                .clone();
+            inner.hash(&copy);
+            copy
+        });
         inner.next.insert(key, result.clone());
         result
     }

@@ -206,10 +206,10 @@ impl Net {
             if withhold {
                 return;
             }
-            let mut delta = delta.clone();
+            let mut delta = (**delta).clone();
             delta.valid_until += 1; // no longer the certified configuration
             msg = BftMessage::Decided {
-                delta,
+                delta: Arc::new(delta),
                 cert: cert.clone(),
             };
         }
@@ -537,7 +537,7 @@ fn forged_configurations_are_refused() {
         net.now,
         b,
         BftMessage::Decided {
-            delta: Box::new(delta),
+            delta: Arc::new(delta),
             cert,
         },
     );

@@ -24,7 +24,11 @@ pub enum SimCommand {
     /// records under churn with a tenth of the nodes losing writes, with and without read
     /// repair; --routes sets the reads), audits (storage audits under churn with 5, 10 and
     /// 25% of the nodes keeping receipts and dropping data, with and without audits; --hours
-    /// sets the simulated time). Several names in one run share their network builds.
+    /// sets the simulated time), server-mode (a fleet of servers under the BFT membership
+    /// service with 30-day sessions and 1,000 joins and leaves: configuration spread, bytes
+    /// per server, one-hop lookup delay next to classic routing, NotReady time; --nodes sets
+    /// the fleet, default 10,000; use --topology transit-stub). Several names in one run share
+    /// their network builds.
     /// Writes DIR/EXPERIMENT.json (every figure, the parameters and the seed), a CSV per table
     /// and an SVG per plot, prints a short table, and ends with the simulator's own speed and
     /// memory per node. The same seed gives the same files, byte for byte.

@@ -100,6 +100,10 @@ pub struct ReplicaStats {
     pub given_up: u64,
     /// Microseconds spent not ready after epoch changes and restarts.
     pub not_ready_micros: u64,
+    /// The longest of them (one hand-over or restart check).
+    pub not_ready_max_micros: u64,
+    /// Hand-overs and restart checks finished.
+    pub syncs: u64,
 }
 
 /// An ack owed once a store completes.
@@ -663,7 +667,10 @@ impl Replica {
             .any(|s| in_range(&s.item.key(), &range.0, &range.1));
         if self.syncs[i].fetching.is_empty() && !storing {
             let s = self.syncs.remove(i);
-            self.stats.not_ready_micros += now.saturating_since(s.started).as_micros();
+            let took = now.saturating_since(s.started).as_micros();
+            self.stats.not_ready_micros += took;
+            self.stats.not_ready_max_micros = self.stats.not_ready_max_micros.max(took);
+            self.stats.syncs += 1;
             if s.why == Why::Takeover {
                 let unsynced = self.unsynced();
                 self.actions

@@ -27,12 +27,13 @@ mod records;
 mod scribe;
 mod secure;
 mod secure_join;
+mod server_mode;
 mod static_net;
 
 pub use static_net::StaticPoint;
 
 /// Every experiment name, in the order of `experiments.md`.
-pub const EXPERIMENTS: [&str; 17] = [
+pub const EXPERIMENTS: [&str; 18] = [
     "hops",
     "hop-distribution",
     "stretch",
@@ -50,6 +51,7 @@ pub const EXPERIMENTS: [&str; 17] = [
     "secure-join",
     "records",
     "audits",
+    "server-mode",
 ];
 
 /// Parameters common to all experiments; `None` means the experiment's own default from
@@ -173,6 +175,7 @@ pub fn run(names: &[String], params: &Params) -> Result<(Vec<Report>, PerfReport
             "secure-join" => secure_join::secure_join(&mut ctx),
             "records" => records::records(&mut ctx),
             "audits" => audits::audits(&mut ctx),
+            "server-mode" => server_mode::server_mode(&mut ctx),
             _ => unreachable!("checked above"),
         };
         reports.push(r);
