@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let config = genesis().clone();
         let mut replica = Replica::new(identity(0), config.clone(), 0, Vec::new(), &[], Time::ZERO);
-        let mut client = QuorumClient::new(config);
+        let mut client = QuorumClient::new(identity(2).id(), config);
         let _ = client.get_record(Time::ZERO, ringvault_types::Id::ZERO);
         let from = identity(1).id();
         replica.handle_message(Time::ZERO, from, msg.clone());
@@ -69,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
             ca: identity(100).public_key(),
             revoked: RevocationList::empty(),
             unix_ms_at_zero: 0,
+            shared: None,
         };
         let config = genesis().clone();
         let mut m = Membership::new(identity(0), settings, config, None, None, false, Time::ZERO);
