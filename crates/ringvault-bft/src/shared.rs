@@ -6,7 +6,7 @@
 //! differently: the cache answers exactly what [`Config::apply`] and [`Config::verify_next`]
 //! would, for the same inputs.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ringvault_types::Id;
@@ -29,13 +29,13 @@ impl std::fmt::Debug for SharedConfigs {
 struct Inner {
     /// Every configuration seen, by address, with its hash. Kept alive here, so an address
     /// names one configuration for as long as the cache lives.
-    known: HashMap<usize, (Arc<Config>, Id)>,
+    known: BTreeMap<usize, (Arc<Config>, Id)>,
     /// The one copy of each configuration, by hash: the same configuration reached with
     /// different certificates (each deciding member assembles its own) is shared too.
-    copies: HashMap<Id, Arc<Config>>,
+    copies: BTreeMap<Id, Arc<Config>>,
     /// Checked successors: (the current configuration's hash, the delta's hash, the
     /// certificate's hash) -> the next configuration, or why it was refused.
-    next: HashMap<(Id, Id, Id), Result<Arc<Config>, ConfigError>>,
+    next: BTreeMap<(Id, Id, Id), Result<Arc<Config>, ConfigError>>,
 }
 
 fn address(config: &Arc<Config>) -> usize {

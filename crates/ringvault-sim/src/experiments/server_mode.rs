@@ -19,7 +19,7 @@
 //! are empty, so this is the hand-over's round trips, not its data).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -65,7 +65,7 @@ enum Event {
     Deliver {
         to: usize,
         from: Id,
-        msg: ServerMessage,
+        msg: Box<ServerMessage>,
     },
     Timer(usize),
     Join(usize),
@@ -100,7 +100,7 @@ struct Fleet {
     places: Vec<Place>,
     ids: Vec<Id>,
     certs: Vec<NodeCertificate>,
-    index: HashMap<Id, usize>,
+    index: BTreeMap<Id, usize>,
     servers: Vec<Option<Server>>,
     /// The deadline each server's timer is queued for.
     armed: Vec<Option<Time>>,
@@ -113,7 +113,7 @@ struct Fleet {
     bytes: BTreeMap<&'static str, u64>,
     messages: u64,
     /// The encoded size of each configuration's `Decided` message, by epoch.
-    decided_size: HashMap<(u64, u32), u64>,
+    decided_size: BTreeMap<(u64, u32), u64>,
     /// Adoption times per epoch, and the epoch's member count.
     adopted: BTreeMap<u64, (usize, Vec<Time>)>,
     events: u64,
@@ -203,7 +203,7 @@ impl Fleet {
                         Event::Deliver {
                             to: j,
                             from: me,
-                            msg,
+                            msg: Box::new(msg),
                         },
                     );
                 }
@@ -252,7 +252,7 @@ impl Fleet {
             match event {
                 Event::Deliver { to, from, msg } => {
                     if let Some(s) = self.servers[to].as_mut() {
-                        s.handle_message(at, from, msg);
+                        s.handle_message(at, from, *msg);
                         self.flush(to);
                     }
                 }
@@ -333,7 +333,7 @@ pub(crate) fn server_mode(ctx: &mut Ctx) -> Report {
     }
     bar.finish_and_clear();
     let ids: Vec<Id> = certs.iter().map(|c| c.node_id()).collect();
-    let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let index: BTreeMap<Id, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let params = BftParams {
         epoch_ms: EPOCH_MS,
         max_changes: MAX_CHANGES,
@@ -372,7 +372,7 @@ pub(crate) fn server_mode(ctx: &mut Ctx) -> Report {
         genesis,
         bytes: BTreeMap::new(),
         messages: 0,
-        decided_size: HashMap::new(),
+        decided_size: BTreeMap::new(),
         adopted: BTreeMap::new(),
         events: 0,
         identities,
