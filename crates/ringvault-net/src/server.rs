@@ -64,6 +64,8 @@ pub struct ServerBoot {
     pub items: Vec<Item>,
     /// The key ranges persisted as not yet taken over.
     pub unsynced: Vec<(Id, Id)>,
+    /// The operator asked it to leave ([`ServerDisk::leaving`]): it asks again, never to join.
+    pub leaving: bool,
 }
 
 /// Where a server persists, called from a thread of its own; each call returns once what it
@@ -80,6 +82,8 @@ pub trait ServerDisk: Send + 'static {
     /// The server recovered from a lost disk: forget the loss (see
     /// [`ServerBoot::wiped`]).
     fn recovered(&self) -> Result<(), String>;
+    /// The operator asked the server to leave (see [`ServerBoot::leaving`]).
+    fn leaving(&self) -> Result<(), String>;
 }
 
 /// Rewrites (or drops, with an empty list) what a server sends: how tests make a Byzantine
@@ -493,6 +497,7 @@ pub async fn start_server(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let boot_wiped = boot.wiped;
+    let leaving = boot.leaving;
     let start = ServerStart {
         identity,
         settings: MembershipConfig {
@@ -509,7 +514,12 @@ pub async fn start_server(
         unsynced: boot.unsynced,
     };
     let mut server = Server::new(start, clock.now());
-    server.join(clock.now(), cfg.cert);
+    let already_left = if leaving {
+        server.leave(clock.now()).is_err()
+    } else {
+        server.join(clock.now(), cfg.cert);
+        false
+    };
 
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
     let (unreachable_tx, unreachable_rx) = mpsc::channel(UNREACHABLE_QUEUE);
@@ -519,7 +529,11 @@ pub async fn start_server(
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let disk = DiskThread::start(disk, report_tx)?;
     let recovering = boot_wiped;
-    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let (phase_tx, phase) = watch::channel(if already_left {
+        Phase::Left
+    } else {
+        Phase::Running
+    });
     let actor = Actor {
         server,
         transport: transport.clone(),
@@ -555,6 +569,7 @@ enum DiskJob {
     Config(Arc<Config>, Option<ConfigCert>),
     Unsynced(Vec<(Id, Id)>),
     Recovered,
+    Leaving,
     /// An item write, holding its share of [`DISK_BYTES`] until it is committed.
     Item(u64, Item, tokio::sync::OwnedSemaphorePermit),
 }
@@ -614,6 +629,9 @@ impl DiskThread {
                                 .recovered()
                                 .err()
                                 .map(|e| format!("the end of the recovery: {e}")),
+                            DiskJob::Leaving => {
+                                disk.leaving().err().map(|e| format!("the leave: {e}"))
+                            }
                             DiskJob::Item(token, item, permit) => {
                                 items.push((token, item, permit));
                                 None
@@ -744,6 +762,16 @@ impl Actor {
                     }
                 },
                 c = ctl.recv() => match c {
+                    Some(Control::Leave(reply)) => {
+                        // The leave is on disk before it is asked for: a daemon restarted
+                        // before it is decided asks again instead of asking to join.
+                        let asked = if self.disk.send(DiskJob::Leaving).await {
+                            self.server.leave(self.clock.now()).map_err(Into::into)
+                        } else {
+                            Err(ServerOpError::Stopped)
+                        };
+                        let _ = reply.send(asked);
+                    }
                     Some(c) => self.on_control(c),
                     None => return,
                 },
@@ -808,9 +836,7 @@ impl Actor {
                     },
                 );
             }
-            Control::Leave(reply) => {
-                let _ = reply.send(self.server.leave(now).map_err(Into::into));
-            }
+            Control::Leave(_) => unreachable!("run handles leaves (they persist first)"),
             Control::Status(reply) => {
                 let s = self.server.summary(now);
                 let _ = reply.send(ServerStatus::new(

@@ -21,6 +21,7 @@ const UNSYNCED: &str = "unsynced";
 const FORMAT: &str = "format";
 const WIPED: &str = "wiped";
 const GENESIS: &str = "genesis";
+const LEAVING: &str = "leaving";
 
 /// The format of `server.redb`; bumped on any incompatible change.
 pub const SERVER_FORMAT: u32 = 1;
@@ -41,6 +42,8 @@ pub struct ServerState {
     pub wiped: bool,
     /// The hash of the genesis this state grew from ([`ServerDb::put_genesis`]).
     pub genesis: Option<Id>,
+    /// The operator asked the server to leave ([`ServerDb::put_leaving`]).
+    pub leaving: bool,
 }
 
 /// What a database file that does not exist yet stands for.
@@ -73,6 +76,7 @@ impl ServerDb {
     /// a server that starts with less than it persisted could sign twice or lose data.
     pub fn open(path: &Path, new: NewFile) -> Result<(ServerDb, ServerState), OpenError> {
         let p = path.display().to_string();
+        let existed = path.exists();
         let db = open_db(path, 16 << 20)?;
         let damaged = |detail: String| OpenError::Damaged {
             path: p.clone(),
@@ -94,7 +98,10 @@ impl ServerDb {
                 None => {
                     meta.insert(FORMAT, SERVER_FORMAT.to_le_bytes().as_slice())
                         .map_err(|e| wrapped(e.into()))?;
-                    if new == NewFile::AfterLoss {
+                    // A file that existed without its format entry was being created when the
+                    // process died: whatever it was created for, count it as a loss (a few
+                    // epochs of abstaining), never as a fresh start.
+                    if new == NewFile::AfterLoss || existed {
                         meta.insert(WIPED, [1u8].as_slice())
                             .map_err(|e| wrapped(e.into()))?;
                     }
@@ -133,6 +140,7 @@ impl ServerDb {
             );
         }
         state.wiped = read(WIPED)?.is_some();
+        state.leaving = read(LEAVING)?.is_some();
         if let Some(bytes) = read(GENESIS)? {
             let hash = <[u8; 32]>::try_from(bytes.as_slice())
                 .map_err(|_| damaged("the genesis entry is not 32 bytes".into()))?;
@@ -179,6 +187,11 @@ impl ServerDb {
             .remove(WIPED)
             .map_err(write_error)?;
         tx.commit().map_err(write_error)
+    }
+
+    /// Records that the operator asked the server to leave.
+    pub fn put_leaving(&self) -> Result<(), ServerWriteError> {
+        self.put_meta(LEAVING, &[1])
     }
 
     /// Records the hash of the genesis the server runs from, so that a later start with
@@ -282,7 +295,20 @@ mod tests {
         let (db, state) = ServerDb::open(&path, NewFile::Fresh).unwrap();
         assert!(state.wiped, "a restart before recovering still knows");
         db.recovered().unwrap();
+        db.put_leaving().unwrap();
         drop(db);
-        assert!(!ServerDb::open(&path, NewFile::Fresh).unwrap().1.wiped);
+        let state = ServerDb::open(&path, NewFile::Fresh).unwrap().1;
+        assert!(!state.wiped);
+        assert!(state.leaving, "a leave asked for survives a restart");
+    }
+
+    #[test]
+    fn a_file_left_half_created_counts_as_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.redb");
+        // The file exists, its first transaction never committed (the process died).
+        drop(redb::Database::create(&path).unwrap());
+        let (_db, state) = ServerDb::open(&path, NewFile::Fresh).unwrap();
+        assert!(state.wiped);
     }
 }

@@ -236,6 +236,9 @@ impl ServerDisk for MemDisk {
     fn recovered(&self) -> Result<(), String> {
         Ok(())
     }
+    fn leaving(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Signed proposals (kind 0, by the hash of the delta) and votes (kind 1 prevote, 2
@@ -613,6 +616,10 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
     let lies = lying.lies.clone();
     let votes: Arc<Mutex<Votes>> = Arc::default();
     let seen = votes.clone();
+    // The newest epoch whose instance the member to be killed has signed in.
+    let victim = lay.slots[killed].id;
+    let victim_signed = Arc::new(AtomicU64::new(0));
+    let signed = victim_signed.clone();
     let hooks = ServerHooks {
         outbound: Some(Box::new(move |to, msg| lying.outbound(to, msg))),
         inbound: Some(Box::new(move |_, msg: &ServerMessage| {
@@ -627,6 +634,9 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
                 ),
                 _ => return,
             };
+            if key.3 == victim {
+                signed.fetch_max(key.0, Ordering::SeqCst);
+            }
             seen.lock().unwrap().entry(key).or_default().insert(value);
         })),
     };
@@ -660,6 +670,7 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
                 wiped: false,
                 items: Vec::new(),
                 unsynced: Vec::new(),
+                leaving: false,
             },
             Box::new(MemDisk),
             hooks,
@@ -752,24 +763,30 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
             .cloned()
             .collect(),
     );
-    let e = epoch_of(&killed_url);
-    wait_for(Duration::from_secs(30), "an epoch change", || {
-        epoch_of(&killed_url) > e
-    });
-    std::thread::sleep(Duration::from_millis(2_950));
-    let mut victim = procs.remove(&killed).unwrap();
-    victim.child.kill().unwrap();
-    victim.child.wait().unwrap();
-    let voted_before_first_kill = voted_last(&votes.lock().unwrap());
+    // Killed the moment it is seen signing in the instance for the next epoch (its first
+    // signed message there), so that it comes back into an instance it signed in.
+    let e = victim_signed.load(Ordering::SeqCst);
+    let mut process = procs.remove(&killed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while victim_signed.load(Ordering::SeqCst) <= e {
+        assert!(
+            Instant::now() < deadline,
+            "the committee member never signed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    let voted_before_first_kill = victim_signed.load(Ordering::SeqCst);
     procs.insert(killed, lay.start(killed));
     wait_for(Duration::from_secs(90), "the killed member back", || {
         status(&killed_url)
             .is_some_and(|s| s["member"] == true && s["serving"] == true && s["syncing"] == false)
     });
     phase("killed a committee member at an epoch's end and restarted it at once");
-    let mut victim = procs.remove(&killed).unwrap();
-    victim.child.kill().unwrap();
-    victim.child.wait().unwrap();
+    let mut process = procs.remove(&killed).unwrap();
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
     phase("killed it again");
     let others: Vec<String> = honest
         .iter()
@@ -979,8 +996,9 @@ fn seven_servers_keep_every_acknowledged_write_and_read_atomically_through_a_kil
         "no vote of the killed member after its restart (last before: epoch {last_vote_before_kill})"
     );
     eprintln!(
-        "server mode test: the killed member had last voted in the instance for epoch {voted_before_first_kill} at its first kill"
+        "server mode test: the member was killed while signing in the instance for epoch {voted_before_first_kill}"
     );
+    assert!(voted_before_first_kill > 0);
     assert!(
         double_signers(&votes).is_empty(),
         "{:?}",

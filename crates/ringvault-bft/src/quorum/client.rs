@@ -142,6 +142,7 @@ impl QuorumClient {
     /// the answers of servers in the key's new group (a quorum must come from one group).
     pub fn handle_config(&mut self, config: Arc<Config>) {
         self.config = config;
+        let mut widened = Vec::new();
         let groups: Vec<(OpId, BTreeSet<Id>)> = self
             .ops
             .iter()
@@ -160,9 +161,21 @@ impl QuorumClient {
                 Waiting::Acks { acked, .. } | Waiting::WriteBack { holders: acked, .. } => {
                     acked.retain(|m| group.contains(m))
                 }
-                Waiting::Object { not_found, .. } => not_found.retain(|m| group.contains(m)),
+                Waiting::Object {
+                    not_found, only, ..
+                } => {
+                    not_found.retain(|m| group.contains(m));
+                    // The one replica asked first is no longer in the group: ask the group.
+                    if only.is_some_and(|first| !group.contains(&first)) {
+                        *only = None;
+                        widened.push(id);
+                    }
+                }
                 Waiting::Replies { replies, .. } => replies.retain(|m, _| group.contains(m)),
             }
+        }
+        for op in widened {
+            self.ask(op);
         }
     }
 
@@ -251,14 +264,17 @@ impl QuorumClient {
         )
     }
 
-    /// Asks the rest of the group for an object read that asked one replica so far.
-    fn widen(&mut self, op: OpId) {
+    /// Asks the rest of the group for an object read that asked one replica so far (the
+    /// next retry a full period later: the replies take a round trip).
+    fn widen(&mut self, op: OpId, now: Time) {
         if let Some(Op {
             waiting: Waiting::Object { only, .. },
+            retry_at,
             ..
         }) = self.ops.get_mut(&op)
         {
             if only.take().is_some() {
+                *retry_at = now + RETRY_EVERY;
                 self.ask(op);
             }
         }
@@ -339,7 +355,7 @@ impl QuorumClient {
     }
 
     /// An answer from replica `from` (authenticated by the transport).
-    pub fn handle_message(&mut self, _now: Time, from: Id, msg: StoreMessage) {
+    pub fn handle_message(&mut self, now: Time, from: Id, msg: StoreMessage) {
         let (op, answer) = match msg {
             StoreMessage::Ack(ack) => (OpId(ack.op), Answer::Ack(ack)),
             StoreMessage::Reply { op, key, item } => (OpId(op), Answer::Reply(key, item)),
@@ -363,8 +379,9 @@ impl QuorumClient {
         // An object read whose first replica answered without the object asks the others.
         let mut widen = false;
         match (answer, &mut o.waiting) {
-            (Answer::Refused(Refusal::WrongEpoch(e)), _) if e > self.config.epoch => {
+            (Answer::Refused(Refusal::WrongEpoch(e)), waiting) if e > self.config.epoch => {
                 o.newer_epoch = Some(o.newer_epoch.unwrap_or(0).max(e));
+                widen = matches!(waiting, Waiting::Object { .. });
             }
             (Answer::Refused(_), Waiting::Object { .. }) => widen = true,
             (Answer::Refused(_), _) => {}
@@ -460,7 +477,7 @@ impl QuorumClient {
             _ => {}
         }
         if widen {
-            self.widen(op);
+            self.widen(op, now);
         }
     }
 

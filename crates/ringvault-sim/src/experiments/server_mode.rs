@@ -1,7 +1,10 @@
 //! `server-mode`: a fleet of servers under server mode's membership service
 //! (`ringvault_bft::Server`, the same state machine the daemon runs) on the run's latency
-//! model (`--topology transit-stub` for the design's figures), with server-like churn: sessions with a 30-day median, plus 500 joins and 500 leaves
-//! spread over the run.
+//! model (`--topology transit-stub` for the design's figures), with server-like churn:
+//! sessions with a 30-day median, plus 500 joins and 500 leaves spread over the run. A session
+//! ends with a leave (servers are taken out of service, not crashed: evictions are not
+//! exercised here), and a server that left keeps running (it is not a member, and no lookup
+//! starts from it).
 //!
 //! Every server starts from one genesis (committee of 4, f = 1, epochs of 60 s, leases of 3
 //! epochs; up to 100 membership changes per epoch, so that the run's changes fit in a few
@@ -9,8 +12,9 @@
 //! servers share each configuration (`ringvault_bft::SharedConfigs`: derived and checked once,
 //! one copy for the whole fleet; a configuration of 100,000 servers is tens of megabytes).
 //!
-//! Measured: for each epoch, the time from the first server adopting the new configuration
-//! (a committee member, as it decides) until 99.9% of its members have; the membership
+//! Measured: for each epoch, the time from the first member adopting the new configuration
+//! (a committee member, as it decides) until 99.9% of its members have (adoptions by servers
+//! outside it, leavers and late joiners catching up, are not counted); the membership
 //! traffic in bytes per second per server (every message encoded as it would go on the wire);
 //! the lookup delay of one hop (from a random server to the first member of a random key's
 //! replica group, on the topology) next to classic mode's route delay on the same model (the
@@ -188,6 +192,7 @@ impl Fleet {
             }
         }
         let me = self.ids[i];
+        let mut stored = Vec::new();
         for a in actions {
             match a {
                 ServerAction::Send { to, msg } => {
@@ -207,19 +212,23 @@ impl Fleet {
                         },
                     );
                 }
-                ServerAction::Store { token, .. } => {
-                    // Stores are instant here (the hand-over's round trips are what is measured).
-                    if let Some(s) = self.servers[i].as_mut() {
-                        s.handle_stored(self.now, token);
-                    }
-                    return self.flush(i);
-                }
+                // Stores are instant here (the hand-over's round trips are what is measured):
+                // completed once the rest of this batch is done.
+                ServerAction::Store { token, .. } => stored.push(token),
                 ServerAction::Event(ServerEvent::Membership(MembershipEvent::Adopted {
                     epoch,
                     members,
                 })) => {
-                    let e = self.adopted.entry(epoch).or_insert((members, Vec::new()));
-                    e.1.push(self.now);
+                    // Only the configuration's members count: leavers are sent it at once, and
+                    // joiners and servers that left adopt old ones late while catching up.
+                    let member = self.servers[i].as_ref().is_some_and(|s| {
+                        let c = s.membership().current();
+                        c.epoch == epoch && c.member(&me).is_some()
+                    });
+                    if member {
+                        let e = self.adopted.entry(epoch).or_insert((members, Vec::new()));
+                        e.1.push(self.now);
+                    }
                 }
                 // Nobody crashes here: a probe always finds its suspect.
                 ServerAction::Probe(_)
@@ -228,6 +237,14 @@ impl Fleet {
                 | ServerAction::PersistUnsynced(_)
                 | ServerAction::Event(_) => {}
             }
+        }
+        if !stored.is_empty() {
+            if let Some(s) = self.servers[i].as_mut() {
+                for token in stored {
+                    s.handle_stored(self.now, token);
+                }
+            }
+            return self.flush(i);
         }
         let next = self.servers[i].as_ref().and_then(|s| s.next_deadline());
         if let Some(at) = next {
@@ -435,9 +452,8 @@ pub(crate) fn server_mode(ctx: &mut Ctx) -> Report {
         let to_999 = times
             .get(need.saturating_sub(1))
             .map(|t| t.saturating_since(first).as_millis_f64());
-        let to_all = times
-            .get(members.saturating_sub(1))
-            .map(|t| t.saturating_since(first).as_millis_f64());
+        let to_all = (times.len() >= *members)
+            .then(|| times[members - 1].saturating_since(first).as_millis_f64());
         if let Some(ms) = to_999 {
             spreads_ms.push((ms * 1000.0) as u64);
             spread_points.push((*epoch as f64, ms));
@@ -451,15 +467,20 @@ pub(crate) fn server_mode(ctx: &mut Ctx) -> Report {
         ]);
     }
 
-    // Final membership and the one-hop lookups.
-    let live: Vec<usize> = (0..total).filter(|&i| fleet.servers[i].is_some()).collect();
-    let newest = live
+    // Final membership, and one-hop lookups from the members of the newest configuration.
+    let running: Vec<usize> = (0..total).filter(|&i| fleet.servers[i].is_some()).collect();
+    let newest = running
         .iter()
         .filter_map(|&i| fleet.servers[i].as_ref())
         .map(|s| s.membership().current().clone())
         .max_by_key(|c| c.epoch)
         .expect("servers ran");
     let final_members = newest.members.len();
+    let live: Vec<usize> = running
+        .iter()
+        .copied()
+        .filter(|&i| newest.member(&fleet.ids[i]).is_some())
+        .collect();
     let behind = live
         .iter()
         .filter_map(|&i| fleet.servers[i].as_ref())

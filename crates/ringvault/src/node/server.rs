@@ -53,6 +53,10 @@ impl ServerDisk for Disk {
     fn recovered(&self) -> Result<(), String> {
         self.0.recovered().map_err(|e| e.to_string())
     }
+
+    fn leaving(&self) -> Result<(), String> {
+        self.0.put_leaving().map_err(|e| e.to_string())
+    }
 }
 
 /// What a server runs with besides its data dir.
@@ -121,6 +125,10 @@ pub async fn start(dir: &Path, identity: Identity, setup: ServerSetup) -> Result
             genesis.short()
         ),
         Some(_) => {}
+        None if state.config.is_some() => bail!(
+            "{} holds a server's state but not the genesis it grew from; start it with a fresh data dir",
+            path.display()
+        ),
         None => db.put_genesis(&genesis)?,
     }
     let wiped = state.wiped;
@@ -135,6 +143,7 @@ pub async fn start(dir: &Path, identity: Identity, setup: ServerSetup) -> Result
         wiped,
         items: state.items,
         unsynced: state.unsynced,
+        leaving: state.leaving,
     };
     let running = start_server(
         identity,
