@@ -1,7 +1,8 @@
 //! The dashboard as a person sees it: `ringvault ring --nodes 8` on free ports with subscribers
 //! to one topic on four nodes, the page of a node with children in the topic's tree loaded in
 //! headless Chromium: all 8 nodes on the drawn ring, the topic in the topics panel by name with
-//! its role and every child; and a screenshot taken.
+//! its role and every child; and a screenshot taken. Then server mode's dashboard: the epoch,
+//! the committee and every member of a ring of 5 servers.
 
 mod common;
 
@@ -216,5 +217,61 @@ fn dashboard_of_an_eight_node_ring_shows_all_eight_nodes_and_a_topic_tree_in_hea
         status.is_some_and(|s| s.success()),
         "ring did not exit cleanly on Ctrl-C: {status:?}"
     );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The text inside the element with `id` in a dumped DOM.
+fn text_of(dom: &str, id: &str) -> Option<String> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')?;
+    Some(rest[open..open + close].to_string())
+}
+
+#[test]
+fn the_server_mode_dashboard_shows_the_epoch_the_committee_and_every_member_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: chromium not installed (apt-get install chromium); .ci/run installs it");
+        return;
+    };
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("server-dashboard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (mut ring, urls) =
+        common::start_ring_with(5, &tmp.join("ring"), &["--mode", "server", "--epoch", "2s"]);
+    // Wait for an epoch decided by the committee, so the page shows more than genesis.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = common::get(&urls[0], "/v1/status");
+        assert_eq!(status, 200, "{body}");
+        let st: Value = serde_json::from_str(&body).unwrap();
+        if st["epoch"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no epoch decided: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let profile = tmp.join("chromium-profile");
+    let dom = run_chromium(
+        &browser,
+        &profile,
+        &format!("{}/", urls[0]),
+        &["--dump-dom"],
+    );
+    let members = dom.matches("<tr class=\"member").count();
+    assert_eq!(members, 5, "five member rows: {dom}");
+    assert_eq!(dom.matches("<tr class=\"member me\"").count(), 1, "{dom}");
+    let seats = dom.matches(">seat ").count();
+    assert_eq!(seats, 4, "a committee of 4 among the members: {dom}");
+    let epoch: u64 = text_of(&dom, "epoch")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    assert!(epoch >= 1, "the epoch card shows a decided epoch: {dom}");
+    assert_eq!(text_of(&dom, "committee").as_deref(), Some("4"));
+    assert_eq!(text_of(&dom, "serving").as_deref(), Some("yes"));
+    assert_eq!(text_of(&dom, "error").as_deref(), Some(""));
+    ring.signal_and_wait("INT", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&tmp);
 }

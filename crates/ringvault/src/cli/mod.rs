@@ -367,6 +367,7 @@ pub struct DurabilityArg {
     /// a lost machine as long as one replica's disk does. `replicated`: once it is written in
     /// memory, synced within a second; a power cut or crash of a node loses up to its last
     /// second of writes, which the other replicas still hold and maintenance copies back.
+    /// Server mode always syncs before it acks.
     #[arg(long, value_enum, default_value_t = Durability::Sync)]
     pub durability: Durability,
 }
