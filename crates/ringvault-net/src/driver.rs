@@ -75,6 +75,26 @@ pub(crate) fn check_own_certificate(
         .map_err(|e| NetError::Certificate(e.to_string()))
 }
 
+/// The QUIC endpoint of `identity` (with its ring certificate, if any) bound to `listen`, the
+/// client configuration it dials with, and the address it advertises.
+pub(crate) fn bind(
+    identity: &Identity,
+    ring_cert: Option<&NodeCertificate>,
+    admission: Arc<Admission>,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> Result<(quinn::Endpoint, quinn::ClientConfig, SocketAddr), NetError> {
+    let (server, client) =
+        tls::quic_configs(identity, ring_cert, admission, Arc::new(transport_config()))?;
+    let bind_error = |source| NetError::Bind {
+        addr: listen,
+        source,
+    };
+    let endpoint = quinn::Endpoint::server(server, listen).map_err(bind_error)?;
+    let bound = endpoint.local_addr().map_err(bind_error)?;
+    Ok((endpoint, client, advertised(bound, advertise)?))
+}
+
 /// The address this node tells peers to dial, given the address its socket is `bound` to and
 /// the one the operator asked to advertise.
 pub(crate) fn advertised(
@@ -388,22 +408,13 @@ pub async fn start_with(
             Some(s.cert.clone())
         }
     };
-    let (server, client) = tls::quic_configs(
+    let (endpoint, client, addr) = bind(
         &identity,
         ring_cert.as_ref(),
         admission.clone(),
-        Arc::new(transport_config()),
+        cfg.listen,
+        cfg.advertise,
     )?;
-    let endpoint =
-        quinn::Endpoint::server(server, cfg.listen).map_err(|source| NetError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let bound = endpoint.local_addr().map_err(|source| NetError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let addr = advertised(bound, cfg.advertise)?;
     let contact = Contact::new(identity.id(), addr);
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed)

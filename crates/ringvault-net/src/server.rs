@@ -24,10 +24,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::admission::Admission;
-use crate::driver::{advertised, check_own_certificate, Clock};
+use crate::driver::{bind, check_own_certificate, Clock};
 use crate::status::Histogram;
-use crate::transport::{transport_config, Inbound, Transport, UNREACHABLE_QUEUE};
-use crate::{tls, NetError, CONTROL_QUEUE, NET_QUEUE};
+use crate::transport::{Inbound, Transport, UNREACHABLE_QUEUE};
+use crate::{NetError, CONTROL_QUEUE, NET_QUEUE};
 
 /// Writes waiting for the disk thread; when full, the server's event loop waits for it.
 const DISK_QUEUE: usize = 4096;
@@ -462,22 +462,13 @@ pub async fn start_server(
 ) -> Result<RunningServer, NetError> {
     check_own_certificate(&identity, &cfg.ca, &cfg.cert, &cfg.revocations)?;
     let admission = Arc::new(Admission::servers(cfg.ca, cfg.revocations.clone()));
-    let (server_tls, client_tls) = tls::quic_configs(
+    let (endpoint, client_tls, addr) = bind(
         &identity,
         Some(&cfg.cert),
         admission.clone(),
-        Arc::new(transport_config()),
+        cfg.listen,
+        cfg.advertise,
     )?;
-    let endpoint =
-        quinn::Endpoint::server(server_tls, cfg.listen).map_err(|source| NetError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let bound = endpoint.local_addr().map_err(|source| NetError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let addr = advertised(bound, cfg.advertise)?;
     if cfg.cert.body.addrs.first() != Some(&addr) {
         return Err(NetError::Certificate(format!(
             "names {:?} first, but this server is reached at {addr}: the others dial the first address of each member's certificate; have the CA issue one for {addr} (or give --advertise {})",

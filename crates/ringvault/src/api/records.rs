@@ -82,6 +82,20 @@ pub(crate) fn name_of(name: &str) -> Result<(), ApiError> {
     check_name_chars("record", name)
 }
 
+/// A record value of `len` bytes fits inline (413 `value_too_large` when it does not).
+pub(crate) fn value_fits(len: usize) -> Result<(), ApiError> {
+    if len > MAX_RECORD_VALUE {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "a record value is at most {MAX_RECORD_VALUE} bytes, got {len}; store it as an object and put its id"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A whole-number header, if given.
 fn number_header<T: std::str::FromStr>(
     headers: &HeaderMap,
@@ -182,16 +196,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     name_of(&name)?;
-    if body.len() > MAX_RECORD_VALUE {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "a record value is at most {MAX_RECORD_VALUE} bytes, got {}; store it as an object and put its id",
-                body.len()
-            ),
-        ));
-    }
+    value_fits(body.len())?;
     let h = write_headers(&headers, &name, false)?;
     let c = client(&app)?;
     let w = match h.signed {

@@ -19,13 +19,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ringvault_bft::{MembershipError, QuorumError, MAX_OBJECT};
 use ringvault_net::{ServerOpError, ServerStatus};
-use ringvault_types::{RecordValue, MAX_RECORD_VALUE};
+use ringvault_types::RecordValue;
 use serde_json::json;
 
 use crate::api::auth::{self, HttpAuth};
 use crate::api::conns::{self, ConnCounters, HttpLimits};
 use crate::api::http::{counter, histogram, parse_owner, ApiError};
-use crate::api::records::{name_of, record_response, write_headers};
+use crate::api::records::{name_of, record_response, value_fits, write_headers};
 use crate::node::server::{RecordPutError, RecordWritten, ServerApi};
 
 const DASHBOARD: &str = include_str!("server_dashboard.html");
@@ -240,16 +240,7 @@ async fn put_record(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     name_of(&name)?;
-    if body.len() > MAX_RECORD_VALUE {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "a record value is at most {MAX_RECORD_VALUE} bytes, got {}; store it as an object and put its id",
-                body.len()
-            ),
-        ));
-    }
+    value_fits(body.len())?;
     let empty = body.is_empty();
     let value = RecordValue::Inline(body.to_vec());
     write_record(&app, &name, &headers, value, empty).await

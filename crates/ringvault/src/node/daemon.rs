@@ -89,6 +89,32 @@ async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot serve HTTP on {addr}; pick a free port"))
 }
 
+/// Runs `serve` (an HTTP API) on `listener` in a task of its own, handing it a shutdown signal
+/// that resolves when `stop` flips; the address bound and the task.
+fn spawn_http<F, Fut>(
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+    serve: F,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    F: FnOnce(tokio::net::TcpListener, Shutdown) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let shutdown: Shutdown = Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve(listener, shutdown).await {
+            tracing::error!("HTTP server on {bound} failed: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// What an HTTP server stops on.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// An HTTP server for `node` on `listener`; stops when `stop` flips.
 fn serve_http(
     listener: tokio::net::TcpListener,
@@ -96,18 +122,11 @@ fn serve_http(
     clients: Clients,
     limits: HttpLimits,
     auth: HttpAuth,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = http::serve(listener, node, clients, limits, auth, shutdown).await {
-            tracing::error!("HTTP server on {bound} failed: {e}");
-        }
-    });
-    Ok((bound, task))
+    spawn_http(listener, stop, move |l, shutdown| {
+        http::serve(l, node, clients, limits, auth, shutdown)
+    })
 }
 
 pub async fn node(a: NodeArgs) -> Result<()> {
@@ -404,18 +423,11 @@ fn serve_server_http(
     api: ServerApi,
     limits: HttpLimits,
     auth: HttpAuth,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = crate::api::server::serve(listener, api, limits, auth, shutdown).await {
-            tracing::error!("HTTP server on {bound} failed: {e}");
-        }
-    });
-    Ok((bound, task))
+    spawn_http(listener, stop, move |l, shutdown| {
+        crate::api::server::serve(l, api, limits, auth, shutdown)
+    })
 }
 
 /// One server of a local ring.
