@@ -77,7 +77,8 @@ enum Phase {
     Idle,
     Preparing {
         promises: usize,
-        carried: Option<(Ballot, Entry)>,
+        /// Every accepted entry the promises reported.
+        accepted: Vec<(Ballot, Entry)>,
     },
     Accepting {
         entry: Entry,
@@ -190,7 +191,7 @@ impl Model {
         .expect("rounds stay small");
         pr.phase = Phase::Preparing {
             promises: 0,
-            carried: None,
+            accepted: Vec::new(),
         };
         for m in 0..self.m() {
             self.flight.push(Msg::Prepare {
@@ -233,18 +234,24 @@ impl Model {
                 for c in log {
                     let _ = pr.log.learn(c, |_| Ok(()));
                 }
-                let Phase::Preparing { promises, carried } = &mut pr.phase else {
+                let Phase::Preparing {
+                    promises,
+                    accepted: reported,
+                } = &mut pr.phase
+                else {
                     return;
                 };
                 *promises += 1;
-                if let Some((b, e)) = accepted {
-                    if carried.as_ref().is_none_or(|(cb, _)| b > *cb) {
-                        *carried = Some((b, e));
-                    }
-                }
+                reported.extend(accepted);
                 if *promises == q {
+                    // As the service does: the highest ballot among the entries accepted for
+                    // the next sequence number (a higher ballot's entry for an earlier one,
+                    // from a manager behind, must not hide it).
                     let next = pr.log.len() + 1;
-                    let carried = carried.take().filter(|(_, e)| e.seq == next);
+                    let carried = std::mem::take(reported)
+                        .into_iter()
+                        .filter(|(_, e)| e.seq == next)
+                        .max_by_key(|(b, _)| *b);
                     match carried {
                         Some((_, entry)) => self.start_accept(p, entry, false),
                         None => self.propose_next(p),
