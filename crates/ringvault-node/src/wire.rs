@@ -190,6 +190,20 @@ mod tests {
             Just(OverlayMessage::NeighbourhoodRequest),
             arb_contacts().prop_map(|peers| OverlayMessage::NeighbourhoodReply { peers }),
             Just(OverlayMessage::Leaving),
+            any::<u8>().prop_map(|row| OverlayMessage::RowRequest { row }),
+            (
+                any::<u8>(),
+                proptest::collection::vec(
+                    (
+                        arb_contact(),
+                        proptest::option::of(
+                            any::<u64>().prop_map(ringvault_types::Duration::from_micros)
+                        )
+                    ),
+                    0..20
+                )
+            )
+                .prop_map(|(row, entries)| OverlayMessage::RowReply { row, entries }),
         ]
     }
 

@@ -18,11 +18,32 @@ pub const MAX_PENDING_PROBES: usize = 1024;
 /// At most this many recently failed ids are remembered, so stale state from peers does not
 /// resurrect them; the oldest is forgotten first.
 pub const MAX_RECENTLY_FAILED: usize = 1024;
+/// Round trips a hop may take before it times out, on top of [`Config::hop_slack`].
+pub const HOP_TIMEOUT_RTTS: u64 = 3;
+/// A routed message larger than this waits [`Config::hop_timeout`] for its acknowledgement
+/// whatever the peer's round trip: its transfer time, not the round trip, dominates.
+pub const SMALL_HOP_BYTES: usize = 64 * 1024;
+/// At most this many peers are suspected at once; a suspicion beyond it is a failure at once
+/// (the behaviour without suspicion).
+pub const MAX_SUSPECTS: usize = 1024;
+/// Hops in a row a peer may leave unacknowledged before it is declared failed even though it
+/// answers pings (a peer that drops what it should forward).
+pub const MAX_MISSED_ACKS: u8 = 3;
+/// Messages waiting for a suspicion to end, at most; beyond it the oldest is dropped.
+pub const MAX_PARKED: usize = 256;
+/// Bytes of application payload parked at most; beyond it the oldest is dropped.
+pub const MAX_PARKED_BYTES: usize = 16 << 20;
+/// Row entries a lazy slot repair asks at once.
+pub const SLOT_REPAIR_FANOUT: usize = 2;
+/// Slot repairs tracked at once; beyond it the oldest is forgotten.
+pub const MAX_SLOT_REPAIRS: usize = 256;
 /// How many times a routed message is re-sent to an alternative next hop after a hop times out.
 pub const MAX_REROUTES: u8 = 3;
 /// Default joins per source address per minute a bootstrap node starts (see
 /// [`Config::join_rate_per_minute`]).
 pub const JOIN_RATE_PER_MINUTE: u32 = 60;
+/// Default period of routing table maintenance (see [`Config::table_maintenance_interval`]).
+pub const TABLE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How many times a join is restarted before the node gives up and reports `JoinFailed`.
 pub const MAX_JOIN_ATTEMPTS: u32 = 5;
 
@@ -55,14 +76,28 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// A leaf silent for this long is declared failed.
     pub failure_timeout: Duration,
-    /// How long a forwarded message may wait for its next hop's acknowledgement before that hop
-    /// is declared failed and the message is re-routed.
+    /// How long a forwarded message may wait for its next hop's acknowledgement when no round
+    /// trip is known at all or the message is large (the longest any hop waits), and the
+    /// longest a suspect (a peer that missed an acknowledgement) may stay silent before it is
+    /// declared failed. A measured peer's hop times out after [`HOP_TIMEOUT_RTTS`] round trips
+    /// plus [`Config::hop_slack`], the message is re-routed at once, and the suspect has twice
+    /// that to answer its ping.
     pub hop_timeout: Duration,
+    /// What a hop to a measured peer may take beyond [`HOP_TIMEOUT_RTTS`] round trips before it
+    /// times out (the peer's queueing and processing).
+    pub hop_slack: Duration,
     /// How long a joining node waits for each join step before starting over.
     pub join_timeout: Duration,
     /// How often the neighbourhood set is re-probed.
     pub neighbourhood_interval: Duration,
-    /// Whether keep-alives run at all (the simulator turns them off for static experiments).
+    /// How often routing table maintenance runs (MSPastry's): each row asks one of its
+    /// entries, at random, for that entry's own row, and closer candidates replace entries once
+    /// probed. This is what keeps the tables of nodes that joined early as good as those of
+    /// late joiners: a joiner announces itself only to the nodes in its own tables. It runs
+    /// with the other periodic maintenance, when [`Config::keepalives`] is on. `None`: off.
+    pub table_maintenance_interval: Option<Duration>,
+    /// Whether keep-alives, and with them every periodic maintenance timer, run at all (the
+    /// simulator turns them off for static experiments).
     pub keepalives: bool,
     /// Whether dead routing table entries are repaired lazily by asking row peers.
     pub table_repair: bool,
@@ -95,8 +130,10 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(2),
             failure_timeout: Duration::from_secs(6),
             hop_timeout: Duration::from_millis(1500),
+            hop_slack: Duration::from_millis(50),
             join_timeout: Duration::from_secs(10),
             neighbourhood_interval: Duration::from_secs(30),
+            table_maintenance_interval: Some(TABLE_MAINTENANCE_INTERVAL),
             keepalives: true,
             table_repair: true,
             secure: false,
@@ -138,6 +175,12 @@ impl Config {
                 "the failure test's gamma must be a number above 1, got {}",
                 self.gamma
             )));
+        }
+        if self.table_maintenance_interval == Some(Duration::ZERO) {
+            return Err(ConfigError(
+                "the routing table maintenance interval must be above zero (None turns it off)"
+                    .into(),
+            ));
         }
         if self.failure_timeout <= self.keepalive_interval {
             return Err(ConfigError(

@@ -231,6 +231,11 @@ impl Overlay {
         } else {
             Time::NEVER
         };
+        if self.cfg.keepalives {
+            self.schedule_table_maintenance(now);
+        } else {
+            self.next_table_maintenance = Time::NEVER;
+        }
         self.event(OverlayEvent::Joined);
     }
 

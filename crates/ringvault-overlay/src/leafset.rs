@@ -182,9 +182,14 @@ impl LeafSet {
 
     /// The member or owner numerically closest to `key`, skipping `exclude`.
     pub fn closest(&self, key: &Id, exclude: Option<&Id>) -> Option<Contact> {
+        self.closest_where(key, |id| Some(id) != exclude)
+    }
+
+    /// The member numerically closest to `key` among those `keep` accepts.
+    pub fn closest_where(&self, key: &Id, keep: impl Fn(&Id) -> bool) -> Option<Contact> {
         let mut best: Option<Contact> = None;
         for p in self.cw.iter().chain(self.ccw.iter()) {
-            if Some(&p.id()) == exclude {
+            if !keep(&p.id()) {
                 continue;
             }
             if best.is_none_or(|b| key.is_closer(&p.id(), &b.id)) {

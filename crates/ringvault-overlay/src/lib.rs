@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod hops;
 mod join;
 mod kbr;
 mod leafset;
@@ -23,10 +24,13 @@ mod peer;
 mod routing;
 mod secure;
 mod table;
+mod table_upkeep;
 
 pub use config::{
-    Config, ConfigError, JoinVariant, JOIN_RATE_PER_MINUTE, LEAF_SET_SIZE, MAX_HOPS, MAX_IN_FLIGHT,
-    MAX_JOIN_ATTEMPTS, MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, NEIGHBOURHOOD_SIZE,
+    Config, ConfigError, JoinVariant, HOP_TIMEOUT_RTTS, JOIN_RATE_PER_MINUTE, LEAF_SET_SIZE,
+    MAX_HOPS, MAX_IN_FLIGHT, MAX_JOIN_ATTEMPTS, MAX_MISSED_ACKS, MAX_PARKED, MAX_PARKED_BYTES,
+    MAX_PENDING_PROBES, MAX_RECENTLY_FAILED, MAX_REROUTES, MAX_SLOT_REPAIRS, MAX_SUSPECTS,
+    NEIGHBOURHOOD_SIZE, SLOT_REPAIR_FANOUT, SMALL_HOP_BYTES, TABLE_MAINTENANCE_INTERVAL,
 };
 pub use join::MAX_CONTACTS_PER_MESSAGE;
 pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls, Via};

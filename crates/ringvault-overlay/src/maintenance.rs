@@ -32,9 +32,7 @@ impl Overlay {
                 }
             }
             OverlayMessage::HopAck { seq } => {
-                if self.in_flight.get(&seq).is_some_and(|f| f.to.id == from.id) {
-                    self.in_flight.remove(&seq);
-                }
+                self.on_hop_ack(seq, &from.id);
             }
             OverlayMessage::Direct(m) => {
                 if ready {
@@ -86,9 +84,24 @@ impl Overlay {
                     self.send(from, OverlayMessage::SlotReply { row, col, entry });
                 }
             }
-            OverlayMessage::SlotReply { entry, .. } => {
-                if let (true, Some(c)) = (ready, entry) {
-                    self.offer(now, Peer::unmeasured(c));
+            OverlayMessage::SlotReply { row, col, entry } => {
+                if ready {
+                    self.on_slot_reply(now, from, row, col, entry);
+                }
+            }
+            OverlayMessage::RowRequest { row } => {
+                if ready {
+                    let entries = self
+                        .table
+                        .row(row as usize)
+                        .map(|p| (p.contact, p.rtt))
+                        .collect();
+                    self.send(from, OverlayMessage::RowReply { row, entries });
+                }
+            }
+            OverlayMessage::RowReply { row, entries } => {
+                if ready {
+                    self.on_row_reply(from, row, entries);
                 }
             }
             OverlayMessage::NeighbourhoodRequest => {
@@ -184,25 +197,6 @@ impl Overlay {
         }
     }
 
-    /// Lazy routing table repair: ask the other entries of the row for their entry in the slot,
-    /// or the entries of the next row when the row has no one else.
-    pub(crate) fn repair_slot(&mut self, row: usize, col: usize) {
-        let mut asked: Vec<Contact> = self.table.row(row).map(|p| p.contact).collect();
-        if asked.is_empty() {
-            asked = self.table.row(row + 1).map(|p| p.contact).collect();
-        }
-        for c in asked {
-            self.stats.repair_messages += 1;
-            self.send(
-                c,
-                OverlayMessage::SlotRequest {
-                    row: row as u8,
-                    col: col as u8,
-                },
-            );
-        }
-    }
-
     /// Pings quiet leaves and declares silent ones failed.
     pub(crate) fn keepalive_tick(&mut self, now: Time) {
         let late = now.saturating_since(self.next_keepalive);
@@ -241,6 +235,7 @@ impl Overlay {
         let ka = self.cfg.keepalive_interval;
         self.leaf_requests
             .retain(|_, at| now.saturating_since(*at) < ka);
+        self.slot_repair_timeouts(now, None);
         // Periodic leaf set exchange with the farthest leaf on each side: it repairs what
         // failure-triggered repair missed (both ends of a gap having dropped each other).
         if !self.leaf.is_empty() {

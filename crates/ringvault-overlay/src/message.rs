@@ -161,6 +161,19 @@ pub enum OverlayMessage {
         /// The message.
         msg: AppMessage,
     },
+    /// Routing table maintenance: asks for the receiver's routing table row.
+    RowRequest {
+        /// The row.
+        row: u8,
+    },
+    /// The receiver's entries in a requested row.
+    RowReply {
+        /// The row.
+        row: u8,
+        /// Its entries (at most 2^b), each with the sender's measured round trip to it, which
+        /// lets the asker skip probing candidates that cannot beat its own entries.
+        entries: Vec<(Contact, Option<ringvault_types::Duration>)>,
+    },
 }
 
 /// State given to a joining node by one node on its join path.
@@ -216,6 +229,7 @@ impl OverlayMessage {
             OverlayMessage::LeafSetReply { leaves: v, .. }
             | OverlayMessage::NeighbourhoodReply { peers: v }
             | OverlayMessage::RootSet { members: v, .. } => v.iter().map(|c| c.id).collect(),
+            OverlayMessage::RowReply { entries, .. } => entries.iter().map(|(c, _)| c.id).collect(),
             OverlayMessage::SlotReply { entry, .. } => entry.iter().map(|c| c.id).collect(),
             _ => Vec::new(),
         };
@@ -246,6 +260,8 @@ impl OverlayMessage {
             OverlayMessage::RootSet { .. } => "root_set",
             OverlayMessage::SecureHop(_) => "secure_hop",
             OverlayMessage::SecureDeliver { .. } => "secure_deliver",
+            OverlayMessage::RowRequest { .. } => "row_request",
+            OverlayMessage::RowReply { .. } => "row_reply",
         }
     }
 }

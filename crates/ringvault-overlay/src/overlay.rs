@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringvault_types::{Contact, Duration, Id, Time};
 
-use crate::config::{MAX_IN_FLIGHT, MAX_RECENTLY_FAILED};
+use crate::config::MAX_RECENTLY_FAILED;
 use crate::{
     AppMessage, Config, ConfigError, Envelope, LeafSet, NeighbourhoodSet, OverlayMessage, Peer,
     RoutedBody, RoutingTable, SlotOutcome, SlotRule, Upcalls,
@@ -83,8 +83,11 @@ pub struct Stats {
     pub hop_timeouts: u64,
     /// Messages re-routed after a hop failure.
     pub reroutes: u64,
-    /// Routed messages dropped (too many hops, nowhere to go, or not ready).
+    /// Routed messages dropped (too many hops, nowhere to go, not ready, re-routes used up, or
+    /// parked too long).
     pub dropped: u64,
+    /// Of those, messages dropped because their re-routes were used up.
+    pub reroutes_exhausted: u64,
     /// Peers declared failed.
     pub peers_failed: u64,
     /// Leaf set membership changes.
@@ -116,6 +119,21 @@ pub struct Stats {
     pub join_checks: u64,
     /// Leaf set members those checks added that the join path had not named.
     pub join_check_corrections: u64,
+    /// Rows asked of other nodes by routing table maintenance.
+    pub table_maintenance_requests: u64,
+    /// Peers suspected after a missed hop acknowledgement.
+    pub suspicions: u64,
+    /// Suspects heard from again before they were declared failed.
+    pub suspicions_cleared: u64,
+    /// Times a message was held because its only way on was a suspect.
+    pub parked: u64,
+    /// Proximity probes asked for.
+    pub probes: u64,
+    /// Routing table candidates not probed because the triangle inequality showed they could
+    /// not beat the entry in their slot (routing table maintenance).
+    pub probes_pruned: u64,
+    /// Candidates not probed because [`crate::config::MAX_PENDING_PROBES`] were outstanding.
+    pub probes_skipped: u64,
 }
 
 /// What the node is waiting for.
@@ -200,8 +218,19 @@ pub struct Overlay {
     pub(crate) recently_failed: BTreeMap<Id, Time>,
     /// Peers we asked the driver to measure.
     pub(crate) probing: BTreeSet<Id>,
-    /// Forwarded messages awaiting hop acks, by sequence number (so oldest first).
-    pub(crate) in_flight: BTreeMap<u64, InFlight>,
+    /// Forwarded messages awaiting hop acks.
+    pub(crate) in_flight: crate::hops::InFlightHops,
+    /// Peers that missed a hop acknowledgement, with the time they are declared failed unless
+    /// heard from first.
+    pub(crate) suspects: BTreeMap<Id, Time>,
+    /// Hops each peer left unacknowledged since it last acknowledged one.
+    pub(crate) missed_acks: BTreeMap<Id, u8>,
+    /// Messages waiting for a suspicion to end (see [`Overlay::park`]).
+    pub(crate) parked: crate::hops::Parked,
+    /// Lazy slot repairs under way, by (row, column).
+    pub(crate) slot_repairs: BTreeMap<(u8, u8), crate::table_upkeep::SlotRepair>,
+    /// Row requests of the current maintenance round not yet answered: asked peer, row.
+    pub(crate) row_requests: BTreeMap<Id, u8>,
     /// Last leaf set request sent to each peer (repair cascades ask each peer at most once per
     /// keep-alive interval).
     pub(crate) leaf_requests: BTreeMap<Id, Time>,
@@ -210,6 +239,9 @@ pub struct Overlay {
     pub(crate) version: u64,
     pub(crate) next_keepalive: Time,
     pub(crate) next_neighbourhood: Time,
+    pub(crate) next_table_maintenance: Time,
+    /// No neighbourhood refill after a failure is asked for before this time.
+    pub(crate) next_neighbourhood_refill: Time,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) local_routes: VecDeque<LocalRoute>,
     pub(crate) local_deliveries: VecDeque<(Contact, AppMessage)>,
@@ -263,12 +295,19 @@ impl Overlay {
             last_heard: BTreeMap::new(),
             recently_failed: BTreeMap::new(),
             probing: BTreeSet::new(),
-            in_flight: BTreeMap::new(),
+            in_flight: Default::default(),
+            suspects: BTreeMap::new(),
+            missed_acks: BTreeMap::new(),
+            parked: Default::default(),
+            slot_repairs: BTreeMap::new(),
+            row_requests: BTreeMap::new(),
             leaf_requests: BTreeMap::new(),
             next_seq: 1,
             version: 0,
             next_keepalive: Time::NEVER,
             next_neighbourhood: Time::NEVER,
+            next_table_maintenance: Time::NEVER,
+            next_neighbourhood_refill: Time::ZERO,
             outputs: VecDeque::new(),
             local_routes: VecDeque::new(),
             local_deliveries: VecDeque::new(),
@@ -365,11 +404,34 @@ impl Overlay {
         self.next_keepalive = ka;
         self.next_neighbourhood = nb;
         if keepalives {
+            self.schedule_table_maintenance(now);
+        } else {
+            self.next_table_maintenance = Time::NEVER;
+        }
+        if keepalives {
             // Everyone in the leaf set counts as heard from now: silence is measured from here.
             for p in self.leaf.iter() {
                 self.last_heard.insert(p.id(), now);
             }
         }
+    }
+
+    /// Turns routing table maintenance on (every `interval`) or off at run time, whether or not
+    /// keep-alives run. For simulator phases that measure what it does alone. The first
+    /// round comes at a random point of the first interval, so that nodes switched on together
+    /// do not ask in step.
+    pub fn set_table_maintenance(&mut self, now: Time, interval: Option<Duration>) {
+        self.cfg.table_maintenance_interval = interval.filter(|d| *d > Duration::ZERO);
+        self.schedule_table_maintenance(now);
+    }
+
+    pub(crate) fn schedule_table_maintenance(&mut self, now: Time) {
+        self.next_table_maintenance = match self.cfg.table_maintenance_interval {
+            Some(every) if self.is_ready() => {
+                now + Duration::from_micros(self.rng.gen_range(0..every.as_micros().max(1)))
+            }
+            _ => Time::NEVER,
+        };
     }
 
     /// Starts a new ring with this node as its only member. Call once, instead of `join`.
@@ -395,12 +457,15 @@ impl Overlay {
             | Phase::CollectingState { deadline, .. }
             | Phase::CheckingJoin { deadline, .. } => d = d.min(*deadline),
             Phase::Ready => {
-                d = d.min(self.next_keepalive).min(self.next_neighbourhood);
+                d = d
+                    .min(self.next_keepalive)
+                    .min(self.next_neighbourhood)
+                    .min(self.next_table_maintenance);
             }
             Phase::Idle | Phase::Left => {}
         }
-        if let Some(f) = self.in_flight.values().next() {
-            d = d.min(f.deadline);
+        if let Some(h) = self.hops_deadline() {
+            d = d.min(h);
         }
         if let Some(s) = self.secure_deadline() {
             d = d.min(s);
@@ -420,6 +485,9 @@ impl Overlay {
         if self.is_ready() && now >= self.next_neighbourhood {
             self.neighbourhood_tick(now);
         }
+        if self.is_ready() && now >= self.next_table_maintenance {
+            self.table_maintenance_tick(now);
+        }
         self.flush(now, up);
     }
 
@@ -434,6 +502,9 @@ impl Overlay {
         self.stats.messages_received += 1;
         if from.id == self.me.id {
             return;
+        }
+        if !matches!(msg, OverlayMessage::Leaving) {
+            self.heard_from(&from.id);
         }
         if let Some(t) = self.last_heard.get_mut(&from.id) {
             *t = now;
@@ -509,6 +580,11 @@ impl Overlay {
         }
         self.phase = Phase::Left;
         self.in_flight.clear();
+        self.suspects.clear();
+        self.missed_acks.clear();
+        self.parked.clear();
+        self.slot_repairs.clear();
+        self.row_requests.clear();
     }
 
     pub(crate) fn send(&mut self, to: Contact, msg: OverlayMessage) {
@@ -635,10 +711,15 @@ impl Overlay {
     }
 
     pub(crate) fn probe(&mut self, peer: Contact) {
-        if self.probing.len() >= crate::config::MAX_PENDING_PROBES || !self.probing.insert(peer.id)
-        {
+        if self.probing.contains(&peer.id) {
             return;
         }
+        if self.probing.len() >= crate::config::MAX_PENDING_PROBES {
+            self.stats.probes_skipped += 1;
+            return;
+        }
+        self.probing.insert(peer.id);
+        self.stats.probes += 1;
         self.outputs.push_back(Output::Probe { peer });
     }
 
@@ -654,6 +735,11 @@ impl Overlay {
     pub(crate) fn declare_failed(&mut self, now: Time, id: Id) {
         if id == self.me.id {
             return;
+        }
+        self.end_suspicion(&id);
+        self.missed_acks.remove(&id);
+        if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
+            self.slot_repair_timeouts(now, Some(&id));
         }
         let contact = self
             .leaf
@@ -718,63 +804,18 @@ impl Overlay {
         }
         if let Some((row, col)) = slot {
             if self.cfg.table_repair {
-                self.repair_slot(row, col);
+                self.repair_slot(now, row, col);
             }
         }
-        if in_neighbours {
+        // Refill the neighbourhood set at most once per keep-alive interval: when many fail at
+        // once, one answer refills it as well as one per failure would.
+        if in_neighbours && now >= self.next_neighbourhood_refill {
             if let Some(p) = self.neighbours.peers().first().copied() {
+                self.next_neighbourhood_refill = now + self.cfg.keepalive_interval;
                 self.stats.repair_messages += 1;
                 self.send(p.contact, OverlayMessage::NeighbourhoodRequest);
             }
         }
-    }
-
-    fn hop_timeouts(&mut self, now: Time) {
-        while let Some(entry) = self.in_flight.first_entry() {
-            if entry.get().deadline > now {
-                break;
-            }
-            let f = entry.remove();
-            self.stats.hop_timeouts += 1;
-            self.declare_failed(now, f.to.id);
-            if f.reroutes < crate::config::MAX_REROUTES && self.is_ready() {
-                self.stats.reroutes += 1;
-                self.routed_queue.push_back((f.envelope, f.reroutes + 1));
-            } else {
-                self.stats.dropped += 1;
-            }
-        }
-    }
-
-    /// Sends `env` to `to` as one hop and remembers it until acknowledged.
-    pub(crate) fn send_hop(
-        &mut self,
-        now: Time,
-        to: Contact,
-        before: Envelope,
-        sent: Envelope,
-        reroutes: u8,
-    ) {
-        let seq = self.next_seq();
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.in_flight.pop_first();
-        }
-        self.in_flight.insert(
-            seq,
-            InFlight {
-                to,
-                envelope: before,
-                deadline: now + self.cfg.hop_timeout,
-                reroutes,
-            },
-        );
-        self.send(
-            to,
-            OverlayMessage::Routed {
-                seq,
-                envelope: sent,
-            },
-        );
     }
 
     /// Whether `body` is a join (whose key is the joiner's own id, so the joiner must not be

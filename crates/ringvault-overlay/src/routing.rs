@@ -34,23 +34,26 @@ impl NextHop {
 }
 
 impl Overlay {
-    /// Pastry's next-hop rule for `key` (protocols.md §1), never choosing `exclude`.
+    /// Pastry's next-hop rule for `key` (protocols.md §1), never choosing `exclude` or a
+    /// suspect.
     pub fn next_hop(&self, key: &Id, exclude: Option<&Id>) -> NextHop {
-        self.next_hop_in(&self.table, true, key, exclude)
+        self.next_hop_in(&self.table, true, key, &|id| {
+            Some(id) == exclude || self.is_suspected(id)
+        })
     }
 
     /// The next-hop rule over `table` (the proximity table, or the constrained one), the leaf
-    /// set and, with `neighbours`, the neighbourhood set.
+    /// set and, with `neighbours`, the neighbourhood set, never choosing a node `skip` names.
     pub(crate) fn next_hop_in(
         &self,
         table: &RoutingTable,
         neighbours: bool,
         key: &Id,
-        exclude: Option<&Id>,
+        skip: &dyn Fn(&Id) -> bool,
     ) -> NextHop {
         let me = self.me.id;
         if self.leaf.covers(key) {
-            return match self.leaf.closest(key, exclude) {
+            return match self.leaf.closest_where(key, |id| !skip(id)) {
                 Some(c) if key.is_closer(&c.id, &me) => NextHop::Leaf(c),
                 _ => NextHop::Local,
             };
@@ -61,11 +64,11 @@ impl Overlay {
             return NextHop::Local;
         }
         if let Some(p) = table.get(l, key.digit(l, b) as usize) {
-            if Some(&p.id()) != exclude {
+            if !skip(&p.id()) {
                 return NextHop::Table(p.contact);
             }
         }
-        match self.rare_case_candidate(table, neighbours, key, l, exclude) {
+        match self.rare_case_candidate(table, neighbours, key, l, skip) {
             Some(c) => NextHop::Rare(c),
             None => NextHop::Local,
         }
@@ -79,7 +82,7 @@ impl Overlay {
         neighbours: bool,
         key: &Id,
         l: usize,
-        exclude: Option<&Id>,
+        skip: &dyn Fn(&Id) -> bool,
     ) -> Option<Contact> {
         let b = self.cfg.b;
         let me = self.me.id;
@@ -97,7 +100,7 @@ impl Overlay {
             .chain(nb.iter().copied());
         for p in candidates {
             let id = p.id();
-            if Some(&id) == exclude || !key.is_closer(&id, &me) {
+            if skip(&id) || !key.is_closer(&id, &me) {
                 continue;
             }
             let pl = id.shared_prefix_len(key, b);
@@ -180,13 +183,27 @@ impl Overlay {
         if matches!(hop, NextHop::Rare(_)) {
             self.stats.rare_case += 1;
         }
+        // Where this node takes itself for the root only because the next hop it would use is
+        // suspected, the suspect stays the next hop: the message waits for the suspicion to end
+        // (below), after the services had their say, so that one holding what is asked for can
+        // still answer at once.
+        let waiting_for = match hop {
+            NextHop::Local if !self.suspects.is_empty() => self
+                .next_hop_in(&self.table, true, &env.key, &|id| {
+                    Some(id) == joiner.as_ref()
+                })
+                .contact()
+                .filter(|c| self.is_suspected(&c.id)),
+            _ => None,
+        };
         if let RoutedBody::Join { joiner } = &env.body {
             if reroutes == 0 {
-                let reply = self.join_reply(env.hops, hop == NextHop::Local, joiner.id);
+                let root = hop == NextHop::Local && waiting_for.is_none();
+                let reply = self.join_reply(env.hops, root, joiner.id);
                 self.send(*joiner, OverlayMessage::JoinReply(reply));
             }
         }
-        let Some(mut next) = hop.contact() else {
+        let Some(mut next) = hop.contact().or(waiting_for) else {
             self.stats.delivered += 1;
             if let RoutedBody::SecureProbe { id, .. } = env.body {
                 // The root, though it cannot vouch for a full neighbourhood (a small ring).
@@ -218,6 +235,16 @@ impl Overlay {
                 return;
             }
             *msg = m;
+        }
+        if self.is_suspected(&next.id) {
+            // A service's choice of a suspect gives way to the overlay's live hop, if any.
+            match hop.contact() {
+                Some(live) => next = live,
+                None => {
+                    self.park(env, reroutes, next.id);
+                    return;
+                }
+            }
         }
         if env.hops >= MAX_HOPS {
             self.stats.dropped += 1;
@@ -289,7 +316,7 @@ impl Overlay {
         let mut rest: Vec<(usize, Contact)> = self
             .known_peers()
             .into_iter()
-            .filter(|c| !out.iter().any(|o| o.id == c.id))
+            .filter(|c| !out.iter().any(|o| o.id == c.id) && !self.is_suspected(&c.id))
             .map(|c| (c.id.shared_prefix_len(key, b), c))
             .filter(|(pl, c)| *pl > l || (*pl == l && key.is_closer(&c.id, &me)))
             .collect();

@@ -187,7 +187,9 @@ impl Overlay {
     /// entries anyone can check: the redundant copies of a secure route go this way.
     pub fn next_hop_constrained(&self, key: &Id, exclude: Option<&Id>) -> NextHop {
         match &self.ctable {
-            Some(t) => self.next_hop_in(t, false, key, exclude),
+            Some(t) => self.next_hop_in(t, false, key, &|id| {
+                Some(id) == exclude || self.is_suspected(id)
+            }),
             None => self.next_hop(key, exclude),
         }
     }

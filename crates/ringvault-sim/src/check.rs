@@ -30,6 +30,24 @@ impl Ring {
         &self.ids
     }
 
+    /// The live ids that belong in routing table slot (`row`, `col`) of node `owner`: those
+    /// sharing its first `row` digits and then digit `col`.
+    pub fn in_slot(&self, owner: &Id, row: usize, col: u8, b: u8) -> &[Id] {
+        let with = owner.with_digit(row, b, col);
+        let keep = ((row + 1) * b as usize).min(256);
+        let mut lo = *with.as_bytes();
+        let mut hi = lo;
+        for bit in keep..256 {
+            let mask = 1u8 << (7 - bit % 8);
+            lo[bit / 8] &= !mask;
+            hi[bit / 8] |= mask;
+        }
+        let (lo, hi) = (Id::from_bytes(lo), Id::from_bytes(hi));
+        let a = self.ids.partition_point(|i| *i < lo);
+        let z = self.ids.partition_point(|i| *i <= hi);
+        &self.ids[a..z]
+    }
+
     /// Number of live nodes.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -117,6 +135,79 @@ pub fn wrong_leaf_sets(sim: &Sim) -> Vec<String> {
 /// Whether a route ended at the true root of its key among the live nodes.
 pub fn reached_true_root(ring: &Ring, report: &RouteReport) -> bool {
     ring.root(&report.key) == report.root.id
+}
+
+/// Routing table rows [`table_quality`] judges (rows beyond are empty below a million nodes).
+pub const ROWS: usize = 4;
+
+/// How good the routing tables of a network are.
+pub struct Quality {
+    /// Per row: mean entries that are not the proximity-closest live candidate for their slot.
+    pub worse: Vec<f64>,
+    /// Per row: mean empty slots some live node could fill.
+    pub empty: Vec<f64>,
+    /// Mean entries not the closest (all rows), per tenth of the nodes in join order: tells
+    /// whether early joiners (whose tables later joiners rarely tell about themselves) or the
+    /// join itself account for what is not the closest.
+    pub worse_by_join_decile: Vec<f64>,
+}
+
+/// How far every live node's routing table is from the proximity-best one, rows 0 to
+/// [`ROWS`] - 1.
+pub fn table_quality(sim: &Sim, ring: &Ring, b: u8) -> Quality {
+    let ids = ring.ids();
+    let cols = 1u8 << b;
+    let (mut worse, mut empty) = (vec![0u64; ROWS], vec![0u64; ROWS]);
+    let max_index = sim.nodes.len().max(1);
+    let (mut by_decile, mut in_decile) = (vec![0u64; 10], vec![0u64; 10]);
+    for &me_id in ids {
+        let me = ring.node_of(&me_id).expect("in the ring");
+        let decile = me as usize * 10 / max_index;
+        in_decile[decile] += 1;
+        let table = sim.nodes[me as usize].node.overlay().routing_table();
+        for row in 0..ROWS {
+            for col in 0..cols {
+                if col == me_id.digit(row, b) {
+                    continue;
+                }
+                let in_slot = ring.in_slot(&me_id, row, col, b);
+                if in_slot.is_empty() {
+                    continue;
+                }
+                match table.get(row, col as usize) {
+                    None => empty[row] += 1,
+                    Some(p) => {
+                        let Some(occ) = sim.index_of(&p.contact) else {
+                            continue;
+                        };
+                        let d = sim.distance(me, occ);
+                        let better = in_slot.iter().any(|c| {
+                            let j = ring.node_of(c).expect("in the ring");
+                            sim.distance(me, j) < d
+                        });
+                        worse[row] += better as u64;
+                        by_decile[decile] += better as u64;
+                    }
+                }
+            }
+        }
+    }
+    let n = ids.len().max(1) as f64;
+    Quality {
+        worse: worse
+            .iter()
+            .map(|&w| crate::report::r6(w as f64 / n))
+            .collect(),
+        empty: empty
+            .iter()
+            .map(|&e| crate::report::r6(e as f64 / n))
+            .collect(),
+        worse_by_join_decile: by_decile
+            .iter()
+            .zip(&in_decile)
+            .map(|(&w, &k)| crate::report::r6(w as f64 / k.max(1) as f64))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -302,3 +302,8 @@ where
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// Rounds to 6 significant decimals so reports stay short and stable.
+pub(crate) fn r6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}

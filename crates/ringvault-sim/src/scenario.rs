@@ -7,11 +7,11 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use ringvault_overlay::Config;
+use ringvault_overlay::{Config, TABLE_MAINTENANCE_INTERVAL};
 use ringvault_types::{Duration, Id};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{reached_true_root, Ring};
+use crate::check::{reached_true_root, table_quality, Ring};
 use crate::{wrong_leaf_sets, Sim, SimConfig, TopologyKind};
 
 /// A scenario file (JSON).
@@ -37,6 +37,10 @@ pub struct Scenario {
     pub fail_fraction: f64,
     /// Simulated seconds repair may take before the leaf sets must be exact again.
     pub repair_limit_secs: u64,
+    /// Minutes of routing table maintenance alone (no failures yet) before table quality is
+    /// judged; 0: not judged.
+    #[serde(default)]
+    pub maintenance_minutes: u64,
     /// What the report must satisfy.
     pub bounds: Bounds,
     /// Why the scenario and its bounds are what they are.
@@ -58,6 +62,17 @@ pub struct Bounds {
     /// before the failures (protocols.md: under 2% with L = 16 in large rings; small rings have sparse
     /// rows and more).
     pub max_rare_route_fraction: f64,
+    /// Mean stretch (sum of hop delays over the direct delay) of the node-pair routes before
+    /// the failures must stay below this.
+    #[serde(default)]
+    pub max_stretch: Option<f64>,
+    /// After the maintenance minutes, entries that are not the closest node for their slot,
+    /// per node, in the worst row, must stay below this.
+    #[serde(default)]
+    pub max_not_closest_after_maintenance: Option<f64>,
+    /// Lazy routing table repair: slot requests per failed node during repair.
+    #[serde(default)]
+    pub max_slot_requests_per_failed_node: Option<f64>,
 }
 
 /// What a scenario measured.
@@ -81,6 +96,14 @@ pub struct ScenarioReport {
     pub mean_hops_before: f64,
     /// Node-pair routes with a rare-case hop, over all node-pair routes, before the failures.
     pub rare_route_fraction: f64,
+    /// Mean stretch of the node-pair routes before the failures.
+    pub stretch_before: f64,
+    /// Entries not the closest for their slot per node, worst row, right after the joins.
+    pub not_closest_after_joins: f64,
+    /// The same after the maintenance minutes (`None`: not judged).
+    pub not_closest_after_maintenance: Option<f64>,
+    /// Slot requests of lazy table repair per failed node.
+    pub slot_requests_per_failed_node: f64,
     /// Nodes failed.
     pub failed: usize,
     /// Simulated seconds until every leaf set was exact again (`None`: not within the limit).
@@ -124,7 +147,21 @@ impl Scenario {
             sim.drain(sim.now + Duration::from_secs(600));
         }
         let wrong_after_joins = wrong_leaf_sets(&sim).len();
-        let (routes_before, correct_before, mean_before, rare) = self.routes(&mut sim);
+        let before = self.routes(&mut sim);
+        let b = sim.cfg.overlay.b;
+        let worst = |q: crate::check::Quality| q.worse.iter().copied().fold(0.0, f64::max);
+        let not_closest_after_joins = worst(table_quality(&sim, &Ring::of(&sim), b));
+        let not_closest_after_maintenance = (self.maintenance_minutes > 0).then(|| {
+            let now = sim.now;
+            for i in sim.alive() {
+                sim.with_node(i, |n, _| {
+                    n.overlay_mut()
+                        .set_table_maintenance(now, Some(TABLE_MAINTENANCE_INTERVAL))
+                });
+            }
+            sim.run_for(Duration::from_secs(60 * self.maintenance_minutes));
+            worst(table_quality(&sim, &Ring::of(&sim), b))
+        });
 
         let now = sim.now;
         for i in sim.alive() {
@@ -136,6 +173,8 @@ impl Scenario {
         for &v in &victims[..failed] {
             sim.kill(v);
         }
+        let slot_requests = |s: &Sim| s.counters.sent(&["slot_request"]).0;
+        let slot_requests_before = slot_requests(&sim);
         let t0 = sim.now;
         let limit = t0 + Duration::from_secs(self.repair_limit_secs);
         let repaired = sim.run_until_polling(limit, Duration::from_millis(500), |s| {
@@ -143,33 +182,36 @@ impl Scenario {
         });
         let repaired_after = repaired.then(|| (sim.now - t0).as_secs_f64());
         let wrong_after_repair = wrong_leaf_sets(&sim).len();
-        let (routes_after, correct_after, mean_after, _) = self.routes(&mut sim);
+        let slot_requests_in_repair = slot_requests(&sim) - slot_requests_before;
+        let after = self.routes(&mut sim);
         ScenarioReport {
             name: self.name.clone(),
             seed: self.seed,
             nodes: self.nodes,
             log16_n: (self.nodes as f64).ln() / 16f64.ln(),
             wrong_leaf_sets_after_joins: wrong_after_joins,
-            routes_before,
-            correct_before,
-            mean_hops_before: mean_before,
-            rare_route_fraction: rare,
+            routes_before: before.routes,
+            correct_before: before.correct,
+            mean_hops_before: before.mean_hops,
+            rare_route_fraction: before.rare_fraction,
+            stretch_before: before.stretch,
+            not_closest_after_joins,
+            not_closest_after_maintenance,
+            slot_requests_per_failed_node: slot_requests_in_repair as f64 / failed.max(1) as f64,
             failed,
             repaired_after_secs: repaired_after,
             wrong_leaf_sets_after_repair: wrong_after_repair,
-            routes_after,
-            correct_after,
-            mean_hops_after: mean_after,
+            routes_after: after.routes,
+            correct_after: after.correct,
+            mean_hops_after: after.mean_hops,
             messages: sim.counters.messages,
             false_failures: sim.counters.false_failures,
         }
     }
 
     /// Routes from random live nodes: every other route to a random key, the rest to a random
-    /// live node's id (routes "between node pairs", as experiments.md measures hops). Returns
-    /// (routes, routes at the true root through live nodes, mean hops of the node-pair routes,
-    /// fraction of node-pair routes with a rare-case hop).
-    fn routes(&self, sim: &mut Sim) -> (usize, usize, f64, f64) {
+    /// live node's id (routes "between node pairs", as experiments.md measures hops).
+    fn routes(&self, sim: &mut Sim) -> Routes {
         let ring = Ring::of(sim);
         let alive = sim.alive();
         let list: Vec<(u32, Id)> = (0..self.routes)
@@ -186,6 +228,7 @@ impl Scenario {
             .collect();
         let reports = sim.route_many(&list, 500, |_| {});
         let (mut correct, mut pairs, mut hops, mut rare) = (0, 0, 0, 0);
+        let (mut stretch_sum, mut stretch_n) = (0.0, 0usize);
         for (k, r) in reports.iter().enumerate() {
             let Some(r) = r else { continue };
             let live_path = r
@@ -196,6 +239,13 @@ impl Scenario {
             if k % 2 == 1 {
                 pairs += 1;
                 hops += r.hops();
+                let idx: Vec<u32> = r.path.iter().filter_map(|c| sim.index_of(c)).collect();
+                let direct = sim.distance(list[k].0, ring.root_node(&r.key));
+                if direct > 0.0 {
+                    let travelled: f64 = idx.windows(2).map(|w| sim.distance(w[0], w[1])).sum();
+                    stretch_sum += travelled / direct;
+                    stretch_n += 1;
+                }
                 let used_rare = r.path[..r.path.len() - 1].iter().any(|c| {
                     sim.index_of(c).is_some_and(|i| {
                         let nh = sim.nodes[i as usize].node.overlay().next_hop(&r.key, None);
@@ -205,13 +255,27 @@ impl Scenario {
                 rare += used_rare as usize;
             }
         }
-        (
-            self.routes,
+        Routes {
+            routes: self.routes,
             correct,
-            hops as f64 / pairs.max(1) as f64,
-            rare as f64 / pairs.max(1) as f64,
-        )
+            mean_hops: hops as f64 / pairs.max(1) as f64,
+            rare_fraction: rare as f64 / pairs.max(1) as f64,
+            stretch: stretch_sum / stretch_n.max(1) as f64,
+        }
     }
+}
+
+/// What one batch of scenario routes measured.
+struct Routes {
+    routes: usize,
+    /// Routes that reached the true root through live nodes.
+    correct: usize,
+    /// Mean hops of the node-pair routes.
+    mean_hops: f64,
+    /// Node-pair routes with a rare-case hop, as a fraction of them.
+    rare_fraction: f64,
+    /// Mean stretch of the node-pair routes.
+    stretch: f64,
 }
 
 impl ScenarioReport {
@@ -236,6 +300,32 @@ impl ScenarioReport {
                 "rare case on {:.4} of routes, above {}",
                 self.rare_route_fraction, bounds.max_rare_route_fraction
             ));
+        }
+        if let Some(max) = bounds.max_stretch {
+            if self.stretch_before >= max {
+                v.push(format!(
+                    "stretch {:.3} not below {max} before the failures",
+                    self.stretch_before
+                ));
+            }
+        }
+        if let (Some(max), Some(got)) = (
+            bounds.max_not_closest_after_maintenance,
+            self.not_closest_after_maintenance,
+        ) {
+            if got >= max {
+                v.push(format!(
+                    "{got:.3} entries per node not the closest (worst row) after maintenance, not below {max}"
+                ));
+            }
+        }
+        if let Some(max) = bounds.max_slot_requests_per_failed_node {
+            if self.slot_requests_per_failed_node > max {
+                v.push(format!(
+                    "{:.1} slot requests per failed node, above {max}",
+                    self.slot_requests_per_failed_node
+                ));
+            }
         }
         if self.wrong_leaf_sets_after_joins > 0 {
             v.push(format!(

@@ -85,6 +85,16 @@ pub struct Counters {
     pub false_failures: u64,
 }
 
+impl Counters {
+    /// Messages and bytes (wire mode) sent so far of the given kinds.
+    pub fn sent(&self, kinds: &[&str]) -> (u64, u64) {
+        self.by_kind
+            .iter()
+            .filter(|(k, _, _)| kinds.contains(k))
+            .fold((0, 0), |(m, b), (_, km, kb)| (m + km, b + kb))
+    }
+}
+
 enum Payload {
     Msg(Box<OverlayMessage>),
     Bytes(Vec<u8>),

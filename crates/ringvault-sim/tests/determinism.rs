@@ -44,10 +44,10 @@ fn routes_survive_one_percent_message_loss() {
     let mut net = Sim::new(cfg);
     net.grow(150);
     net.run_for(Duration::from_secs(5));
-    // Known weakness (see docs/experiments.md): one lost hop or its lost acknowledgement makes
-    // the sender declare a live next hop failed; if that hop was the true root, the message is
-    // delivered at the next-closest node until leaf set repair brings the root back. So under
-    // loss a small fraction of routes may end one node off; most must not.
+    // A lost hop or its lost acknowledgement only suspects the next hop (pinged, routed
+    // around, parked for when it is the root), but lost keep-alives can still have a live leaf
+    // declared failed, and a route may then end one node off until repair brings it back: a
+    // small fraction may; most must not.
     let (mut answered, mut correct, mut tries) = (0, 0, 0);
     for _ in 0..200 {
         let src = net.random_alive();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use ringvault_sim::scenario::Scenario;
+use ringvault_sim::scenario::{Bounds, Scenario, ScenarioReport};
 
 fn scenario_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
@@ -46,4 +46,59 @@ fn every_scenario_file_parses_and_is_tested() {
         Scenario::load(&scenario_dir().join(n)).expect("parses");
     }
     assert_eq!(names, ["euclidean-2000.json", "transit-stub-wire-400.json"]);
+}
+
+/// The checker is not vacuous: a report past each bound is flagged for it.
+#[test]
+fn a_report_past_its_bounds_is_flagged() {
+    let report = ScenarioReport {
+        name: "control".into(),
+        seed: 1,
+        nodes: 2000,
+        log16_n: 2.74,
+        wrong_leaf_sets_after_joins: 0,
+        routes_before: 10,
+        correct_before: 10,
+        mean_hops_before: 2.6,
+        rare_route_fraction: 0.01,
+        stretch_before: 1.4,
+        not_closest_after_joins: 2.2,
+        not_closest_after_maintenance: Some(0.3),
+        slot_requests_per_failed_node: 27.0,
+        failed: 200,
+        repaired_after_secs: Some(20.0),
+        wrong_leaf_sets_after_repair: 0,
+        routes_after: 10,
+        correct_after: 10,
+        mean_hops_after: 2.7,
+        messages: 1,
+        false_failures: 0,
+    };
+    let bounds = Bounds {
+        max_mean_hops_over_log16_n: 1.0,
+        max_rare_route_fraction: 0.02,
+        max_stretch: Some(1.5),
+        max_not_closest_after_maintenance: Some(0.5),
+        max_slot_requests_per_failed_node: Some(40.0),
+    };
+    assert_eq!(report.violations(&bounds), Vec::<String>::new());
+    let past = ScenarioReport {
+        stretch_before: 1.6,
+        not_closest_after_maintenance: Some(0.9),
+        slot_requests_per_failed_node: 102.0,
+        correct_after: 9,
+        ..report
+    };
+    let v = past.violations(&bounds);
+    for what in [
+        "stretch",
+        "not the closest",
+        "slot requests",
+        "missed the true live root",
+    ] {
+        assert!(
+            v.iter().any(|m| m.contains(what)),
+            "{what} not flagged: {v:?}"
+        );
+    }
 }

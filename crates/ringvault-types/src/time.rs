@@ -68,6 +68,10 @@ impl Duration {
     pub const fn mul(self, n: u64) -> Duration {
         Duration(self.0.saturating_mul(n))
     }
+    /// The difference between two durations, whichever is longer.
+    pub const fn abs_diff(self, other: Duration) -> Duration {
+        Duration(self.0.abs_diff(other.0))
+    }
 }
 
 impl From<std::time::Duration> for Duration {

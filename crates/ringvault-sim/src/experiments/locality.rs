@@ -8,73 +8,106 @@ use ringvault_past::{CachePolicy, MemoryStore, Past, PastConfig, PastEvent};
 use ringvault_types::{Contact, Duration, Id, Identity};
 use serde_json::json;
 
+use super::static_net::measure_routes;
 use super::{build_static, r6, variant_name, Ctx};
-use crate::check::Ring;
+use crate::check::{table_quality as quality, Quality, Ring, ROWS};
 use crate::perf::rss_bytes;
 use crate::report::{Plot, PlotKind, Report, Series, Table};
 use crate::Sim;
 
-/// Rows reported by `table-quality`.
-const ROWS: usize = 4;
+/// Minutes of routing table maintenance after which `table-quality` measures the full join's
+/// tables again.
+const MAINTENANCE_CHECKPOINTS: [u64; 4] = [1, 2, 5, 10];
+/// Routes measured at each checkpoint for stretch and the rare case.
+const CHECKPOINT_ROUTES: usize = 20_000;
 
-/// The smallest and largest id sharing the first `digits` digits of `id` and then `col`.
-fn slot_range(id: &Id, row: usize, col: u8, b: u8) -> (Id, Id) {
-    let with = id.with_digit(row, b, col);
-    let keep = ((row + 1) * b as usize).min(256);
-    let mut lo = *with.as_bytes();
-    let mut hi = lo;
-    for bit in keep..256 {
-        let mask = 1u8 << (7 - bit % 8);
-        lo[bit / 8] &= !mask;
-        hi[bit / 8] |= mask;
+/// Turns routing table maintenance on in every node of a freshly built static network, then
+/// measures table quality, stretch and the rare case at each checkpoint, with what the
+/// maintenance cost per node and second. Adds a row per checkpoint to `t`.
+fn maintenance_phase(
+    sim: &mut Sim,
+    ring: &Ring,
+    p: &super::Params,
+    b: u8,
+    t: &mut Table,
+) -> Vec<serde_json::Value> {
+    let every = ringvault_overlay::TABLE_MAINTENANCE_INTERVAL;
+    // Every message through the wire codec from here, so that the bytes are exact.
+    sim.cfg.wire = true;
+    let routes = p.routes.unwrap_or(CHECKPOINT_ROUTES);
+    let start = sim.now;
+    let mut out = Vec::new();
+    let mut checkpoint = |sim: &mut Sim, minutes: u64, out: &mut Vec<serde_json::Value>| {
+        let q = quality(sim, ring, b);
+        let r = measure_routes(
+            sim,
+            ring,
+            routes,
+            p,
+            &format!("routing after {minutes} min"),
+        );
+        let n = sim.alive().len().max(1) as f64;
+        let secs = sim.now.saturating_since(start).as_secs_f64().max(1e-9);
+        let (msgs, bytes) = sim.counters.sent(&["row_request", "row_reply"]);
+        let probes: u64 = sim
+            .nodes
+            .iter()
+            .map(|x| x.node.overlay().stats().probes)
+            .sum();
+        let per = |x: u64| r6(x as f64 / n / secs);
+        let row = json!({
+            "minutes": minutes,
+            "entries_not_closest": q.worse,
+            "fillable_empty_slots": q.empty,
+            "stretch": r.stretch,
+            "mean_hops": r.mean_hops,
+            "rare_fraction": r.rare_fraction,
+            "messages_per_node_s": per(msgs),
+            "bytes_per_node_s": per(bytes),
+            "probes": probes,
+        });
+        t.row(vec![
+            json!(minutes),
+            json!(q.worse[0]),
+            json!(q.worse[1]),
+            json!(q.worse[2]),
+            json!(r6(q.empty.iter().sum())),
+            json!(r.stretch),
+            json!(r.rare_fraction),
+            json!(if minutes == 0 { 0.0 } else { per(msgs) }),
+            json!(if minutes == 0 { 0.0 } else { per(bytes) }),
+        ]);
+        out.push(row);
+    };
+    checkpoint(sim, 0, &mut out);
+    let probes_before: u64 = sim
+        .nodes
+        .iter()
+        .map(|x| x.node.overlay().stats().probes)
+        .sum();
+    for i in sim.alive() {
+        sim.with_node(i, |node, now| {
+            node.overlay_mut().set_table_maintenance(now, Some(every))
+        });
     }
-    (Id::from_bytes(lo), Id::from_bytes(hi))
-}
-
-/// Per row: mean entries that are not the proximity-closest live candidate for their slot, and
-/// mean empty slots some live node could fill.
-fn quality(sim: &Sim, ring: &Ring, b: u8) -> (Vec<f64>, Vec<f64>) {
-    let ids = ring.ids();
-    let cols = 1u8 << b;
-    let (mut worse, mut empty) = (vec![0u64; ROWS], vec![0u64; ROWS]);
-    for &me_id in ids {
-        let me = ring.node_of(&me_id).expect("in the ring");
-        let table = sim.nodes[me as usize].node.overlay().routing_table();
-        for row in 0..ROWS {
-            for col in 0..cols {
-                if col == me_id.digit(row, b) {
-                    continue;
-                }
-                let (lo, hi) = slot_range(&me_id, row, col, b);
-                let (a, z) = (
-                    ids.partition_point(|i| *i < lo),
-                    ids.partition_point(|i| *i <= hi),
-                );
-                if a == z {
-                    continue;
-                }
-                match table.get(row, col as usize) {
-                    None => empty[row] += 1,
-                    Some(p) => {
-                        let Some(occ) = sim.index_of(&p.contact) else {
-                            continue;
-                        };
-                        let d = sim.distance(me, occ);
-                        let better = ids[a..z].iter().any(|c| {
-                            let j = ring.node_of(c).expect("in the ring");
-                            sim.distance(me, j) < d
-                        });
-                        worse[row] += better as u64;
-                    }
-                }
-            }
-        }
+    let (m0, b0) = sim.counters.sent(&["row_request", "row_reply"]);
+    for minutes in MAINTENANCE_CHECKPOINTS {
+        sim.run_until(start + Duration::from_secs(60 * minutes), |_| false);
+        checkpoint(sim, minutes, &mut out);
     }
-    let n = ids.len().max(1) as f64;
-    (
-        worse.iter().map(|&w| r6(w as f64 / n)).collect(),
-        empty.iter().map(|&e| r6(e as f64 / n)).collect(),
-    )
+    let (m1, b1) = sim.counters.sent(&["row_request", "row_reply"]);
+    let probes_after: u64 = sim
+        .nodes
+        .iter()
+        .map(|x| x.node.overlay().stats().probes)
+        .sum();
+    out.push(json!({
+        "interval_s": every.as_secs_f64(),
+        "maintenance_messages": m1 - m0,
+        "maintenance_bytes": b1 - b0,
+        "maintenance_probes": probes_after - probes_before,
+    }));
+    out
 }
 
 pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
@@ -89,6 +122,20 @@ pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
             "fillable_empty_slots",
         ],
     );
+    let mut t_time = Table::new(
+        "maintenance",
+        &[
+            "minutes",
+            "row0_not_closest",
+            "row1_not_closest",
+            "row2_not_closest",
+            "fillable_empty_slots",
+            "stretch",
+            "rare_fraction",
+            "maintenance_messages_per_node_s",
+            "maintenance_bytes_per_node_s",
+        ],
+    );
     let (mut s_worse, mut s_empty, mut figs) = (Vec::new(), Vec::new(), Vec::new());
     for v in [
         JoinVariant::PathRows,
@@ -101,10 +148,13 @@ pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
         };
         let b = cfg.b;
         let rss0 = rss_bytes();
-        let (sim, _) = build_static(&p, cfg, n, &format!("joining ({})", variant_name(v)));
+        let (mut sim, _) = build_static(&p, cfg, n, &format!("joining ({})", variant_name(v)));
         let ring = Ring::of(&sim);
-        let (worse, empty) = quality(&sim, &ring, b);
-        ctx.account(&sim, rss0);
+        let Quality {
+            worse,
+            empty,
+            worse_by_join_decile,
+        } = quality(&sim, &ring, b);
         for r in 0..ROWS {
             t.row(vec![
                 json!(variant_name(v)),
@@ -113,6 +163,11 @@ pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
                 json!(empty[r]),
             ]);
         }
+        if v == JoinVariant::Full {
+            let over_time = maintenance_phase(&mut sim, &ring, &p, b, &mut t_time);
+            figs.push(json!({"variant": "full", "worse_by_join_decile": worse_by_join_decile, "maintenance": over_time}));
+        }
+        ctx.account(&sim, rss0);
         let pts = |v: &[f64]| v.iter().enumerate().map(|(r, &x)| (r as f64, x)).collect();
         s_worse.push(Series {
             label: variant_name(v).into(),
@@ -138,7 +193,7 @@ pub(crate) fn table_quality(ctx: &mut Ctx) -> Report {
         seed: p.seed,
         parameters: json!({ "common": p, "n": n }),
         figures: json!({ "variants": figs }),
-        tables: vec![t],
+        tables: vec![t, t_time],
         plots: vec![
             plot(
                 "not-closest",

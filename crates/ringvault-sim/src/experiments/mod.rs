@@ -14,6 +14,7 @@ use ringvault_types::Duration;
 use serde::Serialize;
 
 use crate::perf::{rss_bytes, PerfReport};
+pub(crate) use crate::report::r6;
 use crate::report::Report;
 use crate::{Sim, SimConfig, TopologyKind};
 
@@ -290,9 +291,4 @@ pub(crate) fn mean(v: &[u64]) -> f64 {
         return 0.0;
     }
     v.iter().sum::<u64>() as f64 / v.len() as f64
-}
-
-/// Rounds to 6 significant decimals so reports stay short and stable.
-pub(crate) fn r6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }

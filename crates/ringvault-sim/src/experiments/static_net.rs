@@ -45,6 +45,8 @@ pub struct StaticPoint {
     pub rare_fraction: f64,
     /// Fraction of forwarding decisions that were rare-case hops.
     pub rare_hop_fraction: f64,
+    /// Fraction of rare-case hops whose slot a live node could have filled.
+    pub rare_fillable_fraction: f64,
     /// Messages sent per join: mean.
     pub join_messages_mean: f64,
     /// Messages sent per join: 99th percentile.
@@ -73,6 +75,66 @@ pub(crate) fn point(ctx: &mut Ctx, n: usize, b: u8, l: usize, m: usize) -> Stati
     let wrong_leaf_sets = crate::wrong_leaf_sets(&sim).len();
     let ring = Ring::of(&sim);
     let routes_n = params.routes.unwrap_or(ROUTES);
+    let r = measure_routes(
+        &mut sim,
+        &ring,
+        routes_n,
+        &params,
+        &format!("routing N={n} L={l}"),
+    );
+    let p = StaticPoint {
+        n,
+        b,
+        l,
+        m,
+        routes: routes_n,
+        answered: r.answered,
+        correct: r.correct,
+        mean_hops: r.mean_hops,
+        hop_fractions: r.hop_fractions,
+        stretch: r.stretch,
+        rare_fraction: r.rare_fraction,
+        rare_hop_fraction: r.rare_hop_fraction,
+        rare_fillable_fraction: r.rare_fillable_fraction,
+        join_messages_mean: r6(mean(&cost.join_messages)),
+        join_messages_p99: percentile(&mut cost.join_messages, 99.0),
+        join_probes_mean: r6(mean(&cost.join_probes)),
+        wrong_leaf_sets,
+    };
+    ctx.account(&sim, rss0);
+    eprintln!(
+        "measured N={n} b={b} L={l} M={m}: mean hops {}, {} of {} routes correct, {} events so far",
+        p.mean_hops, p.correct, p.routes, ctx.perf.events
+    );
+    drop(sim);
+    ctx.points.insert(key, p.clone());
+    p
+}
+
+/// What a batch of routes between random live nodes measured.
+pub(crate) struct RouteFigures {
+    pub(crate) answered: usize,
+    pub(crate) correct: usize,
+    pub(crate) mean_hops: f64,
+    pub(crate) hop_fractions: Vec<f64>,
+    pub(crate) stretch: f64,
+    pub(crate) rare_fraction: f64,
+    pub(crate) rare_hop_fraction: f64,
+    /// Of the rare-case hops, the fraction whose table slot some live node could have filled
+    /// (the rest had no node for the slot at all).
+    pub(crate) rare_fillable_fraction: f64,
+}
+
+/// Routes `routes_n` traced probes from random live nodes to random live nodes' ids and
+/// measures hops, correctness, stretch and the rare case (judged again at each node of each
+/// path, on the tables as they are when the route ends).
+pub(crate) fn measure_routes(
+    sim: &mut crate::Sim,
+    ring: &Ring,
+    routes_n: usize,
+    params: &super::Params,
+    label: &str,
+) -> RouteFigures {
     let alive = sim.alive();
     let routes: Vec<(u32, ringvault_types::Id)> = (0..routes_n)
         .map(|_| {
@@ -84,17 +146,19 @@ pub(crate) fn point(ctx: &mut Ctx, n: usize, b: u8, l: usize, m: usize) -> Stati
             (s, sim.id(d))
         })
         .collect();
-    let bar = params.bar(routes_n as u64, &format!("routing N={n} L={l}"));
+    let bar = params.bar(routes_n as u64, label);
     let reports = sim.route_many(&routes, WINDOW, |k| bar.inc(k as u64));
     bar.finish_and_clear();
     let mut hist = [0usize; HOP_BUCKETS];
     let (mut hops, mut answered, mut correct) = (0usize, 0usize, 0usize);
     let (mut stretch_sum, mut stretch_n) = (0f64, 0usize);
     let (mut rare_routes, mut rare_hops, mut decisions) = (0usize, 0usize, 0usize);
+    let mut rare_fillable = 0usize;
+    let b = sim.cfg.overlay.b;
     for (r, &(src, key)) in reports.iter().zip(&routes) {
         let Some(r) = r else { continue };
         answered += 1;
-        correct += reached_true_root(&ring, r) as usize;
+        correct += reached_true_root(ring, r) as usize;
         hops += r.hops();
         hist[r.hops().min(HOP_BUCKETS - 1)] += 1;
         let idx: Vec<u32> = r.path.iter().filter_map(|c| sim.index_of(c)).collect();
@@ -112,17 +176,16 @@ pub(crate) fn point(ctx: &mut Ctx, n: usize, b: u8, l: usize, m: usize) -> Stati
             if matches!(nh, NextHop::Rare(_)) {
                 rare_hops += 1;
                 rare_here = true;
+                let at_id = sim.id(at);
+                let row = at_id.shared_prefix_len(&key, b);
+                rare_fillable +=
+                    !ring.in_slot(&at_id, row, key.digit(row, b), b).is_empty() as usize;
             }
         }
         rare_routes += rare_here as usize;
     }
     let a = answered.max(1) as f64;
-    let p = StaticPoint {
-        n,
-        b,
-        l,
-        m,
-        routes: routes_n,
+    RouteFigures {
         answered,
         correct,
         mean_hops: r6(hops as f64 / a),
@@ -130,19 +193,8 @@ pub(crate) fn point(ctx: &mut Ctx, n: usize, b: u8, l: usize, m: usize) -> Stati
         stretch: r6(stretch_sum / stretch_n.max(1) as f64),
         rare_fraction: r6(rare_routes as f64 / a),
         rare_hop_fraction: r6(rare_hops as f64 / decisions.max(1) as f64),
-        join_messages_mean: r6(mean(&cost.join_messages)),
-        join_messages_p99: percentile(&mut cost.join_messages, 99.0),
-        join_probes_mean: r6(mean(&cost.join_probes)),
-        wrong_leaf_sets,
-    };
-    ctx.account(&sim, rss0);
-    eprintln!(
-        "measured N={n} b={b} L={l} M={m}: mean hops {}, {} of {} routes correct, {} events so far",
-        p.mean_hops, p.correct, p.routes, ctx.perf.events
-    );
-    drop(sim);
-    ctx.points.insert(key, p.clone());
-    p
+        rare_fillable_fraction: r6(rare_fillable as f64 / rare_hops.max(1) as f64),
+    }
 }
 
 const HOPS_NS: [usize; 7] = [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
@@ -309,6 +361,7 @@ pub(crate) fn rare_case(ctx: &mut Ctx) -> Report {
             "L",
             "routes_with_rare_hop",
             "rare_hops_per_decision",
+            "rare_hops_with_fillable_slot",
             "mean_hops",
         ],
     );
@@ -326,10 +379,11 @@ pub(crate) fn rare_case(ctx: &mut Ctx) -> Report {
                 json!(l),
                 json!(p.rare_fraction),
                 json!(p.rare_hop_fraction),
+                json!(p.rare_fillable_fraction),
                 json!(p.mean_hops),
             ]);
             s.points.push((n as f64, p.rare_fraction));
-            pts.push(json!({"n": n, "l": l, "rare_fraction": p.rare_fraction, "rare_hop_fraction": p.rare_hop_fraction}));
+            pts.push(json!({"n": n, "l": l, "rare_fraction": p.rare_fraction, "rare_hop_fraction": p.rare_hop_fraction, "rare_fillable_fraction": p.rare_fillable_fraction}));
         }
         series.push(s);
     }

@@ -776,6 +776,27 @@ pub fn render_metrics(st: &Status) -> String {
     );
     counter(
         &mut out,
+        "ringvault_hop_timeouts_total",
+        "Hops not acknowledged within their peer's round-trip-based timeout.",
+        "counter",
+        o.hop_timeouts,
+    );
+    counter(
+        &mut out,
+        "ringvault_suspicions_total",
+        "Peers suspected after a missed hop acknowledgement (routed around and pinged).",
+        "counter",
+        o.suspicions,
+    );
+    counter(
+        &mut out,
+        "ringvault_suspicions_cleared_total",
+        "Suspects that answered before they were declared failed.",
+        "counter",
+        o.suspicions_cleared,
+    );
+    counter(
+        &mut out,
         "ringvault_decode_errors_total",
         "Frames that did not decode (dropped).",
         "counter",

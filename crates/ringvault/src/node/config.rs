@@ -40,8 +40,14 @@ pub struct OverlaySettings {
     pub keepalive_ms: Option<u64>,
     /// Silence after which a leaf is declared failed, milliseconds.
     pub failure_timeout_ms: Option<u64>,
-    /// Per-hop acknowledgement timeout, milliseconds.
+    /// Per-hop acknowledgement timeout for a peer never measured, and the longest any hop
+    /// waits; also how long a suspect may stay silent before it is declared failed,
+    /// milliseconds.
     pub hop_timeout_ms: Option<u64>,
+    /// What a hop to a measured peer may take beyond three round trips, milliseconds.
+    pub hop_slack_ms: Option<u64>,
+    /// Routing table maintenance period, seconds (0: off).
+    pub table_maintenance_s: Option<u64>,
     /// Join step timeout, milliseconds.
     pub join_timeout_ms: Option<u64>,
 }
@@ -80,6 +86,12 @@ impl OverlaySettings {
         }
         if let Some(v) = self.hop_timeout_ms {
             c.hop_timeout = ms(v);
+        }
+        if let Some(v) = self.hop_slack_ms {
+            c.hop_slack = ms(v);
+        }
+        if let Some(v) = self.table_maintenance_s {
+            c.table_maintenance_interval = (v > 0).then(|| Duration::from_secs(v));
         }
         if let Some(v) = self.join_timeout_ms {
             c.join_timeout = ms(v);

@@ -1,0 +1,287 @@
+//! Hop-by-hop acknowledgements and suspicion.
+//!
+//! Each forwarded message waits for its next hop's acknowledgement for a time set by what this
+//! node measured of that peer (a few round trips plus slack), not a fixed second and a half: a
+//! hop to a dead node costs about its round trip. A missing acknowledgement makes the peer a
+//! *suspect*: routing goes around it at once, and it is pinged; it is declared failed if it
+//! stays silent for twice its hop timeout (at most [`crate::Config::hop_timeout`]), or if it
+//! leaves [`MAX_MISSED_ACKS`] hops in a row unacknowledged while answering pings. A lost
+//! acknowledgement costs a re-sent message, not the removal of a live node from the tables,
+//! unless the ping is lost too.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use ringvault_types::{Contact, Duration, Id, Time};
+
+use crate::config::{
+    HOP_TIMEOUT_RTTS, MAX_IN_FLIGHT, MAX_MISSED_ACKS, MAX_PARKED, MAX_PARKED_BYTES, MAX_REROUTES,
+    MAX_SUSPECTS, SMALL_HOP_BYTES,
+};
+use crate::overlay::InFlight;
+use crate::{Envelope, Overlay, OverlayMessage, RoutedBody};
+
+/// Forwarded messages waiting for their hop acknowledgements, by sequence number, with their
+/// deadlines indexed (deadlines differ per peer, so sequence order is not deadline order).
+#[derive(Debug, Default)]
+pub(crate) struct InFlightHops {
+    by_seq: BTreeMap<u64, InFlight>,
+    deadlines: BTreeSet<(Time, u64)>,
+}
+
+impl InFlightHops {
+    /// Remembers a hop; beyond [`MAX_IN_FLIGHT`] the oldest is forgotten (as if acknowledged).
+    fn insert(&mut self, seq: u64, hop: InFlight) {
+        if self.by_seq.len() >= MAX_IN_FLIGHT {
+            if let Some((old, f)) = self.by_seq.pop_first() {
+                self.deadlines.remove(&(f.deadline, old));
+            }
+        }
+        self.deadlines.insert((hop.deadline, seq));
+        self.by_seq.insert(seq, hop);
+    }
+
+    /// Ends the wait for hop `seq` if `from` is the peer it was sent to; true if it did.
+    fn acknowledge(&mut self, seq: u64, from: &Id) -> bool {
+        if self.by_seq.get(&seq).is_none_or(|f| f.to.id != *from) {
+            return false;
+        }
+        if let Some(f) = self.by_seq.remove(&seq) {
+            self.deadlines.remove(&(f.deadline, seq));
+        }
+        true
+    }
+
+    /// The earliest deadline.
+    fn next_deadline(&self) -> Option<Time> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Removes and returns a hop whose deadline has passed.
+    fn pop_due(&mut self, now: Time) -> Option<InFlight> {
+        let &(deadline, seq) = self.deadlines.first()?;
+        if deadline > now {
+            return None;
+        }
+        self.deadlines.pop_first();
+        self.by_seq.remove(&seq)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.by_seq.clear();
+        self.deadlines.clear();
+    }
+}
+
+/// Messages that wait for a suspicion to end, oldest first, with the payload bytes they hold.
+#[derive(Debug, Default)]
+pub(crate) struct Parked {
+    /// Each with its re-routes so far and the suspect it waits for.
+    queue: VecDeque<(Envelope, u8, Id)>,
+    bytes: usize,
+}
+
+impl Parked {
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Application payload bytes an envelope carries.
+fn payload_len(env: &Envelope) -> usize {
+    match &env.body {
+        RoutedBody::App(m) => m.body.len(),
+        RoutedBody::Join { .. } | RoutedBody::SecureProbe { .. } => 0,
+    }
+}
+
+impl Overlay {
+    /// How long a hop to `peer` carrying `env` may go unacknowledged: [`HOP_TIMEOUT_RTTS`]
+    /// measured round trips plus the configured slack, never more than
+    /// [`crate::Config::hop_timeout`]. A peer never measured counts with the largest round trip
+    /// measured to any member of the tables; with nothing measured, and for a message larger
+    /// than [`SMALL_HOP_BYTES`] (whose transfer takes more than a round trip), the wait is
+    /// `hop_timeout`.
+    pub fn hop_timeout_for(&self, peer: &Id, env: &Envelope) -> Duration {
+        if payload_len(env) > SMALL_HOP_BYTES {
+            return self.cfg.hop_timeout;
+        }
+        self.rtt_timeout(peer)
+    }
+
+    /// [`HOP_TIMEOUT_RTTS`] round trips to `peer` plus the slack, at most `hop_timeout` (see
+    /// [`Overlay::hop_timeout_for`]).
+    fn rtt_timeout(&self, peer: &Id) -> Duration {
+        let rtt = self.known_rtt(peer).or_else(|| self.largest_rtt());
+        match rtt {
+            Some(rtt) => {
+                let adaptive = rtt.mul(HOP_TIMEOUT_RTTS) + self.cfg.hop_slack;
+                adaptive.min(self.cfg.hop_timeout)
+            }
+            None => self.cfg.hop_timeout,
+        }
+    }
+
+    /// The largest round trip this node measured to any member of its tables: the stand-in for
+    /// a peer it never measured (a leaf learned from another node's leaf set, typically), so
+    /// that a hop to a dead leaf does not cost the fixed hop timeout either.
+    fn largest_rtt(&self) -> Option<Duration> {
+        self.leaf
+            .iter()
+            .chain(self.table.entries())
+            .chain(self.neighbours.peers())
+            .filter_map(|p| p.rtt)
+            .max()
+    }
+
+    /// Whether `id` is suspected (a hop to it went unacknowledged, and it has not been heard
+    /// from since): routing goes around it.
+    pub fn is_suspected(&self, id: &Id) -> bool {
+        self.suspects.contains_key(id)
+    }
+
+    /// Sends `sent` to `to` as one hop and remembers `before` until acknowledged.
+    pub(crate) fn send_hop(
+        &mut self,
+        now: Time,
+        to: Contact,
+        before: Envelope,
+        sent: Envelope,
+        reroutes: u8,
+    ) {
+        let seq = self.next_seq();
+        let deadline = now + self.hop_timeout_for(&to.id, &sent);
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                to,
+                envelope: before,
+                deadline,
+                reroutes,
+            },
+        );
+        self.send(
+            to,
+            OverlayMessage::Routed {
+                seq,
+                envelope: sent,
+            },
+        );
+    }
+
+    pub(crate) fn on_hop_ack(&mut self, seq: u64, from: &Id) {
+        if self.in_flight.acknowledge(seq, from) {
+            self.missed_acks.remove(from);
+        }
+    }
+
+    /// When the next hop or suspicion times out.
+    pub(crate) fn hops_deadline(&self) -> Option<Time> {
+        let suspect = self.suspects.values().min().copied();
+        match (self.in_flight.next_deadline(), suspect) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Unacknowledged hops: suspect the peer and re-route the message around it at once.
+    /// Suspects silent past their deadline are declared failed.
+    pub(crate) fn hop_timeouts(&mut self, now: Time) {
+        while let Some(f) = self.in_flight.pop_due(now) {
+            self.stats.hop_timeouts += 1;
+            self.missed_ack(now, f.to);
+            if f.reroutes < MAX_REROUTES && self.is_ready() {
+                self.stats.reroutes += 1;
+                self.routed_queue.push_back((f.envelope, f.reroutes + 1));
+            } else {
+                self.stats.dropped += 1;
+                self.stats.reroutes_exhausted += 1;
+            }
+        }
+        let silent: Vec<Id> = self
+            .suspects
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.declare_failed(now, id);
+        }
+    }
+
+    /// `peer` missed a hop acknowledgement: suspect it and ping it, or declare it failed if it
+    /// has missed too many in a row (answering pings meanwhile does not make up for that).
+    fn missed_ack(&mut self, now: Time, peer: Contact) {
+        let missed = self.missed_acks.entry(peer.id).or_insert(0);
+        *missed = missed.saturating_add(1);
+        if *missed >= MAX_MISSED_ACKS
+            || (!self.suspects.contains_key(&peer.id) && self.suspects.len() >= MAX_SUSPECTS)
+        {
+            self.declare_failed(now, peer.id);
+            return;
+        }
+        if self.suspects.contains_key(&peer.id) {
+            return;
+        }
+        if self.missed_acks.len() > MAX_SUSPECTS {
+            // Forget counts of peers that are not suspected any more (they answered since).
+            let suspects = &self.suspects;
+            self.missed_acks.retain(|id, _| suspects.contains_key(id));
+            self.missed_acks.insert(peer.id, 1);
+        }
+        self.stats.suspicions += 1;
+        // The ping gets twice what the hop got: a suspect that answers neither is taken for
+        // dead, and the messages parked for it go on, within a few round trips rather than
+        // the fixed hop timeout.
+        let wait = self.rtt_timeout(&peer.id).mul(2).min(self.cfg.hop_timeout);
+        self.suspects.insert(peer.id, now + wait);
+        let nonce = self.next_seq();
+        self.send(peer, OverlayMessage::Ping { nonce });
+    }
+
+    /// `id` was heard from: it is no longer suspected (its missed acknowledgements still count
+    /// until it acknowledges a hop).
+    pub(crate) fn heard_from(&mut self, id: &Id) {
+        if self.end_suspicion(id) {
+            self.stats.suspicions_cleared += 1;
+        }
+    }
+
+    /// Ends the suspicion of `id`, if any (it answered, or it was declared failed): the
+    /// messages parked for it route again, marked as processed before (at least one re-route:
+    /// no second join reply) without using up more of their re-routes. True if it was
+    /// suspected.
+    pub(crate) fn end_suspicion(&mut self, id: &Id) -> bool {
+        if self.suspects.remove(id).is_none() {
+            return false;
+        }
+        let (go, stay): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.parked.queue)
+            .into_iter()
+            .partition(|(_, _, waiting_for)| waiting_for == id);
+        self.parked.queue = stay;
+        for (env, reroutes, _) in go {
+            self.parked.bytes -= payload_len(&env);
+            self.routed_queue.push_back((env, reroutes.max(1)));
+        }
+        true
+    }
+
+    /// Holds a message whose next hop is a suspect and that has no other way on (this node
+    /// would take itself for the key's root): delivering it here could deliver at the wrong
+    /// root, so it waits for the suspicion to end. Bounded in count and bytes; the oldest go
+    /// first.
+    pub(crate) fn park(&mut self, env: Envelope, reroutes: u8, waiting_for: Id) {
+        let len = payload_len(&env);
+        while !self.parked.queue.is_empty()
+            && (self.parked.queue.len() >= MAX_PARKED || self.parked.bytes + len > MAX_PARKED_BYTES)
+        {
+            if let Some((old, _, _)) = self.parked.queue.pop_front() {
+                self.parked.bytes -= payload_len(&old);
+                self.stats.dropped += 1;
+            }
+        }
+        self.stats.parked += 1;
+        self.parked.bytes += len;
+        self.parked.queue.push_back((env, reroutes, waiting_for));
+    }
+}

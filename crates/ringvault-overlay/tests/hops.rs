@@ -1,0 +1,306 @@
+//! A hop to a peer that does not acknowledge costs about that peer's measured round trip, not
+//! the fixed hop timeout: the message goes on through another node at once, the silent peer is
+//! suspected and pinged, and only a peer that stays silent is declared failed (after twice its
+//! hop timeout). A message whose
+//! root (as this node sees it) is the suspect waits instead of being delivered at the wrong node.
+
+mod common;
+
+use common::contact;
+use ringvault_overlay::{
+    AppMessage, Config, Kbr, NoServices, Output, Overlay, OverlayMessage, Peer, RouteInfo, Upcalls,
+    HOP_TIMEOUT_RTTS,
+};
+use ringvault_types::{Contact, Duration, Id, Time};
+
+const RTT: Duration = Duration::from_millis(10);
+
+fn start() -> Time {
+    Time::ZERO + Duration::from_secs(1)
+}
+
+/// Node 0x10 with measured peers spread over the ring (the leaf set covers all of it).
+fn node(peers: &[Contact]) -> Overlay {
+    let mut o = Overlay::new(contact(0x10, 0), Config::default(), 3).unwrap();
+    o.start_with_state(
+        start(),
+        peers.iter().map(|c| Peer {
+            contact: *c,
+            rtt: Some(RTT),
+        }),
+    );
+    drain(&mut o);
+    o
+}
+
+fn drain(o: &mut Overlay) -> Vec<(Contact, OverlayMessage)> {
+    let mut sent = Vec::new();
+    while let Some(out) = o.poll_output() {
+        if let Output::Send { to, msg } = out {
+            sent.push((to, msg));
+        }
+    }
+    sent
+}
+
+/// The receivers of the routed messages in `sent`.
+fn routed_to(sent: &[(Contact, OverlayMessage)]) -> Vec<Id> {
+    sent.iter()
+        .filter(|(_, m)| matches!(m, OverlayMessage::Routed { .. }))
+        .map(|(c, _)| c.id)
+        .collect()
+}
+
+fn msg() -> AppMessage {
+    AppMessage {
+        app: 9,
+        body: b"hello".to_vec(),
+    }
+}
+
+/// Counts deliveries here.
+#[derive(Default)]
+struct Delivered(usize);
+
+impl Upcalls for Delivered {
+    fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {
+        self.0 += 1;
+    }
+    fn forward(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: Id,
+        _: &mut AppMessage,
+        _: &mut Contact,
+    ) -> ringvault_overlay::Forward {
+        ringvault_overlay::Forward::Continue
+    }
+    fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
+    fn secure_routed(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: &ringvault_overlay::SecureRouteReport,
+    ) {
+    }
+}
+
+/// Runs timers in order up to `until`, collecting what was sent.
+fn run(o: &mut Overlay, up: &mut dyn Upcalls, until: Time) -> Vec<(Time, Contact, OverlayMessage)> {
+    let mut out = Vec::new();
+    let mut steps = 0;
+    while let Some(t) = o.next_deadline() {
+        if t > until {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 10_000, "a deadline stays in the past at {t:?}");
+        o.handle_timeout(t, up);
+        out.extend(drain(o).into_iter().map(|(c, m)| (t, c, m)));
+    }
+    out
+}
+
+#[test]
+fn an_unacknowledged_hop_goes_around_the_peer_after_its_round_trips_and_the_peer_is_only_suspected()
+{
+    let silent = contact(0x80, 0);
+    let next = contact(0x81, 0);
+    let others = [
+        contact(0x30, 0),
+        contact(0x50, 0),
+        contact(0xc0, 0),
+        contact(0xe0, 0),
+    ];
+    let mut peers = vec![silent, next];
+    peers.extend(others);
+    let mut o = node(&peers);
+    let key = contact(0x80, 1).id; // `silent` is closest, `next` second, this node far.
+
+    o.route(start(), key, msg(), None, false, &mut NoServices);
+    assert_eq!(routed_to(&drain(&mut o)), vec![silent.id]);
+
+    let expected = RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
+    assert!(expected < Config::default().hop_timeout);
+    let sent = run(&mut o, &mut NoServices, start() + expected);
+    let rerouted: Vec<&(Time, Contact, OverlayMessage)> = sent
+        .iter()
+        .filter(|(_, _, m)| matches!(m, OverlayMessage::Routed { .. }))
+        .collect();
+    assert_eq!(rerouted.len(), 1, "re-routed once: {sent:?}");
+    assert_eq!(rerouted[0].1.id, next.id, "around the silent peer");
+    assert_eq!(
+        rerouted[0].0,
+        start() + expected,
+        "after its round trips, not the fixed timeout"
+    );
+    assert!(
+        sent.iter()
+            .any(|(_, c, m)| c.id == silent.id && matches!(m, OverlayMessage::Ping { .. })),
+        "the silent peer is pinged"
+    );
+    assert!(o.is_suspected(&silent.id));
+    assert_eq!(o.stats().suspicions, 1);
+    assert_eq!(o.stats().peers_failed, 0);
+    assert!(o.leaf_set().contains(&silent.id), "suspected, not removed");
+    let OverlayMessage::Routed { seq, .. } = rerouted[0].2 else {
+        unreachable!()
+    };
+    o.handle_message(
+        rerouted[0].0,
+        next,
+        OverlayMessage::HopAck { seq },
+        &mut NoServices,
+    );
+
+    // It answers: no longer suspected, kept, and chosen again.
+    let t = start() + expected + Duration::from_millis(5);
+    o.handle_message(
+        t,
+        silent,
+        OverlayMessage::Pong { nonce: 0 },
+        &mut NoServices,
+    );
+    drain(&mut o);
+    assert!(!o.is_suspected(&silent.id));
+    assert_eq!(o.stats().suspicions_cleared, 1);
+    o.route(t, key, msg(), None, false, &mut NoServices);
+    let sent = drain(&mut o);
+    assert_eq!(routed_to(&sent), vec![silent.id]);
+    let seq = sent
+        .iter()
+        .find_map(|(_, m)| match m {
+            OverlayMessage::Routed { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("a routed message");
+    o.handle_message(t, silent, OverlayMessage::HopAck { seq }, &mut NoServices);
+    let later = run(
+        &mut o,
+        &mut NoServices,
+        t + Config::default().hop_timeout.mul(2),
+    );
+    assert_eq!(o.stats().peers_failed, 0, "{later:?}");
+}
+
+#[test]
+fn a_suspect_that_stays_silent_is_declared_failed_after_twice_its_hop_timeout() {
+    let silent = contact(0x80, 0);
+    let peers = [silent, contact(0x81, 0), contact(0x30, 0), contact(0xc0, 0)];
+    let mut o = node(&peers);
+    let cfg = Config::default();
+    o.route(
+        start(),
+        contact(0x80, 1).id,
+        msg(),
+        None,
+        false,
+        &mut NoServices,
+    );
+    drain(&mut o);
+    let hop = RTT.mul(HOP_TIMEOUT_RTTS) + cfg.hop_slack;
+    let suspected_at = start() + hop;
+    // The ping has twice the hop's time, far less than the fixed hop timeout.
+    let wait = hop.mul(2);
+    assert!(wait < cfg.hop_timeout);
+    run(
+        &mut o,
+        &mut NoServices,
+        suspected_at + Duration::from_micros(wait.as_micros() - 1000),
+    );
+    assert!(
+        o.leaf_set().contains(&silent.id),
+        "not failed before its ping timed out"
+    );
+    run(&mut o, &mut NoServices, suspected_at + wait);
+    assert!(
+        !o.leaf_set().contains(&silent.id),
+        "failed once its ping timed out"
+    );
+    assert!(!o.is_suspected(&silent.id));
+    assert_eq!(o.stats().peers_failed, 1);
+}
+
+#[test]
+fn a_message_whose_root_is_suspected_waits_rather_than_being_delivered_here() {
+    // The silent peer is the key's root and this node the next closest: going around the
+    // suspect would deliver here, at the wrong root if the suspect is alive.
+    let silent = contact(0x10, 8);
+    let peers = [silent, contact(0x50, 0), contact(0x90, 0), contact(0xd0, 0)];
+    let mut o = node(&peers);
+    let key = contact(0x10, 7).id;
+    let mut up = Delivered::default();
+    o.route(start(), key, msg(), None, false, &mut up);
+    assert_eq!(routed_to(&drain(&mut o)), vec![silent.id]);
+    let suspected_at = start() + RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
+    run(&mut o, &mut up, suspected_at);
+    assert!(o.is_suspected(&silent.id));
+    assert_eq!(o.stats().parked, 1, "parked");
+    assert_eq!(
+        up.0, 0,
+        "not delivered here while the root is only suspected"
+    );
+
+    // The suspect answers: the message goes to it.
+    let t = suspected_at + Duration::from_millis(5);
+    o.handle_message(t, silent, OverlayMessage::Pong { nonce: 0 }, &mut up);
+    assert_eq!(routed_to(&drain(&mut o)), vec![silent.id]);
+    assert_eq!(up.0, 0);
+
+    // This time it stays silent: once it is declared failed, this node is the root.
+    let cfg = Config::default();
+    run(&mut o, &mut up, t + cfg.hop_timeout.mul(3));
+    assert!(!o.leaf_set().contains(&silent.id));
+    assert_eq!(up.0, 1, "delivered here once the root was found failed");
+}
+
+/// Answers every message in its forward upcall, as a holder of a requested object does.
+#[derive(Default)]
+struct AnswersOnForward(Vec<Id>);
+
+impl Upcalls for AnswersOnForward {
+    fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {
+        panic!("answered in forward, never delivered");
+    }
+    fn forward(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: Id,
+        _: &mut AppMessage,
+        next: &mut Contact,
+    ) -> ringvault_overlay::Forward {
+        self.0.push(next.id);
+        ringvault_overlay::Forward::Stop
+    }
+    fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
+    fn secure_routed(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: &ringvault_overlay::SecureRouteReport,
+    ) {
+    }
+}
+
+#[test]
+fn a_service_can_answer_a_message_whose_root_is_suspected_without_waiting() {
+    let silent = contact(0x10, 8);
+    let peers = [silent, contact(0x50, 0), contact(0x90, 0), contact(0xd0, 0)];
+    let mut o = node(&peers);
+    let key = contact(0x10, 7).id;
+    // First sent to the root, which stays silent.
+    o.route(start(), key, msg(), None, false, &mut NoServices);
+    assert_eq!(routed_to(&drain(&mut o)), vec![silent.id]);
+    let suspected_at = start() + RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
+    let mut up = AnswersOnForward::default();
+    run(&mut o, &mut up, suspected_at);
+    assert!(o.is_suspected(&silent.id));
+    assert_eq!(
+        up.0,
+        vec![silent.id],
+        "offered to the service with the suspect as next hop"
+    );
+    assert_eq!(o.stats().parked, 0, "answered, so not parked");
+}

@@ -1,0 +1,117 @@
+//! Routing table maintenance: a row's answer is taken only when asked for, only for that row,
+//! each candidate probed before it may take a slot, and candidates the triangle inequality
+//! rules out are not probed.
+
+mod common;
+
+use common::contact;
+use ringvault_overlay::{Config, NoServices, Output, Overlay, OverlayMessage, Peer};
+use ringvault_types::{Duration, Id, Time};
+
+fn ms(n: u64) -> Option<Duration> {
+    Some(Duration::from_millis(n))
+}
+
+/// Probes and row requests sent, by receiver.
+fn outputs(o: &mut Overlay) -> (Vec<Id>, Vec<(Id, u8)>) {
+    let (mut probes, mut asks) = (Vec::new(), Vec::new());
+    while let Some(out) = o.poll_output() {
+        match out {
+            Output::Probe { peer } => probes.push(peer.id),
+            Output::Send {
+                to,
+                msg: OverlayMessage::RowRequest { row },
+            } => asks.push((to.id, row)),
+            _ => {}
+        }
+    }
+    (probes, asks)
+}
+
+#[test]
+fn a_row_answer_is_taken_only_when_asked_and_only_for_that_row_and_pruned_by_the_triangle_inequality(
+) {
+    let start = Time::ZERO + Duration::from_secs(1);
+    // Node 0x10..; row 0 holds 0x30 (rtt 10 ms) and 0x80 (rtt 40 ms).
+    let asked = contact(0x30, 0);
+    let entry80 = contact(0x80, 0);
+    // No keep-alives: the silent peers must not be declared failed while the test waits.
+    let cfg = Config {
+        keepalives: false,
+        ..Config::default()
+    };
+    let mut o = Overlay::new(contact(0x10, 0), cfg, 5).unwrap();
+    o.start_with_state(
+        start,
+        [
+            Peer {
+                contact: asked,
+                rtt: ms(10),
+            },
+            Peer {
+                contact: entry80,
+                rtt: ms(40),
+            },
+        ],
+    );
+    while o.poll_output().is_some() {}
+    let near = contact(0x81, 0); // contests 0x80's slot: |10 - 35| = 25 < 40, probed
+    let far = contact(0x82, 0); // |10 - 90| = 80 >= 40: cannot beat 0x80, not probed
+    let fresh = contact(0x90, 0); // an empty slot: probed, not taken before the probe
+    let wrong_row = contact(0x12, 0); // shares a digit with us: not row 0
+    let answer = OverlayMessage::RowReply {
+        row: 0,
+        entries: vec![
+            (near, ms(35)),
+            (far, ms(90)),
+            (fresh, ms(20)),
+            (wrong_row, ms(5)),
+        ],
+    };
+
+    // Unasked: ignored.
+    o.handle_message(start, asked, answer.clone(), &mut NoServices);
+    assert_eq!(
+        outputs(&mut o).0,
+        Vec::<Id>::new(),
+        "an unasked answer is ignored"
+    );
+
+    // Turn maintenance on and let its first round ask row 0 of 0x30 or 0x80.
+    o.set_table_maintenance(start, Some(Duration::from_secs(60)));
+    let mut t = start;
+    let mut asks = Vec::new();
+    while asks.is_empty() {
+        t = o.next_deadline().expect("a maintenance round is due");
+        assert!(
+            t <= start + Duration::from_secs(60),
+            "the first round comes within an interval"
+        );
+        o.handle_timeout(t, &mut NoServices);
+        asks = outputs(&mut o).1;
+    }
+    assert_eq!(asks.len(), 1, "one request per row: {asks:?}");
+    let (who, row) = asks[0];
+    assert_eq!(row, 0);
+    let from = if who == asked.id { asked } else { entry80 };
+    // Whichever was asked (rtt 10 or 40 ms): `near` is at least 25 or 5 ms away, under 0x80's
+    // 40 ms, so probed; `far` at least 80 or 50 ms, so not.
+    o.handle_message(t, from, answer.clone(), &mut NoServices);
+    let (probes, _) = outputs(&mut o);
+    assert_eq!(
+        probes,
+        vec![near.id, fresh.id],
+        "pruned `far`, skipped the wrong row"
+    );
+    assert_eq!(o.stats().probes_pruned, 1);
+    assert!(
+        o.routing_table().get(0, 9).is_none(),
+        "an empty slot is not filled before its probe"
+    );
+    // A second copy of the answer is not asked for any more.
+    o.handle_message(t, from, answer, &mut NoServices);
+    assert_eq!(outputs(&mut o).0, Vec::<Id>::new());
+    // The probe answers: the candidate takes the empty slot.
+    o.handle_probe_result(t, fresh, ms(25), &mut NoServices);
+    assert_eq!(o.routing_table().get(0, 9).map(|p| p.id()), Some(fresh.id));
+}
