@@ -80,8 +80,8 @@ pub struct Config {
     /// trip is known at all or the message is large (the longest any hop waits), and the
     /// longest a suspect (a peer that missed an acknowledgement) may stay silent before it is
     /// declared failed. A measured peer's hop times out after [`HOP_TIMEOUT_RTTS`] round trips
-    /// plus [`Config::hop_slack`], the message is re-routed at once, and the suspect has twice
-    /// that to answer its ping.
+    /// plus [`Config::hop_slack`], the message is re-routed at once, and the suspect is
+    /// presumed dead for routing when it has not answered its ping within twice that.
     pub hop_timeout: Duration,
     /// What a hop to a measured peer may take beyond [`HOP_TIMEOUT_RTTS`] round trips before it
     /// times out (the peer's queueing and processing).

@@ -3,11 +3,12 @@
 //! Each forwarded message waits for its next hop's acknowledgement for a time set by what this
 //! node measured of that peer (a few round trips plus slack), not a fixed second and a half: a
 //! hop to a dead node costs about its round trip. A missing acknowledgement makes the peer a
-//! *suspect*: routing goes around it at once, and it is pinged; it is declared failed if it
-//! stays silent for twice its hop timeout (at most [`crate::Config::hop_timeout`]), or if it
-//! leaves [`MAX_MISSED_ACKS`] hops in a row unacknowledged while answering pings. A lost
-//! acknowledgement costs a re-sent message, not the removal of a live node from the tables,
-//! unless the ping is lost too.
+//! *suspect*: routing goes around it at once, and it is pinged. When its pong is overdue by
+//! twice the hop's time it is *presumed dead* for routing (messages that waited for it as their
+//! root go on); it is declared failed, and leaves the tables, only if it stays silent for
+//! [`crate::Config::hop_timeout`], or if it leaves [`MAX_MISSED_ACKS`] hops in a row
+//! unacknowledged while answering pings. A lost acknowledgement or a busy peer thus costs a
+//! re-sent message, never the removal of a live node from the tables.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -69,6 +70,26 @@ impl InFlightHops {
     pub(crate) fn clear(&mut self) {
         self.by_seq.clear();
         self.deadlines.clear();
+    }
+}
+
+/// A peer that missed a hop acknowledgement and was pinged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Suspicion {
+    /// When it is presumed dead for routing, unless heard from first.
+    presume_at: Time,
+    /// When it is declared failed, unless heard from first.
+    fail_at: Time,
+    presumed_dead: bool,
+}
+
+impl Suspicion {
+    fn next_deadline(&self) -> Time {
+        if self.presumed_dead {
+            self.fail_at
+        } else {
+            self.presume_at
+        }
     }
 }
 
@@ -169,15 +190,16 @@ impl Overlay {
         );
     }
 
+    /// A hop acknowledgement: it ends the wait for that hop, and (even when it comes after the
+    /// hop timed out) shows that `from` forwards what it is sent.
     pub(crate) fn on_hop_ack(&mut self, seq: u64, from: &Id) {
-        if self.in_flight.acknowledge(seq, from) {
-            self.missed_acks.remove(from);
-        }
+        self.in_flight.acknowledge(seq, from);
+        self.missed_acks.remove(from);
     }
 
     /// When the next hop or suspicion times out.
     pub(crate) fn hops_deadline(&self) -> Option<Time> {
-        let suspect = self.suspects.values().min().copied();
+        let suspect = self.suspects.values().map(Suspicion::next_deadline).min();
         match (self.in_flight.next_deadline(), suspect) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -198,10 +220,22 @@ impl Overlay {
                 self.stats.reroutes_exhausted += 1;
             }
         }
+        let presumed: Vec<Id> = self
+            .suspects
+            .iter_mut()
+            .filter(|(_, s)| !s.presumed_dead && s.presume_at <= now)
+            .map(|(id, s)| {
+                s.presumed_dead = true;
+                *id
+            })
+            .collect();
+        for id in presumed {
+            self.release_parked_for(&id);
+        }
         let silent: Vec<Id> = self
             .suspects
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
+            .filter(|(_, s)| s.fail_at <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
@@ -212,6 +246,9 @@ impl Overlay {
     /// `peer` missed a hop acknowledgement: suspect it and ping it, or declare it failed if it
     /// has missed too many in a row (answering pings meanwhile does not make up for that).
     fn missed_ack(&mut self, now: Time, peer: Contact) {
+        if peer.id == self.me.id || self.recently_failed.contains_key(&peer.id) {
+            return;
+        }
         let missed = self.missed_acks.entry(peer.id).or_insert(0);
         *missed = missed.saturating_add(1);
         if *missed >= MAX_MISSED_ACKS
@@ -230,11 +267,21 @@ impl Overlay {
             self.missed_acks.insert(peer.id, 1);
         }
         self.stats.suspicions += 1;
-        // The ping gets twice what the hop got: a suspect that answers neither is taken for
-        // dead, and the messages parked for it go on, within a few round trips rather than
-        // the fixed hop timeout.
-        let wait = self.rtt_timeout(&peer.id).mul(2).min(self.cfg.hop_timeout);
-        self.suspects.insert(peer.id, now + wait);
+        // Two stages. After twice what the hop got without an answer to the ping, the suspect
+        // is presumed dead for routing: the messages parked for it go on (this node takes
+        // itself for their root) within a few round trips rather than the fixed hop timeout.
+        // It is declared failed, and leaves the tables, only after the full hop timeout: a
+        // busy peer whose acknowledgement and pong queue behind a large transfer is not
+        // removed for it.
+        let presume = self.rtt_timeout(&peer.id).mul(2).min(self.cfg.hop_timeout);
+        self.suspects.insert(
+            peer.id,
+            Suspicion {
+                presume_at: now + presume,
+                fail_at: now + self.cfg.hop_timeout,
+                presumed_dead: false,
+            },
+        );
         let nonce = self.next_seq();
         self.send(peer, OverlayMessage::Ping { nonce });
     }
@@ -255,6 +302,18 @@ impl Overlay {
         if self.suspects.remove(id).is_none() {
             return false;
         }
+        self.release_parked_for(id);
+        true
+    }
+
+    /// Whether `id` is suspected and not yet presumed dead: messages whose root it is wait
+    /// for it.
+    pub(crate) fn is_awaited(&self, id: &Id) -> bool {
+        self.suspects.get(id).is_some_and(|s| !s.presumed_dead)
+    }
+
+    /// The messages parked for `id` route again.
+    fn release_parked_for(&mut self, id: &Id) {
         let (go, stay): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.parked.queue)
             .into_iter()
             .partition(|(_, _, waiting_for)| waiting_for == id);
@@ -263,7 +322,6 @@ impl Overlay {
             self.parked.bytes -= payload_len(&env);
             self.routed_queue.push_back((env, reroutes.max(1)));
         }
-        true
     }
 
     /// Holds a message whose next hop is a suspect and that has no other way on (this node

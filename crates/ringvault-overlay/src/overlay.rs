@@ -222,7 +222,7 @@ pub struct Overlay {
     pub(crate) in_flight: crate::hops::InFlightHops,
     /// Peers that missed a hop acknowledgement, with the time they are declared failed unless
     /// heard from first.
-    pub(crate) suspects: BTreeMap<Id, Time>,
+    pub(crate) suspects: BTreeMap<Id, crate::hops::Suspicion>,
     /// Hops each peer left unacknowledged since it last acknowledged one.
     pub(crate) missed_acks: BTreeMap<Id, u8>,
     /// Messages waiting for a suspicion to end (see [`Overlay::park`]).
@@ -733,10 +733,10 @@ impl Overlay {
 
     /// Removes a peer found dead from every table and starts repair.
     pub(crate) fn declare_failed(&mut self, now: Time, id: Id) {
+        self.end_suspicion(&id);
         if id == self.me.id {
             return;
         }
-        self.end_suspicion(&id);
         self.missed_acks.remove(&id);
         if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
             self.slot_repair_timeouts(now, Some(&id));

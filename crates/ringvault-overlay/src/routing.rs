@@ -193,12 +193,15 @@ impl Overlay {
                     Some(id) == joiner.as_ref()
                 })
                 .contact()
-                .filter(|c| self.is_suspected(&c.id)),
+                .filter(|c| self.is_awaited(&c.id)),
             _ => None,
         };
+        let root_here = hop == NextHop::Local && waiting_for.is_none();
         if let RoutedBody::Join { joiner } = &env.body {
-            if reroutes == 0 {
-                let root = hop == NextHop::Local && waiting_for.is_none();
+            // Once, and again if this node turned out to be the root only on a later pass (the
+            // suspect it waited for was found dead): the joiner needs the root's answer.
+            if reroutes == 0 || root_here {
+                let root = root_here;
                 let reply = self.join_reply(env.hops, root, joiner.id);
                 self.send(*joiner, OverlayMessage::JoinReply(reply));
             }

@@ -1,8 +1,8 @@
 //! Gets while a quarter of the ring dies at once: 32 `ringvault node` processes hold 200
 //! objects (k = 3); 8 of them are SIGKILLed together (no goodbye: their peers learn only by
 //! silence) while a reader keeps fetching objects through the live nodes. Every get of an object
-//! that still has a live holder returns its bytes, and none waits out the fixed 1.5 s hop
-//! timeout on a dead hop: a hop to a measured peer times out after a few of its round trips and
+//! that still has a live holder returns its bytes, and none waits out the fixed hop timeout
+//! (5 s here) on a dead hop: a hop to a measured peer times out after a few of its round trips and
 //! goes on around it at once (the per-get figures are printed).
 
 mod common;
@@ -19,9 +19,10 @@ use daemons::{content, json, request, spawn_daemon, wait_joined, Daemon, Rng};
 const NODES: usize = 32;
 const KILLED: usize = 8;
 const OBJECTS: usize = 200;
-/// The fixed per-hop timeout (the config below): what a get used to wait on each dead hop.
-const HOP_TIMEOUT: Duration = Duration::from_millis(1500);
-const CONFIG: &str = "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 1000\nfailure_timeout_ms = 6000\nhop_timeout_ms = 1500\njoin_timeout_ms = 5000\n";
+/// The fixed per-hop timeout (the config below), long on purpose: a get that waited it out on
+/// a dead hop cannot be mistaken for one slowed down by a busy machine.
+const HOP_TIMEOUT: Duration = Duration::from_millis(5000);
+const CONFIG: &str = "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 1000\nfailure_timeout_ms = 6000\nhop_timeout_ms = 5000\njoin_timeout_ms = 5000\n";
 /// Reads go on this long after the kills: long enough for keep-alives to find the dead leaves
 /// (6 s) and for routes to run into dead table entries before anyone repairs them.
 const READ_AFTER_KILL: Duration = Duration::from_secs(10);
@@ -38,6 +39,20 @@ struct Object {
     id: String,
     bytes: Vec<u8>,
     holders: Vec<String>,
+}
+
+/// Hops that timed out on the nodes behind `urls`, from their metrics.
+fn hop_timeouts(urls: &[String]) -> u64 {
+    urls.iter()
+        .map(|u| {
+            let (_, b) = request(u, "GET", "/metrics", b"");
+            let text = String::from_utf8_lossy(&b).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix("ringvault_hop_timeouts_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -103,6 +118,7 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
     let stop = AtomicBool::new(false);
     let samples: Mutex<Vec<(Duration, usize, u16, bool)>> = Mutex::new(Vec::new());
     let killed_at = Mutex::new(None::<Instant>);
+    let mut timeouts_before = 0;
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut rng = Rng(0x9e7);
@@ -121,6 +137,8 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
             }
         });
         std::thread::sleep(Duration::from_millis(300));
+        timeouts_before = hop_timeouts(&live_urls);
+        *killed_at.lock().unwrap() = Some(Instant::now());
         for &i in &victims {
             let mut p = nodes[i].proc.take().unwrap();
             assert!(
@@ -128,7 +146,6 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
                 "node {i} did not die"
             );
         }
-        *killed_at.lock().unwrap() = Some(Instant::now());
         std::thread::sleep(READ_AFTER_KILL);
         stop.store(true, Ordering::Relaxed);
     });
@@ -140,7 +157,13 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
         .filter(|(_, n, st, same)| has_live_holder(*n) && !(*st == 200 && *same))
         .map(|(t, n, st, _)| format!("object {n}: {st} after {t:?}"))
         .collect();
-    let mut took: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+    // Objects that lost every holder are left out of the latencies: their gets may wait on
+    // hand-offs to dead holders, which is not what this test is about.
+    let mut took: Vec<Duration> = samples
+        .iter()
+        .filter(|s| has_live_holder(s.1))
+        .map(|s| s.0)
+        .collect();
     took.sort();
     assert!(
         took.len() >= 100,
@@ -169,24 +192,14 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
         "gets of objects with a live holder failed: {wrong:?}"
     );
     // The kills must have been felt: dead hops were timed out and routed around.
-    let timeouts: u64 = live_urls
-        .iter()
-        .map(|u| {
-            let (_, b) = request(u, "GET", "/metrics", b"");
-            let text = String::from_utf8_lossy(&b).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("ringvault_hop_timeouts_total "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    eprintln!("churn gets: {timeouts} hop timeouts on the live nodes");
+    let timeouts = hop_timeouts(&live_urls) - timeouts_before;
+    eprintln!("churn gets: {timeouts} hop timeouts on the live nodes after the kills");
     assert!(
         timeouts > 0,
-        "no hop ever timed out: the test reached no dead hop"
+        "no hop timed out after the kills: the test reached no dead hop"
     );
     assert!(
-        max < HOP_TIMEOUT,
+        max < HOP_TIMEOUT / 2,
         "a get took {max:?}: it waited out the fixed hop timeout on a dead hop"
     );
 }
