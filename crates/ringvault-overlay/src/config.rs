@@ -37,8 +37,12 @@ pub const MAX_PARKED_BYTES: usize = 16 << 20;
 pub const SLOT_REPAIR_FANOUT: usize = 2;
 /// Slot repairs tracked at once; beyond it the oldest is forgotten.
 pub const MAX_SLOT_REPAIRS: usize = 256;
-/// How many times a routed message is re-sent to an alternative next hop after a hop times out.
-pub const MAX_REROUTES: u8 = 3;
+/// How many times one node re-sends a routed message to an alternative next hop after hops
+/// time out. Each re-route suspects one more peer and routing avoids suspects, so this bounds
+/// the time a message spends at a node whose tables are mostly dead, not a loop. Under churn
+/// the alternatives are stale more often than the first choice (at 1.4-minute sessions, 16% of
+/// second tries and 24% of fourth tries time out too), so three re-routes lost 0.3% of lookups.
+pub const MAX_REROUTES: u8 = 8;
 /// Default joins per source address per minute a bootstrap node starts (see
 /// [`Config::join_rate_per_minute`]).
 pub const JOIN_RATE_PER_MINUTE: u32 = 60;

@@ -7,7 +7,7 @@ use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id};
 
 use crate::message::{PastMessage, Refusal, Want};
-use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
+use crate::past::{encode, refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
     accepts, AbandonCertificate, FileCertificate, Holding, Kind, Manifest, ReclaimCertificate,
     ReclaimReceipt, StoreError, StoreReceipt, StoredObject,
@@ -513,7 +513,10 @@ pub(crate) const MAX_WIDEN: u8 = 2;
 pub(crate) const LOOKUP_HANDOFFS: usize = 4;
 
 /// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one is
-/// left to ask.
+/// left to ask. The hand-off is routed to that node's id with the node as the first hop, not
+/// sent to it directly: a routed hop is acknowledged, so a holder that died unnoticed costs a hop
+/// timeout, and the lookup goes on to the live node closest to the dead one's id (a neighbour in
+/// the replica set, which serves it or hands it on) instead of being lost.
 fn pass_lookup(
     kbr: &mut dyn Kbr,
     req: u64,
@@ -528,5 +531,6 @@ fn pass_lookup(
         return;
     }
     let next = chain.remove(0);
-    send(kbr, next, &want.ask(req, client, id, Some(chain), hops));
+    let msg = want.ask(req, client, id, Some(chain), hops);
+    kbr.route(next.id, encode(&msg), Some(next));
 }

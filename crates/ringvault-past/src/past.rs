@@ -301,6 +301,8 @@ pub struct Past {
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
     /// Lookups sent through secure routing.
     pub(crate) secure_lookups: u64,
+    /// Lookups routed again (open mode) because no answer came in time.
+    pub(crate) lookups_resent: u64,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
     /// Audits of leaf set members, when on.
@@ -352,6 +354,7 @@ impl Past {
             after_write: crate::durable::WriteGate::default(),
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
+            lookups_resent: 0,
             under_count: std::cell::Cell::new(None),
             audits: None,
         };
@@ -385,6 +388,12 @@ impl Past {
     /// route brought no verified copy.
     pub fn secure_lookups(&self) -> u64 {
         self.secure_lookups
+    }
+
+    /// Lookups this node routed again (open mode) because no answer came within the re-send
+    /// interval: messages lost on the way, or answers slower than that.
+    pub fn lookups_resent(&self) -> u64 {
+        self.lookups_resent
     }
 
     /// Changes the policy; it applies to requests and messages handled from now on (objects
@@ -551,20 +560,27 @@ impl Past {
         id: Id,
         want: Want,
     ) -> Result<RequestId, PastError> {
-        let retry = self.config.secure.then(|| now + self.resend_interval());
         let req = self.new_request(Pending::Lookup {
             id,
             want,
-            stage: crate::secure::LookupStage::Plain { retry },
+            stage: crate::secure::LookupStage::Plain {
+                retry: Some(now + self.resend_interval()),
+                resent: 0,
+            },
             deadline: now + REQUEST_TIMEOUT,
         })?;
+        self.route_lookup(kbr, req, id, want);
+        Ok(req)
+    }
+
+    /// Routes lookup `req` to `id`'s root the ordinary way.
+    pub(crate) fn route_lookup(&mut self, kbr: &mut dyn Kbr, req: RequestId, id: Id, want: Want) {
         let msg = want.ask(req, kbr.local_contact(), id, None, 0);
         let hint = self
             .config
             .lookup_heuristic
             .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
         kbr.route(id, encode(&msg), hint);
-        Ok(req)
     }
 
     /// Reclaims object `id` with the owner's signed certificate; the result comes as

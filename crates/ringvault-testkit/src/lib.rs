@@ -41,6 +41,9 @@ pub struct Member {
     pub alive: bool,
 }
 
+/// Decides whether a message from member `from` to member `to` is lost (true: dropped).
+pub type LossRule = Box<dyn FnMut(usize, usize, &OverlayMessage) -> bool>;
+
 /// A ring of real nodes with correct tables and instant delivery.
 pub struct TestRing {
     /// Simulated time.
@@ -49,6 +52,7 @@ pub struct TestRing {
     pub members: Vec<Member>,
     index: BTreeMap<Id, usize>,
     queue: VecDeque<(usize, Contact, Vec<u8>)>,
+    loss: Option<LossRule>,
 }
 
 impl TestRing {
@@ -94,6 +98,7 @@ impl TestRing {
             members,
             index,
             queue: VecDeque::new(),
+            loss: None,
         };
         // Let the services see their leaf sets (update upcalls) before the test starts.
         for i in 0..n {
@@ -139,6 +144,12 @@ impl TestRing {
             }
             let now = self.now;
             let msg: OverlayMessage = ringvault_node::decode(&bytes).expect("valid message");
+            if let Some(lose) = &mut self.loss {
+                let sender = self.index.get(&from.id).copied().unwrap_or(usize::MAX);
+                if lose(sender, j, &msg) {
+                    continue;
+                }
+            }
             self.members[j].node.handle_message(now, from, msg);
             self.pump(j);
         }
@@ -209,6 +220,11 @@ impl TestRing {
         v.sort_by(|a, b| key.cmp_closeness(&self.id(*a), &self.id(*b)));
         v.truncate(k);
         v
+    }
+
+    /// Loses the messages `rule` picks from now on (`None`: none), as a network would.
+    pub fn set_loss(&mut self, rule: Option<LossRule>) {
+        self.loss = rule;
     }
 
     /// Stops node `i` silently: nothing more reaches it or leaves it.

@@ -27,6 +27,8 @@ const CONFIG: &str = "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 1000\nfailure
 /// (6 s) and for routes to run into dead table entries before anyone repairs them.
 const READ_AFTER_KILL: Duration = Duration::from_secs(10);
 
+const HOP_TIMEOUTS: &str = "ringvault_hop_timeouts_total";
+
 struct Cleanup(PathBuf);
 
 impl Drop for Cleanup {
@@ -41,14 +43,15 @@ struct Object {
     holders: Vec<String>,
 }
 
-/// Hops that timed out on the nodes behind `urls`, from their metrics.
-fn hop_timeouts(urls: &[String]) -> u64 {
+/// The sum of counter `name` over the nodes behind `urls`, from their metrics.
+fn metric_sum(urls: &[String], name: &str) -> u64 {
+    let prefix = format!("{name} ");
     urls.iter()
         .map(|u| {
             let (_, b) = request(u, "GET", "/metrics", b"");
             let text = String::from_utf8_lossy(&b).into_owned();
             text.lines()
-                .find_map(|l| l.strip_prefix("ringvault_hop_timeouts_total "))
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0)
         })
@@ -147,7 +150,7 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
             });
         }
         std::thread::sleep(Duration::from_millis(300));
-        timeouts_before = hop_timeouts(&live_urls);
+        timeouts_before = metric_sum(&live_urls, HOP_TIMEOUTS);
         *killed_at.lock().unwrap() = Some(Instant::now());
         for &i in &victims {
             let mut p = nodes[i].proc.take().unwrap();
@@ -201,8 +204,11 @@ fn gets_survive_a_quarter_of_the_ring_killed_at_once_without_waiting_out_dead_ho
         "gets of objects with a live holder failed: {wrong:?}"
     );
     // The kills must have been felt: dead hops were timed out and routed around.
-    let timeouts = hop_timeouts(&live_urls) - timeouts_before;
-    eprintln!("churn gets: {timeouts} hop timeouts on the live nodes after the kills");
+    let timeouts = metric_sum(&live_urls, HOP_TIMEOUTS) - timeouts_before;
+    eprintln!(
+        "churn gets: {timeouts} hop timeouts on the live nodes after the kills; {} lookups sent again",
+        metric_sum(&live_urls, "ringvault_lookups_resent_total")
+    );
     assert!(
         timeouts > 0,
         "no hop timed out after the kills: the test reached no dead hop"

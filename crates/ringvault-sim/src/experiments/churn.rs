@@ -50,6 +50,9 @@ struct Row {
     median_session_min: f64,
     lookups: usize,
     success: f64,
+    /// Success of the lookups whose origin lived until its answer came (an origin that fails
+    /// first can be answered by no protocol).
+    success_origin_alive: f64,
     /// Success when answers are checked only at the next whole second after they arrive (the
     /// experiment's first method).
     success_checked_within_1s: f64,
@@ -66,6 +69,9 @@ struct Row {
     routed_dropped: u64,
     /// Of those, messages whose re-routes were used up.
     reroutes_exhausted: u64,
+    /// Hops to a peer that did not acknowledge in time (of every routed message, joins
+    /// included), per lookup issued: each cost a few round trips.
+    hop_timeouts_per_lookup: f64,
     mean_hops: f64,
     maintenance_msgs_per_node_sec: f64,
     maintenance_bytes_per_node_sec: f64,
@@ -75,13 +81,14 @@ struct Row {
 }
 
 /// Routed messages the overlays dropped (too many hops, re-routes used up, parked overflow,
-/// nowhere to go), over every node that ever ran.
-fn dropped(sim: &Sim) -> (u64, u64) {
+/// nowhere to go), those of them whose re-routes were used up, and hops that timed out, over
+/// every node that ever ran.
+fn route_faults(sim: &Sim) -> [u64; 3] {
     sim.nodes
         .iter()
         .map(|n| n.node.overlay().stats())
-        .fold((0, 0), |(d, r), s| {
-            (d + s.dropped, r + s.reroutes_exhausted)
+        .fold([0; 3], |[d, r, t], s| {
+            [d + s.dropped, r + s.reroutes_exhausted, t + s.hop_timeouts]
         })
 }
 
@@ -128,7 +135,7 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
     let (mut wrong_root, mut wrong_root_joined_later) = (0usize, 0usize);
     let (mut failures, mut joins) = (0usize, 0usize);
     let mut base: Option<(u64, u64, u64)> = None;
-    let mut dropped0 = (0, 0);
+    let mut faults0 = [0; 3];
     let mut node_secs = 0f64;
     let mut next_check = start + CHECK_EVERY;
     let mut next_late_check = start + LATE_CHECK_EVERY;
@@ -151,7 +158,7 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             if base.is_none() {
                 let (m, b) = maintenance(&sim);
                 base = Some((m, b, sim.counters.messages));
-                dropped0 = dropped(&sim);
+                faults0 = route_faults(&sim);
             }
         }
         bar.set_position((sim.now - start).as_micros() / 1_000_000);
@@ -217,18 +224,21 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
     let (m0, b0, all0) = base.unwrap_or_default();
     let (m1, b1) = maintenance(&sim);
     let ns = node_secs.max(1e-9);
+    let faults = route_faults(&sim);
     ctx.account(&sim, rss0);
     Row {
         median_session_min: median_min,
         lookups,
         success: r6(ok as f64 / lookups.max(1) as f64),
+        success_origin_alive: r6(ok as f64 / (lookups - origin_failed).max(1) as f64),
         success_checked_within_1s: r6(ok_late as f64 / lookups.max(1) as f64),
         wrong_root,
         wrong_root_joined_later,
         unanswered: lookups - ok - wrong_root,
         unanswered_origin_failed: origin_failed,
-        routed_dropped: dropped(&sim).0 - dropped0.0,
-        reroutes_exhausted: dropped(&sim).1 - dropped0.1,
+        routed_dropped: faults[0] - faults0[0],
+        reroutes_exhausted: faults[1] - faults0[1],
+        hop_timeouts_per_lookup: r6((faults[2] - faults0[2]) as f64 / lookups.max(1) as f64),
         mean_hops: r6(hops as f64 / ok.max(1) as f64),
         maintenance_msgs_per_node_sec: r6((m1 - m0) as f64 / ns),
         maintenance_bytes_per_node_sec: r6((b1 - b0) as f64 / ns),
@@ -247,6 +257,7 @@ pub(crate) fn churn(ctx: &mut Ctx) -> Report {
             "median_session_min",
             "lookups",
             "success",
+            "success_origin_alive",
             "success_checked_within_1s",
             "wrong_root",
             "wrong_root_joined_later",
@@ -254,6 +265,7 @@ pub(crate) fn churn(ctx: &mut Ctx) -> Report {
             "unanswered_origin_failed",
             "routed_dropped",
             "reroutes_exhausted",
+            "hop_timeouts_per_lookup",
             "mean_hops",
             "maint_msgs_per_node_s",
             "maint_bytes_per_node_s",
@@ -266,6 +278,7 @@ pub(crate) fn churn(ctx: &mut Ctx) -> Report {
             json!(r.median_session_min),
             json!(r.lookups),
             json!(r.success),
+            json!(r.success_origin_alive),
             json!(r.success_checked_within_1s),
             json!(r.wrong_root),
             json!(r.wrong_root_joined_later),
@@ -273,6 +286,7 @@ pub(crate) fn churn(ctx: &mut Ctx) -> Report {
             json!(r.unanswered_origin_failed),
             json!(r.routed_dropped),
             json!(r.reroutes_exhausted),
+            json!(r.hop_timeouts_per_lookup),
             json!(r.mean_hops),
             json!(r.maintenance_msgs_per_node_sec),
             json!(r.maintenance_bytes_per_node_sec),
