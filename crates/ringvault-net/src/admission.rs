@@ -29,11 +29,11 @@ pub const MAX_KNOWN_CERTIFICATES: usize = 65_536;
 
 /// The ALPN string of open mode; carries the protocol version so incompatible nodes refuse
 /// each other.
-pub const ALPN: &[u8] = b"ringvault/1";
+pub const ALPN: &[u8] = b"ringvault/2";
 /// The ALPN string of secure mode.
-pub const ALPN_SECURE: &[u8] = b"ringvault/1+secure";
+pub const ALPN_SECURE: &[u8] = b"ringvault/2+secure";
 /// The ALPN string of server mode (certificates as in secure mode, another protocol on top).
-pub const ALPN_SERVER: &[u8] = b"ringvault/1+server";
+pub const ALPN_SERVER: &[u8] = b"ringvault/2+server";
 
 /// How a node admits peers.
 #[derive(Clone, Debug, Default)]

@@ -103,6 +103,16 @@ mod tests {
         proptest::collection::vec(arb_contact(), 0..20)
     }
 
+    fn arb_measured() -> impl Strategy<Value = Vec<ringvault_overlay::Measured>> {
+        proptest::collection::vec(
+            (
+                arb_contact(),
+                proptest::option::of(any::<u64>().prop_map(ringvault_types::Duration::from_micros)),
+            ),
+            0..20,
+        )
+    }
+
     fn arb_app() -> impl Strategy<Value = AppMessage> {
         (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..200))
             .prop_map(|(app, body)| AppMessage { app, body })
@@ -158,7 +168,7 @@ mod tests {
                     })
                 }),
             Just(OverlayMessage::StateRequest),
-            (arb_contacts(), arb_contacts(), arb_contacts(), any::<u64>()).prop_map(
+            (arb_contacts(), arb_measured(), arb_measured(), any::<u64>()).prop_map(
                 |(leaves, table, neighbours, version)| {
                     OverlayMessage::StateReply(StateSnapshot {
                         leaves,
@@ -191,18 +201,7 @@ mod tests {
             arb_contacts().prop_map(|peers| OverlayMessage::NeighbourhoodReply { peers }),
             Just(OverlayMessage::Leaving),
             any::<u8>().prop_map(|row| OverlayMessage::RowRequest { row }),
-            (
-                any::<u8>(),
-                proptest::collection::vec(
-                    (
-                        arb_contact(),
-                        proptest::option::of(
-                            any::<u64>().prop_map(ringvault_types::Duration::from_micros)
-                        )
-                    ),
-                    0..20
-                )
-            )
+            (any::<u8>(), arb_measured())
                 .prop_map(|(row, entries)| OverlayMessage::RowReply { row, entries }),
         ]
     }

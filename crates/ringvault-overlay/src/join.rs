@@ -163,17 +163,18 @@ impl Overlay {
             }
             _ => return,
         };
-        for c in s
-            .leaves
-            .iter()
-            .chain(s.table.iter())
-            .take(MAX_CONTACTS_PER_MESSAGE)
-        {
-            self.offer(now, Peer::unmeasured(*c));
-        }
-        for c in self.admitted(s.neighbours) {
+        let mut budget = MAX_CONTACTS_PER_MESSAGE;
+        for c in s.leaves.into_iter().take(budget) {
+            budget -= 1;
             self.offer(now, Peer::unmeasured(c));
-            self.probe(c);
+        }
+        for (c, reported) in s.table.into_iter().take(budget) {
+            self.offer_reported(now, &from.id, c, reported, false);
+        }
+        for (c, reported) in s.neighbours.into_iter().take(MAX_CONTACTS_PER_MESSAGE) {
+            if self.admission.admit(&c) {
+                self.offer_reported(now, &from.id, c, reported, true);
+            }
         }
         if done {
             self.finish_join(now);
@@ -184,8 +185,13 @@ impl Overlay {
     pub(crate) fn snapshot(&self) -> StateSnapshot {
         StateSnapshot {
             leaves: self.leaf.members().iter().map(|p| p.contact).collect(),
-            table: self.table.entries().map(|p| p.contact).collect(),
-            neighbours: self.neighbours.peers().iter().map(|p| p.contact).collect(),
+            table: self.table.entries().map(|p| (p.contact, p.rtt)).collect(),
+            neighbours: self
+                .neighbours
+                .peers()
+                .iter()
+                .map(|p| (p.contact, p.rtt))
+                .collect(),
             version: self.version,
         }
     }

@@ -37,7 +37,8 @@ pub use kbr::{Forward, Kbr, NoServices, RouteInfo, Service, Upcalls, Via};
 pub use leafset::{LeafSet, Side};
 pub use limits::MAX_TRACKED_ADDRESSES;
 pub use message::{
-    AppId, AppMessage, Envelope, JoinReply, OverlayMessage, RoutedBody, StateSnapshot, TraceHop,
+    AppId, AppMessage, Envelope, JoinReply, Measured, OverlayMessage, RoutedBody, StateSnapshot,
+    TraceHop,
 };
 pub use neighbourhood::NeighbourhoodSet;
 pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};

@@ -172,7 +172,7 @@ pub enum OverlayMessage {
         row: u8,
         /// Its entries (at most 2^b), each with the sender's measured round trip to it, which
         /// lets the asker skip probing candidates that cannot beat its own entries.
-        entries: Vec<(Contact, Option<ringvault_types::Duration>)>,
+        entries: Vec<Measured>,
     },
 }
 
@@ -193,15 +193,20 @@ pub struct JoinReply {
     pub version: u64,
 }
 
+/// A node named to another with the sender's measured round trip to it, if measured: by the
+/// triangle inequality the receiver is at least |rtt(receiver, sender) - that| from it, which
+/// lets it skip probing a candidate that could not win a place in its tables.
+pub type Measured = (Contact, Option<ringvault_types::Duration>);
+
 /// A node's whole state, for the second stage of a join.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshot {
     /// Leaf set members.
     pub leaves: Vec<Contact>,
     /// Routing table entries.
-    pub table: Vec<Contact>,
+    pub table: Vec<Measured>,
     /// Neighbourhood set members.
-    pub neighbours: Vec<Contact>,
+    pub neighbours: Vec<Measured>,
     /// The sender's state version.
     pub version: u64,
 }
@@ -222,8 +227,7 @@ impl OverlayMessage {
             OverlayMessage::StateReply(s) => s
                 .leaves
                 .iter()
-                .chain(&s.table)
-                .chain(&s.neighbours)
+                .chain(s.table.iter().chain(&s.neighbours).map(|(c, _)| c))
                 .map(|c| c.id)
                 .collect(),
             OverlayMessage::LeafSetReply { leaves: v, .. }

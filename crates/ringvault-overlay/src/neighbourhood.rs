@@ -1,7 +1,7 @@
 //! The neighbourhood set: the M nodes closest by proximity. Not used to route; used to keep
 //! locality good during join and repair.
 
-use ringvault_types::Id;
+use ringvault_types::{Duration, Id};
 
 use crate::Peer;
 
@@ -36,6 +36,17 @@ impl NeighbourhoodSet {
         self.peers.insert(at, peer);
         self.peers.truncate(self.cap);
         true
+    }
+
+    /// Whether a peer `rtt` away (or farther) could still enter: the set is not full, or its
+    /// farthest member is farther.
+    pub fn could_admit(&self, rtt: Duration) -> bool {
+        self.peers.len() < self.cap
+            || self
+                .peers
+                .last()
+                .and_then(|p| p.rtt)
+                .is_none_or(|r| r > rtt)
     }
 
     /// Removes `id`; true when it was a member.

@@ -654,8 +654,62 @@ impl Overlay {
         }
     }
 
-    /// Takes `peer` into whichever tables want it. Returns true when the leaf set changed.
+    /// Takes `peer` into whichever tables want it, probing it when the routing table needs its
+    /// round trip to decide. Returns true when the leaf set changed.
     pub(crate) fn offer(&mut self, now: Time, peer: Peer) -> bool {
+        self.offer_with(now, peer, true)
+    }
+
+    /// Offers `candidate`, which `via` named with its own round trip to it (`reported`), to
+    /// every table, probing it (as a neighbourhood candidate: always; otherwise when its
+    /// routing table slot needs the round trip) unless the triangle inequality shows it could
+    /// neither win its slot nor enter the neighbourhood set.
+    pub(crate) fn offer_reported(
+        &mut self,
+        now: Time,
+        via: &Id,
+        candidate: Contact,
+        reported: Option<Duration>,
+        neighbour: bool,
+    ) {
+        if candidate.id == self.me.id {
+            return;
+        }
+        let hopeless = self.rtt_lower_bound(via, reported).is_some_and(|bound| {
+            !self.could_win_slot(&candidate.id, bound) && !self.neighbours.could_admit(bound)
+        });
+        if hopeless {
+            self.stats.probes_pruned += 1;
+        }
+        self.offer_with(now, Peer::unmeasured(candidate), !hopeless);
+        if neighbour && !hopeless {
+            self.probe(candidate);
+        }
+    }
+
+    /// What the triangle inequality says of a node `via` is `reported` away from: this node is
+    /// at least |rtt(this, via) - reported| from it. `None` when either is unknown.
+    pub(crate) fn rtt_lower_bound(&self, via: &Id, reported: Option<Duration>) -> Option<Duration> {
+        Some(self.known_rtt(via)?.abs_diff(reported?))
+    }
+
+    /// Whether a candidate for `id`'s routing table slot, at least `bound` away, could take
+    /// it: the slot is empty or holds `id` already, or its occupant was never measured or is
+    /// farther than `bound`.
+    pub(crate) fn could_win_slot(&self, id: &Id, bound: Duration) -> bool {
+        let occupant = self
+            .table
+            .slot_of(id)
+            .and_then(|(r, col)| self.table.get(r, col))
+            .filter(|p| p.id() != *id);
+        match occupant.and_then(|p| p.rtt) {
+            Some(o) => bound < o,
+            None => true,
+        }
+    }
+
+    /// [`Overlay::offer`], probing for the routing table only when `probe`.
+    fn offer_with(&mut self, now: Time, peer: Peer, probe: bool) -> bool {
         let id = peer.id();
         if id == self.me.id
             || self.recently_failed.contains_key(&id)
@@ -673,7 +727,7 @@ impl Overlay {
             self.leaf_changed(c, false);
         }
         match self.table.insert(peer) {
-            SlotOutcome::NeedsProximity | SlotOutcome::Filled if peer.rtt.is_none() => {
+            SlotOutcome::NeedsProximity | SlotOutcome::Filled if peer.rtt.is_none() && probe => {
                 self.probe(peer.contact)
             }
             _ => {}

@@ -171,26 +171,18 @@ impl Overlay {
             return;
         }
         self.row_requests.remove(&from.id);
-        let to_sender = self.known_rtt(&from.id);
         let b = self.cfg.b;
-        for (c, from_sender) in entries.into_iter().take(self.cfg.columns()) {
+        for (c, reported) in entries.into_iter().take(self.cfg.columns()) {
             if c.id == self.me.id
                 || self.me.id.shared_prefix_len(&c.id, b) != row as usize
                 || !self.admission.admit(&c)
             {
                 continue;
             }
-            let occupant_rtt = self
-                .table
-                .slot_of(&c.id)
-                .and_then(|(r, col)| self.table.get(r, col))
-                .filter(|p| p.id() != c.id)
-                .and_then(|p| p.rtt);
-            if let (Some(o), Some(a), Some(e)) = (occupant_rtt, to_sender, from_sender) {
-                if a.abs_diff(e) >= o {
-                    self.stats.probes_pruned += 1;
-                    continue;
-                }
+            let bound = self.rtt_lower_bound(&from.id, reported);
+            if bound.is_some_and(|bound| !self.could_win_slot(&c.id, bound)) {
+                self.stats.probes_pruned += 1;
+                continue;
             }
             self.offer_table_candidate(Peer {
                 contact: c,

@@ -1,6 +1,6 @@
 //! Routing table maintenance: a row's answer is taken only when asked for, only for that row,
 //! each candidate probed before it may take a slot, and candidates the triangle inequality
-//! rules out are not probed.
+//! rules out are not probed; the same for the candidates a joiner learns from state replies.
 
 mod common;
 
@@ -114,4 +114,69 @@ fn a_row_answer_is_taken_only_when_asked_and_only_for_that_row_and_pruned_by_the
     // The probe answers: the candidate takes the empty slot.
     o.handle_probe_result(t, fresh, ms(25), &mut NoServices);
     assert_eq!(o.routing_table().get(0, 9).map(|p| p.id()), Some(fresh.id));
+}
+
+/// Probes sent, by receiver.
+fn probes(o: &mut Overlay) -> Vec<Id> {
+    outputs(o).0
+}
+
+#[test]
+fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_out() {
+    let start = Time::ZERO + Duration::from_secs(1);
+    let boot = contact(0x30, 0);
+    let entry80 = contact(0x80, 0);
+    // A neighbourhood set of one, so that it is full once the bootstrap node is measured.
+    let cfg = Config {
+        keepalives: false,
+        neighbourhood_size: 1,
+        ..Config::default()
+    };
+    let mut o = Overlay::new(contact(0x10, 0), cfg, 5).unwrap();
+    o.join(start, boot);
+    while o.poll_output().is_some() {}
+    // The join route ends at once: the bootstrap node is the root. Then the joiner asks the
+    // nodes it learnt for their state, and measures them: the bootstrap node 10 ms, 0x80 40 ms.
+    let reply = ringvault_overlay::JoinReply {
+        hop: 0,
+        root: true,
+        rows: vec![boot, entry80],
+        leaves: vec![boot],
+        neighbours: Vec::new(),
+        version: 1,
+    };
+    o.handle_message(
+        start,
+        boot,
+        OverlayMessage::JoinReply(reply),
+        &mut NoServices,
+    );
+    while o.poll_output().is_some() {}
+    o.handle_probe_result(start, boot, ms(10), &mut NoServices);
+    o.handle_probe_result(start, entry80, ms(40), &mut NoServices);
+    while o.poll_output().is_some() {}
+
+    let near = contact(0x81, 0); // |10 - 35| = 25 < 40: could beat 0x80, probed
+    let far = contact(0x82, 0); // |10 - 90| = 80 >= 40, and >= 10: hopeless, not probed
+    let fresh = contact(0x90, 0); // an empty slot: probed
+    let close_neighbour = contact(0x31, 0); // |10 - 2| = 8 < 10: could be a nearer neighbour
+    let far_neighbour = contact(0x83, 0); // |10 - 50| = 40: no neighbour, cannot beat 0x80
+    let state = ringvault_overlay::StateSnapshot {
+        leaves: Vec::new(),
+        table: vec![(near, ms(35)), (far, ms(90)), (fresh, ms(20))],
+        neighbours: vec![(close_neighbour, ms(2)), (far_neighbour, ms(50))],
+        version: 1,
+    };
+    o.handle_message(
+        start,
+        boot,
+        OverlayMessage::StateReply(state),
+        &mut NoServices,
+    );
+    let mut probed = probes(&mut o);
+    probed.sort();
+    let mut want = vec![near.id, fresh.id, close_neighbour.id];
+    want.sort();
+    assert_eq!(probed, want, "`far` and `far_neighbour` are not probed");
+    assert_eq!(o.stats().probes_pruned, 2);
 }

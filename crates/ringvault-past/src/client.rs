@@ -163,6 +163,22 @@ impl Past {
             .clamp(MIN_RESEND, MAX_RESEND)
     }
 
+    /// How long an open-mode lookup waits for its answer before it is routed again: a few
+    /// times what lookups take here (large chunks included, so that a slow transfer is not
+    /// asked for twice), within bounds.
+    pub(crate) fn lookup_resend_interval(&self) -> Duration {
+        self.lookup_latency
+            .mul(RESEND_FACTOR)
+            .clamp(MIN_RESEND, MAX_BACKOFF)
+    }
+
+    /// Lookup `req` was answered at `now`: its time goes into the smoothed lookup latency.
+    fn lookup_answered(&mut self, now: Time, req: u64) {
+        if let Some(Pending::Lookup { started, .. }) = self.pending.remove(&req) {
+            self.lookup_latency = smoothed(self.lookup_latency, now.saturating_since(started));
+        }
+    }
+
     pub(crate) fn first_resend(&self, now: Time) -> Resend {
         Resend {
             at: now + self.resend_interval(),
@@ -272,10 +288,7 @@ impl Past {
             ..
         }) = self.pending.remove(&req)
         {
-            // Smoothed (1/8 of the new sample) like TCP's RTT estimate.
-            let took = now.saturating_since(started).as_micros();
-            let old = self.insert_latency.as_micros();
-            self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
+            self.insert_latency = smoothed(self.insert_latency, now.saturating_since(started));
             let receipts = receipts
                 .into_iter()
                 .filter(|(node, _)| counted.contains(node))
@@ -388,9 +401,11 @@ impl Past {
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_found(
         &mut self,
         kbr: &mut dyn Kbr,
+        now: Time,
         req: u64,
         server: Contact,
         hops: u8,
@@ -410,7 +425,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         }
-        self.pending.remove(&req);
+        self.lookup_answered(now, req);
         self.cache_copy(&cert, &content);
         self.events.push_back(PastEvent::Found(
             req,
@@ -423,9 +438,11 @@ impl Past {
         ));
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_described(
         &mut self,
         kbr: &mut dyn Kbr,
+        now: Time,
         req: u64,
         server: Contact,
         hops: u8,
@@ -454,7 +471,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         };
-        self.pending.remove(&req);
+        self.lookup_answered(now, req);
         self.events.push_back(PastEvent::Described(
             req,
             Ok(Description {
@@ -542,4 +559,10 @@ impl Past {
             self.events.push_back(ev);
         }
     }
+}
+
+/// A latency estimate moved 1/8 of the way to a new sample, like TCP's round-trip estimate.
+fn smoothed(old: Duration, sample: Duration) -> Duration {
+    let (old, sample) = (old.as_micros(), sample.as_micros());
+    Duration::from_micros(old - old / 8 + sample / 8)
 }

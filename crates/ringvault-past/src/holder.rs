@@ -513,10 +513,12 @@ pub(crate) const MAX_WIDEN: u8 = 2;
 pub(crate) const LOOKUP_HANDOFFS: usize = 4;
 
 /// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one is
-/// left to ask. The hand-off is routed to that node's id with the node as the first hop, not
-/// sent to it directly: a routed hop is acknowledged, so a holder that died unnoticed costs a hop
-/// timeout, and the lookup goes on to the live node closest to the dead one's id (a neighbour in
-/// the replica set, which serves it or hands it on) instead of being lost.
+/// left to ask. The hand-off is routed to that node's id, not sent to it directly: a routed hop
+/// is acknowledged, so a holder that died unnoticed costs a hop timeout, and the lookup goes on
+/// to the live node closest to the dead one's id (which serves it or hands it on) instead of
+/// being lost. No first-hop hint: the overlay reaches the node through its own tables, so a
+/// contact named in a message (a forged or stale hand-off list) never becomes a hop whose
+/// silence would count against the node's id.
 fn pass_lookup(
     kbr: &mut dyn Kbr,
     req: u64,
@@ -532,5 +534,5 @@ fn pass_lookup(
     }
     let next = chain.remove(0);
     let msg = want.ask(req, client, id, Some(chain), hops);
-    kbr.route(next.id, encode(&msg), Some(next));
+    kbr.route(next.id, encode(&msg), None);
 }

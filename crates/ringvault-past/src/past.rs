@@ -186,6 +186,7 @@ pub(crate) enum Pending {
         id: Id,
         want: Want,
         stage: crate::secure::LookupStage,
+        started: Time,
         deadline: Time,
     },
     Reclaim {
@@ -286,6 +287,9 @@ pub struct Past {
     pub(crate) started: bool,
     /// Smoothed time inserts of this node took to complete: paces re-sends.
     pub(crate) insert_latency: Duration,
+    /// Smoothed time from a lookup's start to its answer (large objects included): what an
+    /// open-mode lookup's re-send waits for.
+    pub(crate) lookup_latency: Duration,
     /// For objects held here, the other nodes known to hold them: those that offered them in
     /// maintenance (or after storing a transfer from here) and are still in the leaf set. Only
     /// ids in `held`, at most `2 * MAX_REPLICAS` nodes each.
@@ -348,6 +352,7 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
+            lookup_latency: crate::client::INITIAL_INSERT_LATENCY,
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
@@ -560,13 +565,21 @@ impl Past {
         id: Id,
         want: Want,
     ) -> Result<RequestId, PastError> {
+        // Secure mode tries secure routing when the ordinary route brought nothing by the time
+        // an insert would be sent again; open mode routes the lookup again.
+        let wait = if self.config.secure {
+            self.resend_interval()
+        } else {
+            self.lookup_resend_interval()
+        };
         let req = self.new_request(Pending::Lookup {
             id,
             want,
             stage: crate::secure::LookupStage::Plain {
-                retry: Some(now + self.resend_interval()),
+                retry: Some(now + wait),
                 resent: 0,
             },
+            started: now,
             deadline: now + REQUEST_TIMEOUT,
         })?;
         self.route_lookup(kbr, req, id, want);
@@ -696,6 +709,7 @@ impl Service for Past {
                 handoff,
                 hops,
             } => {
+                let handed_off = handoff.is_some();
                 if client.id != kbr.local_contact().id {
                     let here = hops.saturating_add(1);
                     if self.serve_lookup(kbr, req, client, id, here, want) {
@@ -703,9 +717,14 @@ impl Service for Past {
                     }
                     msg.body = encode(&want.ask(req, client, id, handoff, here)).body;
                 }
+                // The heuristic steers toward the object's replicas, which is loop-free only
+                // while the message is routed to the object id: a root's hand-off is routed to
+                // the next holder's id, and steering it elsewhere could bounce it between two
+                // nodes, each closer to one of the two ids.
                 let nearer = self
                     .config
                     .lookup_heuristic
+                    .filter(|_| !handed_off)
                     .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
                 if let Some(c) = nearer {
                     *next = c;
@@ -917,13 +936,13 @@ impl Past {
                 hops,
                 cert,
                 manifest,
-            } => self.on_described(kbr, req, info.origin, hops, cert, manifest),
+            } => self.on_described(kbr, now, req, info.origin, hops, cert, manifest),
             PastMessage::Found {
                 req,
                 hops,
                 cert,
                 content,
-            } => self.on_found(kbr, req, info.origin, hops, cert, content),
+            } => self.on_found(kbr, now, req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {

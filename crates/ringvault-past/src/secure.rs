@@ -233,7 +233,7 @@ impl Past {
             })
             .map(|(r, _)| *r)
             .collect();
-        let (secure, interval) = (self.config.secure, self.resend_interval());
+        let (secure, interval) = (self.config.secure, self.lookup_resend_interval());
         for req in due {
             match self.pending.get_mut(&req) {
                 Some(Pending::Lookup {

@@ -389,12 +389,12 @@ impl Store for Losing {
 /// What each member of a [`losing_ring`] has lost: its store answers "not held" for these.
 type Lost = Vec<Arc<Mutex<BTreeSet<Id>>>>;
 
-/// A ring of `n` whose stores can lose objects, with no caches and lookups routed plainly:
-/// only replicas can answer.
-fn losing_ring(n: usize) -> (Ring, Lost) {
+/// A ring of `n` whose stores can lose objects, with no caches (only replicas can answer) and
+/// lookups steered by `lookup_heuristic`.
+fn losing_ring(n: usize, lookup_heuristic: Option<u8>) -> (Ring, Lost) {
     let config = PastConfig {
         cache: CachePolicy::Off,
-        lookup_heuristic: None,
+        lookup_heuristic,
         ..PastConfig::default()
     };
     let mut lost: Lost = Vec::new();
@@ -445,7 +445,8 @@ fn lookups_resent(ring: &mut Ring, i: usize) -> u64 {
 
 #[test]
 fn a_root_without_a_copy_asks_the_other_replicas_in_turn() {
-    let (mut ring, lost) = losing_ring(24);
+    // Lookups routed plainly: the root is the first replica they meet.
+    let (mut ring, lost) = losing_ring(24, None);
     let data = content(5_000, 7);
     let id = insert(&mut ring, 0, "kept-by-one", data.clone(), 3).unwrap();
     let order = ring.closest_live(&id, 3);
@@ -480,7 +481,14 @@ fn a_root_without_a_copy_asks_the_other_replicas_in_turn() {
 
 #[test]
 fn a_hand_off_to_a_holder_that_died_unnoticed_goes_on_around_it() {
-    let (mut ring, lost) = losing_ring(24);
+    // Plainly routed, and with the density heuristic, which must not steer a hand-off.
+    for heuristic in [None, PastConfig::default().lookup_heuristic] {
+        hand_off_around_a_dead_holder(heuristic);
+    }
+}
+
+fn hand_off_around_a_dead_holder(heuristic: Option<u8>) {
+    let (mut ring, lost) = losing_ring(24, heuristic);
     let data = content(5_000, 9);
     let id = insert(&mut ring, 0, "second-holder-dies", data.clone(), 3).unwrap();
     let order = ring.closest_live(&id, 3);
@@ -495,18 +503,18 @@ fn a_hand_off_to_a_holder_that_died_unnoticed_goes_on_around_it() {
     // The hand-off's hop times out after a few round trips and goes on to the third holder,
     // well before the client would send the lookup again.
     let (found, took) = lookup_within(&mut ring, client, req, Duration::from_secs(2))
-        .expect("answered within 2 s, not lost with the dead holder");
-    assert_eq!(found, Ok(data));
+        .unwrap_or_else(|| panic!("heuristic {heuristic:?}: not answered within 2 s"));
+    assert_eq!(found, Ok(data), "heuristic {heuristic:?}");
     assert_eq!(
         lookups_resent(&mut ring, client),
         0,
-        "answered by the first try (after {took:?})"
+        "heuristic {heuristic:?}: answered by the first try (after {took:?})"
     );
 }
 
 #[test]
 fn a_lookup_whose_answer_was_lost_is_sent_again() {
-    let (mut ring, _) = losing_ring(24);
+    let (mut ring, _) = losing_ring(24, None);
     let data = content(5_000, 11);
     let id = insert(&mut ring, 0, "answer-lost", data.clone(), 3).unwrap();
     let order = ring.closest_live(&id, 3);

@@ -189,7 +189,10 @@ impl Colluders {
                 from,
                 OverlayMessage::StateReply(StateSnapshot {
                     leaves: near_me(self.answer_size),
-                    table: near_me(4 * self.answer_size),
+                    table: near_me(4 * self.answer_size)
+                        .into_iter()
+                        .map(|c| (c, None))
+                        .collect(),
                     neighbours: Vec::new(),
                     version: 0,
                 }),
