@@ -57,6 +57,23 @@ impl InFlightHops {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
+    /// Removes and returns every hop sent to `id`.
+    fn take_to(&mut self, id: &Id) -> Vec<InFlight> {
+        let seqs: Vec<u64> = self
+            .by_seq
+            .iter()
+            .filter(|(_, f)| f.to.id == *id)
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.into_iter()
+            .filter_map(|seq| {
+                let f = self.by_seq.remove(&seq)?;
+                self.deadlines.remove(&(f.deadline, seq));
+                Some(f)
+            })
+            .collect()
+    }
+
     /// Removes and returns a hop whose deadline has passed.
     fn pop_due(&mut self, now: Time) -> Option<InFlight> {
         let &(deadline, seq) = self.deadlines.first()?;
@@ -212,13 +229,7 @@ impl Overlay {
         while let Some(f) = self.in_flight.pop_due(now) {
             self.stats.hop_timeouts += 1;
             self.missed_ack(now, f.to);
-            if f.reroutes < MAX_REROUTES && self.is_ready() {
-                self.stats.reroutes += 1;
-                self.routed_queue.push_back((f.envelope, f.reroutes + 1));
-            } else {
-                self.stats.dropped += 1;
-                self.stats.reroutes_exhausted += 1;
-            }
+            self.reroute(f);
         }
         let presumed: Vec<Id> = self
             .suspects
@@ -240,6 +251,26 @@ impl Overlay {
             .collect();
         for id in silent {
             self.declare_failed(now, id);
+        }
+    }
+
+    /// A hop that will not be acknowledged (it timed out, or its peer was declared failed):
+    /// its message goes on around the peer, if it has re-routes left.
+    fn reroute(&mut self, f: InFlight) {
+        if f.reroutes < MAX_REROUTES && self.is_ready() {
+            self.stats.reroutes += 1;
+            self.routed_queue.push_back((f.envelope, f.reroutes + 1));
+        } else {
+            self.stats.dropped += 1;
+            self.stats.reroutes_exhausted += 1;
+        }
+    }
+
+    /// `id` was declared failed (by keep-alives, a probe, a hop timeout): the hops still in
+    /// flight to it go on around it now rather than each at its own deadline.
+    pub(crate) fn reroute_hops_to(&mut self, id: &Id) {
+        for f in self.in_flight.take_to(id) {
+            self.reroute(f);
         }
     }
 

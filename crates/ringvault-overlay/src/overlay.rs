@@ -827,6 +827,7 @@ impl Overlay {
                     .map(|p| p.contact)
             });
         self.probing.remove(&id);
+        self.reroute_hops_to(&id);
         let Some(contact) = contact else { return };
         if self.recently_failed.len() >= MAX_RECENTLY_FAILED {
             if let Some((&oldest, _)) = self.recently_failed.iter().min_by_key(|(_, t)| **t) {

@@ -313,3 +313,40 @@ fn a_service_can_answer_a_message_whose_root_is_suspected_without_waiting() {
     );
     assert_eq!(o.stats().parked, 0, "answered, so not parked");
 }
+
+#[test]
+fn hops_in_flight_to_a_peer_declared_failed_go_on_at_once() {
+    let dead = contact(0x80, 0);
+    let next = contact(0x81, 0);
+    let mut o = node(&[dead, next, contact(0x30, 0), contact(0xc0, 0)]);
+    let key = contact(0x80, 1).id; // `dead` is closest, `next` second.
+    o.route(start(), key, msg(), None, false, &mut NoServices);
+    assert_eq!(routed_to(&drain(&mut o)), vec![dead.id]);
+    // Before the hop's own deadline, a probe finds the peer gone: the message goes on now.
+    let soon = start() + Duration::from_millis(1);
+    o.handle_probe_result(soon, dead, None, &mut NoServices);
+    let sent = drain(&mut o);
+    assert_eq!(
+        routed_to(&sent),
+        vec![next.id],
+        "re-routed when the peer was declared failed, not at the hop's deadline"
+    );
+    assert_eq!(o.stats().reroutes, 1);
+    let seq = sent
+        .iter()
+        .find_map(|(_, m)| match m {
+            OverlayMessage::Routed { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    o.handle_message(soon, next, OverlayMessage::HopAck { seq }, &mut NoServices);
+    // The first hop's deadline no longer stands: nothing more is sent for the message.
+    let later = run(&mut o, &mut NoServices, start() + Duration::from_secs(2));
+    assert!(
+        later
+            .iter()
+            .all(|(_, _, m)| !matches!(m, OverlayMessage::Routed { .. })),
+        "the hop is not re-routed a second time: {later:?}"
+    );
+    assert_eq!(o.stats().hop_timeouts, 0);
+}

@@ -20,6 +20,8 @@ use crate::Sim;
 const MAINTENANCE_CHECKPOINTS: [u64; 4] = [1, 2, 5, 10];
 /// Routes measured at each checkpoint for stretch and the rare case.
 const CHECKPOINT_ROUTES: usize = 20_000;
+/// Routing table maintenance `replica-locality` lets run before its second round of lookups.
+const MAINTENANCE_BEFORE_LOOKUPS: Duration = Duration::from_secs(600);
 
 /// Turns routing table maintenance on in every node of a freshly built static network, then
 /// measures table quality, stretch and the rare case at each checkpoint, with what the
@@ -341,12 +343,12 @@ pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
             (s, ids[sim.rng.gen_range(0..ids.len())])
         })
         .collect();
-    let mut rows = Vec::new();
     let mut series = Vec::new();
     let mut figs = serde_json::Map::new();
     let mut t = Table::new(
         "first-replica",
         &[
+            "tables",
             "heuristic",
             "nearest_of_k",
             "one_of_nearest_two",
@@ -355,56 +357,73 @@ pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
             "mean_hops",
         ],
     );
-    for (label, key, heuristic) in [
-        ("none", "without_heuristic", None),
-        ("density", "with_density_heuristic", Some(k)),
+    // Right after the joins, then after routing table maintenance has run (better tables
+    // should give plain Pastry better locality too).
+    for (tables, prefix) in [
+        ("after joins", ""),
+        ("after maintenance", "after_maintenance_"),
     ] {
-        for i in 0..sim.nodes.len() as u32 {
-            sim.with_node(i, |node, now| {
-                node.with_service::<Past, _>(now, |p, _| p.set_config(past_config(heuristic)))
+        if !prefix.is_empty() {
+            let every = ringvault_overlay::TABLE_MAINTENANCE_INTERVAL;
+            for i in sim.alive() {
+                sim.with_node(i, |node, now| {
+                    node.overlay_mut().set_table_maintenance(now, Some(every))
+                });
+            }
+            let until = sim.now + MAINTENANCE_BEFORE_LOOKUPS;
+            sim.run_until(until, |_| false);
+        }
+        for (label, key, heuristic) in [
+            ("none", "without_heuristic", None),
+            ("density", "with_density_heuristic", Some(k)),
+        ] {
+            for i in 0..sim.nodes.len() as u32 {
+                sim.with_node(i, |node, now| {
+                    node.with_service::<Past, _>(now, |p, _| p.set_config(past_config(heuristic)))
+                });
+            }
+            let bar = p.bar(lookups as u64, &format!("lookups ({tables}, {label})"));
+            let mut hops = Vec::new();
+            let ranks = lookup_ranks(&mut sim, &ring, &list, ku, &mut hops, |x| bar.inc(x as u64));
+            bar.finish_and_clear();
+            let mut hist = vec![0usize; ku + 1];
+            let mut failed = 0usize;
+            for r in &ranks {
+                match r {
+                    Some(r) => hist[*r] += 1,
+                    None => failed += 1,
+                }
+            }
+            let answered = (lookups - failed).max(1) as f64;
+            let nearest = r6(hist[0] as f64 / answered);
+            let nearest_two = r6((hist[0] + hist[1]) as f64 / answered);
+            let outside = r6(hist[ku] as f64 / answered);
+            let mean_hops = r6(super::mean(&hops));
+            t.row(vec![
+                json!(tables),
+                json!(label),
+                json!(nearest),
+                json!(nearest_two),
+                json!(outside),
+                json!(failed),
+                json!(mean_hops),
+            ]);
+            figs.insert(
+                format!("{prefix}{key}"),
+                json!({ "nearest_of_k": nearest, "one_of_nearest_two": nearest_two,
+                    "served_outside_k_closest": outside, "failed_lookups": failed,
+                    "mean_hops": mean_hops,
+                    "rank_fractions": hist[..ku].iter().map(|&h| r6(h as f64 / answered)).collect::<Vec<_>>() }),
+            );
+            series.push(Series {
+                label: format!("{label} heuristic, {tables}"),
+                points: hist[..ku]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &h)| (i as f64, h as f64 / answered))
+                    .collect(),
             });
         }
-        let bar = p.bar(lookups as u64, &format!("lookups ({label})"));
-        let mut hops = Vec::new();
-        let ranks = lookup_ranks(&mut sim, &ring, &list, ku, &mut hops, |x| bar.inc(x as u64));
-        bar.finish_and_clear();
-        let mut hist = vec![0usize; ku + 1];
-        let mut failed = 0usize;
-        for r in &ranks {
-            match r {
-                Some(r) => hist[*r] += 1,
-                None => failed += 1,
-            }
-        }
-        let answered = (lookups - failed).max(1) as f64;
-        let nearest = r6(hist[0] as f64 / answered);
-        let nearest_two = r6((hist[0] + hist[1]) as f64 / answered);
-        let outside = r6(hist[ku] as f64 / answered);
-        let mean_hops = r6(super::mean(&hops));
-        t.row(vec![
-            json!(label),
-            json!(nearest),
-            json!(nearest_two),
-            json!(outside),
-            json!(failed),
-            json!(mean_hops),
-        ]);
-        figs.insert(
-            key.into(),
-            json!({ "nearest_of_k": nearest, "one_of_nearest_two": nearest_two,
-                "served_outside_k_closest": outside, "failed_lookups": failed,
-                "mean_hops": mean_hops,
-                "rank_fractions": hist[..ku].iter().map(|&h| r6(h as f64 / answered)).collect::<Vec<_>>() }),
-        );
-        series.push(Series {
-            label: format!("{label} heuristic"),
-            points: hist[..ku]
-                .iter()
-                .enumerate()
-                .map(|(i, &h)| (i as f64, h as f64 / answered))
-                .collect(),
-        });
-        rows.push(label);
     }
     figs.insert("objects".into(), json!(ids.len()));
     ctx.account(&sim, rss0);
