@@ -168,7 +168,7 @@ mod tests {
                     })
                 }),
             Just(OverlayMessage::StateRequest),
-            (arb_contacts(), arb_measured(), arb_measured(), any::<u64>()).prop_map(
+            (arb_measured(), arb_measured(), arb_measured(), any::<u64>()).prop_map(
                 |(leaves, table, neighbours, version)| {
                     OverlayMessage::StateReply(StateSnapshot {
                         leaves,

@@ -163,12 +163,12 @@ impl Overlay {
             }
             _ => return,
         };
-        let mut budget = MAX_CONTACTS_PER_MESSAGE;
-        for c in s.leaves.into_iter().take(budget) {
-            budget -= 1;
-            self.offer(now, Peer::unmeasured(c));
-        }
-        for (c, reported) in s.table.into_iter().take(budget) {
+        for (c, reported) in s
+            .leaves
+            .into_iter()
+            .chain(s.table)
+            .take(MAX_CONTACTS_PER_MESSAGE)
+        {
             self.offer_reported(now, &from.id, c, reported, false);
         }
         for (c, reported) in s.neighbours.into_iter().take(MAX_CONTACTS_PER_MESSAGE) {
@@ -184,7 +184,7 @@ impl Overlay {
     /// Our state as a snapshot for a joiner.
     pub(crate) fn snapshot(&self) -> StateSnapshot {
         StateSnapshot {
-            leaves: self.leaf.members().iter().map(|p| p.contact).collect(),
+            leaves: self.leaf.iter().map(|p| (p.contact, p.rtt)).collect(),
             table: self.table.entries().map(|p| (p.contact, p.rtt)).collect(),
             neighbours: self
                 .neighbours

@@ -202,7 +202,7 @@ pub type Measured = (Contact, Option<ringvault_types::Duration>);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshot {
     /// Leaf set members.
-    pub leaves: Vec<Contact>,
+    pub leaves: Vec<Measured>,
     /// Routing table entries.
     pub table: Vec<Measured>,
     /// Neighbourhood set members.
@@ -227,8 +227,9 @@ impl OverlayMessage {
             OverlayMessage::StateReply(s) => s
                 .leaves
                 .iter()
-                .chain(s.table.iter().chain(&s.neighbours).map(|(c, _)| c))
-                .map(|c| c.id)
+                .chain(&s.table)
+                .chain(&s.neighbours)
+                .map(|(c, _)| c.id)
                 .collect(),
             OverlayMessage::LeafSetReply { leaves: v, .. }
             | OverlayMessage::NeighbourhoodReply { peers: v }

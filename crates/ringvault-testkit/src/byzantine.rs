@@ -188,7 +188,10 @@ impl Colluders {
             OverlayMessage::StateRequest => vec![(
                 from,
                 OverlayMessage::StateReply(StateSnapshot {
-                    leaves: near_me(self.answer_size),
+                    leaves: near_me(self.answer_size)
+                        .into_iter()
+                        .map(|c| (c, None))
+                        .collect(),
                     table: near_me(4 * self.answer_size)
                         .into_iter()
                         .map(|c| (c, None))
