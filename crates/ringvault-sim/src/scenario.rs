@@ -41,6 +41,9 @@ pub struct Scenario {
     /// judged; 0: not judged.
     #[serde(default)]
     pub maintenance_minutes: u64,
+    /// Churn after the failures (`None`: none).
+    #[serde(default)]
+    pub churn: Option<ScenarioChurn>,
     /// What the report must satisfy.
     pub bounds: Bounds,
     /// Why the scenario and its bounds are what they are.
@@ -50,6 +53,20 @@ pub struct Scenario {
 
 fn euclidean() -> TopologyKind {
     TopologyKind::Euclidean
+}
+
+/// A churn phase after the failures, as the `churn` experiment runs it (smaller).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioChurn {
+    /// Median session, seconds (exponentially distributed).
+    pub median_session_secs: u64,
+    /// Churn before lookups are measured, seconds.
+    pub warmup_secs: u64,
+    /// Seconds measured.
+    pub measure_secs: u64,
+    /// One lookup every this many milliseconds.
+    pub lookup_every_ms: u64,
 }
 
 /// Bounds a scenario's report must satisfy.
@@ -73,6 +90,9 @@ pub struct Bounds {
     /// Lazy routing table repair: slot requests per failed node during repair.
     #[serde(default)]
     pub max_slot_requests_per_failed_node: Option<f64>,
+    /// Lookups during churn that reached the live root, as a fraction: at least this.
+    #[serde(default)]
+    pub min_churn_success: Option<f64>,
 }
 
 /// What a scenario measured.
@@ -116,10 +136,12 @@ pub struct ScenarioReport {
     pub correct_after: usize,
     /// Mean hops after repair.
     pub mean_hops_after: f64,
-    /// Messages sent in the whole run.
+    /// Messages sent up to the end of the routes after repair (before any churn).
     pub messages: u64,
     /// Live nodes falsely declared failed.
     pub false_failures: u64,
+    /// Lookups during churn and the fraction that reached the live root (`None`: no churn).
+    pub churn: Option<(usize, f64)>,
 }
 
 impl Scenario {
@@ -184,6 +206,18 @@ impl Scenario {
         let wrong_after_repair = wrong_leaf_sets(&sim).len();
         let slot_requests_in_repair = slot_requests(&sim) - slot_requests_before;
         let after = self.routes(&mut sim);
+        let (messages, false_failures) = (sim.counters.messages, sim.counters.false_failures);
+        let churn = self.churn.map(|c| {
+            let plan = crate::experiments::churn::ChurnPlan {
+                median: Duration::from_secs(c.median_session_secs),
+                warmup: Duration::from_secs(c.warmup_secs),
+                measure: Duration::from_secs(c.measure_secs),
+                lookup_every: Duration::from_millis(c.lookup_every_ms),
+            };
+            let hidden = indicatif::ProgressBar::hidden();
+            let row = crate::experiments::churn::churn_phase(&mut sim, &plan, &hidden);
+            (row.lookups, row.success)
+        });
         ScenarioReport {
             name: self.name.clone(),
             seed: self.seed,
@@ -204,8 +238,9 @@ impl Scenario {
             routes_after: after.routes,
             correct_after: after.correct,
             mean_hops_after: after.mean_hops,
-            messages: sim.counters.messages,
-            false_failures: sim.counters.false_failures,
+            messages,
+            false_failures,
+            churn,
         }
     }
 
@@ -324,6 +359,13 @@ impl ScenarioReport {
                 v.push(format!(
                     "{:.1} slot requests per failed node, above {max}",
                     self.slot_requests_per_failed_node
+                ));
+            }
+        }
+        if let (Some(min), Some((lookups, got))) = (bounds.min_churn_success, self.churn) {
+            if got < min {
+                v.push(format!(
+                    "{got:.4} of {lookups} lookups during churn reached the live root, below {min}"
                 ));
             }
         }

@@ -73,6 +73,7 @@ fn a_report_past_its_bounds_is_flagged() {
         mean_hops_after: 2.7,
         messages: 1,
         false_failures: 0,
+        churn: Some((1000, 0.999)),
     };
     let bounds = Bounds {
         max_mean_hops_over_log16_n: 1.0,
@@ -80,6 +81,7 @@ fn a_report_past_its_bounds_is_flagged() {
         max_stretch: Some(1.5),
         max_not_closest_after_maintenance: Some(0.5),
         max_slot_requests_per_failed_node: Some(40.0),
+        min_churn_success: Some(0.99),
     };
     assert_eq!(report.violations(&bounds), Vec::<String>::new());
     let past = ScenarioReport {
@@ -87,6 +89,7 @@ fn a_report_past_its_bounds_is_flagged() {
         not_closest_after_maintenance: Some(0.9),
         slot_requests_per_failed_node: 102.0,
         correct_after: 9,
+        churn: Some((1000, 0.95)),
         ..report
     };
     let v = past.violations(&bounds);
@@ -95,6 +98,7 @@ fn a_report_past_its_bounds_is_flagged() {
         "not the closest",
         "slot requests",
         "missed the true live root",
+        "during churn",
     ] {
         assert!(
             v.iter().any(|m| m.contains(what)),

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use indicatif::ProgressBar;
 use rand::Rng;
 use ringvault_node::{Command, CommandOutput};
 use ringvault_types::{Duration, Id, Time};
@@ -45,11 +46,14 @@ const MAINTENANCE: [&str; 10] = [
     "row_reply",
 ];
 
+/// What a churn phase measured.
 #[derive(serde::Serialize, Clone)]
-struct Row {
+pub struct Row {
     median_session_min: f64,
-    lookups: usize,
-    success: f64,
+    /// Lookups issued.
+    pub lookups: usize,
+    /// Lookups answered by the key's live root (checked within 10 ms of the answer).
+    pub success: f64,
     /// Success of the lookups whose origin lived until its answer came (an origin that fails
     /// first can be answered by no protocol).
     success_origin_alive: f64,
@@ -108,6 +112,40 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
     let cfg = p.overlay(4, 16, 32);
     let rss0 = rss_bytes();
     let (mut sim, _) = build_static(&p, cfg, n, &format!("joining (median {median_min} min)"));
+    let plan = ChurnPlan {
+        median: Duration::from_micros((median_min * 60e6) as u64),
+        warmup: WARMUP,
+        measure: MEASURE,
+        lookup_every: LOOKUP_EVERY,
+    };
+    let bar = p.bar(
+        MEASURE.as_micros() / 1_000_000,
+        &format!("churn, median {median_min} min"),
+    );
+    let row = churn_phase(&mut sim, &plan, &bar);
+    bar.finish_and_clear();
+    ctx.account(&sim, rss0);
+    row
+}
+
+/// How a churn phase runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ChurnPlan {
+    /// Median session (exponentially distributed).
+    pub median: Duration,
+    /// Churn before lookups are measured.
+    pub warmup: Duration,
+    /// Time measured.
+    pub measure: Duration,
+    /// One lookup from a random live node to a random key this often.
+    pub lookup_every: Duration,
+}
+
+/// Churn on the network `sim` holds: maintenance on in every node and every newcomer, every
+/// message through the wire codec, each node failing silently after its session and replaced at
+/// once by a newcomer joining through its nearest live node; lookups checked against the true
+/// live root. `bar` shows the measured seconds.
+pub(crate) fn churn_phase(sim: &mut Sim, plan: &ChurnPlan, bar: &ProgressBar) -> Row {
     sim.cfg.wire = true;
     // Maintenance on, for the nodes there and for every newcomer (which takes the simulator's
     // overlay configuration: the build's, with keep-alives off, until this).
@@ -119,16 +157,17 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             node.overlay_mut().set_maintenance(now, true, true)
         });
     }
-    let median = Duration::from_micros((median_min * 60e6) as u64);
+    let median = plan.median;
+    let median_min = median.as_secs_f64() / 60.0;
     let mut deaths: BTreeSet<(Time, u32)> = BTreeSet::new();
     // When each newcomer started joining, by id.
     let mut joined_at: BTreeMap<Id, Time> = BTreeMap::new();
     for i in sim.alive() {
-        let t = sim.now + session(&mut sim, median);
+        let t = sim.now + session(sim, median);
         deaths.insert((t, i));
     }
-    let start = sim.now + WARMUP;
-    let end = start + MEASURE;
+    let start = sim.now + plan.warmup;
+    let end = start + plan.measure;
     let mut next_lookup = start;
     let mut pending: Vec<(u32, u64, Time)> = Vec::new();
     let (mut lookups, mut ok, mut hops) = (0usize, 0usize, 0usize);
@@ -143,10 +182,6 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
     let mut late: Vec<(Id, Id)> = Vec::new();
     let mut ok_late = 0usize;
     let mut origin_failed = 0usize;
-    let bar = p.bar(
-        MEASURE.as_micros() / 1_000_000,
-        &format!("churn, median {median_min} min"),
-    );
     loop {
         let next_death = deaths.first().map_or(Time::NEVER, |d| d.0);
         let t = next_death.min(next_lookup).min(next_check).min(end);
@@ -156,9 +191,9 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             let live = sim.nodes.iter().filter(|x| x.alive).count();
             node_secs += live as f64 * (sim.now - before.max(start)).as_secs_f64();
             if base.is_none() {
-                let (m, b) = maintenance(&sim);
+                let (m, b) = maintenance(sim);
                 base = Some((m, b, sim.counters.messages));
-                faults0 = route_faults(&sim);
+                faults0 = route_faults(sim);
             }
         }
         bar.set_position((sim.now - start).as_micros() / 1_000_000);
@@ -173,10 +208,10 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             joined_at.insert(sim.id(i), sim.now);
             sim.start_join_nearest(i);
             joins += 1;
-            let life = session(&mut sim, median);
+            let life = session(sim, median);
             deaths.insert((sim.now + life, i));
         } else if t == next_lookup {
-            next_lookup = next_lookup + LOOKUP_EVERY;
+            next_lookup = next_lookup + plan.lookup_every;
             if end.saturating_since(t) < crate::ROUTE_LIMIT {
                 // Too late to be answered within the window: not issued.
                 continue;
@@ -188,7 +223,7 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             lookups += 1;
         } else {
             next_check = next_check + CHECK_EVERY;
-            let ring = Ring::of(&sim);
+            let ring = Ring::of(sim);
             if t >= next_late_check {
                 next_late_check = next_late_check + LATE_CHECK_EVERY;
                 ok_late += late.drain(..).filter(|(k, r)| ring.root(k) == *r).count();
@@ -217,15 +252,13 @@ fn run_one(ctx: &mut Ctx, n: usize, median_min: f64) -> Row {
             });
         }
     }
-    bar.finish_and_clear();
-    let ring = Ring::of(&sim);
+    let ring = Ring::of(sim);
     ok_late += late.drain(..).filter(|(k, r)| ring.root(k) == *r).count();
     // Lookups still unanswered at the end (all issued had ROUTE_LIMIT to answer) failed.
     let (m0, b0, all0) = base.unwrap_or_default();
-    let (m1, b1) = maintenance(&sim);
+    let (m1, b1) = maintenance(sim);
     let ns = node_secs.max(1e-9);
-    let faults = route_faults(&sim);
-    ctx.account(&sim, rss0);
+    let faults = route_faults(sim);
     Row {
         median_session_min: median_min,
         lookups,

@@ -20,7 +20,7 @@ use crate::{Sim, SimConfig, TopologyKind};
 
 mod audits;
 mod byzantine_storage;
-mod churn;
+pub(crate) mod churn;
 mod failure;
 mod locality;
 pub mod past;
