@@ -32,8 +32,9 @@ pub const MAX_KNOWN_CERTIFICATES: usize = 65_536;
 pub const ALPN: &[u8] = b"ringvault/2";
 /// The ALPN string of secure mode.
 pub const ALPN_SECURE: &[u8] = b"ringvault/2+secure";
-/// The ALPN string of server mode (certificates as in secure mode, another protocol on top).
-pub const ALPN_SERVER: &[u8] = b"ringvault/2+server";
+/// The ALPN string of server mode (certificates as in secure mode, another protocol on top,
+/// versioned on its own: the overlay's version 2 did not change it).
+pub const ALPN_SERVER: &[u8] = b"ringvault/1+server";
 
 /// How a node admits peers.
 #[derive(Clone, Debug, Default)]
@@ -337,6 +338,13 @@ impl ringvault_overlay::Admission for ContactCheck {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_alpn_strings_of_the_overlay_carry_its_protocol_version() {
+        let v = format!("ringvault/{}", ringvault_types::PROTOCOL_VERSION);
+        assert_eq!(ALPN, v.as_bytes());
+        assert_eq!(ALPN_SECURE, format!("{v}+secure").as_bytes());
+    }
+
     use super::*;
     use ringvault_types::{CertBody, Identity, CERT_VERSION};
 

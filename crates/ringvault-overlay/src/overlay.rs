@@ -672,17 +672,22 @@ impl Overlay {
         reported: Option<Duration>,
         neighbour: bool,
     ) {
-        if candidate.id == self.me.id {
+        if candidate.id == self.me.id || !self.admission.admit(&candidate) {
             return;
         }
         let hopeless = self.rtt_lower_bound(via, reported).is_some_and(|bound| {
             !self.could_win_slot(&candidate.id, bound) && !self.neighbours.could_admit(bound)
         });
-        if hopeless {
+        let peer = Peer {
+            contact: candidate,
+            rtt: self.known_rtt(&candidate.id),
+        };
+        let new_leaf = self.offer_with(now, peer, !hopeless);
+        if hopeless && !new_leaf {
             self.stats.probes_pruned += 1;
-        }
-        self.offer_with(now, Peer::unmeasured(candidate), !hopeless);
-        if neighbour && !hopeless {
+        } else if (hopeless || neighbour) && peer.rtt.is_none() {
+            // A new leaf is probed even when it could not win a slot: the probe is what checks
+            // that it is alive and measures it (at most L a join).
             self.probe(candidate);
         }
     }

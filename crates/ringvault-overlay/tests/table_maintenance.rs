@@ -126,9 +126,13 @@ fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_
     let start = Time::ZERO + Duration::from_secs(1);
     let boot = contact(0x30, 0);
     let entry80 = contact(0x80, 0);
-    // A neighbourhood set of one, so that it is full once the bootstrap node is measured.
+    let entry11 = contact(0x11, 0x80); // row 1's slot 1
+    let left = contact(0x0f, 0); // the leaf on the other side
+                                 // A leaf set of two and a neighbourhood set of one, so that both are full once the join
+                                 // path's nodes are in and measured.
     let cfg = Config {
         keepalives: false,
+        leaf_set_size: 2,
         neighbourhood_size: 1,
         ..Config::default()
     };
@@ -136,12 +140,12 @@ fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_
     o.join(start, boot);
     while o.poll_output().is_some() {}
     // The join route ends at once: the bootstrap node is the root. Then the joiner asks the
-    // nodes it learnt for their state, and measures them: the bootstrap node 10 ms, 0x80 40 ms.
+    // nodes it learnt for their state, and measures them.
     let reply = ringvault_overlay::JoinReply {
         hop: 0,
         root: true,
-        rows: vec![boot, entry80],
-        leaves: vec![boot],
+        rows: vec![boot, entry80, entry11, left],
+        leaves: vec![boot, entry11, left],
         neighbours: Vec::new(),
         version: 1,
     };
@@ -154,15 +158,21 @@ fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_
     while o.poll_output().is_some() {}
     o.handle_probe_result(start, boot, ms(10), &mut NoServices);
     o.handle_probe_result(start, entry80, ms(40), &mut NoServices);
+    o.handle_probe_result(start, entry11, ms(5), &mut NoServices);
     while o.poll_output().is_some() {}
+    assert_eq!(o.leaf_set().len(), 2);
 
+    // Reported from the bootstrap node (10 ms away); the neighbourhood set's one member is
+    // 5 ms away.
     let near = contact(0x81, 0); // |10 - 35| = 25 < 40: could beat 0x80, probed
-    let far = contact(0x82, 0); // |10 - 90| = 80 >= 40, and >= 10: hopeless, not probed
+    let far = contact(0x82, 0); // |10 - 90| = 80 >= 40, and >= 5: hopeless, not probed
     let fresh = contact(0x90, 0); // an empty slot: probed
-    let close_neighbour = contact(0x31, 0); // |10 - 2| = 8 < 10: could be a nearer neighbour
-    let far_neighbour = contact(0x83, 0); // |10 - 50| = 40: no neighbour, cannot beat 0x80
+    let close_neighbour = contact(0x31, 0); // |10 - 2| = 8 < 10: could beat the bootstrap node
+    let far_neighbour = contact(0x83, 0); // |10 - 50| = 40: cannot beat 0x80, no neighbour
+                                          // Cannot beat 0x1180's 5 ms, but becomes a leaf (nearer to us in id): probed all the same.
+    let new_leaf = contact(0x11, 0x10);
     let state = ringvault_overlay::StateSnapshot {
-        leaves: Vec::new(),
+        leaves: vec![(new_leaf, ms(90))],
         table: vec![(near, ms(35)), (far, ms(90)), (fresh, ms(20))],
         neighbours: vec![(close_neighbour, ms(2)), (far_neighbour, ms(50))],
         version: 1,
@@ -175,8 +185,9 @@ fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_
     );
     let mut probed = probes(&mut o);
     probed.sort();
-    let mut want = vec![near.id, fresh.id, close_neighbour.id];
+    let mut want = vec![near.id, fresh.id, close_neighbour.id, new_leaf.id];
     want.sort();
     assert_eq!(probed, want, "`far` and `far_neighbour` are not probed");
     assert_eq!(o.stats().probes_pruned, 2);
+    assert!(o.leaf_set().contains(&new_leaf.id));
 }

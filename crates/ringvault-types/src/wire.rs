@@ -1,8 +1,10 @@
 //! Limits and errors of the wire format shared by every driver.
 
-/// The protocol version carried in every encoded message; a peer speaking another version is
-/// refused with [`DecodeError::Version`]. Also part of the QUIC ALPN string.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version carried in every encoded overlay message; a peer speaking another
+/// version is refused with [`DecodeError::Version`]. Also part of the QUIC ALPN strings of open
+/// and secure mode (server mode's protocol is versioned on its own). 2: a join's state replies
+/// carry round trips.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The largest encoded message accepted or produced, in bytes (version byte included). Bulk
 /// object data is split below this size by the services that move it.

@@ -372,6 +372,15 @@ pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
             }
             let until = sim.now + MAINTENANCE_BEFORE_LOOKUPS;
             sim.run_until(until, |_| false);
+            // Off again, so that both heuristics are measured on the same tables (the lookups
+            // take simulated time of their own).
+            for i in sim.alive() {
+                sim.with_node(i, |node, now| {
+                    node.overlay_mut().set_table_maintenance(now, None)
+                });
+            }
+            let quiet = sim.now + Duration::from_secs(60);
+            sim.drain(quiet);
         }
         for (label, key, heuristic) in [
             ("none", "without_heuristic", None),
