@@ -163,22 +163,6 @@ impl Past {
             .clamp(MIN_RESEND, MAX_RESEND)
     }
 
-    /// How long an open-mode lookup waits for its answer before it is routed again: a few
-    /// times what lookups take here (large chunks included, so that a slow transfer is not
-    /// asked for twice), within bounds.
-    pub(crate) fn lookup_resend_interval(&self) -> Duration {
-        self.lookup_latency
-            .mul(RESEND_FACTOR)
-            .clamp(MIN_RESEND, MAX_BACKOFF)
-    }
-
-    /// Lookup `req` was answered at `now`: its time goes into the smoothed lookup latency.
-    fn lookup_answered(&mut self, now: Time, req: u64) {
-        if let Some(Pending::Lookup { started, .. }) = self.pending.remove(&req) {
-            self.lookup_latency = smoothed(self.lookup_latency, now.saturating_since(started));
-        }
-    }
-
     pub(crate) fn first_resend(&self, now: Time) -> Resend {
         Resend {
             at: now + self.resend_interval(),
@@ -401,11 +385,9 @@ impl Past {
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_found(
         &mut self,
         kbr: &mut dyn Kbr,
-        now: Time,
         req: u64,
         server: Contact,
         hops: u8,
@@ -425,7 +407,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         }
-        self.lookup_answered(now, req);
+        self.pending.remove(&req);
         self.cache_copy(&cert, &content);
         self.events.push_back(PastEvent::Found(
             req,
@@ -438,11 +420,9 @@ impl Past {
         ));
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_described(
         &mut self,
         kbr: &mut dyn Kbr,
-        now: Time,
         req: u64,
         server: Contact,
         hops: u8,
@@ -471,7 +451,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         };
-        self.lookup_answered(now, req);
+        self.pending.remove(&req);
         self.events.push_back(PastEvent::Described(
             req,
             Ok(Description {

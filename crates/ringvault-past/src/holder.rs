@@ -7,7 +7,7 @@ use ringvault_overlay::Kbr;
 use ringvault_types::{Contact, Id};
 
 use crate::message::{PastMessage, Refusal, Want};
-use crate::past::{encode, refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
+use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
 use crate::{
     accepts, AbandonCertificate, FileCertificate, Holding, Kind, Manifest, ReclaimCertificate,
     ReclaimReceipt, StoreError, StoreReceipt, StoredObject,
@@ -513,12 +513,11 @@ pub(crate) const MAX_WIDEN: u8 = 2;
 pub(crate) const LOOKUP_HANDOFFS: usize = 4;
 
 /// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one is
-/// left to ask. The hand-off is routed to that node's id, not sent to it directly: a routed hop
-/// is acknowledged, so a holder that died unnoticed costs a hop timeout, and the lookup goes on
-/// to the live node closest to the dead one's id (which serves it or hands it on) instead of
-/// being lost. No first-hop hint: the overlay reaches the node through its own tables, so a
-/// contact named in a message (a forged or stale hand-off list) never becomes a hop whose
-/// silence would count against the node's id.
+/// left to ask. Sent straight to it: a hand-off routed to the node's id instead (acknowledged,
+/// so that one to a holder that died unnoticed would go on around it) was tried and undone,
+/// because routing honours suspicion, and under bulk transfers (hop acknowledgements queued
+/// behind 4 MiB answers) live holders were suspected and the hand-off came back to the root,
+/// which ran out of holders and answered "not found".
 fn pass_lookup(
     kbr: &mut dyn Kbr,
     req: u64,
@@ -533,6 +532,5 @@ fn pass_lookup(
         return;
     }
     let next = chain.remove(0);
-    let msg = want.ask(req, client, id, Some(chain), hops);
-    kbr.route(next.id, encode(&msg), None);
+    send(kbr, next, &want.ask(req, client, id, Some(chain), hops));
 }

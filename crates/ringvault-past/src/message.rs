@@ -83,9 +83,9 @@ pub(crate) enum PastMessage {
     },
     /// A refusal for the client.
     Refused { req: u64, id: Id, reason: Refusal },
-    /// Routed to the object id: the first node holding a copy answers. With `handoff`, routed
-    /// to one more node's id (a pointer's target, or another replica) by a root that has no
-    /// copy: that node answers, or passes it on to the first of the nodes `handoff` lists
+    /// Routed to the object id: the first node holding a copy answers. With `handoff`, sent
+    /// straight to one more node (a pointer's target, or another replica) by a root that has
+    /// no copy: that node answers, or passes it on to the first of the nodes `handoff` lists
     /// (with the rest), or refuses when the list is empty. `hops` is how many overlay hops the
     /// lookup had taken when its sender (or the last node that passed it on) had it; the
     /// receiver is one more, and rewrites it before passing it on. The client starts it at 0.

@@ -186,7 +186,6 @@ pub(crate) enum Pending {
         id: Id,
         want: Want,
         stage: crate::secure::LookupStage,
-        started: Time,
         deadline: Time,
     },
     Reclaim {
@@ -287,9 +286,6 @@ pub struct Past {
     pub(crate) started: bool,
     /// Smoothed time inserts of this node took to complete: paces re-sends.
     pub(crate) insert_latency: Duration,
-    /// Smoothed time from a lookup's start to its answer (large objects included): what an
-    /// open-mode lookup's re-send waits for.
-    pub(crate) lookup_latency: Duration,
     /// For objects held here, the other nodes known to hold them: those that offered them in
     /// maintenance (or after storing a transfer from here) and are still in the leaf set. Only
     /// ids in `held`, at most `2 * MAX_REPLICAS` nodes each.
@@ -305,8 +301,6 @@ pub struct Past {
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
     /// Lookups sent through secure routing.
     pub(crate) secure_lookups: u64,
-    /// Lookups routed again (open mode) because no answer came in time.
-    pub(crate) lookups_resent: u64,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
     /// Audits of leaf set members, when on.
@@ -352,14 +346,12 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
-            lookup_latency: crate::client::INITIAL_INSERT_LATENCY,
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
             after_write: crate::durable::WriteGate::default(),
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
-            lookups_resent: 0,
             under_count: std::cell::Cell::new(None),
             audits: None,
         };
@@ -393,12 +385,6 @@ impl Past {
     /// route brought no verified copy.
     pub fn secure_lookups(&self) -> u64 {
         self.secure_lookups
-    }
-
-    /// Lookups this node routed again (open mode) because no answer came within the re-send
-    /// interval: messages lost on the way, or answers slower than that.
-    pub fn lookups_resent(&self) -> u64 {
-        self.lookups_resent
     }
 
     /// Changes the policy; it applies to requests and messages handled from now on (objects
@@ -566,20 +552,14 @@ impl Past {
         want: Want,
     ) -> Result<RequestId, PastError> {
         // Secure mode tries secure routing when the ordinary route brought nothing by the time
-        // an insert would be sent again; open mode routes the lookup again.
-        let wait = if self.config.secure {
-            self.resend_interval()
-        } else {
-            self.lookup_resend_interval()
-        };
+        // an insert would be sent again. Open mode does not send a lookup again: a 4 MiB chunk
+        // on a busy path can take longer than any interval short enough to help, and asking
+        // again multiplied the load until chunks timed out.
+        let retry = self.config.secure.then(|| now + self.resend_interval());
         let req = self.new_request(Pending::Lookup {
             id,
             want,
-            stage: crate::secure::LookupStage::Plain {
-                retry: Some(now + wait),
-                resent: 0,
-            },
-            started: now,
+            stage: crate::secure::LookupStage::Plain { retry },
             deadline: now + REQUEST_TIMEOUT,
         })?;
         self.route_lookup(kbr, req, id, want);
@@ -709,7 +689,6 @@ impl Service for Past {
                 handoff,
                 hops,
             } => {
-                let handed_off = handoff.is_some();
                 if client.id != kbr.local_contact().id {
                     let here = hops.saturating_add(1);
                     if self.serve_lookup(kbr, req, client, id, here, want) {
@@ -717,14 +696,9 @@ impl Service for Past {
                     }
                     msg.body = encode(&want.ask(req, client, id, handoff, here)).body;
                 }
-                // The heuristic steers toward the object's replicas, which is loop-free only
-                // while the message is routed to the object id: a root's hand-off is routed to
-                // the next holder's id, and steering it elsewhere could bounce it between two
-                // nodes, each closer to one of the two ids.
                 let nearer = self
                     .config
                     .lookup_heuristic
-                    .filter(|_| !handed_off)
                     .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
                 if let Some(c) = nearer {
                     *next = c;
@@ -936,13 +910,13 @@ impl Past {
                 hops,
                 cert,
                 manifest,
-            } => self.on_described(kbr, now, req, info.origin, hops, cert, manifest),
+            } => self.on_described(kbr, req, info.origin, hops, cert, manifest),
             PastMessage::Found {
                 req,
                 hops,
                 cert,
                 content,
-            } => self.on_found(kbr, now, req, info.origin, hops, cert, content),
+            } => self.on_found(kbr, req, info.origin, hops, cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {

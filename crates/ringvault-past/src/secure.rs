@@ -81,10 +81,9 @@ impl Witnesses {
 /// Where a lookup stands.
 #[derive(Debug)]
 pub(crate) enum LookupStage {
-    /// Routed the ordinary way, `resent` times so far. With no verified answer by `retry`,
-    /// routed again in open mode (a message lost on the way, to a node that died unnoticed,
-    /// must not cost the whole request timeout), sent through `sec_route` in secure mode.
-    Plain { retry: Option<Time>, resent: u8 },
+    /// Routed the ordinary way. In secure mode, sent through `sec_route` at `retry` if no
+    /// verified answer came by then.
+    Plain { retry: Option<Time> },
     /// Sent through `sec_route` to the replica set: its members once the route reports them,
     /// those of them that said they hold no copy, and (routed with copies only on a failed
     /// test) when to try again with copies at once.
@@ -233,26 +232,8 @@ impl Past {
             })
             .map(|(r, _)| *r)
             .collect();
-        let (secure, interval) = (self.config.secure, self.lookup_resend_interval());
         for req in due {
-            match self.pending.get_mut(&req) {
-                Some(Pending::Lookup {
-                    id,
-                    want,
-                    stage: LookupStage::Plain { retry, resent },
-                    ..
-                }) if !secure => {
-                    // Each re-send waits twice as long as the one before: a slow answer (a
-                    // large object on a slow link) is not asked for over and over.
-                    *resent = resent.saturating_add(1);
-                    let wait = interval.mul(1 << (*resent).min(4));
-                    *retry = Some(now + wait);
-                    let (id, want) = (*id, *want);
-                    self.lookups_resent += 1;
-                    self.route_lookup(kbr, req, id, want);
-                }
-                _ => self.try_next(kbr, req),
-            }
+            self.try_next(kbr, req);
         }
     }
 

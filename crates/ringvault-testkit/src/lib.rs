@@ -41,9 +41,6 @@ pub struct Member {
     pub alive: bool,
 }
 
-/// Decides whether a message from member `from` to member `to` is lost (true: dropped).
-pub type LossRule = Box<dyn FnMut(usize, usize, &OverlayMessage) -> bool>;
-
 /// A ring of real nodes with correct tables and instant delivery.
 pub struct TestRing {
     /// Simulated time.
@@ -52,7 +49,6 @@ pub struct TestRing {
     pub members: Vec<Member>,
     index: BTreeMap<Id, usize>,
     queue: VecDeque<(usize, Contact, Vec<u8>)>,
-    loss: Option<LossRule>,
 }
 
 impl TestRing {
@@ -98,7 +94,6 @@ impl TestRing {
             members,
             index,
             queue: VecDeque::new(),
-            loss: None,
         };
         // Let the services see their leaf sets (update upcalls) before the test starts.
         for i in 0..n {
@@ -144,12 +139,6 @@ impl TestRing {
             }
             let now = self.now;
             let msg: OverlayMessage = ringvault_node::decode(&bytes).expect("valid message");
-            if let Some(lose) = &mut self.loss {
-                let sender = self.index.get(&from.id).copied().unwrap_or(usize::MAX);
-                if lose(sender, j, &msg) {
-                    continue;
-                }
-            }
             self.members[j].node.handle_message(now, from, msg);
             self.pump(j);
         }
@@ -220,11 +209,6 @@ impl TestRing {
         v.sort_by(|a, b| key.cmp_closeness(&self.id(*a), &self.id(*b)));
         v.truncate(k);
         v
-    }
-
-    /// Loses the messages `rule` picks from now on (`None`: none), as a network would.
-    pub fn set_loss(&mut self, rule: Option<LossRule>) {
-        self.loss = rule;
     }
 
     /// Stops node `i` silently: nothing more reaches it or leaves it.

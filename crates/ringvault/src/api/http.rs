@@ -207,7 +207,6 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
             health: h,
             under_replicated,
             audits,
-            lookups_resent: _,
         }) = store.usage(&app.node).await?
         {
             if let Some((a, suspects)) = audits {
@@ -574,12 +573,6 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
     }
     let (u, h) = (&s.usage, &s.health);
     for (name, help, kind, v) in [
-        (
-            "ringvault_lookups_resent_total",
-            "Lookups routed again because no answer came within the re-send interval.",
-            "counter",
-            s.lookups_resent,
-        ),
         (
             "ringvault_store_under_replicated",
             "Replicas held here whose object is known to be on fewer than k nodes.",

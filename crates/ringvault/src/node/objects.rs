@@ -200,8 +200,6 @@ pub struct StorageState {
     /// What audits of the leaf set counted, and the nodes this node suspects of dropping data
     /// (`None` with audits off).
     pub audits: Option<(AuditStats, Vec<Id>)>,
-    /// Lookups routed again because no answer came within the re-send interval.
-    pub lookups_resent: u64,
 }
 
 /// What this node holds of an object.
@@ -443,7 +441,6 @@ impl ObjectsClient {
                 health: p.store().health(),
                 under_replicated: p.under_replicated(kbr, now),
                 audits: p.audit_report(),
-                lookups_resent: p.lookups_resent(),
             })
         })
         .await
