@@ -554,7 +554,7 @@ impl Past {
         // Secure mode tries secure routing when the ordinary route brought nothing by the time
         // an insert would be sent again. Open mode does not send a lookup again: a 4 MiB chunk
         // on a busy path can take longer than any interval short enough to help, and asking
-        // again multiplied the load until chunks timed out.
+        // again would multiply the load.
         let retry = self.config.secure.then(|| now + self.resend_interval());
         let req = self.new_request(Pending::Lookup {
             id,
