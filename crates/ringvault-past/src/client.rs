@@ -272,7 +272,10 @@ impl Past {
             ..
         }) = self.pending.remove(&req)
         {
-            self.insert_latency = smoothed(self.insert_latency, now.saturating_since(started));
+            // Smoothed (1/8 of the new sample) like TCP's RTT estimate.
+            let took = now.saturating_since(started).as_micros();
+            let old = self.insert_latency.as_micros();
+            self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
             let receipts = receipts
                 .into_iter()
                 .filter(|(node, _)| counted.contains(node))
@@ -539,10 +542,4 @@ impl Past {
             self.events.push_back(ev);
         }
     }
-}
-
-/// A latency estimate moved 1/8 of the way to a new sample, like TCP's round-trip estimate.
-fn smoothed(old: Duration, sample: Duration) -> Duration {
-    let (old, sample) = (old.as_micros(), sample.as_micros());
-    Duration::from_micros(old - old / 8 + sample / 8)
 }

@@ -562,18 +562,13 @@ impl Past {
             stage: crate::secure::LookupStage::Plain { retry },
             deadline: now + REQUEST_TIMEOUT,
         })?;
-        self.route_lookup(kbr, req, id, want);
-        Ok(req)
-    }
-
-    /// Routes lookup `req` to `id`'s root the ordinary way.
-    pub(crate) fn route_lookup(&mut self, kbr: &mut dyn Kbr, req: RequestId, id: Id, want: Want) {
         let msg = want.ask(req, kbr.local_contact(), id, None, 0);
         let hint = self
             .config
             .lookup_heuristic
             .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
         kbr.route(id, encode(&msg), hint);
+        Ok(req)
     }
 
     /// Reclaims object `id` with the owner's signed certificate; the result comes as

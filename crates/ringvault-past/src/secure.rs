@@ -99,7 +99,7 @@ impl LookupStage {
     /// When the stage needs attention before the request's deadline.
     pub(crate) fn wake(&self) -> Option<Time> {
         match self {
-            LookupStage::Plain { retry, .. } | LookupStage::Secure { retry, .. } => *retry,
+            LookupStage::Plain { retry } | LookupStage::Secure { retry, .. } => *retry,
         }
     }
 

@@ -174,13 +174,7 @@ impl Scenario {
         let worst = |q: crate::check::Quality| q.worse.iter().copied().fold(0.0, f64::max);
         let not_closest_after_joins = worst(table_quality(&sim, &Ring::of(&sim), b));
         let not_closest_after_maintenance = (self.maintenance_minutes > 0).then(|| {
-            let now = sim.now;
-            for i in sim.alive() {
-                sim.with_node(i, |n, _| {
-                    n.overlay_mut()
-                        .set_table_maintenance(now, Some(TABLE_MAINTENANCE_INTERVAL))
-                });
-            }
+            sim.set_table_maintenance(Some(TABLE_MAINTENANCE_INTERVAL));
             sim.run_for(Duration::from_secs(60 * self.maintenance_minutes));
             worst(table_quality(&sim, &Ring::of(&sim), b))
         });

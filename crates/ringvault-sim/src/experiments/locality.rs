@@ -87,11 +87,7 @@ fn maintenance_phase(
         .iter()
         .map(|x| x.node.overlay().stats().probes)
         .sum();
-    for i in sim.alive() {
-        sim.with_node(i, |node, now| {
-            node.overlay_mut().set_table_maintenance(now, Some(every))
-        });
-    }
+    sim.set_table_maintenance(Some(every));
     let (m0, b0) = sim.counters.sent(&["row_request", "row_reply"]);
     for minutes in MAINTENANCE_CHECKPOINTS {
         sim.run_until(start + Duration::from_secs(60 * minutes), |_| false);
@@ -364,21 +360,12 @@ pub(crate) fn replica_locality(ctx: &mut Ctx) -> Report {
         ("after maintenance", "after_maintenance_"),
     ] {
         if !prefix.is_empty() {
-            let every = ringvault_overlay::TABLE_MAINTENANCE_INTERVAL;
-            for i in sim.alive() {
-                sim.with_node(i, |node, now| {
-                    node.overlay_mut().set_table_maintenance(now, Some(every))
-                });
-            }
+            sim.set_table_maintenance(Some(ringvault_overlay::TABLE_MAINTENANCE_INTERVAL));
             let until = sim.now + MAINTENANCE_BEFORE_LOOKUPS;
             sim.run_until(until, |_| false);
             // Off again, so that both heuristics are measured on the same tables (the lookups
             // take simulated time of their own).
-            for i in sim.alive() {
-                sim.with_node(i, |node, now| {
-                    node.overlay_mut().set_table_maintenance(now, None)
-                });
-            }
+            sim.set_table_maintenance(None);
             let quiet = sim.now + Duration::from_secs(60);
             sim.drain(quiet);
         }

@@ -3,7 +3,7 @@
 
 use rand::Rng;
 use ringvault_node::{Command, CommandOutput, RouteReport};
-use ringvault_types::Id;
+use ringvault_types::{Duration, Id};
 
 use super::{Sim, JOIN_LIMIT, ROUTE_LIMIT};
 
@@ -76,6 +76,16 @@ impl Sim {
         (0..self.nodes.len() as u32)
             .filter(|&i| self.nodes[i as usize].alive && self.nodes[i as usize].joined)
             .collect()
+    }
+
+    /// Turns routing table maintenance on (every `every`) or off (`None`) in every live, joined
+    /// node.
+    pub fn set_table_maintenance(&mut self, every: Option<Duration>) {
+        for i in self.alive() {
+            self.with_node(i, |node, now| {
+                node.overlay_mut().set_table_maintenance(now, every)
+            });
+        }
     }
 
     /// The live, joined node numerically closest to `key` (its true root).
