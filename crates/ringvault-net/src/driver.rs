@@ -19,12 +19,17 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, ContactCheck, Security};
 use crate::status::{Metrics, SecurityStatus, Status};
-use crate::transport::{transport_config, Inbound, Transport, UNREACHABLE_QUEUE};
+use crate::transport::{
+    inbound_channel, transport_config, Inbound, InboundRx, Transport, UNREACHABLE_QUEUE,
+};
 use crate::{tls, NetError};
 
-/// Messages from the network waiting for the node; when full, readers wait (back-pressure on
-/// the QUIC streams).
+/// Small messages from the network waiting for the node; when full, readers wait
+/// (back-pressure on the QUIC streams). Large ones (object transfers) wait in a queue of
+/// [`NET_BULK_QUEUE`], bounding the memory they hold.
 pub const NET_QUEUE: usize = 4096;
+/// Large messages from the network waiting for the node (see [`NET_QUEUE`]).
+pub const NET_BULK_QUEUE: usize = 32;
 /// Requests from the API waiting for the node.
 pub const CONTROL_QUEUE: usize = 1024;
 /// How long a graceful shutdown waits for the `Leaving` messages to be written.
@@ -430,7 +435,7 @@ pub async fn start_with(
         node.add_service(s);
     }
 
-    let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+    let (net_tx, net_rx) = inbound_channel();
     let (unreachable_tx, unreachable_rx) = mpsc::channel(UNREACHABLE_QUEUE);
     let transport = Transport::new(endpoint, client, admission, net_tx, unreachable_tx);
     let accept = tokio::spawn(transport.clone().accept_loop());
@@ -525,7 +530,7 @@ struct Actor {
 impl Actor {
     async fn run(
         mut self,
-        mut net: mpsc::Receiver<Inbound>,
+        mut net: InboundRx,
         mut unreachable: mpsc::Receiver<Contact>,
         mut ctl: mpsc::Receiver<Control>,
     ) {
@@ -712,9 +717,9 @@ impl Actor {
                             "could not join the ring; check the bootstrap address"
                         )
                     }
-                    OverlayEvent::PeerFailed(c) => {
+                    OverlayEvent::PeerFailed { peer, cause } => {
                         self.metrics.peers_failed += 1;
-                        info!(peer = %c.id.short(), addr = %c.addr, "peer failed");
+                        info!(peer = %peer.id.short(), addr = %peer.addr, %cause, "peer failed");
                     }
                     OverlayEvent::SecureRouted(r) => {
                         debug!(key = %r.key.short(), redundant = r.redundant, to = r.sent_to.len(), "secure route done");

@@ -24,7 +24,7 @@ mod transport;
 pub use admission::{Refusal, SecureRing, Security, ALPN, ALPN_SECURE, ALPN_SERVER};
 pub use driver::{
     start, start_with, Intercept, NetConfig, NodeHandle, Poller, RunningNode, Services,
-    CONTROL_QUEUE, NET_QUEUE,
+    CONTROL_QUEUE, NET_BULK_QUEUE, NET_QUEUE,
 };
 pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
 pub use server::{

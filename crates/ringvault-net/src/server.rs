@@ -26,8 +26,8 @@ use tracing::{debug, error, info};
 use crate::admission::Admission;
 use crate::driver::{bind, check_own_certificate, Clock};
 use crate::status::Histogram;
-use crate::transport::{Inbound, Transport, UNREACHABLE_QUEUE};
-use crate::{NetError, CONTROL_QUEUE, NET_QUEUE};
+use crate::transport::{inbound_channel, Inbound, InboundRx, Transport, UNREACHABLE_QUEUE};
+use crate::{NetError, CONTROL_QUEUE};
 
 /// Writes waiting for the disk thread; when full, the server's event loop waits for it.
 const DISK_QUEUE: usize = 4096;
@@ -512,7 +512,7 @@ pub async fn start_server(
         false
     };
 
-    let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+    let (net_tx, net_rx) = inbound_channel();
     let (unreachable_tx, unreachable_rx) = mpsc::channel(UNREACHABLE_QUEUE);
     let transport = Transport::new(endpoint, client_tls, admission, net_tx, unreachable_tx);
     let accept = tokio::spawn(transport.clone().accept_loop());
@@ -719,7 +719,7 @@ struct Actor {
 impl Actor {
     async fn run(
         mut self,
-        mut net: mpsc::Receiver<Inbound>,
+        mut net: InboundRx,
         mut unreachable: mpsc::Receiver<Contact>,
         mut disk: mpsc::UnboundedReceiver<DiskReport>,
         mut ctl: mpsc::Receiver<Control>,

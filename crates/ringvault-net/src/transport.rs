@@ -1,9 +1,10 @@
 //! QUIC transport: one quinn endpoint per node (server and client on the same socket, so a
 //! connection's remote address is the peer's listening address), connections keyed by the
-//! peer's verified id and reused in both directions, one bounded send queue and writer task per
-//! peer, length-prefixed frames on a long-lived unidirectional stream per direction. A dial to a
-//! peer that fails is reported to the node (once per failed dial) so the overlay can route
-//! around the peer at once instead of waiting for keep-alive silence.
+//! peer's verified id and reused in both directions, and per peer two [`Lane`]s, each a bounded
+//! send queue and writer task with length-prefixed frames on a long-lived unidirectional
+//! stream: small messages never wait behind a bulk transfer. A dial to a peer that fails is
+//! reported to the node (once per failed dial) so the overlay can route around the peer at
+//! once instead of waiting for keep-alive silence.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tracing::{debug, trace, warn};
 
 use crate::admission::Admission;
 use crate::tls::{cert_ring_extension, peer_certificate, peer_id, server_name_for};
-use crate::NetError;
+use crate::{NetError, NET_BULK_QUEUE, NET_QUEUE};
 
 /// At most this many QUIC connections are open at once; further incoming connections are
 /// refused and sends to further peers are dropped until one closes.
@@ -39,6 +40,38 @@ pub const IDLE_TIMEOUT: StdDuration = StdDuration::from_secs(30);
 /// Concurrent unidirectional streams a peer may open to us (each carries frames).
 const MAX_STREAMS: u32 = 8;
 
+/// Which of a peer's two send queues (and streams) a message takes. One FIFO stream per peer
+/// put a keep-alive or a hop acknowledgement behind megabytes of object transfers: under bulk
+/// load live peers missed their deadlines and were declared failed. Control frames go on a
+/// stream of their own that QUIC sends first; order holds within a lane, not across lanes
+/// (the protocol never relied on it: routed messages take different paths anyway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Messages up to [`ringvault_overlay::SMALL_HOP_BYTES`]: pings, acknowledgements, routing
+    /// state, small objects.
+    Control,
+    /// Larger messages: object and chunk transfers.
+    Bulk,
+}
+
+impl Lane {
+    fn of(frame_len: usize) -> Lane {
+        if frame_len > ringvault_overlay::SMALL_HOP_BYTES {
+            Lane::Bulk
+        } else {
+            Lane::Control
+        }
+    }
+
+    /// The QUIC stream priority: higher is sent first.
+    fn priority(self) -> i32 {
+        match self {
+            Lane::Control => 1,
+            Lane::Bulk => 0,
+        }
+    }
+}
+
 /// Error code used when we stop a stream that sent an invalid frame.
 const BAD_FRAME: u32 = 1;
 /// Error code used when we close the connection of a node whose certificate was revoked.
@@ -49,6 +82,49 @@ const REVOKED: u32 = 2;
 pub(crate) struct Inbound {
     pub(crate) from: Contact,
     pub(crate) bytes: Vec<u8>,
+}
+
+/// The queue of one peer's lane, drained by its writer task.
+type Writer = mpsc::Sender<Vec<u8>>;
+
+/// Where the transport hands received messages to the node's actor: a queue per [`Lane`].
+pub(crate) struct InboundTx {
+    control: mpsc::Sender<Inbound>,
+    bulk: mpsc::Sender<Inbound>,
+}
+
+/// The actor's end of [`InboundTx`].
+pub(crate) struct InboundRx {
+    control: mpsc::Receiver<Inbound>,
+    bulk: mpsc::Receiver<Inbound>,
+}
+
+/// Queues for what the transport receives: [`NET_QUEUE`] small messages and
+/// [`NET_BULK_QUEUE`] large ones.
+pub(crate) fn inbound_channel() -> (InboundTx, InboundRx) {
+    let (control, control_rx) = mpsc::channel(NET_QUEUE);
+    let (bulk, bulk_rx) = mpsc::channel(NET_BULK_QUEUE);
+    (
+        InboundTx { control, bulk },
+        InboundRx {
+            control: control_rx,
+            bulk: bulk_rx,
+        },
+    )
+}
+
+impl InboundRx {
+    /// The next message received, a control one first when both are waiting: a node busy
+    /// verifying and storing object transfers answers pings and acknowledges hops in the
+    /// meantime instead of after the whole backlog. `None` once the transport is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Inbound> {
+        tokio::select! {
+            biased;
+            Some(m) = self.control.recv() => Some(m),
+            Some(m) = self.bulk.recv() => Some(m),
+            else => None,
+        }
+    }
 }
 
 /// Transport counters, shared with the status snapshot.
@@ -78,8 +154,8 @@ pub(crate) struct Transport {
     /// Who may connect (the TLS verifiers hold the same).
     pub(crate) admission: Arc<Admission>,
     conns: Mutex<HashMap<Id, quinn::Connection>>,
-    writers: Mutex<HashMap<Id, mpsc::Sender<Vec<u8>>>>,
-    inbound: mpsc::Sender<Inbound>,
+    writers: Mutex<HashMap<(Id, Lane), Writer>>,
+    inbound: InboundTx,
     /// Peers a dial to failed, for the node's `handle_unreachable`.
     unreachable: mpsc::Sender<Contact>,
     pub(crate) counters: Counters,
@@ -92,7 +168,7 @@ impl Transport {
         endpoint: quinn::Endpoint,
         client: quinn::ClientConfig,
         admission: Arc<Admission>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: InboundTx,
         unreachable: mpsc::Sender<Contact>,
     ) -> Arc<Self> {
         Arc::new(Transport {
@@ -201,7 +277,11 @@ impl Transport {
             self.counters
                 .bytes_in
                 .fetch_add(len as u64 + 4, Ordering::Relaxed);
-            if self.inbound.send(Inbound { from, bytes }).await.is_err() {
+            let queue = match Lane::of(len) {
+                Lane::Control => &self.inbound.control,
+                Lane::Bulk => &self.inbound.bulk,
+            };
+            if queue.send(Inbound { from, bytes }).await.is_err() {
                 return; // the node stopped
             }
         }
@@ -301,19 +381,21 @@ impl Transport {
         Some(conn.rtt())
     }
 
-    /// Queues `bytes` for `to`. Never blocks: a full queue or too many peers drops the message.
+    /// Queues `bytes` for `to` in its [`Lane`]. Never blocks: a full queue or too many peers
+    /// drops the message.
     pub(crate) fn send(self: &Arc<Self>, to: Contact, bytes: Vec<u8>) {
+        let lane = Lane::of(bytes.len());
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = match writers.get(&to.id) {
+        let tx = match writers.get(&(to.id, lane)) {
             Some(tx) if !tx.is_closed() => tx.clone(),
             _ => {
-                if writers.len() >= MAX_CONNECTIONS {
+                if writers.len() >= 2 * MAX_CONNECTIONS {
                     bump(&self.counters.queue_drops);
                     return;
                 }
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                writers.insert(to.id, tx.clone());
-                tokio::spawn(self.clone().writer(to, rx, tx.clone()));
+                writers.insert((to.id, lane), tx.clone());
+                tokio::spawn(self.clone().writer(to, lane, rx, tx.clone()));
                 tx
             }
         };
@@ -323,10 +405,12 @@ impl Transport {
         }
     }
 
-    /// Sends everything queued for `to`, in order, on one stream of the current connection.
+    /// Sends everything queued for `to` in `lane`, in order, on one stream of the current
+    /// connection.
     async fn writer(
         self: Arc<Self>,
         to: Contact,
+        lane: Lane,
         mut rx: mpsc::Receiver<Vec<u8>>,
         me: mpsc::Sender<Vec<u8>>,
     ) {
@@ -367,7 +451,11 @@ impl Transport {
             };
             if stream.as_ref().map(|(id, _)| *id) != Some(conn.stable_id()) {
                 stream = match timeout(WRITE_TIMEOUT, conn.open_uni()).await {
-                    Ok(Ok(s)) => Some((conn.stable_id(), s)),
+                    Ok(Ok(s)) => {
+                        // Fails only on a stream already closed, which the write then reports.
+                        let _ = s.set_priority(lane.priority());
+                        Some((conn.stable_id(), s))
+                    }
                     _ => {
                         bump(&self.counters.write_failures);
                         continue;
@@ -393,8 +481,11 @@ impl Transport {
             }
         }
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if writers.get(&to.id).is_some_and(|tx| tx.same_channel(&me)) {
-            writers.remove(&to.id);
+        if writers
+            .get(&(to.id, lane))
+            .is_some_and(|tx| tx.same_channel(&me))
+        {
+            writers.remove(&(to.id, lane));
         }
     }
 

@@ -410,7 +410,7 @@ impl Node {
         let result = match e {
             OverlayEvent::Joined => Ok(CommandOutput::Done),
             OverlayEvent::JoinFailed { attempts } => Err(CommandError::JoinFailed(*attempts)),
-            OverlayEvent::SecureRouted(_) | OverlayEvent::PeerFailed(_) => return,
+            OverlayEvent::SecureRouted(_) | OverlayEvent::PeerFailed { .. } => return,
         };
         if let Some(id) = self.join_command.take() {
             self.done(id, result);

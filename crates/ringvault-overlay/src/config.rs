@@ -26,8 +26,10 @@ pub const SMALL_HOP_BYTES: usize = 64 * 1024;
 /// At most this many peers are suspected at once; a suspicion beyond it is a failure at once
 /// (the behaviour without suspicion).
 pub const MAX_SUSPECTS: usize = 1024;
-/// Hops in a row a peer may leave unacknowledged before it is declared failed even though it
-/// answers pings (a peer that drops what it should forward).
+/// Hops in a row a peer may leave unacknowledged for the whole [`Config::hop_timeout`] each
+/// before it is declared failed even though it answers pings (a peer that drops what it should
+/// forward). An acknowledgement that comes late, after the message went on around the peer,
+/// still counts as one.
 pub const MAX_MISSED_ACKS: u8 = 3;
 /// Messages waiting for a suspicion to end, at most; beyond it the oldest is dropped.
 pub const MAX_PARKED: usize = 256;

@@ -7,8 +7,9 @@
 //! twice the hop's time it is *presumed dead* for routing (messages that waited for it as their
 //! root go on); it is declared failed, and leaves the tables, only if it stays silent for
 //! [`crate::Config::hop_timeout`], or if it leaves [`MAX_MISSED_ACKS`] hops in a row
-//! unacknowledged while answering pings. A lost acknowledgement or a busy peer thus costs a
-//! re-sent message, never the removal of a live node from the tables.
+//! unacknowledged for that long each while answering pings. A lost acknowledgement or a busy
+//! peer (whose acknowledgements come late) thus costs a re-sent message, never the removal of a
+//! live node from the tables.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -18,15 +19,20 @@ use crate::config::{
     HOP_TIMEOUT_RTTS, MAX_IN_FLIGHT, MAX_MISSED_ACKS, MAX_PARKED, MAX_PARKED_BYTES, MAX_REROUTES,
     MAX_SUSPECTS, SMALL_HOP_BYTES,
 };
-use crate::overlay::InFlight;
+use crate::overlay::{FailureCause, InFlight};
 use crate::{Envelope, Overlay, OverlayMessage, RoutedBody};
 
 /// Forwarded messages waiting for their hop acknowledgements, by sequence number, with their
-/// deadlines indexed (deadlines differ per peer, so sequence order is not deadline order).
+/// deadlines indexed (deadlines differ per peer, so sequence order is not deadline order); and
+/// hops that timed out (their messages went on around the peer) whose acknowledgement may still
+/// come late, until they count as missed.
 #[derive(Debug, Default)]
 pub(crate) struct InFlightHops {
     by_seq: BTreeMap<u64, InFlight>,
     deadlines: BTreeSet<(Time, u64)>,
+    /// Timed-out hops by sequence number: the peer and when the hop counts as missed.
+    late: BTreeMap<u64, (Id, Time)>,
+    late_deadlines: BTreeSet<(Time, u64)>,
 }
 
 impl InFlightHops {
@@ -41,20 +47,26 @@ impl InFlightHops {
         self.by_seq.insert(seq, hop);
     }
 
-    /// Ends the wait for hop `seq` if `from` is the peer it was sent to; true if it did.
-    fn acknowledge(&mut self, seq: u64, from: &Id) -> bool {
-        if self.by_seq.get(&seq).is_none_or(|f| f.to.id != *from) {
-            return false;
+    /// Ends the wait for hop `seq`, in time or late, if `from` is the peer it was sent to.
+    fn acknowledge(&mut self, seq: u64, from: &Id) {
+        if self.by_seq.get(&seq).is_some_and(|f| f.to.id == *from) {
+            if let Some(f) = self.by_seq.remove(&seq) {
+                self.deadlines.remove(&(f.deadline, seq));
+            }
+        } else if self.late.get(&seq).is_some_and(|(to, _)| to == from) {
+            if let Some((_, give_up)) = self.late.remove(&seq) {
+                self.late_deadlines.remove(&(give_up, seq));
+            }
         }
-        if let Some(f) = self.by_seq.remove(&seq) {
-            self.deadlines.remove(&(f.deadline, seq));
-        }
-        true
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline, of a hop in time or of a late one.
     fn next_deadline(&self) -> Option<Time> {
-        self.deadlines.first().map(|(t, _)| *t)
+        let late = self.late_deadlines.first().map(|(t, _)| *t);
+        match (self.deadlines.first().map(|(t, _)| *t), late) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Removes and returns every hop sent to `id`.
@@ -74,19 +86,39 @@ impl InFlightHops {
             .collect()
     }
 
-    /// Removes and returns a hop whose deadline has passed.
+    /// Removes and returns a hop whose deadline has passed; it waits on as a late hop.
     fn pop_due(&mut self, now: Time) -> Option<InFlight> {
         let &(deadline, seq) = self.deadlines.first()?;
         if deadline > now {
             return None;
         }
         self.deadlines.pop_first();
-        self.by_seq.remove(&seq)
+        let f = self.by_seq.remove(&seq)?;
+        if self.late.len() >= MAX_IN_FLIGHT {
+            if let Some((old, (_, t))) = self.late.pop_first() {
+                self.late_deadlines.remove(&(t, old));
+            }
+        }
+        self.late.insert(seq, (f.to.id, f.give_up));
+        self.late_deadlines.insert((f.give_up, seq));
+        Some(f)
+    }
+
+    /// Removes and returns the peer of a late hop that is now missed.
+    fn pop_missed(&mut self, now: Time) -> Option<Id> {
+        let &(give_up, seq) = self.late_deadlines.first()?;
+        if give_up > now {
+            return None;
+        }
+        self.late_deadlines.pop_first();
+        self.late.remove(&seq).map(|(to, _)| to)
     }
 
     pub(crate) fn clear(&mut self) {
         self.by_seq.clear();
         self.deadlines.clear();
+        self.late.clear();
+        self.late_deadlines.clear();
     }
 }
 
@@ -195,6 +227,7 @@ impl Overlay {
                 to,
                 envelope: before,
                 deadline,
+                give_up: now + self.cfg.hop_timeout,
                 reroutes,
             },
         );
@@ -224,12 +257,16 @@ impl Overlay {
     }
 
     /// Unacknowledged hops: suspect the peer and re-route the message around it at once.
-    /// Suspects silent past their deadline are declared failed.
+    /// Hops still unacknowledged at [`crate::Config::hop_timeout`] count as missed. Suspects
+    /// silent past their deadline are declared failed.
     pub(crate) fn hop_timeouts(&mut self, now: Time) {
         while let Some(f) = self.in_flight.pop_due(now) {
             self.stats.hop_timeouts += 1;
-            self.missed_ack(now, f.to);
+            self.suspect(now, f.to);
             self.reroute(f);
+        }
+        while let Some(peer) = self.in_flight.pop_missed(now) {
+            self.missed_ack(now, peer);
         }
         let presumed: Vec<Id> = self
             .suspects
@@ -250,7 +287,7 @@ impl Overlay {
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
-            self.declare_failed(now, id);
+            self.declare_failed(now, id, FailureCause::SuspectSilent);
         }
     }
 
@@ -274,28 +311,34 @@ impl Overlay {
         }
     }
 
-    /// `peer` missed a hop acknowledgement: suspect it and ping it, or declare it failed if it
+    /// A hop to `peer` went unacknowledged for the whole hop timeout: declare it failed if it
     /// has missed too many in a row (answering pings meanwhile does not make up for that).
-    fn missed_ack(&mut self, now: Time, peer: Contact) {
+    fn missed_ack(&mut self, now: Time, peer: Id) {
+        if peer == self.me.id || self.recently_failed.contains_key(&peer) {
+            return;
+        }
+        let missed = self.missed_acks.entry(peer).or_insert(0);
+        *missed = missed.saturating_add(1);
+        if *missed >= MAX_MISSED_ACKS {
+            self.declare_failed(now, peer, FailureCause::HopsUnacknowledged);
+        } else if self.missed_acks.len() > MAX_SUSPECTS {
+            // Forget counts of peers that are not suspected any more (they answered since).
+            let suspects = &self.suspects;
+            self.missed_acks.retain(|id, _| suspects.contains_key(id));
+        }
+    }
+
+    /// A hop to `peer` timed out: suspect it and ping it.
+    fn suspect(&mut self, now: Time, peer: Contact) {
         if peer.id == self.me.id || self.recently_failed.contains_key(&peer.id) {
             return;
         }
-        let missed = self.missed_acks.entry(peer.id).or_insert(0);
-        *missed = missed.saturating_add(1);
-        if *missed >= MAX_MISSED_ACKS
-            || (!self.suspects.contains_key(&peer.id) && self.suspects.len() >= MAX_SUSPECTS)
-        {
-            self.declare_failed(now, peer.id);
+        if !self.suspects.contains_key(&peer.id) && self.suspects.len() >= MAX_SUSPECTS {
+            self.declare_failed(now, peer.id, FailureCause::TooManySuspects);
             return;
         }
         if self.suspects.contains_key(&peer.id) {
             return;
-        }
-        if self.missed_acks.len() > MAX_SUSPECTS {
-            // Forget counts of peers that are not suspected any more (they answered since).
-            let suspects = &self.suspects;
-            self.missed_acks.retain(|id, _| suspects.contains_key(id));
-            self.missed_acks.insert(peer.id, 1);
         }
         self.stats.suspicions += 1;
         // Two stages. After twice what the hop got without an answer to the ping, the suspect

@@ -41,7 +41,7 @@ pub use message::{
     TraceHop,
 };
 pub use neighbourhood::NeighbourhoodSet;
-pub use overlay::{Admission, AdmitAll, Output, Overlay, OverlayEvent, Stats};
+pub use overlay::{Admission, AdmitAll, FailureCause, Output, Overlay, OverlayEvent, Stats};
 pub use peer::Peer;
 pub use routing::NextHop;
 pub use secure::{

@@ -5,7 +5,7 @@ use ringvault_types::{Contact, Time};
 
 use crate::join::MAX_CONTACTS_PER_MESSAGE;
 use crate::leafset::Side;
-use crate::overlay::Phase;
+use crate::overlay::{FailureCause, Phase};
 use crate::{Overlay, OverlayMessage, Peer, RoutedBody};
 
 impl Overlay {
@@ -119,7 +119,7 @@ impl Overlay {
                     }
                 }
             }
-            OverlayMessage::Leaving => self.declare_failed(now, from.id),
+            OverlayMessage::Leaving => self.declare_failed(now, from.id, FailureCause::Left),
             OverlayMessage::SecureHop(envelope) => {
                 if ready && matches!(envelope.body, RoutedBody::SecureProbe { .. }) {
                     self.routed_queue
@@ -224,7 +224,7 @@ impl Overlay {
             }
         }
         for id in dead {
-            self.declare_failed(now, id);
+            self.declare_failed(now, id, FailureCause::LeafSilent);
         }
         // Forget bookkeeping for peers that are no longer leaves, and old failure marks.
         let leaf = &self.leaf;

@@ -48,9 +48,49 @@ pub enum OverlayEvent {
         attempts: u32,
     },
     /// A peer was declared failed and removed from the tables.
-    PeerFailed(Contact),
+    PeerFailed {
+        /// The peer.
+        peer: Contact,
+        /// What showed it failed.
+        cause: FailureCause,
+    },
     /// A secure route ended (see [`crate::Kbr::sec_route`]).
     SecureRouted(crate::SecureRouteReport),
+}
+
+/// What made this node declare a peer failed: an operator reading a log of failures in a calm
+/// ring needs to know which detector fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The transport could not reach it (a dial failed, a connection broke).
+    Unreachable,
+    /// A proximity probe got no answer.
+    ProbeUnanswered,
+    /// It said it was leaving.
+    Left,
+    /// A leaf silent for the failure timeout.
+    LeafSilent,
+    /// A suspect (it missed a hop acknowledgement) silent for the hop timeout.
+    SuspectSilent,
+    /// It answered pings but left hops unacknowledged too many times in a row.
+    HopsUnacknowledged,
+    /// More peers were suspected at once than this node tracks.
+    TooManySuspects,
+}
+
+impl std::fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "unreachable",
+            Self::ProbeUnanswered => "probe unanswered",
+            Self::Left => "left",
+            Self::LeafSilent => "leaf silent",
+            Self::SuspectSilent => "suspect silent",
+            Self::HopsUnacknowledged => "hops unacknowledged",
+            Self::TooManySuspects => "too many suspects",
+        })
+    }
 }
 
 /// Decides whether a peer may enter this node's tables. The default admits everyone whose id
@@ -182,7 +222,11 @@ pub(crate) enum Phase {
 pub(crate) struct InFlight {
     pub(crate) to: Contact,
     pub(crate) envelope: Envelope,
+    /// When the message is re-routed around `to`, which becomes a suspect.
     pub(crate) deadline: Time,
+    /// When the hop counts as missed if still unacknowledged ([`crate::Config::hop_timeout`]
+    /// after it was sent), towards [`crate::MAX_MISSED_ACKS`].
+    pub(crate) give_up: Time,
     pub(crate) reroutes: u8,
 }
 
@@ -517,7 +561,7 @@ impl Overlay {
     /// peer is treated as failed at once rather than after keep-alive silence; if it was wrong,
     /// the peer's next message to us clears the mark.
     pub fn handle_unreachable(&mut self, now: Time, peer: Id, up: &mut dyn Upcalls) {
-        self.declare_failed(now, peer);
+        self.declare_failed(now, peer, FailureCause::Unreachable);
         self.flush(now, up);
     }
 
@@ -532,7 +576,7 @@ impl Overlay {
     ) {
         self.probing.remove(&peer.id);
         match rtt {
-            None => self.declare_failed(now, peer.id),
+            None => self.declare_failed(now, peer.id, FailureCause::ProbeUnanswered),
             Some(rtt) => {
                 self.table.set_rtt(&peer.id, rtt);
                 self.offer(
@@ -795,7 +839,7 @@ impl Overlay {
     }
 
     /// Removes a peer found dead from every table and starts repair.
-    pub(crate) fn declare_failed(&mut self, now: Time, id: Id) {
+    pub(crate) fn declare_failed(&mut self, now: Time, id: Id, cause: FailureCause) {
         self.end_suspicion(&id);
         if id == self.me.id {
             return;
@@ -861,7 +905,10 @@ impl Overlay {
         }
         self.last_heard.remove(&id);
         self.stats.peers_failed += 1;
-        self.event(OverlayEvent::PeerFailed(contact));
+        self.event(OverlayEvent::PeerFailed {
+            peer: contact,
+            cause,
+        });
         if in_leaf {
             self.leaf_changed(contact, false);
             self.repair_leaf_set(now, Some(side));

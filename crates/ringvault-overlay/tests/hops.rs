@@ -350,3 +350,129 @@ fn hops_in_flight_to_a_peer_declared_failed_go_on_at_once() {
     );
     assert_eq!(o.stats().hop_timeouts, 0);
 }
+
+/// Routes one message towards `busy` (the key's root) at `t`, runs timers until the hop timed
+/// out and the message went on (acknowledged by the next peer), and answers the ping from
+/// `busy` (it is alive and answers pings). Returns the hop's sequence number and when it timed
+/// out.
+fn hop_that_times_out(o: &mut Overlay, busy: Contact, t: Time) -> (u64, Time) {
+    o.route(t, contact(0x80, 1).id, msg(), None, false, &mut NoServices);
+    let seq = drain(o)
+        .iter()
+        .find_map(|(c, m)| match m {
+            OverlayMessage::Routed { seq, .. } if c.id == busy.id => Some(*seq),
+            _ => None,
+        })
+        .expect("routed to the busy peer");
+    let timed_out = t + RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
+    for (_, to, m) in run(o, &mut NoServices, timed_out) {
+        // The other peers acknowledge what goes on around the busy one.
+        if let OverlayMessage::Routed { seq, .. } = m {
+            o.handle_message(
+                timed_out,
+                to,
+                OverlayMessage::HopAck { seq },
+                &mut NoServices,
+            );
+        }
+    }
+    assert!(o.is_suspected(&busy.id));
+    o.handle_message(
+        timed_out,
+        busy,
+        OverlayMessage::Pong { nonce: 0 },
+        &mut NoServices,
+    );
+    drain(o);
+    (seq, timed_out)
+}
+
+#[test]
+fn a_busy_peer_whose_acknowledgements_come_late_is_never_declared_failed() {
+    let busy = contact(0x80, 0);
+    let mut o = node(&[busy, contact(0x81, 0), contact(0x30, 0), contact(0xc0, 0)]);
+    let many = 2 * ringvault_overlay::MAX_MISSED_ACKS as usize;
+    // Many hops to it at once, all timing out before the first acknowledgement comes.
+    let mut seqs = Vec::new();
+    for _ in 0..many {
+        o.route(
+            start(),
+            contact(0x80, 1).id,
+            msg(),
+            None,
+            false,
+            &mut NoServices,
+        );
+        seqs.extend(drain(&mut o).iter().filter_map(|(c, m)| match m {
+            OverlayMessage::Routed { seq, .. } if c.id == busy.id => Some(*seq),
+            _ => None,
+        }));
+    }
+    assert_eq!(seqs.len(), many);
+    let timed_out = start() + RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
+    for (_, to, m) in run(&mut o, &mut NoServices, timed_out) {
+        if let OverlayMessage::Routed { seq, .. } = m {
+            o.handle_message(
+                timed_out,
+                to,
+                OverlayMessage::HopAck { seq },
+                &mut NoServices,
+            );
+        }
+    }
+    assert_eq!(o.stats().hop_timeouts, many as u64);
+    // It answers the ping, and acknowledges every hop late but within the hop timeout.
+    let late = timed_out + Duration::from_millis(200);
+    o.handle_message(
+        late,
+        busy,
+        OverlayMessage::Pong { nonce: 0 },
+        &mut NoServices,
+    );
+    for seq in seqs {
+        o.handle_message(late, busy, OverlayMessage::HopAck { seq }, &mut NoServices);
+    }
+    run(
+        &mut o,
+        &mut NoServices,
+        late + Config::default().hop_timeout.mul(2),
+    );
+    assert_eq!(o.stats().peers_failed, 0);
+    assert!(o.leaf_set().contains(&busy.id));
+}
+
+#[test]
+fn a_peer_that_answers_pings_but_never_acknowledges_is_declared_failed_for_it() {
+    let busy = contact(0x80, 0);
+    let mut o = node(&[busy, contact(0x81, 0), contact(0x30, 0), contact(0xc0, 0)]);
+    let mut t = start();
+    let mut events = Vec::new();
+    for i in 0..ringvault_overlay::MAX_MISSED_ACKS {
+        let (_, timed_out) = hop_that_times_out(&mut o, busy, t);
+        // It keeps answering pings, so it is never silent for a whole hop timeout; its hop
+        // counts as missed when the hop timeout passes with no acknowledgement.
+        t = timed_out + Config::default().hop_timeout;
+        o.handle_message(t, busy, OverlayMessage::Pong { nonce: 0 }, &mut NoServices);
+        o.handle_timeout(t, &mut NoServices);
+        while let Some(out) = o.poll_output() {
+            if let Output::Event(e) = out {
+                events.push(e);
+            }
+        }
+        let failed = i + 1 == ringvault_overlay::MAX_MISSED_ACKS;
+        assert_eq!(
+            o.leaf_set().contains(&busy.id),
+            !failed,
+            "after {} misses",
+            i + 1
+        );
+        t = t + Duration::from_millis(1);
+    }
+    assert_eq!(
+        events,
+        vec![ringvault_overlay::OverlayEvent::PeerFailed {
+            peer: busy,
+            cause: ringvault_overlay::FailureCause::HopsUnacknowledged,
+        }]
+    );
+}

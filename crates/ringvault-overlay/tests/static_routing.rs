@@ -150,9 +150,10 @@ fn an_unreachable_peer_leaves_every_table_and_repair_starts() {
     let mut asked_for_leaves = false;
     while let Some(out) = me.poll_output() {
         match out {
-            ringvault_overlay::Output::Event(ringvault_overlay::OverlayEvent::PeerFailed(c)) => {
-                failed |= c.id == victim.id
-            }
+            ringvault_overlay::Output::Event(ringvault_overlay::OverlayEvent::PeerFailed {
+                peer: c,
+                ..
+            }) => failed |= c.id == victim.id,
             ringvault_overlay::Output::Send {
                 msg: ringvault_overlay::OverlayMessage::LeafSetRequest,
                 ..

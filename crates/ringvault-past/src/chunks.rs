@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use ringvault_types::Id;
+use ringvault_types::{Duration, Id};
 
 /// Objects larger than this are split into chunks of this size (the last one shorter).
 pub const CHUNK_SIZE: usize = 4 * 1024 * 1024;
@@ -283,7 +283,13 @@ impl ChunkedUpload {
 }
 
 /// Fetches of one chunk a download makes before it gives up on the file.
-pub const MAX_CHUNK_ATTEMPTS: u8 = 3;
+pub const MAX_CHUNK_ATTEMPTS: u8 = 4;
+/// How long a download waits before asking for a chunk the second time; each further attempt
+/// waits twice as long (0.5, 1 and 2 s: 3.5 s in all). The manifest says the chunk exists, so a
+/// miss is most likely passing: a new root that has not fetched its replica yet, or a holder
+/// that just died and whose replacement maintenance is still copying. Asking again at once
+/// finds the same state.
+pub const CHUNK_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// The plan of one large-file download, for any driver: it names the chunks to fetch, up to
 /// its window at once (each a lookup of its own object, so the chunks come from the holders of
@@ -342,6 +348,15 @@ impl ChunkedDownload {
         self.in_flight += 1;
         self.attempts[index] = self.attempts[index].saturating_add(1);
         Some((index, self.manifest.chunks[index].id))
+    }
+
+    /// How long to wait before fetching chunk `index` as [`next_fetch`](Self::next_fetch) just
+    /// named it: nothing the first time, then [`CHUNK_RETRY_DELAY`] doubling with each attempt.
+    pub fn delay_before(&self, index: usize) -> Duration {
+        match self.attempts.get(index).copied().unwrap_or(0) {
+            0 | 1 => Duration::ZERO,
+            n => CHUNK_RETRY_DELAY.mul(1 << (n - 2).min(8)),
+        }
     }
 
     /// Chunk `index` arrived. Bytes that do not match the manifest count as a failed fetch.
@@ -495,12 +510,28 @@ mod tests {
         assert_eq!(d.next_fetch(), None, "the window is full");
         let mut bad = data[..300].to_vec();
         bad[5] ^= 1;
+        assert_eq!(
+            d.delay_before(0),
+            Duration::ZERO,
+            "the first fetch goes at once"
+        );
         assert_eq!(d.arrived(0, bad.clone()), Err(ChunkError::BadChunk(0)));
-        // Asked again, and again: the third wrong copy fails the file.
+        // Asked again, later each time; the last wrong copy fails the file.
+        let mut waits = Vec::new();
+        for _ in 1..MAX_CHUNK_ATTEMPTS - 1 {
+            assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
+            waits.push(d.delay_before(0));
+            assert_eq!(d.arrived(0, bad.clone()), Err(ChunkError::BadChunk(0)));
+        }
         assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
-        assert_eq!(d.arrived(0, bad.clone()), Err(ChunkError::BadChunk(0)));
-        assert_eq!(d.next_fetch().map(|f| f.0), Some(0));
+        waits.push(d.delay_before(0));
         assert_eq!(d.arrived(0, bad), Err(ChunkError::Unavailable(0)));
+        assert_eq!(
+            waits,
+            [1, 2, 4].map(|n| CHUNK_RETRY_DELAY.mul(n)),
+            "each retry waits twice as long"
+        );
+        assert_eq!(d.delay_before(1), Duration::ZERO);
         // A download that stops early is not a whole file.
         let mut d = ChunkedDownload::new(m.clone(), 4);
         let (i, _) = d.next_fetch().unwrap();

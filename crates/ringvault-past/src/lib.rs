@@ -39,8 +39,8 @@ pub use cert::{
     MAX_NAME_LEN, MAX_REPLICAS,
 };
 pub use chunks::{
-    ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload, CHUNK_SIZE,
-    DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS, UPLOAD_WINDOW,
+    ChunkError, ChunkJob, ChunkRef, ChunkedDownload, ChunkedUpload, Manifest, Upload,
+    CHUNK_RETRY_DELAY, CHUNK_SIZE, DEFAULT_WINDOW, MAX_CHUNKS, MAX_CHUNK_ATTEMPTS, UPLOAD_WINDOW,
 };
 pub use client::check_certificates;
 pub use durable::WriteGate;

@@ -372,7 +372,7 @@ impl Sim {
                         self.index.insert(i, self.places[i as usize]);
                     }
                 }
-                Action::Event(NodeEvent::Overlay(OverlayEvent::PeerFailed(c))) => {
+                Action::Event(NodeEvent::Overlay(OverlayEvent::PeerFailed { peer: c, .. })) => {
                     if self
                         .index_of(&c)
                         .is_some_and(|j| self.nodes[j as usize].alive)

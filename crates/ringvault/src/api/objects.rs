@@ -757,8 +757,8 @@ pub async fn put(
 }
 
 /// Streams the file a manifest describes: [`DEFAULT_WINDOW`] chunks fetched at once (each a
-/// lookup of its own object), each verified against the manifest and asked again if it fails,
-/// sent in order; memory is bounded by the window. A chunk that cannot be had aborts the body
+/// lookup of its own object), each verified against the manifest and asked again, after the
+/// plan's delay, if it fails, sent in order; memory is bounded by the window. A chunk that cannot be had aborts the body
 /// (the client sees it truncated).
 fn stream_manifest(store: ObjectsClient, app: App, manifest: Manifest) -> Body {
     let (tx, body) = ChannelBody::new(Some(manifest.size), 1);
@@ -772,7 +772,11 @@ fn stream_manifest(store: ObjectsClient, app: App, manifest: Manifest) -> Body {
         loop {
             while let Some((i, id)) = plan.next_fetch() {
                 let (store, app) = (store.clone(), app.clone());
-                fetching.spawn(async move { (i, store.lookup(&app.node, id).await) });
+                let delay: std::time::Duration = plan.delay_before(i).into();
+                fetching.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    (i, store.lookup(&app.node, id).await)
+                });
             }
             let Some(joined) = fetching.join_next().await else {
                 break;
