@@ -39,11 +39,6 @@ pub const MAX_PARKED_BYTES: usize = 16 << 20;
 pub const SLOT_REPAIR_FANOUT: usize = 2;
 /// Slot repairs tracked at once; beyond it the oldest is forgotten.
 pub const MAX_SLOT_REPAIRS: usize = 256;
-/// Whether a joiner skips probing the candidates its state replies name that the triangle
-/// inequality rules out. Off in this build: with it on, the 16-daemon storage test lost lookups
-/// (objects answered 404 in a calm ring), for a reason not yet found; the simulator (where it
-/// cut probes per join by three quarters with the same tables) did not show it.
-pub const PRUNE_JOIN_PROBES: bool = false;
 /// How many times one node re-sends a routed message to an alternative next hop after hops
 /// time out. Each re-route suspects one more peer and routing avoids suspects, so this bounds
 /// the time a message spends at a node whose tables are mostly dead, not a loop. Under churn

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringvault_types::{Contact, Duration, Id, Time};
 
-use crate::config::{MAX_RECENTLY_FAILED, PRUNE_JOIN_PROBES};
+use crate::config::MAX_RECENTLY_FAILED;
 use crate::{
     AppMessage, Config, ConfigError, Envelope, LeafSet, NeighbourhoodSet, OverlayMessage, Peer,
     RoutedBody, RoutingTable, SlotOutcome, SlotRule, Upcalls,
@@ -719,13 +719,9 @@ impl Overlay {
         if candidate.id == self.me.id || !self.admission.admit(&candidate) {
             return;
         }
-        // Off: with it on, a ring of 16 daemons lost lookups (the storage test); until that is
-        // understood every candidate is probed as before. `PRUNE_JOIN_PROBES` turns it on (the
-        // simulator's join-cost figures with it are in docs/experiments.md).
-        let hopeless = PRUNE_JOIN_PROBES
-            && self.rtt_lower_bound(via, reported).is_some_and(|bound| {
-                !self.could_win_slot(&candidate.id, bound) && !self.neighbours.could_admit(bound)
-            });
+        let hopeless = self.rtt_lower_bound(via, reported).is_some_and(|bound| {
+            !self.could_win_slot(&candidate.id, bound) && !self.neighbours.could_admit(bound)
+        });
         let peer = Peer {
             contact: candidate,
             rtt: self.known_rtt(&candidate.id),

@@ -122,7 +122,6 @@ fn probes(o: &mut Overlay) -> Vec<Id> {
 }
 
 #[test]
-#[ignore = "join probe pruning is off in this build (PRUNE_JOIN_PROBES): see its comment"]
 fn a_joiner_does_not_probe_state_reply_candidates_the_triangle_inequality_rules_out() {
     let start = Time::ZERO + Duration::from_secs(1);
     let boot = contact(0x30, 0);
