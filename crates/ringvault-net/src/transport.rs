@@ -43,20 +43,32 @@ const MAX_STREAMS: u32 = 8;
 /// Which of a peer's two send queues (and streams) a message takes. One FIFO stream per peer
 /// put a keep-alive or a hop acknowledgement behind megabytes of object transfers: under bulk
 /// load live peers missed their deadlines and were declared failed. Control frames go on a
-/// stream of their own that QUIC sends first; order holds within a lane, not across lanes
-/// (the protocol never relied on it: routed messages take different paths anyway).
+/// stream of their own that QUIC sends first; order holds within a lane, not across lanes.
+/// Nothing depends on it for correctness (routed messages take different paths anyway, and
+/// replies carry request ids or versions); server mode's membership can see a small epoch
+/// decision overtake a large one before it, refuses it and pulls it again a gossip round later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Lane {
-    /// Messages up to [`ringvault_overlay::SMALL_HOP_BYTES`]: pings, acknowledgements, routing
-    /// state, small objects.
+    /// Frames up to [`CONTROL_FRAME_BYTES`]: pings, acknowledgements, routing state, small
+    /// objects.
     Control,
     /// Larger messages: object and chunk transfers.
     Bulk,
 }
 
+/// The largest frame on the control lane: a routed message whose payload the overlay counts
+/// as small ([`ringvault_overlay::SMALL_HOP_BYTES`], acknowledged within a few round trips)
+/// plus its envelope and, in secure mode, its signature and certificate.
+const CONTROL_FRAME_BYTES: usize = ringvault_overlay::SMALL_HOP_BYTES + 16 * 1024;
+
+/// Control messages the actor takes in a row while a bulk one waits: control goes first, but
+/// a steady stream of it does not starve object transfers (whose senders would give up on a
+/// stream that does not drain).
+const CONTROL_BURST: u32 = 16;
+
 impl Lane {
     fn of(frame_len: usize) -> Lane {
-        if frame_len > ringvault_overlay::SMALL_HOP_BYTES {
+        if frame_len > CONTROL_FRAME_BYTES {
             Lane::Bulk
         } else {
             Lane::Control
@@ -97,6 +109,8 @@ pub(crate) struct InboundTx {
 pub(crate) struct InboundRx {
     control: mpsc::Receiver<Inbound>,
     bulk: mpsc::Receiver<Inbound>,
+    /// Control messages taken in a row since the last bulk one.
+    burst: u32,
 }
 
 /// Queues for what the transport receives: [`NET_QUEUE`] small messages and
@@ -109,21 +123,31 @@ pub(crate) fn inbound_channel() -> (InboundTx, InboundRx) {
         InboundRx {
             control: control_rx,
             bulk: bulk_rx,
+            burst: 0,
         },
     )
 }
 
 impl InboundRx {
-    /// The next message received, a control one first when both are waiting: a node busy
-    /// verifying and storing object transfers answers pings and acknowledges hops in the
-    /// meantime instead of after the whole backlog. `None` once the transport is gone.
+    /// The next message received, a control one first when both are waiting (but never more
+    /// than [`CONTROL_BURST`] in a row while a bulk one waits): a node busy verifying and
+    /// storing object transfers answers pings and acknowledges hops in the meantime instead of
+    /// after the whole backlog. `None` once the transport is gone.
     pub(crate) async fn recv(&mut self) -> Option<Inbound> {
-        tokio::select! {
-            biased;
-            Some(m) = self.control.recv() => Some(m),
-            Some(m) = self.bulk.recv() => Some(m),
-            else => None,
+        if self.burst >= CONTROL_BURST {
+            if let Ok(m) = self.bulk.try_recv() {
+                self.burst = 0;
+                return Some(m);
+            }
         }
+        let (m, control) = tokio::select! {
+            biased;
+            Some(m) = self.control.recv() => (m, true),
+            Some(m) = self.bulk.recv() => (m, false),
+            else => return None,
+        };
+        self.burst = if control { self.burst + 1 } else { 0 };
+        Some(m)
     }
 }
 
@@ -155,6 +179,9 @@ pub(crate) struct Transport {
     pub(crate) admission: Arc<Admission>,
     conns: Mutex<HashMap<Id, quinn::Connection>>,
     writers: Mutex<HashMap<(Id, Lane), Writer>>,
+    /// One dial at a time per peer: the two lanes' writers start together, and each dialing
+    /// would open two connections (one of them uncounted once the other replaced it).
+    dials: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<()>>>>,
     inbound: InboundTx,
     /// Peers a dial to failed, for the node's `handle_unreachable`.
     unreachable: mpsc::Sender<Contact>,
@@ -177,6 +204,7 @@ impl Transport {
             admission,
             conns: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
+            dials: Mutex::new(HashMap::new()),
             inbound,
             unreachable,
             counters: Counters::default(),
@@ -302,6 +330,34 @@ impl Transport {
     /// Like [`Transport::connection`], telling apart a dial that failed (the peer's problem)
     /// from one not tried because this node has too many connections (ours).
     async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<Id>,
+    ) -> Result<(Id, quinn::Connection), NoConnection> {
+        let Some(id) = expected else {
+            return self.dial(addr, None).await;
+        };
+        let lock = self
+            .dials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            self.dial(addr, Some(id)).await
+        };
+        let mut dials = self.dials.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: no one else waits, so the entry can go.
+        if Arc::strong_count(&lock) == 2 {
+            dials.remove(&id);
+        }
+        result
+    }
+
+    /// [`Transport::connect`] once it holds the peer's dial lock.
+    async fn dial(
         self: &Arc<Self>,
         addr: SocketAddr,
         expected: Option<Id>,

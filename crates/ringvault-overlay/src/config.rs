@@ -26,10 +26,10 @@ pub const SMALL_HOP_BYTES: usize = 64 * 1024;
 /// At most this many peers are suspected at once; a suspicion beyond it is a failure at once
 /// (the behaviour without suspicion).
 pub const MAX_SUSPECTS: usize = 1024;
-/// Hops in a row a peer may leave unacknowledged for the whole [`Config::hop_timeout`] each
-/// before it is declared failed even though it answers pings (a peer that drops what it should
-/// forward). An acknowledgement that comes late, after the message went on around the peer,
-/// still counts as one.
+/// Hops in a row a peer may leave unacknowledged before it is declared failed even though it
+/// answers pings (a peer that drops what it should forward). A hop counts as missed when it is
+/// still unacknowledged [`Config::hop_timeout`] after it timed out; an acknowledgement that
+/// comes late, after the message went on around the peer, still counts as one.
 pub const MAX_MISSED_ACKS: u8 = 3;
 /// Messages waiting for a suspicion to end, at most; beyond it the oldest is dropped.
 pub const MAX_PARKED: usize = 256;
@@ -84,7 +84,7 @@ pub struct Config {
     pub failure_timeout: Duration,
     /// How long a forwarded message may wait for its next hop's acknowledgement when no round
     /// trip is known at all or the message is large (the longest any hop waits), and the
-    /// longest a suspect (a peer that missed an acknowledgement) may stay silent before it is
+    /// longest a suspect (a peer a hop to which timed out) may stay silent before it is
     /// declared failed. A measured peer's hop times out after [`HOP_TIMEOUT_RTTS`] round trips
     /// plus [`Config::hop_slack`], the message is re-routed at once, and the suspect is
     /// presumed dead for routing when it has not answered its ping within twice that.

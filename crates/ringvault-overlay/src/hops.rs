@@ -7,7 +7,8 @@
 //! twice the hop's time it is *presumed dead* for routing (messages that waited for it as their
 //! root go on); it is declared failed, and leaves the tables, only if it stays silent for
 //! [`crate::Config::hop_timeout`], or if it leaves [`MAX_MISSED_ACKS`] hops in a row
-//! unacknowledged for that long each while answering pings. A lost acknowledgement or a busy
+//! unacknowledged while answering pings, each still unacknowledged a hop timeout after it
+//! timed out. A lost acknowledgement or a busy
 //! peer (whose acknowledgements come late) thus costs a re-sent message, never the removal of a
 //! live node from the tables.
 
@@ -69,8 +70,20 @@ impl InFlightHops {
         }
     }
 
-    /// Removes and returns every hop sent to `id`.
+    /// Removes and returns every hop sent to `id`, and forgets its late ones (it was declared
+    /// failed: misses from before must not count against it if it comes back).
     fn take_to(&mut self, id: &Id) -> Vec<InFlight> {
+        let late: Vec<u64> = self
+            .late
+            .iter()
+            .filter(|(_, (to, _))| to == id)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in late {
+            if let Some((_, give_up)) = self.late.remove(&seq) {
+                self.late_deadlines.remove(&(give_up, seq));
+            }
+        }
         let seqs: Vec<u64> = self
             .by_seq
             .iter()
@@ -86,8 +99,9 @@ impl InFlightHops {
             .collect()
     }
 
-    /// Removes and returns a hop whose deadline has passed; it waits on as a late hop.
-    fn pop_due(&mut self, now: Time) -> Option<InFlight> {
+    /// Removes and returns a hop whose deadline has passed; it waits on as a late hop for
+    /// `grace` more.
+    fn pop_due(&mut self, now: Time, grace: Duration) -> Option<InFlight> {
         let &(deadline, seq) = self.deadlines.first()?;
         if deadline > now {
             return None;
@@ -99,8 +113,9 @@ impl InFlightHops {
                 self.late_deadlines.remove(&(t, old));
             }
         }
-        self.late.insert(seq, (f.to.id, f.give_up));
-        self.late_deadlines.insert((f.give_up, seq));
+        let give_up = deadline + grace;
+        self.late.insert(seq, (f.to.id, give_up));
+        self.late_deadlines.insert((give_up, seq));
         Some(f)
     }
 
@@ -227,7 +242,6 @@ impl Overlay {
                 to,
                 envelope: before,
                 deadline,
-                give_up: now + self.cfg.hop_timeout,
                 reroutes,
             },
         );
@@ -247,20 +261,38 @@ impl Overlay {
         self.missed_acks.remove(from);
     }
 
-    /// When the next hop or suspicion times out.
+    /// When the next hop, suspicion or watch times out.
     pub(crate) fn hops_deadline(&self) -> Option<Time> {
         let suspect = self.suspects.values().map(Suspicion::next_deadline).min();
-        match (self.in_flight.next_deadline(), suspect) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let watch = self.watched.values().min().copied();
+        [self.in_flight.next_deadline(), suspect, watch]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A service asked to watch `peer` ([`crate::Kbr::watch`]): ping it, and declare it failed
+    /// unless it is heard from within the hop timeout. A peer already suspected or watched is
+    /// pinged already.
+    pub(crate) fn start_watch(&mut self, now: Time, peer: Contact) {
+        if peer.id == self.me.id
+            || self.recently_failed.contains_key(&peer.id)
+            || self.suspects.contains_key(&peer.id)
+            || self.watched.contains_key(&peer.id)
+            || self.watched.len() >= MAX_SUSPECTS
+        {
+            return;
         }
+        self.watched.insert(peer.id, now + self.cfg.hop_timeout);
+        let nonce = self.next_seq();
+        self.send(peer, OverlayMessage::Ping { nonce });
     }
 
     /// Unacknowledged hops: suspect the peer and re-route the message around it at once.
-    /// Hops still unacknowledged at [`crate::Config::hop_timeout`] count as missed. Suspects
-    /// silent past their deadline are declared failed.
+    /// Hops still unacknowledged [`crate::Config::hop_timeout`] after that count as missed.
+    /// Suspects silent past their deadline are declared failed.
     pub(crate) fn hop_timeouts(&mut self, now: Time) {
-        while let Some(f) = self.in_flight.pop_due(now) {
+        while let Some(f) = self.in_flight.pop_due(now, self.cfg.hop_timeout) {
             self.stats.hop_timeouts += 1;
             self.suspect(now, f.to);
             self.reroute(f);
@@ -289,6 +321,16 @@ impl Overlay {
         for id in silent {
             self.declare_failed(now, id, FailureCause::SuspectSilent);
         }
+        let unanswered: Vec<Id> = self
+            .watched
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unanswered {
+            self.watched.remove(&id);
+            self.declare_failed(now, id, FailureCause::WatchUnanswered);
+        }
     }
 
     /// A hop that will not be acknowledged (it timed out, or its peer was declared failed):
@@ -311,8 +353,9 @@ impl Overlay {
         }
     }
 
-    /// A hop to `peer` went unacknowledged for the whole hop timeout: declare it failed if it
-    /// has missed too many in a row (answering pings meanwhile does not make up for that).
+    /// A hop to `peer` is still unacknowledged a hop timeout after it timed out: declare the
+    /// peer failed if it has missed too many in a row (answering pings meanwhile does not make
+    /// up for that).
     fn missed_ack(&mut self, now: Time, peer: Id) {
         if peer == self.me.id || self.recently_failed.contains_key(&peer) {
             return;
@@ -322,9 +365,11 @@ impl Overlay {
         if *missed >= MAX_MISSED_ACKS {
             self.declare_failed(now, peer, FailureCause::HopsUnacknowledged);
         } else if self.missed_acks.len() > MAX_SUSPECTS {
-            // Forget counts of peers that are not suspected any more (they answered since).
-            let suspects = &self.suspects;
-            self.missed_acks.retain(|id, _| suspects.contains_key(id));
+            // Bounded: forget another peer's count (the peer that just missed keeps its own).
+            let other = self.missed_acks.keys().find(|id| **id != peer).copied();
+            if let Some(other) = other {
+                self.missed_acks.remove(&other);
+            }
         }
     }
 
@@ -363,6 +408,7 @@ impl Overlay {
     /// `id` was heard from: it is no longer suspected (its missed acknowledgements still count
     /// until it acknowledges a hop).
     pub(crate) fn heard_from(&mut self, id: &Id) {
+        self.watched.remove(id);
         if self.end_suspicion(id) {
             self.stats.suspicions_cleared += 1;
         }

@@ -38,6 +38,14 @@ pub trait Kbr {
     /// `key`, closest first. Meaningful only for keys within the leaf set's span.
     fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact>;
 
+    /// Pings `node` and declares it failed if nothing is heard from it within the hop timeout
+    /// (services whose leaf set it was in then get `update(node, false)`). For a service that
+    /// sent `node` something it depends on without an acknowledgement (a lookup handed to a
+    /// holder): a node killed a moment ago would otherwise be noticed only by keep-alives.
+    /// Implementations with failure detection of their own (server mode's membership) ignore
+    /// it.
+    fn watch(&mut self, _node: Contact) {}
+
     /// The measured proximity (round-trip time, or the simulator's distance) of a node this
     /// node knows, `None` when it is unknown or not yet measured. Lets a service prefer the
     /// nearest of several acceptable next hops, as PAST's lookups do near the replica set.

@@ -71,12 +71,15 @@ pub enum FailureCause {
     Left,
     /// A leaf silent for the failure timeout.
     LeafSilent,
-    /// A suspect (it missed a hop acknowledgement) silent for the hop timeout.
+    /// A suspect (a hop to it timed out) silent for the hop timeout.
     SuspectSilent,
     /// It answered pings but left hops unacknowledged too many times in a row.
     HopsUnacknowledged,
     /// More peers were suspected at once than this node tracks.
     TooManySuspects,
+    /// A service asked to watch it ([`crate::Kbr::watch`]) and it did not answer the ping
+    /// within the hop timeout.
+    WatchUnanswered,
 }
 
 impl std::fmt::Display for FailureCause {
@@ -89,6 +92,7 @@ impl std::fmt::Display for FailureCause {
             Self::SuspectSilent => "suspect silent",
             Self::HopsUnacknowledged => "hops unacknowledged",
             Self::TooManySuspects => "too many suspects",
+            Self::WatchUnanswered => "watch unanswered",
         })
     }
 }
@@ -224,9 +228,6 @@ pub(crate) struct InFlight {
     pub(crate) envelope: Envelope,
     /// When the message is re-routed around `to`, which becomes a suspect.
     pub(crate) deadline: Time,
-    /// When the hop counts as missed if still unacknowledged ([`crate::Config::hop_timeout`]
-    /// after it was sent), towards [`crate::MAX_MISSED_ACKS`].
-    pub(crate) give_up: Time,
     pub(crate) reroutes: u8,
 }
 
@@ -264,10 +265,16 @@ pub struct Overlay {
     pub(crate) probing: BTreeSet<Id>,
     /// Forwarded messages awaiting hop acks.
     pub(crate) in_flight: crate::hops::InFlightHops,
-    /// Peers that missed a hop acknowledgement, with the time they are declared failed unless
-    /// heard from first.
+    /// Peers a hop to which timed out, with the time they are declared failed unless heard
+    /// from first.
     pub(crate) suspects: BTreeMap<Id, crate::hops::Suspicion>,
-    /// Hops each peer left unacknowledged since it last acknowledged one.
+    /// Peers a service asked to watch ([`crate::Kbr::watch`]), pinged, and when they are
+    /// declared failed unless heard from first.
+    pub(crate) watched: BTreeMap<Id, Time>,
+    /// Watches services asked for during the current input.
+    pub(crate) local_watches: VecDeque<Contact>,
+    /// Hops each peer left unacknowledged a hop timeout past their deadlines since it last
+    /// acknowledged one.
     pub(crate) missed_acks: BTreeMap<Id, u8>,
     /// Messages waiting for a suspicion to end (see [`Overlay::park`]).
     pub(crate) parked: crate::hops::Parked,
@@ -341,6 +348,8 @@ impl Overlay {
             probing: BTreeSet::new(),
             in_flight: Default::default(),
             suspects: BTreeMap::new(),
+            watched: BTreeMap::new(),
+            local_watches: VecDeque::new(),
             missed_acks: BTreeMap::new(),
             parked: Default::default(),
             slot_repairs: BTreeMap::new(),
@@ -625,6 +634,7 @@ impl Overlay {
         self.phase = Phase::Left;
         self.in_flight.clear();
         self.suspects.clear();
+        self.watched.clear();
         self.missed_acks.clear();
         self.parked.clear();
         self.slot_repairs.clear();
@@ -657,6 +667,8 @@ impl Overlay {
                 self.process_envelope_with(now, env, reroutes, up);
             } else if let Some(r) = self.local_routes.pop_front() {
                 self.route_local(now, r, up);
+            } else if let Some(c) = self.local_watches.pop_front() {
+                self.start_watch(now, c);
             } else if let Some((id, key, msg, r, redundancy)) = self.local_secure.pop_front() {
                 self.start_secure_route(now, id, key, msg, r, redundancy);
             } else if let Some((_, m)) = self.root_sets.pop_front() {
@@ -841,6 +853,7 @@ impl Overlay {
             return;
         }
         self.missed_acks.remove(&id);
+        self.watched.remove(&id);
         if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
             self.slot_repair_timeouts(now, Some(&id));
         }

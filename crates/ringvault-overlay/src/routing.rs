@@ -382,6 +382,10 @@ impl Kbr for Overlay {
         id
     }
 
+    fn watch(&mut self, node: Contact) {
+        self.local_watches.push_back(node);
+    }
+
     fn send_direct(&mut self, to: Contact, msg: AppMessage) {
         if to.id == self.me.id {
             self.local_deliveries.push_back((self.me, msg));

@@ -1,10 +1,10 @@
 //! The holder side of PAST: storing, diverting, caching, serving and reclaiming replicas.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use ringvault_accounts::Committed;
 use ringvault_overlay::Kbr;
-use ringvault_types::{Contact, Id};
+use ringvault_types::{Contact, Duration, Id, Time};
 
 use crate::message::{PastMessage, Refusal, Want};
 use crate::past::{refuse, send, Past, MAX_DIVERSION_CANDIDATES, MAX_TOMBSTONES};
@@ -307,17 +307,15 @@ impl Past {
 
     // ---- serving ----
 
-    /// Sends the client this node's copy (or its description), if it has a good one; `hops` is
-    /// how many hops the lookup took to get here.
-    pub(crate) fn serve_lookup(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: u64,
-        client: Contact,
-        id: Id,
-        hops: u8,
-        want: Want,
-    ) -> bool {
+    /// Sends the client this node's copy (or its description), if it has a good one.
+    pub(crate) fn serve_lookup(&mut self, kbr: &mut dyn Kbr, ask: &Asked) -> bool {
+        let Asked {
+            req,
+            client,
+            id,
+            hops,
+            want,
+        } = *ask;
         match self.store.get(&id) {
             Ok(Some(o)) if o.cert.matches_content(&o.content) => {
                 if o.kind == Kind::Cached {
@@ -356,47 +354,89 @@ impl Past {
     /// first, then to the other nodes closest to the id in turn (the root may have just joined
     /// and not fetched the object yet, or dropped a bad copy), at most [`LOOKUP_HANDOFFS`] of
     /// them. Each counts itself one hop further than the last; the last refuses.
-    pub(crate) fn root_lookup(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        req: u64,
-        client: Contact,
-        id: Id,
-        hops: u8,
-        want: Want,
-    ) {
-        if self.serve_lookup(kbr, req, client, id, hops, want) {
+    pub(crate) fn root_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked) {
+        if self.serve_lookup(kbr, &ask) {
             return;
         }
         let me = kbr.local_contact().id;
-        let mut chain: Vec<Contact> = self.store.pointer(&id).ok().flatten().into_iter().collect();
-        for c in kbr.replica_set(&id, LOOKUP_HANDOFFS + 1) {
-            if c.id != me && c.id != client.id && chain.iter().all(|x| x.id != c.id) {
+        let mut chain: Vec<Contact> = self
+            .store
+            .pointer(&ask.id)
+            .ok()
+            .flatten()
+            .into_iter()
+            .collect();
+        for c in kbr.replica_set(&ask.id, LOOKUP_HANDOFFS + 1) {
+            if c.id != me && c.id != ask.client.id && chain.iter().all(|x| x.id != c.id) {
                 chain.push(c);
             }
         }
         chain.truncate(LOOKUP_HANDOFFS);
-        pass_lookup(kbr, req, client, id, hops, chain, want);
+        self.pass_lookup(kbr, now, ask, chain);
     }
 
     /// A lookup a root handed on: answer it, or pass it to the first of `then`. The list only
     /// shrinks, and one longer than any root makes is cut, so a handoff always ends.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handoff_lookup(
         &mut self,
         kbr: &mut dyn Kbr,
-        req: u64,
-        client: Contact,
-        id: Id,
-        hops: u8,
+        now: Time,
+        ask: Asked,
         mut then: Vec<Contact>,
-        want: Want,
     ) {
-        if self.serve_lookup(kbr, req, client, id, hops, want) {
+        if self.serve_lookup(kbr, &ask) {
             return;
         }
         then.truncate(LOOKUP_HANDOFFS);
-        pass_lookup(kbr, req, client, id, hops, then, want);
+        self.pass_lookup(kbr, now, ask, then);
+    }
+
+    /// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one
+    /// is left to ask. Sent straight to it, unacknowledged: so that a hand-off to a holder that
+    /// died a moment ago is not lost (the client would wait for its deadline), the overlay is
+    /// asked to watch the holder and the hand-off is kept for [`HANDOFF_WATCH`]; if the holder
+    /// is declared failed meanwhile ([`Past::handoff_target_failed`]), the lookup goes on to
+    /// the rest.
+    fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
+        if chain.is_empty() {
+            refuse(kbr, Some((ask.req, ask.client)), ask.id, Refusal::NotFound);
+            return;
+        }
+        let next = chain.remove(0);
+        let msg = ask
+            .want
+            .ask(ask.req, ask.client, ask.id, Some(chain.clone()), ask.hops);
+        send(kbr, next, &msg);
+        kbr.watch(next);
+        while self
+            .passed_on
+            .front()
+            .is_some_and(|p| p.until <= now || self.passed_on.len() >= MAX_PASSED_ON)
+        {
+            self.passed_on.pop_front();
+        }
+        self.passed_on.push_back(PassedOn {
+            to: next.id,
+            ask,
+            rest: chain,
+            until: now + HANDOFF_WATCH,
+        });
+    }
+
+    /// `node` left this node's leaf set, failed or displaced: the lookups handed to it lately
+    /// go on to the rest of their chains. A displaced node that took one still answers it; the
+    /// client keeps the first answer.
+    pub(crate) fn handoff_target_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: &Id) {
+        let (gone, keep): (VecDeque<PassedOn>, VecDeque<PassedOn>) =
+            std::mem::take(&mut self.passed_on)
+                .into_iter()
+                .filter(|p| p.until > now)
+                .partition(|p| p.to == *node);
+        self.passed_on = keep;
+        for p in gone {
+            self.handoffs_redone += 1;
+            self.pass_lookup(kbr, now, p.ask, p.rest);
+        }
     }
 
     /// Releases this node's copy of a reclaimed object. A reclaim signed before the stored
@@ -512,26 +552,30 @@ pub(crate) const MAX_WIDEN: u8 = 2;
 /// few more round trips.
 pub(crate) const LOOKUP_HANDOFFS: usize = 4;
 
-/// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one is
-/// left to ask. Sent straight to it, so a hand-off to a holder that died unnoticed is lost and
-/// the lookup waits for its deadline. Routing it to the node's id instead (acknowledged, so it
-/// would go on around a dead holder) was tried and undone together with the join's probe
-/// pruning when the 16-daemon storage test started losing lookups; the failure reproduced with
-/// pruning on and hand-offs sent straight, so the routed hand-off may not have been at fault,
-/// but that is not settled.
-fn pass_lookup(
-    kbr: &mut dyn Kbr,
-    req: u64,
-    client: Contact,
-    id: Id,
-    hops: u8,
-    mut chain: Vec<Contact>,
-    want: Want,
-) {
-    if chain.is_empty() {
-        refuse(kbr, Some((req, client)), id, Refusal::NotFound);
-        return;
-    }
-    let next = chain.remove(0);
-    send(kbr, next, &want.ask(req, client, id, Some(chain), hops));
+/// How long a node keeps a lookup it handed on, in case the node it went to is declared
+/// failed: well beyond the overlay's hop timeout (1.5 s by default), within which a watched
+/// node that does not answer its ping is declared failed.
+pub(crate) const HANDOFF_WATCH: Duration = Duration::from_secs(10);
+
+/// Lookups handed on and kept, at most; beyond it the oldest is forgotten.
+pub(crate) const MAX_PASSED_ON: usize = 1024;
+
+/// A lookup on its way to a holder: the client's request, the object, what is wanted, and the
+/// hops it took to reach the node that has it now.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked {
+    pub(crate) req: u64,
+    pub(crate) client: Contact,
+    pub(crate) id: Id,
+    pub(crate) hops: u8,
+    pub(crate) want: Want,
+}
+
+/// A lookup this node handed to `to` (see [`Past::pass_lookup`]), with who is left to ask.
+#[derive(Debug)]
+pub(crate) struct PassedOn {
+    to: Id,
+    ask: Asked,
+    rest: Vec<Contact>,
+    until: Time,
 }

@@ -301,6 +301,10 @@ pub struct Past {
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
     /// Lookups sent through secure routing.
     pub(crate) secure_lookups: u64,
+    /// Lookups handed on lately, oldest first, kept in case their node is found dead.
+    pub(crate) passed_on: VecDeque<crate::holder::PassedOn>,
+    /// Hand-offs sent again to the next node because the first was declared failed.
+    pub(crate) handoffs_redone: u64,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
     /// Audits of leaf set members, when on.
@@ -352,6 +356,8 @@ impl Past {
             after_write: crate::durable::WriteGate::default(),
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
+            passed_on: VecDeque::new(),
+            handoffs_redone: 0,
             under_count: std::cell::Cell::new(None),
             audits: None,
         };
@@ -385,6 +391,12 @@ impl Past {
     /// route brought no verified copy.
     pub fn secure_lookups(&self) -> u64 {
         self.secure_lookups
+    }
+
+    /// Lookups this node handed to a holder that was then declared failed, and handed on
+    /// again to the next.
+    pub fn handoffs_redone(&self) -> u64 {
+        self.handoffs_redone
     }
 
     /// Changes the policy; it applies to requests and messages handled from now on (objects
@@ -686,7 +698,14 @@ impl Service for Past {
             } => {
                 if client.id != kbr.local_contact().id {
                     let here = hops.saturating_add(1);
-                    if self.serve_lookup(kbr, req, client, id, here, want) {
+                    let ask = crate::holder::Asked {
+                        req,
+                        client,
+                        id,
+                        hops: here,
+                        want,
+                    };
+                    if self.serve_lookup(kbr, &ask) {
                         return Forward::Stop;
                     }
                     msg.body = encode(&want.ask(req, client, id, handoff, here)).body;
@@ -716,7 +735,10 @@ impl Service for Past {
         self.on_secure_routed(kbr, now, report);
     }
 
-    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
+    fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool) {
+        if !joined {
+            self.handoff_target_failed(kbr, now, &node.id);
+        }
         let soon = now + MAINTENANCE_DELAY;
         if self.next_maintenance > soon || !self.started {
             self.next_maintenance = soon;
@@ -895,9 +917,16 @@ impl Past {
                 } else {
                     hops.saturating_add(1)
                 };
+                let ask = crate::holder::Asked {
+                    req,
+                    client,
+                    id,
+                    hops: here,
+                    want,
+                };
                 match handoff {
-                    Some(then) => self.handoff_lookup(kbr, req, client, id, here, then, want),
-                    None => self.root_lookup(kbr, req, client, id, here, want),
+                    Some(then) => self.handoff_lookup(kbr, now, ask, then),
+                    None => self.root_lookup(kbr, now, ask),
                 }
             }
             PastMessage::Described {

@@ -526,3 +526,89 @@ fn a_description_carries_the_certificate_and_a_manifest_but_never_the_content() 
         Err(PastError::NotFound)
     ));
 }
+
+#[test]
+fn a_lookup_handed_to_a_holder_that_just_died_goes_on_to_the_next() {
+    // Lookups by Pastry's rule alone, so each goes straight to the root (16 nodes: every leaf
+    // set spans the ring).
+    let config = || ringvault_past::PastConfig {
+        lookup_heuristic: None,
+        ..Default::default()
+    };
+    let build = |full: Option<usize>| {
+        TestRing::new(16, Config::default(), |i, me, node| {
+            let key = Identity::from_secret_bytes(me.secret_bytes());
+            let capacity = if Some(i) == full { 1_000 } else { CAPACITY };
+            let store = Box::new(MemoryStore::new(capacity));
+            node.add_service(Box::new(Past::with_config(key, store, config()).unwrap()));
+        })
+    };
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    let client = 0;
+    // The same identities every time: find the root of the object first, then make it full,
+    // so it diverts its replica and keeps only a pointer. A lookup reaching it is handed on,
+    // to the diverted holder first.
+    let probe = build(None);
+    let owner = probe.members[client].identity.public_key();
+    let id = ringvault_past::object_id("handed on", &owner, 0);
+    let root = probe.closest_live(&id, 1)[0];
+    assert_ne!(root, client);
+    let mut ring = build(Some(root));
+    let ins = match request(&mut ring, client, |p, kbr, now, me| {
+        p.insert(kbr, now, me, "handed on", data.clone(), 3, 0)
+    }) {
+        PastEvent::Inserted(_, Ok(ins)) => ins,
+        other => panic!("insert failed: {other:?}"),
+    };
+    assert_eq!(
+        ins.cert.id(),
+        id,
+        "stored under its first id (replica diversion)"
+    );
+    assert_eq!(
+        kind(&mut ring, root, &id),
+        None,
+        "the full root holds no copy"
+    );
+    let diverted = (0..16)
+        .find(|&i| kind(&mut ring, i, &id) == Some(Kind::Diverted))
+        .expect("a diverted replica");
+
+    // The diverted holder dies silently; a lookup reaches the root, which hands it there.
+    ring.kill(diverted);
+    let reader = (0..16)
+        .find(|&i| i != client && i != root && kind(&mut ring, i, &id).is_none())
+        .unwrap();
+    let req = ring.call::<Past, _>(reader, |p, kbr, now, _| p.lookup(kbr, now, id));
+    let req = req.expect("the lookup starts");
+    let mut found = None;
+    let start = ring.now;
+    while found.is_none() && ring.now < start + ringvault_types::Duration::from_secs(5) {
+        ring.advance(ringvault_types::Duration::from_millis(100));
+        let now = ring.now;
+        while let Some(Some(e)) = ring.members[reader]
+            .node
+            .with_service::<Past, _>(now, |p, _| p.poll_event())
+        {
+            if e.request() == req {
+                found = Some((ring.now - start, e));
+            }
+        }
+    }
+    let (took, event) = found.expect("the lookup finished within 5 s");
+    match event {
+        PastEvent::Found(_, Ok(f)) => assert_eq!(f.content, data),
+        other => panic!("expected the object, got {other:?}"),
+    }
+    // The root noticed the dead holder within the hop timeout (its watch went unanswered)
+    // and handed the lookup to the next, instead of the client waiting for its deadline.
+    assert!(
+        took <= Config::default().hop_timeout + ringvault_types::Duration::from_millis(500),
+        "took {took:?}"
+    );
+    let now = ring.now;
+    let redone = ring.members[root]
+        .node
+        .with_service::<Past, _>(now, |p, _| p.handoffs_redone());
+    assert_eq!(redone, Some(1));
+}
