@@ -719,6 +719,11 @@ impl Actor {
                     }
                     OverlayEvent::PeerFailed { peer, cause } => {
                         self.metrics.peers_failed += 1;
+                        *self
+                            .metrics
+                            .peers_failed_by_cause
+                            .entry(cause.label())
+                            .or_default() += 1;
                         info!(peer = %peer.id.short(), addr = %peer.addr, %cause, "peer failed");
                     }
                     OverlayEvent::SecureRouted(r) => {

@@ -117,6 +117,8 @@ pub struct Metrics {
     pub probes_failed: u64,
     /// Peers the overlay declared failed.
     pub peers_failed: u64,
+    /// The same, by what showed each failed (`FailureCause::label`).
+    pub peers_failed_by_cause: BTreeMap<&'static str, u64>,
     /// Connections open now.
     pub connections_open: u64,
     /// Connections this node dialed.
@@ -163,6 +165,7 @@ impl Default for Metrics {
             probe_rtt_ms: Histogram::new(&[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 200.0]),
             probes_failed: 0,
             peers_failed: 0,
+            peers_failed_by_cause: BTreeMap::new(),
             connections_open: 0,
             connections_dialed: 0,
             connections_accepted: 0,

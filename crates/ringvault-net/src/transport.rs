@@ -146,7 +146,11 @@ impl InboundRx {
             Some(m) = self.bulk.recv() => (m, false),
             else => return None,
         };
-        self.burst = if control { self.burst + 1 } else { 0 };
+        self.burst = if control {
+            self.burst.saturating_add(1)
+        } else {
+            0
+        };
         Some(m)
     }
 }
@@ -181,7 +185,7 @@ pub(crate) struct Transport {
     writers: Mutex<HashMap<(Id, Lane), Writer>>,
     /// One dial at a time per peer: the two lanes' writers start together, and each dialing
     /// would open two connections (one of them uncounted once the other replaced it).
-    dials: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<()>>>>,
+    dials: Dials,
     inbound: InboundTx,
     /// Peers a dial to failed, for the node's `handle_unreachable`.
     unreachable: mpsc::Sender<Contact>,
@@ -337,23 +341,9 @@ impl Transport {
         let Some(id) = expected else {
             return self.dial(addr, None).await;
         };
-        let lock = self
-            .dials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_default()
-            .clone();
-        let result = {
-            let _one_at_a_time = lock.lock().await;
-            self.dial(addr, Some(id)).await
-        };
-        let mut dials = self.dials.lock().unwrap_or_else(|e| e.into_inner());
-        // Ours and the map's: no one else waits, so the entry can go.
-        if Arc::strong_count(&lock) == 2 {
-            dials.remove(&id);
-        }
-        result
+        let turn = DialTurn::new(&self.dials, id);
+        let _one_at_a_time = turn.lock.lock().await;
+        self.dial(addr, Some(id)).await
     }
 
     /// [`Transport::connect`] once it holds the peer's dial lock.
@@ -588,6 +578,39 @@ impl Transport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+}
+
+/// Per peer, the lock its dials take turns on.
+type Dials = Mutex<HashMap<Id, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A place in a peer's queue of dials ([`Transport::connect`]). Its map entry goes when the
+/// last one waiting is done, also when a dial is abandoned half way (its future dropped).
+struct DialTurn<'a> {
+    dials: &'a Dials,
+    id: Id,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> DialTurn<'a> {
+    fn new(dials: &'a Dials, id: Id) -> Self {
+        let lock = dials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        DialTurn { dials, id, lock }
+    }
+}
+
+impl Drop for DialTurn<'_> {
+    fn drop(&mut self) {
+        let mut dials = self.dials.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: no one else waits (clones are only taken under this mutex).
+        if Arc::strong_count(&self.lock) == 2 {
+            dials.remove(&self.id);
+        }
     }
 }
 

@@ -178,6 +178,12 @@ impl Upcalls for Services {
         }
     }
 
+    fn peer_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
+        for s in self.apps.values_mut() {
+            s.peer_failed(kbr, now, node);
+        }
+    }
+
     fn secure_routed(&mut self, kbr: &mut dyn Kbr, now: Time, report: &SecureRouteReport) {
         if report.app == SECURE_ROUTE_APP {
             if let Some(id) = self.secure_commands.remove(&report.id) {

@@ -113,7 +113,8 @@ impl InFlightHops {
                 self.late_deadlines.remove(&(t, old));
             }
         }
-        let give_up = deadline + grace;
+        // From now if this node stalled past the deadline: the stall is no peer's fault.
+        let give_up = now.max(deadline) + grace;
         self.late.insert(seq, (f.to.id, give_up));
         self.late_deadlines.insert((give_up, seq));
         Some(f)
@@ -264,27 +265,33 @@ impl Overlay {
     /// When the next hop, suspicion or watch times out.
     pub(crate) fn hops_deadline(&self) -> Option<Time> {
         let suspect = self.suspects.values().map(Suspicion::next_deadline).min();
-        let watch = self.watched.values().min().copied();
+        let watch = self.watched.values().map(|w| w.0).min();
         [self.in_flight.next_deadline(), suspect, watch]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// A service asked to watch `peer` ([`crate::Kbr::watch`]): ping it, and declare it failed
-    /// unless it is heard from within the hop timeout. A peer already suspected or watched is
-    /// pinged already.
-    pub(crate) fn start_watch(&mut self, now: Time, peer: Contact) {
-        if peer.id == self.me.id
-            || self.recently_failed.contains_key(&peer.id)
-            || self.suspects.contains_key(&peer.id)
-            || self.watched.contains_key(&peer.id)
+    /// A service asked to watch `id` ([`crate::Kbr::watch`]): ping it at the address the
+    /// tables hold (never one a message named: a peer could make this node fail a live one),
+    /// and declare it failed unless the pong to that ping comes within the hop timeout. Any
+    /// other message does not count: one the peer sent before it died may still be arriving.
+    /// A peer not in the tables, or already watched, is not watched (again).
+    pub(crate) fn start_watch(&mut self, now: Time, id: Id) {
+        if id == self.me.id
+            || !self.is_ready()
+            || self.recently_failed.contains_key(&id)
+            || self.watched.contains_key(&id)
             || self.watched.len() >= MAX_SUSPECTS
         {
             return;
         }
-        self.watched.insert(peer.id, now + self.cfg.hop_timeout);
+        let Some(peer) = self.contact_in_tables(&id) else {
+            return;
+        };
         let nonce = self.next_seq();
+        self.watched
+            .insert(peer.id, (now + self.cfg.hop_timeout, nonce));
         self.send(peer, OverlayMessage::Ping { nonce });
     }
 
@@ -324,7 +331,7 @@ impl Overlay {
         let unanswered: Vec<Id> = self
             .watched
             .iter()
-            .filter(|(_, at)| **at <= now)
+            .filter(|(_, w)| w.0 <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in unanswered {
@@ -408,7 +415,6 @@ impl Overlay {
     /// `id` was heard from: it is no longer suspected (its missed acknowledgements still count
     /// until it acknowledges a hop).
     pub(crate) fn heard_from(&mut self, id: &Id) {
-        self.watched.remove(id);
         if self.end_suspicion(id) {
             self.stats.suspicions_cleared += 1;
         }

@@ -58,7 +58,10 @@ impl Overlay {
                     self.send(from, OverlayMessage::Pong { nonce });
                 }
             }
-            OverlayMessage::Pong { .. } => {
+            OverlayMessage::Pong { nonce } => {
+                if self.watched.get(&from.id).is_some_and(|w| w.1 == nonce) {
+                    self.watched.remove(&from.id);
+                }
                 if ready {
                     self.offer_sender(now, from);
                 }

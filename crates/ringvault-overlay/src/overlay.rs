@@ -82,18 +82,25 @@ pub enum FailureCause {
     WatchUnanswered,
 }
 
+impl FailureCause {
+    /// Its name in logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::ProbeUnanswered => "probe_unanswered",
+            Self::Left => "left",
+            Self::LeafSilent => "leaf_silent",
+            Self::SuspectSilent => "suspect_silent",
+            Self::HopsUnacknowledged => "hops_unacknowledged",
+            Self::TooManySuspects => "too_many_suspects",
+            Self::WatchUnanswered => "watch_unanswered",
+        }
+    }
+}
+
 impl std::fmt::Display for FailureCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Unreachable => "unreachable",
-            Self::ProbeUnanswered => "probe unanswered",
-            Self::Left => "left",
-            Self::LeafSilent => "leaf silent",
-            Self::SuspectSilent => "suspect silent",
-            Self::HopsUnacknowledged => "hops unacknowledged",
-            Self::TooManySuspects => "too many suspects",
-            Self::WatchUnanswered => "watch unanswered",
-        })
+        f.write_str(self.label())
     }
 }
 
@@ -268,11 +275,11 @@ pub struct Overlay {
     /// Peers a hop to which timed out, with the time they are declared failed unless heard
     /// from first.
     pub(crate) suspects: BTreeMap<Id, crate::hops::Suspicion>,
-    /// Peers a service asked to watch ([`crate::Kbr::watch`]), pinged, and when they are
-    /// declared failed unless heard from first.
-    pub(crate) watched: BTreeMap<Id, Time>,
+    /// Peers a service asked to watch ([`crate::Kbr::watch`]): when they are declared failed
+    /// unless the pong to the ping's nonce comes first.
+    pub(crate) watched: BTreeMap<Id, (Time, u64)>,
     /// Watches services asked for during the current input.
-    pub(crate) local_watches: VecDeque<Contact>,
+    pub(crate) local_watches: VecDeque<Id>,
     /// Hops each peer left unacknowledged a hop timeout past their deadlines since it last
     /// acknowledged one.
     pub(crate) missed_acks: BTreeMap<Id, u8>,
@@ -299,7 +306,9 @@ pub struct Overlay {
     /// Routed messages to process (received, or re-routed after a hop failure), with the number
     /// of re-routes so far.
     pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
-    pub(crate) pending_updates: VecDeque<(Contact, bool)>,
+    /// Leaf set changes (`Some(joined)`) and failures (`None`) the services are owed upcalls
+    /// for.
+    pub(crate) pending_updates: VecDeque<(Contact, Option<bool>)>,
     /// Joins started through this node, per source address.
     pub(crate) join_limit: crate::limits::RateLimit,
     /// Secure routes started here, waiting for answers.
@@ -635,6 +644,7 @@ impl Overlay {
         self.in_flight.clear();
         self.suspects.clear();
         self.watched.clear();
+        self.local_watches.clear();
         self.missed_acks.clear();
         self.parked.clear();
         self.slot_repairs.clear();
@@ -661,8 +671,11 @@ impl Overlay {
     /// invoking a service outside of an overlay input (a service's own timer).
     pub fn flush(&mut self, now: Time, up: &mut dyn Upcalls) {
         for _ in 0..MAX_LOCAL_STEPS {
-            if let Some((c, joined)) = self.pending_updates.pop_front() {
-                up.update(self, now, c, joined);
+            if let Some((c, change)) = self.pending_updates.pop_front() {
+                match change {
+                    Some(joined) => up.update(self, now, c, joined),
+                    None => up.peer_failed(self, now, c),
+                }
             } else if let Some((env, reroutes)) = self.routed_queue.pop_front() {
                 self.process_envelope_with(now, env, reroutes, up);
             } else if let Some(r) = self.local_routes.pop_front() {
@@ -842,23 +855,14 @@ impl Overlay {
         self.version += 1;
         self.stats.leaf_changes += 1;
         if self.is_ready() {
-            self.pending_updates.push_back((c, joined));
+            self.pending_updates.push_back((c, Some(joined)));
         }
     }
 
-    /// Removes a peer found dead from every table and starts repair.
-    pub(crate) fn declare_failed(&mut self, now: Time, id: Id, cause: FailureCause) {
-        self.end_suspicion(&id);
-        if id == self.me.id {
-            return;
-        }
-        self.missed_acks.remove(&id);
-        self.watched.remove(&id);
-        if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
-            self.slot_repair_timeouts(now, Some(&id));
-        }
-        let contact = self
-            .leaf
+    /// The contact this node's tables hold for `id`, if any of them does.
+    pub(crate) fn contact_in_tables(&self, id: &Id) -> Option<Contact> {
+        let id = *id;
+        self.leaf
             .get(&id)
             .map(|p| p.contact)
             .or_else(|| {
@@ -887,7 +891,21 @@ impl Overlay {
                     .as_ref()
                     .and_then(|t| t.entries().find(|p| p.id() == id))
                     .map(|p| p.contact)
-            });
+            })
+    }
+
+    /// Removes a peer found dead from every table and starts repair.
+    pub(crate) fn declare_failed(&mut self, now: Time, id: Id, cause: FailureCause) {
+        self.end_suspicion(&id);
+        if id == self.me.id {
+            return;
+        }
+        self.missed_acks.remove(&id);
+        self.watched.remove(&id);
+        if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
+            self.slot_repair_timeouts(now, Some(&id));
+        }
+        let contact = self.contact_in_tables(&id);
         self.probing.remove(&id);
         self.reroute_hops_to(&id);
         let Some(contact) = contact else { return };
@@ -914,6 +932,9 @@ impl Overlay {
         }
         self.last_heard.remove(&id);
         self.stats.peers_failed += 1;
+        if self.is_ready() {
+            self.pending_updates.push_back((contact, None));
+        }
         self.event(OverlayEvent::PeerFailed {
             peer: contact,
             cause,

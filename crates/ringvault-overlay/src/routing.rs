@@ -382,8 +382,12 @@ impl Kbr for Overlay {
         id
     }
 
-    fn watch(&mut self, node: Contact) {
-        self.local_watches.push_back(node);
+    fn watch(&mut self, node: Contact) -> bool {
+        if self.recently_failed.contains_key(&node.id) {
+            return false;
+        }
+        self.local_watches.push_back(node.id);
+        true
     }
 
     fn send_direct(&mut self, to: Contact, msg: AppMessage) {

@@ -492,3 +492,66 @@ fn a_peer_that_answers_pings_but_never_acknowledges_is_declared_failed_for_it() 
         }]
     );
 }
+
+/// Asks `o` to watch `peer` (as a service would) and returns the nonce of the ping it sent.
+fn watch(o: &mut Overlay, peer: Contact) -> u64 {
+    assert!(ringvault_overlay::Kbr::watch(o, peer));
+    o.flush(start(), &mut NoServices);
+    drain(o)
+        .iter()
+        .find_map(|(c, m)| match m {
+            OverlayMessage::Ping { nonce } if c.id == peer.id => Some(*nonce),
+            _ => None,
+        })
+        .expect("the watched peer is pinged")
+}
+
+#[test]
+fn a_watched_peer_is_failed_unless_the_pong_to_its_ping_comes_in_time() {
+    let cfg = Config::default();
+    let peer = contact(0x80, 0);
+    let peers = [peer, contact(0x81, 0), contact(0x30, 0), contact(0xc0, 0)];
+
+    // It answers the ping: kept.
+    let mut o = node(&peers);
+    let nonce = watch(&mut o, peer);
+    o.handle_message(
+        start(),
+        peer,
+        OverlayMessage::Pong { nonce },
+        &mut NoServices,
+    );
+    run(&mut o, &mut NoServices, start() + cfg.hop_timeout.mul(2));
+    assert_eq!(o.stats().peers_failed, 0);
+
+    // Only other messages come (sent before it died, say): declared failed at the hop timeout.
+    let mut o = node(&peers);
+    let nonce = watch(&mut o, peer);
+    let other = OverlayMessage::Pong { nonce: nonce + 1 };
+    o.handle_message(start(), peer, other, &mut NoServices);
+    run(
+        &mut o,
+        &mut NoServices,
+        start() + Duration::from_micros(cfg.hop_timeout.as_micros() - 1000),
+    );
+    assert!(
+        o.leaf_set().contains(&peer.id),
+        "not before the hop timeout"
+    );
+    o.handle_timeout(start() + cfg.hop_timeout, &mut NoServices);
+    let mut events = Vec::new();
+    while let Some(out) = o.poll_output() {
+        if let Output::Event(e) = out {
+            events.push(e);
+        }
+    }
+    assert_eq!(
+        events,
+        vec![ringvault_overlay::OverlayEvent::PeerFailed {
+            peer,
+            cause: ringvault_overlay::FailureCause::WatchUnanswered,
+        }]
+    );
+    // Now known failed: a service asking to watch it again is told so.
+    assert!(!ringvault_overlay::Kbr::watch(&mut o, peer));
+}

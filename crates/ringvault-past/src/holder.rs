@@ -396,18 +396,22 @@ impl Past {
     /// died a moment ago is not lost (the client would wait for its deadline), the overlay is
     /// asked to watch the holder and the hand-off is kept for [`HANDOFF_WATCH`]; if the holder
     /// is declared failed meanwhile ([`Past::handoff_target_failed`]), the lookup goes on to
-    /// the rest.
+    /// the rest. One already known to have failed is skipped.
     fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
-        if chain.is_empty() {
-            refuse(kbr, Some((ask.req, ask.client)), ask.id, Refusal::NotFound);
-            return;
-        }
-        let next = chain.remove(0);
+        let next = loop {
+            if chain.is_empty() {
+                refuse(kbr, Some((ask.req, ask.client)), ask.id, Refusal::NotFound);
+                return;
+            }
+            let next = chain.remove(0);
+            if kbr.watch(next) {
+                break next;
+            }
+        };
         let msg = ask
             .want
             .ask(ask.req, ask.client, ask.id, Some(chain.clone()), ask.hops);
         send(kbr, next, &msg);
-        kbr.watch(next);
         while self
             .passed_on
             .front()
@@ -423,9 +427,8 @@ impl Past {
         });
     }
 
-    /// `node` left this node's leaf set, failed or displaced: the lookups handed to it lately
-    /// go on to the rest of their chains. A displaced node that took one still answers it; the
-    /// client keeps the first answer.
+    /// `node` was declared failed: the lookups handed to it lately go on to the rest of their
+    /// chains.
     pub(crate) fn handoff_target_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: &Id) {
         let (gone, keep): (VecDeque<PassedOn>, VecDeque<PassedOn>) =
             std::mem::take(&mut self.passed_on)

@@ -735,10 +735,11 @@ impl Service for Past {
         self.on_secure_routed(kbr, now, report);
     }
 
-    fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool) {
-        if !joined {
-            self.handoff_target_failed(kbr, now, &node.id);
-        }
+    fn peer_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
+        self.handoff_target_failed(kbr, now, &node.id);
+    }
+
+    fn update(&mut self, _kbr: &mut dyn Kbr, now: Time, _node: Contact, _joined: bool) {
         let soon = now + MAINTENANCE_DELAY;
         if self.next_maintenance > soon || !self.started {
             self.next_maintenance = soon;

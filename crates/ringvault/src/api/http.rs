@@ -669,6 +669,14 @@ pub fn render_metrics(st: &Status) -> String {
             let _ = writeln!(out, "{name}{{type=\"{kind}\"}} {n}");
         }
     }
+    let name = "ringvault_peers_failed_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Peers declared failed, by what showed it.\n# TYPE {name} counter"
+    );
+    for (cause, n) in &m.peers_failed_by_cause {
+        let _ = writeln!(out, "{name}{{cause=\"{cause}\"}} {n}");
+    }
     counter(
         &mut out,
         "ringvault_ready",
