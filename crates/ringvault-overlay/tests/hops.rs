@@ -351,6 +351,15 @@ fn hops_in_flight_to_a_peer_declared_failed_go_on_at_once() {
     assert_eq!(o.stats().hop_timeouts, 0);
 }
 
+/// Runs timers up to `until`; every peer acknowledges the routed messages sent meanwhile.
+fn run_acknowledged(o: &mut Overlay, until: Time) {
+    for (_, to, m) in run(o, &mut NoServices, until) {
+        if let OverlayMessage::Routed { seq, .. } = m {
+            o.handle_message(until, to, OverlayMessage::HopAck { seq }, &mut NoServices);
+        }
+    }
+}
+
 /// Routes one message towards `busy` (the key's root) at `t`, runs timers until the hop timed
 /// out and the message went on (acknowledged by the next peer), and answers the ping from
 /// `busy` (it is alive and answers pings). Returns the hop's sequence number and when it timed
@@ -365,17 +374,8 @@ fn hop_that_times_out(o: &mut Overlay, busy: Contact, t: Time) -> (u64, Time) {
         })
         .expect("routed to the busy peer");
     let timed_out = t + RTT.mul(HOP_TIMEOUT_RTTS) + Config::default().hop_slack;
-    for (_, to, m) in run(o, &mut NoServices, timed_out) {
-        // The other peers acknowledge what goes on around the busy one.
-        if let OverlayMessage::Routed { seq, .. } = m {
-            o.handle_message(
-                timed_out,
-                to,
-                OverlayMessage::HopAck { seq },
-                &mut NoServices,
-            );
-        }
-    }
+    // The other peers acknowledge what goes on around the busy one.
+    run_acknowledged(o, timed_out);
     assert!(o.is_suspected(&busy.id));
     o.handle_message(
         timed_out,
@@ -417,16 +417,7 @@ fn busy_peer_acknowledging_late(body_len: usize) -> Overlay {
         }));
     }
     assert_eq!(seqs.len(), many);
-    for (_, to, m) in run(&mut o, &mut NoServices, timed_out) {
-        if let OverlayMessage::Routed { seq, .. } = m {
-            o.handle_message(
-                timed_out,
-                to,
-                OverlayMessage::HopAck { seq },
-                &mut NoServices,
-            );
-        }
-    }
+    run_acknowledged(&mut o, timed_out);
     assert_eq!(o.stats().hop_timeouts, many as u64);
     let late = timed_out + Duration::from_millis(200);
     o.handle_message(
