@@ -178,9 +178,9 @@ impl Upcalls for Services {
         }
     }
 
-    fn peer_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
+    fn unresponsive(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
         for s in self.apps.values_mut() {
-            s.peer_failed(kbr, now, node);
+            s.unresponsive(kbr, now, node);
         }
     }
 

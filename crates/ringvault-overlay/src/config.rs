@@ -28,7 +28,7 @@ pub const SMALL_HOP_BYTES: usize = 64 * 1024;
 pub const MAX_SUSPECTS: usize = 1024;
 /// Hops in a row a peer may leave unacknowledged before it is declared failed even though it
 /// answers pings (a peer that drops what it should forward). A hop counts as missed when it is
-/// still unacknowledged [`Config::hop_timeout`] after it timed out; an acknowledgement that
+/// still unacknowledged [`Config::failure_timeout`] after it timed out; an acknowledgement that
 /// comes late, after the message went on around the peer, still counts as one.
 pub const MAX_MISSED_ACKS: u8 = 3;
 /// Messages waiting for a suspicion to end, at most; beyond it the oldest is dropped.

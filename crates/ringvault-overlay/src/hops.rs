@@ -7,7 +7,7 @@
 //! twice the hop's time it is *presumed dead* for routing (messages that waited for it as their
 //! root go on); it is declared failed, and leaves the tables, only if it stays silent for
 //! [`crate::Config::hop_timeout`], or if it leaves [`MAX_MISSED_ACKS`] hops in a row
-//! unacknowledged while answering pings, each still unacknowledged a hop timeout after it
+//! unacknowledged while answering pings, each still unacknowledged a failure timeout after it
 //! timed out. A lost acknowledgement or a busy
 //! peer (whose acknowledgements come late) thus costs a re-sent message, never the removal of a
 //! live node from the tables.
@@ -273,10 +273,10 @@ impl Overlay {
     }
 
     /// A service asked to watch `id` ([`crate::Kbr::watch`]): ping it at the address the
-    /// tables hold (never one a message named: a peer could make this node fail a live one),
-    /// and declare it failed unless the pong to that ping comes within the hop timeout. Any
-    /// other message does not count: one the peer sent before it died may still be arriving.
-    /// A peer not in the tables, or already watched, is not watched (again).
+    /// tables hold (never one a message named: a peer could make this node suspect a live
+    /// one), and report it unresponsive unless the pong to that ping comes within the hop
+    /// timeout. Any other message does not count: one the peer sent before it died may still
+    /// be arriving. A peer not in the tables, or already watched, is not watched (again).
     pub(crate) fn start_watch(&mut self, now: Time, id: Id) {
         if id == self.me.id
             || !self.is_ready()
@@ -296,10 +296,11 @@ impl Overlay {
     }
 
     /// Unacknowledged hops: suspect the peer and re-route the message around it at once.
-    /// Hops still unacknowledged [`crate::Config::hop_timeout`] after that count as missed.
+    /// Hops still unacknowledged [`crate::Config::failure_timeout`] after that count as
+    /// missed.
     /// Suspects silent past their deadline are declared failed.
     pub(crate) fn hop_timeouts(&mut self, now: Time) {
-        while let Some(f) = self.in_flight.pop_due(now, self.cfg.hop_timeout) {
+        while let Some(f) = self.in_flight.pop_due(now, self.cfg.failure_timeout) {
             self.stats.hop_timeouts += 1;
             self.suspect(now, f.to);
             self.reroute(f);
@@ -336,7 +337,13 @@ impl Overlay {
             .collect();
         for id in unanswered {
             self.watched.remove(&id);
-            self.declare_failed(now, id, FailureCause::WatchUnanswered);
+            // Unresponsive is not failed: the services that asked go on without it, and it is
+            // suspected, so it is declared failed only if it stays silent a hop timeout more
+            // (a busy peer's late pong clears it).
+            if let Some(peer) = self.contact_in_tables(&id) {
+                self.pending_updates.push_back((peer, None));
+                self.suspect(now, peer);
+            }
         }
     }
 
@@ -360,7 +367,7 @@ impl Overlay {
         }
     }
 
-    /// A hop to `peer` is still unacknowledged a hop timeout after it timed out: declare the
+    /// A hop to `peer` is still unacknowledged a failure timeout after it timed out: declare the
     /// peer failed if it has missed too many in a row (answering pings meanwhile does not make
     /// up for that).
     fn missed_ack(&mut self, now: Time, peer: Id) {

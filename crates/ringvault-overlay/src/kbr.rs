@@ -38,11 +38,12 @@ pub trait Kbr {
     /// `key`, closest first. Meaningful only for keys within the leaf set's span.
     fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact>;
 
-    /// Pings `node` and declares it failed (services get [`Service::peer_failed`]) if its pong
-    /// does not come within the hop timeout. For a service that sent `node` something it
-    /// depends on without an acknowledgement (a lookup handed to a holder): a node killed a
-    /// moment ago would otherwise be noticed only by keep-alives, if at all. Only a node in
-    /// this node's tables is watched, at the address they hold. False when `node` is already
+    /// Pings `node` and, if its pong does not come within the hop timeout, tells the services
+    /// ([`Service::unresponsive`]) and suspects it (it is declared failed if it stays silent a
+    /// hop timeout more). For a service that sent `node` something it depends on without an
+    /// acknowledgement (a lookup handed to a holder): a node killed a moment ago would
+    /// otherwise be noticed only by keep-alives, if at all. Only a node in this node's tables
+    /// is watched, at the address they hold. False when `node` is already
     /// known to have failed (it will not answer; go on without it). Implementations with
     /// failure detection of their own (server mode's membership) do nothing and answer true.
     fn watch(&mut self, _node: Contact) -> bool {
@@ -130,8 +131,9 @@ pub trait Upcalls {
     /// `node` joined (`joined = true`) or left this node's leaf set.
     fn update(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact, joined: bool);
 
-    /// This node declared `node` failed (it left every table). See [`Kbr::watch`].
-    fn peer_failed(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact) {}
+    /// `node` did not answer a watch in time ([`Kbr::watch`]), or this node declared it failed
+    /// (it left every table): what was sent to it may be lost.
+    fn unresponsive(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact) {}
 
     /// A secure route this node started ended (see [`Kbr::sec_route`]); `report.app` names
     /// the service that started it.
@@ -184,8 +186,9 @@ pub trait Service: std::any::Any + Send {
     /// The leaf set gained (`joined`) or lost `node`.
     fn update(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact, _joined: bool) {}
 
-    /// This node declared `node` failed; see [`Upcalls::peer_failed`].
-    fn peer_failed(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact) {}
+    /// `node` did not answer a watch in time, or was declared failed; see
+    /// [`Upcalls::unresponsive`].
+    fn unresponsive(&mut self, _kbr: &mut dyn Kbr, _now: Time, _node: Contact) {}
 
     /// A secure route this service started ended: to whom its message went.
     fn secure_routed(

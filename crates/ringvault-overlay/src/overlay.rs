@@ -77,9 +77,6 @@ pub enum FailureCause {
     HopsUnacknowledged,
     /// More peers were suspected at once than this node tracks.
     TooManySuspects,
-    /// A service asked to watch it ([`crate::Kbr::watch`]) and it did not answer the ping
-    /// within the hop timeout.
-    WatchUnanswered,
 }
 
 impl FailureCause {
@@ -93,7 +90,6 @@ impl FailureCause {
             Self::SuspectSilent => "suspect_silent",
             Self::HopsUnacknowledged => "hops_unacknowledged",
             Self::TooManySuspects => "too_many_suspects",
-            Self::WatchUnanswered => "watch_unanswered",
         }
     }
 }
@@ -280,7 +276,7 @@ pub struct Overlay {
     pub(crate) watched: BTreeMap<Id, (Time, u64)>,
     /// Watches services asked for during the current input.
     pub(crate) local_watches: VecDeque<Id>,
-    /// Hops each peer left unacknowledged a hop timeout past their deadlines since it last
+    /// Hops each peer left unacknowledged a failure timeout past their deadlines since it last
     /// acknowledged one.
     pub(crate) missed_acks: BTreeMap<Id, u8>,
     /// Messages waiting for a suspicion to end (see [`Overlay::park`]).
@@ -306,8 +302,8 @@ pub struct Overlay {
     /// Routed messages to process (received, or re-routed after a hop failure), with the number
     /// of re-routes so far.
     pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
-    /// Leaf set changes (`Some(joined)`) and failures (`None`) the services are owed upcalls
-    /// for.
+    /// Leaf set changes (`Some(joined)`) and unresponsive peers (`None`: declared failed, or a
+    /// watch unanswered) the services are owed upcalls for.
     pub(crate) pending_updates: VecDeque<(Contact, Option<bool>)>,
     /// Joins started through this node, per source address.
     pub(crate) join_limit: crate::limits::RateLimit,
@@ -674,7 +670,7 @@ impl Overlay {
             if let Some((c, change)) = self.pending_updates.pop_front() {
                 match change {
                     Some(joined) => up.update(self, now, c, joined),
-                    None => up.peer_failed(self, now, c),
+                    None => up.unresponsive(self, now, c),
                 }
             } else if let Some((env, reroutes)) = self.routed_queue.pop_front() {
                 self.process_envelope_with(now, env, reroutes, up);

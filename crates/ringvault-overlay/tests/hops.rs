@@ -457,13 +457,19 @@ fn a_peer_that_answers_pings_but_never_acknowledges_is_declared_failed_for_it() 
     for i in 0..ringvault_overlay::MAX_MISSED_ACKS {
         let (_, timed_out) = hop_that_times_out(&mut o, busy, t);
         // It keeps answering pings, so it is never silent for a whole hop timeout; its hop
-        // counts as missed when the hop timeout passes with no acknowledgement.
-        t = timed_out + Config::default().hop_timeout;
+        // counts as missed when a failure timeout more passes with no acknowledgement.
+        t = timed_out + Config::default().failure_timeout;
         o.handle_message(t, busy, OverlayMessage::Pong { nonce: 0 }, &mut NoServices);
         o.handle_timeout(t, &mut NoServices);
         while let Some(out) = o.poll_output() {
-            if let Output::Event(e) = out {
-                events.push(e);
+            // The other leaves do not answer keep-alives here; only `busy` is watched.
+            match out {
+                Output::Event(e @ ringvault_overlay::OverlayEvent::PeerFailed { peer, .. })
+                    if peer.id == busy.id =>
+                {
+                    events.push(e)
+                }
+                _ => {}
             }
         }
         let failed = i + 1 == ringvault_overlay::MAX_MISSED_ACKS;
@@ -497,13 +503,42 @@ fn watch(o: &mut Overlay, peer: Contact) -> u64 {
         .expect("the watched peer is pinged")
 }
 
+/// Records the peers reported unresponsive.
+#[derive(Default)]
+struct Unresponsive(Vec<Id>);
+
+impl Upcalls for Unresponsive {
+    fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {}
+    fn forward(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: Id,
+        _: &mut AppMessage,
+        _: &mut Contact,
+    ) -> ringvault_overlay::Forward {
+        ringvault_overlay::Forward::Continue
+    }
+    fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
+    fn secure_routed(
+        &mut self,
+        _: &mut dyn Kbr,
+        _: Time,
+        _: &ringvault_overlay::SecureRouteReport,
+    ) {
+    }
+    fn unresponsive(&mut self, _: &mut dyn Kbr, _: Time, node: Contact) {
+        self.0.push(node.id);
+    }
+}
+
 #[test]
-fn a_watched_peer_is_failed_unless_the_pong_to_its_ping_comes_in_time() {
+fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
     let cfg = Config::default();
     let peer = contact(0x80, 0);
     let peers = [peer, contact(0x81, 0), contact(0x30, 0), contact(0xc0, 0)];
 
-    // It answers the ping: kept.
+    // It answers the ping: nothing to report.
     let mut o = node(&peers);
     let nonce = watch(&mut o, peer);
     o.handle_message(
@@ -512,36 +547,32 @@ fn a_watched_peer_is_failed_unless_the_pong_to_its_ping_comes_in_time() {
         OverlayMessage::Pong { nonce },
         &mut NoServices,
     );
-    run(&mut o, &mut NoServices, start() + cfg.hop_timeout.mul(2));
+    let mut up = Unresponsive::default();
+    run(&mut o, &mut up, start() + cfg.hop_timeout.mul(2));
+    assert!(up.0.is_empty());
     assert_eq!(o.stats().peers_failed, 0);
 
-    // Only other messages come (sent before it died, say): declared failed at the hop timeout.
+    // Only other messages come (sent before it died, say): reported at the hop timeout, and
+    // suspected, not failed; failed only when it stays silent a hop timeout more.
     let mut o = node(&peers);
     let nonce = watch(&mut o, peer);
     let other = OverlayMessage::Pong { nonce: nonce + 1 };
     o.handle_message(start(), peer, other, &mut NoServices);
-    run(
-        &mut o,
-        &mut NoServices,
-        start() + Duration::from_micros(cfg.hop_timeout.as_micros() - 1000),
-    );
+    let before = start() + Duration::from_micros(cfg.hop_timeout.as_micros() - 1000);
+    let mut up = Unresponsive::default();
+    run(&mut o, &mut up, before);
+    assert!(up.0.is_empty(), "not before the hop timeout");
+    run(&mut o, &mut up, start() + cfg.hop_timeout);
+    assert_eq!(up.0, vec![peer.id]);
+    assert!(o.is_suspected(&peer.id));
     assert!(
         o.leaf_set().contains(&peer.id),
-        "not before the hop timeout"
+        "unresponsive is not failed"
     );
-    o.handle_timeout(start() + cfg.hop_timeout, &mut NoServices);
-    let mut events = Vec::new();
-    while let Some(out) = o.poll_output() {
-        if let Output::Event(e) = out {
-            events.push(e);
-        }
-    }
-    assert_eq!(
-        events,
-        vec![ringvault_overlay::OverlayEvent::PeerFailed {
-            peer,
-            cause: ringvault_overlay::FailureCause::WatchUnanswered,
-        }]
+    run(&mut o, &mut up, start() + cfg.hop_timeout.mul(2));
+    assert!(
+        !o.leaf_set().contains(&peer.id),
+        "silent a hop timeout more: failed"
     );
     // Now known failed: a service asking to watch it again is told so.
     assert!(!ringvault_overlay::Kbr::watch(&mut o, peer));

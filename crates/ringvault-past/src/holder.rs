@@ -395,8 +395,10 @@ impl Past {
     /// is left to ask. Sent straight to it, unacknowledged: so that a hand-off to a holder that
     /// died a moment ago is not lost (the client would wait for its deadline), the overlay is
     /// asked to watch the holder and the hand-off is kept for [`HANDOFF_WATCH`]; if the holder
-    /// is declared failed meanwhile ([`Past::handoff_target_failed`]), the lookup goes on to
-    /// the rest. One already known to have failed is skipped.
+    /// does not answer the watch, or is declared failed, meanwhile
+    /// ([`Past::handoff_target_failed`]), the lookup goes on to the rest (a slow but live
+    /// holder then answers too: the client keeps the first answer). One already known to have
+    /// failed is skipped.
     fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
         let next = loop {
             if chain.is_empty() {
@@ -427,8 +429,8 @@ impl Past {
         });
     }
 
-    /// `node` was declared failed: the lookups handed to it lately go on to the rest of their
-    /// chains.
+    /// `node` is unresponsive (a watch went unanswered, or it was declared failed): the lookups
+    /// handed to it lately go on to the rest of their chains.
     pub(crate) fn handoff_target_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: &Id) {
         let (gone, keep): (VecDeque<PassedOn>, VecDeque<PassedOn>) =
             std::mem::take(&mut self.passed_on)
@@ -555,9 +557,9 @@ pub(crate) const MAX_WIDEN: u8 = 2;
 /// few more round trips.
 pub(crate) const LOOKUP_HANDOFFS: usize = 4;
 
-/// How long a node keeps a lookup it handed on, in case the node it went to is declared
-/// failed: well beyond the overlay's hop timeout (1.5 s by default), within which a watched
-/// node that does not answer its ping is declared failed.
+/// How long a node keeps a lookup it handed on, in case the node it went to turns out
+/// unresponsive: well beyond the overlay's hop timeout (1.5 s by default), within which a
+/// watched node that does not answer its ping is reported.
 pub(crate) const HANDOFF_WATCH: Duration = Duration::from_secs(10);
 
 /// Lookups handed on and kept, at most; beyond it the oldest is forgotten.

@@ -735,7 +735,7 @@ impl Service for Past {
         self.on_secure_routed(kbr, now, report);
     }
 
-    fn peer_failed(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
+    fn unresponsive(&mut self, kbr: &mut dyn Kbr, now: Time, node: Contact) {
         self.handoff_target_failed(kbr, now, &node.id);
     }
 
