@@ -59,9 +59,9 @@ fn msg() -> AppMessage {
     }
 }
 
-/// Counts deliveries here.
+/// Counts deliveries here, and records the peers reported unresponsive.
 #[derive(Default)]
-struct Delivered(usize);
+struct Delivered(usize, Vec<Id>);
 
 impl Upcalls for Delivered {
     fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {
@@ -84,6 +84,9 @@ impl Upcalls for Delivered {
         _: Time,
         _: &ringvault_overlay::SecureRouteReport,
     ) {
+    }
+    fn unresponsive(&mut self, _: &mut dyn Kbr, _: Time, node: Contact) {
+        self.1.push(node.id);
     }
 }
 
@@ -503,35 +506,6 @@ fn watch(o: &mut Overlay, peer: Contact) -> u64 {
         .expect("the watched peer is pinged")
 }
 
-/// Records the peers reported unresponsive.
-#[derive(Default)]
-struct Unresponsive(Vec<Id>);
-
-impl Upcalls for Unresponsive {
-    fn deliver(&mut self, _: &mut dyn Kbr, _: Time, _: Id, _: AppMessage, _: RouteInfo) {}
-    fn forward(
-        &mut self,
-        _: &mut dyn Kbr,
-        _: Time,
-        _: Id,
-        _: &mut AppMessage,
-        _: &mut Contact,
-    ) -> ringvault_overlay::Forward {
-        ringvault_overlay::Forward::Continue
-    }
-    fn update(&mut self, _: &mut dyn Kbr, _: Time, _: Contact, _: bool) {}
-    fn secure_routed(
-        &mut self,
-        _: &mut dyn Kbr,
-        _: Time,
-        _: &ringvault_overlay::SecureRouteReport,
-    ) {
-    }
-    fn unresponsive(&mut self, _: &mut dyn Kbr, _: Time, node: Contact) {
-        self.0.push(node.id);
-    }
-}
-
 #[test]
 fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
     let cfg = Config::default();
@@ -547,9 +521,9 @@ fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
         OverlayMessage::Pong { nonce },
         &mut NoServices,
     );
-    let mut up = Unresponsive::default();
+    let mut up = Delivered::default();
     run(&mut o, &mut up, start() + cfg.hop_timeout.mul(2));
-    assert!(up.0.is_empty());
+    assert!(up.1.is_empty());
     assert_eq!(o.stats().peers_failed, 0);
 
     // Only other messages come (sent before it died, say): reported at the hop timeout, and
@@ -559,11 +533,11 @@ fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
     let other = OverlayMessage::Pong { nonce: nonce + 1 };
     o.handle_message(start(), peer, other, &mut NoServices);
     let before = start() + Duration::from_micros(cfg.hop_timeout.as_micros() - 1000);
-    let mut up = Unresponsive::default();
+    let mut up = Delivered::default();
     run(&mut o, &mut up, before);
-    assert!(up.0.is_empty(), "not before the hop timeout");
+    assert!(up.1.is_empty(), "not before the hop timeout");
     run(&mut o, &mut up, start() + cfg.hop_timeout);
-    assert_eq!(up.0, vec![peer.id]);
+    assert_eq!(up.1, vec![peer.id]);
     assert!(o.is_suspected(&peer.id));
     assert!(
         o.leaf_set().contains(&peer.id),
