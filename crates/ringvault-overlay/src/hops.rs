@@ -8,9 +8,8 @@
 //! root go on); it is declared failed, and leaves the tables, only if it stays silent for
 //! [`crate::Config::hop_timeout`], or if it leaves [`MAX_MISSED_ACKS`] hops in a row
 //! unacknowledged while answering pings, each still unacknowledged a failure timeout after it
-//! timed out. A lost acknowledgement or a busy
-//! peer (whose acknowledgements come late) thus costs a re-sent message, never the removal of a
-//! live node from the tables.
+//! timed out. A lost acknowledgement or a busy peer (whose acknowledgements come late) thus
+//! costs a re-sent message, never the removal of a live node from the tables.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -55,9 +54,7 @@ impl InFlightHops {
                 self.deadlines.remove(&(f.deadline, seq));
             }
         } else if self.late.get(&seq).is_some_and(|(to, _)| to == from) {
-            if let Some((_, give_up)) = self.late.remove(&seq) {
-                self.late_deadlines.remove(&(give_up, seq));
-            }
+            self.forget_late(seq);
         }
     }
 
@@ -80,9 +77,7 @@ impl InFlightHops {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in late {
-            if let Some((_, give_up)) = self.late.remove(&seq) {
-                self.late_deadlines.remove(&(give_up, seq));
-            }
+            self.forget_late(seq);
         }
         let seqs: Vec<u64> = self
             .by_seq
@@ -109,8 +104,8 @@ impl InFlightHops {
         self.deadlines.pop_first();
         let f = self.by_seq.remove(&seq)?;
         if self.late.len() >= MAX_IN_FLIGHT {
-            if let Some((old, (_, t))) = self.late.pop_first() {
-                self.late_deadlines.remove(&(t, old));
+            if let Some(&old) = self.late.keys().next() {
+                self.forget_late(old);
             }
         }
         // From now if this node stalled past the deadline: the stall is no peer's fault.
@@ -118,6 +113,13 @@ impl InFlightHops {
         self.late.insert(seq, (f.to.id, give_up));
         self.late_deadlines.insert((give_up, seq));
         Some(f)
+    }
+
+    /// Forgets late hop `seq`, if there is one.
+    fn forget_late(&mut self, seq: u64) {
+        if let Some((_, give_up)) = self.late.remove(&seq) {
+            self.late_deadlines.remove(&(give_up, seq));
+        }
     }
 
     /// Removes and returns the peer of a late hop that is now missed.
@@ -136,6 +138,15 @@ impl InFlightHops {
         self.late.clear();
         self.late_deadlines.clear();
     }
+}
+
+/// A peer a service asked to watch ([`crate::Kbr::watch`]), pinged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watch {
+    /// When it is reported unresponsive unless the pong comes first.
+    pub(crate) until: Time,
+    /// The ping's nonce: only its pong ends the watch.
+    pub(crate) nonce: u64,
 }
 
 /// A peer that missed a hop acknowledgement and was pinged.
@@ -265,7 +276,7 @@ impl Overlay {
     /// When the next hop, suspicion or watch times out.
     pub(crate) fn hops_deadline(&self) -> Option<Time> {
         let suspect = self.suspects.values().map(Suspicion::next_deadline).min();
-        let watch = self.watched.values().map(|w| w.0).min();
+        let watch = self.watched.values().map(|w| w.until).min();
         [self.in_flight.next_deadline(), suspect, watch]
             .into_iter()
             .flatten()
@@ -290,8 +301,8 @@ impl Overlay {
             return;
         };
         let nonce = self.next_seq();
-        self.watched
-            .insert(peer.id, (now + self.cfg.hop_timeout, nonce));
+        let until = now + self.cfg.hop_timeout;
+        self.watched.insert(peer.id, Watch { until, nonce });
         self.send(peer, OverlayMessage::Ping { nonce });
     }
 
@@ -332,7 +343,7 @@ impl Overlay {
         let unanswered: Vec<Id> = self
             .watched
             .iter()
-            .filter(|(_, w)| w.0 <= now)
+            .filter(|(_, w)| w.until <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in unanswered {
@@ -341,7 +352,8 @@ impl Overlay {
             // suspected, so it is declared failed only if it stays silent a hop timeout more
             // (a busy peer's late pong clears it).
             if let Some(peer) = self.contact_in_tables(&id) {
-                self.pending_updates.push_back((peer, None));
+                self.pending_updates
+                    .push_back(crate::overlay::PendingUpcall::Unresponsive(peer));
                 self.suspect(now, peer);
             }
         }

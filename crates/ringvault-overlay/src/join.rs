@@ -225,7 +225,8 @@ impl Overlay {
         self.phase = Phase::Ready;
         for p in self.leaf.members() {
             self.last_heard.insert(p.id(), now);
-            self.pending_updates.push_back((p.contact, Some(true)));
+            self.pending_updates
+                .push_back(crate::overlay::PendingUpcall::Leaf(p.contact, true));
         }
         self.next_keepalive = if self.cfg.keepalives {
             now + self.cfg.keepalive_interval

@@ -59,7 +59,7 @@ impl Overlay {
                 }
             }
             OverlayMessage::Pong { nonce } => {
-                if self.watched.get(&from.id).is_some_and(|w| w.1 == nonce) {
+                if self.watched.get(&from.id).is_some_and(|w| w.nonce == nonce) {
                     self.watched.remove(&from.id);
                 }
                 if ready {

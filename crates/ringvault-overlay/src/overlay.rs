@@ -234,6 +234,15 @@ pub(crate) struct InFlight {
     pub(crate) reroutes: u8,
 }
 
+/// An upcall the services are owed, made once the current input is handled.
+#[derive(Debug)]
+pub(crate) enum PendingUpcall {
+    /// A leaf set member joined (`true`) or left.
+    Leaf(Contact, bool),
+    /// A peer was declared failed, or did not answer a watch.
+    Unresponsive(Contact),
+}
+
 /// A message a service asked to route from this node, waiting for the current input to finish.
 #[derive(Debug)]
 pub(crate) struct LocalRoute {
@@ -273,7 +282,7 @@ pub struct Overlay {
     pub(crate) suspects: BTreeMap<Id, crate::hops::Suspicion>,
     /// Peers a service asked to watch ([`crate::Kbr::watch`]): when they are declared failed
     /// unless the pong to the ping's nonce comes first.
-    pub(crate) watched: BTreeMap<Id, (Time, u64)>,
+    pub(crate) watched: BTreeMap<Id, crate::hops::Watch>,
     /// Watches services asked for during the current input.
     pub(crate) local_watches: VecDeque<Id>,
     /// Hops each peer left unacknowledged a failure timeout past their deadlines since it last
@@ -302,9 +311,8 @@ pub struct Overlay {
     /// Routed messages to process (received, or re-routed after a hop failure), with the number
     /// of re-routes so far.
     pub(crate) routed_queue: VecDeque<(Envelope, u8)>,
-    /// Leaf set changes (`Some(joined)`) and unresponsive peers (`None`: declared failed, or a
-    /// watch unanswered) the services are owed upcalls for.
-    pub(crate) pending_updates: VecDeque<(Contact, Option<bool>)>,
+    /// Upcalls the services are owed.
+    pub(crate) pending_updates: VecDeque<PendingUpcall>,
     /// Joins started through this node, per source address.
     pub(crate) join_limit: crate::limits::RateLimit,
     /// Secure routes started here, waiting for answers.
@@ -667,10 +675,10 @@ impl Overlay {
     /// invoking a service outside of an overlay input (a service's own timer).
     pub fn flush(&mut self, now: Time, up: &mut dyn Upcalls) {
         for _ in 0..MAX_LOCAL_STEPS {
-            if let Some((c, change)) = self.pending_updates.pop_front() {
-                match change {
-                    Some(joined) => up.update(self, now, c, joined),
-                    None => up.unresponsive(self, now, c),
+            if let Some(upcall) = self.pending_updates.pop_front() {
+                match upcall {
+                    PendingUpcall::Leaf(c, joined) => up.update(self, now, c, joined),
+                    PendingUpcall::Unresponsive(c) => up.unresponsive(self, now, c),
                 }
             } else if let Some((env, reroutes)) = self.routed_queue.pop_front() {
                 self.process_envelope_with(now, env, reroutes, up);
@@ -851,7 +859,8 @@ impl Overlay {
         self.version += 1;
         self.stats.leaf_changes += 1;
         if self.is_ready() {
-            self.pending_updates.push_back((c, Some(joined)));
+            self.pending_updates
+                .push_back(PendingUpcall::Leaf(c, joined));
         }
     }
 
@@ -929,7 +938,8 @@ impl Overlay {
         self.last_heard.remove(&id);
         self.stats.peers_failed += 1;
         if self.is_ready() {
-            self.pending_updates.push_back((contact, None));
+            self.pending_updates
+                .push_back(PendingUpcall::Unresponsive(contact));
         }
         self.event(OverlayEvent::PeerFailed {
             peer: contact,
