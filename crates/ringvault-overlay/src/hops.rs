@@ -143,6 +143,8 @@ impl InFlightHops {
 /// A peer a service asked to watch ([`crate::Kbr::watch`]), pinged.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Watch {
+    /// Whom the services are told about if it stays silent.
+    pub(crate) contact: Contact,
     /// When it is reported unresponsive unless the pong comes first.
     pub(crate) until: Time,
     /// The ping's nonce: only its pong ends the watch.
@@ -283,27 +285,41 @@ impl Overlay {
             .min()
     }
 
-    /// A service asked to watch `id` ([`crate::Kbr::watch`]): ping it at the address the
-    /// tables hold (never one a message named: a peer could make this node suspect a live
-    /// one), and report it unresponsive unless the pong to that ping comes within the hop
-    /// timeout. Any other message does not count: one the peer sent before it died may still
-    /// be arriving. A peer not in the tables, or already watched, is not watched (again).
-    pub(crate) fn start_watch(&mut self, now: Time, id: Id) {
+    /// A service asked to watch `node` ([`crate::Kbr::watch`]): ping it, and report it
+    /// unresponsive unless the pong to that ping comes within the hop timeout. Any other
+    /// message does not count: one the peer sent before it died may still be arriving. A peer
+    /// in the tables is pinged at the address they hold, and suspected if silent; one that is
+    /// not (a holder a hand-off list named) is pinged where the service was told it is and
+    /// only reported: an address a message named must not make this node suspect a live
+    /// peer. One already watched is not watched again (its watch reports it).
+    pub(crate) fn start_watch(&mut self, now: Time, node: Contact) {
+        let id = node.id;
         if id == self.me.id
             || !self.is_ready()
             || self.recently_failed.contains_key(&id)
             || self.watched.contains_key(&id)
-            || self.watched.len() >= MAX_SUSPECTS
         {
             return;
         }
-        let Some(peer) = self.contact_in_tables(&id) else {
+        let contact = self.contact_in_tables(&id).unwrap_or(node);
+        if self.watched.len() >= MAX_SUSPECTS {
+            // Too many at once to ping them all: said unresponsive at once, so the service
+            // goes on to the next node rather than wait on one nobody watches.
+            self.pending_updates
+                .push_back(crate::overlay::PendingUpcall::Unresponsive(contact));
             return;
-        };
+        }
         let nonce = self.next_seq();
         let until = now + self.cfg.hop_timeout;
-        self.watched.insert(peer.id, Watch { until, nonce });
-        self.send(peer, OverlayMessage::Ping { nonce });
+        self.watched.insert(
+            id,
+            Watch {
+                contact,
+                until,
+                nonce,
+            },
+        );
+        self.send(contact, OverlayMessage::Ping { nonce });
     }
 
     /// Unacknowledged hops: suspect the peer and re-route the message around it at once.
@@ -347,13 +363,15 @@ impl Overlay {
             .map(|(id, _)| *id)
             .collect();
         for id in unanswered {
-            self.watched.remove(&id);
-            // Unresponsive is not failed: the services that asked go on without it, and it is
-            // suspected, so it is declared failed only if it stays silent a hop timeout more
-            // (a busy peer's late pong clears it).
+            let Some(w) = self.watched.remove(&id) else {
+                continue;
+            };
+            // Unresponsive is not failed: the services that asked go on without it, and a peer
+            // in the tables is suspected, so it is declared failed only if it stays silent a
+            // hop timeout more (a busy peer's late pong clears it).
+            self.pending_updates
+                .push_back(crate::overlay::PendingUpcall::Unresponsive(w.contact));
             if let Some(peer) = self.contact_in_tables(&id) {
-                self.pending_updates
-                    .push_back(crate::overlay::PendingUpcall::Unresponsive(peer));
                 self.suspect(now, peer);
             }
         }

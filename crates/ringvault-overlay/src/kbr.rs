@@ -42,8 +42,9 @@ pub trait Kbr {
     /// ([`Service::unresponsive`]) and suspects it (it is declared failed if it stays silent a
     /// hop timeout more). For a service that sent `node` something it depends on without an
     /// acknowledgement (a lookup handed to a holder): a node killed a moment ago would
-    /// otherwise be noticed only by keep-alives, if at all. Only a node in this node's tables
-    /// is watched, at the address they hold. False when `node` is already
+    /// otherwise be noticed only by keep-alives, if at all. A node in this node's tables is
+    /// pinged at the address they hold; one that is not, at `node`'s address, and it is only
+    /// reported, never suspected. False when `node` is already
     /// known to have failed (it will not answer; go on without it). Implementations with
     /// failure detection of their own (server mode's membership) do nothing and answer true.
     fn watch(&mut self, _node: Contact) -> bool {

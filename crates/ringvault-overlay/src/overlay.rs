@@ -284,7 +284,7 @@ pub struct Overlay {
     /// unless the pong to the ping's nonce comes first.
     pub(crate) watched: BTreeMap<Id, crate::hops::Watch>,
     /// Watches services asked for during the current input.
-    pub(crate) local_watches: VecDeque<Id>,
+    pub(crate) local_watches: VecDeque<Contact>,
     /// Hops each peer left unacknowledged a failure timeout past their deadlines since it last
     /// acknowledged one.
     pub(crate) missed_acks: BTreeMap<Id, u8>,
@@ -906,14 +906,21 @@ impl Overlay {
             return;
         }
         self.missed_acks.remove(&id);
-        self.watched.remove(&id);
+        let watch = self.watched.remove(&id);
         if self.slot_repairs.values().any(|r| r.waits_on(&id)) {
             self.slot_repair_timeouts(now, Some(&id));
         }
         let contact = self.contact_in_tables(&id);
         self.probing.remove(&id);
         self.reroute_hops_to(&id);
-        let Some(contact) = contact else { return };
+        let Some(contact) = contact else {
+            // Not in the tables, but a service is waiting on it.
+            if let Some(w) = watch {
+                self.pending_updates
+                    .push_back(PendingUpcall::Unresponsive(w.contact));
+            }
+            return;
+        };
         if self.recently_failed.len() >= MAX_RECENTLY_FAILED {
             if let Some((&oldest, _)) = self.recently_failed.iter().min_by_key(|(_, t)| **t) {
                 self.recently_failed.remove(&oldest);

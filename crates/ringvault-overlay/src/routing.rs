@@ -386,7 +386,7 @@ impl Kbr for Overlay {
         if self.recently_failed.contains_key(&node.id) {
             return false;
         }
-        self.local_watches.push_back(node.id);
+        self.local_watches.push_back(node);
         true
     }
 

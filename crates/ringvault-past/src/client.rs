@@ -514,7 +514,7 @@ impl Past {
                         }),
                     )
                 }
-                Some(Pending::Lookup { want, .. }) => want.failed(req, PastError::NotFound),
+                Some(Pending::Lookup { want, .. }) => want.failed(req, PastError::Unanswered),
                 Some(Pending::Reclaim {
                     id,
                     receipts,

@@ -62,6 +62,12 @@ pub enum PastError {
     /// No node holds the object.
     #[error("no such object")]
     NotFound,
+    /// A lookup's deadline passed with no answer at all, not even a refusal: the nodes asked
+    /// were unreachable or too slow, which says nothing about whether the object exists.
+    #[error(
+        "no node answered the lookup in time; the ring may be partitioned or its holders down"
+    )]
+    Unanswered,
     /// The reclaim was not signed by the object's owner.
     #[error("only the object's owner can reclaim it")]
     NotOwner,
@@ -574,7 +580,21 @@ impl Past {
             stage: crate::secure::LookupStage::Plain { retry },
             deadline: now + REQUEST_TIMEOUT,
         })?;
-        let msg = want.ask(req, kbr.local_contact(), id, None, 0);
+        let me = kbr.local_contact();
+        // The first node on the path holding a copy answers, and this one is the first: a
+        // holder asked for its own object must not send the lookup away (the root leaves the
+        // client out of its hand-offs, so it could be told "not found" by the others).
+        let here = crate::holder::Asked {
+            req,
+            client: me,
+            id,
+            hops: 0,
+            want,
+        };
+        if self.serve_lookup(kbr, &here) {
+            return Ok(req);
+        }
+        let msg = want.ask(req, me, id, None, 0);
         let hint = self
             .config
             .lookup_heuristic

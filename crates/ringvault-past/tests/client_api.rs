@@ -42,6 +42,32 @@ fn request(
         .unwrap_or_else(|| panic!("request {req} on node {i} did not finish"))
 }
 
+/// Advances the ring until request `req` of node `i` finishes (at most 5 simulated
+/// seconds): how long it took, and its event.
+fn wait_for(
+    ring: &mut TestRing,
+    i: usize,
+    req: RequestId,
+) -> (ringvault_types::Duration, PastEvent) {
+    let start = ring.now;
+    loop {
+        let now = ring.now;
+        while let Some(Some(e)) = ring.members[i]
+            .node
+            .with_service::<Past, _>(now, |p, _| p.poll_event())
+        {
+            if e.request() == req {
+                return (ring.now - start, e);
+            }
+        }
+        assert!(
+            ring.now < start + ringvault_types::Duration::from_secs(5),
+            "request {req} on node {i} did not finish within 5 s"
+        );
+        ring.advance(ringvault_types::Duration::from_millis(100));
+    }
+}
+
 fn lookup(ring: &mut TestRing, i: usize, id: Id) -> Result<Found, PastError> {
     match request(ring, i, |p, kbr, now, _| p.lookup(kbr, now, id)) {
         PastEvent::Found(_, r) => r,
@@ -581,21 +607,7 @@ fn a_lookup_handed_to_a_holder_that_just_died_goes_on_to_the_next() {
         .unwrap();
     let req = ring.call::<Past, _>(reader, |p, kbr, now, _| p.lookup(kbr, now, id));
     let req = req.expect("the lookup starts");
-    let mut found = None;
-    let start = ring.now;
-    while found.is_none() && ring.now < start + ringvault_types::Duration::from_secs(5) {
-        ring.advance(ringvault_types::Duration::from_millis(100));
-        let now = ring.now;
-        while let Some(Some(e)) = ring.members[reader]
-            .node
-            .with_service::<Past, _>(now, |p, _| p.poll_event())
-        {
-            if e.request() == req {
-                found = Some((ring.now - start, e));
-            }
-        }
-    }
-    let (took, event) = found.expect("the lookup finished within 5 s");
+    let (took, event) = wait_for(&mut ring, reader, req);
     match event {
         PastEvent::Found(_, Ok(f)) => assert_eq!(f.content, data),
         other => panic!("expected the object, got {other:?}"),
@@ -611,4 +623,41 @@ fn a_lookup_handed_to_a_holder_that_just_died_goes_on_to_the_next() {
         .node
         .with_service::<Past, _>(now, |p, _| p.handoffs_redone());
     assert_eq!(redone, Some(1));
+}
+
+#[test]
+fn a_holder_asked_for_its_own_object_answers_itself_when_the_other_holders_are_dead() {
+    let mut ring = TestRing::new(16, Config::default(), |_, me, node| {
+        let key = Identity::from_secret_bytes(me.secret_bytes());
+        let store = Box::new(MemoryStore::new(CAPACITY));
+        node.add_service(Box::new(Past::new(key, store).unwrap()));
+    });
+    let data: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    let ins = match request(&mut ring, 0, |p, kbr, now, me| {
+        p.insert(kbr, now, me, "mine too", data.clone(), 3, 0)
+    }) {
+        PastEvent::Inserted(_, Ok(ins)) => ins,
+        other => panic!("insert failed: {other:?}"),
+    };
+    let id = ins.cert.id();
+    let holders: Vec<usize> = (0..16)
+        .filter(|&i| kind(&mut ring, i, &id) == Some(Kind::Primary))
+        .collect();
+    assert_eq!(holders.len(), 3);
+    // The last holder is the only one left: the others see no copy anywhere else, so only
+    // its own store can answer (the root leaves the client out of its hand-offs).
+    let (dead, alive) = (&holders[..2], holders[2]);
+    for &h in dead {
+        ring.kill(h);
+    }
+    let req = ring.call::<Past, _>(alive, |p, kbr, now, _| p.lookup(kbr, now, id));
+    let (took, event) = wait_for(&mut ring, alive, req.expect("the lookup starts"));
+    let found = match event {
+        PastEvent::Found(_, Ok(f)) => f,
+        other => panic!("expected its own copy, got {other:?}"),
+    };
+    assert_eq!(took, ringvault_types::Duration::ZERO);
+    assert_eq!(found.content, data);
+    assert_eq!(found.hops, 0, "answered without leaving the node");
+    assert_eq!(found.server.id, ring.members[alive].identity.id());
 }

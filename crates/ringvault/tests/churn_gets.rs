@@ -22,7 +22,9 @@ const OBJECTS: usize = 200;
 /// The fixed per-hop timeout (the config below), long on purpose: a get that waited it out on
 /// a dead hop cannot be mistaken for one slowed down by a busy machine.
 const HOP_TIMEOUT: Duration = Duration::from_millis(5000);
-const CONFIG: &str = "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 1000\nfailure_timeout_ms = 6000\nhop_timeout_ms = 5000\njoin_timeout_ms = 5000\n";
+/// Fast failure detection, and caching off: a get through a node that cached the object
+/// earlier would be answered there, and this test is about routes that meet dead nodes.
+const CONFIG: &str = "[overlay]\nleaf_set_size = 8\nkeepalive_ms = 1000\nfailure_timeout_ms = 6000\nhop_timeout_ms = 5000\njoin_timeout_ms = 5000\n[storage]\ncache = \"off\"\n";
 /// Reads go on this long after the kills: long enough for keep-alives to find the dead leaves
 /// (6 s) and for routes to run into dead table entries before anyone repairs them.
 const READ_AFTER_KILL: Duration = Duration::from_secs(10);

@@ -165,6 +165,11 @@ fn past_error(e: PastError) -> ApiError {
             "the ring is too full for this object; add nodes or capacity, or store less",
         ),
         PastError::Duplicate => (StatusCode::CONFLICT, "duplicate", "nothing was changed"),
+        PastError::Unanswered => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "retry; if it persists, check the ring with `ringvault status`",
+        ),
         PastError::NotFound => (
             StatusCode::NOT_FOUND,
             "not_found",

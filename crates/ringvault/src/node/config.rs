@@ -26,6 +26,41 @@ pub struct FileConfig {
     /// Overlay parameters.
     #[serde(default)]
     pub overlay: OverlaySettings,
+    /// How the node uses its spare space.
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// `[storage]`: what the node does with the space its replicas leave free.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Whether objects passing through (lookups this node forwards or makes, inserts it
+    /// routes) are cached, and which cached copies go first: `greedy-dual-size` (the default),
+    /// `lru`, or `off`.
+    pub cache: Option<CacheSetting>,
+}
+
+/// The values of `[storage] cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheSetting {
+    /// Nothing passing through is cached.
+    Off,
+    /// Least recently used copies are evicted first.
+    Lru,
+    /// Large and long-unused copies are evicted first (PAST's choice).
+    GreedyDualSize,
+}
+
+impl From<CacheSetting> for ringvault_past::CachePolicy {
+    fn from(c: CacheSetting) -> Self {
+        match c {
+            CacheSetting::Off => Self::Off,
+            CacheSetting::Lru => Self::Lru,
+            CacheSetting::GreedyDualSize => Self::GreedyDualSize,
+        }
+    }
 }
 
 /// Overlay parameters a person may want to tune; the rest keep Pastry's defaults.
@@ -110,10 +145,13 @@ mod tests {
     fn a_full_file_parses_and_unknown_keys_are_refused() {
         let f: FileConfig = toml::from_str(
             "data_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:7100\"\nbootstrap = [\"127.0.0.1:7000\"]\n\
-             [overlay]\nkeepalive_ms = 500\nfailure_timeout_ms = 2000\n",
+             [overlay]\nkeepalive_ms = 500\nfailure_timeout_ms = 2000\n\
+             [storage]\ncache = \"off\"\n",
         )
         .unwrap();
         assert_eq!(f.listen, Some("127.0.0.1:7100".parse().unwrap()));
+        assert_eq!(f.storage.cache, Some(CacheSetting::Off));
+        assert!(toml::from_str::<FileConfig>("[storage]\ncache = \"fifo\"\n").is_err());
         let c = f.overlay.to_config().unwrap();
         assert_eq!(c.keepalive_interval, Duration::from_millis(500));
         assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());

@@ -239,6 +239,9 @@ pub async fn node(a: NodeArgs) -> Result<()> {
     let record_store = Box::new(objects.records());
     let mut past = a.mode.mode.past();
     past.quota = quota.as_ref().map(|q| q.past_quota(ca_key));
+    if let Some(c) = file.storage.cache {
+        past.cache = c.into();
+    }
     let (mut services, mut store) = objects::past_services(&identity, objects, past)?;
     if let Some(q) = &quota {
         let secure = match &security {
