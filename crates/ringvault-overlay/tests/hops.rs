@@ -551,3 +551,26 @@ fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
     // Now known failed: a service asking to watch it again is told so.
     assert!(!ringvault_overlay::Kbr::watch(&mut o, peer));
 }
+
+#[test]
+fn a_watched_node_outside_the_tables_is_pinged_where_named_and_only_reported() {
+    let cfg = Config::default();
+    let peers = [
+        contact(0x80, 0),
+        contact(0x81, 0),
+        contact(0x30, 0),
+        contact(0xc0, 0),
+    ];
+    // A holder a hand-off list named, which this node never met.
+    let stranger = contact(0x55, 7);
+    let mut o = node(&peers);
+    watch(&mut o, stranger);
+    let mut up = Delivered::default();
+    run(&mut o, &mut up, start() + cfg.hop_timeout);
+    assert_eq!(up.1, vec![stranger.id], "reported at the hop timeout");
+    assert!(
+        !o.is_suspected(&stranger.id),
+        "an address a message named is never suspected"
+    );
+    assert_eq!(o.stats().peers_failed, 0);
+}
