@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, ContactCheck, Security};
+use crate::latency::LatencySeat;
 use crate::status::{Metrics, SecurityStatus, Status};
 use crate::transport::{
     inbound_channel, transport_config, Inbound, InboundRx, Transport, UNREACHABLE_QUEUE,
@@ -51,6 +52,9 @@ pub struct NetConfig {
     pub bootstrap: Vec<SocketAddr>,
     /// Open or secure mode (with the CA, this node's certificate and the revocation list).
     pub security: Security,
+    /// A test mode: this node's seat in a latency model whose delays its datagrams to the
+    /// model's other nodes are held back by. `None` in production.
+    pub emulated_latency: Option<LatencySeat>,
 }
 
 /// Wall-clock time in Unix seconds, which certificates are checked against.
@@ -88,6 +92,7 @@ pub(crate) fn bind(
     admission: Arc<Admission>,
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
+    latency: Option<&LatencySeat>,
 ) -> Result<(quinn::Endpoint, quinn::ClientConfig, SocketAddr), NetError> {
     let (server, client) =
         tls::quic_configs(identity, ring_cert, admission, Arc::new(transport_config()))?;
@@ -95,9 +100,15 @@ pub(crate) fn bind(
         addr: listen,
         source,
     };
-    let endpoint = quinn::Endpoint::server(server, listen).map_err(bind_error)?;
-    let bound = endpoint.local_addr().map_err(bind_error)?;
-    Ok((endpoint, client, advertised(bound, advertise)?))
+    let Some(seat) = latency else {
+        let endpoint = quinn::Endpoint::server(server, listen).map_err(bind_error)?;
+        let bound = endpoint.local_addr().map_err(bind_error)?;
+        return Ok((endpoint, client, advertised(bound, advertise)?));
+    };
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+    let addr = advertised(socket.local_addr().map_err(bind_error)?, advertise)?;
+    let endpoint = crate::latency::endpoint(socket, addr, server, seat).map_err(bind_error)?;
+    Ok((endpoint, client, addr))
 }
 
 /// The address this node tells peers to dial, given the address its socket is `bound` to and
@@ -419,6 +430,7 @@ pub async fn start_with(
         admission.clone(),
         cfg.listen,
         cfg.advertise,
+        cfg.emulated_latency.as_ref(),
     )?;
     let contact = Contact::new(identity.id(), addr);
     let mut seed = [0u8; 8];

@@ -37,15 +37,22 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Identity, NetError> {
             Ok(Identity::from_secret_bytes(secret))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(io_err(dir, "creating data directory"))?;
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret)
                 .map_err(|e| NetError::BadIdentity(format!("the OS random source failed: {e}")))?;
-            write_atomically(&path, &secret)?;
-            Ok(Identity::from_secret_bytes(secret))
+            let identity = Identity::from_secret_bytes(secret);
+            store_identity(dir, &identity)?;
+            Ok(identity)
         }
         Err(e) => Err(io_err(&path, "reading")(e)),
     }
+}
+
+/// Stores `identity` in `dir` (created if missing), where [`load_or_create_identity`] finds
+/// it: for a node whose key was made elsewhere.
+pub fn store_identity(dir: &Path, identity: &Identity) -> Result<(), NetError> {
+    fs::create_dir_all(dir).map_err(io_err(dir, "creating data directory"))?;
+    write_atomically(&dir.join(IDENTITY_FILE), &identity.secret_bytes())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NetError> {

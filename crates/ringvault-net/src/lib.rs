@@ -16,6 +16,7 @@
 mod admission;
 mod driver;
 mod keyfile;
+mod latency;
 mod server;
 mod status;
 mod tls;
@@ -26,7 +27,8 @@ pub use driver::{
     start, start_with, Intercept, NetConfig, NodeHandle, Poller, RunningNode, Services,
     CONTROL_QUEUE, NET_BULK_QUEUE, NET_QUEUE,
 };
-pub use keyfile::{load_or_create_identity, IDENTITY_FILE};
+pub use keyfile::{load_or_create_identity, store_identity, IDENTITY_FILE};
+pub use latency::{EmulatedLatency, LatencySeat};
 pub use server::{
     start_server, ClientCounters, MemberView, MembershipCounters, Phase, ReadKind, ReplicaCounters,
     RunningServer, ServerBoot, ServerDisk, ServerHandle, ServerHooks, ServerIntercept,

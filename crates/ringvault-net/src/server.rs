@@ -468,6 +468,7 @@ pub async fn start_server(
         admission.clone(),
         cfg.listen,
         cfg.advertise,
+        None,
     )?;
     if cfg.cert.body.addrs.first() != Some(&addr) {
         return Err(NetError::Certificate(format!(

@@ -96,6 +96,7 @@ async fn sec_route_reaches_the_correct_replica_set_with_a_quarter_of_the_daemons
                 .map(|n| n.contact().addr)
                 .collect(),
             security: security(&ident),
+            emulated_latency: None,
         };
         let node = start_with(ident, cfg, services).await.expect("node starts");
         node.handle()

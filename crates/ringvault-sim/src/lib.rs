@@ -24,6 +24,6 @@ mod topology;
 pub use check::{wrong_leaf_sets, Ring};
 pub use sim::{
     addr_of, node_seed, Counters, Sim, SimConfig, SimNode, JOIN_LIMIT, PROBE_FAILURE_DELAY,
-    ROUTE_LIMIT,
+    ROUTE_LIMIT, SETTLE_LIMIT,
 };
 pub use topology::{Place, Topology, TopologyKind, TransitStub, TransitStubParams, US_PER_UNIT};

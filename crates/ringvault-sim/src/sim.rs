@@ -18,6 +18,8 @@ use crate::topology::{Place, Topology, TopologyKind};
 
 mod script;
 
+pub use script::SETTLE_LIMIT;
+
 /// How long a probe of an unreachable peer takes to report `None`.
 pub const PROBE_FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// How long [`Sim::join_nearest`] waits for a join to finish.
@@ -302,6 +304,15 @@ impl Sim {
     pub fn delay(&self, a: u32, b: u32) -> Duration {
         self.topology
             .delay(self.places[a as usize], self.places[b as usize])
+    }
+
+    /// The one-way delays between every pair of this network's nodes (`[a][b]`): to run real
+    /// nodes at the simulator's distances.
+    pub fn delays(&self) -> Vec<Vec<Duration>> {
+        let n = self.nodes.len() as u32;
+        (0..n)
+            .map(|a| (0..n).map(|b| self.delay(a, b)).collect())
+            .collect()
     }
 
     /// Proximity (one-way delay, fractional microseconds) between two nodes.

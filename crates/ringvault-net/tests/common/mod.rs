@@ -82,6 +82,7 @@ pub async fn start_node_with(
             overlay: cfg.clone(),
             bootstrap: bootstrap.clone(),
             security: security(&identity),
+            emulated_latency: None,
         };
         match start(identity, cfg).await {
             Ok(n) => break n,

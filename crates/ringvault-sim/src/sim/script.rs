@@ -7,6 +7,9 @@ use ringvault_types::{Duration, Id};
 
 use super::{Sim, JOIN_LIMIT, ROUTE_LIMIT};
 
+/// How long [`Sim::join_and_settle`] waits for the network to go quiet after a join.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(600);
+
 impl Sim {
     /// The live, joined node nearest to node `i` (its bootstrap), if any.
     pub fn nearest_joined(&mut self, i: u32) -> Option<u32> {
@@ -23,6 +26,13 @@ impl Sim {
         self.start_join_nearest(i);
         let limit = self.now + JOIN_LIMIT;
         self.run_until(limit, |s| s.nodes[i as usize].joined)
+    }
+
+    /// A static build's step: node `i` joins through its nearest joined node, then the run
+    /// goes on until the network is quiet (at most [`SETTLE_LIMIT`] more); false if either did
+    /// not happen in time.
+    pub fn join_and_settle(&mut self, i: u32) -> bool {
+        self.join_nearest(i) && self.drain(self.now + SETTLE_LIMIT)
     }
 
     /// Starts node `i`'s join through its nearest joined node without running the network.

@@ -1,7 +1,9 @@
-//! Benchmarks of real nodes: `ringvault bench route` and `ringvault bench storage`, each on a
-//! local ring in this process, and what they share (the ring, percentiles).
+//! Benchmarks of real nodes: `ringvault bench route`, `ringvault bench storage` and
+//! `ringvault bench sim-vs-real`, each on a local ring in this process, and what they share
+//! (the ring, percentiles).
 
 pub mod route;
+pub mod sim_vs_real;
 pub mod storage;
 
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ pub async fn start_bench_ring(
         store: store_config,
         mode,
         quota: None,
+        latency: None,
     };
     let started = start_local_ring(spec, &dir, stop).await;
     let nodes = match started {

@@ -296,6 +296,17 @@ pub struct RingArgs {
     pub mode: ModeArg,
     #[command(flatten)]
     pub quota: crate::node::quota::QuotaArg,
+    /// TEST MODE, off by default, never for production: node i sits at place i of the
+    /// simulator's latency model (`euclidean` or `transit-stub`, places drawn from --seed),
+    /// every datagram between the ring's nodes is held back by the model's one-way delay, and
+    /// each node joins through its nearest. Proximity, tables and routes then behave as on a
+    /// spread-out network, for comparing with `ringvault sim` (see `ringvault bench
+    /// sim-vs-real`).
+    #[arg(long, value_enum, value_name = "MODEL")]
+    pub emulate_latency: Option<crate::node::emulate::LatencyModel>,
+    /// The seed of --emulate-latency's places.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Server mode: the epoch length of the ring's genesis (how often the committee decides a
     /// configuration), e.g. 10s or 1m.
     #[arg(long, default_value = "10s")]
@@ -512,6 +523,11 @@ pub enum BenchCommand {
     /// Put and get latency (p50/p99) and throughput on a local ring (16 nodes, k = 3, 1 KiB
     /// and 1 MiB objects by default), through each node's HTTP API.
     Storage(crate::bench::storage::StorageArgs),
+    /// The simulator checked against real daemons: N nodes built by the simulator and the
+    /// same N as real nodes over QUIC with the model's delays emulated at their sockets (same
+    /// keys, places and join order), routing the same keys; prints mean hops and stretch of
+    /// both and whether they agree within 10%.
+    SimVsReal(crate::bench::sim_vs_real::SimVsRealArgs),
 }
 
 pub fn run(cmd: NetCommand) -> Result<()> {
@@ -669,6 +685,9 @@ pub fn run(cmd: NetCommand) -> Result<()> {
                 mode,
             }) => crate::bench::route::run(nodes, routes, concurrency, mode.mode).await,
             NetCommand::Bench(BenchCommand::Storage(a)) => crate::bench::storage::run(a).await,
+            NetCommand::Bench(BenchCommand::SimVsReal(a)) => {
+                crate::bench::sim_vs_real::run(a).await
+            }
         }
     })
 }

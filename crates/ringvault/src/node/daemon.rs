@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_net::{
-    load_or_create_identity, start_with, NetConfig, NodeHandle, RunningNode, Security,
+    load_or_create_identity, start_with, EmulatedLatency, LatencySeat, NetConfig, NodeHandle,
+    RunningNode, Security,
 };
 use ringvault_overlay::Config;
 use ringvault_store::{StoreConfig, StoreFile};
@@ -270,6 +272,7 @@ pub async fn node(a: NodeArgs) -> Result<()> {
             overlay,
             bootstrap,
             security,
+            emulated_latency: None,
         },
         services,
     )
@@ -594,6 +597,9 @@ pub struct LocalRing {
     pub mode: Mode,
     /// Storage quotas, if the ring enforces them.
     pub quota: Option<quota::QuotaSetup>,
+    /// A test mode: node i is node i of this latency model (its datagrams to the others are
+    /// held back by the model's delays), and joins through the nodes nearest it in the model.
+    pub latency: Option<Arc<EmulatedLatency>>,
 }
 
 /// Starts a local ring's nodes on loopback under `dir`, one after another, each joining
@@ -613,7 +619,13 @@ pub async fn start_local_ring(
         store: store_config,
         mode,
         quota,
+        latency,
     } = ring;
+    if let Some(model) = &latency {
+        if model.len() != n as usize {
+            bail!("the latency model has {} nodes, the ring {n}", model.len());
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut ca = match mode {
         Mode::Open => None,
@@ -629,11 +641,16 @@ pub async fn start_local_ring(
     let mut nodes: Vec<LocalNode> = Vec::new();
     for i in 0..n {
         let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
-        let bootstrap = nodes
-            .iter()
-            .rev()
+        // The last to join first (their joins have finished), or in a latency model the
+        // nearest, as the simulator's joins go.
+        let mut earlier: Vec<usize> = (0..nodes.len()).rev().collect();
+        if let Some(model) = &latency {
+            earlier.sort_by_key(|&j| model.delay(i as usize, j));
+        }
+        let bootstrap = earlier
+            .into_iter()
             .take(3)
-            .map(|p| p.node.contact().addr)
+            .map(|j| nodes[j].node.contact().addr)
             .collect();
         let node_dir = dir.join(format!("node-{i}"));
         let identity = load_or_create_identity(&node_dir)?;
@@ -694,6 +711,10 @@ pub async fn start_local_ring(
                 overlay: cfg.clone(),
                 bootstrap,
                 security,
+                emulated_latency: latency.as_ref().map(|model| LatencySeat {
+                    model: model.clone(),
+                    index: i as usize,
+                }),
             },
             services,
         )
@@ -782,6 +803,9 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         if a.capacity.is_some() || a.store_cache.is_some() || a.quota.setup()?.is_some() {
             bail!("--capacity, --store-cache and --broker are classic-mode settings (server mode has no quotas yet)");
         }
+        if a.emulate_latency.is_some() {
+            bail!("--emulate-latency runs a classic ring (open or secure); server mode's one-hop lookups have no routes to compare");
+        }
         say!(
             "starting {} servers on 127.0.0.1 (data in {}) ...",
             a.nodes,
@@ -809,6 +833,17 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         a.durability.durability,
         a.nodes,
     )?;
+    let latency = match a.emulate_latency {
+        Some(model) => {
+            say!(
+                "TEST MODE: emulating the {} latency model (seed {}) between the nodes",
+                model.name(),
+                a.seed
+            );
+            Some(crate::node::emulate::ring_model(model, a.seed, a.nodes)?)
+        }
+        None => None,
+    };
     let spec = LocalRing {
         nodes: a.nodes,
         base_port: a.base_port,
@@ -817,6 +852,7 @@ pub async fn ring(a: RingArgs) -> Result<()> {
         store: store_config,
         mode: a.mode.mode,
         quota: ring_quota(&a.quota)?,
+        latency,
     };
     let result = start_local_ring(spec, &dir, &stop_rx).await;
     let nodes = match result {

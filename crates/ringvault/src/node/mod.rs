@@ -15,6 +15,7 @@ macro_rules! say {
 
 pub mod config;
 pub mod daemon;
+pub mod emulate;
 pub mod objects;
 pub mod quota;
 pub mod records;
