@@ -49,10 +49,18 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Identity, NetError> {
 }
 
 /// Stores `identity` in `dir` (created if missing), where [`load_or_create_identity`] finds
-/// it: for a node whose key was made elsewhere.
+/// it: for a node whose key was made elsewhere. Refuses to replace a key already there (that
+/// would change the node's id).
 pub fn store_identity(dir: &Path, identity: &Identity) -> Result<(), NetError> {
+    let path = dir.join(IDENTITY_FILE);
+    if path.exists() {
+        return Err(NetError::BadIdentity(format!(
+            "{} already holds a key; move it away first to give this node another identity",
+            path.display()
+        )));
+    }
     fs::create_dir_all(dir).map_err(io_err(dir, "creating data directory"))?;
-    write_atomically(&dir.join(IDENTITY_FILE), &identity.secret_bytes())
+    write_atomically(&path, &identity.secret_bytes())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NetError> {

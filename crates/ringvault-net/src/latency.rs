@@ -121,6 +121,7 @@ pub(crate) fn endpoint(
         inner,
         seat: seat.clone(),
         queue,
+        sent: std::sync::atomic::AtomicU64::new(0),
     };
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -132,11 +133,32 @@ pub(crate) fn endpoint(
     Ok(endpoint)
 }
 
-/// A datagram waiting for its delay.
+/// A datagram waiting for its delay; queued earliest first, then in the order sent.
 struct Delayed {
     due: Instant,
+    seq: u64,
     to: SocketAddr,
     bytes: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
 }
 
 /// A UDP socket that holds back datagrams to the model's nodes.
@@ -145,6 +167,8 @@ struct DelayedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     seat: LatencySeat,
     queue: mpsc::UnboundedSender<Delayed>,
+    /// Datagrams queued so far: their order among equal due times.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl AsyncUdpSocket for DelayedSocket {
@@ -160,11 +184,15 @@ impl AsyncUdpSocket for DelayedSocket {
         else {
             return self.inner.try_send(transmit);
         };
-        // One datagram per transmit (max_transmit_segments is 1), so the contents are one
-        // datagram. A closed queue means the node is shutting down: the datagram is dropped,
-        // as the network may drop any.
+        // max_transmit_segments is 1, so a transmit is one datagram. Its ECN mark and source
+        // address are not kept: on loopback quinn then simply runs without ECN.
+        debug_assert!(transmit.segment_size.is_none());
+        let seq = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A closed queue means the node is shutting down: the datagram is dropped, as the
+        // network may drop any.
         let _ = self.queue.send(Delayed {
             due: Instant::now() + delay,
+            seq,
             to: transmit.destination,
             bytes: transmit.contents.to_vec(),
         });
@@ -197,32 +225,35 @@ impl AsyncUdpSocket for DelayedSocket {
     }
 }
 
+/// Half the timer's resolution (tokio's is a millisecond, and a sleep ends at the first tick
+/// at or after its deadline): the sender wakes this much before a datagram is due and sends
+/// what is due within this much after, so a datagram leaves within about half a millisecond of
+/// its due time either way, not up to a whole millisecond late.
+const HALF_TICK: Duration = Duration::from_micros(500);
+
 /// Sends each queued datagram when its delay is over, earliest first (datagrams to one peer
-/// share a delay, so they leave in the order they were sent). Ends when the socket is gone.
+/// share a delay, so they leave in the order they were sent). Once the socket is gone it still
+/// sends what it holds (a connection's closing frames among them), each when due, then ends.
 async fn send_when_due(mut rx: mpsc::UnboundedReceiver<Delayed>, socket: tokio::net::UdpSocket) {
-    // Ordered by due time, then by arrival (the sequence number), never by the rest.
-    let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut held: BTreeMap<u64, Delayed> = BTreeMap::new();
-    let mut seq = 0u64;
+    let mut waiting: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
+    let mut open = true;
     loop {
-        let next = waiting.peek().map(|Reverse((due, _))| *due);
+        let next = waiting.peek().map(|Reverse(d)| d.due);
+        if !open && next.is_none() {
+            return;
+        }
+        let wake = next.map_or_else(Instant::now, |due| {
+            due.checked_sub(HALF_TICK).unwrap_or(due)
+        });
         tokio::select! {
-            got = rx.recv() => match got {
-                Some(d) => {
-                    waiting.push(Reverse((d.due, seq)));
-                    held.insert(seq, d);
-                    seq += 1;
-                }
-                None => return,
+            got = rx.recv(), if open => match got {
+                Some(d) => waiting.push(Reverse(d)),
+                None => open = false,
             },
-            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                let now = Instant::now();
-                while let Some(Reverse((due, n))) = waiting.peek().copied() {
-                    if due > now {
-                        break;
-                    }
-                    waiting.pop();
-                    if let Some(d) = held.remove(&n) {
+            _ = tokio::time::sleep_until(wake), if next.is_some() => {
+                let until = Instant::now() + HALF_TICK;
+                while waiting.peek().is_some_and(|Reverse(d)| d.due <= until) {
+                    if let Some(Reverse(d)) = waiting.pop() {
                         // A send error is a lost datagram, which QUIC recovers from.
                         let _ = socket.send_to(&d.bytes, d.to).await;
                     }

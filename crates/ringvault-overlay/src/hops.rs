@@ -294,21 +294,17 @@ impl Overlay {
     /// peer. One already watched is not watched again (its watch reports it).
     pub(crate) fn start_watch(&mut self, now: Time, node: Contact) {
         let id = node.id;
+        // At the bound, a node goes unwatched rather than be reported untested (which would
+        // send a service on past a live node).
         if id == self.me.id
             || !self.is_ready()
             || self.recently_failed.contains_key(&id)
             || self.watched.contains_key(&id)
+            || self.watched.len() >= MAX_SUSPECTS
         {
             return;
         }
         let contact = self.contact_in_tables(&id).unwrap_or(node);
-        if self.watched.len() >= MAX_SUSPECTS {
-            // Too many at once to ping them all: said unresponsive at once, so the service
-            // goes on to the next node rather than wait on one nobody watches.
-            self.pending_updates
-                .push_back(crate::overlay::PendingUpcall::Unresponsive(contact));
-            return;
-        }
         let nonce = self.next_seq();
         let until = now + self.cfg.hop_timeout;
         self.watched.insert(

@@ -493,17 +493,20 @@ fn a_peer_that_answers_pings_but_never_acknowledges_is_declared_failed_for_it() 
     );
 }
 
-/// Asks `o` to watch `peer` (as a service would) and returns the nonce of the ping it sent.
+/// Asks `o` to watch `peer` (as a service would) and returns the nonce of the ping it sent
+/// (to the address `peer` gives).
 fn watch(o: &mut Overlay, peer: Contact) -> u64 {
     assert!(ringvault_overlay::Kbr::watch(o, peer));
     o.flush(start(), &mut NoServices);
     drain(o)
         .iter()
         .find_map(|(c, m)| match m {
-            OverlayMessage::Ping { nonce } if c.id == peer.id => Some(*nonce),
+            OverlayMessage::Ping { nonce } if c.id == peer.id && c.addr == peer.addr => {
+                Some(*nonce)
+            }
             _ => None,
         })
-        .expect("the watched peer is pinged")
+        .expect("the watched peer is pinged at its address")
 }
 
 #[test]

@@ -307,7 +307,11 @@ impl Past {
 
     // ---- serving ----
 
-    /// Sends the client this node's copy (or its description), if it has a good one.
+    /// Sends the client this node's copy (or its description), if it has a good one. A node
+    /// answering its own lookup uses only a replica it is responsible for (a cached copy may
+    /// outlive a reclaim it made itself, or an insert that replaced the object), fully
+    /// verified: its answer is checked like any other, and one refused there would leave the
+    /// lookup waiting for its deadline, never routed.
     pub(crate) fn serve_lookup(&mut self, kbr: &mut dyn Kbr, ask: &Asked) -> bool {
         let Asked {
             req,
@@ -316,7 +320,14 @@ impl Past {
             hops,
             want,
         } = *ask;
+        let for_itself = client.id == kbr.local_contact().id;
         match self.store.get(&id) {
+            Ok(Some(o))
+                if for_itself
+                    && (o.kind == Kind::Cached || o.cert.verify_content(&o.content).is_err()) =>
+            {
+                false
+            }
             Ok(Some(o)) if o.cert.matches_content(&o.content) => {
                 if o.kind == Kind::Cached {
                     self.cache.touch(id, o.content.len() as u64);

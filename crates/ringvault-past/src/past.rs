@@ -62,8 +62,9 @@ pub enum PastError {
     /// No node holds the object.
     #[error("no such object")]
     NotFound,
-    /// A lookup's deadline passed with no answer at all, not even a refusal: the nodes asked
-    /// were unreachable or too slow, which says nothing about whether the object exists.
+    /// A lookup's deadline passed without a verified copy or a refusal that ended it: the
+    /// nodes asked were unreachable, too slow or gave bad answers, which says nothing about
+    /// whether the object exists.
     #[error(
         "no node answered the lookup in time; the ring may be partitioned or its holders down"
     )]
@@ -582,8 +583,9 @@ impl Past {
         })?;
         let me = kbr.local_contact();
         // The first node on the path holding a copy answers, and this one is the first: a
-        // holder asked for its own object must not send the lookup away (the root leaves the
-        // client out of its hand-offs, so it could be told "not found" by the others).
+        // replica holder asked for its own object must not send the lookup away (the root
+        // leaves the client out of its hand-offs, so it could be told "not found" by the
+        // others).
         let here = crate::holder::Asked {
             req,
             client: me,

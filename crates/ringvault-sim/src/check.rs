@@ -102,30 +102,36 @@ impl Ring {
     }
 }
 
+/// The true leaf set of the node at `pos` of the ring `sorted` (every live id, ascending) with
+/// leaf sets of `l`: its `l / 2` neighbours clockwise and counter-clockwise, nearest first.
+pub fn true_leaf_set(sorted: &[Id], pos: usize, l: usize) -> (Vec<Id>, Vec<Id>) {
+    let n = sorted.len();
+    let k = (l / 2).min(n.saturating_sub(1));
+    let cw = (1..=k).map(|d| sorted[(pos + d) % n]).collect();
+    let ccw = (1..=k).map(|d| sorted[(pos + n - d) % n]).collect();
+    (cw, ccw)
+}
+
 /// Live nodes whose leaf set differs from the true L/2 + L/2 neighbours, each described.
 pub fn wrong_leaf_sets(sim: &Sim) -> Vec<String> {
     let ring = Ring::of(sim);
     let ids = ring.ids();
-    let n = ids.len();
-    let half = sim.cfg.overlay.leaf_set_size / 2;
     let mut wrong = Vec::new();
     for (pos, id) in ids.iter().enumerate() {
         let i = ring.index[pos];
         let ls = sim.nodes[i as usize].node.overlay().leaf_set();
-        let k = half.min(n - 1);
-        let want_cw = (1..=k).map(|d| ids[(pos + d) % n]);
-        let want_ccw = (1..=k).map(|d| ids[(pos + n - d) % n]);
-        let got_cw = ls.side(Side::Cw).iter().map(|p| p.id());
-        let got_ccw = ls.side(Side::Ccw).iter().map(|p| p.id());
-        if !got_cw.clone().eq(want_cw.clone()) || !got_ccw.clone().eq(want_ccw.clone()) {
-            let short = |v: &mut dyn Iterator<Item = Id>| v.map(|i| i.short()).collect::<Vec<_>>();
+        let (want_cw, want_ccw) = true_leaf_set(ids, pos, sim.cfg.overlay.leaf_set_size);
+        let got_cw: Vec<Id> = ls.side(Side::Cw).iter().map(|p| p.id()).collect();
+        let got_ccw: Vec<Id> = ls.side(Side::Ccw).iter().map(|p| p.id()).collect();
+        if got_cw != want_cw || got_ccw != want_ccw {
+            let short = |v: &[Id]| v.iter().map(|i| i.short()).collect::<Vec<_>>();
             wrong.push(format!(
                 "node {} has cw {:?} ccw {:?}, wants cw {:?} ccw {:?}",
                 id.short(),
-                short(&mut got_cw.clone()),
-                short(&mut got_ccw.clone()),
-                short(&mut want_cw.clone()),
-                short(&mut want_ccw.clone()),
+                short(&got_cw),
+                short(&got_ccw),
+                short(&want_cw),
+                short(&want_ccw),
             ));
         }
     }

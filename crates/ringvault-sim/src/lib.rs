@@ -21,7 +21,7 @@ pub mod scenario;
 mod sim;
 mod topology;
 
-pub use check::{wrong_leaf_sets, Ring};
+pub use check::{true_leaf_set, wrong_leaf_sets, Ring};
 pub use sim::{
     addr_of, node_seed, Counters, Sim, SimConfig, SimNode, JOIN_LIMIT, PROBE_FAILURE_DELAY,
     ROUTE_LIMIT, SETTLE_LIMIT,

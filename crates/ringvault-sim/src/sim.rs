@@ -315,6 +315,17 @@ impl Sim {
             .collect()
     }
 
+    /// A route's relative distance (stretch): the delay along `path` (node indices, origin
+    /// first) over the direct delay from `src` to `dst`; `None` when those coincide.
+    pub fn path_stretch(&self, src: u32, dst: u32, path: &[u32]) -> Option<f64> {
+        let direct = self.distance(src, dst);
+        if direct <= 0.0 {
+            return None;
+        }
+        let travelled: f64 = path.windows(2).map(|w| self.distance(w[0], w[1])).sum();
+        Some(travelled / direct)
+    }
+
     /// Proximity (one-way delay, fractional microseconds) between two nodes.
     pub fn distance(&self, a: u32, b: u32) -> f64 {
         self.topology

@@ -162,11 +162,8 @@ pub(crate) fn measure_routes(
         hops += r.hops();
         hist[r.hops().min(HOP_BUCKETS - 1)] += 1;
         let idx: Vec<u32> = r.path.iter().filter_map(|c| sim.index_of(c)).collect();
-        let dst = ring.root_node(&key);
-        let direct = sim.distance(src, dst);
-        if direct > 0.0 {
-            let travelled: f64 = idx.windows(2).map(|w| sim.distance(w[0], w[1])).sum();
-            stretch_sum += travelled / direct;
+        if let Some(x) = sim.path_stretch(src, ring.root_node(&key), &idx) {
+            stretch_sum += x;
             stretch_n += 1;
         }
         let mut rare_here = false;

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::settle;
 use crate::cli::Mode;
-use crate::node::daemon::{start_local_ring, stop_all, temp_dir, LocalRing};
+use crate::node::daemon::{start_local_ring, stop_all, temp_dir, Latency, LocalRing};
 use crate::node::emulate::{emulated, placed, LatencyModel};
 use crate::node::objects;
 
@@ -56,8 +56,8 @@ pub struct SimVsRealArgs {
     /// Routes in flight on the real ring at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// The control: run the real nodes without the emulated delays (they then choose their
-    /// neighbours by loopback noise), which the comparison must reject.
+    /// The control: the real nodes join as with the delays but run without them (they then
+    /// choose their neighbours by loopback noise), which the comparison must reject.
     #[arg(long)]
     pub control: bool,
     /// Write the comparison to DIR/sim-vs-real[-N][-control].json as well (N when not 64).
@@ -160,27 +160,22 @@ fn figures(
     routes: &[(usize, usize)],
     reports: &[Option<Vec<Id>>],
 ) -> Figures {
-    let index = |id: &Id| ids.iter().position(|x| x == id);
+    let index = |id: &Id| ids.iter().position(|x| x == id).map(|i| i as u32);
     let (mut answered, mut right, mut hops) = (0usize, 0usize, 0usize);
     let mut stretch = (0f64, 0usize);
     let mut hist = [0usize; HOP_BUCKETS];
     for (&(src, dst), path) in routes.iter().zip(reports) {
         let Some(path) = path else { continue };
-        let Some(idx) = path.iter().map(index).collect::<Option<Vec<usize>>>() else {
+        let Some(idx) = path.iter().map(index).collect::<Option<Vec<u32>>>() else {
             continue; // a node outside the ring: not answered
         };
         answered += 1;
-        right += (idx.last() == Some(&dst)) as usize;
+        right += (idx.last() == Some(&(dst as u32))) as usize;
         let h = idx.len().saturating_sub(1);
         hops += h;
         hist[h.min(HOP_BUCKETS - 1)] += 1;
-        let direct = sim.distance(src as u32, dst as u32);
-        if direct > 0.0 {
-            let travelled: f64 = idx
-                .windows(2)
-                .map(|w| sim.distance(w[0] as u32, w[1] as u32))
-                .sum();
-            stretch.0 += travelled / direct;
+        if let Some(x) = sim.path_stretch(src as u32, dst as u32, &idx) {
+            stretch.0 += x;
             stretch.1 += 1;
         }
     }
@@ -225,15 +220,12 @@ async fn route_real(
 async fn wrong_leaf_sets(handles: &[NodeHandle], ids: &[Id], l: usize) -> Result<usize> {
     let mut ring: Vec<Id> = ids.to_vec();
     ring.sort();
-    let n = ring.len();
-    let k = (l / 2).min(n - 1);
     let mut wrong = 0;
     for h in handles {
         let s = h.status().await?;
         let me = h.contact().id;
         let pos = ring.iter().position(|x| *x == me).unwrap_or(0);
-        let cw: Vec<Id> = (1..=k).map(|d| ring[(pos + d) % n]).collect();
-        let ccw: Vec<Id> = (1..=k).map(|d| ring[(pos + n - d) % n]).collect();
+        let (cw, ccw) = ringvault_sim::true_leaf_set(&ring, pos, l);
         let got_cw: Vec<Id> = s.leaf_set_larger.iter().map(|p| p.id).collect();
         let got_ccw: Vec<Id> = s.leaf_set_smaller.iter().map(|p| p.id).collect();
         wrong += (got_cw != cw || got_ccw != ccw) as usize;
@@ -320,11 +312,11 @@ pub async fn compare(a: &SimVsRealArgs, dir: &Path) -> Result<Comparison> {
         store: objects::store_config(None, None, crate::cli::Durability::Sync, a.nodes)?,
         mode: Mode::Open,
         quota: None,
-        latency: if a.control {
-            None
+        latency: Some(if a.control {
+            Latency::JoinsOnly(emulated(&sim)?)
         } else {
-            Some(emulated(&sim)?)
-        },
+            Latency::Emulated(emulated(&sim)?)
+        }),
     };
     let nodes = start_local_ring(spec, dir, &stop_rx).await?;
     let handles: Vec<NodeHandle> = nodes.iter().map(|x| x.node.handle()).collect();

@@ -203,6 +203,9 @@ pub async fn node(a: NodeArgs) -> Result<()> {
         {
             bail!("--capacity, --store-cache, --broker, --recover-store and --bootstrap are classic-mode settings: a server finds the others in its configuration (--genesis), and server mode has no quotas yet");
         }
+        if file.storage.cache.is_some() {
+            bail!("[storage] cache in the config file is a classic-mode setting: servers do not cache objects passing through (they hold their key ranges' objects in full)");
+        }
         let setup = ServerSetup {
             listen,
             advertise,
@@ -597,9 +600,27 @@ pub struct LocalRing {
     pub mode: Mode,
     /// Storage quotas, if the ring enforces them.
     pub quota: Option<quota::QuotaSetup>,
-    /// A test mode: node i is node i of this latency model (its datagrams to the others are
-    /// held back by the model's delays), and joins through the nodes nearest it in the model.
-    pub latency: Option<Arc<EmulatedLatency>>,
+    /// A test mode: node i is node i of a latency model (see [`Latency`]).
+    pub latency: Option<Latency>,
+}
+
+/// How a local ring's nodes take part in a latency model (a test mode).
+#[derive(Clone, Debug)]
+pub enum Latency {
+    /// Node i joins through the nodes nearest it in the model, and its datagrams to the
+    /// others are held back by the model's delays.
+    Emulated(Arc<EmulatedLatency>),
+    /// The joins as with [`Latency::Emulated`], but no datagram is delayed: the control that
+    /// shows what the delays change.
+    JoinsOnly(Arc<EmulatedLatency>),
+}
+
+impl Latency {
+    fn model(&self) -> &Arc<EmulatedLatency> {
+        match self {
+            Latency::Emulated(m) | Latency::JoinsOnly(m) => m,
+        }
+    }
 }
 
 /// Starts a local ring's nodes on loopback under `dir`, one after another, each joining
@@ -621,7 +642,7 @@ pub async fn start_local_ring(
         quota,
         latency,
     } = ring;
-    if let Some(model) = &latency {
+    if let Some(model) = latency.as_ref().map(Latency::model) {
         if model.len() != n as usize {
             bail!("the latency model has {} nodes, the ring {n}", model.len());
         }
@@ -642,10 +663,10 @@ pub async fn start_local_ring(
     for i in 0..n {
         let listen: SocketAddr = ([127, 0, 0, 1], port(base_port, i, "--base-port")?).into();
         // The last to join first (their joins have finished), or in a latency model the
-        // nearest, as the simulator's joins go.
+        // nearest, as the simulator's joins go (and as it breaks ties: the earliest).
         let mut earlier: Vec<usize> = (0..nodes.len()).rev().collect();
-        if let Some(model) = &latency {
-            earlier.sort_by_key(|&j| model.delay(i as usize, j));
+        if let Some(model) = latency.as_ref().map(Latency::model) {
+            earlier.sort_by_key(|&j| (model.delay(i as usize, j), j));
         }
         let bootstrap = earlier
             .into_iter()
@@ -711,10 +732,13 @@ pub async fn start_local_ring(
                 overlay: cfg.clone(),
                 bootstrap,
                 security,
-                emulated_latency: latency.as_ref().map(|model| LatencySeat {
-                    model: model.clone(),
-                    index: i as usize,
-                }),
+                emulated_latency: match &latency {
+                    Some(Latency::Emulated(model)) => Some(LatencySeat {
+                        model: model.clone(),
+                        index: i as usize,
+                    }),
+                    _ => None,
+                },
             },
             services,
         )
@@ -840,7 +864,9 @@ pub async fn ring(a: RingArgs) -> Result<()> {
                 model.name(),
                 a.seed
             );
-            Some(crate::node::emulate::ring_model(model, a.seed, a.nodes)?)
+            Some(Latency::Emulated(crate::node::emulate::ring_model(
+                model, a.seed, a.nodes,
+            )?))
         }
         None => None,
     };
