@@ -465,6 +465,12 @@ impl Overlay {
         true
     }
 
+    /// Whether `id` is suspected and presumed dead (not heard from for a few of its round
+    /// trips after a missed hop): it is not waited for.
+    pub(crate) fn is_presumed_dead(&self, id: &Id) -> bool {
+        self.suspects.get(id).is_some_and(|s| s.presumed_dead)
+    }
+
     /// Whether `id` is suspected and not yet presumed dead: messages whose root it is wait
     /// for it.
     pub(crate) fn is_awaited(&self, id: &Id) -> bool {

@@ -383,7 +383,7 @@ impl Kbr for Overlay {
     }
 
     fn watch(&mut self, node: Contact) -> bool {
-        if self.recently_failed.contains_key(&node.id) {
+        if self.recently_failed.contains_key(&node.id) || self.is_presumed_dead(&node.id) {
             return false;
         }
         self.local_watches.push_back(node);

@@ -546,6 +546,12 @@ fn a_watched_peer_is_reported_unless_the_pong_to_its_ping_comes_in_time() {
         o.leaf_set().contains(&peer.id),
         "unresponsive is not failed"
     );
+    // Presumed dead once its pong is overdue: a service asking to watch it again is told to
+    // go on without it.
+    let presumed = start() + cfg.hop_timeout + Duration::from_millis(1000);
+    run(&mut o, &mut up, presumed);
+    assert!(o.leaf_set().contains(&peer.id), "presumed dead, not failed");
+    assert!(!ringvault_overlay::Kbr::watch(&mut o, peer));
     run(&mut o, &mut up, start() + cfg.hop_timeout.mul(2));
     assert!(
         !o.leaf_set().contains(&peer.id),

@@ -308,10 +308,10 @@ impl Past {
     // ---- serving ----
 
     /// Sends the client this node's copy (or its description), if it has a good one. A node
-    /// answering its own lookup uses only a replica it is responsible for (a cached copy may
-    /// outlive a reclaim it made itself, or an insert that replaced the object), fully
-    /// verified: its answer is checked like any other, and one refused there would leave the
-    /// lookup waiting for its deadline, never routed.
+    /// answering its own lookup uses a copy only if its certificate verifies in full: its
+    /// answer is checked like any other, and one refused there would leave the lookup waiting
+    /// for its deadline, never routed. (A cached copy serves it as it serves any lookup that
+    /// passes: PAST's cached copies may outlive a reclaim, at this node as on any path.)
     pub(crate) fn serve_lookup(&mut self, kbr: &mut dyn Kbr, ask: &Asked) -> bool {
         let Asked {
             req,
@@ -322,12 +322,7 @@ impl Past {
         } = *ask;
         let for_itself = client.id == kbr.local_contact().id;
         match self.store.get(&id) {
-            Ok(Some(o))
-                if for_itself
-                    && (o.kind == Kind::Cached || o.cert.verify_content(&o.content).is_err()) =>
-            {
-                false
-            }
+            Ok(Some(o)) if for_itself && o.cert.verify_content(&o.content).is_err() => false,
             Ok(Some(o)) if o.cert.matches_content(&o.content) => {
                 if o.kind == Kind::Cached {
                     self.cache.touch(id, o.content.len() as u64);

@@ -583,9 +583,8 @@ impl Past {
         })?;
         let me = kbr.local_contact();
         // The first node on the path holding a copy answers, and this one is the first: a
-        // replica holder asked for its own object must not send the lookup away (the root
-        // leaves the client out of its hand-offs, so it could be told "not found" by the
-        // others).
+        // holder asked for its own object must not send the lookup away (the root leaves the
+        // client out of its hand-offs, so it could be told "not found" by the others).
         let here = crate::holder::Asked {
             req,
             client: me,
