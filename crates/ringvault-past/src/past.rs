@@ -308,6 +308,8 @@ pub struct Past {
     pub(crate) secure_routes: BTreeMap<u64, crate::secure::SecureRequest>,
     /// Lookups sent through secure routing.
     pub(crate) secure_lookups: u64,
+    /// Open-mode lookups routed a second time for want of an answer.
+    pub(crate) lookups_resent: u64,
     /// Lookups handed on lately, oldest first, kept in case their node is found dead.
     pub(crate) passed_on: VecDeque<crate::holder::PassedOn>,
     /// Hand-offs sent again to the next node because the first was declared failed.
@@ -363,6 +365,7 @@ impl Past {
             after_write: crate::durable::WriteGate::default(),
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
+            lookups_resent: 0,
             passed_on: VecDeque::new(),
             handoffs_redone: 0,
             under_count: std::cell::Cell::new(None),
@@ -398,6 +401,11 @@ impl Past {
     /// route brought no verified copy.
     pub fn secure_lookups(&self) -> u64 {
         self.secure_lookups
+    }
+
+    /// Open-mode lookups routed a second time because no answer came in time.
+    pub fn lookups_resent(&self) -> u64 {
+        self.lookups_resent
     }
 
     /// Lookups this node handed to a holder that was then declared failed, and handed on
@@ -570,11 +578,13 @@ impl Past {
         id: Id,
         want: Want,
     ) -> Result<RequestId, PastError> {
-        // Secure mode tries secure routing when the ordinary route brought nothing by the time
-        // an insert would be sent again. Open mode does not send a lookup again: a 4 MiB chunk
-        // on a busy path can take longer than any interval short enough to help, and asking
-        // again would multiply the load.
-        let retry = self.config.secure.then(|| now + self.resend_interval());
+        // When the ordinary route brought nothing by the time an insert would be sent again,
+        // secure mode tries secure routing, and open mode routes the lookup once more: a
+        // lookup, its hand-off or its answer may be lost (a holder that died after taking it,
+        // a full send queue) and only the asker can notice. Once only: a 4 MiB chunk on a busy
+        // path can take longer than the interval, and asking again and again would multiply
+        // the load.
+        let retry = Some(now + self.resend_interval());
         let req = self.new_request(Pending::Lookup {
             id,
             want,

@@ -81,8 +81,8 @@ impl Witnesses {
 /// Where a lookup stands.
 #[derive(Debug)]
 pub(crate) enum LookupStage {
-    /// Routed the ordinary way. In secure mode, sent through `sec_route` at `retry` if no
-    /// verified answer came by then.
+    /// Routed the ordinary way. If no verified answer came by `retry`: in secure mode, sent
+    /// through `sec_route`; in open mode, routed once more.
     Plain { retry: Option<Time> },
     /// Sent through `sec_route` to the replica set: its members once the route reports them,
     /// those of them that said they hold no copy, and (routed with copies only on a failed
@@ -233,7 +233,31 @@ impl Past {
             .map(|(r, _)| *r)
             .collect();
         for req in due {
-            self.try_next(kbr, req);
+            if self.config.secure {
+                self.try_next(kbr, req);
+            } else {
+                self.route_again(kbr, req);
+            }
+        }
+    }
+
+    /// An open-mode lookup with no answer yet is routed once more (same request: the first
+    /// answer from either counts), then waits for its deadline.
+    fn route_again(&mut self, kbr: &mut dyn Kbr, req: RequestId) {
+        let Some(Pending::Lookup {
+            id,
+            want,
+            stage: LookupStage::Plain { retry },
+            ..
+        }) = self.pending.get_mut(&req)
+        else {
+            return;
+        };
+        if retry.take().is_some() {
+            let (id, want) = (*id, *want);
+            self.lookups_resent += 1;
+            let msg = want.ask(req, kbr.local_contact(), id, None, 0);
+            kbr.route(id, crate::past::encode(&msg), None);
         }
     }
 
