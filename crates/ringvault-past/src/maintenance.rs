@@ -121,9 +121,12 @@ impl Past {
     fn promote_cached(&mut self, kbr: &mut dyn Kbr) {
         let me = kbr.local_contact().id;
         // The widest range this node could hold replicas for; most cached copies lie outside.
-        let Some((lo, hi)) = kbr.range(&me, crate::MAX_REPLICAS as usize - 1) else {
-            return;
-        };
+        // When the overlay cannot tell (a leaf set of at most MAX_REPLICAS nodes), every cached
+        // copy is checked: skipping them all left a former replica that had become an object's
+        // last copy cached for good, never promoted nor copied back to k nodes.
+        let (lo, hi) = kbr
+            .range(&me, crate::MAX_REPLICAS as usize - 1)
+            .unwrap_or((me, me));
         let list = self.store.list().unwrap_or_default();
         for (id, kind, _) in list {
             if kind != Kind::Cached || !(lo == hi || id.in_cw_arc(&lo, &hi)) {
