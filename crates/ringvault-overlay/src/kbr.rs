@@ -44,9 +44,9 @@ pub trait Kbr {
     /// acknowledgement (a lookup handed to a holder): a node killed a moment ago would
     /// otherwise be noticed only by keep-alives, if at all. A node in this node's tables is
     /// pinged at the address they hold; one that is not, at `node`'s address, and it is only
-    /// reported, never suspected. False when `node` is already
-    /// known to have failed, or presumed dead (it will not answer; go on without it). Implementations with
-    /// failure detection of their own (server mode's membership) do nothing and answer true.
+    /// reported, never suspected. False when `node` is already known to have failed, or
+    /// presumed dead (it will not answer; go on without it). Implementations with failure
+    /// detection of their own (server mode's membership) do nothing and answer true.
     fn watch(&mut self, _node: Contact) -> bool {
         true
     }

@@ -280,8 +280,8 @@ pub struct Overlay {
     /// Peers a hop to which timed out, with the time they are declared failed unless heard
     /// from first.
     pub(crate) suspects: BTreeMap<Id, crate::hops::Suspicion>,
-    /// Peers a service asked to watch ([`crate::Kbr::watch`]): when they are declared failed
-    /// unless the pong to the ping's nonce comes first.
+    /// Peers a service asked to watch ([`crate::Kbr::watch`]): when they are reported
+    /// unresponsive unless the pong to the ping's nonce comes first.
     pub(crate) watched: BTreeMap<Id, crate::hops::Watch>,
     /// Watches services asked for during the current input.
     pub(crate) local_watches: VecDeque<Contact>,
