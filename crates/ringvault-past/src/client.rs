@@ -163,6 +163,22 @@ impl Past {
             .clamp(MIN_RESEND, MAX_RESEND)
     }
 
+    /// How long a lookup waits for an answer before its next try: a few times what lookups
+    /// take here, within the same bounds as an insert's first re-send.
+    pub(crate) fn lookup_retry_interval(&self) -> Duration {
+        self.lookup_latency
+            .mul(RESEND_FACTOR)
+            .clamp(MIN_RESEND, MAX_RESEND)
+    }
+
+    /// Lookup `req` has its verified answer: it ends, and its time counts into the smoothed
+    /// lookup latency.
+    fn lookup_answered(&mut self, now: Time, req: RequestId) {
+        if let Some(Pending::Lookup { started, .. }) = self.pending.remove(&req) {
+            self.lookup_latency = smoothed(self.lookup_latency, now.saturating_since(started));
+        }
+    }
+
     pub(crate) fn first_resend(&self, now: Time) -> Resend {
         Resend {
             at: now + self.resend_interval(),
@@ -272,10 +288,7 @@ impl Past {
             ..
         }) = self.pending.remove(&req)
         {
-            // Smoothed (1/8 of the new sample) like TCP's RTT estimate.
-            let took = now.saturating_since(started).as_micros();
-            let old = self.insert_latency.as_micros();
-            self.insert_latency = Duration::from_micros(old - old / 8 + took / 8);
+            self.insert_latency = smoothed(self.insert_latency, now.saturating_since(started));
             let receipts = receipts
                 .into_iter()
                 .filter(|(node, _)| counted.contains(node))
@@ -388,12 +401,13 @@ impl Past {
         self.events.push_back(PastEvent::Inserted(req, Err(result)));
     }
 
+    /// A copy arrived for lookup `req`, served by `server` after `hops` hops.
     pub(crate) fn on_found(
         &mut self,
         kbr: &mut dyn Kbr,
+        now: Time,
         req: u64,
-        server: Contact,
-        hops: u8,
+        (server, hops): (Contact, u8),
         cert: FileCertificate,
         content: Vec<u8>,
     ) {
@@ -410,7 +424,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         }
-        self.pending.remove(&req);
+        self.lookup_answered(now, req);
         self.cache_copy(&cert, &content);
         self.events.push_back(PastEvent::Found(
             req,
@@ -423,12 +437,13 @@ impl Past {
         ));
     }
 
+    /// A certificate (and a large file's manifest) arrived for lookup `req`.
     pub(crate) fn on_described(
         &mut self,
         kbr: &mut dyn Kbr,
+        now: Time,
         req: u64,
-        server: Contact,
-        hops: u8,
+        (server, hops): (Contact, u8),
         cert: FileCertificate,
         manifest: Option<Vec<u8>>,
     ) {
@@ -454,7 +469,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         };
-        self.pending.remove(&req);
+        self.lookup_answered(now, req);
         self.events.push_back(PastEvent::Described(
             req,
             Ok(Description {
@@ -542,4 +557,10 @@ impl Past {
             self.events.push_back(ev);
         }
     }
+}
+
+/// `old` moved an eighth of the way towards `sample`, like TCP's smoothed RTT.
+fn smoothed(old: Duration, sample: Duration) -> Duration {
+    let (old, new) = (old.as_micros(), sample.as_micros());
+    Duration::from_micros(old - old / 8 + new / 8)
 }

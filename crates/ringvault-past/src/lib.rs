@@ -46,7 +46,7 @@ pub use client::check_certificates;
 pub use durable::WriteGate;
 pub use message::Refusal;
 pub use past::{
-    Description, Found, Inserted, Past, PastConfig, PastError, PastEvent, RequestId,
+    Description, Found, Inserted, LookupStats, Past, PastConfig, PastError, PastEvent, RequestId,
     ANTI_ENTROPY_INTERVAL, MAINTENANCE_DELAY, MAX_IDS_PER_MESSAGE, MAX_PENDING, MAX_RESALTS,
     MAX_TOMBSTONES, PAST_APP, REQUEST_TIMEOUT,
 };

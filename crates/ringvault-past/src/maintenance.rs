@@ -120,13 +120,20 @@ impl Past {
     /// Turns cached copies of objects this node is now among the k closest for into replicas.
     fn promote_cached(&mut self, kbr: &mut dyn Kbr) {
         let me = kbr.local_contact().id;
-        // The widest range this node could hold replicas for; most cached copies lie outside.
-        // When the overlay cannot tell (a leaf set of at most MAX_REPLICAS nodes), every cached
-        // copy is checked: skipping them all left a former replica that had become an object's
-        // last copy cached for good, never promoted nor copied back to k nodes.
-        let (lo, hi) = kbr
+        // The widest range this node could hold replicas for; most cached copies lie outside,
+        // and each one checked is read from disk. A leaf set of fewer than MAX_REPLICAS nodes
+        // per side cannot give that range: its own span is used then (replicas of objects with
+        // more copies than half a leaf set are promoted when an offer names them). Skipping
+        // every copy there left a former replica that had become an object's last copy cached
+        // for good; checking every copy read the whole cache each round, which stalled the
+        // event loop long enough for peers to declare the node failed.
+        let half = kbr.neighbor_set(usize::MAX).len() / 2;
+        let range = kbr
             .range(&me, crate::MAX_REPLICAS as usize - 1)
-            .unwrap_or((me, me));
+            .or_else(|| kbr.range(&me, half.saturating_sub(1)));
+        let Some((lo, hi)) = range else {
+            return;
+        };
         let list = self.store.list().unwrap_or_default();
         for (id, kind, _) in list {
             if kind != Kind::Cached || !(lo == hi || id.in_cw_arc(&lo, &hi)) {

@@ -94,6 +94,18 @@ pub enum PastError {
     Unapproved,
 }
 
+/// How a node's lookups went, as `/v1/status` and `/metrics` report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Open-mode lookups routed a second time because no answer came in time.
+    pub resent: u64,
+    /// Lookups this node handed to a holder that was then found unresponsive, and handed on
+    /// to the next.
+    pub handoffs_redone: u64,
+    /// The smoothed time this node's lookups took to be answered.
+    pub latency: Duration,
+}
+
 /// A finished insert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inserted {
@@ -193,6 +205,7 @@ pub(crate) enum Pending {
         id: Id,
         want: Want,
         stage: crate::secure::LookupStage,
+        started: Time,
         deadline: Time,
     },
     Reclaim {
@@ -293,6 +306,9 @@ pub struct Past {
     pub(crate) started: bool,
     /// Smoothed time inserts of this node took to complete: paces re-sends.
     pub(crate) insert_latency: Duration,
+    /// Smoothed time lookups of this node took to be answered: paces their second tries (a
+    /// large object on a busy path is slow, not lost).
+    pub(crate) lookup_latency: Duration,
     /// For objects held here, the other nodes known to hold them: those that offered them in
     /// maintenance (or after storing a transfer from here) and are still in the leaf set. Only
     /// ids in `held`, at most `2 * MAX_REPLICAS` nodes each.
@@ -359,6 +375,7 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
+            lookup_latency: crate::client::INITIAL_INSERT_LATENCY,
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
@@ -403,15 +420,13 @@ impl Past {
         self.secure_lookups
     }
 
-    /// Open-mode lookups routed a second time because no answer came in time.
-    pub fn lookups_resent(&self) -> u64 {
-        self.lookups_resent
-    }
-
-    /// Lookups this node handed to a holder that was then declared failed, and handed on
-    /// again to the next.
-    pub fn handoffs_redone(&self) -> u64 {
-        self.handoffs_redone
+    /// How this node's lookups went: second tries, hand-offs redone.
+    pub fn lookup_stats(&self) -> LookupStats {
+        LookupStats {
+            resent: self.lookups_resent,
+            handoffs_redone: self.handoffs_redone,
+            latency: self.lookup_latency,
+        }
     }
 
     /// Changes the policy; it applies to requests and messages handled from now on (objects
@@ -578,17 +593,18 @@ impl Past {
         id: Id,
         want: Want,
     ) -> Result<RequestId, PastError> {
-        // When the ordinary route brought nothing by the time an insert would be sent again,
+        // When the ordinary route brought nothing in a few times what lookups take here,
         // secure mode tries secure routing, and open mode routes the lookup once more: a
         // lookup, its hand-off or its answer may be lost (a holder that died after taking it,
         // a full send queue) and only the asker can notice. Once only: a 4 MiB chunk on a busy
         // path can take longer than the interval, and asking again and again would multiply
         // the load.
-        let retry = Some(now + self.resend_interval());
+        let retry = Some(now + self.lookup_retry_interval());
         let req = self.new_request(Pending::Lookup {
             id,
             want,
             stage: crate::secure::LookupStage::Plain { retry },
+            started: now,
             deadline: now + REQUEST_TIMEOUT,
         })?;
         let me = kbr.local_contact();
@@ -602,16 +618,21 @@ impl Past {
             hops: 0,
             want,
         };
-        if self.serve_lookup(kbr, &here) {
-            return Ok(req);
+        if !self.serve_lookup(kbr, &here) {
+            self.route_lookup(kbr, req, id, want);
         }
-        let msg = want.ask(req, me, id, None, 0);
+        Ok(req)
+    }
+
+    /// Routes lookup `req` towards `id`'s root, through the replica the locality heuristic
+    /// (when on) takes to be nearest.
+    pub(crate) fn route_lookup(&mut self, kbr: &mut dyn Kbr, req: RequestId, id: Id, want: Want) {
+        let msg = want.ask(req, kbr.local_contact(), id, None, 0);
         let hint = self
             .config
             .lookup_heuristic
             .and_then(|k| crate::locality::nearest_replica_hop(kbr, &id, k as usize));
         kbr.route(id, encode(&msg), hint);
-        Ok(req)
     }
 
     /// Reclaims object `id` with the owner's signed certificate; the result comes as
@@ -966,13 +987,13 @@ impl Past {
                 hops,
                 cert,
                 manifest,
-            } => self.on_described(kbr, req, info.origin, hops, cert, manifest),
+            } => self.on_described(kbr, now, req, (info.origin, hops), cert, manifest),
             PastMessage::Found {
                 req,
                 hops,
                 cert,
                 content,
-            } => self.on_found(kbr, req, info.origin, hops, cert, content),
+            } => self.on_found(kbr, now, req, (info.origin, hops), cert, content),
             PastMessage::Reclaim { req, client, cert } => {
                 let id = cert.object;
                 match self.reclaim_here(kbr, req, client, &cert) {

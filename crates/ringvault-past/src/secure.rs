@@ -168,7 +168,7 @@ impl Past {
             return;
         };
         let members = report.sent_to.iter().take(r as usize).map(|c| c.id);
-        let wait = self.resend_interval();
+        let wait = self.lookup_retry_interval();
         match self.pending.get_mut(&req) {
             Some(Pending::Insert { witnesses, .. }) => {
                 witnesses.report(members);
@@ -256,8 +256,7 @@ impl Past {
         if retry.take().is_some() {
             let (id, want) = (*id, *want);
             self.lookups_resent += 1;
-            let msg = want.ask(req, kbr.local_contact(), id, None, 0);
-            kbr.route(id, crate::past::encode(&msg), None);
+            self.route_lookup(kbr, req, id, want);
         }
     }
 

@@ -621,7 +621,7 @@ fn a_lookup_handed_to_a_holder_that_just_died_goes_on_to_the_next() {
     let now = ring.now;
     let redone = ring.members[root]
         .node
-        .with_service::<Past, _>(now, |p, _| p.handoffs_redone());
+        .with_service::<Past, _>(now, |p, _| p.lookup_stats().handoffs_redone);
     // Once, or twice when the client's own second routing (after its re-send interval)
     // reached the root while the first watch was still open: either way the re-pass, not the
     // second routing, is what found the live holder (the root hands both to the dead one).

@@ -207,6 +207,7 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
             health: h,
             under_replicated,
             audits,
+            lookups,
         }) = store.usage(&app.node).await?
         {
             if let Some((a, suspects)) = audits {
@@ -234,6 +235,11 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
                     "reopened": h.reopened,
                     "discarded": h.discarded,
                     "busy": h.busy,
+                },
+                "lookups": {
+                    "resent": lookups.resent,
+                    "handoffs_redone": lookups.handoffs_redone,
+                    "latency_ms": lookups.latency.as_micros() as f64 / 1000.0,
                 },
             });
         }
@@ -578,6 +584,18 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
             "Replicas held here whose object is known to be on fewer than k nodes.",
             "gauge",
             s.under_replicated as u64,
+        ),
+        (
+            "ringvault_lookups_resent_total",
+            "Lookups routed a second time because no answer came in a few times the usual lookup latency.",
+            "counter",
+            s.lookups.resent,
+        ),
+        (
+            "ringvault_lookup_handoffs_redone_total",
+            "Lookups handed to a holder that then proved unresponsive, and handed on to the next.",
+            "counter",
+            s.lookups.handoffs_redone,
         ),
         (
             "ringvault_store_capacity_bytes",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use ringvault_accounts::{Accounts, AccountsStats, Committed};
 use ringvault_net::{NetError, NodeHandle, Poller, Services};
-use ringvault_past::{check_certificates, sign_salts, AuditStats};
+use ringvault_past::{check_certificates, sign_salts, AuditStats, LookupStats};
 use ringvault_past::{
     FileCertificate, Kind, Past, PastConfig, PastError, PastEvent, ReclaimCertificate, RequestId,
     StoreError, StoreHealth, Usage, MAX_PENDING,
@@ -200,6 +200,8 @@ pub struct StorageState {
     /// What audits of the leaf set counted, and the nodes this node suspects of dropping data
     /// (`None` with audits off).
     pub audits: Option<(AuditStats, Vec<Id>)>,
+    /// How this node's lookups went.
+    pub lookups: LookupStats,
 }
 
 /// What this node holds of an object.
@@ -441,6 +443,7 @@ impl ObjectsClient {
                 health: p.store().health(),
                 under_replicated: p.under_replicated(kbr, now),
                 audits: p.audit_report(),
+                lookups: p.lookup_stats(),
             })
         })
         .await
