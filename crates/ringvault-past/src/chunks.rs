@@ -283,12 +283,14 @@ impl ChunkedUpload {
 }
 
 /// Fetches of one chunk a download makes before it gives up on the file.
-pub const MAX_CHUNK_ATTEMPTS: u8 = 4;
+pub const MAX_CHUNK_ATTEMPTS: u8 = 6;
 /// How long a download waits before asking for a chunk the second time; each further attempt
-/// waits twice as long (0.5, 1 and 2 s: 3.5 s in all). The manifest says the chunk exists, so a
-/// miss is most likely passing: a new root that has not fetched its replica yet, or a holder
-/// that just died and whose replacement maintenance is still copying. Asking again at once
-/// finds the same state.
+/// waits twice as long (0.5, 1, 2, 4 and 8 s: 15.5 s in all). The manifest says the chunk
+/// exists, so a miss is most likely passing: a new root that has not fetched its replica yet, a
+/// holder that just died and whose replacement maintenance is still copying, or a live holder
+/// an overloaded root took for dead (3.5 s of retries once failed a download in the 16-daemon
+/// storage test, where busy daemons declare live peers failed). Asking again at once finds the
+/// same state.
 pub const CHUNK_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// The plan of one large-file download, for any driver: it names the chunks to fetch, up to
@@ -528,7 +530,7 @@ mod tests {
         assert_eq!(d.arrived(0, bad), Err(ChunkError::Unavailable(0)));
         assert_eq!(
             waits,
-            [1, 2, 4].map(|n| CHUNK_RETRY_DELAY.mul(n)),
+            [1, 2, 4, 8, 16].map(|n| CHUNK_RETRY_DELAY.mul(n)),
             "each retry waits twice as long"
         );
         assert_eq!(d.delay_before(1), Duration::ZERO);
