@@ -169,15 +169,19 @@ impl LeafSet {
     /// covers the whole ring, and so does one whose halves overlap (a ring of at most L nodes,
     /// where the farthest counter-clockwise leaf lies clockwise within the other half).
     pub fn covers(&self, key: &Id) -> bool {
+        self.span().is_none_or(|(lo, hi)| key.in_cw_arc(&lo, &hi))
+    }
+
+    /// The arc from the farthest counter-clockwise member to the farthest clockwise one, in
+    /// which this node knows every node; `None` when the leaf set covers the whole ring
+    /// (partial, or its halves overlap).
+    pub fn span(&self) -> Option<(Id, Id)> {
         if self.is_partial() {
-            return true;
+            return None;
         }
         let lo = self.ccw.last().expect("full half").id();
         let hi = self.cw.last().expect("full half").id();
-        if self.me.cw_distance(&lo) <= self.me.cw_distance(&hi) {
-            return true;
-        }
-        key.in_cw_arc(&lo, &hi)
+        (self.me.cw_distance(&lo) > self.me.cw_distance(&hi)).then_some((lo, hi))
     }
 
     /// The member or owner numerically closest to `key`, skipping `exclude`.

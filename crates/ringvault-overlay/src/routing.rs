@@ -443,19 +443,25 @@ impl Kbr for Overlay {
             return None;
         }
         let others: Vec<Id> = known.iter().copied().filter(|i| i != node).collect();
+        let span = self.leaf.span();
         if others.len() <= rank {
             // Every node known is among the rank + 1 closest for every key: the whole ring.
-            return self.leaf.is_partial().then_some((*node, *node));
+            return span.is_none().then_some((*node, *node));
         }
         let mut succ = others.clone();
         succ.sort_by_key(|i| node.cw_distance(i));
         let mut pred = others;
         pred.sort_by_key(|i| i.cw_distance(node));
         let (s, p) = (succ[rank], pred[rank]);
-        // Only trust neighbours that lie within our own leaf span, where we know every node.
-        let within_span = self.leaf.covers(&s) && self.leaf.covers(&p);
-        if !self.leaf.is_partial() && !within_span {
-            return None;
+        // The rank-th successor and predecessor among known nodes are the true ones only if
+        // every node between them and `node` is known: p, node and s in this order within the
+        // leaf span, not round the far side of the ring, where this node knows nobody.
+        if let Some((lo, hi)) = span {
+            let at = |i: &Id| lo.cw_distance(i);
+            let inside = |i: &Id| at(i) <= at(&hi);
+            if !(inside(&p) && inside(&s) && at(&p) <= at(node) && at(node) <= at(&s)) {
+                return None;
+            }
         }
         Some((p.cw_midpoint(node), node.cw_midpoint(&s)))
     }

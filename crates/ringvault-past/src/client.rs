@@ -7,7 +7,7 @@ use ringvault_types::{Contact, Duration, Id, Identity, Time};
 
 use crate::message::{PastMessage, Refusal, Want};
 use crate::past::{send, Past, Pending, RequestId, MAX_RESALTS, REQUEST_TIMEOUT};
-use crate::secure::Witnesses;
+use crate::secure::{LookupStage, Witnesses};
 use crate::{
     AbandonCertificate, Description, FileCertificate, Found, Inserted, Manifest, PastError,
     PastEvent, ReclaimReceipt, StoreReceipt,
@@ -15,6 +15,8 @@ use crate::{
 
 /// What an insert's latency is taken to be before any has completed.
 pub(crate) const INITIAL_INSERT_LATENCY: Duration = Duration::from_millis(250);
+/// What a lookup's latency is taken to be before any has been answered.
+pub(crate) const INITIAL_LOOKUP_LATENCY: Duration = Duration::from_millis(250);
 /// An insert attempt is sent again after this many times the smoothed insert latency...
 const RESEND_FACTOR: u64 = 4;
 /// ...but never sooner than this (a busy ring is not a failed one)...
@@ -171,10 +173,16 @@ impl Past {
             .clamp(MIN_RESEND, MAX_RESEND)
     }
 
-    /// Lookup `req` has its verified answer: it ends, and its time counts into the smoothed
-    /// lookup latency.
-    fn lookup_answered(&mut self, now: Time, req: RequestId) {
-        if let Some(Pending::Lookup { started, .. }) = self.pending.remove(&req) {
+    /// Lookup `req` has its verified answer, from `server`: it ends. Its time counts into the
+    /// smoothed lookup latency only if it says how long a lookup through the ring takes (Karn's
+    /// rule): answered by another node, on the first try (after a second try, the answer may be
+    /// to either, and counting the wait would feed the interval on itself).
+    fn lookup_answered(&mut self, kbr: &dyn Kbr, now: Time, req: RequestId, server: &Contact) {
+        let Some(Pending::Lookup { started, stage, .. }) = self.pending.remove(&req) else {
+            return;
+        };
+        let first_try = matches!(stage, LookupStage::Plain { retry: Some(_) });
+        if first_try && server.id != kbr.local_contact().id {
             self.lookup_latency = smoothed(self.lookup_latency, now.saturating_since(started));
         }
     }
@@ -424,7 +432,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         }
-        self.lookup_answered(now, req);
+        self.lookup_answered(kbr, now, req, &server);
         self.cache_copy(&cert, &content);
         self.events.push_back(PastEvent::Found(
             req,
@@ -469,7 +477,7 @@ impl Past {
             self.lookup_went_wrong(kbr, req, None);
             return;
         };
-        self.lookup_answered(now, req);
+        self.lookup_answered(kbr, now, req, &server);
         self.events.push_back(PastEvent::Described(
             req,
             Ok(Description {

@@ -120,13 +120,11 @@ impl Past {
     /// Turns cached copies of objects this node is now among the k closest for into replicas.
     fn promote_cached(&mut self, kbr: &mut dyn Kbr) {
         let me = kbr.local_contact().id;
-        // The widest range this node could hold replicas for; most cached copies lie outside,
-        // and each one checked is read from disk. A leaf set of fewer than MAX_REPLICAS nodes
-        // per side cannot give that range: its own span is used then (replicas of objects with
-        // more copies than half a leaf set are promoted when an offer names them). Skipping
-        // every copy there left a former replica that had become an object's last copy cached
-        // for good; checking every copy read the whole cache each round, which stalled the
-        // event loop long enough for peers to declare the node failed.
+        // The widest range this node could hold replicas for; most cached copies lie outside.
+        // A leaf set of fewer than MAX_REPLICAS nodes per side cannot give that range: the
+        // range of half a leaf set is used then (replicas of objects with more copies are
+        // promoted when an offer names them). Skipping every copy there left a former replica
+        // that had become an object's last copy cached for good.
         let half = kbr.neighbor_set(usize::MAX).len() / 2;
         let range = kbr
             .range(&me, crate::MAX_REPLICAS as usize - 1)
@@ -134,23 +132,41 @@ impl Past {
         let Some((lo, hi)) = range else {
             return;
         };
-        let list = self.store.list().unwrap_or_default();
-        for (id, kind, _) in list {
-            if kind != Kind::Cached || !(lo == hi || id.in_cw_arc(&lo, &hi)) {
+        let cached: BTreeSet<Id> = self
+            .store
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, kind, _)| *kind == Kind::Cached)
+            .map(|(id, _, _)| id)
+            .collect();
+        self.cached_replicas.retain(|id, _| cached.contains(id));
+        for id in cached {
+            if !(lo == hi || id.in_cw_arc(&lo, &hi)) {
                 continue;
             }
-            let Ok(Some(o)) = self.store.get(&id) else {
-                continue;
+            // A copy's replica count is read from disk once, not every round: reading every
+            // cached copy in range each round stalled 16-daemon event loops until peers
+            // declared them failed.
+            let k = match self.cached_replicas.get(&id) {
+                Some(&k) => k,
+                None => {
+                    let Ok(Some(o)) = self.store.get(&id) else {
+                        continue;
+                    };
+                    self.cached_replicas.insert(id, o.cert.body.replicas);
+                    o.cert.body.replicas
+                }
             };
-            let k = o.cert.body.replicas as usize;
             if self
-                .live_replica_set(kbr, &id, k)
+                .live_replica_set(kbr, &id, k as usize)
                 .iter()
                 .any(|c| c.id == me)
                 && self.store.set_kind(&id, Kind::Primary).is_ok()
             {
                 self.cache.remove(&id);
-                self.held.insert(id, o.cert.body.replicas);
+                self.cached_replicas.remove(&id);
+                self.held.insert(id, k);
             }
         }
     }

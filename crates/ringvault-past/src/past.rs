@@ -99,10 +99,11 @@ pub enum PastError {
 pub struct LookupStats {
     /// Open-mode lookups routed a second time because no answer came in time.
     pub resent: u64,
-    /// Lookups this node handed to a holder that was then found unresponsive, and handed on
-    /// to the next.
+    /// Lookups (this node's or others') it handed to a holder that was then found
+    /// unresponsive, and handed on to the next.
     pub handoffs_redone: u64,
-    /// The smoothed time this node's lookups took to be answered.
+    /// The smoothed time this node's lookups took to be answered by another node on the first
+    /// try (250 ms before any was).
     pub latency: Duration,
 }
 
@@ -330,6 +331,9 @@ pub struct Past {
     pub(crate) passed_on: VecDeque<crate::holder::PassedOn>,
     /// Hand-offs sent again to the next node because the first was declared failed.
     pub(crate) handoffs_redone: u64,
+    /// The replica count of cached copies, read once from their certificates: maintenance
+    /// checks every round whether this node should hold them as replicas.
+    pub(crate) cached_replicas: BTreeMap<Id, u8>,
     /// The last count of [`Past::under_replicated`] and when it was taken.
     under_count: std::cell::Cell<Option<(Time, usize)>>,
     /// Audits of leaf set members, when on.
@@ -375,7 +379,7 @@ impl Past {
             next_maintenance: Time::ZERO,
             started: false,
             insert_latency: crate::client::INITIAL_INSERT_LATENCY,
-            lookup_latency: crate::client::INITIAL_INSERT_LATENCY,
+            lookup_latency: crate::client::INITIAL_LOOKUP_LATENCY,
             known: BTreeMap::new(),
             fresh: Vec::new(),
             announce_at: None,
@@ -385,6 +389,7 @@ impl Past {
             lookups_resent: 0,
             passed_on: VecDeque::new(),
             handoffs_redone: 0,
+            cached_replicas: BTreeMap::new(),
             under_count: std::cell::Cell::new(None),
             audits: None,
         };
@@ -420,7 +425,8 @@ impl Past {
         self.secure_lookups
     }
 
-    /// How this node's lookups went: second tries, hand-offs redone.
+    /// How lookups went here: this node's second tries and lookup latency, and the hand-offs it
+    /// redid for lookups (its own or others') it had passed on.
     pub fn lookup_stats(&self) -> LookupStats {
         LookupStats {
             resent: self.lookups_resent,

@@ -259,47 +259,48 @@ fn replicas_return_to_k_after_holders_fail() {
     }
 }
 
-/// The last copy of an object, held only as cache by one of its k closest nodes (a former
-/// replica demoted while others were closer), becomes a replica again and is copied back to k
-/// nodes: no one else holds it to offer it. With a leaf set of 8 the overlay cannot give the
-/// range of the 16 copies PAST allows, so maintenance must fall back to the leaf set's span.
+/// The last copy of an object, held only as cache by the third of its k = 3 closest nodes (a
+/// former replica demoted while others were closer), becomes a replica again and is copied back
+/// to k nodes: no one else holds it to offer it. The overlay cannot give the range of the 16
+/// copies PAST allows when a leaf set side holds fewer than 16 nodes (L = 8, and the default
+/// L = 16 in a ring larger than it), so this holds only if maintenance falls back to the range
+/// of half a leaf set.
 #[test]
 fn a_cached_last_copy_on_one_of_the_k_closest_is_promoted_and_copied_back() {
-    let config = Config {
-        leaf_set_size: 8,
-        ..Config::default()
-    };
-    let owner = Identity::from_secret_bytes([9; 32]);
-    let data = content(700, 7);
-    let cert = FileCertificate::issue(&owner, "last", 0, &data, 3, 1_700_000_000);
-    let id = cert.id();
-    let keeper = {
-        let ids = TestRing::new(40, config.clone(), |_, _, _| {});
-        ids.closest_live(&id, 1)[0]
-    };
-    let mut ring = Ring::with_stores(40, config, |i| {
-        let mut store = MemoryStore::new(10 << 20);
-        if i == keeper {
-            let copy = StoredObject {
-                cert: cert.clone(),
-                content: data.clone(),
-                kind: Kind::Cached,
-            };
-            store.put(copy).unwrap();
-        }
-        store
-    });
-    assert!(
-        holders(&mut ring, &id).is_empty(),
-        "no replica at the start"
-    );
-    assert_eq!(ring.kind(keeper, &id), Some(Kind::Cached));
-    ring.advance(Duration::from_secs(30));
-    let mut got = holders(&mut ring, &id);
-    let mut want = ring.closest_live(&id, 3);
-    got.sort();
-    want.sort();
-    assert_eq!(got, want, "the object is back on its 3 closest nodes");
+    for leaf_set_size in [8, 16] {
+        let config = Config {
+            leaf_set_size,
+            ..Config::default()
+        };
+        let owner = Identity::from_secret_bytes([9; 32]);
+        let data = content(700, 7);
+        let cert = FileCertificate::issue(&owner, "last", 0, &data, 3, 1_700_000_000);
+        let id = cert.id();
+        let keeper = {
+            let ids = TestRing::new(40, config.clone(), |_, _, _| {});
+            ids.closest_live(&id, 3)[2]
+        };
+        let mut ring = Ring::with_stores(40, config, |i| {
+            let mut store = MemoryStore::new(10 << 20);
+            if i == keeper {
+                let copy = StoredObject {
+                    cert: cert.clone(),
+                    content: data.clone(),
+                    kind: Kind::Cached,
+                };
+                store.put(copy).unwrap();
+            }
+            store
+        });
+        assert!(holders(&mut ring, &id).is_empty(), "no replica at the start");
+        assert_eq!(ring.kind(keeper, &id), Some(Kind::Cached));
+        ring.advance(Duration::from_secs(30));
+        let mut got = holders(&mut ring, &id);
+        let mut want = ring.closest_live(&id, 3);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "L = {leaf_set_size}: not back on its 3 closest nodes");
+    }
 }
 
 #[test]

@@ -185,3 +185,52 @@ fn update_upcalls_follow_leaf_set_changes_and_replica_sets_are_the_closest_nodes
     });
     assert!(!lookup.is_empty() && lookup.len() <= 3);
 }
+
+/// `range(node, rank)` is exactly the arc of keys for which `node` is among the rank + 1
+/// closest, for the node itself and for its leaf set members, while the leaf set knows every
+/// node in between; beyond that (rank L/2 and up in a ring larger than the leaf set, where the
+/// sorted neighbours would wrap round the far side of the ring) it is `None`.
+#[test]
+fn range_is_the_arc_where_a_node_is_among_the_rank_plus_one_closest_or_unknown() {
+    let (mut net, _) = ring(120, 4);
+    let leaf = Config::default().leaf_set_size;
+    let mut ids = Ring::of(&net).ids().to_vec();
+    ids.sort();
+    let mut checked = 0;
+    for _ in 0..6 {
+        let at = net.random_alive();
+        let me = net.id(at);
+        // Itself, and its nearest clockwise member.
+        let next = ids[(ids.binary_search(&me).unwrap() + 1) % ids.len()];
+        for node in [me, next] {
+            for rank in 0..=leaf {
+                let got = net.with_node(at, |n, _| n.overlay().range(&node, rank));
+                let Some((from, to)) = got else {
+                    assert!(
+                        node != me || rank >= leaf / 2,
+                        "rank {rank} of the node itself is within its leaf set, yet unknown"
+                    );
+                    continue;
+                };
+                assert!(
+                    rank < leaf / 2,
+                    "rank {rank}: a range reaching past the leaf set"
+                );
+                for _ in 0..200 {
+                    let key = Id::from_bytes(net.rng.gen());
+                    let mut by = ids.clone();
+                    by.sort_by(|a, b| key.cmp_closeness(a, b));
+                    let among = by[..=rank].contains(&node);
+                    assert_eq!(
+                        key.in_cw_arc(&from, &to),
+                        among,
+                        "rank {rank}: key {key:?} in range != among the {} closest",
+                        rank + 1
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 6 * 200 * 8, "too few ranges known: {checked}");
+}

@@ -239,7 +239,7 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
                 "lookups": {
                     "resent": lookups.resent,
                     "handoffs_redone": lookups.handoffs_redone,
-                    "latency_ms": lookups.latency.as_micros() as f64 / 1000.0,
+                    "latency_ms": lookups.latency.as_millis_f64(),
                 },
             });
         }
@@ -586,16 +586,22 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
             s.under_replicated as u64,
         ),
         (
-            "ringvault_lookups_resent_total",
-            "Lookups routed a second time because no answer came in a few times the usual lookup latency.",
+            "ringvault_lookup_resends_total",
+            "This node's lookups routed a second time because no answer came in a few times the usual lookup latency.",
             "counter",
             s.lookups.resent,
         ),
         (
             "ringvault_lookup_handoffs_redone_total",
-            "Lookups handed to a holder that then proved unresponsive, and handed on to the next.",
+            "Lookups this node handed to a holder that then proved unresponsive, and handed on to the next.",
             "counter",
             s.lookups.handoffs_redone,
+        ),
+        (
+            "ringvault_lookup_latency_microseconds",
+            "The smoothed time this node's lookups take to be answered by another node on the first try.",
+            "gauge",
+            s.lookups.latency.as_micros(),
         ),
         (
             "ringvault_store_capacity_bytes",
