@@ -432,6 +432,24 @@ impl Kbr for Overlay {
         v
     }
 
+    fn lately_failed_near(&self, key: &Id, k: usize, now: Time) -> bool {
+        let lately = self.cfg.failure_timeout.mul(2);
+        let mut failed = self
+            .recently_failed
+            .iter()
+            .filter(|(_, at)| now.saturating_since(**at) < lately)
+            .map(|(id, _)| id)
+            .peekable();
+        if failed.peek().is_none() || k == 0 {
+            return false;
+        }
+        let closest = self.by_closeness(key);
+        match closest.get(k - 1) {
+            None => true,
+            Some(kth) => failed.any(|f| key.cmp_closeness(f, &kth.id) == std::cmp::Ordering::Less),
+        }
+    }
+
     fn proximity(&self, node: &Id) -> Option<ringvault_types::Duration> {
         self.known_rtt(node)
     }

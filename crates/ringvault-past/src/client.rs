@@ -181,7 +181,13 @@ impl Past {
         let Some(Pending::Lookup { started, stage, .. }) = self.pending.remove(&req) else {
             return;
         };
-        let first_try = matches!(stage, LookupStage::Plain { retry: Some(_) });
+        let first_try = matches!(
+            stage,
+            LookupStage::Plain {
+                retry: Some(_),
+                unsettled: 0
+            }
+        );
         if first_try && server.id != kbr.local_contact().id {
             self.lookup_latency = smoothed(self.lookup_latency, now.saturating_since(started));
         }
@@ -323,9 +329,27 @@ impl Past {
         reason: Refusal,
         from: Contact,
     ) {
+        let wait = self.lookup_retry_interval();
         match self.pending.get_mut(&req) {
             Some(Pending::Insert { cert, .. }) if cert.id() == id => {}
-            Some(Pending::Lookup { id: asked, .. }) if *asked == id => {
+            Some(Pending::Lookup {
+                id: asked, stage, ..
+            }) if *asked == id => {
+                // An open-mode lookup refused by a root whose view is unsettled tries again
+                // rather than fail, a little later each time: a holder that root took for dead
+                // may be back, or the leaf sets repaired, by then. No try of it is left in
+                // flight, so this adds no load of copies sent twice.
+                if let LookupStage::Plain { retry, unsettled } = stage {
+                    if reason == Refusal::Unsettled
+                        && !self.config.secure
+                        && *unsettled < crate::secure::MAX_UNSETTLED_TRIES
+                    {
+                        *retry = Some(now + wait.mul(1 << *unsettled));
+                        *unsettled += 1;
+                        self.lookups_unsettled += 1;
+                        return;
+                    }
+                }
                 self.lookup_went_wrong(kbr, req, Some(from));
                 return;
             }
@@ -401,7 +425,7 @@ impl Past {
             Refusal::NoSpace => PastError::NoSpace(resalts + 1),
             Refusal::Duplicate => PastError::Duplicate,
             Refusal::Invalid => PastError::Invalid("a replica rejected the certificate".into()),
-            Refusal::NotFound => PastError::NotFound,
+            Refusal::NotFound | Refusal::Unsettled => PastError::NotFound,
             Refusal::NotOwner => PastError::NotOwner,
             Refusal::Busy => PastError::Busy,
             Refusal::Unapproved => PastError::Unapproved,

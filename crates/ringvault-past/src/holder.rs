@@ -408,7 +408,12 @@ impl Past {
     fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
         let next = loop {
             if chain.is_empty() {
-                refuse(kbr, Some((ask.req, ask.client)), ask.id, Refusal::NotFound);
+                let reason = if kbr.lately_failed_near(&ask.id, LOOKUP_HANDOFFS + 1, now) {
+                    Refusal::Unsettled
+                } else {
+                    Refusal::NotFound
+                };
+                refuse(kbr, Some((ask.req, ask.client)), ask.id, reason);
                 return;
             }
             let next = chain.remove(0);

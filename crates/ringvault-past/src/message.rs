@@ -30,6 +30,10 @@ pub enum Refusal {
     /// The ring enforces quotas and the insert's approval is missing, expired, for another
     /// insert, or not signed by a majority of the owner's account managers.
     Unapproved,
+    /// Not held by the nodes asked, but a node among the closest to the id failed lately:
+    /// the replica set is changing, or the failure was false (a busy holder, back once heard
+    /// from). Not final: asked again a moment later, the answer may differ.
+    Unsettled,
 }
 
 /// One PAST message.

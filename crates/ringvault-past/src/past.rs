@@ -99,6 +99,9 @@ pub enum PastError {
 pub struct LookupStats {
     /// Open-mode lookups routed a second time because no answer came in time.
     pub resent: u64,
+    /// Tries of this node's lookups refused by a root that had lately declared a node near
+    /// the object failed ([`crate::Refusal::Unsettled`]), each followed by another try.
+    pub unsettled: u64,
     /// Lookups (this node's or others') it handed to a holder that was then found
     /// unresponsive, and handed on to the next.
     pub handoffs_redone: u64,
@@ -327,6 +330,8 @@ pub struct Past {
     pub(crate) secure_lookups: u64,
     /// Open-mode lookups routed a second time for want of an answer.
     pub(crate) lookups_resent: u64,
+    /// Tries of open-mode lookups refused as unsettled, each followed by another.
+    pub(crate) lookups_unsettled: u64,
     /// Lookups handed on lately, oldest first, kept in case their node is found dead.
     pub(crate) passed_on: VecDeque<crate::holder::PassedOn>,
     /// Hand-offs sent again to the next node because the first was declared failed.
@@ -387,6 +392,7 @@ impl Past {
             secure_routes: BTreeMap::new(),
             secure_lookups: 0,
             lookups_resent: 0,
+            lookups_unsettled: 0,
             passed_on: VecDeque::new(),
             handoffs_redone: 0,
             cached_replicas: BTreeMap::new(),
@@ -430,6 +436,7 @@ impl Past {
     pub fn lookup_stats(&self) -> LookupStats {
         LookupStats {
             resent: self.lookups_resent,
+            unsettled: self.lookups_unsettled,
             handoffs_redone: self.handoffs_redone,
             latency: self.lookup_latency,
         }
@@ -609,7 +616,10 @@ impl Past {
         let req = self.new_request(Pending::Lookup {
             id,
             want,
-            stage: crate::secure::LookupStage::Plain { retry },
+            stage: crate::secure::LookupStage::Plain {
+                retry,
+                unsettled: 0,
+            },
             started: now,
             deadline: now + REQUEST_TIMEOUT,
         })?;

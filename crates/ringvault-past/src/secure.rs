@@ -78,12 +78,18 @@ impl Witnesses {
     }
 }
 
+/// Tries of an open-mode lookup that a root may refuse as unsettled before the refusal is
+/// taken as final: waits of 1, 2 and 4 retry intervals, well within the request's deadline.
+pub(crate) const MAX_UNSETTLED_TRIES: u8 = 3;
+
 /// Where a lookup stands.
 #[derive(Debug)]
 pub(crate) enum LookupStage {
     /// Routed the ordinary way. If no verified answer came by `retry`: in secure mode, sent
-    /// through `sec_route`; in open mode, routed once more.
-    Plain { retry: Option<Time> },
+    /// through `sec_route`; in open mode, routed once more. `unsettled` counts the tries a
+    /// root refused as [`crate::Refusal::Unsettled`] (open mode routes again after each, up to
+    /// [`MAX_UNSETTLED_TRIES`]).
+    Plain { retry: Option<Time>, unsettled: u8 },
     /// Sent through `sec_route` to the replica set: its members once the route reports them,
     /// those of them that said they hold no copy, and (routed with copies only on a failed
     /// test) when to try again with copies at once.
@@ -99,7 +105,7 @@ impl LookupStage {
     /// When the stage needs attention before the request's deadline.
     pub(crate) fn wake(&self) -> Option<Time> {
         match self {
-            LookupStage::Plain { retry } | LookupStage::Secure { retry, .. } => *retry,
+            LookupStage::Plain { retry, .. } | LookupStage::Secure { retry, .. } => *retry,
         }
     }
 
@@ -247,7 +253,7 @@ impl Past {
         let Some(Pending::Lookup {
             id,
             want,
-            stage: LookupStage::Plain { retry },
+            stage: LookupStage::Plain { retry, .. },
             ..
         }) = self.pending.get_mut(&req)
         else {

@@ -292,14 +292,20 @@ fn a_cached_last_copy_on_one_of_the_k_closest_is_promoted_and_copied_back() {
             }
             store
         });
-        assert!(holders(&mut ring, &id).is_empty(), "no replica at the start");
+        assert!(
+            holders(&mut ring, &id).is_empty(),
+            "no replica at the start"
+        );
         assert_eq!(ring.kind(keeper, &id), Some(Kind::Cached));
         ring.advance(Duration::from_secs(30));
         let mut got = holders(&mut ring, &id);
         let mut want = ring.closest_live(&id, 3);
         got.sort();
         want.sort();
-        assert_eq!(got, want, "L = {leaf_set_size}: not back on its 3 closest nodes");
+        assert_eq!(
+            got, want,
+            "L = {leaf_set_size}: not back on its 3 closest nodes"
+        );
     }
 }
 
@@ -498,4 +504,71 @@ fn a_root_without_a_copy_asks_the_other_replicas_in_turn() {
         ),
         "a refusal at once"
     );
+}
+
+/// A root that lately declared a node among an object's closest failed answers "not found" as
+/// unsettled: the asker does not fail, and routes its lookup again later, when a copy that could
+/// not be had at first (here: a holder's store gives it back, as a holder taken for dead is back
+/// once heard from) is found. With no failure nearby, "not found" is final at once (the
+/// control), and after four unsettled tries it is final too.
+#[test]
+fn not_found_near_a_lately_failed_node_is_unsettled_and_asked_again() {
+    let (mut ring, lost) = losing_ring(24, None);
+    let data = content(5_000, 8);
+    let id = insert(&mut ring, 0, "unsettled", data.clone(), 3).unwrap();
+    let order = ring.closest_live(&id, 5);
+    let reader = (0..24).find(|i| !order.contains(i)).unwrap();
+    for &i in &order[..3] {
+        lost[i].lock().unwrap().insert(id);
+    }
+    let stats = |ring: &mut Ring| ring.call(reader, |p, _, _, _| p.lookup_stats());
+    let start = |ring: &mut Ring| {
+        ring.call(reader, |past, kbr, now, _| past.lookup(kbr, now, id))
+            .unwrap()
+    };
+    let not_found =
+        |e: Option<PastEvent>| matches!(e, Some(PastEvent::Found(_, Err(PastError::NotFound))));
+    // The control: nothing failed near the object, so "not found" comes at once.
+    let req = start(&mut ring);
+    assert!(
+        not_found(ring.take(reader, req)),
+        "final at once with no failure nearby"
+    );
+    assert_eq!(stats(&mut ring).unsettled, 0);
+    // The fourth closest dies and is declared failed (keep-alives every 2 s, failure timeout
+    // 6 s); the root's "not found" is then unsettled.
+    ring.kill(order[3]);
+    ring.advance(Duration::from_secs(9));
+    let req = start(&mut ring);
+    assert_eq!(
+        ring.take(reader, req),
+        None,
+        "an unsettled refusal is not final"
+    );
+    assert_eq!(stats(&mut ring).unsettled, 1);
+    // A holder has its copy again before the next try, which finds it.
+    lost[order[2]].lock().unwrap().remove(&id);
+    ring.advance(Duration::from_millis(1500));
+    match ring.take(reader, req) {
+        Some(PastEvent::Found(_, Ok(f))) => assert_eq!(f.content, data),
+        other => panic!("the second try did not find it: {other:?}"),
+    }
+    assert_eq!(stats(&mut ring).resent, 1, "routed a second time");
+    // The fifth closest dies too, and no copy is left: asked again after 1, 2 and 4 s, then
+    // final.
+    lost[order[2]].lock().unwrap().insert(id);
+    ring.kill(order[4]);
+    ring.advance(Duration::from_secs(9));
+    let before = stats(&mut ring);
+    let req = start(&mut ring);
+    ring.advance(Duration::from_secs(6));
+    assert_eq!(ring.take(reader, req), None, "still asking after 6 s");
+    ring.advance(Duration::from_secs(2));
+    assert!(
+        not_found(ring.take(reader, req)),
+        "not found after the fourth try"
+    );
+    let after = stats(&mut ring);
+    assert_eq!(after.unsettled - before.unsettled, 3);
+    assert_eq!(after.resent - before.resent, 3);
 }

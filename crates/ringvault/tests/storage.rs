@@ -177,16 +177,17 @@ fn wait_settled(nodes: &[Daemon], live: &[usize]) {
     });
 }
 
-/// Failure counters summed over `nodes`: (hop timeouts, peers declared failed, lookups routed
-/// a second time).
-fn failure_counters(nodes: &[Daemon]) -> (u64, u64, u64) {
-    let mut sum = (0, 0, 0);
+/// Failure counters summed over `nodes`: (hop timeouts, peers declared failed, (lookups routed
+/// a second time, of which after an unsettled refusal)).
+fn failure_counters(nodes: &[Daemon]) -> (u64, u64, (u64, u64)) {
+    let mut sum = (0, 0, (0, 0));
     for d in nodes.iter().filter(|d| d.proc.is_some()) {
         let (_, b) = request(&d.http, "GET", "/v1/status", b"");
         let v = json(&b);
         sum.0 += v["overlay"]["hop_timeouts"].as_u64().unwrap_or(0);
         sum.1 += v["overlay"]["peers_failed"].as_u64().unwrap_or(0);
-        sum.2 += v["storage"]["lookups"]["resent"].as_u64().unwrap_or(0);
+        sum.2 .0 += v["storage"]["lookups"]["resent"].as_u64().unwrap_or(0);
+        sum.2 .1 += v["storage"]["lookups"]["unsettled"].as_u64().unwrap_or(0);
     }
     sum
 }
@@ -213,9 +214,9 @@ fn sixteen_daemons_store_verify_survive_kills_restarts_and_flipped_bytes_and_ref
     let t0 = Instant::now();
     let mut lap = Instant::now();
     let mut mark = |what: &str, nodes: &[Daemon]| {
-        let (hops, failed, resent) = failure_counters(nodes);
+        let (hops, failed, (resent, unsettled)) = failure_counters(nodes);
         eprintln!(
-            "storage test: {what} in {:.1} s (so far: {hops} hop timeouts, {failed} peers declared failed, {resent} lookups re-sent)",
+            "storage test: {what} in {:.1} s (so far: {hops} hop timeouts, {failed} peers declared failed, {resent} lookups re-sent, {unsettled} of them after an unsettled refusal)",
             lap.elapsed().as_secs_f64()
         );
         lap = Instant::now();

@@ -238,6 +238,7 @@ async fn status(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
                 },
                 "lookups": {
                     "resent": lookups.resent,
+                    "unsettled": lookups.unsettled,
                     "handoffs_redone": lookups.handoffs_redone,
                     "latency_ms": lookups.latency.as_millis_f64(),
                 },
@@ -590,6 +591,12 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
             "This node's lookups routed a second time because no answer came in a few times the usual lookup latency.",
             "counter",
             s.lookups.resent,
+        ),
+        (
+            "ringvault_lookup_unsettled_total",
+            "Tries of this node's lookups that a root refused as unsettled (a node near the object failed lately), each followed by another.",
+            "counter",
+            s.lookups.unsettled,
         ),
         (
             "ringvault_lookup_handoffs_redone_total",
