@@ -38,13 +38,15 @@ pub trait Kbr {
     /// `key`, closest first. Meaningful only for keys within the leaf set's span.
     fn replica_set(&self, key: &Id, max_rank: usize) -> Vec<Contact>;
 
-    /// Whether a node this one declared failed lately (within two failure timeouts of `now`)
-    /// would be among the `k` closest to `key` with the nodes it knows now: `key`'s replica
-    /// set changed a moment ago, or the failure was false (a busy node, back once it is heard
-    /// from), so "no node here holds it" is not yet a final answer. Implementations whose
-    /// membership is agreed (server mode) answer false.
-    fn lately_failed_near(&self, _key: &Id, _k: usize, _now: Time) -> bool {
-        false
+    /// The nodes this one declared failed lately (within two failure timeouts of `now`) that
+    /// would be among the `k` closest to `key` with the nodes it knows now. While there are
+    /// any, `key`'s replica set changed a moment ago, or the failure was false (a busy node,
+    /// back once it is heard from), so "no node here holds it" is not yet a final answer, and
+    /// the node itself may be worth asking. (With fewer than `k` nodes known, every lately
+    /// failed node counts.) Implementations whose membership is agreed (server mode) have
+    /// none.
+    fn lately_failed(&self, _key: &Id, _k: usize, _now: Time) -> Vec<Contact> {
+        Vec::new()
     }
 
     /// Pings `node` and, if its pong does not come within the hop timeout, tells the services

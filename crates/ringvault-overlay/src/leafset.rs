@@ -179,8 +179,15 @@ impl LeafSet {
         if self.is_partial() {
             return None;
         }
-        let lo = self.ccw.last().expect("full half").id();
-        let hi = self.cw.last().expect("full half").id();
+        self.known_arc()
+    }
+
+    /// The arc from the farthest counter-clockwise member to the farthest clockwise one,
+    /// partial halves included (a half short of L/2 only while its repair is under way in a
+    /// ring larger than the leaf set); `None` when the halves overlap or one is empty: this
+    /// node knows every node of the ring.
+    pub fn known_arc(&self) -> Option<(Id, Id)> {
+        let (lo, hi) = (self.ccw.last()?.id(), self.cw.last()?.id());
         (self.me.cw_distance(&lo) > self.me.cw_distance(&hi)).then_some((lo, hi))
     }
 

@@ -234,7 +234,7 @@ impl Overlay {
         self.last_heard.retain(|id, _| leaf.contains(id));
         let keep_failed = self.cfg.failure_timeout.mul(10);
         self.recently_failed
-            .retain(|_, at| now.saturating_since(*at) < keep_failed);
+            .retain(|_, (at, _)| now.saturating_since(*at) < keep_failed);
         let ka = self.cfg.keepalive_interval;
         self.leaf_requests
             .retain(|_, at| now.saturating_since(*at) < ka);

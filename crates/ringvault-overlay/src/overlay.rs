@@ -271,8 +271,9 @@ pub struct Overlay {
     pub(crate) admission: Box<dyn Admission + Send>,
     /// Last time each leaf set member was heard from.
     pub(crate) last_heard: BTreeMap<Id, Time>,
-    /// Recently failed ids and when; stale state from peers does not bring them back.
-    pub(crate) recently_failed: BTreeMap<Id, Time>,
+    /// Recently failed ids, when and at what address; stale state from peers does not bring
+    /// them back.
+    pub(crate) recently_failed: BTreeMap<Id, (Time, Contact)>,
     /// Peers we asked the driver to measure.
     pub(crate) probing: BTreeSet<Id>,
     /// Forwarded messages awaiting hop acks.
@@ -922,11 +923,11 @@ impl Overlay {
             return;
         };
         if self.recently_failed.len() >= MAX_RECENTLY_FAILED {
-            if let Some((&oldest, _)) = self.recently_failed.iter().min_by_key(|(_, t)| **t) {
+            if let Some((&oldest, _)) = self.recently_failed.iter().min_by_key(|(_, f)| f.0) {
                 self.recently_failed.remove(&oldest);
             }
         }
-        self.recently_failed.insert(id, now);
+        self.recently_failed.insert(id, (now, contact));
         let side = self.leaf.side_of(&id);
         let in_leaf = self.leaf.remove(&id);
         let slot = self.table.remove(&id);

@@ -432,21 +432,22 @@ impl Kbr for Overlay {
         v
     }
 
-    fn lately_failed_near(&self, key: &Id, k: usize, now: Time) -> bool {
+    fn lately_failed(&self, key: &Id, k: usize, now: Time) -> Vec<Contact> {
         let lately = self.cfg.failure_timeout.mul(2);
-        let mut failed = self
+        let failed = self
             .recently_failed
-            .iter()
-            .filter(|(_, at)| now.saturating_since(**at) < lately)
-            .map(|(id, _)| id)
-            .peekable();
-        if failed.peek().is_none() || k == 0 {
-            return false;
+            .values()
+            .filter(|(at, _)| now.saturating_since(*at) < lately)
+            .map(|(_, c)| *c);
+        if k == 0 {
+            return Vec::new();
         }
         let closest = self.by_closeness(key);
         match closest.get(k - 1) {
-            None => true,
-            Some(kth) => failed.any(|f| key.cmp_closeness(f, &kth.id) == std::cmp::Ordering::Less),
+            None => failed.collect(),
+            Some(kth) => failed
+                .filter(|f| key.cmp_closeness(&f.id, &kth.id) == std::cmp::Ordering::Less)
+                .collect(),
         }
     }
 
@@ -461,7 +462,9 @@ impl Kbr for Overlay {
             return None;
         }
         let others: Vec<Id> = known.iter().copied().filter(|i| i != node).collect();
-        let span = self.leaf.span();
+        // Not `span`: a half that is short while its repair is under way in a large ring does
+        // not make this node know the whole ring.
+        let span = self.leaf.known_arc();
         if others.len() <= rank {
             // Every node known is among the rank + 1 closest for every key: the whole ring.
             return span.is_none().then_some((*node, *node));

@@ -329,7 +329,6 @@ impl Past {
         reason: Refusal,
         from: Contact,
     ) {
-        let wait = self.lookup_retry_interval();
         match self.pending.get_mut(&req) {
             Some(Pending::Insert { cert, .. }) if cert.id() == id => {}
             Some(Pending::Lookup {
@@ -337,14 +336,16 @@ impl Past {
             }) if *asked == id => {
                 // An open-mode lookup refused by a root whose view is unsettled tries again
                 // rather than fail, a little later each time: a holder that root took for dead
-                // may be back, or the leaf sets repaired, by then. No try of it is left in
-                // flight, so this adds no load of copies sent twice.
+                // may be back, or the leaf sets repaired, by then. (A try that was slow to be
+                // refused after a second one went may start a third while the second is out:
+                // a few more tries at most, and only near failures.)
                 if let LookupStage::Plain { retry, unsettled } = stage {
                     if reason == Refusal::Unsettled
                         && !self.config.secure
                         && *unsettled < crate::secure::MAX_UNSETTLED_TRIES
                     {
-                        *retry = Some(now + wait.mul(1 << *unsettled));
+                        let wait = crate::secure::UNSETTLED_WAIT.mul(1 << *unsettled);
+                        *retry = Some(now + wait);
                         *unsettled += 1;
                         self.lookups_unsettled += 1;
                         return;

@@ -378,6 +378,14 @@ impl Past {
             }
         }
         chain.truncate(LOOKUP_HANDOFFS);
+        // Last, a node near the id this root declared failed lately: the failure may be
+        // false (a busy holder, whose copy only it may have), and the nodes after this one,
+        // which did not declare it failed, watch it when they hand the lookup to it. One
+        // more than the hand-offs is still within the cut of a list received.
+        let failed = kbr.lately_failed(&ask.id, LOOKUP_HANDOFFS + 1, now);
+        if let Some(f) = failed.into_iter().find(|f| f.id != ask.client.id) {
+            chain.push(f);
+        }
         self.pass_lookup(kbr, now, ask, chain);
     }
 
@@ -408,7 +416,10 @@ impl Past {
     fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
         let next = loop {
             if chain.is_empty() {
-                let reason = if kbr.lately_failed_near(&ask.id, LOOKUP_HANDOFFS + 1, now) {
+                let unsettled = !kbr
+                    .lately_failed(&ask.id, LOOKUP_HANDOFFS + 1, now)
+                    .is_empty();
+                let reason = if unsettled {
                     Refusal::Unsettled
                 } else {
                     Refusal::NotFound

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ringvault_overlay::{Kbr, Redundancy, SecureRouteReport};
-use ringvault_types::{Contact, Id, Time};
+use ringvault_types::{Contact, Duration, Id, Time};
 
 use crate::past::{encode, Past, Pending, RequestId};
 use crate::PastError;
@@ -79,8 +79,11 @@ impl Witnesses {
 }
 
 /// Tries of an open-mode lookup that a root may refuse as unsettled before the refusal is
-/// taken as final: waits of 1, 2 and 4 retry intervals, well within the request's deadline.
+/// taken as final...
 pub(crate) const MAX_UNSETTLED_TRIES: u8 = 3;
+/// ...after waits of this, then twice and four times as long (7 s in all, well within the
+/// request's deadline, and past the two failure timeouts a default root counts as lately).
+pub(crate) const UNSETTLED_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a lookup stands.
 #[derive(Debug)]
@@ -324,7 +327,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use ringvault_overlay::{AppMessage, RouteInfo, Service};
-    use ringvault_types::{Duration, Identity};
+    use ringvault_types::Identity;
 
     use super::*;
     use crate::message::{PastMessage, Refusal};
@@ -342,6 +345,9 @@ mod tests {
     struct Recorder {
         routed: Vec<(Id, AppMessage)>,
         secure: Vec<(Id, AppMessage, u8, Redundancy)>,
+        direct: Vec<(Contact, AppMessage)>,
+        /// What `lately_failed` answers.
+        failed: Vec<Contact>,
     }
 
     impl Kbr for Recorder {
@@ -351,7 +357,12 @@ mod tests {
         fn route(&mut self, key: Id, msg: AppMessage, _: Option<Contact>) {
             self.routed.push((key, msg));
         }
-        fn send_direct(&mut self, _: Contact, _: AppMessage) {}
+        fn send_direct(&mut self, to: Contact, msg: AppMessage) {
+            self.direct.push((to, msg));
+        }
+        fn lately_failed(&self, _: &Id, _: usize, _: Time) -> Vec<Contact> {
+            self.failed.clone()
+        }
         fn sec_route(&mut self, key: Id, msg: AppMessage, r: u8, red: Redundancy) -> u64 {
             self.secure.push((key, msg, r, red));
             self.secure.len() as u64
@@ -570,5 +581,44 @@ mod tests {
         p.handle_timeout(&mut kbr, retry);
         assert_eq!(kbr.secure.len(), 2, "redundant after the secure route");
         assert_eq!(kbr.secure[1].3, Redundancy::Always);
+    }
+
+    /// A root without a copy hands a lookup to the nodes closest to the id, and last to a node
+    /// near it that it declared failed lately (the failure may be false, and the nodes after
+    /// it did not declare it); with none, the list is the closest alone (the control).
+    #[test]
+    fn a_root_hands_a_lookup_last_to_a_lately_failed_node_near_the_id() {
+        let gone = contact(42);
+        for failed in [vec![], vec![gone]] {
+            let mut p = past(false);
+            let mut kbr = Recorder {
+                failed: failed.clone(),
+                ..Recorder::default()
+            };
+            let client = contact(9);
+            let ask = PastMessage::Lookup {
+                req: 5,
+                client,
+                id: Id::hash(b"held by a busy node"),
+                handoff: None,
+                hops: 0,
+            };
+            from(&mut p, &mut kbr, client, &ask);
+            let (to, msg) = kbr.direct.first().expect("handed on");
+            assert_eq!(*to, contact(1), "the closest other than this node first");
+            let Ok(PastMessage::Lookup {
+                handoff: Some(then),
+                ..
+            }) = postcard::from_bytes::<PastMessage>(&msg.body)
+            else {
+                panic!("not a hand-off");
+            };
+            let ids: Vec<Contact> = then;
+            assert!(
+                ids.len() <= crate::holder::LOOKUP_HANDOFFS,
+                "within the cut"
+            );
+            assert_eq!(ids.last() == Some(&gone), !failed.is_empty(), "{ids:?}");
+        }
     }
 }
