@@ -97,7 +97,8 @@ pub enum PastError {
 /// How a node's lookups went, as `/v1/status` and `/metrics` report it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LookupStats {
-    /// Open-mode lookups routed a second time because no answer came in time.
+    /// Tries of open-mode lookups routed again: because no answer came in a few times the
+    /// usual lookup latency (once per lookup), or after an unsettled refusal.
     pub resent: u64,
     /// Tries of this node's lookups refused by a root that had lately declared a node near
     /// the object failed ([`crate::Refusal::Unsettled`]), each followed by another try.

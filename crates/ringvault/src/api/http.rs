@@ -588,7 +588,7 @@ fn render_storage_metrics(out: &mut String, s: &StorageState) {
         ),
         (
             "ringvault_lookup_resends_total",
-            "This node's lookups routed a second time because no answer came in a few times the usual lookup latency.",
+            "Tries of this node's lookups routed again: no answer came in a few times the usual lookup latency, or a root refused as unsettled.",
             "counter",
             s.lookups.resent,
         ),
