@@ -234,3 +234,55 @@ fn range_is_the_arc_where_a_node_is_among_the_rank_plus_one_closest_or_unknown()
     }
     assert!(checked > 6 * 200 * 8, "too few ranges known: {checked}");
 }
+
+/// While a node's leaf set is being repaired (two of its counter-clockwise neighbours killed at
+/// once), every range it gives is still exact for the live ring: a short half that whoever is
+/// heard from next fills is not taken as knowing the whole ring. Checked every 100 ms through
+/// failure detection and repair.
+#[test]
+fn ranges_given_while_a_leaf_set_is_repaired_are_exact() {
+    let (mut net, _) = ring(120, 5);
+    let leaf = Config::default().leaf_set_size;
+    let at = net.random_alive();
+    let me = net.id(at);
+    let mut ids = Ring::of(&net).ids().to_vec();
+    ids.sort();
+    let pos = ids.binary_search(&me).unwrap();
+    let gone: Vec<Id> = (1..=2)
+        .map(|back| ids[(pos + ids.len() - back) % ids.len()])
+        .collect();
+    for g in &gone {
+        net.kill(index(&net, g) as u32);
+    }
+    let live = Ring::of(&net).ids().to_vec();
+    let (mut given, mut withheld) = (0, 0);
+    for _ in 0..150 {
+        net.run_for(Duration::from_millis(100));
+        // Until it has declared them failed, its ranges count the dead nodes (stale, not wrong).
+        let stale = net.with_node(at, |n, _| {
+            gone.iter().any(|g| n.overlay().leaf_set().contains(g))
+        });
+        if stale {
+            continue;
+        }
+        for rank in 0..leaf / 2 {
+            let Some((from, to)) = net.with_node(at, |n, _| n.overlay().range(&me, rank)) else {
+                withheld += 1;
+                continue;
+            };
+            given += 1;
+            for _ in 0..20 {
+                let key = Id::from_bytes(net.rng.gen());
+                let mut by = live.clone();
+                by.sort_by(|a, b| key.cmp_closeness(a, b));
+                assert_eq!(
+                    key.in_cw_arc(&from, &to),
+                    by[..=rank].contains(&me),
+                    "rank {rank}: a range given during repair is wrong"
+                );
+            }
+        }
+    }
+    assert!(given > 0, "no range given after the repair");
+    eprintln!("ranges given {given}, withheld {withheld}");
+}
