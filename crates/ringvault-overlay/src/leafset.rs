@@ -179,19 +179,16 @@ impl LeafSet {
         if self.is_partial() {
             return None;
         }
-        let lo = self.ccw.last().expect("full half").id();
-        let hi = self.cw.last().expect("full half").id();
-        (self.me.cw_distance(&lo) > self.me.cw_distance(&hi)).then_some((lo, hi))
+        self.known_arc()
     }
 
-    /// Whether both halves hold the same nodes: the ring has too few nodes to fill them, and
-    /// (with correct state) this node knows all of it.
-    pub fn halves_alike(&self) -> bool {
-        self.cw.len() == self.ccw.len()
-            && self
-                .cw
-                .iter()
-                .all(|p| self.ccw.iter().any(|q| q.id() == p.id()))
+    /// The arc from the farthest counter-clockwise member to the farthest clockwise one,
+    /// partial halves included (a half short of L/2 only while its repair is under way in a
+    /// ring larger than the leaf set); `None` when the halves overlap or one is empty: this
+    /// node knows every node of the ring.
+    pub fn known_arc(&self) -> Option<(Id, Id)> {
+        let (lo, hi) = (self.ccw.last()?.id(), self.cw.last()?.id());
+        (self.me.cw_distance(&lo) > self.me.cw_distance(&hi)).then_some((lo, hi))
     }
 
     /// The member or owner numerically closest to `key`, skipping `exclude`.

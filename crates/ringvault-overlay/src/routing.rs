@@ -443,14 +443,12 @@ impl Kbr for Overlay {
             return Vec::new();
         }
         let closest = self.by_closeness(key);
-        let mut near: Vec<Contact> = match closest.get(k - 1) {
+        match closest.get(k - 1) {
             None => failed.collect(),
             Some(kth) => failed
                 .filter(|f| key.cmp_closeness(&f.id, &kth.id) == std::cmp::Ordering::Less)
                 .collect(),
-        };
-        near.sort_by(|a, b| key.cmp_closeness(&a.id, &b.id));
-        near
+        }
     }
 
     fn proximity(&self, node: &Id) -> Option<ringvault_types::Duration> {
@@ -464,13 +462,9 @@ impl Kbr for Overlay {
             return None;
         }
         let others: Vec<Id> = known.iter().copied().filter(|i| i != node).collect();
-        // A half short of L/2 holds every node of a small ring, or is being repaired in a
-        // large one, when whoever is heard from next fills it (nodes from the other side, or
-        // far away): which, it cannot tell, so it does not claim a range then.
-        if self.leaf.is_partial() && !self.leaf.halves_alike() {
-            return None;
-        }
-        let span = self.leaf.span();
+        // Not `span`: a half that is short while its repair is under way in a large ring does
+        // not make this node know the whole ring.
+        let span = self.leaf.known_arc();
         if others.len() <= rank {
             // Every node known is among the rank + 1 closest for every key: the whole ring.
             return span.is_none().then_some((*node, *node));

@@ -386,7 +386,7 @@ impl Past {
         if let Some(f) = failed.into_iter().find(|f| f.id != ask.client.id) {
             chain.push(f);
         }
-        self.pass_lookup(kbr, now, ask, chain, false);
+        self.pass_lookup(kbr, now, ask, chain);
     }
 
     /// A lookup a root handed on: answer it, or pass it to the first of `then`. The list only
@@ -402,7 +402,7 @@ impl Past {
             return;
         }
         then.truncate(LOOKUP_HANDOFFS);
-        self.pass_lookup(kbr, now, ask, then, false);
+        self.pass_lookup(kbr, now, ask, then);
     }
 
     /// Hands a lookup to the first of `chain` (telling it the rest), or refuses it when no one
@@ -413,23 +413,12 @@ impl Past {
     /// ([`Past::handoff_target_failed`]), the lookup goes on to the rest (a slow but live
     /// holder then answers too: the client keeps the first answer). One already known to have
     /// failed is skipped.
-    ///
-    /// `unanswered` says the node asked last did not answer its watch in time: a busy holder
-    /// may still answer, so the refusal at the end of the list is not final either.
-    fn pass_lookup(
-        &mut self,
-        kbr: &mut dyn Kbr,
-        now: Time,
-        ask: Asked,
-        mut chain: Vec<Contact>,
-        unanswered: bool,
-    ) {
+    fn pass_lookup(&mut self, kbr: &mut dyn Kbr, now: Time, ask: Asked, mut chain: Vec<Contact>) {
         let next = loop {
             if chain.is_empty() {
-                let unsettled = unanswered
-                    || !kbr
-                        .lately_failed(&ask.id, LOOKUP_HANDOFFS + 1, now)
-                        .is_empty();
+                let unsettled = !kbr
+                    .lately_failed(&ask.id, LOOKUP_HANDOFFS + 1, now)
+                    .is_empty();
                 let reason = if unsettled {
                     Refusal::Unsettled
                 } else {
@@ -473,7 +462,7 @@ impl Past {
         self.passed_on = keep;
         for p in gone {
             self.handoffs_redone += 1;
-            self.pass_lookup(kbr, now, p.ask, p.rest, true);
+            self.pass_lookup(kbr, now, p.ask, p.rest);
         }
     }
 

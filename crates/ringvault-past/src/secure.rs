@@ -81,9 +81,9 @@ impl Witnesses {
 /// Tries of an open-mode lookup that a root may refuse as unsettled before the refusal is
 /// taken as final...
 pub(crate) const MAX_UNSETTLED_TRIES: u8 = 3;
-/// ...after waits of this, then twice and four times as long (14 s in all: past the two
-/// failure timeouts a default root counts as lately, and within the request's deadline).
-pub(crate) const UNSETTLED_WAIT: Duration = Duration::from_secs(2);
+/// ...after waits of this, then twice and four times as long (7 s in all, well within the
+/// request's deadline, and past the two failure timeouts a default root counts as lately).
+pub(crate) const UNSETTLED_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a lookup stands.
 #[derive(Debug)]
